@@ -1,0 +1,666 @@
+//! `kbuild build`: realise a recipe set against the store and record a generation.
+//!
+//! The order of work is chosen so that a no-op rebuild only reads: recipes are parsed and
+//! rendered in memory, unpack outputs are found through the derivation index, the rootfs
+//! digest is computed from its components' digests, and only what is missing is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::derivation;
+use crate::generation::{self, NewGeneration, Recorded};
+use crate::lockfile::{LockError, LockFile, LockedInput};
+use crate::observe::Observer;
+use crate::recipe::{self, FileSource, RecipeError, RecipeSet, TargetPath, VariableError};
+use crate::render::{self, RenderError};
+use crate::store::{IndexedOutput, LockMode, Node, ObjectMeta, Store, StoreError, StorePath};
+use crate::unpack::{self, UnpackError, Wanted};
+
+/// Where things are and how to behave; shared by `build`, `lock` and `update`.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub store_dir: PathBuf,
+    pub recipes_dir: PathBuf,
+    pub lock_path: PathBuf,
+    pub offline: bool,
+    pub max_unpacked: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    pub recipes: Vec<String>,
+    pub sets: Vec<(String, String)>,
+    /// Input name → URL to fetch instead; the pin then comes from the file actually read.
+    pub overrides: BTreeMap<String, String>,
+    /// Fail rather than change the lock file.
+    pub locked: bool,
+}
+
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub rootfs: StorePath,
+    pub rootfs_path: PathBuf,
+    pub generation: Recorded,
+    pub lock_written: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Variable(#[from] VariableError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`--override-input {name}=…`: no loaded recipe declares an input `{name}`")]
+    UnknownOverride { name: String, known: Vec<String> },
+    #[error("the lock file `{}` would change ({reason}), and `--locked` was given", path.display())]
+    LockWouldChange { path: PathBuf, reason: String },
+    #[error("input `{input}`: {recipe_origin} pins sha256 {recipe}, but `{}` pins {lock}", lock_path.display())]
+    LockDisagrees {
+        input: String,
+        recipe_origin: String,
+        recipe: String,
+        lock_path: PathBuf,
+        lock: String,
+    },
+}
+
+impl From<std::io::Error> for BuildError {
+    fn from(e: std::io::Error) -> BuildError {
+        BuildError::Store(StoreError::Io(e))
+    }
+}
+
+impl BuildError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            BuildError::Recipe(e) => e.help(),
+            BuildError::Variable(e) => e.help(),
+            BuildError::Render(e) => e.help(),
+            BuildError::Lock(e) => e.help(),
+            BuildError::Unpack(e) => e.help(),
+            BuildError::Store(_) => None,
+            BuildError::UnknownOverride { known, .. } => {
+                Some(format!("declared inputs: {}", known.join(", ")))
+            }
+            BuildError::LockWouldChange { .. } => Some(
+                "run `kbuild lock` (or the build without `--locked`) and commit the lock file"
+                    .into(),
+            ),
+            BuildError::LockDisagrees { input, .. } => Some(format!(
+                "if the recipe is right, run `kbuild update {input}`; otherwise fix the recipe's `sha256`"
+            )),
+        }
+    }
+}
+
+/// How an input will be obtained in this build.
+#[derive(Debug, Clone)]
+struct Plan {
+    urls: Vec<String>,
+    /// Known pin (from the lock or the recipe); `None` means "pin what we fetch".
+    sha256: Option<String>,
+    overridden: bool,
+}
+
+/// A rootfs file's content, ready to be placed.
+struct Component {
+    target: TargetPath,
+    node: Node,
+    /// The store object holding it (exists, or is written from `bytes`).
+    path: StorePath,
+    bytes: Option<Vec<u8>>,
+}
+
+pub fn build(
+    ctx: &Context,
+    req: &BuildRequest,
+    observer: &dyn Observer,
+) -> Result<BuildOutcome, BuildError> {
+    let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
+    let vars = recipe::resolve_variables(&set, &req.sets)?;
+    for name in req.overrides.keys() {
+        if !set.inputs.contains_key(name) {
+            return Err(BuildError::UnknownOverride {
+                name: name.clone(),
+                known: set.inputs.keys().cloned().collect(),
+            });
+        }
+    }
+    // Render first: template errors need no store and no network.
+    let mut components = render_files(&set, &vars)?;
+
+    let mut lock = LockFile::load(&ctx.lock_path)?;
+    let plans = plan_inputs(ctx, &set, &lock, req)?;
+
+    let store = Store::open(&ctx.store_dir)?;
+    let _lock = store.lock(LockMode::Shared, observer)?;
+
+    // Unpack inputs (index hit, or one pass over the archive).
+    let mut used_inputs = BTreeMap::new();
+    for (input, wanted) in wanted_members(&set) {
+        let plan = &plans[&input];
+        let (sha256, outputs) = realise_unpack(ctx, &store, &input, plan, &wanted, observer)?;
+        if !plan.overridden {
+            let entry = lock
+                .inputs
+                .entry(input.clone())
+                .or_insert_with(|| LockedInput {
+                    urls: plan.urls.clone(),
+                    sha256: sha256.clone(),
+                    size: None,
+                });
+            entry.urls = plan.urls.clone();
+            entry.sha256 = sha256.clone();
+            if let Some(size) = outputs.1 {
+                entry.size = Some(size);
+            }
+        }
+        used_inputs.insert(input.clone(), sha256);
+        let by_member: BTreeMap<(String, bool), IndexedOutput> = outputs
+            .0
+            .into_iter()
+            .map(|o| ((o.id.clone(), o.executable), o))
+            .collect();
+        for f in set.files.values() {
+            if let FileSource::Member { input: i, member } = &f.source
+                && *i == input
+            {
+                let o = &by_member[&(member.clone(), f.executable)];
+                components.push(Component {
+                    target: f.target.clone(),
+                    node: o.node().ok_or_else(|| {
+                        StoreError::Io(std::io::Error::other(format!(
+                            "index entry for `{}` has a malformed digest",
+                            o.path
+                        )))
+                    })?,
+                    path: o.path.clone(),
+                    bytes: None,
+                });
+            }
+        }
+    }
+    // Pins of declared inputs no file uses still belong in the lock.
+    for (name, plan) in &plans {
+        if let (false, Some(sha)) = (plan.overridden, &plan.sha256) {
+            lock.inputs
+                .entry(name.clone())
+                .or_insert_with(|| LockedInput {
+                    urls: plan.urls.clone(),
+                    sha256: sha.clone(),
+                    size: None,
+                });
+        }
+    }
+    if req.locked && lock != LockFile::load(&ctx.lock_path)? {
+        return Err(BuildError::LockWouldChange {
+            path: ctx.lock_path.clone(),
+            reason: "a fetch filled in missing pins".into(),
+        });
+    }
+
+    let manifest = manifest(&set);
+    let rootfs = assemble_rootfs(&store, &set, &components, &manifest)?;
+    let lock_written = lock.save(&ctx.lock_path)?;
+
+    let generation = generation::record(
+        &store,
+        NewGeneration {
+            rootfs: rootfs.clone(),
+            recipes: req.recipes.clone(),
+            variables: vars,
+            inputs: used_inputs,
+            prerequisites: set.prerequisites.iter().cloned().collect(),
+        },
+        observer,
+    )?;
+    Ok(BuildOutcome {
+        rootfs_path: store.path_of(&rootfs),
+        rootfs,
+        generation,
+        lock_written,
+    })
+}
+
+/// Renders every template and text file in memory.
+fn render_files(
+    set: &RecipeSet,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<Component>, BuildError> {
+    let mut out = Vec::new();
+    for f in set.files.values() {
+        let (name, source) = match &f.source {
+            FileSource::Template { name, source } => (name.clone(), source.as_str()),
+            FileSource::Text(t) => (
+                format!("{} (text of {})", f.origin.loc, f.target),
+                t.as_str(),
+            ),
+            FileSource::Member { .. } => continue,
+        };
+        let text = render::render(&name, source, vars)?;
+        render::check_format(&name, f.target.as_str(), &text, f.format)?;
+        let bytes = text.into_bytes();
+        let node = Node::file(&bytes, f.executable);
+        let path = StorePath::new(node.digest(), f.target.file_name())
+            .map_err(|m| std::io::Error::other(format!("target `{}`: {m}", f.target)))?;
+        out.push(Component {
+            target: f.target.clone(),
+            node,
+            path,
+            bytes: Some(bytes),
+        });
+    }
+    Ok(out)
+}
+
+/// The members each input must yield, with their executable bits.
+fn wanted_members(set: &RecipeSet) -> BTreeMap<String, Vec<Wanted>> {
+    let mut out: BTreeMap<String, BTreeSet<Wanted>> = BTreeMap::new();
+    for f in set.files.values() {
+        if let FileSource::Member { input, member } = &f.source {
+            out.entry(input.clone()).or_default().insert(Wanted {
+                member: member.clone(),
+                executable: f.executable,
+            });
+        }
+    }
+    out.into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect()
+}
+
+/// Decides, per declared input, which URLs to read and which pin to expect, checking the
+/// recipe against the lock.
+fn plan_inputs(
+    ctx: &Context,
+    set: &RecipeSet,
+    lock: &LockFile,
+    req: &BuildRequest,
+) -> Result<BTreeMap<String, Plan>, BuildError> {
+    let mut plans = BTreeMap::new();
+    for (name, decl) in &set.inputs {
+        if let Some(url) = req.overrides.get(name) {
+            crate::fetch::check_url(url).map_err(|m| BuildError::UnknownOverride {
+                name: format!("{name} ({m})"),
+                known: vec![],
+            })?;
+            plans.insert(
+                name.clone(),
+                Plan {
+                    urls: vec![url.clone()],
+                    sha256: None,
+                    overridden: true,
+                },
+            );
+            continue;
+        }
+        let locked = lock.inputs.get(name);
+        let sha256 = match (locked, &decl.sha256) {
+            (Some(l), Some(r)) if l.urls == decl.urls && l.sha256 != *r => {
+                return Err(BuildError::LockDisagrees {
+                    input: name.clone(),
+                    recipe_origin: decl.origin.to_string(),
+                    recipe: r.clone(),
+                    lock_path: ctx.lock_path.clone(),
+                    lock: l.sha256.clone(),
+                });
+            }
+            (Some(l), _) if l.urls == decl.urls => Some(l.sha256.clone()),
+            (stale, pin) => {
+                if req.locked {
+                    let reason = if stale.is_some() {
+                        format!("the URLs of input `{name}` changed in {}", decl.origin)
+                    } else {
+                        format!("input `{name}` is not pinned yet")
+                    };
+                    return Err(BuildError::LockWouldChange {
+                        path: ctx.lock_path.clone(),
+                        reason,
+                    });
+                }
+                pin.clone()
+            }
+        };
+        plans.insert(
+            name.clone(),
+            Plan {
+                urls: decl.urls.clone(),
+                sha256,
+                overridden: false,
+            },
+        );
+    }
+    Ok(plans)
+}
+
+/// Returns the input's sha256 and the unpacked outputs (plus the archive size when it was
+/// read in this build).
+#[allow(clippy::type_complexity)]
+fn realise_unpack(
+    ctx: &Context,
+    store: &Store,
+    input: &str,
+    plan: &Plan,
+    wanted: &[Wanted],
+    observer: &dyn Observer,
+) -> Result<(String, (Vec<IndexedOutput>, Option<u64>)), BuildError> {
+    if let (Some(sha), false) = (&plan.sha256, plan.overridden)
+        && let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))?
+    {
+        return Ok((sha.clone(), (outputs, None)));
+    }
+    let scratch = store.scratch()?;
+    let unpacked = unpack::fetch_and_unpack(
+        &unpack::Request {
+            input,
+            urls: &plan.urls,
+            expected_sha256: plan.sha256.as_deref(),
+            wanted,
+            offline: ctx.offline,
+            max_unpacked: ctx.max_unpacked,
+        },
+        scratch.path(),
+        observer,
+    )?;
+    let key = derivation::unpack_key(&unpacked.sha256, wanted);
+    let mut outputs = Vec::new();
+    for f in &unpacked.files {
+        let node = Node::File {
+            executable: f.wanted.executable,
+            size: f.size,
+            contents: f.blake3,
+        };
+        let digest = node.digest();
+        let base = f.wanted.member.rsplit('/').next().unwrap_or("member");
+        let path = StorePath::new(digest, &sanitize_name(base))
+            .map_err(|m| std::io::Error::other(format!("member `{}`: {m}", f.wanted.member)))?;
+        store.add(
+            &f.path,
+            &path,
+            &ObjectMeta {
+                version: 1,
+                digest: digest.to_hex(),
+                deriver: key.clone(),
+                references: vec![],
+            },
+        )?;
+        outputs.push(IndexedOutput {
+            id: f.wanted.member.clone(),
+            path,
+            executable: f.wanted.executable,
+            size: f.size,
+            blake3: f.blake3.to_hex(),
+        });
+    }
+    store.sync_dir()?;
+    store.record(&key, &outputs)?;
+    Ok((unpacked.sha256, (outputs, Some(unpacked.size))))
+}
+
+/// Makes an archive member's file name usable as a store object name.
+fn sanitize_name(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-._?=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        "member".into()
+    } else {
+        cleaned.chars().take(200).collect()
+    }
+}
+
+/// `kbuild.json` at the top of every rootfs: what a host needs to know to activate it.
+fn manifest(set: &RecipeSet) -> Vec<u8> {
+    let value = serde_json::json!({
+        "version": 1,
+        "prerequisites": set.prerequisites.iter().collect::<Vec<_>>(),
+    });
+    let mut out = serde_json::to_vec_pretty(&value).expect("manifest serializes");
+    out.push(b'\n');
+    out
+}
+
+const MANIFEST: &str = "kbuild.json";
+
+/// Computes the rootfs digest from the components and materialises it if it is missing.
+fn assemble_rootfs(
+    store: &Store,
+    set: &RecipeSet,
+    components: &[Component],
+    manifest: &[u8],
+) -> Result<StorePath, BuildError> {
+    let mut root = Node::Directory(BTreeMap::new());
+    for c in components {
+        insert(&mut root, c.target.relative(), c.node.clone());
+    }
+    insert(&mut root, MANIFEST, Node::file(manifest, false));
+    let digest = root.digest();
+    let name = format!("rootfs-{}", set.roots.join("+"));
+    let path = StorePath::new(digest, &name)
+        .map_err(|m| std::io::Error::other(format!("rootfs name: {m}")))?;
+    if store.contains(&path) {
+        return Ok(path);
+    }
+
+    // Rendered files become objects of their own, so generations share them. All new files
+    // are written first and made durable with one syncfs before any of them is renamed in.
+    let scratch = store.scratch()?;
+    let mut pending = Vec::new();
+    for (i, c) in components.iter().enumerate() {
+        if let (Some(bytes), false) = (&c.bytes, store.contains(&c.path)) {
+            let tmp = scratch.path().join(format!("file-{i}"));
+            write_file(
+                &tmp,
+                bytes,
+                matches!(
+                    c.node,
+                    Node::File {
+                        executable: true,
+                        ..
+                    }
+                ),
+            )?;
+            pending.push((tmp, c));
+        }
+    }
+    // The rootfs is its own temp entry in the store directory: renaming a directory to a new
+    // parent would need write permission on the (already read-only) directory itself.
+    let top_dir = store.scratch()?;
+    let top = top_dir.path().to_owned();
+    for c in components {
+        let dest = top.join(c.target.relative());
+        fs_err::create_dir_all(dest.parent().expect("targets have a parent"))?;
+        match &c.bytes {
+            // Not in the store yet: link to the scratch copy (the same inode is renamed in).
+            Some(_) if !store.contains(&c.path) => {
+                let (tmp, _) = pending
+                    .iter()
+                    .find(|(_, p)| p.path == c.path)
+                    .expect("every missing rendered file is pending");
+                link_or_copy(tmp, &dest)?;
+            }
+            _ => link_or_copy(&store.path_of(&c.path), &dest)?,
+        }
+    }
+    write_file(&top.join(MANIFEST), manifest, false)?;
+    store.sync()?;
+    for (tmp, c) in &pending {
+        if store.contains(&c.path) {
+            continue; // two targets with identical content share one object
+        }
+        store.add(
+            tmp,
+            &c.path,
+            &ObjectMeta {
+                version: 1,
+                digest: c.node.digest().to_hex(),
+                deriver: "render".into(),
+                references: vec![],
+            },
+        )?;
+    }
+    let references: BTreeSet<StorePath> = components.iter().map(|c| c.path.clone()).collect();
+    store.add(
+        &top,
+        &path,
+        &ObjectMeta {
+            version: 1,
+            digest: digest.to_hex(),
+            deriver: "rootfs".into(),
+            references: references.into_iter().collect(),
+        },
+    )?;
+    store.sync_dir()?;
+    Ok(path)
+}
+
+fn insert(dir: &mut Node, rel: &str, node: Node) {
+    let Node::Directory(entries) = dir else {
+        unreachable!("insert walks directories only")
+    };
+    match rel.split_once('/') {
+        None => {
+            entries.insert(rel.as_bytes().to_vec(), node);
+        }
+        Some((first, rest)) => {
+            let child = entries
+                .entry(first.as_bytes().to_vec())
+                .or_insert_with(|| Node::Directory(BTreeMap::new()));
+            insert(child, rest, node);
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::write(path, bytes)?;
+    let mode = if executable { 0o755 } else { 0o644 };
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Hardlinks a store file into the rootfs being assembled (never copies big binaries);
+/// copies only where the filesystem cannot link.
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
+                || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error())
+                || e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) =>
+        {
+            fs_err::copy(from, to).map(drop)
+        }
+        Err(e) => Err(crate::fs::annotate(e, "hardlink into the rootfs", to)),
+    }
+}
+
+/// What `kbuild lock` / `kbuild update` did.
+#[derive(Debug, Default)]
+pub struct LockReport {
+    /// Inputs whose pin was added or changed: name → (old sha256, new sha256).
+    pub changed: BTreeMap<String, (Option<String>, String)>,
+    /// Entries removed because no recipe declares the input any more.
+    pub removed: Vec<String>,
+    pub written: bool,
+}
+
+/// Pins inputs of every recipe in the recipes directory. With `refresh`, re-resolves the
+/// named inputs (all if empty) instead of keeping their pins. Inputs are fetched and
+/// unpacked once, so the next build finds them in the store.
+pub fn lock(
+    ctx: &Context,
+    refresh: Option<&[String]>,
+    observer: &dyn Observer,
+) -> Result<LockReport, BuildError> {
+    let all = recipe::available(&ctx.recipes_dir);
+    let set = recipe::load(&ctx.recipes_dir, &all)?;
+    if let Some(names) = refresh {
+        for n in names {
+            if !set.inputs.contains_key(n) {
+                return Err(BuildError::UnknownOverride {
+                    name: n.clone(),
+                    known: set.inputs.keys().cloned().collect(),
+                });
+            }
+        }
+    }
+    let old = LockFile::load(&ctx.lock_path)?;
+    let mut lock = old.clone();
+    let mut report = LockReport::default();
+    lock.inputs.retain(|name, _| {
+        let keep = set.inputs.contains_key(name);
+        if !keep {
+            report.removed.push(name.clone());
+        }
+        keep
+    });
+    let wanted = wanted_members(&set);
+    let store = Store::open(&ctx.store_dir)?;
+    let _guard = store.lock(LockMode::Shared, observer)?;
+    for (name, decl) in &set.inputs {
+        let refreshing = refresh.is_some_and(|r| r.is_empty() || r.contains(name));
+        let current = lock
+            .inputs
+            .get(name)
+            .filter(|l| l.urls == decl.urls && !refreshing);
+        if let (Some(l), Some(r)) = (current, &decl.sha256)
+            && l.sha256 != *r
+        {
+            return Err(BuildError::LockDisagrees {
+                input: name.clone(),
+                recipe_origin: decl.origin.to_string(),
+                recipe: r.clone(),
+                lock_path: ctx.lock_path.clone(),
+                lock: l.sha256.clone(),
+            });
+        }
+        if current.is_some() {
+            continue;
+        }
+        let plan = Plan {
+            urls: decl.urls.clone(),
+            sha256: decl.sha256.clone(),
+            overridden: false,
+        };
+        let members = wanted.get(name).cloned().unwrap_or_default();
+        let (sha256, (_, size)) = realise_unpack(ctx, &store, name, &plan, &members, observer)?;
+        let before = old.inputs.get(name).map(|l| l.sha256.clone());
+        if before.as_deref() != Some(sha256.as_str()) {
+            report
+                .changed
+                .insert(name.clone(), (before, sha256.clone()));
+        }
+        let size = size.or_else(|| {
+            old.inputs
+                .get(name)
+                .filter(|l| l.sha256 == sha256)
+                .and_then(|l| l.size)
+        });
+        lock.inputs.insert(
+            name.clone(),
+            LockedInput {
+                urls: decl.urls.clone(),
+                sha256,
+                size,
+            },
+        );
+    }
+    report.written = lock.save(&ctx.lock_path)?;
+    Ok(report)
+}

@@ -1,0 +1,55 @@
+//! `kbuild build`.
+
+use anyhow::Context as _;
+use kbuild::build::{BuildRequest, Context};
+use kbuild::generation::Recorded;
+
+use super::Terminal;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Recipes to build (names of files in the recipes directory, without `.toml`)
+    #[arg(required = true, value_name = "RECIPE")]
+    names: Vec<String>,
+    /// Set a recipe variable (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    sets: Vec<(String, String)>,
+    /// Fetch an input from another URL (a local copy, a mirror); its pin then comes from the
+    /// file actually read, and the lock file is left alone
+    #[arg(long = "override-input", value_name = "NAME=URL", value_parser = parse_pair)]
+    overrides: Vec<(String, String)>,
+    /// Fail instead of changing the lock file
+    #[arg(long)]
+    locked: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
+    let req = BuildRequest {
+        recipes: args.names,
+        sets: args.sets,
+        overrides: args.overrides.into_iter().collect(),
+        locked: args.locked,
+    };
+    let outcome = kbuild::build::build(ctx, &req, term)
+        .with_context(|| format!("cannot build {}", req.recipes.join(" ")))?;
+    if outcome.lock_written {
+        term.status(
+            "Locked",
+            &format!("inputs in `{}`", ctx.lock_path.display()),
+        );
+    }
+    match outcome.generation {
+        Recorded::New(n) => term.status("Built", &format!("generation {n}")),
+        Recorded::Unchanged(n) => term.status("Fresh", &format!("generation {n} is up to date")),
+    }
+    let path = std::path::absolute(&outcome.rootfs_path).unwrap_or(outcome.rootfs_path);
+    println!("{}", path.display());
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Command-line definitions. Each command is a thin `run` over one library operation; this
+//! module and `main.rs` are the only code that writes to the terminal.
+
+mod build;
+mod generations;
+mod lock;
+mod term;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use term::Terminal;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kbuild",
+    version,
+    about = "Reproducible, content-addressed builds of Kubernetes control-plane hosts",
+    long_about = "Builds recipes (recipes/*.toml) into an immutable rootfs in a content-addressed store, \
+records it as a numbered generation, and pins every input in flake-like.lock.json.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after the subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Store directory
+    #[arg(
+        long,
+        global = true,
+        env = "KBUILD_STORE",
+        default_value = "store",
+        value_name = "DIR"
+    )]
+    pub store: PathBuf,
+    /// Recipes directory
+    #[arg(
+        long,
+        global = true,
+        env = "KBUILD_RECIPES",
+        default_value = "recipes",
+        value_name = "DIR"
+    )]
+    pub recipes: PathBuf,
+    /// Root filesystem that `switch` and `rollback` act on
+    #[arg(
+        long,
+        global = true,
+        env = "KBUILD_ROOT",
+        default_value = "/",
+        value_name = "DIR"
+    )]
+    pub root: PathBuf,
+    /// Lock file [default: flake-like.lock.json beside the recipes directory]
+    #[arg(long, global = true, env = "KBUILD_LOCK_FILE", value_name = "PATH")]
+    pub lock_file: Option<PathBuf>,
+    /// Never use the network; inputs must be in the store or at file:// URLs
+    #[arg(long, global = true)]
+    pub offline: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build recipes into a rootfs in the store and record a generation
+    Build(build::Args),
+    /// Pin every input that lacks a pin in the lock file (fetching it once)
+    Lock(lock::LockArgs),
+    /// Re-resolve inputs (all, or the ones named) and rewrite their pins
+    Update(lock::UpdateArgs),
+    /// List the recorded generations
+    Generations(generations::Args),
+}
+
+impl Cli {
+    pub fn run(self, term: &Terminal) -> anyhow::Result<()> {
+        let ctx = self.global.context();
+        match self.command {
+            Command::Build(a) => build::run(&ctx, a, term),
+            Command::Lock(a) => lock::run_lock(&ctx, a, term),
+            Command::Update(a) => lock::run_update(&ctx, a, term),
+            Command::Generations(a) => generations::run(&ctx, a),
+        }
+    }
+}
+
+impl Global {
+    fn context(&self) -> kbuild::build::Context {
+        let lock_path = self.lock_file.clone().unwrap_or_else(|| {
+            let parent = self
+                .recipes
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            parent.join(kbuild::lockfile::FILE_NAME)
+        });
+        let max_unpacked = std::env::var("KBUILD_MAX_UNPACKED_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(kbuild::unpack::DEFAULT_MAX_UNPACKED);
+        kbuild::build::Context {
+            store_dir: self.store.clone(),
+            recipes_dir: self.recipes.clone(),
+            lock_path,
+            offline: self.offline,
+            max_unpacked,
+        }
+    }
+}
+
+/// Finds a `help:` line for an error anywhere in the chain.
+pub fn help_for(err: &anyhow::Error) -> Option<String> {
+    use kbuild::build::BuildError;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<BuildError>()
+            && let Some(h) = e.help()
+        {
+            return Some(h);
+        }
+        if let Some(e) = cause.downcast_ref::<kbuild::recipe::RecipeError>()
+            && let Some(h) = e.help()
+        {
+            return Some(h);
+        }
+    }
+    None
+}

@@ -1,0 +1,86 @@
+//! Derivation keys: a hash of a specified encoding of a build step and its inputs
+//! (documented in `docs/store-format.md`), never of a serde dump of a struct that may change.
+//!
+//! Only steps whose output cannot be computed cheaply need a key: *unpack* (fetch + select
+//! members) is identified by the input's sha256 and the members kept, and its key indexes
+//! the outputs so a rebuild never touches the network. *Render* and *rootfs* outputs are
+//! addressed by their content directly (rendering takes microseconds and the rootfs digest
+//! is a Merkle hash over its components' digests), so they need no index.
+
+use crate::unpack::Wanted;
+
+/// Prefix of every derivation encoding; changing the encoding must change it.
+pub const FORMAT: &str = "kbuild-drv-v1";
+
+/// Writes the length-prefixed fields of one derivation into BLAKE3.
+struct Encoder(blake3::Hasher);
+
+impl Encoder {
+    fn new(kind: &str) -> Encoder {
+        let mut e = Encoder(blake3::Hasher::new());
+        e.field(FORMAT.as_bytes());
+        e.field(kind.as_bytes());
+        e
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Encoder {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    fn finish(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
+/// The key of unpacking `wanted` (in any order) from the archive with this sha256.
+pub fn unpack_key(sha256: &str, wanted: &[Wanted]) -> String {
+    let mut sorted = wanted.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut e = Encoder::new("unpack");
+    e.field(sha256.as_bytes())
+        .field(&(sorted.len() as u64).to_le_bytes());
+    for w in &sorted {
+        e.field(w.member.as_bytes())
+            .field(&[u8::from(w.executable)]);
+    }
+    e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(m: &str, x: bool) -> Wanted {
+        Wanted {
+            member: m.into(),
+            executable: x,
+        }
+    }
+
+    /// Golden key from the Python reference implementation in docs/store-format.md.
+    #[test]
+    fn golden_unpack_key_of_format_v1() {
+        let key = unpack_key(
+            "3625b63d573aa4d28eaa30b291017f775f2ddc0523f40d25023ad1da9c30390e",
+            &[
+                w("kubernetes/server/bin/kubectl", true),
+                w("kubernetes/LICENSES", false),
+            ],
+        );
+        assert_eq!(
+            key,
+            "e11f702740c69113014bd6f9afa0fa89ebd212801a9713714a8a02267bdb9d3f"
+        );
+    }
+
+    #[test]
+    fn order_of_members_does_not_matter() {
+        let a = unpack_key("ab", &[w("x", true), w("y", false)]);
+        let b = unpack_key("ab", &[w("y", false), w("x", true)]);
+        assert_eq!(a, b);
+        assert_ne!(a, unpack_key("ab", &[w("x", false), w("y", false)]));
+    }
+}

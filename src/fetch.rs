@@ -1,0 +1,171 @@
+//! Sources of input bytes: `https://`, `http://` and `file://` URLs, yielding a plain reader.
+//!
+//! Mirrors, retries and hash checking live with the consumer (`unpack`), because a retry must
+//! restart the whole single-pass pipeline, not just the socket.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often each URL is tried before moving to the next mirror.
+pub const ATTEMPTS_PER_URL: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("`{url}`: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("`{url}`: {message}")]
+    Transport {
+        url: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("`{url}`: cannot read `{}`", path.display())]
+    File {
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{url}` needs the network, and `--offline` was given")]
+    Offline { url: String },
+}
+
+impl FetchError {
+    /// Worth another try: connection trouble, 5xx, 408 and 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            FetchError::Transport { transient, .. } => *transient,
+            FetchError::File { .. } | FetchError::Offline { .. } => false,
+        }
+    }
+}
+
+/// A source opened for reading.
+pub struct Opened {
+    pub reader: Box<dyn Read + Send>,
+    /// Total size, when the source knows it (file size, Content-Length).
+    pub len: Option<u64>,
+}
+
+/// Checks that a URL is one kbuild can fetch; the message says what is wrong.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "`{url}`: a file URL needs an absolute path (`file:///…`)"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "`{url}`: only https://, http:// and file:// URLs are supported"
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+        return Err(format!("`{url}` is not a valid URL"));
+    }
+    Ok(())
+}
+
+/// Whether fetching `url` touches the network.
+pub fn is_network(url: &str) -> bool {
+    !url.starts_with("file://")
+}
+
+/// Opens `url` for reading.
+pub fn open(url: &str, offline: bool) -> Result<Opened, FetchError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = PathBuf::from(percent_decode(path));
+        let file = std::fs::File::open(&path).map_err(|source| FetchError::File {
+            url: url.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+        let len = file.metadata().ok().map(|m| m.len());
+        return Ok(Opened {
+            reader: Box::new(file),
+            len,
+        });
+    }
+    if offline {
+        return Err(FetchError::Offline {
+            url: url.to_owned(),
+        });
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .max_redirects(10)
+        .user_agent(concat!("kbuild/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::StatusCode(status) => FetchError::Status {
+            url: url.to_owned(),
+            status,
+        },
+        other => FetchError::Transport {
+            url: url.to_owned(),
+            transient: matches!(
+                other,
+                ureq::Error::Io(_)
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::HostNotFound
+                    | ureq::Error::Protocol(_)
+            ),
+            message: other.to_string(),
+        },
+    })?;
+    let len = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok(Opened {
+        reader: Box::new(resp.into_body().into_reader()),
+        len,
+    })
+}
+
+/// Decodes `%XX` escapes in a file URL path.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://dl.k8s.io/v1.6.0/x.tar.gz").is_ok());
+        assert!(check_url("file:///srv/mirror/x.tar.gz").is_ok());
+        assert!(check_url("file://relative").is_err());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("https://").is_err());
+        assert_eq!(percent_decode("/a%20b/c"), "/a b/c");
+        assert_eq!(percent_decode("/a%2"), "/a%2");
+    }
+}

@@ -1,0 +1,154 @@
+//! The one place that writes files: atomic replace, durable renames, read-only trees.
+//!
+//! Every write kbuild makes goes through here so that crash safety is argued once:
+//! data goes to a temporary file in the destination directory, is synced, then renamed over
+//! the target, and the directory is synced so the rename itself survives a power loss.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use fs_err as fs;
+
+/// Constant mtime given to everything in the store (as Nix does), so listings are reproducible.
+pub const STORE_MTIME: i64 = 1;
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| annotate(e, "create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_data())
+        .map_err(|e| annotate(e, "write", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| annotate(e.error, "rename a temporary file onto", path))?;
+    fsync_dir(dir)
+}
+
+/// Like [`write_atomic`] but skips the write when the file already holds exactly `bytes`.
+/// Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    match std::fs::read(path) {
+        Ok(old) if old == bytes => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(annotate(e, "read", path)),
+    }
+    write_atomic(path, bytes)?;
+    Ok(true)
+}
+
+/// Makes a directory's entries durable (renames into it, files created in it).
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| annotate(e, "sync directory", dir))
+}
+
+/// `rename(2)` that never replaces: returns `Ok(false)` when `to` already exists.
+///
+/// Content-addressed adds rely on this: an existing destination holds the same content,
+/// so "already there" is success and the caller discards its copy.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => Ok(false),
+        // Filesystems without RENAME_NOREPLACE (some network filesystems): fall back to a
+        // check-then-rename; two racing kbuilds then both rename identical content, which is
+        // still correct for a content-addressed path that is a regular file.
+        Err(rustix::io::Errno::INVAL) => {
+            if to.symlink_metadata().is_ok() {
+                return Ok(false);
+            }
+            std::fs::rename(from, to).map_err(|e| annotate(e, "rename into", to))?;
+            Ok(true)
+        }
+        Err(e) => Err(annotate(io::Error::from(e), "rename into", to)),
+    }
+}
+
+/// Sets the store's normalized permissions on a tree: directories and executables 0555,
+/// other files 0444, and the constant mtime. Symlinks are left as they are.
+pub fn make_read_only(path: &Path) -> io::Result<()> {
+    // Children first: a directory must stay writable until its entries are done.
+    for entry in walkdir::WalkDir::new(path).contents_first(true) {
+        let entry = entry.map_err(io::Error::other)?;
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            continue;
+        }
+        let p = entry.path();
+        let meta = entry.metadata().map_err(io::Error::other)?;
+        let mode = if ft.is_dir() || meta.permissions().mode() & 0o111 != 0 {
+            0o555
+        } else {
+            0o444
+        };
+        set_mtime(p)?;
+        if meta.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a read-only store tree removable again (for gc and for tests cleaning up).
+pub fn make_writable(path: &Path) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_dir() {
+            fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file or a (possibly read-only) directory tree; a missing path is not an error.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(annotate(e, "inspect", path)),
+        Ok(m) if m.is_dir() => {
+            make_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+fn set_mtime(path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+    let t = Timespec {
+        tv_sec: STORE_MTIME,
+        tv_nsec: 0,
+    };
+    utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| annotate(e.into(), "set the mtime of", path))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Adds the action and path to an I/O error, the way `fs-err` does for std calls.
+pub fn annotate(e: io::Error, action: &str, path: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("failed to {action} `{}`: {e}", path.display()),
+    )
+}

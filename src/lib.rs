@@ -1,0 +1,16 @@
+//! kbuild: recipes → content-addressed store → generations → atomic switch.
+//!
+//! The library owns every operation and never prints; `src/cli` and `src/main.rs` are the
+//! only code that talks to the terminal.
+
+pub mod build;
+pub mod derivation;
+pub mod fetch;
+pub mod fs;
+pub mod generation;
+pub mod lockfile;
+pub mod observe;
+pub mod recipe;
+pub mod render;
+pub mod store;
+pub mod unpack;

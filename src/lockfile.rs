@@ -1,0 +1,187 @@
+//! `flake-like.lock.json`: the pins of every input (URLs, sha256, size).
+//!
+//! Versioned JSON with sorted keys, rewritten only when its content changes, atomically.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE_NAME: &str = "flake-like.lock.json";
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedInput {
+    /// The URLs the pin was made from: primary first, then mirrors.
+    pub urls: Vec<String>,
+    pub sha256: String,
+    /// Size in bytes, once known (filled in by the first fetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockFile {
+    pub inputs: BTreeMap<String, LockedInput>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    inputs: BTreeMap<String, LockedInput>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: invalid lock file: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("lock file `{}` has version {found}; this kbuild reads version {VERSION}", path.display())]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot write lock file `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            LockError::Parse { .. } => Some(
+                "fix the file by hand, or delete it and run `kbuild lock` to pin the inputs again"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl LockFile {
+    /// Reads the lock file; a missing file is an empty lock.
+    pub fn load(path: &Path) -> Result<LockFile, LockError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile::default()),
+            Err(source) => {
+                return Err(LockError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        LockFile::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<LockFile, LockError> {
+        let parse_err = |e: serde_json::Error| LockError::Parse {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        };
+        // Check the version before the shape, so a future format gets the right message.
+        let value: serde_json::Value = serde_json::from_str(text).map_err(parse_err)?;
+        let found = value.get("version").and_then(serde_json::Value::as_u64);
+        if found != Some(u64::from(VERSION)) {
+            return Err(LockError::Version {
+                path: path.to_owned(),
+                found: found.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            });
+        }
+        let disk: OnDisk = serde_json::from_str(text).map_err(parse_err)?;
+        for (name, input) in &disk.inputs {
+            let ok = input.sha256.len() == 64
+                && input
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !ok {
+                return Err(LockError::Parse {
+                    path: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!("input `{name}`: sha256 must be 64 lowercase hex digits"),
+                });
+            }
+        }
+        Ok(LockFile {
+            inputs: disk.inputs,
+        })
+    }
+
+    /// The exact bytes written: 2-space indented, keys sorted, trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let disk = OnDisk {
+            version: VERSION,
+            inputs: self.inputs.clone(),
+        };
+        let mut out = serde_json::to_vec_pretty(&disk).expect("lock serializes");
+        out.push(b'\n');
+        out
+    }
+
+    /// Writes the lock if its bytes differ from the file's. Returns whether it wrote.
+    pub fn save(&self, path: &Path) -> Result<bool, LockError> {
+        crate::fs::write_if_changed(path, &self.to_bytes()).map_err(|source| LockError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_stable() {
+        let mut lock = LockFile::default();
+        lock.inputs.insert(
+            "b".into(),
+            LockedInput {
+                urls: vec!["https://x/b".into()],
+                sha256: "0".repeat(64),
+                size: Some(3),
+            },
+        );
+        lock.inputs.insert(
+            "a".into(),
+            LockedInput {
+                urls: vec!["https://x/a".into()],
+                sha256: "1".repeat(64),
+                size: None,
+            },
+        );
+        let bytes = lock.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.find("\"a\"").unwrap() < text.find("\"b\"").unwrap());
+        assert_eq!(LockFile::parse(Path::new("l"), &text).unwrap(), lock);
+        assert_eq!(
+            LockFile::parse(Path::new("l"), &text).unwrap().to_bytes(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn future_version_is_refused_by_name() {
+        let err = LockFile::parse(Path::new("l"), r#"{"version": 2, "inputs": {}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "lock file `l` has version 2; this kbuild reads version 1"
+        );
+    }
+}

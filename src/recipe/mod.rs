@@ -1,0 +1,769 @@
+//! Recipes: TOML files in the recipes directory (format in `docs/recipes.md`).
+//!
+//! Loading parses each file with spans, validates names, paths and types once (so inner
+//! code never re-checks raw strings), follows `imports` depth-first with cycle detection and
+//! merges everything into one [`RecipeSet`]. Every error points at `file:line:column`.
+
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use types::{TargetPath, VarType};
+
+/// A position in a recipe or template file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+impl Loc {
+    fn at(file: &Path, text: &str, offset: usize) -> Loc {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Loc {
+            file: file.to_owned(),
+            line,
+            column,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{loc}: {message}")]
+    At {
+        loc: Loc,
+        message: String,
+        help: Option<String>,
+    },
+    #[error("no recipe `{name}` in `{}`", dir.display())]
+    Unknown {
+        name: String,
+        dir: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RecipeError {
+    fn at(loc: Loc, message: impl Into<String>) -> RecipeError {
+        RecipeError::At {
+            loc,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    fn with_help(self, h: impl Into<String>) -> RecipeError {
+        match self {
+            RecipeError::At { loc, message, .. } => RecipeError::At {
+                loc,
+                message,
+                help: Some(h.into()),
+            },
+            other => other,
+        }
+    }
+
+    pub fn help(&self) -> Option<String> {
+        match self {
+            RecipeError::At { help, .. } => help.clone(),
+            RecipeError::Unknown { available, .. } if available.is_empty() => {
+                Some("the recipes directory has no `*.toml` files; pass `--recipes DIR`".into())
+            }
+            RecipeError::Unknown { available, .. } => {
+                Some(format!("available recipes: {}", available.join(", ")))
+            }
+            RecipeError::Read { .. } => None,
+        }
+    }
+}
+
+// ---- the file format, as serde sees it ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    #[allow(dead_code)] // documentation for readers of the recipe; shown by nothing yet
+    description: Option<String>,
+    #[serde(default)]
+    imports: Vec<Spanned<String>>,
+    #[serde(default)]
+    prerequisites: Vec<Spanned<String>>,
+    #[serde(default)]
+    inputs: BTreeMap<Spanned<String>, Spanned<RawInput>>,
+    #[serde(default)]
+    variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+    #[serde(default)]
+    files: BTreeMap<Spanned<String>, Spanned<RawFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    mirrors: Vec<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Str(String),
+    Int(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariable {
+    #[serde(rename = "type")]
+    ty: Option<Spanned<String>>,
+    default: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    required: bool,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    input: Option<Spanned<String>>,
+    member: Option<Spanned<String>>,
+    template: Option<Spanned<String>>,
+    text: Option<Spanned<String>>,
+    mode: Option<Spanned<Scalar>>,
+    format: Option<Spanned<String>>,
+}
+
+// ---- the validated model ----
+
+/// A fetched input: URLs tried in order (the first is the primary, the rest mirrors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputDecl {
+    pub name: String,
+    pub urls: Vec<String>,
+    /// Pin written in the recipe itself (the lock may pin it instead).
+    pub sha256: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VarDecl {
+    pub name: String,
+    pub ty: VarType,
+    pub default: Option<String>,
+    pub required: bool,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+/// Where the content of a rootfs file comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileSource {
+    /// A member of an input's archive.
+    Member { input: String, member: String },
+    /// A minijinja template; `name` is its path relative to the recipes directory.
+    Template { name: String, source: String },
+    /// Literal text (also rendered, so it may use variables).
+    Text(String),
+}
+
+/// Extra checks on a rendered file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Anything.
+    Text,
+    /// A systemd `EnvironmentFile=`: `KEY="value"` lines whose quotes close on the same line.
+    Env,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDecl {
+    pub target: TargetPath,
+    pub source: FileSource,
+    pub executable: bool,
+    pub format: FileFormat,
+    pub origin: Origin,
+}
+
+/// Which recipe declared something, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub recipe: String,
+    pub loc: Loc,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "recipe `{}` ({})", self.recipe, self.loc)
+    }
+}
+
+/// Recipes loaded with all their imports and merged.
+#[derive(Clone, Debug, Default)]
+pub struct RecipeSet {
+    /// The recipes asked for, in the order given.
+    pub roots: Vec<String>,
+    /// Every recipe loaded, in load order.
+    pub loaded: Vec<String>,
+    pub inputs: BTreeMap<String, InputDecl>,
+    pub variables: BTreeMap<String, VarDecl>,
+    pub files: BTreeMap<TargetPath, FileDecl>,
+    /// Host paths that must exist at switch time; checked, never copied.
+    pub prerequisites: BTreeSet<String>,
+}
+
+/// Names of the recipes available in `dir`, sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads `roots` and everything they import from `dir`.
+pub fn load(dir: &Path, roots: &[String]) -> Result<RecipeSet, RecipeError> {
+    let mut loader = Loader {
+        dir,
+        set: RecipeSet {
+            roots: roots.to_vec(),
+            ..RecipeSet::default()
+        },
+        stack: Vec::new(),
+        done: BTreeSet::new(),
+    };
+    for name in roots {
+        if types::check_name(name, "recipe").is_err() || !dir.join(format!("{name}.toml")).is_file()
+        {
+            return Err(RecipeError::Unknown {
+                name: name.clone(),
+                dir: dir.to_owned(),
+                available: available(dir),
+            });
+        }
+        loader.visit(name, None)?;
+    }
+    loader.check_references()?;
+    Ok(loader.set)
+}
+
+struct Loader<'a> {
+    dir: &'a Path,
+    set: RecipeSet,
+    /// Recipes being loaded (for cycle detection), with the import that led to each.
+    stack: Vec<String>,
+    done: BTreeSet<String>,
+}
+
+/// A parsed recipe file, for turning spans into locations.
+struct Source {
+    name: String,
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    fn loc(&self, span: Range<usize>) -> Loc {
+        Loc::at(&self.path, &self.text, span.start)
+    }
+
+    fn origin(&self, span: Range<usize>) -> Origin {
+        Origin {
+            recipe: self.name.clone(),
+            loc: self.loc(span),
+        }
+    }
+
+    fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, RecipeError> {
+        Err(RecipeError::at(self.loc(span), message))
+    }
+}
+
+impl Loader<'_> {
+    fn visit(&mut self, name: &str, imported_at: Option<Loc>) -> Result<(), RecipeError> {
+        if self.done.contains(name) {
+            return Ok(());
+        }
+        if let Some(pos) = self.stack.iter().position(|n| n == name) {
+            let mut cycle = self.stack[pos..].to_vec();
+            cycle.push(name.to_owned());
+            let loc = imported_at.expect("a cycle is always entered through an import");
+            return Err(
+                RecipeError::at(loc, format!("import cycle: {}", cycle.join(" → "))).with_help(
+                    "remove one of these imports; shared parts belong in a recipe both import",
+                ),
+            );
+        }
+        let path = self.dir.join(format!("{name}.toml"));
+        let text = fs_err::read_to_string(&path).map_err(|source| RecipeError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let src = Source {
+            name: name.to_owned(),
+            path,
+            text,
+        };
+        let raw: RawRecipe = toml::from_str(&src.text).map_err(|e| {
+            let loc = src.loc(e.span().unwrap_or(0..0));
+            RecipeError::at(loc, e.message().trim_end().to_owned())
+        })?;
+
+        self.stack.push(name.to_owned());
+        for imp in &raw.imports {
+            let loc = src.loc(imp.span());
+            let target = imp.get_ref();
+            if types::check_name(target, "recipe").is_err()
+                || !self.dir.join(format!("{target}.toml")).is_file()
+            {
+                return Err(RecipeError::at(
+                    loc,
+                    format!(
+                        "imports `{target}`, which is not a recipe in `{}`",
+                        self.dir.display()
+                    ),
+                )
+                .with_help(format!(
+                    "available recipes: {}",
+                    available(self.dir).join(", ")
+                )));
+            }
+            self.visit(target, Some(loc))?;
+        }
+        self.stack.pop();
+
+        self.merge(&src, raw)?;
+        self.done.insert(name.to_owned());
+        self.set.loaded.push(name.to_owned());
+        Ok(())
+    }
+
+    fn merge(&mut self, src: &Source, raw: RawRecipe) -> Result<(), RecipeError> {
+        for p in raw.prerequisites {
+            let path = p.get_ref();
+            if !path.starts_with('/') {
+                return src.err(
+                    p.span(),
+                    format!("prerequisite `{path}` is not an absolute path"),
+                );
+            }
+            if let Err(m) = types::check_components(path, "prerequisite") {
+                return src.err(p.span(), m);
+            }
+            self.set.prerequisites.insert(path.clone());
+        }
+        for (name, input) in raw.inputs {
+            let decl = parse_input(src, &name, input)?;
+            insert_unique(&mut self.set.inputs, decl.name.clone(), decl, "input")?;
+        }
+        for (name, var) in raw.variables {
+            let decl = parse_variable(src, &name, var)?;
+            insert_unique(&mut self.set.variables, decl.name.clone(), decl, "variable")?;
+        }
+        for (target, file) in raw.files {
+            let decl = self.parse_file(src, &target, file)?;
+            if let Some(old) = self.set.files.get(&decl.target) {
+                if old.source != decl.source
+                    || old.executable != decl.executable
+                    || old.format != decl.format
+                {
+                    return Err(RecipeError::at(
+                        decl.origin.loc.clone(),
+                        format!(
+                            "target `{}` is given different contents by {} and {}",
+                            decl.target, old.origin, decl.origin
+                        ),
+                    )
+                    .with_help(
+                        "declare the file in one recipe only, or make both declarations identical",
+                    ));
+                }
+                continue;
+            }
+            self.set.files.insert(decl.target.clone(), decl);
+        }
+        Ok(())
+    }
+
+    fn parse_file(
+        &self,
+        src: &Source,
+        target: &Spanned<String>,
+        file: Spanned<RawFile>,
+    ) -> Result<FileDecl, RecipeError> {
+        let target_path =
+            TargetPath::parse(target.get_ref()).or_else(|m| src.err(target.span(), m))?;
+        let span = file.span();
+        let f = file.into_inner();
+        let sources = [f.member.is_some(), f.template.is_some(), f.text.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return src.err(
+                span,
+                format!("file `{target_path}` needs exactly one of `member` (with `input`), `template` or `text`"),
+            );
+        }
+        let source = if let Some(member) = f.member {
+            let Some(input) = &f.input else {
+                return src.err(member.span(), "`member` needs `input = \"<input name>\"`");
+            };
+            let m = member.get_ref();
+            if m.is_empty() || m.starts_with('/') || m.split('/').any(|c| c == "..") {
+                return src.err(
+                    member.span(),
+                    format!("archive member `{m}` must be a relative path without `..`"),
+                );
+            }
+            FileSource::Member {
+                input: input.get_ref().clone(),
+                member: member.into_inner().trim_start_matches("./").to_owned(),
+            }
+        } else if let Some(t) = f.template {
+            let (name, source) = self.read_template(src, &t)?;
+            FileSource::Template { name, source }
+        } else {
+            if let Some(i) = f.input {
+                return src.err(i.span(), "`input` only makes sense with `member`");
+            }
+            FileSource::Text(f.text.map(Spanned::into_inner).unwrap_or_default())
+        };
+        if let (Some(i), FileSource::Template { .. }) = (&f.input, &source) {
+            return src.err(i.span(), "`input` only makes sense with `member`");
+        }
+        let executable = match f.mode {
+            None => false,
+            Some(m) => {
+                let mode = match m.get_ref() {
+                    Scalar::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                    Scalar::Int(i) => u32::try_from(*i).ok(),
+                };
+                match mode {
+                    Some(0o444) => false,
+                    Some(0o555) => true,
+                    _ => {
+                        return Err(RecipeError::at(
+                            src.loc(m.span()),
+                            "`mode` must be \"0444\" or \"0555\"",
+                        )
+                        .with_help("store files are read-only; only the executable bit is kept"));
+                    }
+                }
+            }
+        };
+        let format = match f.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+            None | Some(("text", _)) => FileFormat::Text,
+            Some(("env", _)) => FileFormat::Env,
+            Some((other, span)) => {
+                return src.err(
+                    span,
+                    format!("unknown format `{other}` (expected `text` or `env`)"),
+                );
+            }
+        };
+        Ok(FileDecl {
+            target: target_path,
+            source,
+            executable,
+            format,
+            origin: src.origin(target.span()),
+        })
+    }
+
+    /// Reads a template named relative to the recipe; it must stay inside the recipes dir.
+    fn read_template(
+        &self,
+        src: &Source,
+        t: &Spanned<String>,
+    ) -> Result<(String, String), RecipeError> {
+        let rel = t.get_ref();
+        if rel.starts_with('/') || rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(RecipeError::at(
+                src.loc(t.span()),
+                format!(
+                    "template `{rel}` must be a relative path inside the recipes directory, without `..`"
+                ),
+            ));
+        }
+        let path = self.dir.join(rel);
+        // A symlink could still lead outside: compare canonical paths.
+        let inside = match (path.canonicalize(), self.dir.canonicalize()) {
+            (Ok(p), Ok(d)) => p.starts_with(d),
+            _ => {
+                return Err(RecipeError::at(
+                    src.loc(t.span()),
+                    format!("template `{}` does not exist", path.display()),
+                ));
+            }
+        };
+        if !inside {
+            return src.err(
+                t.span(),
+                format!("template `{rel}` resolves outside the recipes directory"),
+            );
+        }
+        let text = fs_err::read_to_string(&path).map_err(|e| {
+            RecipeError::at(src.loc(t.span()), format!("cannot read template: {e}"))
+        })?;
+        Ok((rel.clone(), text))
+    }
+
+    /// Checks what can only be checked once every recipe is in: inputs named by files exist.
+    fn check_references(&self) -> Result<(), RecipeError> {
+        for f in self.set.files.values() {
+            if let FileSource::Member { input, .. } = &f.source
+                && !self.set.inputs.contains_key(input)
+            {
+                let known: Vec<&str> = self.set.inputs.keys().map(String::as_str).collect();
+                return Err(RecipeError::at(
+                        f.origin.loc.clone(),
+                        format!("file `{}` takes a member of input `{input}`, which no loaded recipe declares", f.target),
+                    )
+                    .with_help(if known.is_empty() {
+                        "declare it under `[inputs.NAME]`".to_owned()
+                    } else {
+                        format!("declared inputs: {}", known.join(", "))
+                    }));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_input(
+    src: &Source,
+    name: &Spanned<String>,
+    input: Spanned<RawInput>,
+) -> Result<InputDecl, RecipeError> {
+    types::check_name(name.get_ref(), "input").or_else(|m| src.err(name.span(), m))?;
+    let span = input.span();
+    let raw = input.into_inner();
+    let Some(url) = raw.url else {
+        return src.err(
+            span,
+            format!("input `{}` needs `url = \"…\"`", name.get_ref()),
+        );
+    };
+    let mut urls = Vec::new();
+    for u in std::iter::once(&url).chain(&raw.mirrors) {
+        crate::fetch::check_url(u.get_ref()).or_else(|m| src.err(u.span(), m))?;
+        urls.push(u.get_ref().clone());
+    }
+    let sha256 = match raw.sha256 {
+        None => None,
+        Some(s) => {
+            let v = s.get_ref().to_ascii_lowercase();
+            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return src.err(s.span(), "`sha256` must be 64 hexadecimal digits");
+            }
+            Some(v)
+        }
+    };
+    Ok(InputDecl {
+        name: name.get_ref().clone(),
+        urls,
+        sha256,
+        origin: src.origin(name.span()),
+    })
+}
+
+fn parse_variable(
+    src: &Source,
+    name: &Spanned<String>,
+    var: Spanned<RawVariable>,
+) -> Result<VarDecl, RecipeError> {
+    let n = name.get_ref();
+    if !n
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return src.err(
+            name.span(),
+            format!(
+                "variable name `{n}` must be letters, digits and `_`, not starting with a digit"
+            ),
+        );
+    }
+    let raw = var.into_inner();
+    let ty = match &raw.ty {
+        None => VarType::String,
+        Some(t) => VarType::parse(t.get_ref()).ok_or_else(|| {
+            RecipeError::at(
+                src.loc(t.span()),
+                format!(
+                    "unknown variable type `{}` (expected string, ip, cidr or port)",
+                    t.get_ref()
+                ),
+            )
+        })?,
+    };
+    let default = match raw.default {
+        None => None,
+        Some(d) => {
+            let v = match d.get_ref() {
+                Scalar::Str(s) => s.clone(),
+                Scalar::Int(i) => i.to_string(),
+            };
+            ty.check(&v)
+                .or_else(|m| src.err(d.span(), format!("default of `{n}`: {m}")))?;
+            Some(v)
+        }
+    };
+    if raw.required && default.is_some() {
+        return src.err(
+            name.span(),
+            format!("variable `{n}` is `required` and has a `default`; keep one"),
+        );
+    }
+    Ok(VarDecl {
+        name: n.clone(),
+        ty,
+        default,
+        required: raw.required,
+        description: raw.description,
+        origin: src.origin(name.span()),
+    })
+}
+
+/// Something declared by a recipe, compared without regard to where it was declared.
+trait Declared: Clone + PartialEq {
+    fn origin_mut(&mut self) -> &mut Origin;
+}
+
+impl Declared for InputDecl {
+    fn origin_mut(&mut self) -> &mut Origin {
+        &mut self.origin
+    }
+}
+
+impl Declared for VarDecl {
+    fn origin_mut(&mut self) -> &mut Origin {
+        &mut self.origin
+    }
+}
+
+/// Inserts a declaration; the same name declared twice must be declared identically.
+fn insert_unique<T: Declared>(
+    map: &mut BTreeMap<String, T>,
+    key: String,
+    mut value: T,
+    what: &str,
+) -> Result<(), RecipeError> {
+    if let Some(old) = map.get_mut(&key) {
+        let new_origin = std::mem::replace(value.origin_mut(), old.origin_mut().clone());
+        if *old != value {
+            let old_origin = old.origin_mut().clone();
+            return Err(RecipeError::at(
+                new_origin.loc.clone(),
+                format!("{what} `{key}` is declared differently by {old_origin} and {new_origin}"),
+            )
+            .with_help(format!("declare the {what} once, in a recipe both import")));
+        }
+        return Ok(());
+    }
+    map.insert(key, value);
+    Ok(())
+}
+
+/// Resolves the final variable values: defaults, then `--set` overrides, all type-checked.
+pub fn resolve_variables(
+    set: &RecipeSet,
+    overrides: &[(String, String)],
+) -> Result<BTreeMap<String, String>, VariableError> {
+    let mut values = BTreeMap::new();
+    for (key, value) in overrides {
+        let Some(decl) = set.variables.get(key) else {
+            return Err(VariableError::Unknown {
+                name: key.clone(),
+                known: set.variables.keys().cloned().collect(),
+            });
+        };
+        decl.ty
+            .check(value)
+            .map_err(|message| VariableError::Invalid {
+                name: key.clone(),
+                message,
+                origin: decl.origin.clone(),
+            })?;
+        values.insert(key.clone(), value.clone());
+    }
+    for (name, decl) in &set.variables {
+        if values.contains_key(name) {
+            continue;
+        }
+        match &decl.default {
+            Some(d) => {
+                values.insert(name.clone(), d.clone());
+            }
+            None if decl.required => {
+                return Err(VariableError::Missing {
+                    name: name.clone(),
+                    origin: decl.origin.clone(),
+                });
+            }
+            None => {
+                values.insert(name.clone(), String::new());
+            }
+        }
+    }
+    Ok(values)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VariableError {
+    #[error("`--set {name}=…`: no loaded recipe declares a variable `{name}`")]
+    Unknown { name: String, known: Vec<String> },
+    #[error("`--set {name}=…`: {message}")]
+    Invalid {
+        name: String,
+        message: String,
+        origin: Origin,
+    },
+    #[error("variable `{name}` is required and has no value (declared in {origin})")]
+    Missing { name: String, origin: Origin },
+}
+
+impl VariableError {
+    pub fn help(&self) -> Option<String> {
+        Some(match self {
+            VariableError::Unknown { known, .. } if known.is_empty() => {
+                "these recipes declare no variables".to_owned()
+            }
+            VariableError::Unknown { known, .. } => {
+                format!("known variables: {}", known.join(", "))
+            }
+            VariableError::Invalid { name, origin, .. } => {
+                format!("`{name}` is declared in {origin}")
+            }
+            VariableError::Missing { name, .. } => format!("pass `--set {name}=VALUE`"),
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! Advisory file locks (`flock(2)`): builds hold the store lock shared, gc and switch exclusive.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+
+use crate::observe::Observer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// A held lock; released when dropped (the kernel also releases it if the process dies).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Takes the lock on `path` (created if missing). If another process holds it, tells the
+    /// observer what it is waiting for, then blocks — as cargo does.
+    pub fn acquire(
+        path: &Path,
+        mode: LockMode,
+        what: &str,
+        observer: &dyn Observer,
+    ) -> io::Result<FileLock> {
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?
+            .into_parts()
+            .0;
+        let (try_op, block_op) = match mode {
+            LockMode::Shared => (
+                FlockOperation::NonBlockingLockShared,
+                FlockOperation::LockShared,
+            ),
+            LockMode::Exclusive => (
+                FlockOperation::NonBlockingLockExclusive,
+                FlockOperation::LockExclusive,
+            ),
+        };
+        match flock(&file, try_op) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                observer.status(
+                    "Blocking",
+                    &format!("waiting for file lock on {what} (`{}`)", path.display()),
+                );
+                flock(&file, block_op).map_err(|e| lock_error(e, path))?;
+            }
+            Err(e) => return Err(lock_error(e, path)),
+        }
+        Ok(FileLock {
+            _file: file,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn lock_error(e: rustix::io::Errno, path: &Path) -> io::Error {
+    crate::fs::annotate(e.into(), "lock", path)
+}

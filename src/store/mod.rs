@@ -1,0 +1,321 @@
+//! The content-addressed store.
+//!
+//! ```text
+//! store/
+//! ├── <hash>-<name>              immutable objects: a file or a directory tree, read-only,
+//! │                              <hash> = first 32 hex digits of the root node's BLAKE3 digest
+//! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
+//! └── .kbuild/
+//!     ├── version                layout version ("kbuild-store-v1")
+//!     ├── lock                   flock: builds shared, gc and verify exclusive
+//!     ├── index/<key>.json       derivation key → output objects (makes no-op builds instant)
+//!     ├── meta/<object>.json     per object: full digest, deriver, references
+//!     └── generations/<N>.json   generation records (see `generation`)
+//! ```
+//!
+//! Objects are added by building in a temp entry inside the store directory, syncing, and a
+//! `rename(2)` that never replaces: if the destination exists it holds the same content and
+//! the add succeeded. Nothing else ever writes below an object name.
+
+pub mod lock;
+pub mod node;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use lock::{FileLock, LockMode};
+pub use node::{Digest, Node};
+
+use crate::observe::Observer;
+
+const LAYOUT_VERSION: &str = "kbuild-store-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use store `{path}`")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("store `{path}` has layout `{found}`, this kbuild understands `{LAYOUT_VERSION}`")]
+    Layout { path: PathBuf, found: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("corrupt store metadata `{path}`")]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A validated store object name, `<32 hex digits>-<name>`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StorePath(String);
+
+impl StorePath {
+    pub fn new(digest: Digest, name: &str) -> Result<StorePath, String> {
+        StorePath::try_from(format!("{}-{name}", digest.store_hash()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 32-hex-digit hash part.
+    pub fn hash_part(&self) -> &str {
+        &self.0[..32]
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0[33..]
+    }
+}
+
+/// Whether `name` may follow the hash in a store path (Nix's rule: no leading dot,
+/// `[A-Za-z0-9+._?=-]`, at most 211 bytes).
+pub fn valid_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 211
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+}
+
+impl TryFrom<String> for StorePath {
+    type Error = String;
+    fn try_from(s: String) -> Result<StorePath, String> {
+        let ok = s.len() > 33
+            && s.as_bytes()[..32]
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            && s.as_bytes()[32] == b'-'
+            && valid_object_name(&s[33..]);
+        if ok {
+            Ok(StorePath(s))
+        } else {
+            Err(format!("`{s}` is not a store object name"))
+        }
+    }
+}
+
+impl From<StorePath> for String {
+    fn from(p: StorePath) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorePath({})", self.0)
+    }
+}
+
+/// Metadata kept beside each object (`.kbuild/meta/<object>.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub version: u32,
+    /// Full BLAKE3 digest of the root node (the name holds only its first 128 bits).
+    pub digest: String,
+    /// Key of the derivation that produced it.
+    pub deriver: String,
+    /// Objects this one was assembled from; kept alive with it by gc.
+    pub references: Vec<StorePath>,
+}
+
+/// One output recorded in the derivation index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedOutput {
+    /// What the derivation calls this output (for unpack: the archive member).
+    pub id: String,
+    pub path: StorePath,
+    pub executable: bool,
+    pub size: u64,
+    /// Plain BLAKE3 of the file's bytes.
+    pub blake3: String,
+}
+
+impl IndexedOutput {
+    pub fn node(&self) -> Option<Node> {
+        Some(Node::File {
+            executable: self.executable,
+            size: self.size,
+            contents: Digest::from_hex(&self.blake3)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexEntry {
+    version: u32,
+    outputs: Vec<IndexedOutput>,
+}
+
+/// An opened store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `dir`, creating it (and its bookkeeping) if it does not exist.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: dir.to_owned(),
+            source,
+        };
+        let meta_dir = dir.join(".kbuild");
+        for d in ["index", "meta", "generations"] {
+            fs_err::create_dir_all(meta_dir.join(d)).map_err(open_err)?;
+        }
+        let version = meta_dir.join("version");
+        match std::fs::read_to_string(&version) {
+            Ok(v) if v.trim() == LAYOUT_VERSION => {}
+            Ok(v) => {
+                return Err(StoreError::Layout {
+                    path: dir.to_owned(),
+                    found: v.trim().to_owned(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                crate::fs::write_atomic(&version, format!("{LAYOUT_VERSION}\n").as_bytes())
+                    .map_err(open_err)?;
+            }
+            Err(e) => return Err(open_err(crate::fs::annotate(e, "read", &version))),
+        }
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Absolute-or-relative filesystem path of an object.
+    pub fn path_of(&self, p: &StorePath) -> PathBuf {
+        self.dir.join(p.as_str())
+    }
+
+    pub fn contains(&self, p: &StorePath) -> bool {
+        self.path_of(p).symlink_metadata().is_ok()
+    }
+
+    pub(crate) fn bookkeeping(&self) -> PathBuf {
+        self.dir.join(".kbuild")
+    }
+
+    /// The store-wide lock: builds take it shared, gc exclusive.
+    pub fn lock(&self, mode: LockMode, observer: &dyn Observer) -> io::Result<FileLock> {
+        FileLock::acquire(
+            &self.bookkeeping().join("lock"),
+            mode,
+            &format!("store `{}`", self.dir.display()),
+            observer,
+        )
+    }
+
+    /// A scratch directory inside the store (same filesystem, so renames out of it are atomic
+    /// and hardlinks into it work). Removed on drop unless its contents were moved out.
+    pub fn scratch(&self) -> io::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&self.dir)
+            .map_err(|e| crate::fs::annotate(e, "create a build directory in", &self.dir))
+    }
+
+    /// Moves a finished, synced object at `tmp` into the store as `path`. Returns `false` if
+    /// the object was already present (then `tmp` is removed; content addressing makes that
+    /// a success). The caller has made the data durable (see [`Store::sync`]).
+    pub fn add(&self, tmp: &Path, path: &StorePath, meta: &ObjectMeta) -> io::Result<bool> {
+        let dest = self.path_of(path);
+        if self.contains(path) {
+            crate::fs::remove_tree(tmp)?;
+            return Ok(false);
+        }
+        // Metadata first: an object is never visible without it.
+        let meta_path = self.meta_path(path);
+        let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        crate::fs::write_if_changed(&meta_path, &json)?;
+        crate::fs::make_read_only(tmp)?;
+        let added = crate::fs::rename_noreplace(tmp, &dest)?;
+        if !added {
+            crate::fs::remove_tree(tmp)?;
+        }
+        Ok(added)
+    }
+
+    /// Flushes everything written so far to disk: one `syncfs(2)` per batch of objects
+    /// instead of an fsync per file (as composefs does).
+    pub fn sync(&self) -> io::Result<()> {
+        let d = fs_err::File::open(&self.dir)?;
+        rustix::fs::syncfs(&d).map_err(|e| crate::fs::annotate(e.into(), "sync", &self.dir))
+    }
+
+    /// Makes the renames into the store directory durable.
+    pub fn sync_dir(&self) -> io::Result<()> {
+        crate::fs::fsync_dir(&self.dir)
+    }
+
+    fn meta_path(&self, p: &StorePath) -> PathBuf {
+        self.bookkeeping()
+            .join("meta")
+            .join(format!("{}.json", p.as_str()))
+    }
+
+    pub fn meta(&self, p: &StorePath) -> Result<Option<ObjectMeta>, StoreError> {
+        read_json(&self.meta_path(p))
+    }
+
+    fn index_path(&self, key: &str) -> PathBuf {
+        self.bookkeeping().join("index").join(format!("{key}.json"))
+    }
+
+    /// The outputs of derivation `key`, if it was realised and all its outputs still exist.
+    pub fn lookup(&self, key: &str) -> Result<Option<Vec<IndexedOutput>>, StoreError> {
+        let entry: Option<IndexEntry> = read_json(&self.index_path(key))?;
+        Ok(entry
+            .filter(|e| e.outputs.iter().all(|o| self.contains(&o.path)))
+            .map(|e| e.outputs))
+    }
+
+    /// Records that derivation `key` produced `outputs`.
+    pub fn record(&self, key: &str, outputs: &[IndexedOutput]) -> io::Result<()> {
+        let entry = IndexEntry {
+            version: 1,
+            outputs: outputs.to_vec(),
+        };
+        let json = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
+        crate::fs::write_if_changed(&self.index_path(key), &json).map(drop)
+    }
+}
+
+/// Reads a JSON file; a missing file is `None`.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Metadata {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::fs::annotate(e, "read", path).into()),
+    }
+}

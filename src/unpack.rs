@@ -1,0 +1,624 @@
+//! Fetch, verify and unpack an archive input in one pass over its bytes.
+//!
+//! ```text
+//!  source ──► [reader thread: sha256, progress] ──chunks──► [decoder: gzip|zstd|xz|tar]
+//!                                                               │ tar entries
+//!                                     kept members' bytes ◄─────┘
+//!                                           ▼
+//!                      [writer thread: BLAKE3 + write + fsync into the scratch dir]
+//! ```
+//!
+//! The three stages overlap on two cores; buffers are recycled through bounded channels so
+//! memory stays constant whatever the archive size. Nothing leaves the scratch directory
+//! unless the whole stream's sha256 matches the pin: the caller renames outputs into the
+//! store only after [`fetch_and_unpack`] returns. Member names are checked as Python's
+//! tarfile "data" filter does (PEP 706): absolute names and `..` are refused, a selected
+//! member must be a regular file, modes collapse to 0444/0555, owners and times are dropped.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::fetch::{self, FetchError};
+use crate::observe::Observer;
+use crate::store::Digest;
+
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight per channel; with two channels this bounds buffer memory to ~20 MiB.
+const DEPTH: usize = 8;
+/// Default cap on decompressed bytes (a decompression bomb stops here). The real v1.6.0
+/// server tarball unpacks to about 1.2 GB.
+pub const DEFAULT_MAX_UNPACKED: u64 = 32 << 30;
+
+/// A member to extract, and the executable bit it gets in the store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wanted {
+    pub member: String,
+    pub executable: bool,
+}
+
+/// An extracted member, synced, in the scratch directory.
+#[derive(Debug)]
+pub struct Extracted {
+    pub wanted: Wanted,
+    pub path: PathBuf,
+    pub size: u64,
+    pub blake3: Digest,
+}
+
+/// A verified fetch.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+    pub files: Vec<Extracted>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error(
+        "sha256 mismatch for input `{input}` from `{url}`\n  expected: {expected}\n    actual: {actual}"
+    )]
+    HashMismatch {
+        input: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("input `{input}` from `{url}`: {message}")]
+    Archive {
+        input: String,
+        url: String,
+        message: String,
+    },
+    #[error("input `{input}` from `{url}` lacks {}", list(missing))]
+    MissingMembers {
+        input: String,
+        url: String,
+        missing: Vec<String>,
+    },
+    #[error("input `{input}`: {source}")]
+    Fetch {
+        input: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error("input `{input}`: every source failed:\n{}", failures.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    AllSourcesFailed {
+        input: String,
+        failures: Vec<String>,
+    },
+    #[error("cannot write extracted files")]
+    Io(#[from] io::Error),
+}
+
+impl UnpackError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            UnpackError::HashMismatch { input, .. } => Some(format!(
+                "the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update {input}`"
+            )),
+            UnpackError::MissingMembers { .. } => Some(
+                "check the `member` paths in the recipe (list the archive with `tar tzf`)".into(),
+            ),
+            UnpackError::Fetch {
+                source: FetchError::Offline { .. },
+                input,
+            } => Some(format!(
+                "build once with network access, or point the input at a local copy: `--override-input {input}=file:///path/to/file`"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether another source (mirror) could do better.
+    fn try_next_source(&self) -> bool {
+        !matches!(self, UnpackError::Io(_))
+    }
+}
+
+fn list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|m| format!("`{m}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What to fetch and keep.
+pub struct Request<'a> {
+    pub input: &'a str,
+    pub urls: &'a [String],
+    pub expected_sha256: Option<&'a str>,
+    pub wanted: &'a [Wanted],
+    pub offline: bool,
+    pub max_unpacked: u64,
+}
+
+/// Tries each URL in order (each up to [`fetch::ATTEMPTS_PER_URL`] times on transient
+/// errors) and returns the first verified result; extracted files land in `scratch`.
+pub fn fetch_and_unpack(
+    req: &Request<'_>,
+    scratch: &Path,
+    observer: &dyn Observer,
+) -> Result<Unpacked, UnpackError> {
+    let mut failures = Vec::new();
+    let mut last = None;
+    for url in req.urls {
+        for attempt in 1..=fetch::ATTEMPTS_PER_URL {
+            let what = if fetch::is_network(url) {
+                "Fetching"
+            } else {
+                "Reading"
+            };
+            observer.status(what, &format!("{} from {url}", req.input));
+            let result = unpack_once(req, url, scratch, observer);
+            observer.transfer_end();
+            match result {
+                Ok(u) => return Ok(u),
+                Err(Attempt::Transient(e)) if attempt < fetch::ATTEMPTS_PER_URL => {
+                    observer.status(
+                        "Retrying",
+                        &format!(
+                            "{e} (attempt {} of {})",
+                            attempt + 1,
+                            fetch::ATTEMPTS_PER_URL
+                        ),
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(250 << attempt));
+                }
+                Err(Attempt::Transient(e) | Attempt::Final(e)) => {
+                    if !e.try_next_source() {
+                        return Err(e);
+                    }
+                    failures.push(e.to_string());
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    match (failures.len(), last) {
+        (1, Some(e)) => Err(e),
+        (_, Some(_)) => Err(UnpackError::AllSourcesFailed {
+            input: req.input.to_owned(),
+            failures,
+        }),
+        (_, None) => Err(UnpackError::AllSourcesFailed {
+            input: req.input.to_owned(),
+            failures: vec!["no URL given".into()],
+        }),
+    }
+}
+
+enum Attempt {
+    Transient(UnpackError),
+    Final(UnpackError),
+}
+
+fn unpack_once(
+    req: &Request<'_>,
+    url: &str,
+    scratch: &Path,
+    observer: &dyn Observer,
+) -> Result<Unpacked, Attempt> {
+    let input = req.input;
+    let opened = fetch::open(url, req.offline).map_err(|source| {
+        let e = UnpackError::Fetch {
+            input: input.to_owned(),
+            source,
+        };
+        match &e {
+            UnpackError::Fetch { source, .. } if source.is_transient() => Attempt::Transient(e),
+            _ => Attempt::Final(e),
+        }
+    })?;
+    observer.transfer_start(input, opened.len);
+    let archive_err = |message: String| UnpackError::Archive {
+        input: input.to_owned(),
+        url: url.to_owned(),
+        message,
+    };
+
+    let (full_tx, full_rx) = sync_channel::<Vec<u8>>(DEPTH);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (w_tx, w_rx) = sync_channel::<WriterMsg>(DEPTH);
+    let (wfree_tx, wfree_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    for _ in 0..DEPTH + 2 {
+        free_tx
+            .send(Vec::with_capacity(CHUNK))
+            .expect("fresh channel");
+        wfree_tx
+            .send(Vec::with_capacity(CHUNK))
+            .expect("fresh channel");
+    }
+
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_stage(opened.reader, full_tx, free_rx, observer));
+        let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
+
+        let mut chan = ChannelReader {
+            rx: full_rx,
+            free: free_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let decoded = decode_stage(&mut chan, req, &w_tx, &wfree_rx, scratch);
+        drop(w_tx);
+        // Whatever happened, read the rest so the sha256 covers the whole file: a corrupt
+        // archive that is also the wrong file is reported as a hash mismatch.
+        let drained = io::copy(&mut chan, &mut io::sink());
+        drop(chan);
+        let read_result = reader.join().expect("reader thread panicked");
+        let written = writer.join().expect("writer thread panicked");
+
+        let (sha256, size) = match read_result {
+            Ok(v) => v,
+            Err(e) => {
+                let transient = e.kind() != io::ErrorKind::InvalidData;
+                let err = UnpackError::Fetch {
+                    input: input.to_owned(),
+                    source: FetchError::Transport {
+                        url: url.to_owned(),
+                        message: format!("reading failed: {e}"),
+                        transient,
+                    },
+                };
+                return Err(if transient {
+                    Attempt::Transient(err)
+                } else {
+                    Attempt::Final(err)
+                });
+            }
+        };
+        drained.map_err(|e| Attempt::Final(UnpackError::Io(e)))?;
+        if let Some(expected) = req.expected_sha256
+            && expected != sha256
+        {
+            return Err(Attempt::Final(UnpackError::HashMismatch {
+                input: input.to_owned(),
+                url: url.to_owned(),
+                expected: expected.to_owned(),
+                actual: sha256,
+            }));
+        }
+        let found = decoded.map_err(|m| Attempt::Final(archive_err(m)))?;
+        let files = written.map_err(|e| Attempt::Final(UnpackError::Io(e)))?;
+        let mut by_member: BTreeMap<String, Extracted> = BTreeMap::new();
+        for f in files {
+            // Duplicate members: the later one wins, as when tar extracts over itself.
+            by_member.insert(f.wanted.member.clone(), f);
+        }
+        let missing: Vec<String> = req
+            .wanted
+            .iter()
+            .filter(|w| !found.contains_key(&w.member))
+            .map(|w| w.member.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Attempt::Final(UnpackError::MissingMembers {
+                input: input.to_owned(),
+                url: url.to_owned(),
+                missing,
+            }));
+        }
+        Ok(Unpacked {
+            url: url.to_owned(),
+            sha256,
+            size,
+            files: by_member.into_values().collect(),
+        })
+    })
+}
+
+/// Reads the source into recycled chunks, hashing as it goes.
+fn read_stage(
+    mut src: Box<dyn Read + Send>,
+    full: SyncSender<Vec<u8>>,
+    free: Receiver<Vec<u8>>,
+    observer: &dyn Observer,
+) -> io::Result<(String, u64)> {
+    let mut sha = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        while n < CHUNK {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(n);
+        if n == 0 {
+            return Ok((hex(&sha.finalize()), total));
+        }
+        sha.update(&buf);
+        total += n as u64;
+        observer.transfer_progress(n as u64);
+        if full.send(buf).is_err() {
+            // The consumer stopped early; keep hashing for an accurate error message.
+            continue;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `BufRead` over the reader thread's chunks, handing emptied buffers back.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    free: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.cur.len() {
+            let Ok(next) = self.rx.recv() else {
+                return Ok(&[]);
+            };
+            let old = std::mem::replace(&mut self.cur, next);
+            let _ = self.free.try_send(old);
+            self.pos = 0;
+        }
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// Counts decompressed bytes and stops at the limit (decompression bombs).
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "unpacks to more than {} bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)",
+                self.limit
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+enum WriterMsg {
+    Begin { wanted: Wanted, path: PathBuf },
+    Data(Vec<u8>),
+    End,
+}
+
+/// Writes kept members, hashing them with BLAKE3 on the way, and syncs each one.
+fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result<Vec<Extracted>> {
+    let mut done = Vec::new();
+    let mut current: Option<(fs_err::File, blake3::Hasher, Extracted)> = None;
+    for msg in rx {
+        match msg {
+            WriterMsg::Begin { wanted, path } => {
+                let mode = if wanted.executable { 0o555 } else { 0o444 };
+                use fs_err::os::unix::fs::OpenOptionsExt;
+                let file = fs_err::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode | 0o200)
+                    .open(&path)?;
+                current = Some((
+                    file,
+                    blake3::Hasher::new(),
+                    Extracted {
+                        wanted,
+                        path,
+                        size: 0,
+                        blake3: Digest([0; 32]),
+                    },
+                ));
+            }
+            WriterMsg::Data(buf) => {
+                let (file, hasher, ex) = current.as_mut().expect("Begin comes before Data");
+                hasher.update(&buf);
+                file.write_all(&buf)?;
+                ex.size += buf.len() as u64;
+                let _ = free.try_send(buf);
+            }
+            WriterMsg::End => {
+                let (file, hasher, mut ex) = current.take().expect("Begin comes before End");
+                // Sync here, overlapping with decoding of later members, rather than one
+                // large flush at the end.
+                file.sync_data()?;
+                ex.blake3 = Digest(*hasher.finalize().as_bytes());
+                done.push(ex);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Decompresses and walks the tar stream, sending kept members to the writer. Returns the
+/// kept member names found, or a message describing what is wrong with the archive.
+fn decode_stage(
+    chan: &mut ChannelReader,
+    req: &Request<'_>,
+    to_writer: &SyncSender<WriterMsg>,
+    free: &Receiver<Vec<u8>>,
+    scratch: &Path,
+) -> Result<BTreeMap<String, ()>, String> {
+    let magic = chan.fill_buf().map_err(|e| e.to_string())?.to_vec();
+    let decoder: Box<dyn Read + '_> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(&mut *chan))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(&mut *chan).map_err(|e| e.to_string())?)
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(&mut *chan))
+    } else if magic.len() >= 262 && &magic[257..262] == b"ustar" {
+        Box::new(&mut *chan)
+    } else {
+        return Err("is not a tar archive (gzip, zstd, xz or plain)".into());
+    };
+    let mut limited = Limited {
+        inner: decoder,
+        left: req.max_unpacked,
+        limit: req.max_unpacked,
+    };
+    let wanted: BTreeMap<&str, &Wanted> =
+        req.wanted.iter().map(|w| (w.member.as_str(), w)).collect();
+    let mut found = BTreeMap::new();
+    let mut serial = 0usize;
+    {
+        let mut archive = tar::Archive::new(&mut limited);
+        let entries = archive.entries().map_err(|e| describe(&e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| describe(&e))?;
+            let raw = entry.path_bytes().into_owned();
+            let name = safe_name(&raw)?;
+            let Some(name) = name else { continue };
+            let Some(w) = wanted.get(name.as_str()) else {
+                continue;
+            };
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                return Err(format!(
+                    "member `{name}` is {}, not a regular file",
+                    describe_kind(kind)
+                ));
+            }
+            serial += 1;
+            let path = scratch.join(format!("member-{serial}"));
+            if to_writer
+                .send(WriterMsg::Begin {
+                    wanted: (*w).clone(),
+                    path,
+                })
+                .is_err()
+            {
+                return Err("the writer stopped".into());
+            }
+            loop {
+                let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.resize(CHUNK, 0);
+                let n = read_full(&mut entry, &mut buf).map_err(|e| describe(&e))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if to_writer.send(WriterMsg::Data(buf)).is_err() {
+                    return Err("the writer stopped (see the I/O error)".into());
+                }
+            }
+            if to_writer.send(WriterMsg::End).is_err() {
+                return Err("the writer stopped (see the I/O error)".into());
+            }
+            found.insert(name, ());
+        }
+    }
+    // Read to the end of the compressed stream: this checks the gzip/xz/zstd trailer (CRC,
+    // length), and anything after it is an error rather than silently ignored.
+    io::copy(&mut limited, &mut io::sink()).map_err(|e| describe(&e))?;
+    Ok(found)
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Normalizes a member name; `Ok(None)` for the archive root (`./`). Refuses absolute names
+/// and `..` anywhere in the archive: such an archive is hostile or broken.
+fn safe_name(raw: &[u8]) -> Result<Option<String>, String> {
+    let shown = String::from_utf8_lossy(raw);
+    if raw.first() == Some(&b'/') {
+        return Err(format!("member `{shown}` has an absolute name"));
+    }
+    let mut parts = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(format!("member `{shown}` contains `..`")),
+            _ => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    // Names that are not UTF-8 can never match a recipe's member; keep them lossy.
+    Ok(Some(
+        parts
+            .iter()
+            .map(|p| String::from_utf8_lossy(p))
+            .collect::<Vec<_>>()
+            .join("/"),
+    ))
+}
+
+fn describe_kind(kind: tar::EntryType) -> &'static str {
+    match kind {
+        tar::EntryType::Directory => "a directory",
+        tar::EntryType::Symlink => "a symbolic link",
+        tar::EntryType::Link => "a hard link",
+        tar::EntryType::Char | tar::EntryType::Block => "a device node",
+        tar::EntryType::Fifo => "a FIFO",
+        _ => "a special entry",
+    }
+}
+
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the archive is truncated (unexpected end of data)".into(),
+        _ => format!("the archive is corrupt: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names() {
+        assert_eq!(
+            safe_name(b"./kubernetes/server/bin/kubectl")
+                .unwrap()
+                .unwrap(),
+            "kubernetes/server/bin/kubectl"
+        );
+        assert_eq!(safe_name(b"./").unwrap(), None);
+        assert!(safe_name(b"/etc/passwd").is_err());
+        assert!(safe_name(b"a/../../x").is_err());
+        assert_eq!(safe_name(b"a//b/").unwrap().unwrap(), "a/b");
+    }
+}
