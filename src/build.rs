@@ -240,7 +240,7 @@ fn render_files(
         let (name, source) = match &f.source {
             FileSource::Template { name, source } => (name.clone(), source.as_str()),
             FileSource::Text(t) => (
-                format!("{} (text of {})", f.origin.loc, f.target),
+                render::text_name(&f.origin.loc.to_string(), f.target.as_str()),
                 t.as_str(),
             ),
             FileSource::Member { .. } => continue,

@@ -8,22 +8,36 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use crate::recipe::FileFormat;
 
+/// Names a template in errors: `templates/apiserver.j2:9`, or for a recipe's literal `text`,
+/// the recipe location and the line within the text.
+pub fn location(template: &str, line: usize) -> String {
+    match template.split_once('\0') {
+        Some((loc, target)) => format!("{loc}: `text` of `{target}`, line {line}"),
+        None => format!("{template}:{line}"),
+    }
+}
+
+/// The name `render` expects for a literal `text` declared at `loc` for `target`.
+pub fn text_name(loc: &str, target: &str) -> String {
+    format!("{loc}\0{target}")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("{template}:{line}: undefined variable `{name}`")]
+    #[error("{}: undefined variable `{name}`", location(template, *line))]
     Undefined {
         template: String,
         line: usize,
         name: String,
         known: Vec<String>,
     },
-    #[error("{template}:{line}: {message}")]
+    #[error("{}: {message}", location(template, *line))]
     Template {
         template: String,
         line: usize,
         message: String,
     },
-    #[error("{template}:{line}: rendered `{target}` is not a valid environment file: {message}")]
+    #[error("{}: rendered `{target}` is not a valid environment file: {message}", location(template, *line))]
     Env {
         template: String,
         target: String,

@@ -81,7 +81,7 @@ pub enum UnpackError {
         url: String,
         missing: Vec<String>,
     },
-    #[error("input `{input}`: {source}")]
+    #[error("cannot fetch input `{input}`")]
     Fetch {
         input: String,
         #[source]

@@ -183,7 +183,7 @@ pub struct VarDecl {
 pub enum FileSource {
     /// A member of an input's archive.
     Member { input: String, member: String },
-    /// A minijinja template; `name` is its path relative to the recipes directory.
+    /// A minijinja template; `name` is its path as shown to users (recipes dir joined).
     Template { name: String, source: String },
     /// Literal text (also rendered, so it may use variables).
     Text(String),
@@ -531,7 +531,7 @@ impl Loader<'_> {
         let text = fs_err::read_to_string(&path).map_err(|e| {
             RecipeError::at(src.loc(t.span()), format!("cannot read template: {e}"))
         })?;
-        Ok((rel.clone(), text))
+        Ok((path.display().to_string(), text))
     }
 
     /// Checks what can only be checked once every recipe is in: inputs named by files exist.
