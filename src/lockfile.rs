@@ -129,13 +129,19 @@ impl LockFile {
             version: VERSION,
             inputs: self.inputs.clone(),
         };
-        let mut out = serde_json::to_vec_pretty(&disk).expect("lock serializes");
+        // Through `Value`, whose maps are sorted: every key in the file is in sorted order.
+        let value = serde_json::to_value(&disk).expect("lock serializes");
+        let mut out = serde_json::to_vec_pretty(&value).expect("lock serializes");
         out.push(b'\n');
         out
     }
 
-    /// Writes the lock if its bytes differ from the file's. Returns whether it wrote.
+    /// Writes the lock if its bytes differ from the file's. Returns whether it wrote. An
+    /// empty lock is not created where none exists.
     pub fn save(&self, path: &Path) -> Result<bool, LockError> {
+        if self.inputs.is_empty() && !path.exists() {
+            return Ok(false);
+        }
         crate::fs::write_if_changed(path, &self.to_bytes()).map_err(|source| LockError::Write {
             path: path.to_owned(),
             source,

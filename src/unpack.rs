@@ -412,15 +412,34 @@ impl<R: Read> Read for Limited<R> {
 }
 
 enum WriterMsg {
-    Begin { wanted: Wanted, path: PathBuf },
+    Begin {
+        wanted: Wanted,
+        path: PathBuf,
+    },
     Data(Vec<u8>),
     End,
+    /// A buffer the decoder borrowed and hands back to the pool.
+    Recycle(Vec<u8>),
 }
 
+/// Bytes written between two writeback kicks (see `write_stage`).
+const WRITEBACK_STEP: u64 = 8 << 20;
+
 /// Writes kept members, hashing them with BLAKE3 on the way, and syncs each one.
+///
+/// Durability costs about as much as decoding here (the binaries are hundreds of MB), so
+/// writeback is started every few MB with `fadvise(DONTNEED)`, which queues dirty pages
+/// without waiting; the final `fdatasync` then only waits for the tail. The disk works in
+/// parallel with the decoder instead of after it.
 fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result<Vec<Extracted>> {
+    struct Open {
+        file: fs_err::File,
+        hasher: blake3::Hasher,
+        kicked: u64,
+        ex: Extracted,
+    }
     let mut done = Vec::new();
-    let mut current: Option<(fs_err::File, blake3::Hasher, Extracted)> = None;
+    let mut current: Option<Open> = None;
     for msg in rx {
         match msg {
             WriterMsg::Begin { wanted, path } => {
@@ -431,31 +450,44 @@ fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result
                     .create_new(true)
                     .mode(mode | 0o200)
                     .open(&path)?;
-                current = Some((
+                current = Some(Open {
                     file,
-                    blake3::Hasher::new(),
-                    Extracted {
+                    hasher: blake3::Hasher::new(),
+                    kicked: 0,
+                    ex: Extracted {
                         wanted,
                         path,
                         size: 0,
                         blake3: Digest([0; 32]),
                     },
-                ));
+                });
             }
             WriterMsg::Data(buf) => {
-                let (file, hasher, ex) = current.as_mut().expect("Begin comes before Data");
-                hasher.update(&buf);
-                file.write_all(&buf)?;
-                ex.size += buf.len() as u64;
+                let o = current.as_mut().expect("Begin comes before Data");
+                o.hasher.update(&buf);
+                o.file.write_all(&buf)?;
+                o.ex.size += buf.len() as u64;
+                if o.ex.size - o.kicked >= WRITEBACK_STEP {
+                    let len = std::num::NonZeroU64::new(o.ex.size - o.kicked);
+                    // Advisory: a failure only loses the overlap, never data.
+                    let _ = rustix::fs::fadvise(
+                        o.file.file(),
+                        o.kicked,
+                        len,
+                        rustix::fs::Advice::DontNeed,
+                    );
+                    o.kicked = o.ex.size;
+                }
+                let _ = free.try_send(buf);
+            }
+            WriterMsg::Recycle(buf) => {
                 let _ = free.try_send(buf);
             }
             WriterMsg::End => {
-                let (file, hasher, mut ex) = current.take().expect("Begin comes before End");
-                // Sync here, overlapping with decoding of later members, rather than one
-                // large flush at the end.
-                file.sync_data()?;
-                ex.blake3 = Digest(*hasher.finalize().as_bytes());
-                done.push(ex);
+                let mut o = current.take().expect("Begin comes before End");
+                o.file.sync_data()?;
+                o.ex.blake3 = Digest(*o.hasher.finalize().as_bytes());
+                done.push(o.ex);
             }
         }
     }
@@ -501,6 +533,12 @@ fn decode_stage(
             let name = safe_name(&raw)?;
             let Some(name) = name else { continue };
             let Some(w) = wanted.get(name.as_str()) else {
+                // Read skipped members through our large buffer: the tar crate's own skip
+                // copies through 8 KiB, which makes inflate ~25% slower on skipped data.
+                let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.resize(CHUNK, 0);
+                while read_full(&mut entry, &mut buf).map_err(|e| describe(&e))? > 0 {}
+                let _ = to_writer.send(WriterMsg::Recycle(buf));
                 continue;
             };
             let kind = entry.header().entry_type();
