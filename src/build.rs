@@ -147,7 +147,11 @@ pub fn build(
     let mut used_inputs = BTreeMap::new();
     for (input, wanted) in wanted_members(&set) {
         let plan = &plans[&input];
-        let (sha256, outputs) = realise_unpack(ctx, &store, &input, plan, &wanted, observer)?;
+        let Realised {
+            sha256,
+            outputs,
+            size,
+        } = realise_unpack(ctx, &store, &input, plan, &wanted, observer)?;
         if !plan.overridden {
             let entry = lock
                 .inputs
@@ -159,13 +163,12 @@ pub fn build(
                 });
             entry.urls = plan.urls.clone();
             entry.sha256 = sha256.clone();
-            if let Some(size) = outputs.1 {
-                entry.size = Some(size);
+            if size.is_some() {
+                entry.size = size;
             }
         }
         used_inputs.insert(input.clone(), sha256);
         let by_member: BTreeMap<(String, bool), IndexedOutput> = outputs
-            .0
             .into_iter()
             .map(|o| ((o.id.clone(), o.executable), o))
             .collect();
@@ -341,9 +344,15 @@ fn plan_inputs(
     Ok(plans)
 }
 
-/// Returns the input's sha256 and the unpacked outputs (plus the archive size when it was
-/// read in this build).
-#[allow(clippy::type_complexity)]
+/// An unpacked input.
+struct Realised {
+    sha256: String,
+    outputs: Vec<IndexedOutput>,
+    /// The archive's size, when it was read in this build.
+    size: Option<u64>,
+}
+
+/// Finds the input's members through the index, or fetches and unpacks them.
 fn realise_unpack(
     ctx: &Context,
     store: &Store,
@@ -351,11 +360,15 @@ fn realise_unpack(
     plan: &Plan,
     wanted: &[Wanted],
     observer: &dyn Observer,
-) -> Result<(String, (Vec<IndexedOutput>, Option<u64>)), BuildError> {
+) -> Result<Realised, BuildError> {
     if let (Some(sha), false) = (&plan.sha256, plan.overridden)
         && let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))?
     {
-        return Ok((sha.clone(), (outputs, None)));
+        return Ok(Realised {
+            sha256: sha.clone(),
+            outputs,
+            size: None,
+        });
     }
     let scratch = store.scratch()?;
     let unpacked = unpack::fetch_and_unpack(
@@ -402,7 +415,11 @@ fn realise_unpack(
     }
     store.sync_dir()?;
     store.record(&key, &outputs)?;
-    Ok((unpacked.sha256, (outputs, Some(unpacked.size))))
+    Ok(Realised {
+        sha256: unpacked.sha256,
+        outputs,
+        size: Some(unpacked.size),
+    })
 }
 
 /// Makes an archive member's file name usable as a store object name.
@@ -639,7 +656,8 @@ pub fn lock(
             overridden: false,
         };
         let members = wanted.get(name).cloned().unwrap_or_default();
-        let (sha256, (_, size)) = realise_unpack(ctx, &store, name, &plan, &members, observer)?;
+        let Realised { sha256, size, .. } =
+            realise_unpack(ctx, &store, name, &plan, &members, observer)?;
         let before = old.inputs.get(name).map(|l| l.sha256.clone());
         if before.as_deref() != Some(sha256.as_str()) {
             report
