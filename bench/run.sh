@@ -34,8 +34,11 @@ UPSTREAM_URL="https://dl.k8s.io/v1.6.0/kubernetes-server-linux-amd64.tar.gz"
 INPUT=kubernetes-server
 TARGET=master
 
-FIXTURE="$WORK/kubernetes-server-linux-amd64.tar.gz"
-FIXTURE_INFO="$WORK/fixture.json"
+# One directory per (size, seed) so quick and full runs do not regenerate each other's
+# fixture; the file keeps the upstream basename.
+FIXTURE_DIR="$WORK/fixture-${SIZE_MB}mb-seed${SEED}"
+FIXTURE="$FIXTURE_DIR/kubernetes-server-linux-amd64.tar.gz"
+FIXTURE_INFO="$FIXTURE_DIR/fixture.json"
 RESULTS="$WORK/results.md"
 KB=${KBUILD_BIN:-$ROOT/target/release/kbuild}
 RECIPES=${RECIPES:-$ROOT/recipes}
@@ -51,6 +54,7 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 2 ]] || die "RUNS must be an integer >= 2 (got '$RUNS')"
 [[ $FAST_RUNS =~ ^[0-9]+$ && $FAST_RUNS -ge 2 ]] || die "FAST_RUNS must be an integer >= 2 (got '$FAST_RUNS')"
 [[ $SIZE_MB =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SIZE_MB must be a number (got '$SIZE_MB')"
+[[ $SEED =~ ^[A-Za-z0-9_.-]+$ ]] || die "SEED must match [A-Za-z0-9_.-]+ (got '$SEED')"
 command -v python3 >/dev/null || die "python3 is required"
 
 mkdir -p "$WORK"
@@ -127,6 +131,7 @@ if [[ $KBUILD != 0 ]]; then
 	[[ -x $KB ]] || die "$KB is missing or not executable"
 	[[ -d $RECIPES ]] || die "recipes directory $RECIPES not found"
 	RECIPES=$(cd "$RECIPES" && pwd)
+	[[ $RECIPES != "$PINNED_RECIPES" ]] || die "RECIPES must not be $PINNED_RECIPES (the bench's own copy)"
 fi
 
 # ---------------------------------------------------------------------------- fixture
@@ -146,6 +151,7 @@ if fixture_ok; then
 else
 	log "generating ${SIZE_MB} MiB fixture (seed $SEED)"
 	rm -f "$FIXTURE" "$FIXTURE_INFO"
+	mkdir -p "$FIXTURE_DIR"
 	python3 "$BENCH_DIR/make-fixture.py" --size-mb "$SIZE_MB" --seed "$SEED" \
 		--out "$FIXTURE" --info-json "$FIXTURE_INFO"
 fi
@@ -153,47 +159,10 @@ FIXTURE_BYTES=$(stat -c %s "$FIXTURE")
 FIXTURE_SHA=$(sha256sum "$FIXTURE" | cut -d' ' -f1)
 FIXTURE_URL="file://$FIXTURE"
 
-# ---------------------------------------------------------------------------- baselines
-# Hot page cache for everything: one warm-up run each, and the fixture was just read.
-log "baselines"
-if command -v igzip >/dev/null; then
-	measure igzip "$RUNS" 1 "" default "igzip -dc $(q "$FIXTURE") > /dev/null"
-else
-	echo "bench: igzip not found (ISA-L: apt-get install isal); skipping" >&2
-	rm -f "$WORK/igzip.json"
-fi
-measure gzip "$RUNS" 1 "" default "gzip -dc $(q "$FIXTURE") > /dev/null"
-measure sha256sum "$RUNS" 1 "" default "sha256sum $(q "$FIXTURE") > /dev/null"
-
-# ---------------------------------------------------------------------------- kbuild
+# ---------------------------------------------------------------------------- kbuild setup
+# Done before the baselines so a broken kbuild fails fast.
 rm -f "$WORK/cold.json" "$WORK/noop.json" "$WORK/onevar.json" "$WORK/cold.rss"
 if [[ $KBUILD != 0 ]]; then
-	# Cold build: fresh empty store each run; --override-input re-reads the tarball.
-	COLD=("$KB" --store "$STORE_COLD" --recipes "$RECIPES" build "$TARGET"
-		--override-input "$INPUT=$FIXTURE_URL")
-	COLD_CMD=$(printf '%q ' "${COLD[@]}")
-	WIPE_COLD="chmod -R u+w $(q "$STORE_COLD") 2>/dev/null; rm -rf $(q "$STORE_COLD"); sync"
-
-	# Peak RSS of one cold build; doubles as the smoke test that prints kbuild's stderr.
-	if [[ ! -x /usr/bin/time ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-		log "installing GNU time"
-		apt-get install -y time >&2 || true
-	fi
-	log "cold build (smoke run + peak RSS)"
-	wipe "$STORE_COLD"
-	sync
-	if [[ -x /usr/bin/time ]]; then
-		run_checked cold-smoke /usr/bin/time -f %M -o "$WORK/cold.rss" "${COLD[@]}"
-		echo "  peak RSS: $(cat "$WORK/cold.rss") KiB" >&2
-	else
-		echo "bench: /usr/bin/time (GNU time) not available; peak RSS not measured" >&2
-		run_checked cold-smoke "${COLD[@]}"
-	fi
-
-	log "cold build"
-	measure cold "$RUNS" 1 "$WIPE_COLD" default "$COLD_CMD"
-	wipe "$STORE_COLD"
-
 	# Pinned recipes: a copy of recipes/ whose kubernetes-server URL is the fixture,
 	# with a lock next to it (the lock lives in the parent of the recipes directory)
 	# giving its sha256, so rebuilds need not re-read the tarball.
@@ -214,12 +183,62 @@ with open(path, "w") as f:
     f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 EOF
 
+	# Cold build: fresh empty store each run; --override-input re-reads the tarball.
+	# --lock-file keeps kbuild from creating flake-like.lock.json beside the repository's
+	# recipes/ (an overridden input is never pinned, so the lock plays no part here).
+	COLD=("$KB" --store "$STORE_COLD" --recipes "$RECIPES" --lock-file "$WORK/cold.lock.json"
+		build "$TARGET" --override-input "$INPUT=$FIXTURE_URL")
+	COLD_CMD=$(printf '%q ' "${COLD[@]}")
+	WIPE_COLD="chmod -R u+w $(q "$STORE_COLD") 2>/dev/null; rm -rf $(q "$STORE_COLD"); sync"
+
+	# Peak RSS of one cold build; doubles as the smoke test that prints kbuild's stderr.
+	if [[ ! -x /usr/bin/time ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+		log "installing GNU time"
+		apt-get install -y time >&2 || true
+	fi
+	log "cold build (smoke run + peak RSS)"
+	wipe "$STORE_COLD"
+	sync
+	if [[ -x /usr/bin/time ]]; then
+		run_checked cold-smoke /usr/bin/time -f %M -o "$WORK/cold.rss" "${COLD[@]}"
+		echo "  peak RSS: $(tail -n 1 "$WORK/cold.rss") KiB" >&2
+	else
+		echo "bench: /usr/bin/time (GNU time) not available; peak RSS not measured" >&2
+		run_checked cold-smoke "${COLD[@]}"
+	fi
+	wipe "$STORE_COLD"
+
 	WARM=("$KB" --store "$STORE_WARM" --recipes "$PINNED_RECIPES" build "$TARGET")
 	WARM_CMD=$(printf '%q ' "${WARM[@]}")
-	log "warm store: first build with the pinned recipes"
+	log "warm store: first build with the pinned recipes, then a no-op smoke run"
 	wipe "$STORE_WARM"
 	run_checked warm-first "${WARM[@]}"
 	run_checked noop-smoke "${WARM[@]}"
+fi
+
+# ---------------------------------------------------------------------------- baselines
+# Hot page cache for everything: one warm-up run each, and the fixture was just read.
+log "baselines"
+if command -v igzip >/dev/null; then
+	measure igzip "$RUNS" 1 "" default "igzip -dc $(q "$FIXTURE") > /dev/null"
+else
+	echo "bench: igzip not found (ISA-L: apt-get install isal); skipping" >&2
+	rm -f "$WORK/igzip.json"
+fi
+measure gzip "$RUNS" 1 "" default "gzip -dc $(q "$FIXTURE") > /dev/null"
+measure sha256sum "$RUNS" 1 "" default "sha256sum $(q "$FIXTURE") > /dev/null"
+# coreutils sha256sum has no SHA-NI code path; OpenSSL (like the sha2 crate) uses it.
+if command -v openssl >/dev/null; then
+	measure openssl-sha256 "$RUNS" 1 "" default "openssl dgst -sha256 $(q "$FIXTURE") > /dev/null"
+else
+	rm -f "$WORK/openssl-sha256.json"
+fi
+
+# ---------------------------------------------------------------------------- kbuild
+if [[ $KBUILD != 0 ]]; then
+	log "cold build"
+	measure cold "$RUNS" 1 "$WIPE_COLD" default "$COLD_CMD"
+	wipe "$STORE_COLD"
 
 	log "no-op rebuild"
 	measure noop "$FAST_RUNS" 3 "" none "$WARM_CMD"
@@ -228,8 +247,8 @@ EOF
 	# built before. hyperfine's --prepare bumps a counter and writes the next value,
 	# the command reads it with the shell builtin `read` (no extra process) and execs
 	# kbuild; hyperfine subtracts the shell's start-up time.
-	# Values: 10.72.(n/250).(n%250+1) for n = 0, 1, 2, ...: the store is fresh for
-	# every bench run and n stays far below 84*250, so 10.72.84.x is never produced.
+	# Values: 10.72.(n/250).(n%250+1) for n = 1, 2, ...: the store is fresh for every
+	# bench run and n stays far below 84*250, so 10.72.84.x is never produced.
 	log "one-variable rebuild ($VAR=10.72.x.y, fresh value per run)"
 	echo 0 >"$COUNTER"
 	BUMP="read -r n < $(q "$COUNTER"); n=\$((n + 1)); echo \$n > $(q "$COUNTER");"
@@ -241,7 +260,16 @@ EOF
 	measure onevar "$FAST_RUNS" 2 "$BUMP" default "$ONEVAR_CMD"
 	read -r last_n <"$COUNTER"
 	((last_n >= FAST_RUNS + 3)) || die "one-variable counter only reached $last_n; values were re-used"
-	echo "  $last_n distinct $VAR values built (10.72.0.1 .. $(cat "$VALUE"))" >&2
+	read -r last_value <"$VALUE"
+	echo "  $last_n distinct $VAR values built ($first_value .. $last_value)" >&2
+	# Cross-check with the store: every one-variable run must have produced a new rootfs.
+	if "$KB" --store "$STORE_WARM" --recipes "$PINNED_RECIPES" generations --json >"$WORK/generations.json" 2>/dev/null; then
+		distinct=$(python3 -c 'import json, sys; print(len({g["rootfs"] for g in json.load(open(sys.argv[1]))}))' "$WORK/generations.json")
+		echo "  store: $distinct distinct rootfs generations (expected $((last_n + 1)))" >&2
+		((distinct >= last_n + 1)) || die "one-variable runs did not all build a new rootfs ($distinct < $((last_n + 1)))"
+	else
+		echo "  (kbuild generations --json unavailable; store cross-check skipped)" >&2
+	fi
 	wipe "$STORE_WARM"
 fi
 
@@ -291,7 +319,8 @@ def fmt(r, unit):
 rows = [
     ("igzip", "`igzip -dc` (ISA-L)", "s"),
     ("gzip", "`gzip -dc` (GNU)", "s"),
-    ("sha256sum", "`sha256sum`", "s"),
+    ("sha256sum", "`sha256sum` (coreutils)", "s"),
+    ("openssl-sha256", "`openssl dgst -sha256` (SHA-NI when available)", "s"),
     ("cold", "kbuild cold build (empty store, `--override-input`)", "s"),
     ("noop", "kbuild no-op rebuild (warm store, pinned lock)", "ms"),
     ("onevar", f"kbuild one-variable rebuild (`--set {var}=<fresh>`)", "ms"),
@@ -325,7 +354,7 @@ def ratio(base, target=""):
     return f"| cold / {base} | {cold['mean'] / b['mean']:.2f}× | {target} |"
 
 
-for base, tgt in (("igzip", "≤ 1.5×"), ("gzip", ""), ("sha256sum", "")):
+for base, tgt in (("igzip", "≤ 1.5×"), ("gzip", ""), ("sha256sum", ""), ("openssl-sha256", "")):
     line = ratio(base, tgt)
     lines.append(line if line else f"| cold / {base} | n/a | {tgt} |")
 for k, label, tgt in (("noop", "no-op rebuild", "< 10 ms"), ("onevar", "one-variable rebuild", "< 20 ms")):
