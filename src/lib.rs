@@ -3,6 +3,7 @@
 //! The library owns every operation and never prints; `src/cli` and `src/main.rs` are the
 //! only code that talks to the terminal.
 
+pub mod activate;
 pub mod build;
 pub mod derivation;
 pub mod fetch;

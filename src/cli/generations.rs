@@ -11,11 +11,17 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
     let gens = kbuild::generation::list(&store).context("cannot list generations")?;
     let store_dir = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
+    // The root's active generation, if the root is managed from this store.
+    let active = root
+        .state()
+        .ok()
+        .filter(|s| s.store.as_ref() == Some(&store_dir))
+        .and_then(|s| s.generation);
     if args.json {
         let rows: Vec<serde_json::Value> = gens
             .iter()
@@ -36,10 +42,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         eprintln!("no generations yet; run `kbuild build master`");
         return Ok(());
     }
-    println!("{:>4}  {:<20}  {:<16}  ROOTFS", "GEN", "CREATED", "RECIPES");
+    println!("{:>5}  {:<20}  {:<16}  ROOTFS", "GEN", "CREATED", "RECIPES");
     for g in &gens {
+        let mark = if active == Some(g.number) { "*" } else { " " };
         println!(
-            "{:>4}  {:<20}  {:<16}  {}",
+            "{mark}{:>4}  {:<20}  {:<16}  {}",
             g.number,
             g.created,
             g.recipes.join(" "),

@@ -4,6 +4,7 @@
 mod build;
 mod generations;
 mod lock;
+mod switch;
 mod term;
 
 use std::path::PathBuf;
@@ -74,8 +75,12 @@ pub enum Command {
     Lock(lock::LockArgs),
     /// Re-resolve inputs (all, or the ones named) and rewrite their pins
     Update(lock::UpdateArgs),
-    /// List the recorded generations
+    /// List the recorded generations (the active one of `--root` marked `*`)
     Generations(generations::Args),
+    /// Activate a generation on the root: atomic, crash-safe, reversible
+    Switch(switch::SwitchArgs),
+    /// Switch the root back to the generation before the active one
+    Rollback(switch::RollbackArgs),
 }
 
 impl Cli {
@@ -85,12 +90,18 @@ impl Cli {
             Command::Build(a) => build::run(&ctx, a, term),
             Command::Lock(a) => lock::run_lock(&ctx, a, term),
             Command::Update(a) => lock::run_update(&ctx, a, term),
-            Command::Generations(a) => generations::run(&ctx, a),
+            Command::Generations(a) => generations::run(&ctx, &self.global.root_dir(), a),
+            Command::Switch(a) => switch::run_switch(&ctx, &self.global.root_dir(), a, term),
+            Command::Rollback(a) => switch::run_rollback(&ctx, &self.global.root_dir(), a, term),
         }
     }
 }
 
 impl Global {
+    fn root_dir(&self) -> kbuild::activate::Root {
+        kbuild::activate::Root::new(&self.root)
+    }
+
     fn context(&self) -> kbuild::build::Context {
         let lock_path = self.lock_file.clone().unwrap_or_else(|| {
             let parent = self
@@ -119,6 +130,11 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
     use kbuild::build::BuildError;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<BuildError>()
+            && let Some(h) = e.help()
+        {
+            return Some(h);
+        }
+        if let Some(e) = cause.downcast_ref::<kbuild::activate::SwitchError>()
             && let Some(h) = e.help()
         {
             return Some(h);

@@ -30,14 +30,19 @@ impl FileLock {
         what: &str,
         observer: &dyn Observer,
     ) -> io::Result<FileLock> {
-        let file = fs_err::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?
-            .into_parts()
-            .0;
+        // A directory is locked through a read-only descriptor (nothing is created in it).
+        let file = if path.is_dir() {
+            fs_err::File::open(path)?.into_parts().0
+        } else {
+            fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?
+                .into_parts()
+                .0
+        };
         let (try_op, block_op) = match mode {
             LockMode::Shared => (
                 FlockOperation::NonBlockingLockShared,

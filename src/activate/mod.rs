@@ -1,0 +1,808 @@
+//! Activation: putting a generation into effect on a root, atomically and recoverably.
+//!
+//! ```text
+//! <root>/etc/.kbuild/
+//! ├── current          → /abs/store/<hash>-rootfs-master   (the flip point)
+//! ├── state.json       active generation, managed paths, directories kbuild created, adopted files
+//! ├── journal.json     present only while a switch is in progress (the target state)
+//! └── adopted/<path>   originals moved aside by `--adopt`, restored when no longer managed
+//! <root>/etc/kubernetes/apiserver → ../../etc/.kbuild/current/etc/kubernetes/apiserver
+//! <root>/usr/local/bin/kubectl    → ../../../etc/.kbuild/current/usr/local/bin/kubectl
+//! ```
+//!
+//! A switch holds an exclusive `flock` on the root directory itself.
+//!
+//! Every managed path is a relative symlink through `current`, so moving between generations
+//! that manage the same paths is one `rename(2)` of `current`. A switch is planned (pure: it
+//! reads the root and the store), then applied: the target state is written to the journal
+//! and fsync'd, then idempotent steps bring the root to it. After a crash at any step, the
+//! next `switch` or `rollback` finds the journal and re-runs the same steps, completing the
+//! interrupted switch. The algorithm is described in `docs/switch.md`.
+
+pub mod fault;
+pub mod units;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::generation::{self, Generation};
+use crate::observe::Observer;
+use crate::store::{FileLock, LockMode, Store, StoreError};
+pub use units::UnitAction;
+
+const STATE_DIR: &str = "etc/.kbuild";
+/// The rootfs top-level directories whose files are linked into the root.
+const MANAGED_TOPS: &[&str] = &["etc", "usr"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("generation {0} does not exist in this store")]
+    NoSuchGeneration(u64),
+    #[error("the store has no generations yet")]
+    NoGenerations,
+    #[error("there is no generation before {0} to roll back to")]
+    NothingToRollBackTo(u64),
+    #[error("root `{}` has no active generation to roll back from", .0.display())]
+    NotActive(PathBuf),
+    #[error("rootfs `{}` of generation {generation} is missing from the store", path.display())]
+    MissingRootfs { generation: u64, path: PathBuf },
+    #[error("missing host prerequisites under `{}`: {}", root.display(), missing.join(", "))]
+    Prerequisites { root: PathBuf, missing: Vec<String> },
+    #[error("{} in root `{}` {} not managed by kbuild; nothing was changed:\n{}",
+        if paths.len() == 1 { "this path" } else { "these paths" }, root.display(),
+        if paths.len() == 1 { "exists and is" } else { "exist and are" },
+        paths.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Unmanaged { root: PathBuf, paths: Vec<String> },
+    #[error("`{}` is a symlink or not a directory; kbuild will not write through it", .0)]
+    UnsafeParent(String),
+    #[error("root `{}` is managed from store `{}`, not `{}`", root.display(), theirs.display(), ours.display())]
+    OtherStore {
+        root: PathBuf,
+        theirs: PathBuf,
+        ours: PathBuf,
+    },
+    #[error("corrupt activation state `{}`", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl SwitchError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            SwitchError::Unmanaged { .. } => Some(
+                "move the files away, or pass `--adopt` to keep them in /etc/.kbuild/adopted (restored when kbuild stops managing the path)".into(),
+            ),
+            SwitchError::Prerequisites { .. } => Some(
+                "create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)".into(),
+            ),
+            SwitchError::NoGenerations => Some("run `kbuild build master` first".into()),
+            SwitchError::NoSuchGeneration(_) => Some("`kbuild generations` lists them".into()),
+            _ => None,
+        }
+    }
+}
+
+/// What kbuild knows about a root: written atomically to `state.json` after each switch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The store the active generation comes from (absolute).
+    pub store: Option<PathBuf>,
+    pub generation: Option<u64>,
+    /// Absolute path of the active rootfs.
+    pub rootfs: Option<PathBuf>,
+    /// Absolute paths (as seen inside the root) that are kbuild's symlinks.
+    pub managed: BTreeSet<String>,
+    /// Directories kbuild created (removed again once empty and unneeded).
+    pub created_dirs: BTreeSet<String>,
+    /// Paths whose original was moved to `adopted/`.
+    pub adopted: BTreeSet<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    version: u32,
+    from: State,
+    to: State,
+}
+
+/// A root filesystem kbuild switches generations in.
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    pub fn new(dir: &Path) -> Root {
+        Root {
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    /// The host path of an absolute path inside the root.
+    pub fn host(&self, path: &str) -> PathBuf {
+        self.dir.join(path.trim_start_matches('/'))
+    }
+
+    fn current(&self) -> PathBuf {
+        self.state_dir().join("current")
+    }
+
+    /// The link text of a managed path: relative, through the flip point.
+    fn link_target(path: &str) -> PathBuf {
+        let depth = path.trim_start_matches('/').matches('/').count();
+        let mut t = PathBuf::new();
+        for _ in 0..depth {
+            t.push("..");
+        }
+        t.push(STATE_DIR);
+        t.push("current");
+        t.push(path.trim_start_matches('/'));
+        t
+    }
+
+    /// The recorded state; an unmanaged root has the default (empty) state.
+    pub fn state(&self) -> Result<State, SwitchError> {
+        read_json(&self.state_dir().join("state.json"))
+            .map(|s: Option<State>| s.unwrap_or_default())
+    }
+
+    fn journal(&self) -> Result<Option<Journal>, SwitchError> {
+        read_json(&self.state_dir().join("journal.json"))
+    }
+
+    /// Whether an interrupted switch awaits completion.
+    pub fn interrupted(&self) -> bool {
+        self.state_dir().join("journal.json").exists()
+    }
+
+    /// Takes the root's switch lock: a flock on the root directory itself, so that a switch
+    /// refused for a missing prerequisite or an unmanaged file leaves no trace in the root.
+    fn lock(&self, observer: &dyn Observer) -> Result<FileLock, SwitchError> {
+        if !self.dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("root `{}` is not a directory", self.dir.display()),
+            )
+            .into());
+        }
+        Ok(FileLock::acquire(
+            &self.dir,
+            LockMode::Exclusive,
+            &format!("root `{}`", self.dir.display()),
+            observer,
+        )?)
+    }
+
+    fn ensure_state_dir(&self) -> io::Result<()> {
+        // `<root>/etc` itself must be a real directory: never create state through a symlink.
+        let etc = self.dir.join("etc");
+        if let Ok(m) = etc.symlink_metadata()
+            && !m.is_dir()
+        {
+            return Err(io::Error::other(format!(
+                "`{}` is not a directory",
+                etc.display()
+            )));
+        }
+        fs_err::create_dir_all(self.state_dir().join("adopted"))
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, SwitchError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| SwitchError::State {
+                path: path.to_owned(),
+                source,
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::fs::annotate(e, "read", path).into()),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    crate::fs::write_atomic(path, &bytes)
+}
+
+/// Everything a switch will do, computed without changing anything.
+#[derive(Debug)]
+pub struct Plan {
+    pub root: PathBuf,
+    pub from: State,
+    pub to: State,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub adopt: Vec<String>,
+    pub restore: Vec<String>,
+    /// Prerequisites and whether each exists under the root.
+    pub prerequisites: Vec<(String, bool)>,
+    /// Unmanaged paths in the way (refused unless adopting).
+    pub unmanaged: Vec<String>,
+    pub units: Vec<UnitAction>,
+    /// An interrupted switch will be completed first.
+    pub resumes: bool,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.from.rootfs == self.to.rootfs
+            && self.from.managed == self.to.managed
+            && self.adopt.is_empty()
+            && !self.resumes
+    }
+
+    pub fn missing_prerequisites(&self) -> Vec<String> {
+        self.prerequisites
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gen_name = |s: &State| match s.generation {
+            Some(n) => format!("generation {n}"),
+            None => "nothing".to_owned(),
+        };
+        writeln!(
+            f,
+            "root {}: {} -> {}",
+            self.root.display(),
+            gen_name(&self.from),
+            gen_name(&self.to)
+        )?;
+        if self.resumes {
+            writeln!(f, "  an interrupted switch is completed first")?;
+        }
+        let missing = self.missing_prerequisites();
+        if missing.is_empty() {
+            writeln!(f, "  prerequisites: {} present", self.prerequisites.len())?;
+        } else {
+            for p in &missing {
+                writeln!(f, "  prerequisite missing: {p}")?;
+            }
+        }
+        for p in &self.unmanaged {
+            writeln!(f, "  unmanaged, in the way: {p}")?;
+        }
+        for p in &self.adopt {
+            writeln!(
+                f,
+                "  adopt   {p} (original kept in /{STATE_DIR}/adopted{p})"
+            )?;
+        }
+        for p in &self.added {
+            writeln!(f, "  add     {p}")?;
+        }
+        for p in &self.changed {
+            writeln!(f, "  change  {p}")?;
+        }
+        for p in &self.removed {
+            writeln!(f, "  remove  {p}")?;
+        }
+        for p in &self.restore {
+            writeln!(f, "  restore {p} (the original adopted earlier)")?;
+        }
+        for u in &self.units {
+            writeln!(f, "  {u}")?;
+        }
+        if self.is_noop() {
+            writeln!(f, "  nothing to do")?;
+        }
+        Ok(())
+    }
+}
+
+/// Files of a rootfs that are linked into a root, as absolute paths.
+fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for top in MANAGED_TOPS {
+        let dir = rootfs.join(top);
+        if !dir.exists() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+            let entry = entry.map_err(io::Error::other)?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(rootfs)
+                .expect("walk stays under the rootfs");
+            out.insert(format!("/{}", rel.to_string_lossy()));
+        }
+    }
+    Ok(out)
+}
+
+/// Plans switching `root` to generation `number` of `store`.
+pub fn plan(store: &Store, root: &Root, number: u64, adopt: bool) -> Result<Plan, SwitchError> {
+    let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
+    plan_for(store, root, &g, adopt)
+}
+
+fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<Plan, SwitchError> {
+    let store_dir = std::path::absolute(store.dir())?;
+    let rootfs = store_dir.join(g.rootfs.as_str());
+    if !rootfs.is_dir() {
+        return Err(SwitchError::MissingRootfs {
+            generation: g.number,
+            path: rootfs,
+        });
+    }
+    let journal = root.journal()?;
+    let resumes = journal.is_some();
+    // After an interrupted switch, the root is (or will be, once recovered) at the journal's
+    // target: plan from there.
+    let from = match journal {
+        Some(j) => j.to,
+        None => root.state()?,
+    };
+    if let Some(theirs) = &from.store
+        && *theirs != store_dir
+        && !from.managed.is_empty()
+    {
+        return Err(SwitchError::OtherStore {
+            root: root.dir().to_owned(),
+            theirs: theirs.clone(),
+            ours: store_dir,
+        });
+    }
+    let managed = rootfs_files(&rootfs)?;
+    let old_rootfs = from.rootfs.clone().filter(|p| p.is_dir());
+
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    let mut unmanaged = Vec::new();
+    let mut new_dirs = BTreeSet::new();
+    for path in &managed {
+        if from.managed.contains(path) {
+            let differs = match &old_rootfs {
+                Some(old) => {
+                    let rel = path.trim_start_matches('/');
+                    !units::same_file(&old.join(rel), &rootfs.join(rel))?
+                }
+                None => true,
+            };
+            if differs {
+                changed.push(path.clone());
+            }
+            continue;
+        }
+        added.push(path.clone());
+        // Parents: existing ones must be real directories; missing ones kbuild creates.
+        let mut dir = String::new();
+        let comps: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            dir.push('/');
+            dir.push_str(c);
+            match root.host(&dir).symlink_metadata() {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(SwitchError::UnsafeParent(
+                        root.host(&dir).display().to_string(),
+                    ));
+                }
+                Err(_) => {
+                    new_dirs.insert(dir.clone());
+                }
+            }
+        }
+        let host = root.host(path);
+        if let Ok(m) = host.symlink_metadata() {
+            let ours = m.file_type().is_symlink()
+                && std::fs::read_link(&host).ok() == Some(Root::link_target(path));
+            if !ours && !from.adopted.contains(path) {
+                unmanaged.push(path.clone());
+            }
+        }
+    }
+    let removed: Vec<String> = from.managed.difference(&managed).cloned().collect();
+    let restore: Vec<String> = removed
+        .iter()
+        .filter(|p| from.adopted.contains(*p))
+        .cloned()
+        .collect();
+    let adopt_now: Vec<String> = if adopt { unmanaged.clone() } else { Vec::new() };
+    if adopt {
+        unmanaged.clear();
+    }
+    let mut adopted: BTreeSet<String> = from
+        .adopted
+        .iter()
+        .filter(|p| !restore.contains(p))
+        .cloned()
+        .collect();
+    adopted.extend(adopt_now.iter().cloned());
+    let mut created_dirs = from.created_dirs.clone();
+    created_dirs.extend(new_dirs);
+
+    let prerequisites = g
+        .prerequisites
+        .iter()
+        .map(|p| (p.clone(), root.host(p).exists()))
+        .collect();
+    let units = units::plan(old_rootfs.as_deref(), &rootfs)?;
+    let to = State {
+        version: 1,
+        store: Some(store_dir),
+        generation: Some(g.number),
+        rootfs: Some(rootfs),
+        managed,
+        created_dirs,
+        adopted,
+    };
+    Ok(Plan {
+        root: root.dir().to_owned(),
+        from,
+        to,
+        added,
+        changed,
+        removed,
+        adopt: adopt_now,
+        restore,
+        prerequisites,
+        unmanaged,
+        units,
+        resumes,
+    })
+}
+
+/// The outcome of an applied switch.
+#[derive(Debug)]
+pub struct Applied {
+    pub generation: u64,
+    pub changed_anything: bool,
+}
+
+/// Switches `root` to generation `number` (the newest when `None`).
+pub fn switch(
+    store: &Store,
+    root: &Root,
+    number: Option<u64>,
+    adopt: bool,
+    observer: &dyn Observer,
+    before_flip: &dyn Fn(&Plan),
+) -> Result<(Plan, Applied), SwitchError> {
+    let _root_lock = root.lock(observer)?;
+    // Shared store lock: gc cannot delete the generation while it is being activated.
+    let _store_lock = store.lock(LockMode::Shared, observer)?;
+    recover(root)?;
+    let number = match number {
+        Some(n) => n,
+        None => newest(store)?,
+    };
+    let plan = plan(store, root, number, adopt)?;
+    apply(store, root, plan, before_flip)
+}
+
+/// Switches `root` to the generation before its active one.
+pub fn rollback(
+    store: &Store,
+    root: &Root,
+    observer: &dyn Observer,
+    before_flip: &dyn Fn(&Plan),
+) -> Result<(Plan, Applied), SwitchError> {
+    let _root_lock = root.lock(observer)?;
+    let _store_lock = store.lock(LockMode::Shared, observer)?;
+    recover(root)?;
+    let active = root
+        .state()?
+        .generation
+        .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;
+    let previous = generation::list(store)?
+        .into_iter()
+        .map(|g| g.number)
+        .filter(|n| *n < active)
+        .max()
+        .ok_or(SwitchError::NothingToRollBackTo(active))?;
+    let plan = plan(store, root, previous, false)?;
+    apply(store, root, plan, before_flip)
+}
+
+/// The newest generation's number.
+pub fn newest(store: &Store) -> Result<u64, SwitchError> {
+    generation::list(store)?
+        .last()
+        .map(|g| g.number)
+        .ok_or(SwitchError::NoGenerations)
+}
+
+fn apply(
+    store: &Store,
+    root: &Root,
+    plan: Plan,
+    before_flip: &dyn Fn(&Plan),
+) -> Result<(Plan, Applied), SwitchError> {
+    let missing = plan.missing_prerequisites();
+    if !missing.is_empty() {
+        return Err(SwitchError::Prerequisites {
+            root: root.dir().to_owned(),
+            missing,
+        });
+    }
+    if !plan.unmanaged.is_empty() {
+        return Err(SwitchError::Unmanaged {
+            root: root.dir().to_owned(),
+            paths: plan.unmanaged.clone(),
+        });
+    }
+    let generation = plan.to.generation.expect("a plan targets a generation");
+    if plan.is_noop() {
+        return Ok((
+            plan,
+            Applied {
+                generation,
+                changed_anything: false,
+            },
+        ));
+    }
+    before_flip(&plan);
+    let journal = Journal {
+        version: 1,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+    };
+    root.ensure_state_dir()?;
+    write_json(&root.state_dir().join("journal.json"), &journal)?;
+    fault::point("journal written");
+    execute(root, &journal.from, &journal.to)?;
+    register(store, root)?;
+    Ok((
+        plan,
+        Applied {
+            generation,
+            changed_anything: true,
+        },
+    ))
+}
+
+/// Completes an interrupted switch, if any.
+pub fn recover(root: &Root) -> Result<bool, SwitchError> {
+    match root.journal()? {
+        Some(j) => {
+            execute(root, &j.from, &j.to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Brings the root from `from` to `to`. Every step checks before it acts, so running this
+/// again after a crash at any point finishes the job.
+fn execute(root: &Root, from: &State, to: &State) -> Result<(), SwitchError> {
+    let state_dir = root.state_dir();
+    let adopted_dir = state_dir.join("adopted");
+
+    // 1. Move adopted originals aside (before anything is linked over them).
+    for p in to.adopted.difference(&from.adopted) {
+        let host = root.host(p);
+        if is_our_link(&host, p) || host.symlink_metadata().is_err() {
+            continue;
+        }
+        let keep = adopted_dir.join(p.trim_start_matches('/'));
+        fs_err::create_dir_all(keep.parent().expect("has a parent"))?;
+        fs_err::rename(&host, &keep)?;
+        crate::fs::fsync_dir(keep.parent().expect("has a parent"))?;
+        fault::point("adopt");
+    }
+    // 2. Directories for new links, parents first.
+    for d in &to.created_dirs {
+        let host = root.host(d);
+        if host.symlink_metadata().is_err() {
+            fs_err::create_dir(&host)?;
+            fault::point("mkdir");
+        }
+    }
+    // 3. The flip: one rename switches every path both generations manage.
+    let rootfs = to.rootfs.as_ref().expect("a target state has a rootfs");
+    if std::fs::read_link(root.current()).ok().as_ref() != Some(rootfs) {
+        replace_symlink(&root.current(), rootfs)?;
+        fault::point("flip");
+    }
+    // 4. Links for paths the new generation adds.
+    for p in &to.managed {
+        let host = root.host(p);
+        if !is_our_link(&host, p) {
+            replace_symlink(&host, &Root::link_target(p))?;
+            fault::point("link");
+        }
+    }
+    // 5. Links of paths no longer managed.
+    for p in from.managed.difference(&to.managed) {
+        let host = root.host(p);
+        if is_our_link(&host, p) {
+            fs_err::remove_file(&host)?;
+            fault::point("unlink");
+        }
+    }
+    // 6. Originals whose path is no longer managed come back.
+    for p in from.adopted.difference(&to.adopted) {
+        let keep = adopted_dir.join(p.trim_start_matches('/'));
+        let host = root.host(p);
+        if keep.symlink_metadata().is_ok() && host.symlink_metadata().is_err() {
+            if let Some(parent) = host.parent() {
+                fs_err::create_dir_all(parent)?;
+            }
+            fs_err::rename(&keep, &host)?;
+            fault::point("restore");
+        }
+    }
+    // 7. Directories kbuild created that no managed path needs any more, deepest first;
+    //    a directory holding someone else's files stays.
+    let needed: BTreeSet<String> = to
+        .managed
+        .iter()
+        .chain(to.adopted.iter())
+        .flat_map(|p| ancestors(p))
+        .collect();
+    let mut created: Vec<&String> = from.created_dirs.union(&to.created_dirs).collect();
+    created.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    let mut kept = BTreeSet::new();
+    for d in created {
+        if needed.contains(d) {
+            kept.insert(d.clone());
+            continue;
+        }
+        match std::fs::remove_dir(root.host(d)) {
+            Ok(()) => fault::point("rmdir"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => {
+                kept.insert(d.clone());
+            }
+        }
+    }
+    for d in [root.dir().join("etc"), root.dir().join("usr/local/bin")] {
+        if d.is_dir() {
+            crate::fs::fsync_dir(&d)?;
+        }
+    }
+    // 8. Record the new state, then retire the journal.
+    let mut state = to.clone();
+    state.created_dirs = kept;
+    write_json(&state_dir.join("state.json"), &state)?;
+    fault::point("state written");
+    fs_err::remove_file(state_dir.join("journal.json"))?;
+    crate::fs::fsync_dir(&state_dir)?;
+    Ok(())
+}
+
+fn ancestors(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        if parent.is_empty() {
+            break;
+        }
+        out.push(parent.to_owned());
+        p = parent;
+    }
+    out
+}
+
+fn is_our_link(host: &Path, path: &str) -> bool {
+    std::fs::read_link(host).ok() == Some(Root::link_target(path))
+}
+
+/// Points `link` at `target` atomically: a temporary symlink renamed over it.
+fn replace_symlink(link: &Path, target: &Path) -> io::Result<()> {
+    let dir = link.parent().expect("links have a parent");
+    let name = link
+        .file_name()
+        .expect("links have a name")
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.kbuild-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(|e| crate::fs::annotate(e, "create symlink", &tmp))?;
+    std::fs::rename(&tmp, link).map_err(|e| crate::fs::annotate(e, "replace", link))?;
+    crate::fs::fsync_dir(dir)
+}
+
+/// Records the root in the store, so gc keeps its active generation.
+fn register(store: &Store, root: &Root) -> io::Result<()> {
+    let dir = store.bookkeeping().join("roots");
+    fs_err::create_dir_all(&dir)?;
+    let key = blake3::hash(root.dir().as_os_str().as_encoded_bytes()).to_hex();
+    let path = dir.join(format!("{}.json", &key[..32]));
+    let body = serde_json::json!({ "root": root.dir() });
+    let mut bytes = serde_json::to_vec_pretty(&body).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    crate::fs::write_if_changed(&path, &bytes).map(drop)
+}
+
+/// Roots that have switched to a generation of this store, with their active generation.
+pub fn known_roots(store: &Store) -> Result<Vec<(PathBuf, Option<u64>)>, SwitchError> {
+    let dir = store.bookkeeping().join("roots");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    let store_dir = std::path::absolute(store.dir())?;
+    for e in entries.flatten() {
+        let Ok(Some(v)) = read_json::<serde_json::Value>(&e.path()) else {
+            continue;
+        };
+        let Some(r) = v.get("root").and_then(|r| r.as_str()) else {
+            continue;
+        };
+        let root = Root::new(Path::new(r));
+        let active = root
+            .state()
+            .ok()
+            .filter(|s| s.store.as_ref() == Some(&store_dir))
+            .and_then(|s| s.generation);
+        out.push((PathBuf::from(r), active));
+    }
+    Ok(out)
+}
+
+/// The systemctl invocations for `actions`, in order (daemon-reload first).
+pub fn systemctl_commands(actions: &[UnitAction]) -> Vec<Vec<String>> {
+    let mut out = vec![vec!["daemon-reload".to_owned()]];
+    for a in actions {
+        out.extend(a.commands());
+    }
+    out
+}
+
+/// Whether unit actions can be run for real: the root is `/` and systemd is running.
+pub fn systemd_is_live(root: &Root) -> bool {
+    root.dir() == Path::new("/") && Path::new("/run/systemd/system").is_dir()
+}
+
+/// Runs `systemctl` for the unit actions of one phase: `before` the flip stops and disables
+/// removed units (while their unit files still exist); after it, daemon-reload, then starts
+/// and restarts. Returns the failures as readable lines.
+pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
+    let commands: Vec<Vec<String>> = if before {
+        actions
+            .iter()
+            .filter(|a| matches!(a, UnitAction::Stop { .. }))
+            .flat_map(UnitAction::commands)
+            .collect()
+    } else {
+        let rest: Vec<UnitAction> = actions
+            .iter()
+            .filter(|a| !matches!(a, UnitAction::Stop { .. }))
+            .cloned()
+            .collect();
+        systemctl_commands(&rest)
+    };
+    let mut failures = Vec::new();
+    for args in commands {
+        match std::process::Command::new("systemctl").args(&args).status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", args.join(" "))),
+            Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", args.join(" "))),
+        }
+    }
+    failures
+}
