@@ -6,8 +6,10 @@
 pub mod activate;
 pub mod build;
 pub mod derivation;
+pub mod diff;
 pub mod fetch;
 pub mod fs;
+pub mod gc;
 pub mod generation;
 pub mod lockfile;
 pub mod observe;

@@ -57,6 +57,8 @@ pub enum SwitchError {
         if paths.len() == 1 { "exists and is" } else { "exist and are" },
         paths.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Unmanaged { root: PathBuf, paths: Vec<String> },
+    #[error("`{path}` was replaced by hand, and an earlier original of it is already kept in `{}`", kept.display())]
+    AlreadyAdopted { path: String, kept: PathBuf },
     #[error("`{}` is a symlink or not a directory; kbuild will not write through it", .0)]
     UnsafeParent(String),
     #[error("root `{}` is managed from store `{}`, not `{}`", root.display(), theirs.display(), ours.display())]
@@ -384,6 +386,11 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut new_dirs = BTreeSet::new();
     for path in &managed {
         if from.managed.contains(path) {
+            // A managed link replaced by hand (a file, or a link elsewhere) is the user's now.
+            let host = root.host(path);
+            if host.symlink_metadata().is_ok() && !is_our_link(&host, path) {
+                unmanaged.push(path.clone());
+            }
             let differs = match &old_rootfs {
                 Some(old) => {
                     let rel = path.trim_start_matches('/');
@@ -431,6 +438,16 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         .cloned()
         .collect();
     let adopt_now: Vec<String> = if adopt { unmanaged.clone() } else { Vec::new() };
+    // One original per path: never overwrite an earlier adopted file.
+    if let Some(p) = adopt_now.iter().find(|p| from.adopted.contains(*p)) {
+        return Err(SwitchError::AlreadyAdopted {
+            path: p.clone(),
+            kept: root
+                .state_dir()
+                .join("adopted")
+                .join(p.trim_start_matches('/')),
+        });
+    }
     if adopt {
         unmanaged.clear();
     }
@@ -513,16 +530,7 @@ pub fn rollback(
     let _root_lock = root.lock(observer)?;
     let _store_lock = store.lock(LockMode::Shared, observer)?;
     recover(root)?;
-    let active = root
-        .state()?
-        .generation
-        .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;
-    let previous = generation::list(store)?
-        .into_iter()
-        .map(|g| g.number)
-        .filter(|n| *n < active)
-        .max()
-        .ok_or(SwitchError::NothingToRollBackTo(active))?;
+    let previous = previous(store, root)?;
     let plan = plan(store, root, previous, false)?;
     apply(store, root, plan, before_flip)
 }
@@ -805,4 +813,62 @@ pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
         }
     }
     failures
+}
+
+/// Differences between a root and its recorded state: links changed, removed or replaced by
+/// hand, a flip point that moved, an interrupted switch.
+pub fn drift(root: &Root) -> Result<Vec<String>, SwitchError> {
+    let state = root.state()?;
+    let mut out = Vec::new();
+    if root.interrupted() {
+        out.push("an interrupted switch is pending (`kbuild switch` completes it)".to_owned());
+    }
+    if let Some(rootfs) = &state.rootfs {
+        match std::fs::read_link(root.current()) {
+            Ok(t) if t == *rootfs => {
+                if !rootfs.is_dir() {
+                    out.push(format!(
+                        "the active rootfs `{}` is missing from the store",
+                        rootfs.display()
+                    ));
+                }
+            }
+            Ok(t) => out.push(format!(
+                "/{STATE_DIR}/current points to `{}` instead of `{}`",
+                t.display(),
+                rootfs.display()
+            )),
+            Err(_) => out.push(format!("/{STATE_DIR}/current is missing")),
+        }
+    }
+    for p in &state.managed {
+        let host = root.host(p);
+        match host.symlink_metadata() {
+            Err(_) => out.push(format!("removed: {p}")),
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&host).unwrap_or_default();
+                if target != Root::link_target(p) {
+                    out.push(format!("link changed: {p} -> {}", target.display()));
+                } else if !host.exists() {
+                    out.push(format!("dangling: {p}"));
+                }
+            }
+            Ok(_) => out.push(format!("replaced by a file: {p}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The generation before `root`'s active one (what `rollback` goes to).
+pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
+    let active = root
+        .state()?
+        .generation
+        .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;
+    generation::list(store)?
+        .into_iter()
+        .map(|g| g.number)
+        .filter(|n| *n < active)
+        .max()
+        .ok_or(SwitchError::NothingToRollBackTo(active))
 }

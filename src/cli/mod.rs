@@ -4,6 +4,7 @@
 mod build;
 mod generations;
 mod lock;
+mod maint;
 mod switch;
 mod term;
 
@@ -59,6 +60,9 @@ pub struct Global {
         value_name = "DIR"
     )]
     pub root: PathBuf,
+    /// Set after parsing: whether `--root`/KBUILD_ROOT was given (verify checks drift then).
+    #[arg(skip)]
+    pub root_given: bool,
     /// Lock file [default: flake-like.lock.json beside the recipes directory]
     #[arg(long, global = true, env = "KBUILD_LOCK_FILE", value_name = "PATH")]
     pub lock_file: Option<PathBuf>,
@@ -81,6 +85,12 @@ pub enum Command {
     Switch(switch::SwitchArgs),
     /// Switch the root back to the generation before the active one
     Rollback(switch::RollbackArgs),
+    /// Show what differs between two generations, and the unit actions a switch would take
+    Diff(maint::DiffArgs),
+    /// Delete old generations (with --keep) and every object no kept generation needs
+    Gc(maint::GcArgs),
+    /// Re-hash every store object; with --root, also report drift of the root's links
+    Verify(maint::VerifyArgs),
 }
 
 impl Cli {
@@ -93,6 +103,13 @@ impl Cli {
             Command::Generations(a) => generations::run(&ctx, &self.global.root_dir(), a),
             Command::Switch(a) => switch::run_switch(&ctx, &self.global.root_dir(), a, term),
             Command::Rollback(a) => switch::run_rollback(&ctx, &self.global.root_dir(), a, term),
+            Command::Diff(a) => maint::run_diff(&ctx, &self.global.root_dir(), a),
+            Command::Gc(a) => maint::run_gc(&ctx, a, term),
+            Command::Verify(a) => {
+                // Drift is checked only for a root named explicitly (flag or KBUILD_ROOT).
+                let root = self.global.root_given.then(|| self.global.root_dir());
+                maint::run_verify(&ctx, root.as_ref(), a, term)
+            }
         }
     }
 }

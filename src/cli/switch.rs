@@ -71,15 +71,7 @@ pub fn run_rollback(
 ) -> anyhow::Result<()> {
     let store = open(ctx)?;
     if args.dry_run {
-        let active = root.state()?.generation.ok_or_else(|| {
-            anyhow::anyhow!("root `{}` has no active generation", root.dir().display())
-        })?;
-        let previous = kbuild::generation::list(&store)?
-            .into_iter()
-            .map(|g| g.number)
-            .filter(|n| *n < active)
-            .max()
-            .ok_or_else(|| anyhow::anyhow!("there is no generation before {active}"))?;
+        let previous = activate::previous(&store, root)?;
         let plan = activate::plan(&store, root, previous, false)?;
         print!("{plan}");
         print_units(root, &plan, false);

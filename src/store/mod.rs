@@ -19,6 +19,7 @@
 
 pub mod lock;
 pub mod node;
+pub mod verify;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,124 @@
+//! `kbuild gc`, `kbuild verify` and `kbuild diff`.
+
+use anyhow::Context as _;
+use kbuild::activate::Root;
+use kbuild::build::Context;
+use kbuild::store::Store;
+
+use super::Terminal;
+
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// Keep only the newest N generations (the active one of every known root is always kept)
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// From this generation [default: the root's active one, else the one before the newest]
+    #[arg(value_name = "A")]
+    from: Option<u64>,
+    /// To this generation [default: the newest]
+    #[arg(value_name = "B")]
+    to: Option<u64>,
+}
+
+fn open(ctx: &Context) -> anyhow::Result<Store> {
+    Store::open(&ctx.store_dir)
+        .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))
+}
+
+pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let report = kbuild::gc::gc(&store, args.keep, term).context("garbage collection failed")?;
+    for n in &report.generations_removed {
+        term.status("Removed", &format!("generation {n}"));
+    }
+    for o in &report.objects_removed {
+        term.status("Deleted", o.as_str());
+    }
+    println!(
+        "{} generations, {} objects and {} temporary entries removed, {:.1} MiB freed",
+        report.generations_removed.len(),
+        report.objects_removed.len(),
+        report.temp_removed,
+        report.bytes_freed as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// Verifies the store, and with an explicit `--root`, the root's links.
+pub fn run_verify(
+    ctx: &Context,
+    root: Option<&Root>,
+    _args: VerifyArgs,
+    term: &Terminal,
+) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let started = std::time::Instant::now();
+    let report = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    term.status(
+        "Verified",
+        &format!(
+            "{} objects, {:.1} MiB in {:.2}s ({:.2} GB/s)",
+            report.objects,
+            report.bytes as f64 / (1 << 20) as f64,
+            secs,
+            report.bytes as f64 / secs / 1e9
+        ),
+    );
+    let mut problems = 0;
+    for c in &report.corrupt {
+        println!("corrupt  {}: {}", c.path, c.problem);
+        problems += 1;
+    }
+    if let Some(root) = root {
+        for d in kbuild::activate::drift(root).context("cannot inspect the root")? {
+            println!("drift    {}: {d}", root.dir().display());
+            problems += 1;
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("verification found {problems} problem(s)");
+    }
+    println!("ok");
+    Ok(())
+}
+
+pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let to = match args.to {
+        Some(n) => n,
+        None => kbuild::activate::newest(&store)?,
+    };
+    let from = match args.from {
+        Some(n) => n,
+        None => {
+            let store_dir = std::path::absolute(store.dir())?;
+            let active = root
+                .state()
+                .ok()
+                .filter(|s| s.store.as_ref() == Some(&store_dir))
+                .and_then(|s| s.generation);
+            match active {
+                Some(a) => a,
+                None => kbuild::generation::list(&store)?
+                    .iter()
+                    .map(|g| g.number)
+                    .filter(|n| *n < to)
+                    .max()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("there is only one generation; name two to compare")
+                    })?,
+            }
+        }
+    };
+    let diff = kbuild::diff::diff(&store, from, to).context("cannot compare generations")?;
+    print!("{diff}");
+    Ok(())
+}

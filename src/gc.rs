@@ -1,0 +1,117 @@
+//! `kbuild gc`: drop old generations and every object no kept generation reaches.
+//!
+//! Runs under the exclusive store lock, so no build (shared lock) or switch (shared lock)
+//! is in progress: an object a build is producing or a switch is activating is never
+//! deleted, and leftover `.tmp-*` entries are known to be abandoned.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::activate::{self, SwitchError};
+use crate::generation;
+use crate::observe::Observer;
+use crate::store::{LockMode, Store, StorePath};
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub generations_removed: Vec<u64>,
+    pub objects_removed: Vec<StorePath>,
+    /// Bytes whose last link was removed.
+    pub bytes_freed: u64,
+    pub temp_removed: usize,
+}
+
+/// Removes generations beyond the newest `keep` (never one that a known root has active),
+/// then every object unreachable from the remaining generations and active roots.
+pub fn gc(
+    store: &Store,
+    keep: Option<usize>,
+    observer: &dyn Observer,
+) -> Result<Report, SwitchError> {
+    let _lock = store.lock(LockMode::Exclusive, observer)?;
+    let mut report = Report::default();
+    let roots = activate::known_roots(store)?;
+    let active: BTreeSet<u64> = roots.iter().filter_map(|(_, g)| *g).collect();
+
+    let gens = generation::list(store)?;
+    if let Some(keep) = keep {
+        let cutoff = gens.len().saturating_sub(keep);
+        for g in &gens[..cutoff] {
+            if active.contains(&g.number) {
+                continue;
+            }
+            let path = store
+                .bookkeeping()
+                .join("generations")
+                .join(format!("{}.json", g.number));
+            fs_err::remove_file(&path)?;
+            report.generations_removed.push(g.number);
+        }
+    }
+    // Live set: kept generations' rootfs objects and what they reference.
+    let mut live: BTreeSet<StorePath> = BTreeSet::new();
+    let mut stack: Vec<StorePath> = generation::list(store)?
+        .into_iter()
+        .map(|g| g.rootfs)
+        .collect();
+    while let Some(p) = stack.pop() {
+        if !live.insert(p.clone()) {
+            continue;
+        }
+        if let Some(meta) = store.meta(&p)? {
+            stack.extend(meta.references);
+        }
+    }
+    for o in crate::store::verify::objects(store)? {
+        if live.contains(&o) {
+            continue;
+        }
+        report.bytes_freed += remove_counting(&store.path_of(&o))?;
+        let meta = store
+            .bookkeeping()
+            .join("meta")
+            .join(format!("{}.json", o.as_str()));
+        let _ = std::fs::remove_file(meta);
+        report.objects_removed.push(o);
+    }
+    // Index entries pointing at removed objects, and abandoned temp entries.
+    for e in fs_err::read_dir(store.bookkeeping().join("index"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(key) = name.strip_suffix(".json")
+            && store.lookup(key)?.is_none()
+        {
+            fs_err::remove_file(e.path())?;
+        }
+    }
+    for e in fs_err::read_dir(store.dir())? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            report.bytes_freed += remove_counting(&e.path())?;
+            report.temp_removed += 1;
+        }
+    }
+    store.sync_dir()?;
+    Ok(report)
+}
+
+/// Removes a tree, returning the bytes of files whose last link went with it.
+fn remove_counting(path: &Path) -> io::Result<u64> {
+    crate::fs::make_writable(path).ok();
+    let mut freed = 0;
+    for entry in walkdir::WalkDir::new(path).contents_first(true) {
+        let entry = entry.map_err(io::Error::other)?;
+        let m = entry.path().symlink_metadata()?;
+        if entry.file_type().is_dir() {
+            fs_err::remove_dir(entry.path())?;
+        } else {
+            if m.is_file() && m.nlink() == 1 {
+                freed += m.len();
+            }
+            fs_err::remove_file(entry.path())?;
+        }
+    }
+    Ok(freed)
+}

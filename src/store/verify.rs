@@ -1,0 +1,174 @@
+//! `kbuild verify`: re-hash every object against its name.
+//!
+//! Each inode is hashed once even when several objects hardlink it (a rootfs shares its
+//! binaries with the member objects), and files are hashed on all cores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Digest, Node, Store, StorePath};
+
+/// One object that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    pub path: StorePath,
+    pub problem: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub objects: usize,
+    /// Distinct bytes read and hashed.
+    pub bytes: u64,
+    pub corrupt: Vec<Corrupt>,
+}
+
+/// All object names in the store (entries that parse as store paths).
+pub fn objects(store: &Store) -> io::Result<Vec<StorePath>> {
+    let mut out: Vec<StorePath> = fs_err::read_dir(store.dir())?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            StorePath::try_from(name).ok()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Re-hashes every object. Never modifies the store.
+pub fn verify(store: &Store) -> io::Result<Report> {
+    let objects = objects(store)?;
+    // Pass 1: collect the distinct inodes of all regular files.
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for o in &objects {
+        for entry in walkdir::WalkDir::new(store.path_of(o)) {
+            let entry = entry.map_err(io::Error::other)?;
+            if entry.file_type().is_file() {
+                let m = entry.metadata().map_err(io::Error::other)?;
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_insert_with(|| entry.path().to_owned());
+            }
+        }
+    }
+    // Pass 2: hash them on every core.
+    let work: Vec<((u64, u64), PathBuf)> = inodes.into_iter().collect();
+    let digests: Mutex<HashMap<(u64, u64), io::Result<Digest>>> = Mutex::new(HashMap::new());
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((key, path)) = work.get(i) else {
+                        break;
+                    };
+                    let d = hash_file(path, &mut buf);
+                    digests
+                        .lock()
+                        .expect("no panics while held")
+                        .insert(*key, d);
+                }
+            });
+        }
+    });
+    let digests = digests.into_inner().expect("threads joined");
+    let mut report = Report {
+        objects: objects.len(),
+        ..Report::default()
+    };
+    for (_, path) in &work {
+        if let Ok(m) = path.metadata() {
+            report.bytes += m.len();
+        }
+    }
+    // Pass 3: rebuild each object's node tree from the cached file digests.
+    for o in &objects {
+        let problem = match node_of(&store.path_of(o), &digests) {
+            Ok(node) => {
+                let digest = node.digest();
+                if digest.store_hash() != o.hash_part() {
+                    Some(format!(
+                        "content hash is {}, its name says {}",
+                        digest.store_hash(),
+                        o.hash_part()
+                    ))
+                } else {
+                    match store.meta(o) {
+                        Ok(Some(meta)) if meta.digest != digest.to_hex() => {
+                            Some("metadata digest differs from the content".to_owned())
+                        }
+                        Ok(None) => Some("metadata is missing".to_owned()),
+                        Err(e) => Some(e.to_string()),
+                        Ok(Some(_)) => None,
+                    }
+                }
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            report.corrupt.push(Corrupt {
+                path: o.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<Digest> {
+    let mut f = fs_err::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    loop {
+        let n = f.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Digest(*h.finalize().as_bytes()))
+}
+
+fn node_of(path: &Path, digests: &HashMap<(u64, u64), io::Result<Digest>>) -> io::Result<Node> {
+    let m = fs_err::symlink_metadata(path)?;
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        let target = fs_err::read_link(path)?;
+        return Ok(Node::Symlink {
+            target: target.into_os_string().into_encoded_bytes(),
+        });
+    }
+    if ft.is_dir() {
+        let mut entries = BTreeMap::new();
+        for e in fs_err::read_dir(path)? {
+            let e = e?;
+            entries.insert(
+                e.file_name().into_encoded_bytes(),
+                node_of(&e.path(), digests)?,
+            );
+        }
+        return Ok(Node::Directory(entries));
+    }
+    if !ft.is_file() {
+        return Err(io::Error::other(format!(
+            "`{}` is not a file, directory or symlink",
+            path.display()
+        )));
+    }
+    let contents = match digests.get(&(m.dev(), m.ino())) {
+        Some(Ok(d)) => *d,
+        Some(Err(e)) => return Err(io::Error::new(e.kind(), e.to_string())),
+        None => hash_file(path, &mut vec![0u8; 1 << 20])?,
+    };
+    Ok(Node::File {
+        executable: m.permissions().mode() & 0o111 != 0,
+        size: m.len(),
+        contents,
+    })
+}
