@@ -60,6 +60,10 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("`--override-input {name}=…`: no loaded recipe declares an input `{name}`")]
     UnknownOverride { name: String, known: Vec<String> },
+    #[error("`--override-input {name}=…`: {message}")]
+    BadOverride { name: String, message: String },
+    #[error("no recipe in the recipes directory declares an input `{name}`")]
+    UnknownInput { name: String, known: Vec<String> },
     #[error("the lock file `{}` would change ({reason}), and `--locked` was given", path.display())]
     LockWouldChange { path: PathBuf, reason: String },
     #[error("input `{input}`: {recipe_origin} pins sha256 {recipe}, but `{}` pins {lock}", lock_path.display())]
@@ -87,7 +91,8 @@ impl BuildError {
             BuildError::Lock(e) => e.help(),
             BuildError::Unpack(e) => e.help(),
             BuildError::Store(_) => None,
-            BuildError::UnknownOverride { known, .. } => {
+            BuildError::BadOverride { .. } => None,
+            BuildError::UnknownOverride { known, .. } | BuildError::UnknownInput { known, .. } => {
                 Some(format!("declared inputs: {}", known.join(", ")))
             }
             BuildError::LockWouldChange { .. } => Some(
@@ -291,9 +296,9 @@ fn plan_inputs(
     let mut plans = BTreeMap::new();
     for (name, decl) in &set.inputs {
         if let Some(url) = req.overrides.get(name) {
-            crate::fetch::check_url(url).map_err(|m| BuildError::UnknownOverride {
-                name: format!("{name} ({m})"),
-                known: vec![],
+            crate::fetch::check_url(url).map_err(|message| BuildError::BadOverride {
+                name: name.clone(),
+                message,
             })?;
             plans.insert(
                 name.clone(),
@@ -475,52 +480,32 @@ fn assemble_rootfs(
         return Ok(path);
     }
 
-    // Rendered files become objects of their own, so generations share them. All new files
-    // are written first and made durable with one syncfs before any of them is renamed in.
+    // Rendered files become objects of their own, so generations share them. New ones are
+    // written, made durable with one syncfs, and added before the rootfs links them: every
+    // rootfs file must be the store object's inode, even when a concurrent build adds the
+    // same object first.
     let scratch = store.scratch()?;
     let mut pending = Vec::new();
     for (i, c) in components.iter().enumerate() {
         if let (Some(bytes), false) = (&c.bytes, store.contains(&c.path)) {
             let tmp = scratch.path().join(format!("file-{i}"));
-            write_file(
-                &tmp,
-                bytes,
-                matches!(
-                    c.node,
-                    Node::File {
-                        executable: true,
-                        ..
-                    }
-                ),
-            )?;
+            let executable = matches!(
+                c.node,
+                Node::File {
+                    executable: true,
+                    ..
+                }
+            );
+            write_file(&tmp, bytes, executable)?;
             pending.push((tmp, c));
         }
     }
-    // The rootfs is its own temp entry in the store directory: renaming a directory to a new
-    // parent would need write permission on the (already read-only) directory itself.
-    let top_dir = store.scratch()?;
-    let top = top_dir.path().to_owned();
-    for c in components {
-        let dest = top.join(c.target.relative());
-        fs_err::create_dir_all(dest.parent().expect("targets have a parent"))?;
-        match &c.bytes {
-            // Not in the store yet: link to the scratch copy (the same inode is renamed in).
-            Some(_) if !store.contains(&c.path) => {
-                let (tmp, _) = pending
-                    .iter()
-                    .find(|(_, p)| p.path == c.path)
-                    .expect("every missing rendered file is pending");
-                link_or_copy(tmp, &dest)?;
-            }
-            _ => link_or_copy(&store.path_of(&c.path), &dest)?,
-        }
+    if !pending.is_empty() {
+        store.sync()?;
     }
-    write_file(&top.join(MANIFEST), manifest, false)?;
-    store.sync()?;
     for (tmp, c) in &pending {
-        if store.contains(&c.path) {
-            continue; // two targets with identical content share one object
-        }
+        // `add` succeeds when the object already exists (two targets with the same content,
+        // or another build): content addressing makes either copy the right one.
         store.add(
             tmp,
             &c.path,
@@ -532,6 +517,17 @@ fn assemble_rootfs(
             },
         )?;
     }
+    // The rootfs is its own temp entry in the store directory: renaming a directory to a new
+    // parent would need write permission on the (already read-only) directory itself.
+    let top_dir = store.scratch()?;
+    let top = top_dir.path().to_owned();
+    for c in components {
+        let dest = top.join(c.target.relative());
+        fs_err::create_dir_all(dest.parent().expect("targets have a parent"))?;
+        link_or_copy(&store.path_of(&c.path), &dest)?;
+    }
+    write_file(&top.join(MANIFEST), manifest, false)?;
+    store.sync()?;
     let references: BTreeSet<StorePath> = components.iter().map(|c| c.path.clone()).collect();
     store.add(
         &top,
@@ -610,7 +606,7 @@ pub fn lock(
     if let Some(names) = refresh {
         for n in names {
             if !set.inputs.contains_key(n) {
-                return Err(BuildError::UnknownOverride {
+                return Err(BuildError::UnknownInput {
                     name: n.clone(),
                     known: set.inputs.keys().cloned().collect(),
                 });

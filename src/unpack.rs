@@ -636,9 +636,12 @@ fn describe_kind(kind: tar::EntryType) -> &'static str {
 }
 
 fn describe(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => "the archive is truncated (unexpected end of data)".into(),
-        _ => format!("the archive is corrupt: {e}"),
+    // The tar crate reports a short read while skipping as a plain error mentioning EOF.
+    let eof = e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("unexpected EOF");
+    if eof {
+        "the archive is truncated (unexpected end of data)".into()
+    } else {
+        format!("the archive is corrupt: {e}")
     }
 }
 

@@ -144,8 +144,16 @@ impl VarType {
                 .map(drop)
                 .map_err(|_| format!("`{value}` is not an IP address (e.g. 10.72.84.160)")),
             VarType::Cidr => check_cidr(value),
+            // Digits only, no sign and no leading zero: Go's flag parsing would read `0443`
+            // as octal, so only the canonical spelling is accepted.
             VarType::Port => match value.parse::<u16>() {
-                Ok(p) if p > 0 => Ok(()),
+                Ok(p)
+                    if p > 0
+                        && value.bytes().all(|b| b.is_ascii_digit())
+                        && !value.starts_with('0') =>
+                {
+                    Ok(())
+                }
                 _ => Err(format!("`{value}` is not a port number (1-65535)")),
             },
         }
@@ -169,11 +177,8 @@ fn check_cidr(value: &str) -> Result<(), String> {
             "`{value}`: prefix length {len} is longer than {max}"
         ));
     }
-    let host_bits = if len == 0 {
-        u128::MAX
-    } else {
-        u128::MAX >> len
-    };
+    // `checked_shr`: a /128 has no host bits (a plain `>> 128` would overflow).
+    let host_bits = u128::MAX.checked_shr(len).unwrap_or(0);
     if bits & host_bits != 0 {
         let net = match addr {
             IpAddr::V4(_) => {
