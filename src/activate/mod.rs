@@ -19,6 +19,7 @@
 //! next `switch` or `rollback` finds the journal and re-runs the same steps, completing the
 //! interrupted switch. The algorithm is described in `docs/switch.md`.
 
+pub mod beneath;
 pub mod fault;
 pub mod units;
 
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::generation::{self, Generation};
 use crate::observe::Observer;
 use crate::store::{FileLock, LockMode, Store, StoreError};
+use beneath::{Beneath, Entry};
 pub use units::UnitAction;
 
 const STATE_DIR: &str = "etc/.kbuild";
@@ -145,10 +147,6 @@ impl Root {
         self.dir.join(path.trim_start_matches('/'))
     }
 
-    fn current(&self) -> PathBuf {
-        self.state_dir().join("current")
-    }
-
     /// The link text of a managed path: relative, through the flip point.
     fn link_target(path: &str) -> PathBuf {
         let depth = path.trim_start_matches('/').matches('/').count();
@@ -195,18 +193,9 @@ impl Root {
         )?)
     }
 
+    /// Creates `etc/.kbuild/adopted` without following any symlink on the way.
     fn ensure_state_dir(&self) -> io::Result<()> {
-        // `<root>/etc` itself must be a real directory: never create state through a symlink.
-        let etc = self.dir.join("etc");
-        if let Ok(m) = etc.symlink_metadata()
-            && !m.is_dir()
-        {
-            return Err(io::Error::other(format!(
-                "`{}` is not a directory",
-                etc.display()
-            )));
-        }
-        fs_err::create_dir_all(self.state_dir().join("adopted"))
+        Beneath::open(&self.dir)?.mkdir_all(&format!("/{STATE_DIR}/adopted"))
     }
 }
 
@@ -378,6 +367,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         });
     }
     let managed = rootfs_files(&rootfs)?;
+    let fs = Beneath::open(root.dir())?;
     let old_rootfs = from.rootfs.clone().filter(|p| p.is_dir());
 
     let mut added = Vec::new();
@@ -387,8 +377,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     for path in &managed {
         if from.managed.contains(path) {
             // A managed link replaced by hand (a file, or a link elsewhere) is the user's now.
-            let host = root.host(path);
-            if host.symlink_metadata().is_ok() && !is_our_link(&host, path) {
+            if !matches!(fs.entry(path)?, Entry::Missing) && !is_our_link(&fs, path)? {
                 unmanaged.push(path.clone());
             }
             let differs = match &old_rootfs {
@@ -410,25 +399,21 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         for c in &comps[..comps.len() - 1] {
             dir.push('/');
             dir.push_str(c);
-            match root.host(&dir).symlink_metadata() {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
+            match fs.entry(&dir)? {
+                Entry::Directory => {}
+                Entry::Missing => {
+                    new_dirs.insert(dir.clone());
+                }
+                _ => {
                     return Err(SwitchError::UnsafeParent(
                         root.host(&dir).display().to_string(),
                     ));
                 }
-                Err(_) => {
-                    new_dirs.insert(dir.clone());
-                }
             }
         }
-        let host = root.host(path);
-        if let Ok(m) = host.symlink_metadata() {
-            let ours = m.file_type().is_symlink()
-                && std::fs::read_link(&host).ok() == Some(Root::link_target(path));
-            if !ours && !from.adopted.contains(path) {
-                unmanaged.push(path.clone());
-            }
+        let ours = is_our_link(&fs, path)?;
+        if !ours && !matches!(fs.entry(path)?, Entry::Missing) && !from.adopted.contains(path) {
+            unmanaged.push(path.clone());
         }
     }
     let removed: Vec<String> = from.managed.difference(&managed).cloned().collect();
@@ -606,60 +591,49 @@ pub fn recover(root: &Root) -> Result<bool, SwitchError> {
 /// Brings the root from `from` to `to`. Every step checks before it acts, so running this
 /// again after a crash at any point finishes the job.
 fn execute(root: &Root, from: &State, to: &State) -> Result<(), SwitchError> {
-    let state_dir = root.state_dir();
-    let adopted_dir = state_dir.join("adopted");
+    let fs = Beneath::open(root.dir())?;
+    let adopted = |p: &str| format!("/{STATE_DIR}/adopted{p}");
+    let current = format!("/{STATE_DIR}/current");
 
     // 1. Move adopted originals aside (before anything is linked over them).
     for p in to.adopted.difference(&from.adopted) {
-        let host = root.host(p);
-        if is_our_link(&host, p) || host.symlink_metadata().is_err() {
+        if matches!(fs.entry(p)?, Entry::Missing) || is_our_link(&fs, p)? {
             continue;
         }
-        let keep = adopted_dir.join(p.trim_start_matches('/'));
-        fs_err::create_dir_all(keep.parent().expect("has a parent"))?;
-        fs_err::rename(&host, &keep)?;
-        crate::fs::fsync_dir(keep.parent().expect("has a parent"))?;
+        fs.rename(p, &adopted(p))?;
         fault::point("adopt");
     }
     // 2. Directories for new links, parents first.
     for d in &to.created_dirs {
-        let host = root.host(d);
-        if host.symlink_metadata().is_err() {
-            fs_err::create_dir(&host)?;
+        if fs.entry(d)? == Entry::Missing {
+            fs.mkdir(d)?;
             fault::point("mkdir");
         }
     }
     // 3. The flip: one rename switches every path both generations manage.
     let rootfs = to.rootfs.as_ref().expect("a target state has a rootfs");
-    if std::fs::read_link(root.current()).ok().as_ref() != Some(rootfs) {
-        replace_symlink(&root.current(), rootfs)?;
+    if fs.entry(&current)? != Entry::Symlink(rootfs.clone()) {
+        fs.replace_symlink(&current, rootfs)?;
         fault::point("flip");
     }
     // 4. Links for paths the new generation adds.
     for p in &to.managed {
-        let host = root.host(p);
-        if !is_our_link(&host, p) {
-            replace_symlink(&host, &Root::link_target(p))?;
+        if !is_our_link(&fs, p)? {
+            fs.replace_symlink(p, &Root::link_target(p))?;
             fault::point("link");
         }
     }
     // 5. Links of paths no longer managed.
     for p in from.managed.difference(&to.managed) {
-        let host = root.host(p);
-        if is_our_link(&host, p) {
-            fs_err::remove_file(&host)?;
+        if is_our_link(&fs, p)? {
+            fs.unlink(p)?;
             fault::point("unlink");
         }
     }
     // 6. Originals whose path is no longer managed come back.
     for p in from.adopted.difference(&to.adopted) {
-        let keep = adopted_dir.join(p.trim_start_matches('/'));
-        let host = root.host(p);
-        if keep.symlink_metadata().is_ok() && host.symlink_metadata().is_err() {
-            if let Some(parent) = host.parent() {
-                fs_err::create_dir_all(parent)?;
-            }
-            fs_err::rename(&keep, &host)?;
+        if fs.entry(&adopted(p))? != Entry::Missing && fs.entry(p)? == Entry::Missing {
+            fs.rename(&adopted(p), p)?;
             fault::point("restore");
         }
     }
@@ -677,22 +651,18 @@ fn execute(root: &Root, from: &State, to: &State) -> Result<(), SwitchError> {
     for d in created {
         if needed.contains(d) {
             kept.insert(d.clone());
-            continue;
-        }
-        match std::fs::remove_dir(root.host(d)) {
-            Ok(()) => fault::point("rmdir"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => {
+        } else if fs.entry(d)? != Entry::Missing {
+            if fs.rmdir(d)? {
+                fault::point("rmdir");
+            } else {
                 kept.insert(d.clone());
             }
         }
     }
-    for d in [root.dir().join("etc"), root.dir().join("usr/local/bin")] {
-        if d.is_dir() {
-            crate::fs::fsync_dir(&d)?;
-        }
-    }
+    fs.sync_dir("etc")?;
+    fs.sync_dir("usr/local/bin")?;
     // 8. Record the new state, then retire the journal.
+    let state_dir = root.state_dir();
     let mut state = to.clone();
     state.created_dirs = kept;
     write_json(&state_dir.join("state.json"), &state)?;
@@ -715,23 +685,9 @@ fn ancestors(path: &str) -> Vec<String> {
     out
 }
 
-fn is_our_link(host: &Path, path: &str) -> bool {
-    std::fs::read_link(host).ok() == Some(Root::link_target(path))
-}
-
-/// Points `link` at `target` atomically: a temporary symlink renamed over it.
-fn replace_symlink(link: &Path, target: &Path) -> io::Result<()> {
-    let dir = link.parent().expect("links have a parent");
-    let name = link
-        .file_name()
-        .expect("links have a name")
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.kbuild-tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .map_err(|e| crate::fs::annotate(e, "create symlink", &tmp))?;
-    std::fs::rename(&tmp, link).map_err(|e| crate::fs::annotate(e, "replace", link))?;
-    crate::fs::fsync_dir(dir)
+/// Whether `path` is kbuild's link (the relative link through the flip point).
+fn is_our_link(fs: &Beneath, path: &str) -> io::Result<bool> {
+    Ok(fs.entry(path)? == Entry::Symlink(Root::link_target(path)))
 }
 
 /// Records the root in the store, so gc keeps its active generation.
@@ -823,9 +779,10 @@ pub fn drift(root: &Root) -> Result<Vec<String>, SwitchError> {
     if root.interrupted() {
         out.push("an interrupted switch is pending (`kbuild switch` completes it)".to_owned());
     }
+    let fs = Beneath::open(root.dir())?;
     if let Some(rootfs) = &state.rootfs {
-        match std::fs::read_link(root.current()) {
-            Ok(t) if t == *rootfs => {
+        match fs.entry(&format!("/{STATE_DIR}/current"))? {
+            Entry::Symlink(t) if t == *rootfs => {
                 if !rootfs.is_dir() {
                     out.push(format!(
                         "the active rootfs `{}` is missing from the store",
@@ -833,27 +790,27 @@ pub fn drift(root: &Root) -> Result<Vec<String>, SwitchError> {
                     ));
                 }
             }
-            Ok(t) => out.push(format!(
+            Entry::Symlink(t) => out.push(format!(
                 "/{STATE_DIR}/current points to `{}` instead of `{}`",
                 t.display(),
                 rootfs.display()
             )),
-            Err(_) => out.push(format!("/{STATE_DIR}/current is missing")),
+            _ => out.push(format!("/{STATE_DIR}/current is missing")),
         }
     }
     for p in &state.managed {
-        let host = root.host(p);
-        match host.symlink_metadata() {
-            Err(_) => out.push(format!("removed: {p}")),
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&host).unwrap_or_default();
-                if target != Root::link_target(p) {
-                    out.push(format!("link changed: {p} -> {}", target.display()));
-                } else if !host.exists() {
+        match fs.entry(p) {
+            Ok(Entry::Missing) => out.push(format!("removed: {p}")),
+            Ok(Entry::Symlink(t)) if t != Root::link_target(p) => {
+                out.push(format!("link changed: {p} -> {}", t.display()));
+            }
+            Ok(Entry::Symlink(_)) => {
+                if !root.host(p).exists() {
                     out.push(format!("dangling: {p}"));
                 }
             }
             Ok(_) => out.push(format!("replaced by a file: {p}")),
+            Err(e) => out.push(format!("{p}: {e}")),
         }
     }
     Ok(out)
