@@ -98,9 +98,12 @@ pub fn open(url: &str, offline: bool) -> Result<Opened, FetchError> {
             url: url.to_owned(),
         });
     }
+    let stall = stall_timeout();
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(stall))
+        .timeout_recv_response(Some(stall))
+        // Per read, not per body: a 350 MB download may take long, but never stall long.
+        .timeout_per_read(Some(stall))
         .max_redirects(10)
         .user_agent(concat!("kbuild/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -109,6 +112,14 @@ pub fn open(url: &str, offline: bool) -> Result<Opened, FetchError> {
         ureq::Error::StatusCode(status) => FetchError::Status {
             url: url.to_owned(),
             status,
+        },
+        ureq::Error::Timeout(_) => FetchError::Transport {
+            url: url.to_owned(),
+            transient: true,
+            message: format!(
+                "no answer for {} s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)",
+                stall.as_secs()
+            ),
         },
         other => FetchError::Transport {
             url: url.to_owned(),
@@ -132,6 +143,16 @@ pub fn open(url: &str, offline: bool) -> Result<Opened, FetchError> {
         reader: Box::new(resp.into_body().into_reader()),
         len,
     })
+}
+
+/// How long a connection may stay silent: `KBUILD_HTTP_TIMEOUT` seconds, default 30.
+pub fn stall_timeout() -> Duration {
+    let secs = std::env::var("KBUILD_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 /// Decodes `%XX` escapes in a file URL path.

@@ -159,7 +159,12 @@ pub fn fetch_and_unpack(
             let result = unpack_once(req, url, scratch, observer);
             observer.transfer_end();
             match result {
-                Ok(u) => return Ok(u),
+                Ok(u) => {
+                    if url != &req.urls[0] {
+                        observer.status("Mirrored", &format!("{} was served by {url}", req.input));
+                    }
+                    return Ok(u);
+                }
                 Err(Attempt::Transient(e)) if attempt < fetch::ATTEMPTS_PER_URL => {
                     observer.status(
                         "Retrying",
@@ -218,6 +223,33 @@ fn unpack_once(
         }
     })?;
     observer.transfer_start(input, opened.len);
+    run(req, url, opened.reader, scratch, observer)
+}
+
+/// Unpacks an archive from any reader, in one attempt (no mirrors, no retries): the entry
+/// point for the fuzzer and for callers that already hold the bytes. `label` stands for the
+/// URL in messages.
+pub fn unpack_reader(
+    req: &Request<'_>,
+    label: &str,
+    reader: Box<dyn Read + Send>,
+    scratch: &Path,
+    observer: &dyn Observer,
+) -> Result<Unpacked, UnpackError> {
+    run(req, label, reader, scratch, observer).map_err(|a| match a {
+        Attempt::Transient(e) | Attempt::Final(e) => e,
+    })
+}
+
+/// The pipeline itself, over an opened source.
+fn run(
+    req: &Request<'_>,
+    url: &str,
+    source: Box<dyn Read + Send>,
+    scratch: &Path,
+    observer: &dyn Observer,
+) -> Result<Unpacked, Attempt> {
+    let input = req.input;
     let archive_err = |message: String| UnpackError::Archive {
         input: input.to_owned(),
         url: url.to_owned(),
@@ -238,7 +270,7 @@ fn unpack_once(
     }
 
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_stage(opened.reader, full_tx, free_rx, observer));
+        let reader = s.spawn(move || read_stage(source, full_tx, free_rx, observer));
         let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
 
         let mut chan = ChannelReader {

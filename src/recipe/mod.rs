@@ -234,6 +234,21 @@ pub struct RecipeSet {
     pub prerequisites: BTreeSet<String>,
 }
 
+/// Recipes and templates are small; anything bigger is a mistake or an attack.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Reads a recipe or template, refusing files over [`MAX_FILE_SIZE`].
+fn read_limited(path: &Path) -> std::io::Result<String> {
+    let len = fs_err::metadata(path)?.len();
+    if len > MAX_FILE_SIZE {
+        return Err(std::io::Error::other(format!(
+            "`{}` is {len} bytes; recipes and templates are limited to {MAX_FILE_SIZE} bytes",
+            path.display()
+        )));
+    }
+    fs_err::read_to_string(path)
+}
+
 /// Names of the recipes available in `dir`, sorted.
 pub fn available(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -323,7 +338,7 @@ impl Loader<'_> {
             );
         }
         let path = self.dir.join(format!("{name}.toml"));
-        let text = fs_err::read_to_string(&path).map_err(|source| RecipeError::Read {
+        let text = read_limited(&path).map_err(|source| RecipeError::Read {
             path: path.clone(),
             source,
         })?;
@@ -528,7 +543,7 @@ impl Loader<'_> {
                 format!("template `{rel}` resolves outside the recipes directory"),
             );
         }
-        let text = fs_err::read_to_string(&path).map_err(|e| {
+        let text = read_limited(&path).map_err(|e| {
             RecipeError::at(src.loc(t.span()), format!("cannot read template: {e}"))
         })?;
         Ok((path.display().to_string(), text))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time (default 60 s each). Needs cargo-fuzz
+# (`cargo install cargo-fuzz`); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it use the
+# sanitizer flags. Crashes land in fuzz/artifacts/<target>/; each one found is turned into a
+# regression test in tests/fuzz_regressions.rs, named for it. CI runs those tests, not this.
+set -euo pipefail
+cd "$(dirname "$0")"
+SECS=${SECS:-60}
+export RUSTC_BOOTSTRAP=1
+# Seeds for the archive target: small real-layout tarballs, plain and gzip'd.
+if [ ! -d corpus/unpack ] || [ -z "$(ls -A corpus/unpack 2>/dev/null)" ]; then
+    mkdir -p corpus/unpack corpus/recipe corpus/template corpus/lockfile
+    python3 - <<'PY'
+import gzip, io, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+    for name, data in (("kubernetes/server/bin/kubectl", b"#!fake kubectl\n"), ("a", b"x")):
+        info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o755
+        t.addfile(info, io.BytesIO(data))
+raw = buf.getvalue()
+open("corpus/unpack/plain.tar", "wb").write(raw)
+open("corpus/unpack/seed.tar.gz", "wb").write(gzip.compress(raw))
+PY
+    cp ../recipes/*.toml corpus/recipe/
+    cp ../recipes/templates/*.j2 corpus/template/
+    cp ../flake-like.lock.json corpus/lockfile/
+fi
+for t in recipe template lockfile unpack; do
+    echo "== $t ($SECS s)"
+    cargo fuzz run "$t" -- -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=10
+done
