@@ -90,6 +90,9 @@ impl BuildError {
             BuildError::Render(e) => e.help(),
             BuildError::Lock(e) => e.help(),
             BuildError::Unpack(e) => e.help(),
+            BuildError::Store(StoreError::Modified { .. }) => Some(
+                "run `kbuild verify`, then delete the objects it reports as corrupt (`chmod -R u+w` first) so the next build re-creates them".into(),
+            ),
             BuildError::Store(_) => None,
             BuildError::BadOverride { .. } => None,
             BuildError::UnknownOverride { known, .. } | BuildError::UnknownInput { known, .. } => {
@@ -215,6 +218,13 @@ pub fn build(
         });
     }
 
+    for c in &components {
+        let size = match c.node {
+            Node::File { size, .. } => Some(size),
+            _ => None,
+        };
+        store.check_unmodified(&c.path, size)?;
+    }
     let manifest = manifest(&set);
     let rootfs = assemble_rootfs(&store, &set, &components, &manifest)?;
     let lock_written = lock.save(&ctx.lock_path)?;

@@ -83,6 +83,12 @@ pub fn make_read_only(path: &Path) -> io::Result<()> {
         }
         let p = entry.path();
         let meta = entry.metadata().map_err(io::Error::other)?;
+        // A file with other links is an existing store object hardlinked into a new tree: it
+        // is already normalized, and touching it would also reset a tampered mtime that the
+        // build's tamper check relies on.
+        if ft.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            continue;
+        }
         let mode = if ft.is_dir() || meta.permissions().mode() & 0o111 != 0 {
             0o555
         } else {

@@ -318,8 +318,9 @@ fn run(
                 actual: sha256,
             }));
         }
-        let found = decoded.map_err(|m| Attempt::Final(archive_err(m)))?;
+        // A write error (disk full) is the cause of the decoder's "writer stopped".
         let files = written.map_err(|e| Attempt::Final(UnpackError::Io(e)))?;
+        let found = decoded.map_err(|m| Attempt::Final(archive_err(m)))?;
         let mut by_member: BTreeMap<String, Extracted> = BTreeMap::new();
         for f in files {
             // Duplicate members: the later one wins, as when tar extracts over itself.
@@ -497,6 +498,9 @@ fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result
             WriterMsg::Data(buf) => {
                 let o = current.as_mut().expect("Begin comes before Data");
                 o.hasher.update(&buf);
+                if let Some(e) = crate::activate::fault::disk_full() {
+                    return Err(crate::fs::annotate(e, "write", &o.ex.path));
+                }
                 o.file.write_all(&buf)?;
                 o.ex.size += buf.len() as u64;
                 if o.ex.size - o.kicked >= WRITEBACK_STEP {

@@ -22,3 +22,11 @@ pub fn point(what: &str) {
         std::process::abort();
     }
 }
+
+/// With `KBUILD_FAULT_ENOSPC=1`, writes of extracted archive members fail as on a full disk
+/// (for tests where no small filesystem can be mounted).
+pub fn disk_full() -> Option<std::io::Error> {
+    static ON: OnceLock<bool> = OnceLock::new();
+    ON.get_or_init(|| std::env::var_os("KBUILD_FAULT_ENOSPC").is_some_and(|v| v == "1"))
+        .then(|| std::io::Error::from_raw_os_error(28 /* ENOSPC */))
+}
