@@ -484,11 +484,42 @@ pub struct Applied {
     pub changed_anything: bool,
 }
 
-/// Switches `root` to generation `number` (the newest when `None`).
+/// Which generation a switch goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The newest generation (`kbuild switch`).
+    Newest,
+    /// A given generation (`kbuild switch N`).
+    Number(u64),
+    /// The one before the active generation (`kbuild rollback`).
+    Previous,
+}
+
+/// The generation number `target` designates for `root` now.
+pub fn resolve(store: &Store, root: &Root, target: Target) -> Result<u64, SwitchError> {
+    match target {
+        Target::Newest => newest(store),
+        Target::Number(n) => Ok(n),
+        Target::Previous => previous(store, root),
+    }
+}
+
+/// The plan a switch to `target` would carry out; changes nothing (`--dry-run`).
+pub fn dry_run(
+    store: &Store,
+    root: &Root,
+    target: Target,
+    adopt: bool,
+) -> Result<Plan, SwitchError> {
+    plan(store, root, resolve(store, root, target)?, adopt)
+}
+
+/// Switches `root` to `target`. `before_flip` runs once the plan is accepted and before the
+/// root changes (the CLI stops removed units there, while their unit files still exist).
 pub fn switch(
     store: &Store,
     root: &Root,
-    number: Option<u64>,
+    target: Target,
     adopt: bool,
     observer: &dyn Observer,
     before_flip: &dyn Fn(&Plan),
@@ -497,26 +528,7 @@ pub fn switch(
     // Shared store lock: gc cannot delete the generation while it is being activated.
     let _store_lock = store.lock(LockMode::Shared, observer)?;
     recover(root)?;
-    let number = match number {
-        Some(n) => n,
-        None => newest(store)?,
-    };
-    let plan = plan(store, root, number, adopt)?;
-    apply(store, root, plan, before_flip)
-}
-
-/// Switches `root` to the generation before its active one.
-pub fn rollback(
-    store: &Store,
-    root: &Root,
-    observer: &dyn Observer,
-    before_flip: &dyn Fn(&Plan),
-) -> Result<(Plan, Applied), SwitchError> {
-    let _root_lock = root.lock(observer)?;
-    let _store_lock = store.lock(LockMode::Shared, observer)?;
-    recover(root)?;
-    let previous = previous(store, root)?;
-    let plan = plan(store, root, previous, false)?;
+    let plan = plan(store, root, resolve(store, root, target)?, adopt)?;
     apply(store, root, plan, before_flip)
 }
 
@@ -818,8 +830,12 @@ pub fn drift(root: &Root) -> Result<Vec<String>, SwitchError> {
 
 /// The generation before `root`'s active one (what `rollback` goes to).
 pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
-    let active = root
-        .state()?
+    // After an interrupted switch the journal's target is what the root is about to be.
+    let state = match root.journal()? {
+        Some(j) => j.to,
+        None => root.state()?,
+    };
+    let active = state
         .generation
         .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;
     generation::list(store)?

@@ -50,6 +50,6 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         Recorded::Unchanged(n) => term.status("Fresh", &format!("generation {n} is up to date")),
     }
     let path = std::path::absolute(&outcome.rootfs_path).unwrap_or(outcome.rootfs_path);
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(())
 }

@@ -35,17 +35,17 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if gens.is_empty() {
         eprintln!("no generations yet; run `kbuild build master`");
         return Ok(());
     }
-    println!("{:>5}  {:<20}  {:<16}  ROOTFS", "GEN", "CREATED", "RECIPES");
+    outln!("{:>5}  {:<20}  {:<16}  ROOTFS", "GEN", "CREATED", "RECIPES");
     for g in &gens {
         let mark = if active == Some(g.number) { "*" } else { " " };
-        println!(
+        outln!(
             "{mark}{:>4}  {:<20}  {:<16}  {}",
             g.number,
             g.created,

@@ -41,7 +41,7 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     for o in &report.objects_removed {
         term.status("Deleted", o.as_str());
     }
-    println!(
+    outln!(
         "{} generations, {} objects and {} temporary entries removed, {:.1} MiB freed",
         report.generations_removed.len(),
         report.objects_removed.len(),
@@ -74,19 +74,19 @@ pub fn run_verify(
     );
     let mut problems = 0;
     for c in &report.corrupt {
-        println!("corrupt  {}: {}", c.path, c.problem);
+        outln!("corrupt  {}: {}", c.path, c.problem);
         problems += 1;
     }
     if let Some(root) = root {
         for d in kbuild::activate::drift(root).context("cannot inspect the root")? {
-            println!("drift    {}: {d}", root.dir().display());
+            outln!("drift    {}: {d}", root.dir().display());
             problems += 1;
         }
     }
     if problems > 0 {
         anyhow::bail!("verification found {problems} problem(s)");
     }
-    println!("ok");
+    outln!("ok");
     Ok(())
 }
 
@@ -119,6 +119,6 @@ pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()
         }
     };
     let diff = kbuild::diff::diff(&store, from, to).context("cannot compare generations")?;
-    print!("{diff}");
+    out!("{diff}");
     Ok(())
 }

@@ -1,6 +1,22 @@
 //! Command-line definitions. Each command is a thin `run` over one library operation; this
 //! module and `main.rs` are the only code that writes to the terminal.
 
+/// Writes to stdout; a closed pipe (`kbuild generations | head`) ends the program quietly
+/// with success instead of a panic, as ripgrep does.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod build;
 mod generations;
 mod lock;
@@ -139,6 +155,18 @@ impl Global {
             offline: self.offline,
             max_unpacked,
         }
+    }
+}
+
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kbuild switch` and `kbuild rollback`.
 
 use anyhow::Context as _;
-use kbuild::activate::{self, Plan, Root, UnitAction};
+use kbuild::activate::{self, Plan, Root, Target, UnitAction};
 use kbuild::build::Context;
 use kbuild::store::Store;
 
@@ -39,28 +39,8 @@ pub fn run_switch(
     args: SwitchArgs,
     term: &Terminal,
 ) -> anyhow::Result<()> {
-    let store = open(ctx)?;
-    if args.dry_run {
-        let n = match args.generation {
-            Some(n) => n,
-            None => activate::newest(&store)?,
-        };
-        let plan = activate::plan(&store, root, n, args.adopt).context("cannot plan the switch")?;
-        print!("{plan}");
-        print_units(root, &plan, false);
-        return Ok(());
-    }
-    let live = activate::systemd_is_live(root);
-    let stop_failures = std::cell::RefCell::new(Vec::new());
-    let before = |plan: &Plan| {
-        if live {
-            *stop_failures.borrow_mut() = activate::run_systemctl(&plan.units, true);
-        }
-    };
-    let (plan, applied) =
-        activate::switch(&store, root, args.generation, args.adopt, term, &before)
-            .with_context(|| format!("cannot switch root `{}`", root.dir().display()))?;
-    finish(root, &plan, applied, live, stop_failures.into_inner(), term)
+    let target = args.generation.map_or(Target::Newest, Target::Number);
+    run(ctx, root, target, args.dry_run, args.adopt, term)
 }
 
 pub fn run_rollback(
@@ -69,11 +49,27 @@ pub fn run_rollback(
     args: RollbackArgs,
     term: &Terminal,
 ) -> anyhow::Result<()> {
+    run(ctx, root, Target::Previous, args.dry_run, false, term)
+}
+
+fn run(
+    ctx: &Context,
+    root: &Root,
+    target: Target,
+    dry_run: bool,
+    adopt: bool,
+    term: &Terminal,
+) -> anyhow::Result<()> {
     let store = open(ctx)?;
-    if args.dry_run {
-        let previous = activate::previous(&store, root)?;
-        let plan = activate::plan(&store, root, previous, false)?;
-        print!("{plan}");
+    let what = if target == Target::Previous {
+        "roll back"
+    } else {
+        "switch"
+    };
+    if dry_run {
+        let plan = activate::dry_run(&store, root, target, adopt)
+            .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
+        out!("{plan}");
         print_units(root, &plan, false);
         return Ok(());
     }
@@ -84,8 +80,8 @@ pub fn run_rollback(
             *stop_failures.borrow_mut() = activate::run_systemctl(&plan.units, true);
         }
     };
-    let (plan, applied) = activate::rollback(&store, root, term, &before)
-        .with_context(|| format!("cannot roll back root `{}`", root.dir().display()))?;
+    let (plan, applied) = activate::switch(&store, root, target, adopt, term, &before)
+        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
     finish(root, &plan, applied, live, stop_failures.into_inner(), term)
 }
 
@@ -104,7 +100,7 @@ fn finish(
         );
         return Ok(());
     }
-    print!("{plan}");
+    out!("{plan}");
     term.status(
         "Switched",
         &format!(
@@ -138,9 +134,9 @@ fn print_units(root: &Root, plan: &Plan, switched: bool) {
         "systemd is not running"
     };
     let verb = if switched { "not run" } else { "would run" };
-    println!("unit actions ({verb}: {why}):");
+    outln!("unit actions ({verb}: {why}):");
     let actions: Vec<UnitAction> = plan.units.clone();
     for cmd in activate::systemctl_commands(&actions) {
-        println!("  systemctl {}", cmd.join(" "));
+        outln!("  systemctl {}", cmd.join(" "));
     }
 }
