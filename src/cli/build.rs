@@ -7,6 +7,13 @@ use kbuild::generation::Recorded;
 use super::Terminal;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kbuild build master
+  kbuild build master --set IP=10.72.84.170 --set ETCD2=10.72.84.171
+  kbuild build master --offline --override-input \\
+      kubernetes-server=file:///srv/mirror/kubernetes-server-linux-amd64.tar.gz
+
+The rootfs path is printed last on stdout; progress goes to stderr.")]
 pub struct Args {
     /// Recipes to build (names of files in the recipes directory, without `.toml`)
     #[arg(required = true, value_name = "RECIPE")]

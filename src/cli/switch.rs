@@ -8,6 +8,12 @@ use kbuild::store::Store;
 use super::Terminal;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kbuild switch --dry-run            # the plan: files, prerequisites, unit actions
+  kbuild switch                      # the newest generation, on /
+  kbuild switch 3 --root /srv/m1     # generation 3, on another root
+
+An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback.")]
 pub struct SwitchArgs {
     /// Generation to activate [default: the newest]
     #[arg(value_name = "GENERATION")]
