@@ -34,6 +34,8 @@ pub struct BuildRequest {
     pub overrides: BTreeMap<String, String>,
     /// Fail rather than change the lock file.
     pub locked: bool,
+    /// Record the pins of overridden inputs (the file actually read) under the recipe's URLs.
+    pub write_lock: bool,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,8 @@ impl BuildError {
 #[derive(Debug, Clone)]
 struct Plan {
     urls: Vec<String>,
+    /// The URLs a lock entry records: the recipe's, even when an override is read.
+    lock_urls: Vec<String>,
     /// Known pin (from the lock or the recipe); `None` means "pin what we fetch".
     sha256: Option<String>,
     overridden: bool,
@@ -160,16 +164,26 @@ pub fn build(
             outputs,
             size,
         } = realise_unpack(ctx, &store, &input, plan, &wanted, observer)?;
-        if !plan.overridden {
+        if !plan.overridden || req.write_lock {
+            let recipe_pin = set.inputs[&input].sha256.as_ref();
+            if let Some(pin) = recipe_pin.filter(|p| **p != sha256) {
+                return Err(BuildError::LockDisagrees {
+                    input: input.clone(),
+                    recipe_origin: set.inputs[&input].origin.to_string(),
+                    recipe: pin.clone(),
+                    lock_path: ctx.lock_path.clone(),
+                    lock: sha256,
+                });
+            }
             let entry = lock
                 .inputs
                 .entry(input.clone())
                 .or_insert_with(|| LockedInput {
-                    urls: plan.urls.clone(),
+                    urls: plan.lock_urls.clone(),
                     sha256: sha256.clone(),
                     size: None,
                 });
-            entry.urls = plan.urls.clone();
+            entry.urls = plan.lock_urls.clone();
             entry.sha256 = sha256.clone();
             if size.is_some() {
                 entry.size = size;
@@ -314,6 +328,7 @@ fn plan_inputs(
                 name.clone(),
                 Plan {
                     urls: vec![url.clone()],
+                    lock_urls: decl.urls.clone(),
                     sha256: None,
                     overridden: true,
                 },
@@ -351,6 +366,7 @@ fn plan_inputs(
             name.clone(),
             Plan {
                 urls: decl.urls.clone(),
+                lock_urls: decl.urls.clone(),
                 sha256,
                 overridden: false,
             },
@@ -658,6 +674,7 @@ pub fn lock(
         }
         let plan = Plan {
             urls: decl.urls.clone(),
+            lock_urls: decl.urls.clone(),
             sha256: decl.sha256.clone(),
             overridden: false,
         };

@@ -239,3 +239,54 @@ fn lock_with_a_broken_recipe_elsewhere_in_the_directory() {
     assert_eq!(sb.lock_bytes(), before);
     assert_eq!(server.request_count(), 0);
 }
+
+/// The air-gapped workflow: a verified local copy pins the upstream URL, after which builds
+/// run `--locked --offline` from the store alone.
+#[test]
+fn write_lock_pins_an_overridden_input_under_the_recipe_url() {
+    let sb = Sandbox::new();
+    let copy = sb.dir.join("kubernetes-server-linux-amd64.tar.gz");
+    std::fs::write(&copy, &fixture().gz).unwrap();
+    let url = format!("file://{}", copy.display());
+
+    // Without --write-lock the lock file is left alone.
+    let before = sb.lock_bytes();
+    sb.kbuild(&[
+        "build",
+        "master",
+        "--override-input",
+        &format!("{INPUT}={url}"),
+    ])
+    .assert_success();
+    assert_eq!(sb.lock_bytes(), before);
+
+    // With it, the pin is the file read, under the recipe's (upstream) URL.
+    sb.kbuild(&[
+        "build",
+        "master",
+        "--override-input",
+        &format!("{INPUT}={url}"),
+        "--write-lock",
+    ])
+    .assert_success();
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        lock_json(&[(
+            INPUT,
+            &[UPSTREAM_URL],
+            &fixture().sha256,
+            Some(fixture().gz.len() as u64),
+        )])
+    );
+    let r = sb.kbuild(&["build", "master", "--locked", "--offline"]);
+    r.assert_success();
+    assert!(
+        r.stderr().contains("Fresh generation 1 is up to date"),
+        "{}",
+        r.stderr()
+    );
+
+    // --write-lock needs an override; --locked and --write-lock exclude each other.
+    let r = sb.kbuild(&["build", "master", "--write-lock"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr());
+}

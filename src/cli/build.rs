@@ -26,8 +26,12 @@ pub struct Args {
     #[arg(long = "override-input", value_name = "NAME=URL", value_parser = parse_pair)]
     overrides: Vec<(String, String)>,
     /// Fail instead of changing the lock file
-    #[arg(long)]
+    #[arg(long, conflicts_with = "write_lock")]
     locked: bool,
+    /// Also pin overridden inputs in the lock file: the sha256 and size of the file actually
+    /// read, under the recipe's URLs (e.g. after checking a new tarball on a local mirror)
+    #[arg(long, requires = "overrides")]
+    write_lock: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -43,6 +47,7 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         sets: args.sets,
         overrides: args.overrides.into_iter().collect(),
         locked: args.locked,
+        write_lock: args.write_lock,
     };
     let outcome = kbuild::build::build(ctx, &req, term)
         .with_context(|| format!("cannot build {}", req.recipes.join(" ")))?;
