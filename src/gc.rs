@@ -23,7 +23,8 @@ pub struct Report {
     pub temp_removed: usize,
 }
 
-/// Removes generations beyond the newest `keep` (never one that a known root has active),
+/// Removes generations beyond the newest `keep` (never one a root uses, see
+/// [`activate::generations_in_use`]),
 /// then every object unreachable from the remaining generations and active roots.
 pub fn gc(
     store: &Store,
@@ -32,8 +33,7 @@ pub fn gc(
 ) -> Result<Report, SwitchError> {
     let _lock = store.lock(LockMode::Exclusive, observer)?;
     let mut report = Report::default();
-    let roots = activate::known_roots(store)?;
-    let active: BTreeSet<u64> = roots.iter().filter_map(|(_, g)| *g).collect();
+    let active = activate::generations_in_use(store)?;
 
     let gens = generation::list(store)?;
     if let Some(keep) = keep {

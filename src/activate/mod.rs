@@ -340,7 +340,7 @@ pub fn plan(store: &Store, root: &Root, number: u64, adopt: bool) -> Result<Plan
 }
 
 fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<Plan, SwitchError> {
-    let store_dir = std::path::absolute(store.dir())?;
+    let store_dir = store.canonical_dir();
     let rootfs = store_dir.join(g.rootfs.as_str());
     if !rootfs.is_dir() {
         return Err(SwitchError::MissingRootfs {
@@ -570,6 +570,8 @@ fn apply(
         ));
     }
     before_flip(&plan);
+    // Registered before the root changes, so gc knows the root even if this switch crashes.
+    register(store, root)?;
     let journal = Journal {
         version: 1,
         from: plan.from.clone(),
@@ -579,7 +581,6 @@ fn apply(
     write_json(&root.state_dir().join("journal.json"), &journal)?;
     fault::point("journal written");
     execute(root, &journal.from, &journal.to)?;
-    register(store, root)?;
     Ok((
         plan,
         Applied {
@@ -648,6 +649,12 @@ fn execute(root: &Root, from: &State, to: &State) -> Result<(), SwitchError> {
             fs.rename(&adopted(p), p)?;
             fault::point("restore");
         }
+        // Empty directories left under adopted/ by the restore go too.
+        for dir in ancestors(&adopted(p)) {
+            if dir.len() <= format!("/{STATE_DIR}/adopted").len() || !fs.rmdir(&dir)? {
+                break;
+            }
+        }
     }
     // 7. Directories kbuild created that no managed path needs any more, deepest first;
     //    a directory holding someone else's files stays.
@@ -714,14 +721,24 @@ fn register(store: &Store, root: &Root) -> io::Result<()> {
     crate::fs::write_if_changed(&path, &bytes).map(drop)
 }
 
-/// Roots that have switched to a generation of this store, with their active generation.
-pub fn known_roots(store: &Store) -> Result<Vec<(PathBuf, Option<u64>)>, SwitchError> {
-    let dir = store.bookkeeping().join("roots");
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+/// The generation of `store` active on `root`, if the root is managed from this store.
+pub fn active_generation(store: &Store, root: &Root) -> Option<u64> {
+    let ours = store.canonical_dir();
+    root.state()
+        .ok()
+        .filter(|s| s.store.as_ref() == Some(&ours))
+        .and_then(|s| s.generation)
+}
+
+/// Generations of this store that a root still needs: the active one of every root that
+/// switched from it, and both ends of an interrupted switch (its journal), which the next
+/// command will complete. gc never deletes these.
+pub fn generations_in_use(store: &Store) -> Result<BTreeSet<u64>, SwitchError> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(store.bookkeeping().join("roots")) else {
         return Ok(out);
     };
-    let store_dir = std::path::absolute(store.dir())?;
+    let ours = store.canonical_dir();
     for e in entries.flatten() {
         let Ok(Some(v)) = read_json::<serde_json::Value>(&e.path()) else {
             continue;
@@ -730,23 +747,32 @@ pub fn known_roots(store: &Store) -> Result<Vec<(PathBuf, Option<u64>)>, SwitchE
             continue;
         };
         let root = Root::new(Path::new(r));
-        let active = root
-            .state()
-            .ok()
-            .filter(|s| s.store.as_ref() == Some(&store_dir))
-            .and_then(|s| s.generation);
-        out.push((PathBuf::from(r), active));
+        let mut states: Vec<State> = root.state().into_iter().collect();
+        if let Ok(Some(j)) = root.journal() {
+            states.push(j.from);
+            states.push(j.to);
+        }
+        out.extend(
+            states
+                .iter()
+                .filter(|s| s.store.as_ref() == Some(&ours))
+                .filter_map(|s| s.generation),
+        );
     }
     Ok(out)
 }
 
-/// The systemctl invocations for `actions`, in order (daemon-reload first).
-pub fn systemctl_commands(actions: &[UnitAction]) -> Vec<Vec<String>> {
-    let mut out = vec![vec!["daemon-reload".to_owned()]];
-    for a in actions {
-        out.extend(a.commands());
-    }
-    out
+/// The systemctl invocations for `actions`, in the order they run: stop and disable removed
+/// units before the flip (their unit files still exist), then after it daemon-reload, enable
+/// and start new units, restart changed ones.
+pub fn systemctl_commands(actions: &[UnitAction]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let (stops, rest): (Vec<&UnitAction>, Vec<&UnitAction>) = actions
+        .iter()
+        .partition(|a| matches!(a, UnitAction::Stop { .. }));
+    let before = stops.iter().flat_map(|a| a.commands()).collect();
+    let mut after = vec![vec!["daemon-reload".to_owned()]];
+    after.extend(rest.iter().flat_map(|a| a.commands()));
+    (before, after)
 }
 
 /// Whether unit actions can be run for real: the root is `/` and systemd is running.
@@ -754,26 +780,12 @@ pub fn systemd_is_live(root: &Root) -> bool {
     root.dir() == Path::new("/") && Path::new("/run/systemd/system").is_dir()
 }
 
-/// Runs `systemctl` for the unit actions of one phase: `before` the flip stops and disables
-/// removed units (while their unit files still exist); after it, daemon-reload, then starts
-/// and restarts. Returns the failures as readable lines.
+/// Runs `systemctl` for the unit actions of one phase (`before` the flip, or after it).
+/// Returns the failures as readable lines.
 pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
-    let commands: Vec<Vec<String>> = if before {
-        actions
-            .iter()
-            .filter(|a| matches!(a, UnitAction::Stop { .. }))
-            .flat_map(UnitAction::commands)
-            .collect()
-    } else {
-        let rest: Vec<UnitAction> = actions
-            .iter()
-            .filter(|a| !matches!(a, UnitAction::Stop { .. }))
-            .cloned()
-            .collect();
-        systemctl_commands(&rest)
-    };
+    let (stops, rest) = systemctl_commands(actions);
     let mut failures = Vec::new();
-    for args in commands {
+    for args in if before { stops } else { rest } {
         match std::process::Command::new("systemctl").args(&args).status() {
             Ok(s) if s.success() => {}
             Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", args.join(" "))),

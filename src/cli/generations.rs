@@ -15,13 +15,8 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
     let store = Store::open(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
     let gens = kbuild::generation::list(&store).context("cannot list generations")?;
-    let store_dir = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
-    // The root's active generation, if the root is managed from this store.
-    let active = root
-        .state()
-        .ok()
-        .filter(|s| s.store.as_ref() == Some(&store_dir))
-        .and_then(|s| s.generation);
+    let store_dir = store.canonical_dir();
+    let active = kbuild::activate::active_generation(&store, root);
     if args.json {
         let rows: Vec<serde_json::Value> = gens
             .iter()
@@ -32,6 +27,7 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
                     .display()
                     .to_string()
                     .into();
+                v["active"] = (active == Some(g.number)).into();
                 v
             })
             .collect();

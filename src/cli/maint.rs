@@ -98,25 +98,17 @@ pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()
     };
     let from = match args.from {
         Some(n) => n,
-        None => {
-            let store_dir = std::path::absolute(store.dir())?;
-            let active = root
-                .state()
-                .ok()
-                .filter(|s| s.store.as_ref() == Some(&store_dir))
-                .and_then(|s| s.generation);
-            match active {
-                Some(a) => a,
-                None => kbuild::generation::list(&store)?
-                    .iter()
-                    .map(|g| g.number)
-                    .filter(|n| *n < to)
-                    .max()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("there is only one generation; name two to compare")
-                    })?,
-            }
-        }
+        None => match kbuild::activate::active_generation(&store, root) {
+            Some(a) => a,
+            None => kbuild::generation::list(&store)?
+                .iter()
+                .map(|g| g.number)
+                .filter(|n| *n < to)
+                .max()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("there is only one generation; name two to compare")
+                })?,
+        },
     };
     let diff = kbuild::diff::diff(&store, from, to).context("cannot compare generations")?;
     out!("{diff}");

@@ -1,7 +1,7 @@
 //! `kbuild switch` and `kbuild rollback`.
 
 use anyhow::Context as _;
-use kbuild::activate::{self, Plan, Root, Target, UnitAction};
+use kbuild::activate::{self, Plan, Root, Target};
 use kbuild::build::Context;
 use kbuild::store::Store;
 
@@ -141,8 +141,8 @@ fn print_units(root: &Root, plan: &Plan, switched: bool) {
     };
     let verb = if switched { "not run" } else { "would run" };
     outln!("unit actions ({verb}: {why}):");
-    let actions: Vec<UnitAction> = plan.units.clone();
-    for cmd in activate::systemctl_commands(&actions) {
+    let (before, after) = activate::systemctl_commands(&plan.units);
+    for cmd in before.iter().chain(&after) {
         outln!("  systemctl {}", cmd.join(" "));
     }
 }

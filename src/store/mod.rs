@@ -207,6 +207,14 @@ impl Store {
         &self.dir
     }
 
+    /// The store directory as roots record it: canonical, so `./store` and
+    /// `/srv/x/../kbuild/store` name the same store.
+    pub fn canonical_dir(&self) -> PathBuf {
+        fs_err::canonicalize(&self.dir)
+            .or_else(|_| std::path::absolute(&self.dir))
+            .unwrap_or_else(|_| self.dir.clone())
+    }
+
     /// Absolute-or-relative filesystem path of an object.
     pub fn path_of(&self, p: &StorePath) -> PathBuf {
         self.dir.join(p.as_str())

@@ -1,0 +1,2173 @@
+//! End-to-end activation: `kbuild switch`, `rollback`, `generations`, `diff`, `gc` and
+//! `verify` driving the real binary against temp roots (never the host's `/`).
+//!
+//! Every world is a sandbox (recipes, store, lock file) whose kubernetes-server input is a
+//! local `file://` copy of the fixture, pinned in the lock file, plus a temp root
+//! (`$SANDBOX/host`) holding the master's host prerequisites. Root listings are exact: every
+//! path below the root with its type, a symlink's target text and a file's bytes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+// ---------------------------------------------------------------------------------------------
+// A world: sandbox + local pinned input + temp root
+// ---------------------------------------------------------------------------------------------
+
+const TARBALL: &str = "kubernetes-server-linux-amd64.tar.gz";
+
+/// The master's host prerequisites, as the tests create them (relative to the root).
+const PREREQS: [(&str, &[u8]); 5] = [
+    (
+        "etc/kubernetes/token.csv",
+        b"0123456789abcdef,kubelet-bootstrap,10001\n",
+    ),
+    (
+        "etc/kubernetes/ssl/ca.pem",
+        b"-----BEGIN CERTIFICATE----- ca\n",
+    ),
+    (
+        "etc/kubernetes/ssl/ca-key.pem",
+        b"-----BEGIN RSA PRIVATE KEY----- ca\n",
+    ),
+    (
+        "etc/kubernetes/ssl/kubernetes.pem",
+        b"-----BEGIN CERTIFICATE----- kube\n",
+    ),
+    (
+        "etc/kubernetes/ssl/kubernetes-key.pem",
+        b"-----BEGIN RSA PRIVATE KEY----- kube\n",
+    ),
+];
+
+/// Every path a `master` generation manages.
+const MASTER_PATHS: [&str; 13] = [
+    "/etc/kubernetes/apiserver",
+    "/etc/kubernetes/config",
+    "/etc/kubernetes/controller-manager",
+    "/etc/kubernetes/scheduler",
+    "/etc/systemd/system/kube-apiserver.service",
+    "/etc/systemd/system/kube-controller-manager.service",
+    "/etc/systemd/system/kube-scheduler.service",
+    "/usr/local/bin/kube-apiserver",
+    "/usr/local/bin/kube-controller-manager",
+    "/usr/local/bin/kube-proxy",
+    "/usr/local/bin/kube-scheduler",
+    "/usr/local/bin/kubectl",
+    "/usr/local/bin/kubelet",
+];
+
+/// The directories kbuild creates for a master in a root that only holds the prerequisites.
+const MASTER_DIRS: [&str; 5] = [
+    "/etc/systemd",
+    "/etc/systemd/system",
+    "/usr",
+    "/usr/local",
+    "/usr/local/bin",
+];
+
+const UNITS: [&str; 3] = [
+    "kube-apiserver.service",
+    "kube-controller-manager.service",
+    "kube-scheduler.service",
+];
+
+/// One built generation.
+#[derive(Clone, Debug)]
+struct Gen {
+    number: u64,
+    rootfs: PathBuf,
+}
+
+impl Gen {
+    /// The store object name of its rootfs.
+    fn object(&self) -> String {
+        self.rootfs
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The paths it manages: every file below the rootfs's `etc/` and `usr/`.
+    fn managed(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for top in ["etc", "usr"] {
+            let dir = self.rootfs.join(top);
+            if !dir.exists() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(&dir) {
+                let e = e.unwrap();
+                if !e.file_type().is_dir() {
+                    let rel = e.path().strip_prefix(&self.rootfs).unwrap();
+                    out.insert(format!("/{}", rel.display()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The bytes of the file this generation provides at `path` (absolute, inside the root).
+    fn bytes(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.rootfs.join(path.trim_start_matches('/'))).unwrap()
+    }
+}
+
+struct World {
+    sb: Sandbox,
+    root: PathBuf,
+}
+
+impl World {
+    /// A sandbox whose input is a pinned local copy of the fixture, and a root holding the
+    /// master's prerequisites.
+    fn new() -> World {
+        let w = World::bare();
+        w.write_prereqs();
+        w
+    }
+
+    /// Like [`World::new`], with an empty root.
+    fn bare() -> World {
+        let sb = Sandbox::new();
+        let f = fixture();
+        let url = write_fixture(&sb, "pinned", &f.gz);
+        let common = sb.recipes.join("kube-common.toml");
+        let text = std::fs::read_to_string(&common).unwrap();
+        assert!(text.contains(UPSTREAM_URL));
+        std::fs::write(&common, text.replace(UPSTREAM_URL, &url)).unwrap();
+        sb.write_lock(&[(INPUT, &[&url], &f.sha256, Some(f.gz.len() as u64))]);
+        let root = sb.dir.join("host");
+        std::fs::create_dir(&root).unwrap();
+        World { sb, root }
+    }
+
+    fn write_prereqs(&self) {
+        for (rel, bytes) in PREREQS {
+            let p = self.root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+
+    /// The absolute store directory, as kbuild records it.
+    fn store(&self) -> PathBuf {
+        std::path::absolute(&self.sb.store).unwrap()
+    }
+
+    /// `kbuild --store … --recipes … --lock-file … --root … ARGS` with a clean environment.
+    fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut c = self.cmd_without_root(&["--root", self.root.to_str().unwrap()]);
+        c.args(args);
+        c
+    }
+
+    /// `kbuild --store … --recipes … --lock-file … ARGS`: no `--root`, no KBUILD_ROOT.
+    fn cmd_without_root(&self, args: &[&str]) -> assert_cmd::Command {
+        self.cmd_store(&self.sb.store, args)
+    }
+
+    /// `kbuild --store STORE --recipes … --lock-file … ARGS`.
+    fn cmd_store(&self, store: &Path, args: &[&str]) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("kbuild").unwrap();
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.sb.home)
+            .current_dir(&self.sb.dir)
+            .timeout(Duration::from_secs(60))
+            .arg("--store")
+            .arg(store)
+            .arg("--recipes")
+            .arg(&self.sb.recipes)
+            .arg("--lock-file")
+            .arg(&self.sb.lock)
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.sb.run(self.cmd(args))
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.sb.run(c)
+    }
+
+    /// Runs a command that must succeed.
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        r.assert_success();
+        r
+    }
+
+    /// Starts a command without waiting for it.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("kbuild"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.sb.home)
+            .current_dir(&self.sb.dir)
+            .arg("--store")
+            .arg(&self.sb.store)
+            .arg("--recipes")
+            .arg(&self.sb.recipes)
+            .arg("--lock-file")
+            .arg(&self.sb.lock)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `kbuild build RECIPES… EXTRA…`, which must record generation `number`.
+    fn build(&self, recipes: &[&str], extra: &[&str], number: u64) -> Gen {
+        let mut args = vec!["build"];
+        args.extend_from_slice(recipes);
+        args.extend_from_slice(extra);
+        let r = self.ok(&args);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.trim_start() == format!("Built generation {number}")),
+            "expected generation {number} to be recorded; stderr:\n{}",
+            r.stderr
+        );
+        let rootfs = r.rootfs();
+        assert!(rootfs.is_dir(), "{}", rootfs.display());
+        Gen { number, rootfs }
+    }
+
+    /// A recipe importing `master` and adding literal files.
+    fn master_plus(&self, name: &str, files: &[(&str, &str)]) {
+        let mut text = String::from("imports = [\"master\"]\n");
+        for (path, body) in files {
+            text.push_str(&format!(
+                "\n[files.\"{path}\"]\ntext = {}\n",
+                toml_string(body)
+            ));
+        }
+        self.sb.write_recipe(name, &text);
+    }
+
+    fn listing(&self) -> Listing {
+        root_listing(&self.root)
+    }
+
+    /// The listing before any switch: the prerequisites (and what the test added).
+    fn base(&self) -> Listing {
+        self.listing()
+    }
+
+    /// The exact root after switching to `g` from `base`: kbuild's state directory, the flip
+    /// point, one relative link per managed path, `state.json` recording `created` (the
+    /// directories kbuild made and still needs) and `adopted` (original bytes kept aside).
+    fn expect(
+        &self,
+        base: &Listing,
+        g: &Gen,
+        created: &[&str],
+        adopted: &[(&str, &[u8])],
+    ) -> Listing {
+        let mut l = base.clone();
+        l.dir("etc/.kbuild/adopted");
+        l.link("etc/.kbuild/current", &g.rootfs.display().to_string());
+        let managed = g.managed();
+        for p in &managed {
+            l.link(p.trim_start_matches('/'), &link_text(p));
+        }
+        for d in created {
+            l.dir(d.trim_start_matches('/'));
+        }
+        for (p, bytes) in adopted {
+            l.file(&format!("etc/.kbuild/adopted{p}"), bytes);
+            l.remove(p.trim_start_matches('/'));
+            l.link(p.trim_start_matches('/'), &link_text(p));
+        }
+        let adopted: Vec<&str> = adopted.iter().map(|(p, _)| *p).collect();
+        l.file(
+            "etc/.kbuild/state.json",
+            state_json(&self.store(), g, &managed, created, &adopted).as_bytes(),
+        );
+        l
+    }
+
+    /// Asserts the root is exactly `expected`, and that every managed path of `g` resolves
+    /// into `g`'s rootfs.
+    fn assert_root(&self, expected: &Listing, g: &Gen, when: &str) {
+        assert_listing(&self.listing(), expected, when);
+        self.assert_resolves(g, when);
+    }
+
+    fn assert_resolves(&self, g: &Gen, when: &str) {
+        let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
+        for p in g.managed() {
+            let rel = p.trim_start_matches('/');
+            let resolved = std::fs::canonicalize(self.root.join(rel))
+                .unwrap_or_else(|e| panic!("{when}: {p} does not resolve: {e}"));
+            assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
+        }
+    }
+
+    /// `generations` (text) must list exactly `numbers`, marking `active` with `*`.
+    fn assert_generations(&self, numbers: &[u64], active: Option<u64>) {
+        let r = self.ok(&["generations"]);
+        let mut lines = r.stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some("  GEN  CREATED               RECIPES           ROOTFS")
+        );
+        let mut seen = Vec::new();
+        let mut marked = Vec::new();
+        for line in lines {
+            let n: u64 = line[1..5].trim().parse().unwrap();
+            match &line[..1] {
+                "*" => marked.push(n),
+                " " => {}
+                other => panic!("bad mark `{other}` in {line:?}"),
+            }
+            seen.push(n);
+        }
+        assert_eq!(seen, numbers, "generations:\n{}", r.stdout);
+        assert_eq!(
+            marked,
+            active.into_iter().collect::<Vec<_>>(),
+            "generations:\n{}",
+            r.stdout
+        );
+    }
+}
+
+/// Writes `bytes` as `$SANDBOX/<dir>/kubernetes-server-linux-amd64.tar.gz`; its `file://` URL.
+fn write_fixture(sb: &Sandbox, dir: &str, bytes: &[u8]) -> String {
+    let path = sb.dir.join(dir).join(TARBALL);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    format!("file://{}", path.display().to_string().replace(' ', "%20"))
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The text of the link kbuild makes at `path`: relative, through the flip point.
+fn link_text(path: &str) -> String {
+    let rel = path.trim_start_matches('/');
+    format!(
+        "{}etc/.kbuild/current/{rel}",
+        "../".repeat(rel.matches('/').count())
+    )
+}
+
+/// The exact bytes of `state.json` for generation `g`.
+fn state_json(
+    store: &Path,
+    g: &Gen,
+    managed: &BTreeSet<String>,
+    created: &[&str],
+    adopted: &[&str],
+) -> String {
+    fn array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+        let items: BTreeSet<&str> = items.into_iter().collect();
+        if items.is_empty() {
+            return "[]".into();
+        }
+        let body: Vec<String> = items
+            .iter()
+            .map(|s| format!("    {}", toml_string(s)))
+            .collect();
+        format!("[\n{}\n  ]", body.join(",\n"))
+    }
+    format!(
+        "{{\n  \"version\": 1,\n  \"store\": {},\n  \"generation\": {},\n  \"rootfs\": {},\n  \"managed\": {},\n  \"created_dirs\": {},\n  \"adopted\": {}\n}}\n",
+        toml_string(&store.display().to_string()),
+        g.number,
+        toml_string(&g.rootfs.display().to_string()),
+        array(managed.iter().map(String::as_str)),
+        array(created.iter().copied()),
+        array(adopted.iter().copied()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Root listings
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Item {
+    Dir,
+    File(Vec<u8>),
+    Link(String),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Dir => write!(f, "dir"),
+            Item::Link(t) => write!(f, "-> {t}"),
+            Item::File(b) if b.len() <= 4096 => match std::str::from_utf8(b) {
+                Ok(s) => write!(f, "file {s:?}"),
+                Err(_) => write!(f, "file ({} bytes, blake3 {})", b.len(), blake3_hex(b)),
+            },
+            Item::File(b) => write!(f, "file ({} bytes, blake3 {})", b.len(), blake3_hex(b)),
+        }
+    }
+}
+
+/// Every path below a root (relative, without the root itself) and what it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Listing(BTreeMap<String, Item>);
+
+impl Listing {
+    /// A directory and its missing ancestors.
+    fn dir(&mut self, rel: &str) {
+        let mut p = String::new();
+        for c in rel.split('/') {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            p.push_str(c);
+            self.0.entry(p.clone()).or_insert(Item::Dir);
+        }
+    }
+
+    fn parent(&mut self, rel: &str) {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.dir(parent);
+        }
+    }
+
+    fn file(&mut self, rel: &str, bytes: &[u8]) {
+        self.parent(rel);
+        self.0.insert(rel.to_owned(), Item::File(bytes.to_vec()));
+    }
+
+    fn link(&mut self, rel: &str, target: &str) {
+        self.parent(rel);
+        self.0.insert(rel.to_owned(), Item::Link(target.to_owned()));
+    }
+
+    fn remove(&mut self, rel: &str) {
+        self.0.remove(rel);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.iter().map(|(p, i)| format!("{p} {i}")).collect()
+    }
+}
+
+fn root_listing(root: &Path) -> Listing {
+    let mut l = Listing::default();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let ft = e.file_type();
+        let item = if ft.is_symlink() {
+            Item::Link(std::fs::read_link(e.path()).unwrap().display().to_string())
+        } else if ft.is_dir() {
+            Item::Dir
+        } else {
+            Item::File(std::fs::read(e.path()).unwrap())
+        };
+        l.0.insert(rel, item);
+    }
+    l
+}
+
+#[track_caller]
+fn assert_listing(actual: &Listing, expected: &Listing, when: &str) {
+    if actual == expected {
+        return;
+    }
+    let (a, e): (BTreeSet<String>, BTreeSet<String>) = (
+        actual.lines().into_iter().collect(),
+        expected.lines().into_iter().collect(),
+    );
+    let mut msg = format!("{when}: the root differs from the expected listing\n");
+    for l in e.difference(&a) {
+        msg.push_str(&format!("  missing:    {l}\n"));
+    }
+    for l in a.difference(&e) {
+        msg.push_str(&format!("  unexpected: {l}\n"));
+    }
+    msg.push_str("--- actual\n");
+    for l in actual.lines() {
+        msg.push_str(&format!("  {l}\n"));
+    }
+    panic!("{msg}");
+}
+
+/// A listing that also notices mtimes, modes and inodes (for "changes nothing").
+fn full_listing(dir: &Path) -> Vec<Listed> {
+    if dir.exists() { listing(dir) } else { vec![] }
+}
+
+fn store_objects(store: &Path) -> BTreeSet<String> {
+    top_level(store)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// The store objects a rootfs reaches: itself, and every object whose inode one of its files
+/// shares (found by inode, independently of kbuild's metadata).
+fn reachable(store: &Path, g: &Gen) -> BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes = BTreeSet::new();
+    for e in walkdir::WalkDir::new(&g.rootfs) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            inodes.insert(e.metadata().unwrap().ino());
+        }
+    }
+    let mut out = BTreeSet::from([g.object()]);
+    for o in store_objects(store) {
+        let m = std::fs::symlink_metadata(store.join(&o)).unwrap();
+        if m.is_file() && inodes.contains(&m.ino()) {
+            out.insert(o);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. switch → rollback → switch N round trips
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn switch_rollback_and_switch_n_round_trip() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "ETCD2=10.0.0.2"], 2);
+    let g3 = w.build(&["extra"], &[], 3);
+    let master: BTreeSet<String> = MASTER_PATHS.iter().map(|p| p.to_string()).collect();
+    assert_eq!(g1.managed(), master);
+    assert_eq!(g2.managed(), master);
+    let mut with_extra = master.clone();
+    with_extra.insert("/etc/kubernetes/extra".into());
+    assert_eq!(g3.managed(), with_extra);
+    assert!(
+        String::from_utf8(g2.bytes("/etc/kubernetes/apiserver"))
+            .unwrap()
+            .contains("https://10.0.0.2:2379")
+    );
+
+    let base = w.base();
+    let at = |g: &Gen| w.expect(&base, g, &MASTER_DIRS, &[]);
+    w.assert_generations(&[1, 2, 3], None);
+
+    // `switch` without a number: the newest.
+    let r = w.ok(&["switch"]);
+    assert_eq!(
+        r.stderr(),
+        "    Switched root `$SANDBOX/host` to generation 3\n"
+    );
+    w.assert_root(&at(&g3), &g3, "after `switch`");
+    assert_eq!(
+        std::fs::read(w.root.join("etc/kubernetes/extra")).unwrap(),
+        b"x\n"
+    );
+    w.assert_generations(&[1, 2, 3], Some(3));
+
+    let r = w.ok(&["rollback"]);
+    assert_eq!(
+        r.stderr(),
+        "    Switched root `$SANDBOX/host` to generation 2\n"
+    );
+    w.assert_root(&at(&g2), &g2, "after the first rollback");
+    assert_eq!(
+        std::fs::read(w.root.join("etc/kubernetes/apiserver")).unwrap(),
+        g2.bytes("/etc/kubernetes/apiserver")
+    );
+    w.assert_generations(&[1, 2, 3], Some(2));
+
+    w.ok(&["rollback"]);
+    w.assert_root(&at(&g1), &g1, "after the second rollback");
+    assert_ne!(
+        std::fs::read(w.root.join("etc/kubernetes/apiserver")).unwrap(),
+        g2.bytes("/etc/kubernetes/apiserver")
+    );
+    w.assert_generations(&[1, 2, 3], Some(1));
+
+    // Nothing before generation 1: refused, nothing changes.
+    let before = full_listing(&w.root);
+    w.run(&["rollback"]).assert_error(
+        "error: cannot roll back root `$SANDBOX/host`\n  caused by: there is no generation before 1 to roll back to\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+
+    w.ok(&["switch", "3"]);
+    w.assert_root(&at(&g3), &g3, "after `switch 3`");
+    w.assert_generations(&[1, 2, 3], Some(3));
+
+    w.ok(&["switch", "1"]);
+    w.assert_root(&at(&g1), &g1, "after `switch 1`");
+    w.assert_generations(&[1, 2, 3], Some(1));
+
+    w.ok(&["switch", "2"]);
+    w.assert_root(&at(&g2), &g2, "after `switch 2`");
+    w.assert_generations(&[1, 2, 3], Some(2));
+
+    // An unknown generation: refused, nothing changes.
+    let before = full_listing(&w.root);
+    w.run(&["switch", "9"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: generation 9 does not exist in this store\nhelp: `kbuild generations` lists them\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+}
+
+#[test]
+fn generations_json_marks_the_active_generation() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "ETCD2=10.0.0.2"], 2);
+    let active = |w: &World| -> Vec<(u64, bool)> {
+        let r = w.ok(&["generations", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["number"].as_u64().unwrap(),
+                    g.get("active") == Some(&serde_json::Value::Bool(true)),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(active(&w), [(1, false), (2, false)]);
+    w.ok(&["switch", "1"]);
+    assert_eq!(active(&w), [(1, true), (2, false)]);
+    w.ok(&["switch"]);
+    assert_eq!(active(&w), [(1, false), (2, true)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Added and removed paths, and the directories kbuild created
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn removed_links_and_emptied_directories_go_other_directories_stay() {
+    let w = World::new();
+    w.master_plus(
+        "wide",
+        &[
+            ("/etc/kubernetes/extra", "x\n"),
+            ("/etc/extra-a/sub/one", "one\n"),
+            ("/etc/extra-b/two", "two\n"),
+            ("/etc/kubernetes/addons/three", "three\n"),
+        ],
+    );
+    let wide = w.build(&["wide"], &[], 1);
+    let master = w.build(&["master"], &[], 2);
+    let base = w.base();
+
+    w.ok(&["switch", "1"]);
+    let wide_dirs = [
+        "/etc/extra-a",
+        "/etc/extra-a/sub",
+        "/etc/extra-b",
+        "/etc/kubernetes/addons",
+        "/etc/systemd",
+        "/etc/systemd/system",
+        "/usr",
+        "/usr/local",
+        "/usr/local/bin",
+    ];
+    w.assert_root(
+        &w.expect(&base, &wide, &wide_dirs, &[]),
+        &wide,
+        "at the wide generation",
+    );
+
+    // The user keeps a file in a directory kbuild created.
+    std::fs::write(w.root.join("etc/extra-b/notes"), b"mine\n").unwrap();
+    let mut base_with_notes = base.clone();
+    base_with_notes.file("etc/extra-b/notes", b"mine\n");
+
+    let r = w.ok(&["switch", "2"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 5 present\n  remove  /etc/extra-a/sub/one\n  remove  /etc/extra-b/two\n  remove  /etc/kubernetes/addons/three\n  remove  /etc/kubernetes/extra\n"
+    );
+    // Links gone; /etc/extra-a and /etc/kubernetes/addons (empty, kbuild's) gone; /etc/extra-b stays
+    // (it holds the user's file) and stays recorded; /etc/kubernetes (the host's) stays.
+    let mut dirs: Vec<&str> = MASTER_DIRS.to_vec();
+    dirs.push("/etc/extra-b");
+    w.assert_root(
+        &w.expect(&base_with_notes, &master, &dirs, &[]),
+        &master,
+        "after removing the extra paths",
+    );
+
+    // Once the user's file is gone, the next switch that no longer needs the directory
+    // removes it.
+    std::fs::remove_file(w.root.join("etc/extra-b/notes")).unwrap();
+    w.ok(&["switch", "1"]);
+    w.assert_root(
+        &w.expect(&base, &wide, &wide_dirs, &[]),
+        &wide,
+        "back at the wide generation",
+    );
+    w.ok(&["switch", "2"]);
+    w.assert_root(
+        &w.expect(&base, &master, &MASTER_DIRS, &[]),
+        &master,
+        "at master again",
+    );
+
+    // Back to nothing kbuild made but its state: the scheduler alone needs no apiserver
+    // files, while /etc/kubernetes (not kbuild's) stays with the prerequisites.
+    let sched = w.build(&["kube-scheduler"], &[], 3);
+    w.ok(&["switch", "3"]);
+    w.assert_root(
+        &w.expect(&base, &sched, &MASTER_DIRS, &[]),
+        &sched,
+        "at the scheduler alone",
+    );
+}
+
+#[test]
+fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
+    // The scheduler alone has no prerequisites: an empty root works, and kbuild creates
+    // `/etc` itself. Switching to a generation without /usr files removes /usr again.
+    let w = World::bare();
+    w.sb.write_recipe(
+        "etc-only",
+        "[files.\"/etc/kubernetes/scheduler\"]\ntext = \"KUBE_SCHEDULER_ARGS=\\\"\\\"\\n\"\n",
+    );
+    let sched = w.build(&["kube-scheduler"], &[], 1);
+    let etc_only = w.build(&["etc-only"], &[], 2);
+    let base = Listing::default();
+    w.ok(&["switch", "1"]);
+    let dirs = [
+        "/etc",
+        "/etc/kubernetes",
+        "/etc/systemd",
+        "/etc/systemd/system",
+        "/usr",
+        "/usr/local",
+        "/usr/local/bin",
+    ];
+    w.assert_root(
+        &w.expect(&base, &sched, &dirs, &[]),
+        &sched,
+        "at the scheduler",
+    );
+    let r = w.ok(&["switch", "2"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl disable kube-scheduler.service\n  systemctl daemon-reload\n"
+    );
+    // `/etc` holds kbuild's own state, so it stays (recorded), as does /etc/kubernetes.
+    w.assert_root(
+        &w.expect(&base, &etc_only, &["/etc", "/etc/kubernetes"], &[]),
+        &etc_only,
+        "at /etc only",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Crash at every step of a switch, then recover
+// ---------------------------------------------------------------------------------------------
+
+/// What a crashed switch from `a` to `b` may leave: every path both manage resolves, through
+/// the flip point, to the generation `current` names (so never a mix); a path only `b` has is
+/// absent or resolves into `b`; a path only `a` has is absent, resolves into `a` (before the
+/// flip) or dangles (after it); kbuild's state is `a`'s or `b`'s; nothing else appeared.
+fn assert_crashed_between(w: &World, a: &Gen, b: &Gen, la: &Listing, lb: &Listing, when: &str) {
+    let current = std::fs::read_link(w.root.join("etc/.kbuild/current"))
+        .unwrap_or_else(|e| panic!("{when}: no flip point: {e}"));
+    let cur = if current == a.rootfs {
+        a
+    } else if current == b.rootfs {
+        b
+    } else {
+        panic!("{when}: current -> {}", current.display())
+    };
+    let (ma, mb) = (a.managed(), b.managed());
+    for p in ma.union(&mb) {
+        let host = w.root.join(p.trim_start_matches('/'));
+        let Ok(m) = host.symlink_metadata() else {
+            assert!(
+                !(ma.contains(p) && mb.contains(p)),
+                "{when}: {p}, managed by both, is missing"
+            );
+            continue;
+        };
+        assert!(m.file_type().is_symlink(), "{when}: {p} is not a link");
+        assert_eq!(
+            std::fs::read_link(&host).unwrap().display().to_string(),
+            link_text(p),
+            "{when}: {p}"
+        );
+        match std::fs::read(&host) {
+            Ok(bytes) => {
+                assert!(
+                    cur.managed().contains(p),
+                    "{when}: {p} resolves but generation {} lacks it",
+                    cur.number
+                );
+                assert_eq!(
+                    bytes,
+                    cur.bytes(p),
+                    "{when}: {p} is not generation {}'s",
+                    cur.number
+                );
+                if ma.contains(p) && mb.contains(p) && a.bytes(p) != b.bytes(p) {
+                    // Shared and changed: one of the two versions, the flip point's.
+                    assert!(bytes == a.bytes(p) || bytes == b.bytes(p));
+                }
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{when}: {p}");
+                assert!(
+                    ma.contains(p) && !mb.contains(p) && cur.number == b.number,
+                    "{when}: {p} dangles"
+                );
+            }
+        }
+    }
+    // Nothing but paths of the two listings and the journal.
+    let actual = w.listing();
+    for (p, item) in &actual.0 {
+        if p == "etc/.kbuild/journal.json" {
+            continue;
+        }
+        let ok = la.0.get(p) == Some(item)
+            || lb.0.get(p) == Some(item)
+            || (p == "etc/.kbuild/current" && matches!(item, Item::Link(_)));
+        assert!(ok, "{when}: unexpected {p} {item}");
+    }
+    // Every directory both listings have is still there, and so is every host file.
+    for (p, item) in &la.0 {
+        if matches!(item, Item::File(_)) && !p.starts_with("etc/.kbuild/") {
+            assert_eq!(actual.0.get(p), Some(item), "{when}: host file {p}");
+        }
+        if *item == Item::Dir && lb.0.get(p) == Some(&Item::Dir) {
+            assert_eq!(actual.0.get(p), Some(item), "{when}: directory {p}");
+        }
+    }
+    assert!(
+        w.root.join("etc/.kbuild/journal.json").is_file(),
+        "{when}: no journal"
+    );
+}
+
+/// Steps of the switch A → B below, in order: the journal, two directories, the flip, two new
+/// links, two removed links, one emptied directory, the state.
+const FAULT_STEPS: [&str; 10] = [
+    "journal written",
+    "mkdir",
+    "mkdir",
+    "flip",
+    "link",
+    "link",
+    "unlink",
+    "unlink",
+    "rmdir",
+    "state written",
+];
+
+#[test]
+fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes() {
+    let w = World::new();
+    w.master_plus(
+        "fault-a",
+        &[
+            ("/etc/kubernetes/only-a", "a\n"),
+            ("/etc/only-a/file", "in a\n"),
+            ("/etc/kubernetes/shared", "shared a\n"),
+        ],
+    );
+    w.master_plus(
+        "fault-b",
+        &[
+            ("/etc/kubernetes/only-b", "b\n"),
+            ("/etc/only-b/sub/file", "in b\n"),
+            ("/etc/kubernetes/shared", "shared b\n"),
+        ],
+    );
+    let a = w.build(&["fault-a"], &[], 1);
+    // B also changes /etc/kubernetes/config and apiserver (IP).
+    let b = w.build(&["fault-b"], &["--set", "IP=10.0.0.9"], 2);
+    for p in [
+        "/etc/kubernetes/config",
+        "/etc/kubernetes/apiserver",
+        "/etc/kubernetes/shared",
+    ] {
+        assert_ne!(a.bytes(p), b.bytes(p), "{p}");
+    }
+    let base = w.base();
+    let mut dirs_a = MASTER_DIRS.to_vec();
+    dirs_a.push("/etc/only-a");
+    let mut dirs_b = MASTER_DIRS.to_vec();
+    dirs_b.extend(["/etc/only-b", "/etc/only-b/sub"]);
+    let la = w.expect(&base, &a, &dirs_a, &[]);
+    let lb = w.expect(&base, &b, &dirs_b, &[]);
+
+    w.ok(&["switch", "1"]);
+    w.assert_root(&la, &a, "at A");
+
+    let mut steps = Vec::new();
+    for n in 1.. {
+        let when = format!("crash at step {n}");
+        let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", &n.to_string())]);
+        if r.code == Some(0) {
+            assert!(!r.stderr.contains("fault injected"), "{}", r.stderr);
+            w.assert_root(&lb, &b, "after the switch that ran to the end");
+            break;
+        }
+        assert!(n <= 30, "still crashing at step {n}");
+        assert_eq!(
+            r.code, None,
+            "{when}: killed by SIGABRT, not an exit code: {r:?}"
+        );
+        let prefix = format!("kbuild: fault injected at step {n} (");
+        let line = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
+        steps.push(line.trim_end_matches(')').to_owned());
+        assert_crashed_between(&w, &a, &b, &la, &lb, &when);
+
+        // A crashed switch is drift.
+        let v = w.run(&["verify"]);
+        assert_eq!(v.code, Some(1), "{when}: {v:?}");
+        assert!(
+            v.stdout().contains(
+                "drift    $SANDBOX/host: an interrupted switch is pending (`kbuild switch` completes it)\n"
+            ),
+            "{when}: {}",
+            v.stdout
+        );
+
+        if n % 2 == 1 {
+            // `switch 2` completes the interrupted switch, which is all it was asked to do.
+            w.ok(&["switch", "2"]);
+            w.assert_root(&lb, &b, &format!("{when}, then `switch 2`"));
+            w.ok(&["switch", "1"]);
+            w.assert_root(&la, &a, &format!("{when}, then back to A"));
+        } else {
+            // `rollback` completes it, then rolls back from B to A.
+            let r = w.ok(&["rollback"]);
+            assert_eq!(
+                r.stderr(),
+                "    Switched root `$SANDBOX/host` to generation 1\n",
+                "{when}"
+            );
+            w.assert_root(&la, &a, &format!("{when}, then `rollback`"));
+        }
+    }
+    assert_eq!(steps, FAULT_STEPS, "the steps crashed at");
+    assert!(steps.len() >= 5);
+}
+
+#[test]
+fn a_crash_during_recovery_is_recovered_too() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let a = w.build(&["master"], &[], 1);
+    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
+    let base = w.base();
+    let la = w.expect(&base, &a, &MASTER_DIRS, &[]);
+    let lb = w.expect(&base, &b, &MASTER_DIRS, &[]);
+    w.ok(&["switch", "1"]);
+    // Crash right after the flip (step 1 is the journal), then crash the rollback while it
+    // completes the interrupted switch (its steps: the new link, the state)...
+    let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", "2")]);
+    assert_eq!(r.code, None, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("kbuild: fault injected at step 2 (flip)\n"),
+        "{r:?}"
+    );
+    assert_crashed_between(&w, &a, &b, &la, &lb, "first crash");
+    let r = w.run_env(&["rollback"], &[("KBUILD_FAULT_AT", "2")]);
+    assert_eq!(r.code, None, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("kbuild: fault injected at step 2 (state written)\n"),
+        "{r:?}"
+    );
+    assert_crashed_between(&w, &a, &b, &la, &lb, "second crash");
+    // ... and the next command still ends where it was asked to.
+    w.ok(&["rollback"]);
+    w.assert_root(&la, &a, "after the second rollback");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Unmanaged files: refused, or adopted and restored
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_unmanaged_file_in_the_way_is_refused_and_nothing_changes() {
+    let w = World::new();
+    std::fs::write(
+        w.root.join("etc/kubernetes/config"),
+        b"# the host's own config\n",
+    )
+    .unwrap();
+    w.build(&["master"], &[], 1);
+    let before = full_listing(&w.root);
+    let before_store = full_listing(&w.sb.store);
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: this path in root `$SANDBOX/host` exists and is not managed by kbuild; nothing was changed:\n  /etc/kubernetes/config\nhelp: move the files away, or pass `--adopt` to keep them in /etc/.kbuild/adopted (restored when kbuild stops managing the path)\n",
+    );
+    assert_eq!(full_listing(&w.root), before, "the root changed");
+    assert!(!w.root.join("etc/.kbuild").exists());
+    assert_eq!(full_listing(&w.sb.store), before_store, "the store changed");
+
+    // Two in the way: both named.
+    std::fs::create_dir(w.root.join("usr")).unwrap();
+    std::fs::create_dir_all(w.root.join("usr/local/bin")).unwrap();
+    std::os::unix::fs::symlink("/opt/kubectl", w.root.join("usr/local/bin/kubectl")).unwrap();
+    let before = full_listing(&w.root);
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: these paths in root `$SANDBOX/host` exist and are not managed by kbuild; nothing was changed:\n  /etc/kubernetes/config\n  /usr/local/bin/kubectl\nhelp: move the files away, or pass `--adopt` to keep them in /etc/.kbuild/adopted (restored when kbuild stops managing the path)\n",
+    );
+    assert_eq!(full_listing(&w.root), before, "the root changed");
+    assert!(!w.root.join("etc/.kbuild").exists());
+}
+
+#[test]
+fn adopted_originals_are_kept_and_restored_when_no_longer_managed() {
+    let w = World::new();
+    let original = b"# the host's own config\nKUBE_MASTER=\"--master=http://127.0.0.1:8080\"\n";
+    std::fs::write(w.root.join("etc/kubernetes/config"), original).unwrap();
+    let base = w.base();
+    let master = w.build(&["master"], &[], 1);
+    // A generation without /etc/kubernetes/config (nothing imports kube-common).
+    w.sb.write_recipe(
+        "no-config",
+        "[files.\"/etc/kubernetes/scheduler\"]\ntext = \"KUBE_SCHEDULER_ARGS=\\\"\\\"\\n\"\n",
+    );
+    let no_config = w.build(&["no-config"], &[], 2);
+    assert!(!no_config.managed().contains("/etc/kubernetes/config"));
+
+    let dry = w.ok(&["switch", "1", "--dry-run"]);
+    assert!(
+        dry.stdout()
+            .contains("  unmanaged, in the way: /etc/kubernetes/config\n"),
+        "{}",
+        dry.stdout
+    );
+    let dry = w.ok(&["switch", "1", "--dry-run", "--adopt"]);
+    assert!(
+        dry.stdout().contains(
+            "  adopt   /etc/kubernetes/config (original kept in /etc/.kbuild/adopted/etc/kubernetes/config)\n"
+        ),
+        "{}",
+        dry.stdout
+    );
+
+    w.ok(&["switch", "1", "--adopt"]);
+    let mut without_config = base.clone();
+    without_config.remove("etc/kubernetes/config");
+    w.assert_root(
+        &w.expect(
+            &without_config,
+            &master,
+            &MASTER_DIRS,
+            &[("/etc/kubernetes/config", original)],
+        ),
+        &master,
+        "after adopting",
+    );
+
+    // The generation without config: the original comes back, byte for byte.
+    let r = w.ok(&["switch", "2"]);
+    assert!(
+        r.stdout()
+            .contains("  restore /etc/kubernetes/config (the original adopted earlier)\n"),
+        "{}",
+        r.stdout
+    );
+    let mut expected = w.expect(&without_config, &no_config, &[], &[]);
+    expected.file("etc/kubernetes/config", original);
+    // The emptied directories that held the original in `adopted/` may stay.
+    for d in [
+        "etc/.kbuild/adopted/etc",
+        "etc/.kbuild/adopted/etc/kubernetes",
+    ] {
+        if w.root.join(d).is_dir() {
+            expected.dir(d);
+        }
+    }
+    w.assert_root(&expected, &no_config, "after the original was restored");
+    assert_eq!(
+        std::fs::read(w.root.join("etc/kubernetes/config")).unwrap(),
+        original
+    );
+
+    // The restored file is the host's again: a switch back to master refuses to replace it.
+    let before = full_listing(&w.root);
+    let r = w.run(&["switch", "1"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr()
+            .contains("not managed by kbuild; nothing was changed:\n  /etc/kubernetes/config\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(full_listing(&w.root), before);
+}
+
+#[test]
+fn a_managed_link_replaced_by_hand_is_refused_like_any_unmanaged_file() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    w.ok(&["switch", "1"]);
+    let config = w.root.join("etc/kubernetes/config");
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, b"edited by hand\n").unwrap();
+    let before = full_listing(&w.root);
+    w.run(&["switch", "2"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: this path in root `$SANDBOX/host` exists and is not managed by kbuild; nothing was changed:\n  /etc/kubernetes/config\nhelp: move the files away, or pass `--adopt` to keep them in /etc/.kbuild/adopted (restored when kbuild stops managing the path)\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Missing prerequisites
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn missing_prerequisites_are_listed_and_nothing_changes() {
+    let w = World::bare();
+    w.build(&["master"], &[], 1);
+    // An empty root: all five missing.
+    let before = full_listing(&w.root);
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: missing host prerequisites under `$SANDBOX/host`: /etc/kubernetes/ssl/ca-key.pem, /etc/kubernetes/ssl/ca.pem, /etc/kubernetes/ssl/kubernetes-key.pem, /etc/kubernetes/ssl/kubernetes.pem, /etc/kubernetes/token.csv\nhelp: create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+
+    // Some present: the others named.
+    w.write_prereqs();
+    std::fs::remove_file(w.root.join("etc/kubernetes/ssl/ca-key.pem")).unwrap();
+    std::fs::remove_file(w.root.join("etc/kubernetes/token.csv")).unwrap();
+    let before = full_listing(&w.root);
+    let before_store = full_listing(&w.sb.store);
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: missing host prerequisites under `$SANDBOX/host`: /etc/kubernetes/ssl/ca-key.pem, /etc/kubernetes/token.csv\nhelp: create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+    assert!(!w.root.join("etc/.kbuild").exists());
+    assert_eq!(full_listing(&w.sb.store), before_store);
+    let dry = w.ok(&["switch", "--dry-run"]);
+    assert!(
+        dry.stdout().contains(
+            "  prerequisite missing: /etc/kubernetes/ssl/ca-key.pem\n  prerequisite missing: /etc/kubernetes/token.csv\n"
+        ),
+        "{}",
+        dry.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Unit actions
+// ---------------------------------------------------------------------------------------------
+
+/// The plan's unit lines and the systemctl section of a switch's (or dry-run's) stdout.
+fn unit_output(stdout: &str) -> String {
+    let mut out = String::new();
+    let mut in_section = false;
+    for line in stdout.lines() {
+        if line.starts_with("unit actions (") {
+            in_section = true;
+        }
+        if in_section
+            || ["  start   ", "  stop    ", "  restart "]
+                .iter()
+                .any(|p| line.starts_with(p))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The unit section of `kbuild diff A B`.
+fn diff_units(w: &World, a: u64, b: u64) -> String {
+    let r = w.ok(&["diff", &a.to_string(), &b.to_string()]);
+    let header = format!("unit actions of a switch {a} -> {b}:\n");
+    match r.stdout.find(&header) {
+        Some(i) => r.stdout[i..].to_owned(),
+        None => String::new(),
+    }
+}
+
+const NOT_RUN: &str = "unit actions (not run: root is not `/`):\n  systemctl daemon-reload\n";
+
+#[test]
+fn unit_actions_follow_exactly_the_files_each_unit_reads() {
+    let w = World::new();
+    let sets = ["--set", "ETCD2=10.0.0.2", "--set", "IP=10.0.0.9"];
+    let g1 = w.build(&["master"], &[], 1);
+    w.build(&["kube-scheduler"], &[], 2);
+    let g3 = w.build(&["master"], &[], 3);
+    assert_eq!(g3.rootfs, g1.rootfs);
+    w.build(&["master"], &sets[..2], 4);
+    w.build(&["master"], &sets, 5);
+    // A unit file changes, nothing else.
+    let unit = w.sb.recipes.join("templates/kube-scheduler.service.j2");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(&unit, format!("{text}# tuned by the operator\n")).unwrap();
+    w.build(&["master"], &sets, 6);
+    // The kube-scheduler binary changes, nothing else.
+    let member = bin_member("kube-scheduler");
+    let mut patched = binary_contents("kube-scheduler");
+    patched.extend_from_slice(b"patched");
+    let other = Tarball::kubernetes_server().with_changed(&member, &patched);
+    let other_url = write_fixture(&w.sb, "other", &other.build(Compression::Gzip));
+    let over = format!("{INPUT}={other_url}");
+    let mut with_over = sets.to_vec();
+    with_over.extend(["--override-input", &over]);
+    w.build(&["master"], &with_over, 7);
+    // A file no unit reads.
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    w.build(&["extra"], &with_over, 8);
+
+    // Each step: what `switch` prints (not run, the root is not `/`) and what `diff` says.
+    let steps: [(u64, u64, &str, &str); 7] = [
+        (
+            1,
+            2,
+            "  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\n",
+            "",
+        ),
+        (
+            2,
+            3,
+            "  start   kube-apiserver.service (new)\n  start   kube-controller-manager.service (new)\n",
+            "  systemctl enable kube-apiserver.service\n  systemctl start kube-apiserver.service\n  systemctl enable kube-controller-manager.service\n  systemctl start kube-controller-manager.service\n",
+        ),
+        (
+            3,
+            4,
+            "  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\n",
+            "  systemctl restart kube-apiserver.service\n",
+        ),
+        (
+            4,
+            5,
+            "  restart kube-apiserver.service (/etc/kubernetes/config, /etc/kubernetes/apiserver changed)\n  restart kube-controller-manager.service (/etc/kubernetes/config changed)\n  restart kube-scheduler.service (/etc/kubernetes/config changed)\n",
+            "  systemctl restart kube-apiserver.service\n  systemctl restart kube-controller-manager.service\n  systemctl restart kube-scheduler.service\n",
+        ),
+        (
+            5,
+            6,
+            "  restart kube-scheduler.service (/etc/systemd/system/kube-scheduler.service changed)\n",
+            "  systemctl restart kube-scheduler.service\n",
+        ),
+        (
+            6,
+            7,
+            "  restart kube-scheduler.service (/usr/local/bin/kube-scheduler changed)\n",
+            "  systemctl restart kube-scheduler.service\n",
+        ),
+        (7, 8, "", ""),
+    ];
+
+    // From nothing: every unit is new.
+    let r = w.ok(&["switch", "1"]);
+    assert_eq!(
+        unit_output(&r.stdout),
+        format!(
+            "  start   kube-apiserver.service (new)\n  start   kube-controller-manager.service (new)\n  start   kube-scheduler.service (new)\n{NOT_RUN}  systemctl enable kube-apiserver.service\n  systemctl start kube-apiserver.service\n  systemctl enable kube-controller-manager.service\n  systemctl start kube-controller-manager.service\n  systemctl enable kube-scheduler.service\n  systemctl start kube-scheduler.service\n"
+        )
+    );
+    for (a, b, plan, commands) in steps {
+        let diff = diff_units(&w, a, b);
+        let r = w.ok(&["switch", &b.to_string()]);
+        if plan.is_empty() {
+            assert_eq!(
+                unit_output(&r.stdout),
+                "",
+                "switch {a} -> {b}:\n{}",
+                r.stdout
+            );
+            assert_eq!(diff, "", "diff {a} {b}");
+            continue;
+        }
+        if a == 1 {
+            // Stops: the systemctl order is checked on its own below.
+            assert!(unit_output(&r.stdout).starts_with(plan), "{}", r.stdout);
+        } else {
+            assert_eq!(
+                unit_output(&r.stdout),
+                format!("{plan}{NOT_RUN}{commands}"),
+                "switch {a} -> {b}"
+            );
+        }
+        assert_eq!(
+            diff,
+            format!("unit actions of a switch {a} -> {b}:\n{plan}"),
+            "diff {a} {b}"
+        );
+    }
+
+    // The full output of two of them.
+    w.ok(&["switch", "3"]);
+    let r = w.ok(&["switch", "4"]);
+    assert_eq!(
+        r.stdout(),
+        format!(
+            "root $SANDBOX/host: generation 3 -> generation 4\n  prerequisites: 5 present\n  change  /etc/kubernetes/apiserver\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\n{NOT_RUN}  systemctl restart kube-apiserver.service\n"
+        )
+    );
+    w.ok(&["switch", "6"]);
+    // `diff` with no argument: from the root's active generation to the newest.
+    let r = w.ok(&["diff"]);
+    let sched = |bytes: &[u8]| (bytes.len(), blake3_hex(bytes)[..16].to_owned());
+    let (old, new) = (sched(&binary_contents("kube-scheduler")), sched(&patched));
+    assert_eq!(
+        r.stdout(),
+        format!(
+            "generation 6 -> 8\nadded    /etc/kubernetes/extra\nchanged  /usr/local/bin/kube-scheduler (binary: {} bytes blake3 {}… -> {} bytes blake3 {}…)\nunit actions of a switch 6 -> 8:\n  restart kube-scheduler.service (/usr/local/bin/kube-scheduler changed)\n",
+            old.0, old.1, new.0, new.1
+        )
+    );
+}
+
+#[test]
+fn printed_systemctl_commands_follow_the_order_they_run_in() {
+    // docs/switch.md: stops and disables run before the flip (while the unit files exist),
+    // then daemon-reload, then starts and restarts. The commands printed as not run must be
+    // in that order too, or an operator replaying them disables units whose files are gone.
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["kube-scheduler"], &[], 2);
+    w.ok(&["switch", "1"]);
+    let dry = w.ok(&["switch", "2", "--dry-run"]);
+    let expected = "  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\nunit actions (would run: root is not `/`):\n  systemctl stop kube-apiserver.service\n  systemctl disable kube-apiserver.service\n  systemctl stop kube-controller-manager.service\n  systemctl disable kube-controller-manager.service\n  systemctl daemon-reload\n";
+    assert_eq!(unit_output(&dry.stdout), expected);
+    let r = w.ok(&["switch", "2"]);
+    assert_eq!(
+        unit_output(&r.stdout),
+        expected.replace("would run", "not run")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. --dry-run changes nothing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing_in_the_root_or_the_store() {
+    let w = World::new();
+    w.master_plus("with-a", &[("/etc/kubernetes/only-a", "a\n")]);
+    w.master_plus("with-b", &[("/etc/kubernetes/only-b", "b\n")]);
+    w.build(&["with-a"], &[], 1);
+    w.build(&["with-b"], &["--set", "ETCD2=10.0.0.2"], 2);
+
+    // On a root never switched: nothing is created, not even etc/.kbuild.
+    let (root0, store0) = (full_listing(&w.root), full_listing(&w.sb.store));
+    let r = w.ok(&["switch", "--dry-run"]);
+    assert_eq!(r.stderr, "");
+    assert!(
+        r.stdout().starts_with(
+            "root $SANDBOX/host: nothing -> generation 2\n  prerequisites: 5 present\n  add     /etc/kubernetes/apiserver\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(full_listing(&w.root), root0, "the root changed");
+    assert_eq!(full_listing(&w.sb.store), store0, "the store changed");
+
+    w.ok(&["switch", "1"]);
+    let (root1, store1) = (full_listing(&w.root), full_listing(&w.sb.store));
+    let r = w.ok(&["switch", "2", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-b\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-a\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
+    );
+    assert_eq!(r.stderr, "");
+    assert_eq!(full_listing(&w.root), root1, "the root changed");
+    assert_eq!(full_listing(&w.sb.store), store1, "the store changed");
+
+    // The same plan is what the switch then does.
+    let real = w.ok(&["switch", "2"]);
+    assert_eq!(real.stdout(), r.stdout().replace("would run", "not run"));
+    let (root2, store2) = (full_listing(&w.root), full_listing(&w.sb.store));
+    let r = w.ok(&["rollback", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 2 -> generation 1\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-a\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-b\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
+    );
+    assert_eq!(full_listing(&w.root), root2, "the root changed");
+    assert_eq!(full_listing(&w.sb.store), store2, "the store changed");
+
+    // The active generation: nothing to do.
+    let r = w.ok(&["switch", "2", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 2 -> generation 2\n  prerequisites: 5 present\n  nothing to do\n"
+    );
+    assert_eq!(full_listing(&w.root), root2, "the root changed");
+    assert_eq!(full_listing(&w.sb.store), store2, "the store changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. gc --keep
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "ETCD2=10.0.0.2"], 2);
+    let g3 = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 3);
+    w.ok(&["switch", "1"]);
+    let store = w.store();
+    let before = store_objects(&store);
+    let keep: BTreeSet<String> = reachable(&store, &g1)
+        .union(&reachable(&store, &g3))
+        .cloned()
+        .collect();
+    // Only generation 2's rootfs and its apiserver are reached from nothing else.
+    let apiserver2 = object_name(
+        &kbuild::store::Node::file(&g2.bytes("/etc/kubernetes/apiserver"), false),
+        "apiserver",
+    );
+    let gone: BTreeSet<String> = before.difference(&keep).cloned().collect();
+    assert_eq!(gone, BTreeSet::from([g2.object(), apiserver2.clone()]));
+
+    let r = w.ok(&["gc", "--keep", "1"]);
+    let mut deleted: Vec<&String> = gone.iter().collect();
+    deleted.sort();
+    let mut expected_err = String::from("     Removed generation 2\n");
+    for o in &deleted {
+        expected_err.push_str(&format!("     Deleted {o}\n"));
+    }
+    assert_eq!(r.stderr, expected_err);
+    assert_eq!(
+        r.stdout,
+        "1 generations, 2 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+    );
+    assert_eq!(store_objects(&store), keep);
+    assert!(!g2.rootfs.exists());
+    // Their metadata went with them; the kept objects' stayed.
+    let meta = |o: &str| store.join(".kbuild/meta").join(format!("{o}.json"));
+    for o in &gone {
+        assert!(!meta(o).exists(), "metadata of {o}");
+    }
+    for o in &keep {
+        assert!(meta(o).is_file(), "metadata of {o}");
+    }
+    // The active generation 1 stays, though beyond the newest one.
+    w.assert_generations(&[1, 3], Some(1));
+    w.assert_resolves(&g1, "after gc");
+    w.ok(&["verify"]);
+
+    // Once the root moves on, generation 1 goes too, with every object only it reached.
+    w.ok(&["switch", "3"]);
+    let before = store_objects(&store);
+    let keep3 = reachable(&store, &g3);
+    let gone: BTreeSet<String> = before.difference(&keep3).cloned().collect();
+    assert!(gone.contains(&g1.object()));
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert!(
+        r.stderr.starts_with("     Removed generation 1\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stdout,
+        format!(
+            "1 generations, {} objects and 0 temporary entries removed, 0.0 MiB freed\n",
+            gone.len()
+        )
+    );
+    assert_eq!(store_objects(&store), keep3);
+    w.assert_generations(&[3], Some(3));
+    w.assert_resolves(&g3, "after the second gc");
+    w.ok(&["verify"]);
+
+    // Nothing more to collect.
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert_eq!(r.stderr, "");
+    assert_eq!(
+        r.stdout,
+        "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+    );
+    // The root still switches and rolls back within what is left.
+    w.run(&["rollback"]).assert_error(
+        "error: cannot roll back root `$SANDBOX/host`\n  caused by: there is no generation before 3 to roll back to\n",
+    );
+}
+
+#[test]
+fn gc_without_keep_only_removes_unreachable_objects() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let store = w.store();
+    // An abandoned object: in the store, reached by no generation.
+    let stray = store.join("0123456789abcdef0123456789abcdef-stray");
+    std::fs::write(&stray, b"stray\n").unwrap();
+    let before = store_objects(&store);
+    let r = w.ok(&["gc"]);
+    assert_eq!(
+        r.stderr,
+        "     Deleted 0123456789abcdef0123456789abcdef-stray\n"
+    );
+    assert_eq!(
+        r.stdout,
+        "0 generations, 1 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+    );
+    let mut expected = before.clone();
+    expected.remove("0123456789abcdef0123456789abcdef-stray");
+    assert_eq!(store_objects(&store), expected);
+    assert_eq!(store_objects(&store), reachable(&store, &g1));
+    w.assert_generations(&[1], Some(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. verify: store objects, and drift of a root
+// ---------------------------------------------------------------------------------------------
+
+/// `    Verified N objects, X MiB in Ys (Z GB/s)`, with the numbers after N masked.
+fn verified_line(stderr: &str) -> String {
+    let line = stderr.lines().next().unwrap_or_default();
+    match line.find(" objects, ") {
+        Some(i) => format!("{} objects, …", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_and_names_the_corrupt_objects() {
+    let w = World::new();
+    let g = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let store = w.store();
+    let n = store_objects(&store).len();
+
+    let r = w.sb.run(w.cmd_without_root(&["verify"]));
+    r.assert_success();
+    assert_eq!(r.stdout, "ok\n");
+    assert_eq!(
+        verified_line(&r.stderr),
+        format!("    Verified {n} objects, …")
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    let r = w.ok(&["verify"]); // with --root: no drift either
+    assert_eq!(r.stdout, "ok\n");
+
+    // Flip one byte of the `config` object; the rootfs hardlinks the same inode.
+    let config = g.bytes("/etc/kubernetes/config");
+    let object = object_name(&kbuild::store::Node::file(&config, false), "config");
+    let path = store.join(&object);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    let mut flipped = config.clone();
+    flipped[10] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    let object_now = kbuild::store::Node::file(&flipped, false)
+        .digest()
+        .store_hash();
+    let rootfs_now = tree_node(&g.rootfs).digest().store_hash();
+    let mut lines = [
+        format!(
+            "corrupt  {object}: content hash is {object_now}, its name says {}\n",
+            &object[..32]
+        ),
+        format!(
+            "corrupt  {}: content hash is {rootfs_now}, its name says {}\n",
+            g.object(),
+            &g.object()[..32]
+        ),
+    ];
+    lines.sort();
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stdout, lines.concat());
+    assert_eq!(
+        r.stderr.lines().nth(1),
+        Some("error: verification found 2 problem(s)"),
+        "{}",
+        r.stderr
+    );
+
+    // Put the byte back: clean again.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    std::fs::write(&path, &config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+}
+
+#[test]
+fn verify_with_a_root_reports_links_edited_by_hand_as_drift() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let k = w.root.join("etc/kubernetes");
+    std::fs::remove_file(k.join("config")).unwrap();
+    std::os::unix::fs::symlink("/etc/kubernetes/config.local", k.join("config")).unwrap();
+
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(
+        r.stdout(),
+        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local\n"
+    );
+    assert_eq!(
+        r.stderr.lines().nth(1),
+        Some("error: verification found 1 problem(s)"),
+        "{}",
+        r.stderr
+    );
+
+    std::fs::remove_file(k.join("controller-manager")).unwrap();
+    std::fs::write(k.join("controller-manager"), b"edited\n").unwrap();
+    std::fs::remove_file(k.join("scheduler")).unwrap();
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(
+        r.stdout(),
+        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local\ndrift    $SANDBOX/host: replaced by a file: /etc/kubernetes/controller-manager\ndrift    $SANDBOX/host: removed: /etc/kubernetes/scheduler\n"
+    );
+    assert!(
+        r.stderr
+            .ends_with("error: verification found 3 problem(s)\n"),
+        "{}",
+        r.stderr
+    );
+
+    // Without an explicit root, only the store is verified.
+    let r = w.sb.run(w.cmd_without_root(&["verify"]));
+    r.assert_success();
+    assert_eq!(r.stdout, "ok\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Concurrent switches, and switching to the active generation
+// ---------------------------------------------------------------------------------------------
+
+fn wait_output(child: std::process::Child) -> (Option<i32>, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn two_concurrent_switches_on_one_root_both_finish_consistently() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    let base = w.base();
+    let root = w.root.display().to_string();
+    let blocking = format!("    Blocking waiting for file lock on root `{root}` (`{root}`)");
+    for round in 0..3 {
+        let (x, y) = if round % 2 == 0 {
+            ("1", "2")
+        } else {
+            ("2", "1")
+        };
+        let (a, b) = (w.spawn(&["switch", x]), w.spawn(&["switch", y]));
+        for (code, _stdout, stderr) in [wait_output(a), wait_output(b)] {
+            assert_eq!(code, Some(0), "round {round}: {stderr}");
+            for line in stderr.lines() {
+                assert!(
+                    line == blocking
+                        || line == format!("    Switched root `{root}` to generation 1")
+                        || line == format!("    Switched root `{root}` to generation 2")
+                        || line.starts_with("       Fresh generation "),
+                    "round {round}: {line:?}"
+                );
+            }
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.root.join("etc/.kbuild/state.json")).unwrap())
+                .unwrap();
+        let current = std::fs::read_link(w.root.join("etc/.kbuild/current")).unwrap();
+        let g = if current == g1.rootfs { &g1 } else { &g2 };
+        assert_eq!(current, g.rootfs, "round {round}");
+        assert_eq!(state["generation"], g.number, "round {round}");
+        w.assert_root(
+            &w.expect(&base, g, &MASTER_DIRS, &[]),
+            g,
+            &format!("round {round}"),
+        );
+        assert!(!w.root.join("etc/.kbuild/journal.json").exists());
+    }
+}
+
+#[test]
+fn a_switch_waits_for_the_root_lock() {
+    use std::io::BufRead;
+    let w = World::new();
+    let g = w.build(&["master"], &[], 1);
+    let base = w.base();
+    // Hold the root's lock (a flock on the root directory) as another switch would.
+    let dir = std::fs::File::open(&w.root).unwrap();
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut child = w.spawn(&["switch"]);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let root = w.root.display().to_string();
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        first,
+        format!("    Blocking waiting for file lock on root `{root}` (`{root}`)")
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "did not wait for the lock"
+    );
+    assert_eq!(w.listing(), base, "changed the root without the lock");
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::Unlock).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        format!("    Switched root `{root}` to generation 1")
+    );
+    w.assert_root(
+        &w.expect(&base, &g, &MASTER_DIRS, &[]),
+        &g,
+        "after the lock was released",
+    );
+}
+
+#[test]
+fn switching_to_the_active_generation_changes_nothing() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    w.ok(&["switch", "1"]);
+    let (root, store) = (full_listing(&w.root), full_listing(&w.sb.store));
+    std::thread::sleep(Duration::from_millis(20)); // any write would show in an mtime
+    for args in [&["switch", "1"][..], &["switch", "1", "--adopt"][..]] {
+        let r = w.ok(args);
+        assert_eq!(r.stdout, "", "{args:?}");
+        assert_eq!(
+            r.stderr, "       Fresh generation 1 is already active\n",
+            "{args:?}"
+        );
+        assert_eq!(full_listing(&w.root), root, "{args:?}: the root changed");
+        assert_eq!(
+            full_listing(&w.sb.store),
+            store,
+            "{args:?}: the store changed"
+        );
+    }
+    w.ok(&["switch"]);
+    let (root, store) = (full_listing(&w.root), full_listing(&w.sb.store));
+    let r = w.ok(&["switch"]);
+    assert_eq!(r.stdout, "");
+    assert_eq!(r.stderr, "       Fresh generation 2 is already active\n");
+    assert_eq!(full_listing(&w.root), root, "the root changed");
+    assert_eq!(full_listing(&w.sb.store), store, "the store changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. The generated unit files pass `systemd-analyze verify`
+// ---------------------------------------------------------------------------------------------
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/bin".into(), "/bin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `systemd-analyze verify --man=no FILES…` in `dir`: (exit code, output lines).
+fn systemd_analyze(tool: &Path, dir: &Path, files: &[&str]) -> (Option<i32>, Vec<String>) {
+    let out = std::process::Command::new(tool)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .current_dir(dir)
+        .arg("verify")
+        .arg("--man=no")
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code(),
+        text.lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect(),
+    )
+}
+
+#[test]
+fn generated_unit_files_pass_systemd_analyze_verify() {
+    let Some(tool) = find_on_path("systemd-analyze") else {
+        eprintln!("note: systemd-analyze is not installed; skipping the unit file check");
+        return;
+    };
+    let w = World::new();
+    let g = w.build(&["master"], &[], 1);
+    let dir = w.sb.dir.join("units");
+    std::fs::create_dir(&dir).unwrap();
+    for u in UNITS {
+        std::fs::write(dir.join(u), g.bytes(&format!("/etc/systemd/system/{u}"))).unwrap();
+    }
+    // The one complaint allowed: the ExecStart binary is not installed on this host (the
+    // rootfs provides it under /usr/local/bin, which the check cannot see).
+    let missing_binary = |u: &str| {
+        let bin = format!("/usr/local/bin/{}", u.trim_end_matches(".service"));
+        (!Path::new(&bin).exists())
+            .then(|| format!("{u}: Command {bin} is not executable: No such file or directory"))
+    };
+    let (code, lines) = systemd_analyze(&tool, &dir, &UNITS);
+    let expected: Vec<String> = UNITS.iter().filter_map(|u| missing_binary(u)).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        expected,
+        "systemd-analyze verify:\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(code, Some(if expected.is_empty() { 0 } else { 1 }));
+
+    // The check notices a broken unit in this environment (or it proves nothing).
+    let broken = String::from_utf8(g.bytes("/etc/systemd/system/kube-scheduler.service"))
+        .unwrap()
+        .replace(
+            "Restart=on-failure",
+            "Restart=on-failur\nLimitNOFILES=65536",
+        );
+    std::fs::write(dir.join("broken.service"), broken).unwrap();
+    let (_, lines) = systemd_analyze(&tool, &dir, &["broken.service"]);
+    let complaints: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains("is not executable"))
+        .collect();
+    assert_eq!(complaints.len(), 2, "{lines:?}");
+    assert!(
+        complaints.iter().any(|l| l.contains("LimitNOFILES")),
+        "{lines:?}"
+    );
+    assert!(
+        complaints.iter().any(|l| l.contains("on-failur")),
+        "{lines:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupted switches seen by the other commands
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dry_runs_after_a_crash_plan_from_the_interrupted_switchs_target() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    w.build(&["master"], &[], 1);
+    w.build(&["extra"], &[], 2);
+    w.ok(&["switch", "1"]);
+    let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", "2")]);
+    assert!(
+        r.stderr.contains("fault injected at step 2 (flip)"),
+        "{r:?}"
+    );
+    let (root, store) = (full_listing(&w.root), full_listing(&w.sb.store));
+
+    // `switch 1` would complete 1 -> 2, then go 2 -> 1.
+    let r = w.ok(&["switch", "1", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n"
+    );
+    assert_eq!(full_listing(&w.root), root);
+    assert_eq!(full_listing(&w.sb.store), store);
+    // So would `rollback`: it rolls back from the generation the crashed switch targeted.
+    let r = w.run(&["rollback", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n",
+        "rollback --dry-run after a crash: {r:?}"
+    );
+    assert_eq!(r.code, Some(0));
+    assert_eq!(full_listing(&w.root), root);
+    assert_eq!(full_listing(&w.sb.store), store);
+}
+
+#[test]
+fn gc_after_a_crash_keeps_both_generations_of_the_interrupted_switch() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let a = w.build(&["master"], &[], 1);
+    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
+    w.build(&["master"], &["--set", "IP=10.0.0.10"], 3);
+    let base = w.base();
+    w.ok(&["switch", "1"]);
+    // Crash right after the flip: `current` already names generation 2's rootfs.
+    let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", "2")]);
+    assert!(
+        r.stderr.contains("fault injected at step 2 (flip)"),
+        "{r:?}"
+    );
+    w.ok(&["gc", "--keep", "1"]);
+    assert!(
+        b.rootfs.is_dir(),
+        "gc deleted the rootfs the root's flip point names (generation 2)"
+    );
+    w.assert_generations(&[1, 2, 3], Some(1));
+    w.ok(&["switch", "2"]);
+    w.assert_root(
+        &w.expect(&base, &b, &MASTER_DIRS, &[]),
+        &b,
+        "after recovery",
+    );
+    assert!(a.rootfs.is_dir());
+}
+
+#[test]
+fn a_root_whose_first_switch_was_recovered_is_known_to_gc() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    let base = w.base();
+    // The root's very first switch crashes after the journal is written...
+    let r = w.run_env(&["switch", "1"], &[("KBUILD_FAULT_AT", "1")]);
+    assert!(
+        r.stderr
+            .contains("fault injected at step 1 (journal written)"),
+        "{r:?}"
+    );
+    // ... and `switch 1` completes it (and finds nothing else to do).
+    let r = w.ok(&["switch", "1"]);
+    assert_eq!(r.stderr, "       Fresh generation 1 is already active\n");
+    w.assert_root(
+        &w.expect(&base, &g1, &MASTER_DIRS, &[]),
+        &g1,
+        "after recovery",
+    );
+    // Generation 1 is active on the root: gc keeps it.
+    w.ok(&["gc", "--keep", "1"]);
+    w.assert_generations(&[1, 2], Some(1));
+    w.assert_resolves(&g1, "after gc");
+}
+
+#[test]
+fn gc_keeps_the_active_generation_of_every_root() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    let g3 = w.build(&["master"], &["--set", "IP=10.0.0.10"], 3);
+    w.ok(&["switch", "1"]);
+    let other = w.sb.dir.join("other-host");
+    for (rel, bytes) in PREREQS {
+        let p = other.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let other_root = other.to_str().unwrap();
+    w.sb.run(w.cmd_without_root(&["--root", other_root, "switch", "2"]))
+        .assert_success();
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert_eq!(
+        r.stdout,
+        "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+    );
+    w.assert_generations(&[1, 2, 3], Some(1));
+    for g in [&g1, &g2, &g3] {
+        assert!(g.rootfs.is_dir(), "generation {}", g.number);
+    }
+    // The other root goes away: its generation is no longer anyone's.
+    std::fs::remove_dir_all(&other).unwrap();
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert!(
+        r.stderr.starts_with("     Removed generation 2\n"),
+        "{}",
+        r.stderr
+    );
+    w.assert_generations(&[1, 3], Some(1));
+    assert!(!g2.rootfs.exists());
+}
+
+#[test]
+fn refusals_leave_no_trace_a_symlinked_parent_is_never_written_through() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    // /usr/local is a link elsewhere (to a directory outside the root).
+    let elsewhere = w.sb.dir.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("bin")).unwrap();
+    std::fs::create_dir(w.root.join("usr")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, w.root.join("usr/local")).unwrap();
+    let before = full_listing(&w.root);
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: `$SANDBOX/host/usr/local` is a symlink or not a directory; kbuild will not write through it\n",
+    );
+    assert_eq!(full_listing(&w.root), before);
+    assert!(!w.root.join("etc/.kbuild").exists());
+    assert_eq!(std::fs::read_dir(elsewhere.join("bin")).unwrap().count(), 0);
+    // --adopt does not change that.
+    let r = w.run(&["switch", "--adopt"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(full_listing(&w.root), before);
+    assert_eq!(std::fs::read_dir(elsewhere.join("bin")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_crash_while_adopting_never_loses_the_original() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let a = w.build(&["master"], &[], 1);
+    let b = w.build(&["extra"], &[], 2);
+    let original: &[u8] = b"the host's own extra\n";
+    let extra = w.root.join("etc/kubernetes/extra");
+    let kept = w.root.join("etc/.kbuild/adopted/etc/kubernetes/extra");
+    w.ok(&["switch", "1"]);
+    std::fs::write(&extra, original).unwrap();
+    let base = {
+        let mut l = w.base();
+        for p in [
+            "etc/.kbuild",
+            "etc/.kbuild/adopted",
+            "etc/.kbuild/current",
+            "etc/.kbuild/state.json",
+        ] {
+            l.remove(p);
+        }
+        for p in MASTER_PATHS {
+            l.remove(p.trim_start_matches('/'));
+        }
+        for d in MASTER_DIRS.iter().rev() {
+            l.remove(d.trim_start_matches('/'));
+        }
+        l
+    };
+    let mut without = base.clone();
+    without.remove("etc/kubernetes/extra");
+    let lb = w.expect(
+        &without,
+        &b,
+        &MASTER_DIRS,
+        &[("/etc/kubernetes/extra", original)],
+    );
+    // Back at A, the original is in its place again (the emptied directories that held it
+    // in `adopted/` may stay).
+    let at_a = |w: &World| {
+        let mut l = w.expect(&base, &a, &MASTER_DIRS, &[]);
+        for d in [
+            "etc/.kbuild/adopted/etc",
+            "etc/.kbuild/adopted/etc/kubernetes",
+        ] {
+            if w.root.join(d).is_dir() {
+                l.dir(d);
+            }
+        }
+        l
+    };
+    w.assert_root(&at_a(&w), &a, "at A with the host's file");
+
+    let mut steps = Vec::new();
+    for n in 1.. {
+        let when = format!("crash at step {n}");
+        let r = w.run_env(
+            &["switch", "2", "--adopt"],
+            &[("KBUILD_FAULT_AT", &n.to_string())],
+        );
+        if r.code == Some(0) {
+            w.assert_root(&lb, &b, "after the adopting switch");
+            break;
+        }
+        assert!(n <= 20, "still crashing at step {n}");
+        assert_eq!(r.code, None, "{when}: {r:?}");
+        let prefix = format!("kbuild: fault injected at step {n} (");
+        let step = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
+        steps.push(step.trim_end_matches(')').to_owned());
+        // The original is in exactly one place, whole.
+        let at_path = std::fs::symlink_metadata(&extra)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|_| std::fs::read(&extra).unwrap());
+        let aside = std::fs::read(&kept).ok();
+        match (at_path, aside) {
+            (Some(x), None) | (None, Some(x)) => assert_eq!(x, original, "{when}"),
+            other => panic!("{when}: original at path / aside: {other:?}"),
+        }
+        if n % 2 == 1 {
+            w.ok(&["switch", "2"]);
+            w.assert_root(&lb, &b, &format!("{when}, then `switch 2`"));
+            w.ok(&["switch", "1"]);
+        } else {
+            w.ok(&["rollback"]);
+        }
+        w.assert_root(&at_a(&w), &a, &format!("{when}, then back at A"));
+        assert_eq!(std::fs::read(&extra).unwrap(), original, "{when}");
+    }
+    assert_eq!(
+        steps,
+        ["journal written", "adopt", "flip", "link", "state written"]
+    );
+}
+
+#[test]
+fn the_same_store_named_by_another_path_is_the_same_store() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    w.ok(&["switch", "1"]);
+    // `<sandbox>/sub/../store` is the same directory.
+    std::fs::create_dir(w.sb.dir.join("sub")).unwrap();
+    let other = w.sb.dir.join("sub/../store");
+    let root = w.root.to_str().unwrap();
+    let r =
+        w.sb.run(w.cmd_store(&other, &["--root", root, "switch", "2"]));
+    r.assert_success();
+    assert_eq!(
+        std::fs::canonicalize(w.root.join("etc/.kbuild/current")).unwrap(),
+        std::fs::canonicalize(&g2.rootfs).unwrap()
+    );
+    let r =
+        w.sb.run(w.cmd_store(&other, &["--root", root, "generations"]));
+    r.assert_success();
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("*   2  ")),
+        "{}",
+        r.stdout
+    );
+    // And back through the usual spelling.
+    w.ok(&["rollback"]);
+    w.assert_resolves(&g1, "after rolling back");
+    w.assert_generations(&[1, 2], Some(1));
+}
