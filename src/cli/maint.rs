@@ -59,6 +59,8 @@ pub fn run_verify(
     term: &Terminal,
 ) -> anyhow::Result<()> {
     let store = open(ctx)?;
+    // Shared, like a build: gc cannot delete objects while they are being checked.
+    let _lock = store.lock(kbuild::store::LockMode::Shared, term)?;
     let started = std::time::Instant::now();
     let report = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
