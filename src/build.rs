@@ -93,7 +93,7 @@ impl BuildError {
             BuildError::Lock(e) => e.help(),
             BuildError::Unpack(e) => e.help(),
             BuildError::Store(StoreError::Modified { .. }) => Some(
-                "run `kbuild verify`, then delete the objects it reports as corrupt (`chmod -R u+w` first) so the next build re-creates them".into(),
+                "run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them".into(),
             ),
             BuildError::Store(_) => None,
             BuildError::BadOverride { .. } => None,
@@ -119,6 +119,8 @@ struct Plan {
     lock_urls: Vec<String>,
     /// Known pin (from the lock or the recipe); `None` means "pin what we fetch".
     sha256: Option<String>,
+    /// The pinned size, when the lock knows it (a larger download is cut off).
+    size: Option<u64>,
     overridden: bool,
 }
 
@@ -281,7 +283,7 @@ fn render_files(
         render::check_format(&name, f.target.as_str(), &text, f.format)?;
         let bytes = text.into_bytes();
         let node = Node::file(&bytes, f.executable);
-        let path = StorePath::new(node.digest(), f.target.file_name())
+        let path = StorePath::new(node.digest(), &sanitize_name(f.target.file_name()))
             .map_err(|m| std::io::Error::other(format!("target `{}`: {m}", f.target)))?;
         out.push(Component {
             target: f.target.clone(),
@@ -330,6 +332,7 @@ fn plan_inputs(
                     urls: vec![url.clone()],
                     lock_urls: decl.urls.clone(),
                     sha256: None,
+                    size: None,
                     overridden: true,
                 },
             );
@@ -367,6 +370,9 @@ fn plan_inputs(
             Plan {
                 urls: decl.urls.clone(),
                 lock_urls: decl.urls.clone(),
+                size: locked
+                    .filter(|l| l.urls == decl.urls && Some(&l.sha256) == sha256.as_ref())
+                    .and_then(|l| l.size),
                 sha256,
                 overridden: false,
             },
@@ -410,6 +416,7 @@ fn realise_unpack(
             wanted,
             offline: ctx.offline,
             max_unpacked: ctx.max_unpacked,
+            expected_size: plan.size,
         },
         scratch.path(),
         observer,
@@ -676,6 +683,7 @@ pub fn lock(
             urls: decl.urls.clone(),
             lock_urls: decl.urls.clone(),
             sha256: decl.sha256.clone(),
+            size: None,
             overridden: false,
         };
         let members = wanted.get(name).cloned().unwrap_or_default();

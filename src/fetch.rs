@@ -104,45 +104,102 @@ pub fn open(url: &str, offline: bool) -> Result<Opened, FetchError> {
         .timeout_recv_response(Some(stall))
         // Per read, not per body: a 350 MB download may take long, but never stall long.
         .timeout_per_read(Some(stall))
-        .max_redirects(10)
+        // Redirects are followed here, not by ureq, so that one to `file://` (or any other
+        // scheme) is refused instead of being taken for a relative path.
+        .max_redirects(0)
         .user_agent(concat!("kbuild/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
-    let resp = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(status) => FetchError::Status {
-            url: url.to_owned(),
-            status,
-        },
-        ureq::Error::Timeout(_) => FetchError::Transport {
-            url: url.to_owned(),
-            transient: true,
-            message: format!(
-                "no answer for {} s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)",
-                stall.as_secs()
-            ),
-        },
-        other => FetchError::Transport {
-            url: url.to_owned(),
-            transient: matches!(
-                other,
-                ureq::Error::Io(_)
-                    | ureq::Error::Timeout(_)
-                    | ureq::Error::ConnectionFailed
-                    | ureq::Error::HostNotFound
-                    | ureq::Error::Protocol(_)
-            ),
-            message: other.to_string(),
-        },
-    })?;
-    let len = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    Ok(Opened {
-        reader: Box::new(resp.into_body().into_reader()),
-        len,
+    let mut current = url.to_owned();
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = agent.get(&current).call().map_err(|e| match e {
+            ureq::Error::StatusCode(status) => FetchError::Status {
+                url: current.clone(),
+                status,
+            },
+            ureq::Error::Timeout(_) => FetchError::Transport {
+                url: current.clone(),
+                transient: true,
+                message: format!(
+                    "no answer for {} s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)",
+                    stall.as_secs()
+                ),
+            },
+            other => FetchError::Transport {
+                url: current.clone(),
+                transient: matches!(
+                    other,
+                    ureq::Error::Io(_)
+                        | ureq::Error::ConnectionFailed
+                        | ureq::Error::HostNotFound
+                        | ureq::Error::Protocol(_)
+                ),
+                message: other.to_string(),
+            },
+        })?;
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| FetchError::Transport {
+                    url: current.clone(),
+                    transient: false,
+                    message: format!("redirect ({}) without a Location", resp.status()),
+                })?;
+            current =
+                resolve_redirect(&current, location).map_err(|message| FetchError::Transport {
+                    url: current.clone(),
+                    transient: false,
+                    message,
+                })?;
+            continue;
+        }
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        return Ok(Opened {
+            reader: Box::new(resp.into_body().into_reader()),
+            len,
+        });
+    }
+    Err(FetchError::Transport {
+        url: url.to_owned(),
+        transient: false,
+        message: format!("more than {MAX_REDIRECTS} redirects (a redirect loop?)"),
     })
+}
+
+const MAX_REDIRECTS: usize = 10;
+
+/// Resolves a `Location` against the URL that sent it; only http(s) targets are followed.
+fn resolve_redirect(base: &str, location: &str) -> Result<String, String> {
+    let location = location.trim();
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(location.to_owned());
+    }
+    let (scheme, rest) = base.split_once("://").ok_or("bad base URL")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..authority_end]);
+    if let Some(r) = location.strip_prefix("//") {
+        return Ok(format!("{scheme}://{r}"));
+    }
+    // `file:…`, `ftp:…`: a scheme before any `/`, `?` or `#`.
+    let first_sep = location.find(['/', '?', '#']).unwrap_or(location.len());
+    if location[..first_sep].contains(':') {
+        return Err(format!(
+            "refusing to follow a redirect to `{location}`: only http:// and https:// are followed"
+        ));
+    }
+    if location.starts_with('/') {
+        return Ok(format!("{origin}{location}"));
+    }
+    let path = &rest[authority_end..];
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    Ok(format!("{origin}{dir}/{location}"))
 }
 
 /// How long a connection may stay silent: `KBUILD_HTTP_TIMEOUT` seconds, default 30.
@@ -178,6 +235,26 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects() {
+        let base = "http://127.0.0.1:8080/k/a.tar.gz";
+        assert_eq!(
+            resolve_redirect(base, "/m/b.tar.gz").unwrap(),
+            "http://127.0.0.1:8080/m/b.tar.gz"
+        );
+        assert_eq!(
+            resolve_redirect(base, "b.tar.gz").unwrap(),
+            "http://127.0.0.1:8080/k/b.tar.gz"
+        );
+        assert_eq!(
+            resolve_redirect(base, "https://m/x").unwrap(),
+            "https://m/x"
+        );
+        assert_eq!(resolve_redirect(base, "//m/x").unwrap(), "http://m/x");
+        assert!(resolve_redirect(base, "file:///etc/passwd").is_err());
+        assert!(resolve_redirect(base, "ftp://m/x").is_err());
+    }
 
     #[test]
     fn urls() {

@@ -115,6 +115,21 @@ impl UnpackError {
         }
     }
 
+    /// The failure in one line, naming the URL (for retries and the all-sources summary).
+    fn cause(&self) -> String {
+        match self {
+            UnpackError::Fetch { source, .. } => source.to_string(),
+            UnpackError::HashMismatch {
+                url,
+                expected,
+                actual,
+                ..
+            } => format!("`{url}`: sha256 is {actual}, expected {expected}"),
+            UnpackError::Archive { url, message, .. } => format!("`{url}`: {message}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether another source (mirror) could do better.
     fn try_next_source(&self) -> bool {
         !matches!(self, UnpackError::Io(_))
@@ -137,6 +152,8 @@ pub struct Request<'a> {
     pub wanted: &'a [Wanted],
     pub offline: bool,
     pub max_unpacked: u64,
+    /// The pinned size, when known: a source delivering more is cut off right there.
+    pub expected_size: Option<u64>,
 }
 
 /// Tries each URL in order (each up to [`fetch::ATTEMPTS_PER_URL`] times on transient
@@ -148,16 +165,24 @@ pub fn fetch_and_unpack(
 ) -> Result<Unpacked, UnpackError> {
     let mut failures = Vec::new();
     let mut last = None;
+    let mut tries = 0;
     for url in req.urls {
         for attempt in 1..=fetch::ATTEMPTS_PER_URL {
+            // Each attempt extracts into a directory of its own, removed if it fails.
+            tries += 1;
+            let dir = scratch.join(format!("attempt-{tries}"));
+            fs_err::create_dir(&dir)?;
             let what = if fetch::is_network(url) {
                 "Fetching"
             } else {
                 "Reading"
             };
             observer.status(what, &format!("{} from {url}", req.input));
-            let result = unpack_once(req, url, scratch, observer);
+            let result = unpack_once(req, url, &dir, observer);
             observer.transfer_end();
+            if result.is_err() {
+                crate::fs::remove_tree(&dir)?;
+            }
             match result {
                 Ok(u) => {
                     if url != &req.urls[0] {
@@ -169,7 +194,8 @@ pub fn fetch_and_unpack(
                     observer.status(
                         "Retrying",
                         &format!(
-                            "{e} (attempt {} of {})",
+                            "{} (attempt {} of {})",
+                            e.cause(),
                             attempt + 1,
                             fetch::ATTEMPTS_PER_URL
                         ),
@@ -180,7 +206,7 @@ pub fn fetch_and_unpack(
                     if !e.try_next_source() {
                         return Err(e);
                     }
-                    failures.push(e.to_string());
+                    failures.push(e.cause());
                     last = Some(e);
                     break;
                 }
@@ -270,7 +296,12 @@ fn run(
     }
 
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_stage(source, full_tx, free_rx, observer));
+        let limit = ReadLimit {
+            bytes: req.expected_size.unwrap_or(req.max_unpacked),
+            pinned: req.expected_size.is_some(),
+            keep_hashing: req.expected_size.is_some(),
+        };
+        let reader = s.spawn(move || read_stage(source, limit, full_tx, free_rx, observer));
         let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
 
         let mut chan = ChannelReader {
@@ -281,22 +312,46 @@ fn run(
         };
         let decoded = decode_stage(&mut chan, req, &w_tx, &wfree_rx, scratch);
         drop(w_tx);
-        // Whatever happened, read the rest so the sha256 covers the whole file: a corrupt
-        // archive that is also the wrong file is reported as a hash mismatch.
-        let drained = io::copy(&mut chan, &mut io::sink());
+        // After an archive error, read the rest (bounded by the pinned size) so the sha256
+        // covers the whole file: a corrupt archive that is also the wrong file is reported as
+        // a hash mismatch. Without a pinned size there is nothing to compare, and an endless
+        // source must not be read forever: stop right away.
+        let drained = if decoded.is_ok() || req.expected_size.is_some() {
+            io::copy(&mut chan, &mut io::sink())
+        } else {
+            Ok(0)
+        };
         drop(chan);
         let read_result = reader.join().expect("reader thread panicked");
         let written = writer.join().expect("writer thread panicked");
 
         let (sha256, size) = match read_result {
-            Ok(v) => v,
+            Ok(Some(v)) => v,
+            // Stopped early after an archive error: report that error.
+            Ok(None) => {
+                let m = decoded
+                    .err()
+                    .unwrap_or_else(|| "the archive ended early".into());
+                return Err(Attempt::Final(archive_err(m)));
+            }
             Err(e) => {
                 let transient = e.kind() != io::ErrorKind::InvalidData;
+                let message =
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
+                        format!(
+                            "no data for {} s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)",
+                            fetch::stall_timeout().as_secs()
+                        )
+                    } else if transient {
+                        format!("reading failed: {e}")
+                    } else {
+                        e.to_string()
+                    };
                 let err = UnpackError::Fetch {
                     input: input.to_owned(),
                     source: FetchError::Transport {
                         url: url.to_owned(),
-                        message: format!("reading failed: {e}"),
+                        message,
                         transient,
                     },
                 };
@@ -348,15 +403,28 @@ fn run(
     })
 }
 
-/// Reads the source into recycled chunks, hashing as it goes.
+/// How much the reader may read.
+#[derive(Clone, Copy)]
+struct ReadLimit {
+    bytes: u64,
+    /// `bytes` is the pinned size (else the unpack limit).
+    pinned: bool,
+    /// Keep reading (and hashing) when the consumer stops early.
+    keep_hashing: bool,
+}
+
+/// Reads the source into recycled chunks, hashing as it goes. `Ok(None)` when the consumer
+/// stopped early and the rest was not read.
 fn read_stage(
     mut src: Box<dyn Read + Send>,
+    limit: ReadLimit,
     full: SyncSender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
     observer: &dyn Observer,
-) -> io::Result<(String, u64)> {
+) -> io::Result<Option<(String, u64)>> {
     let mut sha = Sha256::new();
     let mut total = 0u64;
+    let mut consumer_gone = false;
     loop {
         let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         buf.resize(CHUNK, 0);
@@ -371,14 +439,29 @@ fn read_stage(
         }
         buf.truncate(n);
         if n == 0 {
-            return Ok((hex(&sha.finalize()), total));
+            return Ok(Some((hex(&sha.finalize()), total)));
         }
         sha.update(&buf);
         total += n as u64;
+        if total > limit.bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                if limit.pinned {
+                    format!("delivers more than the pinned {} bytes", limit.bytes)
+                } else {
+                    format!(
+                        "is larger than {} bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)",
+                        limit.bytes
+                    )
+                },
+            ));
+        }
         observer.transfer_progress(n as u64);
-        if full.send(buf).is_err() {
-            // The consumer stopped early; keep hashing for an accurate error message.
-            continue;
+        if consumer_gone || full.send(buf).is_err() {
+            consumer_gone = true;
+            if !limit.keep_hashing {
+                return Ok(None);
+            }
         }
     }
 }
@@ -632,8 +715,10 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Normalizes a member name; `Ok(None)` for the archive root (`./`). Refuses absolute names
-/// and `..` anywhere in the archive: such an archive is hostile or broken.
+/// Normalizes a member name; `Ok(None)` for a member that can never be selected: the
+/// archive root (`./`) and names that are not UTF-8 (a recipe names members in UTF-8, and a
+/// lossy conversion must not let `kube\xffctl` match `kube\u{FFFD}ctl`). Refuses absolute
+/// names and `..` anywhere in the archive: such an archive is hostile or broken.
 fn safe_name(raw: &[u8]) -> Result<Option<String>, String> {
     let shown = String::from_utf8_lossy(raw);
     if raw.first() == Some(&b'/') {
@@ -650,14 +735,14 @@ fn safe_name(raw: &[u8]) -> Result<Option<String>, String> {
     if parts.is_empty() {
         return Ok(None);
     }
-    // Names that are not UTF-8 can never match a recipe's member; keep them lossy.
-    Ok(Some(
-        parts
-            .iter()
-            .map(|p| String::from_utf8_lossy(p))
-            .collect::<Vec<_>>()
-            .join("/"),
-    ))
+    let Ok(parts) = parts
+        .iter()
+        .map(|p| std::str::from_utf8(p))
+        .collect::<Result<Vec<&str>, _>>()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(parts.join("/")))
 }
 
 fn describe_kind(kind: tar::EntryType) -> &'static str {

@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         wanted: &wanted,
         offline: true,
         max_unpacked: 64 << 20,
+        expected_size: None,
     };
     let result = unpack_reader(&req, "fuzz://input", Box::new(std::io::Cursor::new(data.to_vec())), &scratch, &Quiet);
     // Nothing may appear beside the scratch directory, and inside it only plain files.

@@ -162,12 +162,28 @@ impl Root {
 
     /// The recorded state; an unmanaged root has the default (empty) state.
     pub fn state(&self) -> Result<State, SwitchError> {
+        self.check_state_dir()?;
         read_json(&self.state_dir().join("state.json"))
             .map(|s: Option<State>| s.unwrap_or_default())
     }
 
     fn journal(&self) -> Result<Option<Journal>, SwitchError> {
+        self.check_state_dir()?;
         read_json(&self.state_dir().join("journal.json"))
+    }
+
+    /// State is read only from a real `etc/.kbuild` directory: a journal planted behind a
+    /// symlink would otherwise be executed.
+    fn check_state_dir(&self) -> Result<(), SwitchError> {
+        if !self.dir.is_dir() {
+            return Ok(()); // nothing to read; `lock` reports a missing root
+        }
+        match Beneath::open(&self.dir)?.entry(&format!("/{STATE_DIR}"))? {
+            Entry::Missing | Entry::Directory => Ok(()),
+            _ => Err(SwitchError::UnsafeParent(
+                self.state_dir().display().to_string(),
+            )),
+        }
     }
 
     /// Whether an interrupted switch awaits completion.

@@ -15,7 +15,12 @@ pub struct GcArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct VerifyArgs {}
+pub struct VerifyArgs {
+    /// Delete the corrupt objects found, so that the next build re-creates them (a root whose
+    /// active rootfs is removed resolves again once that same generation is rebuilt)
+    #[arg(long)]
+    repair: bool,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {
@@ -55,12 +60,18 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
 pub fn run_verify(
     ctx: &Context,
     root: Option<&Root>,
-    _args: VerifyArgs,
+    args: VerifyArgs,
     term: &Terminal,
 ) -> anyhow::Result<()> {
     let store = open(ctx)?;
-    // Shared, like a build: gc cannot delete objects while they are being checked.
-    let _lock = store.lock(kbuild::store::LockMode::Shared, term)?;
+    // Shared, like a build: gc cannot delete objects while they are being checked. Repairing
+    // deletes objects, so it excludes builds as gc does.
+    let mode = if args.repair {
+        kbuild::store::LockMode::Exclusive
+    } else {
+        kbuild::store::LockMode::Shared
+    };
+    let _lock = store.lock(mode, term)?;
     let started = std::time::Instant::now();
     let report = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -78,6 +89,13 @@ pub fn run_verify(
     for c in &report.corrupt {
         outln!("corrupt  {}: {}", c.path, c.problem);
         problems += 1;
+    }
+    if args.repair && !report.corrupt.is_empty() {
+        for p in kbuild::store::verify::repair(&store, &report.corrupt)
+            .context("cannot remove the corrupt objects")?
+        {
+            term.status("Removed", &format!("{p} (the next build re-creates it)"));
+        }
     }
     if let Some(root) = root {
         for d in kbuild::activate::drift(root).context("cannot inspect the root")? {

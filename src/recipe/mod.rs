@@ -239,7 +239,15 @@ pub const MAX_FILE_SIZE: u64 = 1 << 20;
 
 /// Reads a recipe or template, refusing files over [`MAX_FILE_SIZE`].
 fn read_limited(path: &Path) -> std::io::Result<String> {
-    let len = fs_err::metadata(path)?.len();
+    let meta = fs_err::metadata(path)?;
+    // A FIFO or device would block or never end.
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "`{}` is not a regular file",
+            path.display()
+        )));
+    }
+    let len = meta.len();
     if len > MAX_FILE_SIZE {
         return Err(std::io::Error::other(format!(
             "`{}` is {len} bytes; recipes and templates are limited to {MAX_FILE_SIZE} bytes",
@@ -456,9 +464,17 @@ impl Loader<'_> {
                     format!("archive member `{m}` must be a relative path without `..`"),
                 );
             }
+            // Normalized as archive names are: `./a//b` is `a/b`.
+            let normalized: Vec<&str> = m
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            if normalized.is_empty() {
+                return src.err(member.span(), format!("archive member `{m}` names no file"));
+            }
             FileSource::Member {
                 input: input.get_ref().clone(),
-                member: member.into_inner().trim_start_matches("./").to_owned(),
+                member: normalized.join("/"),
             }
         } else if let Some(t) = f.template {
             let (name, source) = self.read_template(src, &t)?;

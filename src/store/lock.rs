@@ -34,14 +34,18 @@ impl FileLock {
         let file = if path.is_dir() {
             fs_err::File::open(path)?.into_parts().0
         } else {
-            fs_err::OpenOptions::new()
+            match fs_err::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(path)?
-                .into_parts()
-                .0
+                .open(path)
+            {
+                Ok(f) => f.into_parts().0,
+                // A read-only store can still be read under a lock (a no-op build).
+                Err(e) if path.exists() => fs_err::File::open(path).map_err(|_| e)?.into_parts().0,
+                Err(e) => return Err(e),
+            }
         };
         let (try_op, block_op) = match mode {
             LockMode::Shared => (

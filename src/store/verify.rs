@@ -172,3 +172,32 @@ fn node_of(path: &Path, digests: &HashMap<(u64, u64), io::Result<Digest>>) -> io
         contents,
     })
 }
+
+/// Deletes corrupt objects (with their metadata and the index entries that name them), so the
+/// next build re-creates them. The caller holds the store lock exclusively. Directories are
+/// made writable to be removed; files are unlinked without touching their modes, since other
+/// objects may hardlink the same inode.
+pub fn repair(store: &Store, corrupt: &[Corrupt]) -> io::Result<Vec<StorePath>> {
+    let mut removed = Vec::new();
+    for c in corrupt {
+        crate::fs::remove_tree(&store.path_of(&c.path))?;
+        let meta = store
+            .bookkeeping()
+            .join("meta")
+            .join(format!("{}.json", c.path.as_str()));
+        let _ = std::fs::remove_file(meta);
+        removed.push(c.path.clone());
+    }
+    // Index entries pointing at removed objects are stale now.
+    for e in fs_err::read_dir(store.bookkeeping().join("index"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(key) = name.strip_suffix(".json")
+            && store.lookup(key).map_err(io::Error::other)?.is_none()
+        {
+            fs_err::remove_file(e.path())?;
+        }
+    }
+    store.sync_dir()?;
+    Ok(removed)
+}

@@ -1,0 +1,878 @@
+//! Network faults: a local HTTP server (std::net, one thread per connection) that misbehaves
+//! on purpose — error statuses, connections cut mid-body, bodies shorter or longer than their
+//! Content-Length, stalls, redirect loops, redirects off http(s), broken mirrors.
+//!
+//! Every case checks the exact stderr, the exit code, how many requests the server saw (so
+//! retries are counted), and after a failure that nothing partial was kept: the store holds
+//! no object and no `.tmp-*` entry, and the lock file is as it was. The case table is
+//! `hostile::NETWORK`.
+//!
+//! Retries (3 attempts per URL, 0.5 s then 1 s apart) and timeouts (`KBUILD_HTTP_TIMEOUT=1`)
+//! are real, so the cases that exercise them take a few seconds each.
+
+mod common;
+#[macro_use]
+#[path = "hostile/mod.rs"]
+mod hostile;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostile::*;
+
+const PRIMARY: &str = "/k/kubernetes-server-linux-amd64.tar.gz";
+const MIRROR: &str = "/mirror/kubernetes-server-linux-amd64.tar.gz";
+
+/// A sandbox whose only recipe `net` takes kubectl from input `kubernetes-server` at `urls`
+/// (the first the primary, the rest mirrors), pinned to the fixture in the lock file.
+fn sandbox(urls: &[String]) -> Sandbox {
+    sandbox_taking(urls, &["kubectl"])
+}
+
+/// Like [`sandbox`], taking `binaries` (of `kubernetes/server/bin/`) into `/usr/local/bin`.
+fn sandbox_taking(urls: &[String], binaries: &[&str]) -> Sandbox {
+    let sb = Sandbox::new();
+    let mirrors: Vec<String> = urls[1..].iter().map(|u| toml_str(u)).collect();
+    let mut recipe = format!(
+        "[inputs.kubernetes-server]\nurl = {}\nmirrors = [{}]\n",
+        toml_str(&urls[0]),
+        mirrors.join(", ")
+    );
+    for b in binaries {
+        recipe.push_str(&format!(
+            "\n[files.\"/usr/local/bin/{b}\"]\ninput = \"kubernetes-server\"\nmember = \"kubernetes/server/bin/{b}\"\nmode = \"0555\"\n"
+        ));
+    }
+    sb.write_recipe("net", &recipe);
+    let f = fixture();
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    sb.write_lock(&[(INPUT, &refs, &f.sha256, Some(f.gz.len() as u64))]);
+    sb
+}
+
+fn gz() -> Vec<u8> {
+    fixture().gz.clone()
+}
+
+fn run(sb: &Sandbox, server: &EvilServer, env: &[(&str, &str)]) -> (Run, String) {
+    let r = kbuild_env(sb, env, &["build", "net"]);
+    let stderr = r.stderr().replace(server.base(), "$SERVER");
+    (r, stderr)
+}
+
+/// The build failed: exit 1, exactly `expected` on stderr, no object, no `.tmp-*`, the lock
+/// file untouched.
+#[track_caller]
+fn assert_failed(
+    case: &str,
+    sb: &Sandbox,
+    lock: &Option<Vec<u8>>,
+    r: &Run,
+    stderr: &str,
+    expected: &str,
+) {
+    assert_eq!(
+        (r.code, r.stdout.as_str(), stderr),
+        (Some(1), "", expected),
+        "case `{case}`"
+    );
+    // Bookkeeping only: no object, no metadata, no index entry, no generation, no `.tmp-*`.
+    let paths: Vec<String> = listing(&sb.store).into_iter().map(|e| e.path).collect();
+    assert_eq!(
+        paths,
+        [
+            ".",
+            ".kbuild",
+            ".kbuild/generations",
+            ".kbuild/index",
+            ".kbuild/lock",
+            ".kbuild/meta",
+            ".kbuild/version"
+        ],
+        "case `{case}`: the store kept something"
+    );
+    assert_eq!(&sb.lock_bytes(), lock, "the lock file changed");
+    check_case(NETWORK, case, outcome_of(r, false), stderr);
+}
+
+/// The build succeeded and stored the fixture's kubectl.
+#[track_caller]
+fn assert_built(case: &str, sb: &Sandbox, r: &Run, stderr: &str, expected: &str) {
+    assert_eq!((r.code, stderr), (Some(0), expected), "case `{case}`");
+    let kubectl = r.rootfs().join("usr/local/bin/kubectl");
+    assert_eq!(
+        std::fs::read(kubectl).unwrap(),
+        fixture().tarball.member("kubernetes/server/bin/kubectl")
+    );
+    assert_no_tmp(&sb.store);
+    let v = verify(sb);
+    assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
+    check_case(NETWORK, case, outcome_of(r, false), stderr);
+}
+
+fn fetching(url: &str) -> String {
+    transfer(url, 0)
+}
+
+/// The line kbuild prints before another attempt: the URL and what went wrong with it.
+fn retrying(cause: &str, attempt: u32) -> String {
+    format!("    Retrying `{U}`: {cause} (attempt {attempt} of 3)\n")
+}
+
+/// A stall once the body has started, and before the response headers.
+const STALL_BODY: &str = "no data for 1 s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)";
+const STALL_HEAD: &str = "no answer for 1 s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)";
+
+fn failed(causes: &[&str]) -> String {
+    let mut s = String::from("error: cannot build net\n");
+    for c in causes {
+        s.push_str(&format!("  caused by: {c}\n"));
+    }
+    s
+}
+
+const BUILT: &str = "       Built generation 1\n";
+const U: &str = "$SERVER/k/kubernetes-server-linux-amd64.tar.gz";
+const M: &str = "$SERVER/mirror/kubernetes-server-linux-amd64.tar.gz";
+
+// ---------------------------------------------------------------------------------------------
+// Statuses
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn not_found_is_not_retried() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(404)]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "not_found_is_not_retried",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}",
+            fetching(U),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: HTTP status 404")
+            ])
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 1);
+}
+
+#[test]
+fn forbidden_is_not_retried() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(403)]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "forbidden_is_not_retried",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}",
+            fetching(U),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: HTTP status 403")
+            ])
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 1);
+}
+
+#[test]
+fn server_error_then_success_is_retried() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(500), Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "server_error_then_success_is_retried",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            fetching(U),
+            retrying("HTTP status 500", 2),
+            transfer(U, gz().len())
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 2);
+}
+
+#[test]
+fn too_many_requests_then_success_is_retried() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(429), Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "too_many_requests_then_success_is_retried",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            fetching(U),
+            retrying("HTTP status 429", 2),
+            transfer(U, gz().len())
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 2);
+}
+
+#[test]
+fn persistent_server_error_gives_up_after_three_attempts() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(503)]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "persistent_server_error_gives_up_after_three_attempts",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{f}{}{f}{}{f}{}",
+            retrying("HTTP status 503", 2),
+            retrying("HTTP status 503", 3),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: HTTP status 503")
+            ]),
+            f = fetching(U),
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken transfers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connection_closed_mid_body() {
+    let server = EvilServer::start();
+    let body = gz();
+    let keep = body.len() / 2;
+    server.script(PRIMARY, vec![Reply::CutChunked { body, keep }]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    // Less than one 1 MiB read arrived: no `Read` line.
+    assert!(keep < 1 << 20);
+    let attempt = fetching(U);
+    assert_failed(
+        "connection_closed_mid_body",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{attempt}{}{attempt}{}{attempt}{}",
+            retrying("reading failed: Peer disconnected", 2),
+            retrying("reading failed: Peer disconnected", 3),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: reading failed: Peer disconnected")
+            ]),
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+#[test]
+fn body_shorter_than_content_length() {
+    let server = EvilServer::start();
+    let body = gz();
+    let keep = body.len() / 2;
+    server.script(PRIMARY, vec![Reply::Cut { body, keep }]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert!(keep < 1 << 20);
+    let attempt = fetching(U);
+    assert_failed(
+        "body_shorter_than_content_length",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{attempt}{}{attempt}{}{attempt}{}",
+            retrying("reading failed: Peer disconnected", 2),
+            retrying("reading failed: Peer disconnected", 3),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: reading failed: Peer disconnected")
+            ]),
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+#[test]
+fn body_longer_than_content_length() {
+    let server = EvilServer::start();
+    let mut body = gz();
+    let declared = body.len();
+    body.extend_from_slice(&noise("junk after the declared length", 4096));
+    server.script(PRIMARY, vec![Reply::Declared { body, declared }]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    // Exactly Content-Length bytes are read (and hashed); what follows is not the body.
+    assert_built(
+        "body_longer_than_content_length",
+        &sb,
+        &r,
+        &stderr,
+        &format!("{}{BUILT}", transfer(U, declared)),
+    );
+    assert_eq!(server.count(PRIMARY), 1);
+}
+
+#[test]
+fn content_length_shorter_than_the_archive() {
+    let server = EvilServer::start();
+    let body = gz();
+    let declared = body.len() - 1000;
+    let read = sha256_hex(&body[..declared]);
+    server.script(PRIMARY, vec![Reply::Declared { body, declared }]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    // The bytes read are not the pinned file: a hash mismatch, not worth a retry.
+    assert_failed(
+        "content_length_shorter_than_the_archive",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}error: cannot build net\n  caused by: sha256 mismatch for input `kubernetes-server` from `{U}`\n  expected: {}\n    actual: {read}\nhelp: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
+            transfer(U, declared),
+            fixture().sha256,
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 1);
+}
+
+#[test]
+fn connection_closed_before_the_response() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::HangUp]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "connection_closed_before_the_response",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{f}{}{f}{}{f}{}",
+            retrying("io: Peer disconnected", 2),
+            retrying("io: Peer disconnected", 3),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: io: Peer disconnected")
+            ]),
+            f = fetching(U),
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+#[test]
+fn connection_closed_once_then_success() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::HangUp, Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "connection_closed_once_then_success",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            fetching(U),
+            retrying("io: Peer disconnected", 2),
+            transfer(U, gz().len())
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 2);
+}
+
+/// A transfer cut after a kept member was already extracted, then a good retry: the retry
+/// must start from a clean slate and succeed.
+#[test]
+fn body_cut_after_a_member_then_success() {
+    let server = EvilServer::start();
+    let body = gz();
+    // More than one 1 MiB read: the first read reaches the decoder, which extracts
+    // cloud-controller-manager (the first binary of the archive) before the cut shows.
+    let keep = (1 << 20) + (200 << 10);
+    assert!(keep < body.len());
+    server.script(PRIMARY, vec![Reply::Cut { body, keep }, Reply::Body(gz())]);
+    let sb = sandbox_taking(
+        &[server.url(PRIMARY)],
+        &["cloud-controller-manager", "kubectl"],
+    );
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "body_cut_after_a_member_then_success",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            transfer(U, 1 << 20),
+            retrying("reading failed: Peer disconnected", 2),
+            transfer(U, gz().len())
+        ),
+    );
+    assert_eq!(
+        std::fs::read(r.rootfs().join("usr/local/bin/cloud-controller-manager")).unwrap(),
+        fixture()
+            .tarball
+            .member("kubernetes/server/bin/cloud-controller-manager")
+    );
+    assert_eq!(server.count(PRIMARY), 2);
+}
+
+/// Runs `kbuild build net ARGS`, killed after `limit`.
+fn run_bounded(sb: &Sandbox, server: &EvilServer, args: &[&str], limit: Duration) -> (Run, String) {
+    let mut c = sb.bare();
+    c.timeout(limit)
+        .arg("--store")
+        .arg(&sb.store)
+        .arg("--recipes")
+        .arg(&sb.recipes)
+        .arg("--lock-file")
+        .arg(&sb.lock)
+        .args(["build", "net"])
+        .args(args);
+    let r = sb.run(c);
+    let stderr = r.stderr().replace(server.base(), "$SERVER");
+    (r, stderr)
+}
+
+/// A server that never stops sending: the pin says how big the file is, and what cannot be
+/// the pinned file must not be read forever.
+#[test]
+fn endless_body_is_cut_off() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Endless]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let started = Instant::now();
+    let (r, stderr) = run_bounded(&sb, &server, &[], Duration::from_secs(10));
+    let took = started.elapsed();
+    assert_eq!(
+        r.code,
+        Some(1),
+        "still reading after {took:?} (a run killed by the 5 s limit has no exit code)\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&fetching(U)) && stderr.contains("error: cannot build net\n"),
+        "{stderr}"
+    );
+    assert_failed("endless_body_is_cut_off", &sb, &lock, &r, &stderr, &stderr);
+}
+
+/// The same from a local source that never ends (`file:///dev/zero`): after the first MiB it
+/// is clearly not an archive, and kbuild must say so instead of hashing zeros forever.
+#[test]
+fn endless_file_is_cut_off() {
+    let server = EvilServer::start();
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let started = Instant::now();
+    let (r, stderr) = run_bounded(
+        &sb,
+        &server,
+        &["--override-input", "kubernetes-server=file:///dev/zero"],
+        Duration::from_secs(5),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        r.code,
+        Some(1),
+        "still reading after {took:?} (a run killed by the 5 s limit has no exit code)\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("     Reading kubernetes-server from file:///dev/zero\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("error: cannot build net\n  caused by: input `kubernetes-server` from `file:///dev/zero`: is not a tar archive (gzip, zstd, xz or plain)\n"),
+        "{stderr}"
+    );
+    assert_failed("endless_file_is_cut_off", &sb, &lock, &r, &stderr, &stderr);
+    assert_eq!(server.requests(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------------------------
+
+/// Three attempts of at most ~1 s each, 0.5 s and 1 s apart, plus process start-up.
+const TIMEOUT_BOUND: Duration = Duration::from_secs(10);
+
+#[test]
+fn server_stalls_after_the_headers() {
+    let server = EvilServer::start();
+    let body = gz();
+    let keep = 64 << 10;
+    server.script(
+        PRIMARY,
+        vec![Reply::StallAfter {
+            body,
+            keep,
+            stall: Duration::from_secs(60),
+        }],
+    );
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let started = Instant::now();
+    let (r, stderr) = run(&sb, &server, &[("KBUILD_HTTP_TIMEOUT", "1")]);
+    let took = started.elapsed();
+    assert!(took < TIMEOUT_BOUND, "took {took:?}");
+    assert!(took >= Duration::from_secs(4), "took {took:?}");
+    let attempt = fetching(U);
+    // The same silence as before the headers, so the same advice: the message must name the
+    // limit and the variable that sets it.
+    let head = format!(
+        "{attempt}{}{attempt}{}{attempt}{}",
+        retrying(STALL_BODY, 2),
+        retrying(STALL_BODY, 3),
+        failed(&["cannot fetch input `kubernetes-server`"]),
+    );
+    assert!(
+        stderr.starts_with(&head)
+            && stderr[head.len()..].starts_with(&format!("  caused by: `{U}`: ")),
+        "{stderr}"
+    );
+    let last = &stderr[head.len()..];
+    assert!(
+        last.contains("1 s") && last.contains("KBUILD_HTTP_TIMEOUT") && last.lines().count() == 1,
+        "the timeout message does not name the limit: {last}"
+    );
+    assert_failed(
+        "server_stalls_after_the_headers",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &stderr,
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+#[test]
+fn server_stalls_before_the_headers() {
+    let server = EvilServer::start();
+    server.script(
+        PRIMARY,
+        vec![Reply::StallBeforeHeaders(Duration::from_secs(60))],
+    );
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let started = Instant::now();
+    let (r, stderr) = run(&sb, &server, &[("KBUILD_HTTP_TIMEOUT", "1")]);
+    let took = started.elapsed();
+    assert!(took < TIMEOUT_BOUND, "took {took:?}");
+    assert!(took >= Duration::from_secs(4), "took {took:?}");
+    assert_failed(
+        "server_stalls_before_the_headers",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{f}{}{f}{}{f}{}",
+            retrying(STALL_HEAD, 2),
+            retrying(STALL_HEAD, 3),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!(
+                    "`{U}`: no answer for 1 s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)"
+                )
+            ]),
+            f = fetching(U),
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redirects
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn redirect_loop() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Redirect(server.url(PRIMARY))]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "redirect_loop",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}",
+            fetching(U),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!("`{U}`: more than 10 redirects (a redirect loop?)")
+            ])
+        ),
+    );
+    // The first request and 10 redirects, once: a loop is not worth a retry.
+    assert_eq!(server.count(PRIMARY), 11);
+}
+
+/// A redirect to a `file://` URL must not be followed: not to `/etc/passwd`, and not to a
+/// copy of the pinned archive in the sentinel directory (following that one would even
+/// succeed).
+#[test]
+fn redirect_to_a_file_url() {
+    let s = Sentinel::new();
+    let copy = s.path().join("kubernetes-server-linux-amd64.tar.gz");
+    std::fs::write(&copy, gz()).unwrap();
+    let before = s.snapshot();
+    for target in [
+        "file:///etc/passwd".to_owned(),
+        format!("file://{}", copy.display()),
+    ] {
+        let server = EvilServer::start();
+        server.script(PRIMARY, vec![Reply::Redirect(target.clone())]);
+        let sb = sandbox(&[server.url(PRIMARY)]);
+        let lock = sb.lock_bytes();
+        let (r, stderr) = run(&sb, &server, &[]);
+        let stderr = s.mask(&stderr);
+        // Not followed anywhere: neither read from the disk nor turned into another request
+        // to the server, and the error names the refused location (as for `ftp://`, whose
+        // redirect ends in `bad uri: unknown scheme: ftp`).
+        assert_eq!(
+            server.requests(),
+            [format!("GET {PRIMARY}")],
+            "redirect to {target}"
+        );
+        let head = format!(
+            "{}{}",
+            fetching(U),
+            failed(&["cannot fetch input `kubernetes-server`"])
+        );
+        assert!(
+            stderr.starts_with(&head)
+                && stderr[head.len()..].starts_with(&format!("  caused by: `{U}`: "))
+                && stderr[head.len()..].contains("file")
+                && stderr[head.len()..].lines().count() == 1,
+            "redirect to {target}:\n{stderr}"
+        );
+        assert_failed("redirect_to_a_file_url", &sb, &lock, &r, &stderr, &stderr);
+    }
+    s.assert_untouched(&before);
+}
+
+#[test]
+fn redirect_to_an_ftp_url() {
+    let server = EvilServer::start();
+    server.script(
+        PRIMARY,
+        vec![Reply::Redirect(
+            "ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz".into(),
+        )],
+    );
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "redirect_to_an_ftp_url",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}",
+            fetching(U),
+            failed(&[
+                "cannot fetch input `kubernetes-server`",
+                &format!(
+                    "`{U}`: refusing to follow a redirect to `ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz`: only http:// and https:// are followed"
+                )
+            ])
+        ),
+    );
+    assert_eq!(server.count(PRIMARY), 1);
+}
+
+#[test]
+fn redirect_to_another_http_server() {
+    let server = EvilServer::start();
+    let other = EvilServer::start();
+    other.script(MIRROR, vec![Reply::Body(gz())]);
+    server.script(PRIMARY, vec![Reply::Redirect(other.url(MIRROR))]);
+    let sb = sandbox(&[server.url(PRIMARY)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "redirect_to_another_http_server",
+        &sb,
+        &r,
+        &stderr,
+        &format!("{}{BUILT}", transfer(U, gz().len())),
+    );
+    assert_eq!((server.count(PRIMARY), other.count(MIRROR)), (1, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mirrors
+// ---------------------------------------------------------------------------------------------
+
+fn mirrored() -> String {
+    format!("    Mirrored kubernetes-server was served by {M}\n")
+}
+
+#[test]
+fn first_mirror_not_found_second_serves() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(404)]);
+    server.script(MIRROR, vec![Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "first_mirror_not_found_second_serves",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            fetching(U),
+            transfer(M, gz().len()),
+            mirrored()
+        ),
+    );
+    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
+}
+
+#[test]
+fn first_mirror_hangs_up_second_serves() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::HangUp]);
+    server.script(MIRROR, vec![Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "first_mirror_hangs_up_second_serves",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{f}{}{f}{}{f}{}{}{BUILT}",
+            retrying("io: Peer disconnected", 2),
+            retrying("io: Peer disconnected", 3),
+            transfer(M, gz().len()),
+            mirrored(),
+            f = fetching(U),
+        ),
+    );
+    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (3, 1));
+}
+
+#[test]
+fn first_mirror_serves_another_file_second_serves() {
+    let server = EvilServer::start();
+    let other = fixture()
+        .tarball
+        .clone()
+        .with_changed("kubernetes/server/bin/kubectl", b"#!evil kubectl\n")
+        .build(Compression::Gzip);
+    server.script(PRIMARY, vec![Reply::Body(other.clone())]);
+    server.script(MIRROR, vec![Reply::Body(gz())]);
+    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_built(
+        "first_mirror_serves_another_file_second_serves",
+        &sb,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}{BUILT}",
+            transfer(U, other.len()),
+            transfer(M, gz().len()),
+            mirrored()
+        ),
+    );
+    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
+}
+
+#[test]
+fn every_mirror_fails() {
+    let server = EvilServer::start();
+    server.script(PRIMARY, vec![Reply::Status(404)]);
+    server.script(MIRROR, vec![Reply::Status(410)]);
+    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
+    let lock = sb.lock_bytes();
+    let (r, stderr) = run(&sb, &server, &[]);
+    assert_failed(
+        "every_mirror_fails",
+        &sb,
+        &lock,
+        &r,
+        &stderr,
+        &format!(
+            "{}{}{}",
+            fetching(U),
+            fetching(M),
+            failed(&[&format!(
+                "input `kubernetes-server`: every source failed:\n  - `{U}`: HTTP status 404\n  - `{M}`: HTTP status 410"
+            )])
+        ),
+    );
+    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
+}
+
+cases_tested!(NETWORK;
+    not_found_is_not_retried,
+    server_error_then_success_is_retried,
+    too_many_requests_then_success_is_retried,
+    persistent_server_error_gives_up_after_three_attempts,
+    forbidden_is_not_retried,
+    connection_closed_mid_body,
+    body_shorter_than_content_length,
+    body_longer_than_content_length,
+    content_length_shorter_than_the_archive,
+    connection_closed_before_the_response,
+    connection_closed_once_then_success,
+    body_cut_after_a_member_then_success,
+    endless_body_is_cut_off,
+    endless_file_is_cut_off,
+    server_stalls_after_the_headers,
+    server_stalls_before_the_headers,
+    redirect_loop,
+    redirect_to_a_file_url,
+    redirect_to_an_ftp_url,
+    redirect_to_another_http_server,
+    first_mirror_not_found_second_serves,
+    first_mirror_hangs_up_second_serves,
+    first_mirror_serves_another_file_second_serves,
+    every_mirror_fails,
+);

@@ -1,0 +1,678 @@
+//! Store faults: a full disk during a build, objects deleted or modified behind kbuild's back,
+//! scratch entries left by a killed build, a read-only store.
+//!
+//! A full disk is a tmpfs of a few hundred KB mounted as the store (this suite runs as root,
+//! as CI does); where mounting is refused the `KBUILD_FAULT_ENOSPC=1` hook stands in, and the
+//! test prints which path it took. Likewise a read-only store is a read-only bind mount, or
+//! `chattr +i` where mounting is refused. Every mount is undone when the test ends. The case
+//! table is `hostile::STORE`.
+
+mod common;
+#[macro_use]
+#[path = "hostile/mod.rs"]
+mod hostile;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostile::*;
+
+/// A sandbox whose kubernetes-server input is a pinned `file://` copy of the fixture.
+fn pinned() -> (Sandbox, String) {
+    let sb = Sandbox::new();
+    let f = fixture();
+    let url = write_archive(&sb, "pinned", &f.gz);
+    let common = sb.recipes.join("kube-common.toml");
+    let text = std::fs::read_to_string(&common).unwrap();
+    std::fs::write(&common, text.replace(UPSTREAM_URL, &url)).unwrap();
+    sb.write_lock(&[(INPUT, &[&url], &f.sha256, Some(f.gz.len() as u64))]);
+    let shown = url.replace(&sb.dir.display().to_string(), "$SANDBOX");
+    (sb, shown)
+}
+
+/// The store object whose name ends with `-NAME` (a member or rendered file, or the rootfs).
+fn object_named(store: &Path, name: &str) -> String {
+    let found: Vec<String> = objects(store)
+        .into_iter()
+        .filter(|o| o[33..] == *name)
+        .collect();
+    assert_eq!(found.len(), 1, "objects named {name}: {found:?}");
+    found[0].clone()
+}
+
+/// Removes a store object as an administrator would: directories made writable, files left
+/// alone (a rootfs's files are hardlinks to other objects).
+fn remove_object(path: &Path) {
+    if path.is_dir() {
+        for e in walkdir::WalkDir::new(path) {
+            let e = e.unwrap();
+            if e.file_type().is_dir() {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        std::fs::remove_dir_all(path).unwrap();
+    } else {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+/// Every file in the store's objects is read-only (0444, or 0555 when executable) and every
+/// directory 0555: the store's invariant.
+#[track_caller]
+fn assert_objects_read_only(store: &Path) {
+    let mut wrong = Vec::new();
+    for o in objects(store) {
+        for e in walkdir::WalkDir::new(store.join(&o)) {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().mode() & 0o7777;
+            let ok = if e.file_type().is_dir() {
+                mode == 0o555
+            } else if e.file_type().is_file() {
+                mode == 0o444 || mode == 0o555
+            } else {
+                true
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{} {mode:o}",
+                    e.path().strip_prefix(store).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "store objects that are not read-only: {wrong:#?}"
+    );
+}
+
+fn verify_ok(sb: &Sandbox) {
+    let v = verify(sb);
+    assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
+}
+
+/// `kbuild verify`'s status line without its timing: `    Verified N objects`.
+fn verified_count(stderr: &str) -> String {
+    let line = stderr.lines().next().unwrap_or_default();
+    line.split(',').next().unwrap_or_default().to_owned()
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x20]).unwrap();
+    f.sync_all().unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+fn set_mtime(path: &Path, secs: i64) {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+const MODIFIED_HELP: &str = "help: run `kbuild verify`, then delete the objects it reports as corrupt (`chmod -R u+w` first) so the next build re-creates them\n";
+
+// ---------------------------------------------------------------------------------------------
+// A full disk
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn disk_full_while_extracting() {
+    let (sb, url) = pinned();
+    let gz_len = fixture().gz.len();
+    // kube-apiserver alone (1.3 MB) does not fit in 400 KB.
+    let mount = Mounted::tmpfs(&sb.store, "400k");
+    let (r, expected_cause) = match &mount {
+        Ok(_) => {
+            eprintln!("full disk: a 400 KB tmpfs mounted as the store");
+            (
+                sb.kbuild(&["build", "master"]),
+                "failed to write to file `$SANDBOX/store/.tmp-XXXXXX/member-1`: No space left on device (os error 28)",
+            )
+        }
+        Err(e) => {
+            eprintln!("full disk: mounting refused ({e}); using KBUILD_FAULT_ENOSPC=1");
+            (
+                kbuild_env(&sb, &[("KBUILD_FAULT_ENOSPC", "1")], &["build", "master"]),
+                "failed to write `$SANDBOX/store/.tmp-XXXXXX/member-1`: No space left on device (os error 28)",
+            )
+        }
+    };
+    let stderr = mask_tmp(&r.stderr());
+    assert_eq!(
+        (r.code, r.stdout.as_str(), stderr.as_str()),
+        (
+            Some(1),
+            "",
+            format!(
+                "{}error: cannot build master\n  caused by: cannot write extracted files\n  caused by: {expected_cause}\n",
+                transfer(&url, gz_len)
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(objects(&sb.store), Default::default(), "a partial object");
+    assert_no_tmp(&sb.store);
+    assert_eq!(
+        std::fs::read_dir(sb.store.join(".kbuild/index"))
+            .unwrap()
+            .count(),
+        0
+    );
+    check_case(
+        STORE,
+        "disk_full_while_extracting",
+        outcome_of(&r, false),
+        &stderr,
+    );
+    drop(mount);
+}
+
+/// The disk fills up at every stage of a build in turn — extracting members, writing their
+/// metadata, rendering files, assembling the rootfs, recording the generation: each build
+/// either succeeds or fails naming ENOSPC, and never leaves a `.tmp-*` entry or an object
+/// that does not verify.
+#[test]
+fn disk_full_at_every_stage_leaves_a_valid_store() {
+    let sizes = [
+        "16k", "64k", "256k", "1300k", "1360k", "1380k", "1400k", "1420k", "1440k", "1460k",
+        "1480k", "1500k", "1540k", "1600k", "2m", "8m",
+    ];
+    let mut outcomes = Vec::new();
+    let mut last = None;
+    for size in sizes {
+        let (sb, _) = pinned();
+        let mount = match Mounted::tmpfs(&sb.store, size) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("full disk: mounting refused ({e}); using KBUILD_FAULT_ENOSPC=1");
+                let r = kbuild_env(&sb, &[("KBUILD_FAULT_ENOSPC", "1")], &["build", "master"]);
+                assert_eq!(r.code, Some(1));
+                assert!(r.stderr.contains("No space left on device (os error 28)"));
+                assert_no_tmp(&sb.store);
+                verify_ok(&sb);
+                check_case(
+                    STORE,
+                    "disk_full_at_every_stage_leaves_a_valid_store",
+                    hostile::Outcome::Success,
+                    "",
+                );
+                return;
+            }
+        };
+        let r = sb.kbuild(&["build", "master"]);
+        match r.code {
+            Some(0) => {
+                let rootfs = r.rootfs();
+                assert!(rootfs.join("usr/local/bin/kube-apiserver").is_file());
+                outcomes.push((size, "built".to_owned()));
+            }
+            Some(1) => {
+                assert!(
+                    r.stderr.contains("No space left on device (os error 28)"),
+                    "size {size}: {}",
+                    r.stderr
+                );
+                let cause = r.stderr.lines().last().unwrap_or_default().to_owned();
+                outcomes.push((
+                    size,
+                    mask_tmp(&cause.replace(&sb.dir.display().to_string(), "$SANDBOX")),
+                ));
+            }
+            other => panic!("size {size}: exit {other:?}\n{}", r.stderr),
+        }
+        assert_no_tmp(&sb.store);
+        verify_ok(&sb);
+        assert_objects_read_only(&sb.store);
+        last = Some(r);
+        drop(mount);
+    }
+    eprintln!("full disk at every stage (tmpfs size → outcome):");
+    for (size, o) in &outcomes {
+        eprintln!("  {size:>6} {o}");
+    }
+    let failed = outcomes.iter().filter(|(_, o)| o != "built").count();
+    assert!(failed >= 3, "too few sizes failed: {outcomes:?}");
+    assert_eq!(outcomes.last().unwrap().1, "built");
+    // The failures happened at different places.
+    let places: std::collections::BTreeSet<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| o != "built")
+        .map(|(_, o)| o)
+        .collect();
+    assert!(places.len() >= 2, "{outcomes:?}");
+    check_case(
+        STORE,
+        "disk_full_at_every_stage_leaves_a_valid_store",
+        outcome_of(last.as_ref().unwrap(), false),
+        "",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tampering
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn deleted_member_object_is_recreated() {
+    let (sb, url) = pinned();
+    let rootfs = sb.build_ok(&[]);
+    let kubectl = object_named(&sb.store, "kubectl");
+    let bytes = std::fs::read(sb.store.join(&kubectl)).unwrap();
+    std::fs::remove_file(sb.store.join(&kubectl)).unwrap();
+
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_success();
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "{}       Fresh generation 1 is up to date\n",
+            transfer(&url, fixture().gz.len())
+        )
+    );
+    assert_eq!(r.rootfs(), rootfs);
+    let again = sb.store.join(&kubectl);
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+    let m = std::fs::metadata(&again).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o555, 1));
+    assert_no_tmp(&sb.store);
+    verify_ok(&sb);
+    assert_objects_read_only(&sb.store);
+    check_case(
+        STORE,
+        "deleted_member_object_is_recreated",
+        outcome_of(&r, false),
+        &r.stderr,
+    );
+}
+
+#[test]
+fn deleted_rootfs_object_is_reassembled() {
+    let (sb, _) = pinned();
+    let rootfs = sb.build_ok(&[]);
+    let before = shape(&listing(&rootfs));
+    // Deleting needs write permission on the directories only: the files are hardlinks to
+    // other objects, whose modes must not change.
+    remove_object(&rootfs);
+
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_success();
+    // From the store alone: nothing read.
+    assert_eq!(r.stderr(), "       Fresh generation 1 is up to date\n");
+    assert_eq!(r.rootfs(), rootfs);
+    assert_eq!(shape(&listing(&rootfs)), before);
+    assert_no_tmp(&sb.store);
+    verify_ok(&sb);
+    assert_objects_read_only(&sb.store);
+    check_case(
+        STORE,
+        "deleted_rootfs_object_is_reassembled",
+        outcome_of(&r, false),
+        &r.stderr,
+    );
+}
+
+#[test]
+fn flipped_byte_is_found_by_verify_and_refused_by_build() {
+    let (sb, url) = pinned();
+    let rootfs = sb.build_ok(&[]);
+    let kubectl = object_named(&sb.store, "kubectl");
+    let rootfs_name = rootfs.file_name().unwrap().to_string_lossy().into_owned();
+    let count = objects(&sb.store).len();
+    flip_byte(&sb.store.join(&kubectl), 100);
+
+    // verify names both objects holding the inode: the member and the rootfs.
+    let bytes = std::fs::read(sb.store.join(&kubectl)).unwrap();
+    let kubectl_now = kbuild::store::Node::file(&bytes, true)
+        .digest()
+        .store_hash();
+    let rootfs_now = tree_node(&rootfs).digest().store_hash();
+    let mut expected = [
+        format!(
+            "corrupt  {kubectl}: content hash is {kubectl_now}, its name says {}\n",
+            &kubectl[..32]
+        ),
+        format!(
+            "corrupt  {rootfs_name}: content hash is {rootfs_now}, its name says {}\n",
+            &rootfs_name[..32]
+        ),
+    ];
+    expected.sort();
+    let v = verify(&sb);
+    assert_eq!(
+        (v.code, v.stdout.as_str(), verified_count(&v.stderr)),
+        (
+            Some(1),
+            expected.concat().as_str(),
+            format!("    Verified {count} objects")
+        ),
+        "{v:?}"
+    );
+    assert!(
+        v.stderr
+            .ends_with("\nerror: verification found 2 problem(s)\n"),
+        "{}",
+        v.stderr
+    );
+
+    // A build using the object refuses it.
+    let before = store_shape(&sb.store);
+    let r = sb.kbuild(&["build", "master"]);
+    let msg = format!(
+        "error: cannot build master\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its modification time changed)\n{MODIFIED_HELP}"
+    );
+    r.assert_error(&msg);
+    assert_eq!(store_shape(&sb.store), before);
+    check_case(
+        STORE,
+        "flipped_byte_is_found_by_verify_and_refused_by_build",
+        outcome_of(&r, false),
+        &r.stderr(),
+    );
+
+    // Following the help literally: `chmod -R u+w`, then delete what verify reported. The
+    // next build re-creates it, and the store is as valid as before: every object read-only.
+    for o in [&kubectl, &rootfs_name] {
+        let st = std::process::Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(sb.store.join(o))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let p = sb.store.join(o);
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_success();
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "{}       Fresh generation 1 is up to date\n",
+            transfer(&url, fixture().gz.len())
+        )
+    );
+    verify_ok(&sb);
+    assert_objects_read_only(&sb.store);
+}
+
+#[test]
+fn flipped_byte_with_restored_mtime_is_found_by_verify() {
+    let (sb, _) = pinned();
+    let rootfs = sb.build_ok(&[]);
+    let apiserver = object_named(&sb.store, "kube-apiserver");
+    let path = sb.store.join(&apiserver);
+    let size = std::fs::metadata(&path).unwrap().len();
+    // Deep inside, past the first MiB; size and mtime as they were.
+    flip_byte(&path, size - 7);
+    set_mtime(&path, 1);
+    let v = verify(&sb);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    let rootfs_name = rootfs.file_name().unwrap().to_string_lossy().into_owned();
+    let named: Vec<&str> = v
+        .stdout
+        .lines()
+        .map(|l| l.trim_start_matches("corrupt  ").split(':').next().unwrap())
+        .collect();
+    let mut expected = vec![apiserver.as_str(), rootfs_name.as_str()];
+    expected.sort();
+    assert_eq!(named, expected, "{}", v.stdout);
+    check_case(
+        STORE,
+        "flipped_byte_with_restored_mtime_is_found_by_verify",
+        outcome_of(&v, false),
+        &v.stdout,
+    );
+}
+
+#[test]
+fn object_replaced_by_a_symlink_is_found_by_verify() {
+    let s = Sentinel::new();
+    let (sb, _) = pinned();
+    sb.build_ok(&[]);
+    let kubectl = object_named(&sb.store, "kubectl");
+    let path = sb.store.join(&kubectl);
+    // The planted target even has the right bytes.
+    std::fs::copy(&path, s.path().join("kubectl")).unwrap();
+    let sentinel_before = s.snapshot();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(s.path().join("kubectl"), &path).unwrap();
+
+    let v = verify(&sb);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    let target = s
+        .path()
+        .join("kubectl")
+        .into_os_string()
+        .into_encoded_bytes();
+    let now = kbuild::store::Node::Symlink { target }
+        .digest()
+        .store_hash();
+    assert!(
+        v.stdout.contains(&format!(
+            "corrupt  {kubectl}: content hash is {now}, its name says {}\n",
+            &kubectl[..32]
+        )),
+        "{}",
+        v.stdout
+    );
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_error(&format!(
+        "error: cannot build master\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its modification time changed)\n{MODIFIED_HELP}"
+    ));
+    s.assert_untouched(&sentinel_before);
+    check_case(
+        STORE,
+        "object_replaced_by_a_symlink_is_found_by_verify",
+        outcome_of(&r, false),
+        &r.stderr(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes and permissions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stale_tmp_entry_is_ignored_and_collected() {
+    let (sb, _) = pinned();
+    sb.build_ok(&[]);
+    // What a build killed while extracting leaves: a read-only scratch dir with a member.
+    let stale = sb.store.join(".tmp-stale0");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("member-1"), b"#!half a binary").unwrap();
+    std::fs::set_permissions(
+        stale.join("member-1"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o555)).unwrap();
+
+    let r = sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"]);
+    r.assert_success();
+    assert_eq!(r.stderr(), "       Built generation 2\n");
+    assert!(
+        stale.join("member-1").is_file(),
+        "a build touched the stale entry"
+    );
+    verify_ok(&sb);
+
+    let g = sb.kbuild(&["gc"]);
+    g.assert_success();
+    assert_eq!(
+        (g.stdout.as_str(), g.stderr.as_str()),
+        (
+            "0 generations, 0 objects and 1 temporary entries removed, 0.0 MiB freed\n",
+            ""
+        )
+    );
+    assert!(!stale.exists());
+    assert_no_tmp(&sb.store);
+    verify_ok(&sb);
+    check_case(
+        STORE,
+        "stale_tmp_entry_is_ignored_and_collected",
+        outcome_of(&r, false),
+        &g.stdout,
+    );
+}
+
+#[test]
+fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
+    let server = EvilServer::start();
+    let path = TARBALL_PATH;
+    let gz = fixture().gz.clone();
+    // The first read (1 MiB) reaches the decoder, which starts writing kube-apiserver; then
+    // the server goes silent and the build is killed.
+    server.script(
+        path,
+        vec![
+            Reply::StallAfter {
+                body: gz.clone(),
+                keep: (1 << 20) + (100 << 10),
+                stall: Duration::from_secs(60),
+            },
+            Reply::Body(gz.clone()),
+        ],
+    );
+    let sb = Sandbox::new();
+    let url = server.url(path);
+    let common = sb.recipes.join("kube-common.toml");
+    let text = std::fs::read_to_string(&common).unwrap();
+    std::fs::write(&common, text.replace(UPSTREAM_URL, &url)).unwrap();
+    let f = fixture();
+    sb.write_lock(&[(INPUT, &[&url], &f.sha256, Some(f.gz.len() as u64))]);
+
+    let mut child = sb.spawn(&["build", "master"]);
+    let started = Instant::now();
+    let member = loop {
+        let found = tmp_entries(&sb.store)
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|t| t.join("member-1").exists());
+        if let Some(t) = found {
+            break t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the build never started extracting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(objects(&sb.store), Default::default());
+    let left = tmp_entries(&sb.store);
+    assert_eq!(left, [member.display().to_string()], "{left:?}");
+
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_success();
+    assert!(
+        member.exists(),
+        "the build removed another build's scratch entry"
+    );
+    verify_ok(&sb);
+
+    let g = sb.kbuild(&["gc"]);
+    g.assert_success();
+    assert!(
+        g.stdout
+            .starts_with("0 generations, 0 objects and 1 temporary entries removed, ")
+            && g.stdout.ends_with(" MiB freed\n"),
+        "{}",
+        g.stdout
+    );
+    assert_no_tmp(&sb.store);
+    verify_ok(&sb);
+    assert_eq!(server.count(path), 2);
+    check_case(
+        STORE,
+        "build_killed_mid_fetch_leaves_only_a_tmp_entry",
+        outcome_of(&r, false),
+        &g.stdout,
+    );
+}
+
+#[test]
+fn read_only_store_is_a_clear_error() {
+    let (sb, _) = pinned();
+    sb.build_ok(&[]);
+    let before = store_shape(&sb.store);
+    let (r, expected) = match Mounted::read_only(&sb.store) {
+        Ok(m) => {
+            eprintln!("read-only store: a read-only bind mount");
+            let r = sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"]);
+            drop(m);
+            (
+                r,
+                "error: cannot build master\n  caused by: failed to open file `$SANDBOX/store/.kbuild/lock`: Read-only file system (os error 30)\n",
+            )
+        }
+        Err(e) => {
+            eprintln!("read-only store: mounting refused ({e}); using chattr +i");
+            let mut dirs = vec![sb.store.clone(), sb.store.join(".kbuild")];
+            for d in ["index", "meta", "generations"] {
+                dirs.push(sb.store.join(".kbuild").join(d));
+            }
+            let guard = Immutable::new(&dirs).expect("neither a mount nor chattr +i works");
+            let r = sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"]);
+            drop(guard);
+            (
+                r,
+                "error: cannot build master\n  caused by: failed to create a build directory in `$SANDBOX/store`: Operation not permitted (os error 1)\n",
+            )
+        }
+    };
+    r.assert_error(&mask_tmp(expected));
+    assert_eq!(store_shape(&sb.store), before);
+    assert_no_tmp(&sb.store);
+    // Writable again: the same build works.
+    sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"])
+        .assert_success();
+    check_case(
+        STORE,
+        "read_only_store_is_a_clear_error",
+        outcome_of(&r, false),
+        &r.stderr(),
+    );
+}
+
+cases_tested!(STORE;
+    disk_full_while_extracting,
+    disk_full_at_every_stage_leaves_a_valid_store,
+    deleted_member_object_is_recreated,
+    deleted_rootfs_object_is_reassembled,
+    flipped_byte_is_found_by_verify_and_refused_by_build,
+    flipped_byte_with_restored_mtime_is_found_by_verify,
+    object_replaced_by_a_symlink_is_found_by_verify,
+    stale_tmp_entry_is_ignored_and_collected,
+    build_killed_mid_fetch_leaves_only_a_tmp_entry,
+    read_only_store_is_a_clear_error,
+);
