@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (default 60 s each). Needs cargo-fuzz
 # (`cargo install cargo-fuzz`); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it use the
-# sanitizer flags. Crashes land in fuzz/artifacts/<target>/; each one found is turned into a
-# regression test in tests/fuzz_regressions.rs, named for it. CI runs those tests, not this.
+# sanitizer flags. Crashes land in fuzz/artifacts/<target>/; copy each one to
+# fuzz/regressions/<target>/<what-it-is> and add its row (expected outcome) to
+# tests/fuzz_regressions.rs. CI runs those tests, not the fuzzers.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${SECS:-60}
