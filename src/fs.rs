@@ -19,12 +19,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
-        .map_err(|e| annotate(e, "create a temporary file in", dir))?;
+        .map_err(|e| annotate(plain(e), "create a temporary file in", dir))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_data())
         .map_err(|e| annotate(e, "write", tmp.path()))?;
     tmp.persist(path)
-        .map_err(|e| annotate(e.error, "rename a temporary file onto", path))?;
+        .map_err(|e| annotate(plain(e.error), "rename a temporary file onto", path))?;
     fsync_dir(dir)
 }
 
@@ -148,6 +148,20 @@ fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+/// The OS error alone: `tempfile` appends "at path …" (a random temporary name) to its
+/// errors, and [`annotate`] names the path that matters.
+pub fn plain(e: io::Error) -> io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
+    // tempfile's own error type is private and hides the OS error's code: cut its suffix.
+    let text = e.to_string();
+    match text.rfind(" at path \"") {
+        Some(i) => io::Error::new(e.kind(), &text[..i]),
+        None => e,
     }
 }
 

@@ -134,7 +134,7 @@ fn set_mtime(path: &Path, secs: i64) {
     .unwrap();
 }
 
-const MODIFIED_HELP: &str = "help: run `kbuild verify`, then delete the objects it reports as corrupt (`chmod -R u+w` first) so the next build re-creates them\n";
+const MODIFIED_HELP: &str = "help: run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them\n";
 
 // ---------------------------------------------------------------------------------------------
 // A full disk
@@ -151,14 +151,14 @@ fn disk_full_while_extracting() {
             eprintln!("full disk: a 400 KB tmpfs mounted as the store");
             (
                 sb.kbuild(&["build", "master"]),
-                "failed to write to file `$SANDBOX/store/.tmp-XXXXXX/member-1`: No space left on device (os error 28)",
+                "failed to write to file `$SANDBOX/store/.tmp-XXXXXX/attempt-1/member-1`: No space left on device (os error 28)",
             )
         }
         Err(e) => {
             eprintln!("full disk: mounting refused ({e}); using KBUILD_FAULT_ENOSPC=1");
             (
                 kbuild_env(&sb, &[("KBUILD_FAULT_ENOSPC", "1")], &["build", "master"]),
-                "failed to write `$SANDBOX/store/.tmp-XXXXXX/member-1`: No space left on device (os error 28)",
+                "failed to write `$SANDBOX/store/.tmp-XXXXXX/attempt-1/member-1`: No space left on device (os error 28)",
             )
         }
     };
@@ -394,21 +394,13 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
         &r.stderr(),
     );
 
-    // Following the help literally: `chmod -R u+w`, then delete what verify reported. The
-    // next build re-creates it, and the store is as valid as before: every object read-only.
+    // Following the help literally: `kbuild verify --repair` deletes what verify reports.
+    // The next build re-creates it, and the store is as valid as before: every object
+    // read-only, modes of shared inodes untouched.
+    let v = sb.kbuild(&["verify", "--repair"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
     for o in [&kubectl, &rootfs_name] {
-        let st = std::process::Command::new("chmod")
-            .args(["-R", "u+w"])
-            .arg(sb.store.join(o))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let p = sb.store.join(o);
-        if p.is_dir() {
-            std::fs::remove_dir_all(p).unwrap();
-        } else {
-            std::fs::remove_file(p).unwrap();
-        }
+        assert!(!sb.store.join(o).exists(), "{o} was not removed");
     }
     let r = sb.kbuild(&["build", "master"]);
     r.assert_success();
@@ -576,7 +568,7 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
         let found = tmp_entries(&sb.store)
             .into_iter()
             .map(PathBuf::from)
-            .find(|t| t.join("member-1").exists());
+            .find(|t| t.join("attempt-1/member-1").exists());
         if let Some(t) = found {
             break t;
         }
@@ -632,7 +624,7 @@ fn read_only_store_is_a_clear_error() {
             drop(m);
             (
                 r,
-                "error: cannot build master\n  caused by: failed to open file `$SANDBOX/store/.kbuild/lock`: Read-only file system (os error 30)\n",
+                "error: cannot build master\n  caused by: failed to create a build directory in `$SANDBOX/store`: Read-only file system (os error 30)\n",
             )
         }
         Err(e) => {

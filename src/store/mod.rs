@@ -270,7 +270,13 @@ impl Store {
         tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.dir)
-            .map_err(|e| crate::fs::annotate(e, "create a build directory in", &self.dir))
+            .map_err(|e| {
+                crate::fs::annotate(
+                    crate::fs::plain(e),
+                    "create a build directory in",
+                    &self.dir,
+                )
+            })
     }
 
     /// Moves a finished, synced object at `tmp` into the store as `path`. Returns `false` if
