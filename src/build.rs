@@ -44,6 +44,8 @@ pub struct BuildOutcome {
     pub rootfs_path: PathBuf,
     pub generation: Recorded,
     pub lock_written: bool,
+    /// What changed in the lock file, one line per input (`Locking …`, `Updating …`).
+    pub lock_changes: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +94,7 @@ impl BuildError {
             BuildError::Render(e) => e.help(),
             BuildError::Lock(e) => e.help(),
             BuildError::Unpack(e) => e.help(),
-            BuildError::Store(StoreError::Modified { .. }) => Some(
-                "run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them".into(),
-            ),
-            BuildError::Store(_) => None,
+            BuildError::Store(e) => Store::help(e),
             BuildError::BadOverride { .. } => None,
             BuildError::UnknownOverride { known, .. } | BuildError::UnknownInput { known, .. } => {
                 Some(format!("declared inputs: {}", known.join(", ")))
@@ -227,12 +226,15 @@ pub fn build(
                 });
         }
     }
-    if req.locked && lock != LockFile::load(&ctx.lock_path)? {
+    let original = LockFile::load(&ctx.lock_path)?;
+    // Sizes are informational: filling one in is not a change `--locked` refuses.
+    if req.locked && !lock.same_pins(&original) {
         return Err(BuildError::LockWouldChange {
             path: ctx.lock_path.clone(),
             reason: "a fetch filled in missing pins".into(),
         });
     }
+    let lock_changes = lock.changes_from(&original);
 
     for c in &components {
         let size = match c.node {
@@ -243,7 +245,8 @@ pub fn build(
     }
     let manifest = manifest(&set);
     let rootfs = assemble_rootfs(&store, &set, &components, &manifest)?;
-    let lock_written = lock.save(&ctx.lock_path)?;
+    // Under `--locked` the file is never rewritten (not even to fill in a size or reformat).
+    let lock_written = !req.locked && lock.save(&ctx.lock_path)?;
 
     let generation = generation::record(
         &store,
@@ -261,6 +264,7 @@ pub fn build(
         rootfs,
         generation,
         lock_written,
+        lock_changes,
     })
 }
 
@@ -362,7 +366,9 @@ fn plan_inputs(
                         reason,
                     });
                 }
-                pin.clone()
+                // The content pin survives a change of URLs (a new mirror, a moved file):
+                // only `kbuild update` or the recipe's own `sha256` may change it.
+                pin.clone().or_else(|| stale.map(|l| l.sha256.clone()))
             }
         };
         plans.insert(

@@ -123,6 +123,40 @@ impl LockFile {
         })
     }
 
+    /// Whether both pin the same inputs to the same URLs and hashes (sizes aside).
+    pub fn same_pins(&self, other: &LockFile) -> bool {
+        self.inputs.len() == other.inputs.len()
+            && self.inputs.iter().all(|(k, a)| {
+                other
+                    .inputs
+                    .get(k)
+                    .is_some_and(|b| a.urls == b.urls && a.sha256 == b.sha256)
+            })
+    }
+
+    /// The changes from `old` to this lock, as (verb, message) status lines.
+    pub fn changes_from(&self, old: &LockFile) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, new) in &self.inputs {
+            match old.inputs.get(name) {
+                None => out.push(("Locking".into(), format!("{name} sha256 {}", new.sha256))),
+                Some(o) if o.sha256 != new.sha256 => out.push((
+                    "Updating".into(),
+                    format!("{name} sha256 {} -> {}", o.sha256, new.sha256),
+                )),
+                Some(o) if o.urls != new.urls => out.push((
+                    "Updating".into(),
+                    format!("{name} URLs to {} (sha256 unchanged)", new.urls.join(", ")),
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in old.inputs.keys().filter(|k| !self.inputs.contains_key(*k)) {
+            out.push(("Removing".into(), format!("{name} (no recipe declares it)")));
+        }
+        out
+    }
+
     /// The exact bytes written: 2-space indented, keys sorted, trailing newline.
     pub fn to_bytes(&self) -> Vec<u8> {
         let disk = OnDisk {

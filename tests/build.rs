@@ -984,7 +984,12 @@ fn generations_on_an_empty_store() {
     let r = sb.kbuild(&["generations"]);
     r.assert_success();
     assert_eq!(r.stdout, "");
-    assert_eq!(r.stderr, "no generations yet; run `kbuild build master`\n");
+    assert_eq!(
+        r.stderr(),
+        "no generations yet (no store at `$SANDBOX/store`); run `kbuild build master`\n"
+    );
+    // Asking did not create a store.
+    assert!(!sb.store.exists());
     let r = sb.kbuild(&["generations", "--json"]);
     r.assert_success();
     assert_eq!(r.stdout, "[]\n");
@@ -1059,11 +1064,12 @@ fn unpinned_build_pins_the_input_in_the_default_lock_file() {
     assert_eq!(
         r.stderr(),
         format!(
-            "{}      Locked inputs in `$SANDBOX/flake-like.lock.json`\n       Built generation 1\n",
+            "{}     Locking kubernetes-server sha256 {}\n       Wrote `$SANDBOX/flake-like.lock.json`\n       Built generation 1\n",
             fetched(
                 "$SERVER/kubernetes-server-linux-amd64.tar.gz",
                 fixture().gz.len()
-            )
+            ),
+            fixture().sha256
         )
     );
     let url = server.url(TARBALL_PATH);

@@ -290,3 +290,86 @@ fn write_lock_pins_an_overridden_input_under_the_recipe_url() {
     let r = sb.kbuild(&["build", "master", "--write-lock"]);
     assert_eq!(r.code, Some(2), "{}", r.stderr());
 }
+
+/// A pin survives a change of URLs: a new location must serve the same file, or the build
+/// stops with a hash mismatch; only `kbuild update` takes the new file.
+#[test]
+fn moving_the_url_keeps_the_pin() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    sb.build_ok(&[]);
+    // The recipe now points at another file.
+    let other = fixture()
+        .tarball
+        .clone()
+        .with_changed(&bin_member("kubectl"), b"#!fake kubectl, another build\n")
+        .build(Compression::Gzip);
+    server.serve("/moved/k8s.tar.gz", &other);
+    let common = sb.recipes.join("kube-common.toml");
+    let text = std::fs::read_to_string(&common).unwrap();
+    std::fs::write(
+        &common,
+        text.replace(&server.url(TARBALL_PATH), &server.url("/moved/k8s.tar.gz")),
+    )
+    .unwrap();
+    // With the pinned content in the store, the new URL is not even read: the pin is what
+    // identifies the input, and the lock records the new URL.
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_success();
+    assert!(
+        r.stderr().contains(
+            "Updating kubernetes-server URLs to $SERVER/moved/k8s.tar.gz (sha256 unchanged)"
+        ),
+        "{}",
+        r.stderr()
+    );
+    // On an empty store the new location must serve the pinned file.
+    let st = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&sb.store)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&sb.store).unwrap();
+    let before = sb.lock_bytes();
+    let r = sb.kbuild(&["build", "master", "--set", "IP=10.0.0.7"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr().contains(&format!(
+            "sha256 mismatch for input `kubernetes-server` from `$SERVER/moved/k8s.tar.gz`\n  expected: {}",
+            fixture().sha256
+        )),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(sb.lock_bytes(), before, "the lock changed");
+    // `update` re-pins, and says so.
+    let r = sb.kbuild(&["update", INPUT]);
+    r.assert_success();
+    assert!(
+        r.stderr().contains(&format!(
+            "Updating kubernetes-server sha256 {} -> {}",
+            fixture().sha256,
+            sha256_hex(&other)
+        )),
+        "{}",
+        r.stderr()
+    );
+}
+
+/// `--locked` never rewrites the file, not even to reformat it or fill in a size.
+#[test]
+fn locked_build_never_rewrites_the_lock_file() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    // The same pins, formatted differently and without the size.
+    let url = server.url(TARBALL_PATH);
+    let compact = format!(
+        "{{\"version\":1,\"inputs\":{{\"{INPUT}\":{{\"urls\":[\"{url}\"],\"sha256\":\"{}\"}}}}}}",
+        fixture().sha256
+    );
+    std::fs::write(&sb.lock, &compact).unwrap();
+    let r = sb.kbuild(&["build", "master", "--locked"]);
+    r.assert_success();
+    assert_eq!(std::fs::read_to_string(&sb.lock).unwrap(), compact);
+}

@@ -701,7 +701,7 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 5 present\n  remove  /etc/extra-a/sub/one\n  remove  /etc/extra-b/two\n  remove  /etc/kubernetes/addons/three\n  remove  /etc/kubernetes/extra\n"
+        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: wide -> master\n  prerequisites: 5 present\n  remove  /etc/extra-a/sub/one\n  remove  /etc/extra-b/two\n  remove  /etc/kubernetes/addons/three\n  remove  /etc/kubernetes/extra\n"
     );
     // Links gone; /etc/extra-a and /etc/kubernetes/addons (empty, kbuild's) gone; /etc/extra-b stays
     // (it holds the user's file) and stays recorded; /etc/kubernetes (the host's) stays.
@@ -770,7 +770,7 @@ fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl disable kube-scheduler.service\n  systemctl daemon-reload\n"
+        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: kube-scheduler -> etc-only\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl disable kube-scheduler.service\n  systemctl daemon-reload\n"
     );
     // `/etc` holds kbuild's own state, so it stays (recorded), as does /etc/kubernetes.
     w.assert_root(
@@ -964,10 +964,11 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
             w.assert_root(&la, &a, &format!("{when}, then back to A"));
         } else {
             // `rollback` completes it, then rolls back from B to A.
+            // The interrupted switch's unit actions are carried out (here: printed) too.
             let r = w.ok(&["rollback"]);
             assert_eq!(
                 r.stderr(),
-                "    Switched root `$SANDBOX/host` to generation 1\n",
+                "   Completed an interrupted switch; running its unit actions\n    Switched root `$SANDBOX/host` to generation 1\n",
                 "{when}"
             );
             w.assert_root(&la, &a, &format!("{when}, then `rollback`"));
@@ -1059,7 +1060,8 @@ fn adopted_originals_are_kept_and_restored_when_no_longer_managed() {
     let no_config = w.build(&["no-config"], &[], 2);
     assert!(!no_config.managed().contains("/etc/kubernetes/config"));
 
-    let dry = w.ok(&["switch", "1", "--dry-run"]);
+    let dry = w.run(&["switch", "1", "--dry-run"]);
+    assert_eq!(dry.code, Some(1), "{dry:?}");
     assert!(
         dry.stdout()
             .contains("  unmanaged, in the way: /etc/kubernetes/config\n"),
@@ -1170,13 +1172,22 @@ fn missing_prerequisites_are_listed_and_nothing_changes() {
     assert_eq!(full_listing(&w.root), before);
     assert!(!w.root.join("etc/.kbuild").exists());
     assert_eq!(full_listing(&w.sb.store), before_store);
-    let dry = w.ok(&["switch", "--dry-run"]);
+    // The dry run shows the plan and fails as the switch would.
+    let dry = w.run(&["switch", "--dry-run"]);
+    assert_eq!(dry.code, Some(1), "{dry:?}");
     assert!(
         dry.stdout().contains(
             "  prerequisite missing: /etc/kubernetes/ssl/ca-key.pem\n  prerequisite missing: /etc/kubernetes/token.csv\n"
         ),
         "{}",
         dry.stdout
+    );
+    assert!(
+        dry.stderr().starts_with(
+            "error: a switch of root `$SANDBOX/host` would be refused\n  caused by: missing host prerequisites"
+        ),
+        "{}",
+        dry.stderr
     );
 }
 
@@ -1397,7 +1408,7 @@ fn dry_run_prints_the_plan_and_changes_nothing_in_the_root_or_the_store() {
     let r = w.ok(&["switch", "2", "--dry-run"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-b\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-a\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
+        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: with-a -> with-b\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-b\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-a\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
     );
     assert_eq!(r.stderr, "");
     assert_eq!(full_listing(&w.root), root1, "the root changed");
@@ -1410,7 +1421,7 @@ fn dry_run_prints_the_plan_and_changes_nothing_in_the_root_or_the_store() {
     let r = w.ok(&["rollback", "--dry-run"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 2 -> generation 1\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-a\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-b\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
+        "root $SANDBOX/host: generation 2 -> generation 1\n  recipes: with-b -> with-a\n  prerequisites: 5 present\n  add     /etc/kubernetes/only-a\n  change  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/only-b\n  restart kube-apiserver.service (/etc/kubernetes/apiserver changed)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl restart kube-apiserver.service\n"
     );
     assert_eq!(full_listing(&w.root), root2, "the root changed");
     assert_eq!(full_listing(&w.sb.store), store2, "the store changed");
@@ -1909,7 +1920,7 @@ fn dry_runs_after_a_crash_plan_from_the_interrupted_switchs_target() {
     let r = w.ok(&["switch", "1", "--dry-run"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n"
+        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  recipes: extra -> master\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n"
     );
     assert_eq!(full_listing(&w.root), root);
     assert_eq!(full_listing(&w.sb.store), store);
@@ -1917,7 +1928,7 @@ fn dry_runs_after_a_crash_plan_from_the_interrupted_switchs_target() {
     let r = w.run(&["rollback", "--dry-run"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n",
+        "root $SANDBOX/host: generation 2 -> generation 1\n  an interrupted switch is completed first\n  recipes: extra -> master\n  prerequisites: 5 present\n  remove  /etc/kubernetes/extra\n",
         "rollback --dry-run after a crash: {r:?}"
     );
     assert_eq!(r.code, Some(0));
@@ -1968,9 +1979,17 @@ fn a_root_whose_first_switch_was_recovered_is_known_to_gc() {
             .contains("fault injected at step 1 (journal written)"),
         "{r:?}"
     );
-    // ... and `switch 1` completes it (and finds nothing else to do).
+    // ... and `switch 1` completes it, with its unit actions (nothing else to do).
     let r = w.ok(&["switch", "1"]);
-    assert_eq!(r.stderr, "       Fresh generation 1 is already active\n");
+    assert_eq!(
+        r.stderr,
+        "   Completed an interrupted switch; running its unit actions\n       Fresh generation 1 is already active\n"
+    );
+    assert!(
+        r.stdout.contains("systemctl start kube-apiserver.service"),
+        "{}",
+        r.stdout
+    );
     w.assert_root(
         &w.expect(&base, &g1, &MASTER_DIRS, &[]),
         &g1,
@@ -2170,4 +2189,63 @@ fn the_same_store_named_by_another_path_is_the_same_store() {
     w.ok(&["rollback"]);
     w.assert_resolves(&g1, "after rolling back");
     w.assert_generations(&[1, 2], Some(1));
+}
+
+/// A managed link deleted by hand is put back by switching to the active generation
+/// (reported by `verify --root` as drift before, clean after).
+#[test]
+fn switching_to_the_active_generation_repairs_a_deleted_link() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch", "1"]);
+    let healthy = w.listing();
+    std::fs::remove_file(w.root.join("usr/local/bin/kubectl")).unwrap();
+    let v = w.run(&["verify"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    assert!(
+        v.stdout.contains("removed: /usr/local/bin/kubectl"),
+        "{}",
+        v.stdout
+    );
+
+    let r = w.ok(&["switch", "1"]);
+    assert!(
+        r.stdout
+            .contains("  repair  /usr/local/bin/kubectl (changed or removed by hand)\n"),
+        "{}",
+        r.stdout
+    );
+    assert_listing(&w.listing(), &healthy, "after the repair");
+    w.assert_resolves(&g1, "after the repair");
+    assert_eq!(w.run(&["verify"]).code, Some(0));
+}
+
+/// `gc`, `verify` and `switch` never turn an arbitrary directory into a store.
+#[test]
+fn a_directory_that_is_not_a_store_is_refused() {
+    let w = World::new();
+    let dir = w.sb.dir.join("not-a-store");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "keep me\n").unwrap();
+    std::fs::write(dir.join(".tmp-important"), "keep me too\n").unwrap();
+    let before = full_listing(&dir);
+    for args in [&["gc"][..], &["verify"], &["switch", "1"], &["generations"]] {
+        let r = w.sb.run(w.cmd_store(&dir, args));
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        assert!(
+            r.stderr()
+                .contains("is not a kbuild store (it has no `.kbuild/version`)"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // `build` refuses to make a store of a directory holding other files.
+    let r = w.sb.run(w.cmd_store(&dir, &["build", "master"]));
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr().contains("help: the directory holds other files"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(full_listing(&dir), before);
 }

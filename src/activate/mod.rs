@@ -92,6 +92,10 @@ impl SwitchError {
             ),
             SwitchError::NoGenerations => Some("run `kbuild build master` first".into()),
             SwitchError::NoSuchGeneration(_) => Some("`kbuild generations` lists them".into()),
+            SwitchError::OtherStore { theirs, .. } => Some(format!(
+                "pass `--store {}` to manage this root",
+                theirs.display()
+            )),
             _ => None,
         }
     }
@@ -119,6 +123,10 @@ struct Journal {
     version: u32,
     from: State,
     to: State,
+    /// The unit actions of this switch: after a crash, the switch that completes it carries
+    /// them out too (the daemons must not keep running the old configuration).
+    #[serde(default)]
+    units: Vec<UnitAction>,
 }
 
 /// A root filesystem kbuild switches generations in.
@@ -249,6 +257,11 @@ pub struct Plan {
     pub prerequisites: Vec<(String, bool)>,
     /// Unmanaged paths in the way (refused unless adopting).
     pub unmanaged: Vec<String>,
+    /// Managed links of the active generation that went missing (or a moved flip point):
+    /// switching to the active generation puts them back.
+    pub repairs: Vec<String>,
+    /// The recipes of the active and the target generation, when they differ.
+    pub recipes_change: Option<(Vec<String>, Vec<String>)>,
     pub units: Vec<UnitAction>,
     /// An interrupted switch will be completed first.
     pub resumes: bool,
@@ -259,7 +272,26 @@ impl Plan {
         self.from.rootfs == self.to.rootfs
             && self.from.managed == self.to.managed
             && self.adopt.is_empty()
+            && self.repairs.is_empty()
             && !self.resumes
+    }
+
+    /// The refusals a switch makes before changing anything (a dry run reports them too).
+    pub fn check(&self) -> Result<(), SwitchError> {
+        let missing = self.missing_prerequisites();
+        if !missing.is_empty() {
+            return Err(SwitchError::Prerequisites {
+                root: self.root.clone(),
+                missing,
+            });
+        }
+        if !self.unmanaged.is_empty() {
+            return Err(SwitchError::Unmanaged {
+                root: self.root.clone(),
+                paths: self.unmanaged.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn missing_prerequisites(&self) -> Vec<String> {
@@ -286,6 +318,18 @@ impl fmt::Display for Plan {
         )?;
         if self.resumes {
             writeln!(f, "  an interrupted switch is completed first")?;
+        }
+        if let Some((from, to)) = &self.recipes_change {
+            writeln!(
+                f,
+                "  recipes: {} -> {}",
+                if from.is_empty() {
+                    "?".to_owned()
+                } else {
+                    from.join(" ")
+                },
+                to.join(" ")
+            )?;
         }
         let missing = self.missing_prerequisites();
         if missing.is_empty() {
@@ -315,6 +359,9 @@ impl fmt::Display for Plan {
         }
         for p in &self.restore {
             writeln!(f, "  restore {p} (the original adopted earlier)")?;
+        }
+        for p in &self.repairs {
+            writeln!(f, "  repair  {p} (changed or removed by hand)")?;
         }
         for u in &self.units {
             writeln!(f, "  {u}")?;
@@ -389,12 +436,24 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut added = Vec::new();
     let mut changed = Vec::new();
     let mut unmanaged = Vec::new();
+    let mut repairs = Vec::new();
     let mut new_dirs = BTreeSet::new();
+    if from.rootfs.is_some() {
+        let current = format!("/{STATE_DIR}/current");
+        if fs.entry(&current)? != Entry::Symlink(rootfs.clone())
+            && from.rootfs.as_ref() == Some(&rootfs)
+        {
+            repairs.push(current);
+        }
+    }
     for path in &managed {
         if from.managed.contains(path) {
-            // A managed link replaced by hand (a file, or a link elsewhere) is the user's now.
-            if !matches!(fs.entry(path)?, Entry::Missing) && !is_our_link(&fs, path)? {
-                unmanaged.push(path.clone());
+            // A managed link replaced by hand (a file, or a link elsewhere) is the user's now;
+            // one that was deleted is simply put back.
+            match fs.entry(path)? {
+                Entry::Missing => repairs.push(path.clone()),
+                _ if !is_our_link(&fs, path)? => unmanaged.push(path.clone()),
+                _ => {}
             }
             let differs = match &old_rootfs {
                 Some(old) => {
@@ -477,6 +536,14 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         created_dirs,
         adopted,
     };
+    let active = from
+        .generation
+        .filter(|_| from.store.as_ref() == Some(&store.canonical_dir()))
+        .and_then(|n| generation::get(store, n).ok().flatten());
+    let recipes_change = match active {
+        Some(a) if a.recipes != g.recipes => Some((a.recipes, g.recipes.clone())),
+        _ => None,
+    };
     Ok(Plan {
         root: root.dir().to_owned(),
         from,
@@ -488,6 +555,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         restore,
         prerequisites,
         unmanaged,
+        repairs,
+        recipes_change,
         units,
         resumes,
     })
@@ -498,6 +567,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
 pub struct Applied {
     pub generation: u64,
     pub changed_anything: bool,
+    /// Unit actions of an interrupted switch this one completed first; they still have to run.
+    pub recovered_units: Vec<UnitAction>,
 }
 
 /// Which generation a switch goes to.
@@ -543,9 +614,11 @@ pub fn switch(
     let _root_lock = root.lock(observer)?;
     // Shared store lock: gc cannot delete the generation while it is being activated.
     let _store_lock = store.lock(LockMode::Shared, observer)?;
-    recover(root)?;
+    let recovered = recover(root)?;
     let plan = plan(store, root, resolve(store, root, target)?, adopt)?;
-    apply(store, root, plan, before_flip)
+    let (plan, mut applied) = apply(store, root, plan, before_flip)?;
+    applied.recovered_units = recovered;
+    Ok((plan, applied))
 }
 
 /// The newest generation's number.
@@ -562,19 +635,7 @@ fn apply(
     plan: Plan,
     before_flip: &dyn Fn(&Plan),
 ) -> Result<(Plan, Applied), SwitchError> {
-    let missing = plan.missing_prerequisites();
-    if !missing.is_empty() {
-        return Err(SwitchError::Prerequisites {
-            root: root.dir().to_owned(),
-            missing,
-        });
-    }
-    if !plan.unmanaged.is_empty() {
-        return Err(SwitchError::Unmanaged {
-            root: root.dir().to_owned(),
-            paths: plan.unmanaged.clone(),
-        });
-    }
+    plan.check()?;
     let generation = plan.to.generation.expect("a plan targets a generation");
     if plan.is_noop() {
         return Ok((
@@ -582,38 +643,44 @@ fn apply(
             Applied {
                 generation,
                 changed_anything: false,
+                recovered_units: Vec::new(),
             },
         ));
     }
-    before_flip(&plan);
     // Registered before the root changes, so gc knows the root even if this switch crashes.
     register(store, root)?;
     let journal = Journal {
         version: 1,
         from: plan.from.clone(),
         to: plan.to.clone(),
+        units: plan.units.clone(),
     };
     root.ensure_state_dir()?;
     write_json(&root.state_dir().join("journal.json"), &journal)?;
     fault::point("journal written");
+    // Units are stopped only once the switch is recorded: a failure before this point
+    // leaves the services untouched.
+    before_flip(&plan);
     execute(root, &journal.from, &journal.to)?;
     Ok((
         plan,
         Applied {
             generation,
             changed_anything: true,
+            recovered_units: Vec::new(),
         },
     ))
 }
 
 /// Completes an interrupted switch, if any.
-pub fn recover(root: &Root) -> Result<bool, SwitchError> {
+/// Completes an interrupted switch, if any, returning the unit actions it still owes.
+pub fn recover(root: &Root) -> Result<Vec<UnitAction>, SwitchError> {
     match root.journal()? {
         Some(j) => {
             execute(root, &j.from, &j.to)?;
-            Ok(true)
+            Ok(j.units)
         }
-        None => Ok(false),
+        None => Ok(Vec::new()),
     }
 }
 

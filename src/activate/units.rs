@@ -62,7 +62,8 @@ pub fn parse_unit(text: &str) -> UnitInputs {
 }
 
 /// What a switch does to one unit.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
 pub enum UnitAction {
     /// New in the generation: enable and start.
     Start { unit: String },

@@ -51,11 +51,11 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
     };
     let outcome = kbuild::build::build(ctx, &req, term)
         .with_context(|| format!("cannot build {}", req.recipes.join(" ")))?;
+    for (verb, message) in &outcome.lock_changes {
+        term.status(verb, message);
+    }
     if outcome.lock_written {
-        term.status(
-            "Locked",
-            &format!("inputs in `{}`", ctx.lock_path.display()),
-        );
+        term.status("Wrote", &format!("`{}`", ctx.lock_path.display()));
     }
     match outcome.generation {
         Recorded::New(n) => term.status("Built", &format!("generation {n}")),

@@ -12,7 +12,19 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.store_dir)
+    // A store that does not exist yet has no generations; it is not created just to say so.
+    if !ctx.store_dir.exists() {
+        if args.json {
+            outln!("[]");
+        } else {
+            eprintln!(
+                "no generations yet (no store at `{}`); run `kbuild build master`",
+                ctx.store_dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let store = Store::open_existing(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
     let gens = kbuild::generation::list(&store).context("cannot list generations")?;
     let store_dir = store.canonical_dir();

@@ -33,7 +33,7 @@ pub struct DiffArgs {
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
-    Store::open(&ctx.store_dir)
+    Store::open_existing(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))
 }
 

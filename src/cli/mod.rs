@@ -1,8 +1,8 @@
 //! Command-line definitions. Each command is a thin `run` over one library operation; this
 //! module and `main.rs` are the only code that writes to the terminal.
 
-/// Writes to stdout; a closed pipe (`kbuild generations | head`) ends the program quietly
-/// with success instead of a panic, as ripgrep does.
+/// Writes to stdout; a closed pipe (`kbuild generations | head`) is not an error and never a
+/// panic (see [`write_stdout`]).
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::cli::write_stdout(&format!($($arg)*))
@@ -160,13 +160,19 @@ impl Global {
 
 pub fn write_stdout(text: &str) {
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Once the reader is gone (`kbuild generations | head`), further output is dropped, but
+    // the command runs to its end: a switch must still carry out its unit actions.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: cannot write to stdout: {e}");
         }
-        eprintln!("error: cannot write to stdout: {e}");
-        std::process::exit(1);
+        CLOSED.store(true, Ordering::Relaxed);
     }
 }
 
@@ -181,6 +187,11 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<kbuild::activate::SwitchError>()
             && let Some(h) = e.help()
+        {
+            return Some(h);
+        }
+        if let Some(e) = cause.downcast_ref::<kbuild::store::StoreError>()
+            && let Some(h) = kbuild::store::Store::help(e)
         {
             return Some(h);
         }

@@ -35,7 +35,7 @@ pub struct RollbackArgs {
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
-    Store::open(&ctx.store_dir)
+    Store::open_existing(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))
 }
 
@@ -77,6 +77,13 @@ fn run(
             .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
         out!("{plan}");
         print_units(root, &plan, false);
+        // The dry run fails where the switch would, with the same message.
+        plan.check().with_context(|| {
+            format!(
+                "a {what} of root `{}` would be refused",
+                root.dir().display()
+            )
+        })?;
         return Ok(());
     }
     let live = activate::systemd_is_live(root);
@@ -99,39 +106,56 @@ fn finish(
     mut failures: Vec<String>,
     term: &Terminal,
 ) -> anyhow::Result<()> {
+    // An interrupted switch completed first still owes its unit actions.
+    if !applied.recovered_units.is_empty() {
+        term.status(
+            "Completed",
+            "an interrupted switch; running its unit actions",
+        );
+        if live {
+            failures.extend(activate::run_systemctl(&applied.recovered_units, true));
+            failures.extend(activate::run_systemctl(&applied.recovered_units, false));
+        } else {
+            print_commands(root, &applied.recovered_units, true);
+        }
+    }
     if !applied.changed_anything {
         term.status(
             "Fresh",
             &format!("generation {} is already active", applied.generation),
         );
-        return Ok(());
-    }
-    out!("{plan}");
-    term.status(
-        "Switched",
-        &format!(
-            "root `{}` to generation {}",
-            root.dir().display(),
-            applied.generation
-        ),
-    );
-    if live {
-        failures.extend(activate::run_systemctl(&plan.units, false));
-        if !failures.is_empty() {
-            anyhow::bail!(
-                "the switch is done, but unit actions failed:\n  {}",
-                failures.join("\n  ")
-            );
-        }
     } else {
-        print_units(root, plan, true);
+        out!("{plan}");
+        term.status(
+            "Switched",
+            &format!(
+                "root `{}` to generation {}",
+                root.dir().display(),
+                applied.generation
+            ),
+        );
+        if live {
+            failures.extend(activate::run_systemctl(&plan.units, false));
+        } else {
+            print_units(root, plan, true);
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "the switch is done, but unit actions failed:\n  {}",
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }
 
 /// Prints the systemctl commands a switch implies when they are not run.
 fn print_units(root: &Root, plan: &Plan, switched: bool) {
-    if plan.units.is_empty() {
+    print_commands(root, &plan.units, switched);
+}
+
+fn print_commands(root: &Root, units: &[activate::UnitAction], switched: bool) {
+    if units.is_empty() {
         return;
     }
     let why = if root.dir() != std::path::Path::new("/") {
@@ -141,7 +165,7 @@ fn print_units(root: &Root, plan: &Plan, switched: bool) {
     };
     let verb = if switched { "not run" } else { "would run" };
     outln!("unit actions ({verb}: {why}):");
-    let (before, after) = activate::systemctl_commands(&plan.units);
+    let (before, after) = activate::systemctl_commands(units);
     for cmd in before.iter().chain(&after) {
         outln!("  systemctl {}", cmd.join(" "));
     }

@@ -36,13 +36,15 @@ const LAYOUT_VERSION: &str = "kbuild-store-v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use store `{path}`")]
+    #[error("cannot use store `{}`", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("store `{path}` has layout `{found}`, this kbuild understands `{LAYOUT_VERSION}`")]
+    #[error("`{}` is not a kbuild store (it has no `.kbuild/version`)", path.display())]
+    NotAStore { path: PathBuf, creating: bool },
+    #[error("store `{}` has layout `{found}`, this kbuild understands `{LAYOUT_VERSION}`", path.display())]
     Layout { path: PathBuf, found: String },
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -173,15 +175,55 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store at `dir`, creating it (and its bookkeeping) if it does not exist.
+    /// Opens the store at `dir`, creating it (and its bookkeeping) if it does not exist. An
+    /// existing directory becomes a store only if it is empty (a `.gitignore`, `.gitkeep` or
+    /// `README.md` aside): `--store /tmp` must not turn /tmp into one.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.join(".kbuild/version").exists() && dir.is_dir() {
+            let foreign = fs_err::read_dir(dir)
+                .map_err(|source| StoreError::Open {
+                    path: dir.to_owned(),
+                    source,
+                })?
+                .filter_map(Result::ok)
+                .any(|e| {
+                    let n = e.file_name();
+                    !matches!(
+                        n.to_str(),
+                        Some(".gitignore" | ".gitkeep" | "README.md" | ".kbuild")
+                    )
+                });
+            if foreign {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_owned(),
+                    creating: true,
+                });
+            }
+        }
+        Self::open_inner(dir, true)
+    }
+
+    /// Opens an existing store; never creates one (for commands that only read or delete).
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.join(".kbuild/version").exists() {
+            return Err(StoreError::NotAStore {
+                path: dir.to_owned(),
+                creating: false,
+            });
+        }
+        Self::open_inner(dir, false)
+    }
+
+    fn open_inner(dir: &Path, create: bool) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
             path: dir.to_owned(),
             source,
         };
         let meta_dir = dir.join(".kbuild");
-        for d in ["index", "meta", "generations"] {
-            fs_err::create_dir_all(meta_dir.join(d)).map_err(open_err)?;
+        if create {
+            for d in ["index", "meta", "generations"] {
+                fs_err::create_dir_all(meta_dir.join(d)).map_err(open_err)?;
+            }
         }
         let version = meta_dir.join("version");
         match std::fs::read_to_string(&version) {
@@ -201,6 +243,22 @@ impl Store {
         Ok(Store {
             dir: dir.to_owned(),
         })
+    }
+
+    /// A `help:` line for store errors.
+    pub fn help(e: &StoreError) -> Option<String> {
+        match e {
+            StoreError::NotAStore { creating: true, .. } => Some(
+                "the directory holds other files; pass `--store` a new or empty directory (default `./store`)".into(),
+            ),
+            StoreError::NotAStore { creating: false, .. } => Some(
+                "check `--store` (default `./store`, env KBUILD_STORE); `kbuild build` creates a store".into(),
+            ),
+            StoreError::Modified { .. } => Some(
+                "run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them".into(),
+            ),
+            _ => None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
