@@ -521,7 +521,7 @@ fn stale_tmp_entry_is_ignored_and_collected() {
     assert_eq!(
         (g.stdout.as_str(), g.stderr.as_str()),
         (
-            "0 generations, 0 objects and 1 temporary entries removed, 0.0 MiB freed\n",
+            "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n",
             ""
         )
     );
@@ -596,7 +596,7 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     g.assert_success();
     assert!(
         g.stdout
-            .starts_with("0 generations, 0 objects and 1 temporary entries removed, ")
+            .starts_with("0 generations, 0 objects and 1 temporary entry removed, ")
             && g.stdout.ends_with(" MiB freed\n"),
         "{}",
         g.stdout

@@ -38,6 +38,14 @@ fn open(ctx: &Context) -> anyhow::Result<Store> {
 }
 
 pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()> {
+    // No store yet: nothing to collect (never an error racing the first build).
+    if Store::is_unused(&ctx.store_dir) {
+        outln!(
+            "nothing to collect: no store at `{}` yet",
+            ctx.store_dir.display()
+        );
+        return Ok(());
+    }
     let store = open(ctx)?;
     let report = kbuild::gc::gc(&store, args.keep, term).context("garbage collection failed")?;
     for n in &report.generations_removed {
@@ -46,11 +54,18 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     for o in &report.objects_removed {
         term.status("Deleted", o.as_str());
     }
+    let n = |count: usize, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
     outln!(
-        "{} generations, {} objects and {} temporary entries removed, {:.1} MiB freed",
-        report.generations_removed.len(),
-        report.objects_removed.len(),
-        report.temp_removed,
+        "{}, {} and {} removed, {:.1} MiB freed",
+        n(
+            report.generations_removed.len(),
+            "generation",
+            "generations"
+        ),
+        n(report.objects_removed.len(), "object", "objects"),
+        n(report.temp_removed, "temporary entry", "temporary entries"),
         report.bytes_freed as f64 / (1 << 20) as f64
     );
     Ok(())

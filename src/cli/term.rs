@@ -63,7 +63,7 @@ impl Observer for Terminal {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            bar.set_prefix("Downloading");
+            bar.set_prefix("Reading");
             bar
         });
         *self.transfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Transfer {

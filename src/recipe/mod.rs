@@ -57,6 +57,8 @@ pub enum RecipeError {
         dir: PathBuf,
         available: Vec<String>,
     },
+    #[error("recipes directory `{}` does not exist", dir.display())]
+    NoDirectory { dir: PathBuf },
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -94,6 +96,10 @@ impl RecipeError {
             RecipeError::Unknown { available, .. } => {
                 Some(format!("available recipes: {}", available.join(", ")))
             }
+            RecipeError::NoDirectory { .. } => Some(
+                "run kbuild from the repository root, or pass `--recipes DIR` (env KBUILD_RECIPES)"
+                    .into(),
+            ),
             RecipeError::Read { .. } => None,
         }
     }
@@ -283,6 +289,11 @@ pub fn load(dir: &Path, roots: &[String]) -> Result<RecipeSet, RecipeError> {
         stack: Vec::new(),
         done: BTreeSet::new(),
     };
+    if !dir.is_dir() {
+        return Err(RecipeError::NoDirectory {
+            dir: dir.to_owned(),
+        });
+    }
     for name in roots {
         if types::check_name(name, "recipe").is_err() || !dir.join(format!("{name}.toml")).is_file()
         {

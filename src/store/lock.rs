@@ -60,10 +60,7 @@ impl FileLock {
         match flock(&file, try_op) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
-                observer.status(
-                    "Blocking",
-                    &format!("waiting for file lock on {what} (`{}`)", path.display()),
-                );
+                observer.status("Blocking", &format!("waiting for file lock on {what}"));
                 flock(&file, block_op).map_err(|e| lock_error(e, path))?;
             }
             Err(e) => return Err(lock_error(e, path)),

@@ -203,6 +203,23 @@ impl Store {
         Self::open_inner(dir, true)
     }
 
+    /// Whether `dir` holds no store yet and nothing else either (missing, empty, or only the
+    /// files a fresh checkout's `store/` has, or a store being created right now).
+    pub fn is_unused(dir: &Path) -> bool {
+        if dir.join(".kbuild/version").exists() {
+            return false;
+        }
+        match std::fs::read_dir(dir) {
+            Err(_) => true,
+            Ok(entries) => entries.filter_map(Result::ok).all(|e| {
+                matches!(
+                    e.file_name().to_str(),
+                    Some(".gitignore" | ".gitkeep" | "README.md" | ".kbuild")
+                )
+            }),
+        }
+    }
+
     /// Opens an existing store; never creates one (for commands that only read or delete).
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         if !dir.join(".kbuild/version").exists() {
