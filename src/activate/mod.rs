@@ -881,6 +881,11 @@ pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
 /// Differences between a root and its recorded state: links changed, removed or replaced by
 /// hand, a flip point that moved, an interrupted switch.
 pub fn drift(root: &Root) -> Result<Vec<String>, SwitchError> {
+    if !root.dir().is_dir() {
+        return Ok(vec![
+            "the root does not exist (check `--root` / KBUILD_ROOT)".to_owned(),
+        ]);
+    }
     let state = root.state()?;
     let mut out = Vec::new();
     if root.interrupted() {

@@ -105,12 +105,28 @@ pub fn run_verify(
         outln!("corrupt  {}: {}", c.path, c.problem);
         problems += 1;
     }
+    // Generations whose rootfs is gone can no longer be switched to.
+    for g in kbuild::generation::list(&store)? {
+        if !store.contains(&g.rootfs) {
+            outln!(
+                "missing  generation {}: rootfs {} is not in the store",
+                g.number,
+                g.rootfs
+            );
+            problems += 1;
+        }
+    }
     if args.repair && !report.corrupt.is_empty() {
         for p in kbuild::store::verify::repair(&store, &report.corrupt)
-            .context("cannot remove the corrupt objects")?
+            .context("cannot repair the store")?
         {
-            term.status("Removed", &format!("{p} (the next build re-creates it)"));
+            term.status(
+                "Repaired",
+                &format!("{p} (removed objects are re-created by the next build)"),
+            );
         }
+        // What --repair fixed is no longer a problem; the next build completes the repair.
+        problems -= report.corrupt.len();
     }
     if let Some(root) = root {
         for d in kbuild::activate::drift(root).context("cannot inspect the root")? {

@@ -17,6 +17,8 @@ use super::{Digest, Node, Store, StorePath};
 pub struct Corrupt {
     pub path: StorePath,
     pub problem: String,
+    /// Only its permissions are wrong (the content matches its name): repaired in place.
+    pub writable_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -116,10 +118,37 @@ pub fn verify(store: &Store) -> io::Result<Report> {
             report.corrupt.push(Corrupt {
                 path: o.clone(),
                 problem,
+                writable_only: false,
+            });
+        } else if let Some(w) = first_writable(&store.path_of(o))? {
+            // Objects are read-only for good: someone made this writable (and may write).
+            report.corrupt.push(Corrupt {
+                path: o.clone(),
+                problem: format!("`{}` is writable (objects are read-only)", w.display()),
+                writable_only: true,
             });
         }
     }
     Ok(report)
+}
+
+/// The first entry of an object with a write permission bit, if any.
+fn first_writable(path: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_symlink() {
+            continue;
+        }
+        let mode = entry
+            .metadata()
+            .map_err(io::Error::other)?
+            .permissions()
+            .mode();
+        if mode & 0o222 != 0 {
+            return Ok(Some(entry.path().to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<Digest> {
@@ -174,12 +203,32 @@ fn node_of(path: &Path, digests: &HashMap<(u64, u64), io::Result<Digest>>) -> io
 }
 
 /// Deletes corrupt objects (with their metadata and the index entries that name them), so the
-/// next build re-creates them. The caller holds the store lock exclusively. Directories are
+/// next build re-creates them; objects that are only writable get their modes back. The caller holds the store lock exclusively. Directories are
 /// made writable to be removed; files are unlinked without touching their modes, since other
 /// objects may hardlink the same inode.
 pub fn repair(store: &Store, corrupt: &[Corrupt]) -> io::Result<Vec<StorePath>> {
     let mut removed = Vec::new();
     for c in corrupt {
+        if c.writable_only {
+            // The content is right: only take the write bits away again.
+            for entry in walkdir::WalkDir::new(store.path_of(&c.path)) {
+                let entry = entry.map_err(io::Error::other)?;
+                if entry.file_type().is_symlink() {
+                    continue;
+                }
+                let mode = entry
+                    .metadata()
+                    .map_err(io::Error::other)?
+                    .permissions()
+                    .mode();
+                fs_err::set_permissions(
+                    entry.path(),
+                    std::fs::Permissions::from_mode(mode & !0o222),
+                )?;
+            }
+            removed.push(c.path.clone());
+            continue;
+        }
         crate::fs::remove_tree(&store.path_of(&c.path))?;
         let meta = store
             .bookkeeping()
