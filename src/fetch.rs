@@ -59,6 +59,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
         }
         return Ok(());
     }
+    if url.starts_with('/') {
+        return Err(format!(
+            "`{url}` is a path, not a URL: write `file://{url}`"
+        ));
+    }
     let Some(rest) = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))

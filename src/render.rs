@@ -72,6 +72,14 @@ pub fn render(
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // `{{ IP | host }}` is the address as the host part of a URL: IPv6 in brackets.
+    env.add_filter("host", |v: String| -> String {
+        if v.contains(':') && !v.starts_with('[') {
+            format!("[{v}]")
+        } else {
+            v
+        }
+    });
     let syntax_error = |e: minijinja::Error| RenderError::Template {
         template: name.to_owned(),
         line: e.line().unwrap_or(0),
@@ -205,6 +213,17 @@ mod tests {
             out,
             "ExecStart=/bin/x \\\n  $KUBE_A ${KUBE_B} --ip=10.0.0.1\n"
         );
+    }
+
+    #[test]
+    fn host_filter_brackets_ipv6_only() {
+        let out = render(
+            "t",
+            "{{ A | host }} {{ B | host }}",
+            &vars(&[("A", "10.0.0.1"), ("B", "fd00::10")]),
+        )
+        .unwrap();
+        assert_eq!(out, "10.0.0.1 [fd00::10]");
     }
 
     #[test]

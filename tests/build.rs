@@ -563,6 +563,32 @@ fn ipv6_service_cidr_of_one_address() {
     );
 }
 
+/// IPv6 addresses are bracketed where they are the host part of a URL, bare elsewhere.
+#[test]
+fn ipv6_addresses_in_urls_are_bracketed() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    let r = sb.kbuild(&[
+        "build",
+        "master",
+        "--set",
+        "IP=fd00::10",
+        "--set",
+        "ETCD2=fd00::11",
+    ]);
+    r.assert_success();
+    let rootfs = r.rootfs();
+    assert!(
+        read(&rootfs.join("etc/kubernetes/config"))
+            .contains("KUBE_MASTER=\"--master=http://[fd00::10]:8080\"\n")
+    );
+    let apiserver = read(&rootfs.join("etc/kubernetes/apiserver"));
+    assert!(apiserver.contains(
+        "--etcd-servers=https://[fd00::10]:2379,https://[fd00::11]:2379,https://10.72.84.162:2379\""
+    ));
+    assert!(apiserver.contains("--advertise-address=fd00::10 --bind-address=fd00::10 "));
+}
+
 #[test]
 fn apiserver_tls_paths_are_unbroken() {
     let server = Server::start();

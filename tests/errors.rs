@@ -675,8 +675,8 @@ fn undefined_template_variable_names_template_and_line() {
             std::fs::write(
                 &path,
                 text.replace(
-                    "https://{{ ETCD3 }}:2379\"",
-                    "https://{{ ETCD3 }}:2379,https://{{ ETCD4 }}:2379\"",
+                    "https://{{ ETCD3 | host }}:2379\"",
+                    "https://{{ ETCD3 | host }}:2379,https://{{ ETCD4 }}:2379\"",
                 ),
             )
             .unwrap();

@@ -136,10 +136,13 @@ pub struct Root {
 }
 
 impl Root {
+    /// A root named by `dir`; canonical when it exists, so that `/srv/m1`, `../m1` and a
+    /// symlink to it are one root (one lock, one registration with the store).
     pub fn new(dir: &Path) -> Root {
-        Root {
-            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
-        }
+        let dir = std::fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .unwrap_or_else(|_| dir.to_owned());
+        Root { dir }
     }
 
     pub fn dir(&self) -> &Path {
