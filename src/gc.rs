@@ -69,23 +69,10 @@ pub fn gc(
             continue;
         }
         report.bytes_freed += remove_counting(&store.path_of(&o))?;
-        let meta = store
-            .bookkeeping()
-            .join("meta")
-            .join(format!("{}.json", o.as_str()));
-        let _ = std::fs::remove_file(meta);
         report.objects_removed.push(o);
     }
-    // Index entries pointing at removed objects, and abandoned temp entries.
-    for e in fs_err::read_dir(store.bookkeeping().join("index"))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(key) = name.strip_suffix(".json")
-            && store.lookup(key)?.is_none()
-        {
-            fs_err::remove_file(e.path())?;
-        }
-    }
+    // Their metadata and index entries, then abandoned temp entries.
+    store.forget(&report.objects_removed)?;
     for e in fs_err::read_dir(store.dir())? {
         let e = e?;
         if e.file_name().to_string_lossy().starts_with(".tmp-") {

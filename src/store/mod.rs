@@ -409,6 +409,24 @@ impl Store {
             .map(|e| e.outputs))
     }
 
+    /// Deletes an object's metadata and the index entries that name a missing object (after
+    /// gc or a repair removed objects). The caller holds the store lock exclusively.
+    pub fn forget(&self, removed: &[StorePath]) -> Result<(), StoreError> {
+        for p in removed {
+            let _ = std::fs::remove_file(self.meta_path(p));
+        }
+        for e in fs_err::read_dir(self.bookkeeping().join("index"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(key) = name.strip_suffix(".json")
+                && self.lookup(key)?.is_none()
+            {
+                fs_err::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records that derivation `key` produced `outputs`.
     pub fn record(&self, key: &str, outputs: &[IndexedOutput]) -> io::Result<()> {
         let entry = IndexEntry {

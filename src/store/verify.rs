@@ -134,21 +134,23 @@ pub fn verify(store: &Store) -> io::Result<Report> {
 
 /// The first entry of an object with a write permission bit, if any.
 fn first_writable(path: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(modes(path)?
+        .into_iter()
+        .find(|(_, mode)| mode & 0o222 != 0)
+        .map(|(p, _)| p))
+}
+
+/// Every entry of an object (symlinks aside) with its permission bits.
+fn modes(path: &Path) -> io::Result<Vec<(PathBuf, u32)>> {
+    let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(path) {
         let entry = entry.map_err(io::Error::other)?;
-        if entry.file_type().is_symlink() {
-            continue;
-        }
-        let mode = entry
-            .metadata()
-            .map_err(io::Error::other)?
-            .permissions()
-            .mode();
-        if mode & 0o222 != 0 {
-            return Ok(Some(entry.path().to_owned()));
+        if !entry.file_type().is_symlink() {
+            let meta = entry.metadata().map_err(io::Error::other)?;
+            out.push((entry.into_path(), meta.permissions().mode()));
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<Digest> {
@@ -203,50 +205,25 @@ fn node_of(path: &Path, digests: &HashMap<(u64, u64), io::Result<Digest>>) -> io
 }
 
 /// Deletes corrupt objects (with their metadata and the index entries that name them), so the
-/// next build re-creates them; objects that are only writable get their modes back. The caller holds the store lock exclusively. Directories are
-/// made writable to be removed; files are unlinked without touching their modes, since other
-/// objects may hardlink the same inode.
+/// next build re-creates them; objects that are only writable get their modes back. The caller
+/// holds the store lock exclusively. Directories are made writable to be removed; files are
+/// unlinked without touching their modes, since other objects may hardlink the same inode.
 pub fn repair(store: &Store, corrupt: &[Corrupt]) -> io::Result<Vec<StorePath>> {
+    let mut repaired = Vec::new();
     let mut removed = Vec::new();
     for c in corrupt {
         if c.writable_only {
             // The content is right: only take the write bits away again.
-            for entry in walkdir::WalkDir::new(store.path_of(&c.path)) {
-                let entry = entry.map_err(io::Error::other)?;
-                if entry.file_type().is_symlink() {
-                    continue;
-                }
-                let mode = entry
-                    .metadata()
-                    .map_err(io::Error::other)?
-                    .permissions()
-                    .mode();
-                fs_err::set_permissions(
-                    entry.path(),
-                    std::fs::Permissions::from_mode(mode & !0o222),
-                )?;
+            for (path, mode) in modes(&store.path_of(&c.path))? {
+                fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode & !0o222))?;
             }
+        } else {
+            crate::fs::remove_tree(&store.path_of(&c.path))?;
             removed.push(c.path.clone());
-            continue;
         }
-        crate::fs::remove_tree(&store.path_of(&c.path))?;
-        let meta = store
-            .bookkeeping()
-            .join("meta")
-            .join(format!("{}.json", c.path.as_str()));
-        let _ = std::fs::remove_file(meta);
-        removed.push(c.path.clone());
+        repaired.push(c.path.clone());
     }
-    // Index entries pointing at removed objects are stale now.
-    for e in fs_err::read_dir(store.bookkeeping().join("index"))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(key) = name.strip_suffix(".json")
-            && store.lookup(key).map_err(io::Error::other)?.is_none()
-        {
-            fs_err::remove_file(e.path())?;
-        }
-    }
+    store.forget(&removed).map_err(io::Error::other)?;
     store.sync_dir()?;
-    Ok(removed)
+    Ok(repaired)
 }
