@@ -591,6 +591,24 @@ fn bad_set_is_refused_before_any_work(
 }
 
 #[test]
+fn the_same_variable_set_twice_is_refused() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    let r = sb.kbuild(&[
+        "build",
+        "master",
+        "--set",
+        "IP=10.0.0.1",
+        "--set",
+        "IP=10.0.0.2",
+    ]);
+    r.assert_error(
+        "error: cannot build master\n  caused by: `--set IP=…` is given twice\nhelp: keep one `--set IP=…`\n",
+    );
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
 fn set_without_equals_is_a_usage_error() {
     let sb = Sandbox::new();
     let r = sb.kbuild(&["build", "master", "--set", "IP"]);

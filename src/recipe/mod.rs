@@ -742,6 +742,9 @@ pub fn resolve_variables(
 ) -> Result<BTreeMap<String, String>, VariableError> {
     let mut values = BTreeMap::new();
     for (key, value) in overrides {
+        if values.contains_key(key) {
+            return Err(VariableError::Twice { name: key.clone() });
+        }
         let Some(decl) = set.variables.get(key) else {
             return Err(VariableError::Unknown {
                 name: key.clone(),
@@ -789,6 +792,8 @@ pub enum VariableError {
         message: String,
         origin: Origin,
     },
+    #[error("`--set {name}=…` is given twice")]
+    Twice { name: String },
     #[error("variable `{name}` is required and has no value (declared in {origin})")]
     Missing { name: String, origin: Origin },
 }
@@ -806,6 +811,7 @@ impl VariableError {
                 format!("`{name}` is declared in {origin}")
             }
             VariableError::Missing { name, .. } => format!("pass `--set {name}=VALUE`"),
+            VariableError::Twice { name } => format!("keep one `--set {name}=…`"),
         })
     }
 }
