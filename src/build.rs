@@ -150,7 +150,8 @@ pub fn build(
     // Render first: template errors need no store and no network.
     let mut components = render_files(&set, &vars)?;
 
-    let mut lock = LockFile::load(&ctx.lock_path)?;
+    let original = LockFile::load(&ctx.lock_path)?;
+    let mut lock = original.clone();
     let plans = plan_inputs(ctx, &set, &lock, req)?;
 
     let store = Store::open(&ctx.store_dir)?;
@@ -214,19 +215,20 @@ pub fn build(
             }
         }
     }
-    // Pins of declared inputs no file uses still belong in the lock.
+    // Pins of declared inputs no file uses still belong in the lock (with their current URLs).
     for (name, plan) in &plans {
         if let (false, Some(sha)) = (plan.overridden, &plan.sha256) {
-            lock.inputs
+            let entry = lock
+                .inputs
                 .entry(name.clone())
                 .or_insert_with(|| LockedInput {
-                    urls: plan.urls.clone(),
+                    urls: plan.lock_urls.clone(),
                     sha256: sha.clone(),
                     size: None,
                 });
+            entry.urls = plan.lock_urls.clone();
         }
     }
-    let original = LockFile::load(&ctx.lock_path)?;
     // Sizes are informational: filling one in is not a change `--locked` refuses.
     if req.locked && !lock.same_pins(&original) {
         return Err(BuildError::LockWouldChange {
