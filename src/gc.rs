@@ -21,6 +21,8 @@ pub struct Report {
     /// Bytes whose last link was removed.
     pub bytes_freed: u64,
     pub temp_removed: usize,
+    /// Registered roots that are gone or managed from another store now.
+    pub roots_forgotten: Vec<std::path::PathBuf>,
 }
 
 /// Removes generations beyond the newest `keep` (never one a root uses, see
@@ -33,6 +35,7 @@ pub fn gc(
 ) -> Result<Report, SwitchError> {
     let _lock = store.lock(LockMode::Exclusive, observer)?;
     let mut report = Report::default();
+    report.roots_forgotten = activate::forget_stale_roots(store)?;
     let active = activate::generations_in_use(store)?;
 
     let gens = generation::list(store)?;

@@ -640,6 +640,9 @@ fn apply(
 ) -> Result<(Plan, Applied), SwitchError> {
     plan.check()?;
     let generation = plan.to.generation.expect("a plan targets a generation");
+    // Registered before the root changes, so gc knows the root even if this switch crashes
+    // (and a root moved to another path is known again after one no-op switch).
+    register(store, root)?;
     if plan.is_noop() {
         return Ok((
             plan,
@@ -650,8 +653,6 @@ fn apply(
             },
         ));
     }
-    // Registered before the root changes, so gc knows the root even if this switch crashes.
-    register(store, root)?;
     let journal = Journal {
         version: 1,
         from: plan.from.clone(),
@@ -814,6 +815,33 @@ pub fn active_generation(store: &Store, root: &Root) -> Option<u64> {
         .ok()
         .filter(|s| s.store.as_ref() == Some(&ours))
         .and_then(|s| s.generation)
+}
+
+/// Forgets registered roots that no longer exist or are no longer managed from this store
+/// (gc calls this under the exclusive store lock). Returns their paths.
+pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(store.bookkeeping().join("roots")) else {
+        return Ok(out);
+    };
+    let ours = store.canonical_dir();
+    for e in entries.flatten() {
+        let Ok(Some(v)) = read_json::<serde_json::Value>(&e.path()) else {
+            continue;
+        };
+        let Some(r) = v.get("root").and_then(|r| r.as_str()) else {
+            continue;
+        };
+        let root = Root::new(Path::new(r));
+        let ours_still = root.dir().is_dir()
+            && (root.state().is_ok_and(|s| s.store.as_ref() == Some(&ours))
+                || root.journal().is_ok_and(|j| j.is_some()));
+        if !ours_still {
+            fs_err::remove_file(e.path())?;
+            out.push(PathBuf::from(r));
+        }
+    }
+    Ok(out)
 }
 
 /// Generations of this store that a root still needs: the active one of every root that

@@ -54,6 +54,15 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     for o in &report.objects_removed {
         term.status("Deleted", o.as_str());
     }
+    for r in &report.roots_forgotten {
+        term.status(
+            "Forgot",
+            &format!(
+                "root `{}` (gone, or managed from another store)",
+                r.display()
+            ),
+        );
+    }
     let n = |count: usize, one: &str, many: &str| {
         format!("{count} {}", if count == 1 { one } else { many })
     };
