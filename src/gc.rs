@@ -34,8 +34,10 @@ pub fn gc(
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
     let _lock = store.lock(LockMode::Exclusive, observer)?;
-    let mut report = Report::default();
-    report.roots_forgotten = activate::forget_stale_roots(store)?;
+    let mut report = Report {
+        roots_forgotten: activate::forget_stale_roots(store)?,
+        ..Report::default()
+    };
     let active = activate::generations_in_use(store)?;
 
     let gens = generation::list(store)?;
