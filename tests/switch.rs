@@ -2252,3 +2252,35 @@ fn a_directory_that_is_not_a_store_is_refused() {
     );
     assert_eq!(full_listing(&dir), before);
 }
+
+/// gc forgets a root that no longer exists, and then no longer keeps its generation.
+#[test]
+fn gc_forgets_a_root_that_is_gone() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.0.0.9"], 2);
+    w.ok(&["switch", "1"]);
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert!(!r.stderr.contains("Forgot"), "{}", r.stderr);
+    w.assert_generations(&[1, 2], Some(1));
+
+    let st = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&w.root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = w.sb.run(w.cmd_without_root(&["gc", "--keep", "1"]));
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stderr()
+            .contains("      Forgot root `$SANDBOX/host` (gone, or managed from another store)\n"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("     Removed generation 1\n"),
+        "{}",
+        r.stderr()
+    );
+}
