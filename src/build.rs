@@ -137,7 +137,12 @@ pub fn build(
     req: &BuildRequest,
     observer: &dyn Observer,
 ) -> Result<BuildOutcome, BuildError> {
-    let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
+    // The order recipes are named in changes nothing (imports merge the same either way), so
+    // `build a b`, `build b a` and `build a a b` are one build with one rootfs name.
+    let mut recipes = req.recipes.clone();
+    recipes.sort();
+    recipes.dedup();
+    let set = recipe::load(&ctx.recipes_dir, &recipes)?;
     let vars = recipe::resolve_variables(&set, &req.sets)?;
     for name in req.overrides.keys() {
         if !set.inputs.contains_key(name) {
@@ -254,7 +259,7 @@ pub fn build(
         &store,
         NewGeneration {
             rootfs: rootfs.clone(),
-            recipes: req.recipes.clone(),
+            recipes,
             variables: vars,
             inputs: used_inputs,
             prerequisites: set.prerequisites.iter().cloned().collect(),
@@ -406,14 +411,31 @@ fn realise_unpack(
     wanted: &[Wanted],
     observer: &dyn Observer,
 ) -> Result<Realised, BuildError> {
-    if let (Some(sha), false) = (&plan.sha256, plan.overridden)
-        && let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))?
-    {
-        return Ok(Realised {
-            sha256: sha.clone(),
-            outputs,
-            size: None,
-        });
+    if let (Some(sha), false) = (&plan.sha256, plan.overridden) {
+        if let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))? {
+            return Ok(Realised {
+                sha256: sha.clone(),
+                outputs,
+                size: None,
+            });
+        }
+        // Another recipe set may have unpacked every member this one wants (`kube-common`
+        // after `master`): each member is indexed on its own too.
+        let mut outputs = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            match store.lookup(&derivation::unpack_key(sha, std::slice::from_ref(w)))? {
+                Some(mut o) if o.len() == 1 => outputs.push(o.remove(0)),
+                _ => break,
+            }
+        }
+        if outputs.len() == wanted.len() {
+            store.record(&derivation::unpack_key(sha, wanted), &outputs)?;
+            return Ok(Realised {
+                sha256: sha.clone(),
+                outputs,
+                size: None,
+            });
+        }
     }
     let scratch = store.scratch()?;
     let unpacked = unpack::fetch_and_unpack(
@@ -461,6 +483,16 @@ fn realise_unpack(
     }
     store.sync_dir()?;
     store.record(&key, &outputs)?;
+    for o in &outputs {
+        let single = Wanted {
+            member: o.id.clone(),
+            executable: o.executable,
+        };
+        store.record(
+            &derivation::unpack_key(&unpacked.sha256, std::slice::from_ref(&single)),
+            std::slice::from_ref(o),
+        )?;
+    }
     Ok(Realised {
         sha256: unpacked.sha256,
         outputs,

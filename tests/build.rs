@@ -624,9 +624,25 @@ fn recipe_subsets_and_text_files() {
     r.assert_success();
     let rootfs = r.rootfs();
     let name = rootfs.file_name().unwrap().to_str().unwrap();
+    // Recipe names in sorted order: `build health kube-scheduler` is the same build.
     assert_eq!(
         name,
-        object_name(&tree_node(&rootfs), "rootfs-kube-scheduler+health")
+        object_name(&tree_node(&rootfs), "rootfs-health+kube-scheduler")
+    );
+    let again = sb.kbuild(&[
+        "build",
+        "health",
+        "kube-scheduler",
+        "kube-scheduler",
+        "--set",
+        "IP=10.1.2.3",
+    ]);
+    again.assert_success();
+    assert_eq!(again.rootfs(), rootfs);
+    assert!(
+        again.stderr().contains("Fresh generation 1 is up to date"),
+        "{}",
+        again.stderr()
     );
     let v = Vars {
         ip: "10.1.2.3",
@@ -679,7 +695,7 @@ fn recipe_subsets_and_text_files() {
     let gens = generations_json(&sb);
     assert_eq!(
         gens[0]["recipes"],
-        serde_json::json!(["kube-scheduler", "health"])
+        serde_json::json!(["health", "kube-scheduler"])
     );
 }
 

@@ -373,3 +373,20 @@ fn locked_build_never_rewrites_the_lock_file() {
     r.assert_success();
     assert_eq!(std::fs::read_to_string(&sb.lock).unwrap(), compact);
 }
+
+/// After `master` was built, a recipe set wanting a subset of its members builds offline from
+/// the store: every member is indexed on its own.
+#[test]
+fn a_subset_of_unpacked_members_needs_no_fetch() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    sb.build_ok(&[]);
+    let before = server.request_count();
+    let r = sb.kbuild(&["build", "kube-common", "--offline"]);
+    r.assert_success();
+    assert_eq!(
+        server.request_count(),
+        before,
+        "the input was fetched again"
+    );
+}
