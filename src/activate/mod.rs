@@ -817,28 +817,33 @@ pub fn active_generation(store: &Store, root: &Root) -> Option<u64> {
         .and_then(|s| s.generation)
 }
 
+/// The roots registered with this store: (registry file, root).
+fn registered_roots(store: &Store) -> Vec<(PathBuf, Root)> {
+    let Ok(entries) = std::fs::read_dir(store.bookkeeping().join("roots")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let v: serde_json::Value = read_json(&e.path()).ok()??;
+            let r = v.get("root")?.as_str()?;
+            Some((e.path(), Root::new(Path::new(r))))
+        })
+        .collect()
+}
+
 /// Forgets registered roots that no longer exist or are no longer managed from this store
 /// (gc calls this under the exclusive store lock). Returns their paths.
 pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(store.bookkeeping().join("roots")) else {
-        return Ok(out);
-    };
     let ours = store.canonical_dir();
-    for e in entries.flatten() {
-        let Ok(Some(v)) = read_json::<serde_json::Value>(&e.path()) else {
-            continue;
-        };
-        let Some(r) = v.get("root").and_then(|r| r.as_str()) else {
-            continue;
-        };
-        let root = Root::new(Path::new(r));
+    let mut out = Vec::new();
+    for (file, root) in registered_roots(store) {
         let ours_still = root.dir().is_dir()
             && (root.state().is_ok_and(|s| s.store.as_ref() == Some(&ours))
                 || root.journal().is_ok_and(|j| j.is_some()));
         if !ours_still {
-            fs_err::remove_file(e.path())?;
-            out.push(PathBuf::from(r));
+            fs_err::remove_file(file)?;
+            out.push(root.dir().to_owned());
         }
     }
     Ok(out)
@@ -848,19 +853,9 @@ pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
 /// switched from it, and both ends of an interrupted switch (its journal), which the next
 /// command will complete. gc never deletes these.
 pub fn generations_in_use(store: &Store) -> Result<BTreeSet<u64>, SwitchError> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(store.bookkeeping().join("roots")) else {
-        return Ok(out);
-    };
     let ours = store.canonical_dir();
-    for e in entries.flatten() {
-        let Ok(Some(v)) = read_json::<serde_json::Value>(&e.path()) else {
-            continue;
-        };
-        let Some(r) = v.get("root").and_then(|r| r.as_str()) else {
-            continue;
-        };
-        let root = Root::new(Path::new(r));
+    let mut out = BTreeSet::new();
+    for (_, root) in registered_roots(store) {
         let mut states: Vec<State> = root.state().into_iter().collect();
         if let Ok(Some(j)) = root.journal() {
             states.push(j.from);
