@@ -31,11 +31,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Like [`write_atomic`] but skips the write when the file already holds exactly `bytes`.
 /// Returns whether it wrote.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    match std::fs::read(path) {
-        Ok(old) if old == bytes => return Ok(false),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(annotate(e, "read", path)),
+    if read_optional(path)?.is_some_and(|old| old == bytes) {
+        return Ok(false);
     }
     write_atomic(path, bytes)?;
     Ok(true)
@@ -148,6 +145,30 @@ fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read. (Large
+/// reads matter for the pipeline: inflate and hashing run per call.)
+pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads a whole file; a missing file is `None`, other errors name the path.
+pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(annotate(e, "read", path)),
     }
 }
 

@@ -66,13 +66,7 @@ fn dir(store: &Store) -> PathBuf {
 
 /// All generations, oldest first.
 pub fn list(store: &Store) -> Result<Vec<Generation>, StoreError> {
-    let mut numbers: Vec<u64> = fs_err::read_dir(dir(store))?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".json")?.parse().ok()
-        })
-        .collect();
-    numbers.sort_unstable();
+    let numbers = numbers(store)?;
     let mut out = Vec::with_capacity(numbers.len());
     for n in numbers {
         if let Some(g) = get(store, n)? {
@@ -86,14 +80,20 @@ pub fn get(store: &Store, number: u64) -> Result<Option<Generation>, StoreError>
     crate::store::read_json(&dir(store).join(format!("{number}.json")))
 }
 
-fn newest_number(store: &Store) -> Result<u64, StoreError> {
-    Ok(fs_err::read_dir(dir(store))?
+/// The recorded generation numbers, ascending (from the `<N>.json` names).
+fn numbers(store: &Store) -> Result<Vec<u64>, StoreError> {
+    let mut numbers: Vec<u64> = fs_err::read_dir(dir(store))?
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".json")?.parse::<u64>().ok()
+            name.strip_suffix(".json")?.parse().ok()
         })
-        .max()
-        .unwrap_or(0))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+fn newest_number(store: &Store) -> Result<u64, StoreError> {
+    Ok(numbers(store)?.last().copied().unwrap_or(0))
 }
 
 /// Records `new` as the next generation unless the newest one is identical.

@@ -23,6 +23,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use sha2::{Digest as _, Sha256};
 
 use crate::fetch::{self, FetchError};
+use crate::fs::read_full;
 use crate::observe::Observer;
 use crate::store::Digest;
 
@@ -299,7 +300,6 @@ fn run(
         let limit = ReadLimit {
             bytes: req.expected_size.unwrap_or(req.max_unpacked),
             pinned: req.expected_size.is_some(),
-            keep_hashing: req.expected_size.is_some(),
         };
         let reader = s.spawn(move || read_stage(source, limit, full_tx, free_rx, observer));
         let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
@@ -407,10 +407,9 @@ fn run(
 #[derive(Clone, Copy)]
 struct ReadLimit {
     bytes: u64,
-    /// `bytes` is the pinned size (else the unpack limit).
+    /// `bytes` is the pinned size (else the unpack limit). Only then does reading go on when
+    /// the consumer stops early: the hash of the whole (bounded) file says which error it is.
     pinned: bool,
-    /// Keep reading (and hashing) when the consumer stops early.
-    keep_hashing: bool,
 }
 
 /// Reads the source into recycled chunks, hashing as it goes. `Ok(None)` when the consumer
@@ -428,15 +427,7 @@ fn read_stage(
     loop {
         let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         buf.resize(CHUNK, 0);
-        let mut n = 0;
-        while n < CHUNK {
-            match src.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let n = read_full(&mut src, &mut buf)?;
         buf.truncate(n);
         if n == 0 {
             return Ok(Some((hex(&sha.finalize()), total)));
@@ -459,7 +450,7 @@ fn read_stage(
         observer.transfer_progress(n as u64);
         if consumer_gone || full.send(buf).is_err() {
             consumer_gone = true;
-            if !limit.keep_hashing {
+            if !limit.pinned {
                 return Ok(None);
             }
         }
@@ -700,19 +691,6 @@ fn decode_stage(
     // length), and anything after it is an error rather than silently ignored.
     io::copy(&mut limited, &mut io::sink()).map_err(|e| describe(&e))?;
     Ok(found)
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Normalizes a member name; `Ok(None)` for a member that can never be selected: the

@@ -227,16 +227,15 @@ impl Root {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, SwitchError> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|source| SwitchError::State {
-                path: path.to_owned(),
-                source,
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(crate::fs::annotate(e, "read", path).into()),
-    }
+    let Some(bytes) = crate::fs::read_optional(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| SwitchError::State {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
+
+use crate::fs::read_full;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -198,17 +200,6 @@ pub fn same_file(a: &Path, b: &Path) -> io::Result<bool> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -442,16 +442,13 @@ impl Store {
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<T>, StoreError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Metadata {
-                    path: path.to_owned(),
-                    source,
-                })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(crate::fs::annotate(e, "read", path).into()),
-    }
+    let Some(bytes) = crate::fs::read_optional(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StoreError::Metadata {
+            path: path.to_owned(),
+            source,
+        })
 }
