@@ -1,0 +1,333 @@
+//! The plan of a switch: from the root's recorded state and the target generation, what is
+//! added, changed, removed, adopted, restored and repaired, the prerequisites and the unit
+//! actions. Computing it reads only; `--dry-run` prints exactly this.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::beneath::{Beneath, Entry};
+use super::root::{Root, State, is_our_link};
+use super::{STATE_DIR, SwitchError, UnitAction, prerequisites, units};
+use crate::generation::{self, Generation};
+use crate::store::Store;
+
+/// The rootfs top-level directories whose files are linked into the root.
+const MANAGED_TOPS: &[&str] = &["etc", "usr"];
+
+/// Everything a switch will do, computed without changing anything.
+#[derive(Debug)]
+pub struct Plan {
+    pub root: PathBuf,
+    pub from: State,
+    pub to: State,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub adopt: Vec<String>,
+    pub restore: Vec<String>,
+    /// Prerequisites and whether each exists under the root.
+    pub prerequisites: Vec<(String, bool)>,
+    /// Unmanaged paths in the way (refused unless adopting).
+    pub unmanaged: Vec<String>,
+    /// Managed links of the active generation that went missing (or a moved flip point):
+    /// switching to the active generation puts them back.
+    pub repairs: Vec<String>,
+    /// The recipes of the active and the target generation, when they differ.
+    pub recipes_change: Option<(Vec<String>, Vec<String>)>,
+    pub units: Vec<UnitAction>,
+    /// An interrupted switch will be completed first.
+    pub resumes: bool,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.from.rootfs == self.to.rootfs
+            && self.from.managed == self.to.managed
+            && self.adopt.is_empty()
+            && self.repairs.is_empty()
+            && !self.resumes
+    }
+
+    /// The refusals a switch makes before changing anything (a dry run reports them too).
+    pub fn check(&self) -> Result<(), SwitchError> {
+        let missing = self.missing_prerequisites();
+        if !missing.is_empty() {
+            return Err(SwitchError::Prerequisites {
+                root: self.root.clone(),
+                missing,
+            });
+        }
+        if !self.unmanaged.is_empty() {
+            return Err(SwitchError::Unmanaged {
+                root: self.root.clone(),
+                paths: self.unmanaged.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn missing_prerequisites(&self) -> Vec<String> {
+        self.prerequisites
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gen_name = |s: &State| match s.generation {
+            Some(n) => format!("generation {n}"),
+            None => "nothing".to_owned(),
+        };
+        writeln!(
+            f,
+            "root {}: {} -> {}",
+            self.root.display(),
+            gen_name(&self.from),
+            gen_name(&self.to)
+        )?;
+        if self.resumes {
+            writeln!(f, "  an interrupted switch is completed first")?;
+        }
+        if let Some((from, to)) = &self.recipes_change {
+            writeln!(
+                f,
+                "  recipes: {} -> {}",
+                if from.is_empty() {
+                    "?".to_owned()
+                } else {
+                    from.join(" ")
+                },
+                to.join(" ")
+            )?;
+        }
+        let missing = self.missing_prerequisites();
+        if missing.is_empty() {
+            writeln!(f, "  prerequisites: {} present", self.prerequisites.len())?;
+        } else {
+            for p in &missing {
+                writeln!(f, "  prerequisite missing: {p}")?;
+            }
+        }
+        for p in &self.unmanaged {
+            writeln!(f, "  unmanaged, in the way: {p}")?;
+        }
+        for p in &self.adopt {
+            writeln!(
+                f,
+                "  adopt   {p} (original kept in /{STATE_DIR}/adopted{p})"
+            )?;
+        }
+        for p in &self.added {
+            writeln!(f, "  add     {p}")?;
+        }
+        for p in &self.changed {
+            writeln!(f, "  change  {p}")?;
+        }
+        for p in &self.removed {
+            writeln!(f, "  remove  {p}")?;
+        }
+        for p in &self.restore {
+            writeln!(f, "  restore {p} (the original adopted earlier)")?;
+        }
+        for p in &self.repairs {
+            writeln!(f, "  repair  {p} (changed or removed by hand)")?;
+        }
+        for u in &self.units {
+            writeln!(f, "  {u}")?;
+        }
+        if self.is_noop() {
+            writeln!(f, "  nothing to do")?;
+        }
+        Ok(())
+    }
+}
+
+/// Files of a rootfs that are linked into a root, as absolute paths.
+fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for top in MANAGED_TOPS {
+        let dir = rootfs.join(top);
+        if !dir.exists() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+            let entry = entry.map_err(io::Error::other)?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(rootfs)
+                .expect("walk stays under the rootfs");
+            out.insert(format!("/{}", rel.to_string_lossy()));
+        }
+    }
+    Ok(out)
+}
+
+/// Plans switching `root` to generation `number` of `store`.
+pub fn plan(store: &Store, root: &Root, number: u64, adopt: bool) -> Result<Plan, SwitchError> {
+    let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
+    plan_for(store, root, &g, adopt)
+}
+
+fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<Plan, SwitchError> {
+    let store_dir = store.canonical_dir();
+    let rootfs = store_dir.join(g.rootfs.as_str());
+    if !rootfs.is_dir() {
+        return Err(SwitchError::MissingRootfs {
+            generation: g.number,
+            path: rootfs,
+        });
+    }
+    let journal = root.journal()?;
+    let resumes = journal.is_some();
+    // After an interrupted switch, the root is (or will be, once recovered) at the journal's
+    // target: plan from there.
+    let from = match journal {
+        Some(j) => j.to,
+        None => root.state()?,
+    };
+    if let Some(theirs) = &from.store
+        && *theirs != store_dir
+        && !from.managed.is_empty()
+    {
+        return Err(SwitchError::OtherStore {
+            root: root.dir().to_owned(),
+            theirs: theirs.clone(),
+            ours: store_dir,
+        });
+    }
+    let managed = rootfs_files(&rootfs)?;
+    let fs = Beneath::open(root.dir())?;
+    let old_rootfs = from.rootfs.clone().filter(|p| p.is_dir());
+
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    let mut unmanaged = Vec::new();
+    let mut repairs = Vec::new();
+    let mut new_dirs = BTreeSet::new();
+    if from.rootfs.is_some() {
+        let current = format!("/{STATE_DIR}/current");
+        if fs.entry(&current)? != Entry::Symlink(rootfs.clone())
+            && from.rootfs.as_ref() == Some(&rootfs)
+        {
+            repairs.push(current);
+        }
+    }
+    for path in &managed {
+        if from.managed.contains(path) {
+            // A managed link replaced by hand (a file, or a link elsewhere) is the user's now;
+            // one that was deleted is simply put back.
+            match fs.entry(path)? {
+                Entry::Missing => repairs.push(path.clone()),
+                _ if !is_our_link(&fs, path)? => unmanaged.push(path.clone()),
+                _ => {}
+            }
+            let differs = match &old_rootfs {
+                Some(old) => {
+                    let rel = path.trim_start_matches('/');
+                    !units::same_file(&old.join(rel), &rootfs.join(rel))?
+                }
+                None => true,
+            };
+            if differs {
+                changed.push(path.clone());
+            }
+            continue;
+        }
+        added.push(path.clone());
+        // Parents: existing ones must be real directories; missing ones kbuild creates.
+        let mut dir = String::new();
+        let comps: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            dir.push('/');
+            dir.push_str(c);
+            match fs.entry(&dir)? {
+                Entry::Directory => {}
+                Entry::Missing => {
+                    new_dirs.insert(dir.clone());
+                }
+                _ => {
+                    return Err(SwitchError::UnsafeParent(
+                        root.host(&dir).display().to_string(),
+                    ));
+                }
+            }
+        }
+        let ours = is_our_link(&fs, path)?;
+        if !ours && !matches!(fs.entry(path)?, Entry::Missing) && !from.adopted.contains(path) {
+            unmanaged.push(path.clone());
+        }
+    }
+    let removed: Vec<String> = from.managed.difference(&managed).cloned().collect();
+    let restore: Vec<String> = removed
+        .iter()
+        .filter(|p| from.adopted.contains(*p))
+        .cloned()
+        .collect();
+    let adopt_now: Vec<String> = if adopt { unmanaged.clone() } else { Vec::new() };
+    // One original per path: never overwrite an earlier adopted file.
+    if let Some(p) = adopt_now.iter().find(|p| from.adopted.contains(*p)) {
+        return Err(SwitchError::AlreadyAdopted {
+            path: p.clone(),
+            kept: root
+                .state_dir()
+                .join("adopted")
+                .join(p.trim_start_matches('/')),
+        });
+    }
+    if adopt {
+        unmanaged.clear();
+    }
+    let mut adopted: BTreeSet<String> = from
+        .adopted
+        .iter()
+        .filter(|p| !restore.contains(p))
+        .cloned()
+        .collect();
+    adopted.extend(adopt_now.iter().cloned());
+    let mut created_dirs = from.created_dirs.clone();
+    created_dirs.extend(new_dirs);
+
+    let prerequisites = prerequisites::check(root, &g.prerequisites);
+    let units = units::plan(old_rootfs.as_deref(), &rootfs)?;
+    let to = State {
+        version: 1,
+        store: Some(store_dir),
+        generation: Some(g.number),
+        rootfs: Some(rootfs),
+        managed,
+        created_dirs,
+        adopted,
+    };
+    let active = from
+        .generation
+        .filter(|_| from.store.as_ref() == Some(&store.canonical_dir()))
+        .and_then(|n| generation::get(store, n).ok().flatten());
+    let recipes_change = match active {
+        Some(a) if a.recipes != g.recipes => Some((a.recipes, g.recipes.clone())),
+        _ => None,
+    };
+    Ok(Plan {
+        root: root.dir().to_owned(),
+        from,
+        to,
+        added,
+        changed,
+        removed,
+        adopt: adopt_now,
+        restore,
+        prerequisites,
+        unmanaged,
+        repairs,
+        recipes_change,
+        units,
+        resumes,
+    })
+}

@@ -1,0 +1,167 @@
+//! A root and what kbuild records in it: `etc/.kbuild/state.json` (the active generation, the
+//! managed paths, the directories kbuild created, the adopted originals) and the root's lock.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::beneath::{Beneath, Entry};
+use super::journal::Journal;
+use super::{STATE_DIR, SwitchError};
+use crate::observe::Observer;
+use crate::store::{FileLock, LockMode};
+
+/// What kbuild knows about a root: written atomically to `state.json` after each switch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The store the active generation comes from (absolute).
+    pub store: Option<PathBuf>,
+    pub generation: Option<u64>,
+    /// Absolute path of the active rootfs.
+    pub rootfs: Option<PathBuf>,
+    /// Absolute paths (as seen inside the root) that are kbuild's symlinks.
+    pub managed: BTreeSet<String>,
+    /// Directories kbuild created (removed again once empty and unneeded).
+    pub created_dirs: BTreeSet<String>,
+    /// Paths whose original was moved to `adopted/`.
+    pub adopted: BTreeSet<String>,
+}
+
+/// A root filesystem kbuild switches generations in.
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    /// A root named by `dir`; canonical when it exists, so that `/srv/m1`, `../m1` and a
+    /// symlink to it are one root (one lock, one registration with the store).
+    pub fn new(dir: &Path) -> Root {
+        let dir = std::fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .unwrap_or_else(|_| dir.to_owned());
+        Root { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    /// The host path of an absolute path inside the root.
+    pub fn host(&self, path: &str) -> PathBuf {
+        self.dir.join(path.trim_start_matches('/'))
+    }
+
+    /// The link text of a managed path: relative, through the flip point.
+    pub(crate) fn link_target(path: &str) -> PathBuf {
+        let depth = path.trim_start_matches('/').matches('/').count();
+        let mut t = PathBuf::new();
+        for _ in 0..depth {
+            t.push("..");
+        }
+        t.push(STATE_DIR);
+        t.push("current");
+        t.push(path.trim_start_matches('/'));
+        t
+    }
+
+    /// The recorded state; an unmanaged root has the default (empty) state.
+    pub fn state(&self) -> Result<State, SwitchError> {
+        self.check_state_dir()?;
+        read_json(&self.state_dir().join("state.json"))
+            .map(|s: Option<State>| s.unwrap_or_default())
+    }
+
+    pub(crate) fn journal(&self) -> Result<Option<Journal>, SwitchError> {
+        self.check_state_dir()?;
+        read_json(&self.state_dir().join("journal.json"))
+    }
+
+    /// State is read only from a real `etc/.kbuild` directory: a journal planted behind a
+    /// symlink would otherwise be executed.
+    fn check_state_dir(&self) -> Result<(), SwitchError> {
+        if !self.dir.is_dir() {
+            return Ok(()); // nothing to read; `lock` reports a missing root
+        }
+        match Beneath::open(&self.dir)?.entry(&format!("/{STATE_DIR}"))? {
+            Entry::Missing | Entry::Directory => Ok(()),
+            _ => Err(SwitchError::UnsafeParent(
+                self.state_dir().display().to_string(),
+            )),
+        }
+    }
+
+    /// Whether an interrupted switch awaits completion.
+    pub fn interrupted(&self) -> bool {
+        self.state_dir().join("journal.json").exists()
+    }
+
+    /// Takes the root's switch lock: a flock on the root directory itself, so that a switch
+    /// refused for a missing prerequisite or an unmanaged file leaves no trace in the root.
+    pub(crate) fn lock(&self, observer: &dyn Observer) -> Result<FileLock, SwitchError> {
+        if !self.dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("root `{}` is not a directory", self.dir.display()),
+            )
+            .into());
+        }
+        Ok(FileLock::acquire(
+            &self.dir,
+            LockMode::Exclusive,
+            &format!("root `{}`", self.dir.display()),
+            observer,
+        )?)
+    }
+
+    /// Creates `etc/.kbuild/adopted` without following any symlink on the way.
+    pub(crate) fn ensure_state_dir(&self) -> io::Result<()> {
+        Beneath::open(&self.dir)?.mkdir_all(&format!("/{STATE_DIR}/adopted"))
+    }
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, SwitchError> {
+    let Some(bytes) = crate::fs::read_optional(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| SwitchError::State {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    crate::fs::write_atomic(path, &bytes)
+}
+
+/// Whether `path` is kbuild's link (the relative link through the flip point).
+pub(crate) fn is_our_link(fs: &Beneath, path: &str) -> io::Result<bool> {
+    Ok(fs.entry(path)? == Entry::Symlink(Root::link_target(path)))
+}
+
+/// The directories above an absolute path, deepest first (`/a/b/c` → `/a/b`, `/a`).
+pub(crate) fn ancestors(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        if parent.is_empty() {
+            break;
+        }
+        out.push(parent.to_owned());
+        p = parent;
+    }
+    out
+}

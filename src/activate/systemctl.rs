@@ -1,0 +1,39 @@
+//! The `systemctl` calls of a switch: their order, whether they run for real, running them.
+
+use std::path::Path;
+
+use super::Root;
+use super::units::UnitAction;
+
+/// The systemctl invocations for `actions`, in the order they run: stop and disable removed
+/// units before the flip (their unit files still exist), then after it daemon-reload, enable
+/// and start new units, restart changed ones.
+pub fn systemctl_commands(actions: &[UnitAction]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let (stops, rest): (Vec<&UnitAction>, Vec<&UnitAction>) = actions
+        .iter()
+        .partition(|a| matches!(a, UnitAction::Stop { .. }));
+    let before = stops.iter().flat_map(|a| a.commands()).collect();
+    let mut after = vec![vec!["daemon-reload".to_owned()]];
+    after.extend(rest.iter().flat_map(|a| a.commands()));
+    (before, after)
+}
+
+/// Whether unit actions can be run for real: the root is `/` and systemd is running.
+pub fn systemd_is_live(root: &Root) -> bool {
+    root.dir() == Path::new("/") && Path::new("/run/systemd/system").is_dir()
+}
+
+/// Runs `systemctl` for the unit actions of one phase (`before` the flip, or after it).
+/// Returns the failures as readable lines.
+pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
+    let (stops, rest) = systemctl_commands(actions);
+    let mut failures = Vec::new();
+    for args in if before { stops } else { rest } {
+        match std::process::Command::new("systemctl").args(&args).status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", args.join(" "))),
+            Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", args.join(" "))),
+        }
+    }
+    failures
+}
