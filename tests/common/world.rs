@@ -1,0 +1,537 @@
+//! A world for activation tests: a sandbox whose kubernetes-server input is a pinned local
+//! `file://` copy of the fixture, plus a temp root (`$SANDBOX/host`) holding the master's host
+//! prerequisites, and exact root listings (every path with its type, a symlink's target text
+//! and a file's bytes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// A world: sandbox + local pinned input + temp root
+// ---------------------------------------------------------------------------------------------
+
+pub const TARBALL: &str = "kubernetes-server-linux-amd64.tar.gz";
+
+/// The master's host prerequisites, as the tests create them (relative to the root).
+pub const PREREQS: [(&str, &[u8]); 5] = [
+    (
+        "etc/kubernetes/token.csv",
+        b"0123456789abcdef,kubelet-bootstrap,10001\n",
+    ),
+    (
+        "etc/kubernetes/ssl/ca.pem",
+        b"-----BEGIN CERTIFICATE----- ca\n",
+    ),
+    (
+        "etc/kubernetes/ssl/ca-key.pem",
+        b"-----BEGIN RSA PRIVATE KEY----- ca\n",
+    ),
+    (
+        "etc/kubernetes/ssl/kubernetes.pem",
+        b"-----BEGIN CERTIFICATE----- kube\n",
+    ),
+    (
+        "etc/kubernetes/ssl/kubernetes-key.pem",
+        b"-----BEGIN RSA PRIVATE KEY----- kube\n",
+    ),
+];
+
+/// Every path a `master` generation manages.
+pub const MASTER_PATHS: [&str; 13] = [
+    "/etc/kubernetes/apiserver",
+    "/etc/kubernetes/config",
+    "/etc/kubernetes/controller-manager",
+    "/etc/kubernetes/scheduler",
+    "/etc/systemd/system/kube-apiserver.service",
+    "/etc/systemd/system/kube-controller-manager.service",
+    "/etc/systemd/system/kube-scheduler.service",
+    "/usr/local/bin/kube-apiserver",
+    "/usr/local/bin/kube-controller-manager",
+    "/usr/local/bin/kube-proxy",
+    "/usr/local/bin/kube-scheduler",
+    "/usr/local/bin/kubectl",
+    "/usr/local/bin/kubelet",
+];
+
+/// The directories kbuild creates for a master in a root that only holds the prerequisites.
+pub const MASTER_DIRS: [&str; 5] = [
+    "/etc/systemd",
+    "/etc/systemd/system",
+    "/usr",
+    "/usr/local",
+    "/usr/local/bin",
+];
+
+pub const UNITS: [&str; 3] = [
+    "kube-apiserver.service",
+    "kube-controller-manager.service",
+    "kube-scheduler.service",
+];
+
+/// One built generation.
+#[derive(Clone, Debug)]
+pub struct Gen {
+    pub number: u64,
+    pub rootfs: PathBuf,
+}
+
+impl Gen {
+    /// The store object name of its rootfs.
+    pub fn object(&self) -> String {
+        self.rootfs
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The paths it manages: every file below the rootfs's `etc/` and `usr/`.
+    pub fn managed(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for top in ["etc", "usr"] {
+            let dir = self.rootfs.join(top);
+            if !dir.exists() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(&dir) {
+                let e = e.unwrap();
+                if !e.file_type().is_dir() {
+                    let rel = e.path().strip_prefix(&self.rootfs).unwrap();
+                    out.insert(format!("/{}", rel.display()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The bytes of the file this generation provides at `path` (absolute, inside the root).
+    pub fn bytes(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.rootfs.join(path.trim_start_matches('/'))).unwrap()
+    }
+}
+
+pub struct World {
+    pub sb: Sandbox,
+    pub root: PathBuf,
+}
+
+impl World {
+    /// A sandbox whose input is a pinned local copy of the fixture, and a root holding the
+    /// master's prerequisites.
+    pub fn new() -> World {
+        let w = World::bare();
+        w.write_prereqs();
+        w
+    }
+
+    /// Like [`World::new`], with an empty root.
+    pub fn bare() -> World {
+        let sb = Sandbox::new();
+        let f = fixture();
+        let url = write_fixture(&sb, "pinned", &f.gz);
+        let common = sb.recipes.join("kube-common.toml");
+        let text = std::fs::read_to_string(&common).unwrap();
+        assert!(text.contains(UPSTREAM_URL));
+        std::fs::write(&common, text.replace(UPSTREAM_URL, &url)).unwrap();
+        sb.write_lock(&[(INPUT, &[&url], &f.sha256, Some(f.gz.len() as u64))]);
+        let root = sb.dir.join("host");
+        std::fs::create_dir(&root).unwrap();
+        World { sb, root }
+    }
+
+    pub fn write_prereqs(&self) {
+        for (rel, bytes) in PREREQS {
+            let p = self.root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+
+    /// The absolute store directory, as kbuild records it.
+    pub fn store(&self) -> PathBuf {
+        std::path::absolute(&self.sb.store).unwrap()
+    }
+
+    /// `kbuild --store … --recipes … --lock-file … --root … ARGS` with a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut c = self.cmd_without_root(&["--root", self.root.to_str().unwrap()]);
+        c.args(args);
+        c
+    }
+
+    /// `kbuild --store … --recipes … --lock-file … ARGS`: no `--root`, no KBUILD_ROOT.
+    pub fn cmd_without_root(&self, args: &[&str]) -> assert_cmd::Command {
+        self.cmd_store(&self.sb.store, args)
+    }
+
+    /// `kbuild --store STORE --recipes … --lock-file … ARGS`.
+    pub fn cmd_store(&self, store: &Path, args: &[&str]) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("kbuild").unwrap();
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.sb.home)
+            .current_dir(&self.sb.dir)
+            .timeout(Duration::from_secs(60))
+            .arg("--store")
+            .arg(store)
+            .arg("--recipes")
+            .arg(&self.sb.recipes)
+            .arg("--lock-file")
+            .arg(&self.sb.lock)
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.sb.run(self.cmd(args))
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.sb.run(c)
+    }
+
+    /// Runs a command that must succeed.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        r.assert_success();
+        r
+    }
+
+    /// Starts a command without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("kbuild"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.sb.home)
+            .current_dir(&self.sb.dir)
+            .arg("--store")
+            .arg(&self.sb.store)
+            .arg("--recipes")
+            .arg(&self.sb.recipes)
+            .arg("--lock-file")
+            .arg(&self.sb.lock)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `kbuild build RECIPES… EXTRA…`, which must record generation `number`.
+    pub fn build(&self, recipes: &[&str], extra: &[&str], number: u64) -> Gen {
+        let mut args = vec!["build"];
+        args.extend_from_slice(recipes);
+        args.extend_from_slice(extra);
+        let r = self.ok(&args);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.trim_start() == format!("Built generation {number}")),
+            "expected generation {number} to be recorded; stderr:\n{}",
+            r.stderr
+        );
+        let rootfs = r.rootfs();
+        assert!(rootfs.is_dir(), "{}", rootfs.display());
+        Gen { number, rootfs }
+    }
+
+    /// A recipe importing `master` and adding literal files.
+    pub fn master_plus(&self, name: &str, files: &[(&str, &str)]) {
+        let mut text = String::from("imports = [\"master\"]\n");
+        for (path, body) in files {
+            text.push_str(&format!(
+                "\n[files.\"{path}\"]\ntext = {}\n",
+                toml_string(body)
+            ));
+        }
+        self.sb.write_recipe(name, &text);
+    }
+
+    pub fn listing(&self) -> Listing {
+        root_listing(&self.root)
+    }
+
+    /// The listing before any switch: the prerequisites (and what the test added).
+    pub fn base(&self) -> Listing {
+        self.listing()
+    }
+
+    /// The exact root after switching to `g` from `base`: kbuild's state directory, the flip
+    /// point, one relative link per managed path, `state.json` recording `created` (the
+    /// directories kbuild made and still needs) and `adopted` (original bytes kept aside).
+    pub fn expect(
+        &self,
+        base: &Listing,
+        g: &Gen,
+        created: &[&str],
+        adopted: &[(&str, &[u8])],
+    ) -> Listing {
+        let mut l = base.clone();
+        l.dir("etc/.kbuild/adopted");
+        l.link("etc/.kbuild/current", &g.rootfs.display().to_string());
+        let managed = g.managed();
+        for p in &managed {
+            l.link(p.trim_start_matches('/'), &link_text(p));
+        }
+        for d in created {
+            l.dir(d.trim_start_matches('/'));
+        }
+        for (p, bytes) in adopted {
+            l.file(&format!("etc/.kbuild/adopted{p}"), bytes);
+            l.remove(p.trim_start_matches('/'));
+            l.link(p.trim_start_matches('/'), &link_text(p));
+        }
+        let adopted: Vec<&str> = adopted.iter().map(|(p, _)| *p).collect();
+        l.file(
+            "etc/.kbuild/state.json",
+            state_json(&self.store(), g, &managed, created, &adopted).as_bytes(),
+        );
+        l
+    }
+
+    /// Asserts the root is exactly `expected`, and that every managed path of `g` resolves
+    /// into `g`'s rootfs.
+    pub fn assert_root(&self, expected: &Listing, g: &Gen, when: &str) {
+        assert_listing(&self.listing(), expected, when);
+        self.assert_resolves(g, when);
+    }
+
+    pub fn assert_resolves(&self, g: &Gen, when: &str) {
+        let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
+        for p in g.managed() {
+            let rel = p.trim_start_matches('/');
+            let resolved = std::fs::canonicalize(self.root.join(rel))
+                .unwrap_or_else(|e| panic!("{when}: {p} does not resolve: {e}"));
+            assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
+        }
+    }
+
+    /// `generations` (text) must list exactly `numbers`, marking `active` with `*`.
+    pub fn assert_generations(&self, numbers: &[u64], active: Option<u64>) {
+        let r = self.ok(&["generations"]);
+        let mut lines = r.stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some("  GEN  CREATED               RECIPES           ROOTFS")
+        );
+        let mut seen = Vec::new();
+        let mut marked = Vec::new();
+        for line in lines {
+            let n: u64 = line[1..5].trim().parse().unwrap();
+            match &line[..1] {
+                "*" => marked.push(n),
+                " " => {}
+                other => panic!("bad mark `{other}` in {line:?}"),
+            }
+            seen.push(n);
+        }
+        assert_eq!(seen, numbers, "generations:\n{}", r.stdout);
+        assert_eq!(
+            marked,
+            active.into_iter().collect::<Vec<_>>(),
+            "generations:\n{}",
+            r.stdout
+        );
+    }
+}
+
+/// Writes `bytes` as `$SANDBOX/<dir>/kubernetes-server-linux-amd64.tar.gz`; its `file://` URL.
+pub fn write_fixture(sb: &Sandbox, dir: &str, bytes: &[u8]) -> String {
+    let path = sb.dir.join(dir).join(TARBALL);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    format!("file://{}", path.display().to_string().replace(' ', "%20"))
+}
+
+pub fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The text of the link kbuild makes at `path`: relative, through the flip point.
+pub fn link_text(path: &str) -> String {
+    let rel = path.trim_start_matches('/');
+    format!(
+        "{}etc/.kbuild/current/{rel}",
+        "../".repeat(rel.matches('/').count())
+    )
+}
+
+/// The exact bytes of `state.json` for generation `g`.
+pub fn state_json(
+    store: &Path,
+    g: &Gen,
+    managed: &BTreeSet<String>,
+    created: &[&str],
+    adopted: &[&str],
+) -> String {
+    fn array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+        let items: BTreeSet<&str> = items.into_iter().collect();
+        if items.is_empty() {
+            return "[]".into();
+        }
+        let body: Vec<String> = items
+            .iter()
+            .map(|s| format!("    {}", toml_string(s)))
+            .collect();
+        format!("[\n{}\n  ]", body.join(",\n"))
+    }
+    format!(
+        "{{\n  \"version\": 1,\n  \"store\": {},\n  \"generation\": {},\n  \"rootfs\": {},\n  \"managed\": {},\n  \"created_dirs\": {},\n  \"adopted\": {}\n}}\n",
+        toml_string(&store.display().to_string()),
+        g.number,
+        toml_string(&g.rootfs.display().to_string()),
+        array(managed.iter().map(String::as_str)),
+        array(created.iter().copied()),
+        array(adopted.iter().copied()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Root listings
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    Dir,
+    File(Vec<u8>),
+    Link(String),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Dir => write!(f, "dir"),
+            Item::Link(t) => write!(f, "-> {t}"),
+            Item::File(b) if b.len() <= 4096 => match std::str::from_utf8(b) {
+                Ok(s) => write!(f, "file {s:?}"),
+                Err(_) => write!(f, "file ({} bytes, blake3 {})", b.len(), blake3_hex(b)),
+            },
+            Item::File(b) => write!(f, "file ({} bytes, blake3 {})", b.len(), blake3_hex(b)),
+        }
+    }
+}
+
+/// Every path below a root (relative, without the root itself) and what it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing(pub BTreeMap<String, Item>);
+
+impl Listing {
+    /// A directory and its missing ancestors.
+    pub fn dir(&mut self, rel: &str) {
+        let mut p = String::new();
+        for c in rel.split('/') {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            p.push_str(c);
+            self.0.entry(p.clone()).or_insert(Item::Dir);
+        }
+    }
+
+    pub fn parent(&mut self, rel: &str) {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.dir(parent);
+        }
+    }
+
+    pub fn file(&mut self, rel: &str, bytes: &[u8]) {
+        self.parent(rel);
+        self.0.insert(rel.to_owned(), Item::File(bytes.to_vec()));
+    }
+
+    pub fn link(&mut self, rel: &str, target: &str) {
+        self.parent(rel);
+        self.0.insert(rel.to_owned(), Item::Link(target.to_owned()));
+    }
+
+    pub fn remove(&mut self, rel: &str) {
+        self.0.remove(rel);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(|(p, i)| format!("{p} {i}")).collect()
+    }
+}
+
+pub fn root_listing(root: &Path) -> Listing {
+    let mut l = Listing::default();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let ft = e.file_type();
+        let item = if ft.is_symlink() {
+            Item::Link(std::fs::read_link(e.path()).unwrap().display().to_string())
+        } else if ft.is_dir() {
+            Item::Dir
+        } else {
+            Item::File(std::fs::read(e.path()).unwrap())
+        };
+        l.0.insert(rel, item);
+    }
+    l
+}
+
+#[track_caller]
+pub fn assert_listing(actual: &Listing, expected: &Listing, when: &str) {
+    if actual == expected {
+        return;
+    }
+    let (a, e): (BTreeSet<String>, BTreeSet<String>) = (
+        actual.lines().into_iter().collect(),
+        expected.lines().into_iter().collect(),
+    );
+    let mut msg = format!("{when}: the root differs from the expected listing\n");
+    for l in e.difference(&a) {
+        msg.push_str(&format!("  missing:    {l}\n"));
+    }
+    for l in a.difference(&e) {
+        msg.push_str(&format!("  unexpected: {l}\n"));
+    }
+    msg.push_str("--- actual\n");
+    for l in actual.lines() {
+        msg.push_str(&format!("  {l}\n"));
+    }
+    panic!("{msg}");
+}
+
+/// A listing that also notices mtimes, modes and inodes (for "changes nothing").
+pub fn full_listing(dir: &Path) -> Vec<Listed> {
+    if dir.exists() { listing(dir) } else { vec![] }
+}
+
+pub fn store_objects(store: &Path) -> BTreeSet<String> {
+    top_level(store)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// The store objects a rootfs reaches: itself, and every object whose inode one of its files
+/// shares (found by inode, independently of kbuild's metadata).
+pub fn reachable(store: &Path, g: &Gen) -> BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes = BTreeSet::new();
+    for e in walkdir::WalkDir::new(&g.rootfs) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            inodes.insert(e.metadata().unwrap().ino());
+        }
+    }
+    let mut out = BTreeSet::from([g.object()]);
+    for o in store_objects(store) {
+        let m = std::fs::symlink_metadata(store.join(&o)).unwrap();
+        if m.is_file() && inodes.contains(&m.ino()) {
+            out.insert(o);
+        }
+    }
+    out
+}
