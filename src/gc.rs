@@ -25,9 +25,9 @@ pub struct Report {
     pub roots_forgotten: Vec<std::path::PathBuf>,
 }
 
-/// Removes generations beyond the newest `keep` (never one a root uses, see
-/// [`activate::generations_in_use`]),
-/// then every object unreachable from the remaining generations and active roots.
+/// Removes generations beyond the newest `keep` (never one a registered root uses or resolves
+/// to, see [`activate::in_use`]), then every object unreachable from the remaining
+/// generations and the objects roots use.
 pub fn gc(
     store: &Store,
     keep: Option<usize>,
@@ -38,13 +38,13 @@ pub fn gc(
         roots_forgotten: activate::forget_stale_roots(store)?,
         ..Report::default()
     };
-    let active = activate::generations_in_use(store)?;
+    let in_use = activate::in_use(store)?;
 
     let gens = generation::list(store)?;
     if let Some(keep) = keep {
         let cutoff = gens.len().saturating_sub(keep);
         for g in &gens[..cutoff] {
-            if active.contains(&g.number) {
+            if in_use.generations.contains(&g.number) {
                 continue;
             }
             let path = store
@@ -60,6 +60,7 @@ pub fn gc(
     let mut stack: Vec<StorePath> = generation::list(store)?
         .into_iter()
         .map(|g| g.rootfs)
+        .chain(in_use.objects)
         .collect();
     while let Some(p) = stack.pop() {
         if !live.insert(p.clone()) {

@@ -1,5 +1,6 @@
 //! The `kbuild` binary: parse arguments, run one command, print the error chain, exit.
 
+#[macro_use]
 mod cli;
 
 /// Whether `--root` came from the command line or the environment (not the default),
@@ -20,14 +21,23 @@ fn main() {
         <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.global.root_given = root_given(&matches);
     let term = cli::Terminal::new();
+    let mut code = 0;
     if let Err(err) = cli.run(&term) {
-        eprintln!("error: {err}");
+        errln!("error: {err}");
         for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            errln!("  caused by: {cause}");
         }
         if let Some(help) = cli::help_for(&err) {
-            eprintln!("help: {help}");
+            errln!("help: {help}");
         }
-        std::process::exit(1);
+        code = 1;
     }
+    // Output a script did not get is a failure, even when the command itself succeeded (a
+    // closed pipe is not: the reader chose to stop reading).
+    if let Some(e) = cli::stdout_failure() {
+        errln!("error: cannot write to stdout: {e}");
+        errln!("help: the command ran to its end; only its output was lost");
+        code = 1;
+    }
+    std::process::exit(code);
 }

@@ -61,6 +61,7 @@ fn assert_store_empty(store: &Path) {
             ".",
             ".kbuild",
             ".kbuild/generations",
+            ".kbuild/id",
             ".kbuild/index",
             ".kbuild/lock",
             ".kbuild/meta",

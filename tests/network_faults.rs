@@ -84,6 +84,7 @@ fn assert_failed(
             ".",
             ".kbuild",
             ".kbuild/generations",
+            ".kbuild/id",
             ".kbuild/index",
             ".kbuild/lock",
             ".kbuild/meta",

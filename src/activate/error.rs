@@ -28,11 +28,22 @@ pub enum SwitchError {
     AlreadyAdopted { path: String, kept: PathBuf },
     #[error("`{}` is a symlink or not a directory; kbuild will not write through it", .0)]
     UnsafeParent(String),
-    #[error("root `{}` is managed from store `{}`, not `{}`", root.display(), theirs.display(), ours.display())]
+    #[error("root `{}` is managed from store `{}`, not from `{}` (another store){}", root.display(), theirs.display(), ours.display(),
+        if *there { "" } else { "; that store is no longer there" })]
     OtherStore {
         root: PathBuf,
+        /// Where the root's store was when it last switched.
         theirs: PathBuf,
         ours: PathBuf,
+        /// Whether that store is still at `theirs` (false: moved away or deleted).
+        there: bool,
+    },
+    #[error("cannot record root `{}` in the store's roots registry `{}`; nothing was changed", root.display(), dir.display())]
+    Registry {
+        root: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("corrupt activation state `{}`", path.display())]
     State {
@@ -57,9 +68,16 @@ impl SwitchError {
             ),
             SwitchError::NoGenerations => Some("run `kbuild build master` first".into()),
             SwitchError::NoSuchGeneration(_) => Some("`kbuild generations` lists them".into()),
-            SwitchError::OtherStore { theirs, .. } => Some(format!(
-                "pass `--store {}` to manage this root",
+            SwitchError::OtherStore { theirs, there: true, .. } => Some(format!(
+                "pass `--store {}` to switch the root from its store, or `--adopt` to manage it from this store from now on",
                 theirs.display()
+            )),
+            SwitchError::OtherStore { there: false, .. } => Some(
+                "if that store moved, pass its new place as `--store`; to manage the root from this store from now on, pass `--adopt`".into(),
+            ),
+            SwitchError::Registry { dir, .. } => Some(format!(
+                "gc keeps the generation a root uses only while the root is in this registry: make `{}` writable (the only place in the store a switch writes, once per root) and run the switch again",
+                dir.display()
             )),
             _ => None,
         }

@@ -3,6 +3,7 @@
 //! run a switch with N = 1, 2, … until one completes, checking the root after every crash
 //! and after the recovery that follows. Without the variable this costs one env lookup.
 
+use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,7 +19,8 @@ pub fn point(what: &str) {
     let Some(target) = target() else { return };
     let n = STEP.fetch_add(1, Ordering::SeqCst) + 1;
     if n == target {
-        eprintln!("kbuild: fault injected at step {n} ({what})");
+        // Never a panic on a closed stderr: the abort must happen at this very step.
+        let _ = writeln!(std::io::stderr(), "kbuild: fault injected at step {n} ({what})");
         std::process::abort();
     }
 }

@@ -47,7 +47,7 @@ pub use error::SwitchError;
 pub use journal::recover;
 pub use plan::{Plan, plan};
 pub use root::{Root, State};
-pub use roots::{active_generation, forget_stale_roots, generations_in_use};
+pub use roots::{InUse, active_generation, check_registry, forget_stale_roots, in_use, moved_store};
 pub use systemctl::{run_systemctl, systemctl_commands, systemd_is_live};
 pub use units::UnitAction;
 
@@ -106,6 +106,8 @@ pub fn switch(
     let _root_lock = root.lock(observer)?;
     // Shared store lock: gc cannot delete the generation while it is being activated.
     let _store_lock = store.lock(LockMode::Shared, observer)?;
+    // A store written by an older kbuild gets its id now, so the new state records it.
+    store.id()?;
     let recovered = recover(root)?;
     let plan = plan(store, root, resolve(store, root, target)?, adopt)?;
     let (plan, mut applied) = apply(store, root, plan, before_flip)?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::beneath::{Beneath, Entry};
 use super::root::{Root, State, is_our_link};
+use super::roots::{self, Owner};
 use super::{STATE_DIR, SwitchError, UnitAction, prerequisites, units};
 use crate::generation::{self, Generation};
 use crate::store::Store;
@@ -135,7 +136,17 @@ impl fmt::Display for Plan {
             writeln!(f, "  restore {p} (the original adopted earlier)")?;
         }
         for p in &self.repairs {
-            writeln!(f, "  repair  {p} (changed or removed by hand)")?;
+            match (&self.from.store, &self.to.store) {
+                (Some(old), Some(new)) if *p == format!("/{STATE_DIR}/current") && old != new => {
+                    writeln!(
+                        f,
+                        "  repair  {p} (points into `{}`; the store is at `{}` now)",
+                        old.display(),
+                        new.display()
+                    )?
+                }
+                _ => writeln!(f, "  repair  {p} (changed or removed by hand)")?,
+            }
         }
         for u in &self.units {
             writeln!(f, "  {u}")?;
@@ -193,19 +204,30 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         Some(j) => j.to,
         None => root.state()?,
     };
-    if let Some(theirs) = &from.store
-        && *theirs != store_dir
+    // A store is known by its id, not its path: a root recorded under another path of this
+    // store (moved, symlinked, mounted elsewhere) is ours. `--adopt` takes a root over from
+    // another store.
+    let owner = roots::owner(store, &from);
+    if let Owner::Theirs { path, there } = &owner
         && !from.managed.is_empty()
+        && !adopt
     {
         return Err(SwitchError::OtherStore {
             root: root.dir().to_owned(),
-            theirs: theirs.clone(),
+            theirs: path.clone(),
             ours: store_dir,
+            there: *there,
         });
     }
     let managed = rootfs_files(&rootfs)?;
     let fs = Beneath::open(root.dir())?;
-    let old_rootfs = from.rootfs.clone().filter(|p| p.is_dir());
+    // The active rootfs as this store holds it now (the recorded path may predate a move).
+    let from_object = roots::object_name(from.rootfs.as_deref());
+    let old_rootfs = match (&owner, &from_object) {
+        (Owner::Ours, Some(o)) => Some(store_dir.join(o.as_str())),
+        _ => from.rootfs.clone(),
+    }
+    .filter(|p| p.is_dir());
 
     let mut added = Vec::new();
     let mut changed = Vec::new();
@@ -215,7 +237,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     if from.rootfs.is_some() {
         let current = format!("/{STATE_DIR}/current");
         if fs.entry(&current)? != Entry::Symlink(rootfs.clone())
-            && from.rootfs.as_ref() == Some(&rootfs)
+            && owner == Owner::Ours
+            && from_object.as_ref() == Some(&g.rootfs)
         {
             repairs.push(current);
         }
@@ -298,8 +321,10 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let prerequisites = prerequisites::check(root, &g.prerequisites);
     let units = units::plan(old_rootfs.as_deref(), &rootfs)?;
     let to = State {
-        version: 1,
+        version: 2,
         store: Some(store_dir),
+        // Made by `switch` under the store lock before planning (a dry run never writes).
+        store_id: store.existing_id(),
         generation: Some(g.number),
         rootfs: Some(rootfs),
         managed,
@@ -308,7 +333,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     };
     let active = from
         .generation
-        .filter(|_| from.store.as_ref() == Some(&store.canonical_dir()))
+        .filter(|_| owner == Owner::Ours)
         .and_then(|n| generation::get(store, n).ok().flatten());
     let recipes_change = match active {
         Some(a) if a.recipes != g.recipes => Some((a.recipes, g.recipes.clone())),

@@ -11,14 +11,19 @@ use super::beneath::{Beneath, Entry};
 use super::journal::Journal;
 use super::{STATE_DIR, SwitchError};
 use crate::observe::Observer;
-use crate::store::{FileLock, LockMode};
+use crate::store::{FileLock, LockMode, StoreId};
 
 /// What kbuild knows about a root: written atomically to `state.json` after each switch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// 2 since states record `store_id`; version 1 states are read as they are.
     pub version: u32,
-    /// The store the active generation comes from (absolute).
+    /// The store the active generation comes from (absolute, canonical when it was written).
     pub store: Option<PathBuf>,
+    /// That store's id (`store/.kbuild/id`): the store is recognised by it wherever it is
+    /// mounted or moved. Absent in version 1 states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<StoreId>,
     pub generation: Option<u64>,
     /// Absolute path of the active rootfs.
     pub rootfs: Option<PathBuf>,

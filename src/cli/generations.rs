@@ -17,7 +17,7 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
         if args.json {
             outln!("[]");
         } else {
-            eprintln!(
+            errln!(
                 "no generations yet (no store at `{}`); run `kbuild build master`",
                 ctx.store_dir.display()
             );
@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
         return Ok(());
     }
     if gens.is_empty() {
-        eprintln!("no generations yet; run `kbuild build master`");
+        errln!("no generations yet; run `kbuild build master`");
         return Ok(());
     }
     outln!("{:>5}  {:<20}  {:<16}  ROOTFS", "GEN", "CREATED", "RECIPES");

@@ -138,6 +138,11 @@ pub fn run_verify(
         problems -= report.corrupt.len();
     }
     if let Some(root) = root {
+        // First: a store that moved leaves every link dangling, and one switch mends them all.
+        if let Some(d) = kbuild::activate::moved_store(&store, root) {
+            outln!("drift    {}: {d}", root.dir().display());
+            problems += 1;
+        }
         for d in kbuild::activate::drift(root).context("cannot inspect the root")? {
             outln!("drift    {}: {d}", root.dir().display());
             problems += 1;

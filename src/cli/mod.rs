@@ -2,7 +2,7 @@
 //! module and `main.rs` are the only code that writes to the terminal.
 
 /// Writes to stdout; a closed pipe (`kbuild generations | head`) is not an error and never a
-/// panic (see [`write_stdout`]).
+/// panic, a failed write is reported at exit (see [`write_stdout`]).
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::cli::write_stdout(&format!($($arg)*))
@@ -14,6 +14,13 @@ macro_rules! outln {
     () => { out!("\n") };
     ($($arg:tt)*) => {
         $crate::cli::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// A line on stderr that never panics (see [`write_stderr`]): every message goes through it.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stderr(&format!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -158,22 +165,45 @@ impl Global {
     }
 }
 
+/// Why stdout could not be written (not a closed pipe), once it failed.
+static STDOUT_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+/// Set once stdout is closed or failed: further output is dropped.
+static STDOUT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes to stdout. Once the reader is gone (`kbuild generations | head`) further output is
+/// dropped quietly, as ripgrep does; any other failure (`> /dev/full`) is kept for
+/// [`stdout_failure`], which makes the exit code non-zero. Either way the command runs to its
+/// end: a switch must still carry out its unit actions.
 pub fn write_stdout(text: &str) {
     use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    // Once the reader is gone (`kbuild generations | head`), further output is dropped, but
-    // the command runs to its end: a switch must still carry out its unit actions.
-    static CLOSED: AtomicBool = AtomicBool::new(false);
-    if CLOSED.load(Ordering::Relaxed) {
+    use std::sync::atomic::Ordering;
+    if STDOUT_DONE.load(Ordering::Relaxed) {
         return;
     }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        STDOUT_DONE.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("warning: cannot write to stdout: {e}");
+            let mut failure = STDOUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| e.to_string());
         }
-        CLOSED.store(true, Ordering::Relaxed);
     }
+}
+
+/// The error of a failed write to stdout, if one failed for another reason than a closed pipe.
+pub fn stdout_failure() -> Option<String> {
+    STDOUT_FAILURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Writes to stderr, ignoring every error: with stderr closed (`kbuild build 2>&1 | head -1`)
+/// messages are lost, but the command neither panics nor stops early.
+pub fn write_stderr(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
 /// Finds a `help:` line for an error anywhere in the chain.

@@ -78,12 +78,14 @@ fn run(
         out!("{plan}");
         print_units(root, &plan, false);
         // The dry run fails where the switch would, with the same message.
-        plan.check().with_context(|| {
-            format!(
-                "a {what} of root `{}` would be refused",
-                root.dir().display()
-            )
-        })?;
+        plan.check()
+            .and_then(|()| activate::check_registry(&store, root))
+            .with_context(|| {
+                format!(
+                    "a {what} of root `{}` would be refused",
+                    root.dir().display()
+                )
+            })?;
         return Ok(());
     }
     let live = activate::systemd_is_live(root);

@@ -36,8 +36,8 @@ impl Terminal {
         };
         let guard = self.transfer.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref().and_then(|t| t.bar.as_ref()) {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| errln!("{line}")),
+            None => errln!("{line}"),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
 //! └── .kbuild/
 //!     ├── version                layout version ("kbuild-store-v1")
+//!     ├── id                     the store's identity (random, made once): roots know their
+//!     │                          store by it, wherever the store is mounted or moved
 //!     ├── lock                   flock: builds shared, gc and verify exclusive
 //!     ├── index/<key>.json       derivation key → output objects (makes no-op builds instant)
 //!     ├── meta/<object>.json     per object: full digest, deriver, references
@@ -50,6 +52,13 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error("store object `{}` was modified after it was added ({what})", path.display())]
     Modified { path: PathBuf, what: String },
+    #[error("cannot give store `{}` its id `{}`", store.display(), path.display())]
+    Id {
+        store: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("corrupt store metadata `{path}`")]
     Metadata {
         path: PathBuf,
@@ -125,6 +134,32 @@ impl fmt::Display for StorePath {
 impl fmt::Debug for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "StorePath({})", self.0)
+    }
+}
+
+/// A store's identity (32 hex digits, `.kbuild/id`): the same for every path the store is
+/// reached by (a symlink, a bind mount, its new place after a move).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreId(String);
+
+impl StoreId {
+    /// The id of the store at `dir` (following links), if there is one there.
+    pub fn read(dir: &Path) -> Option<StoreId> {
+        let text = std::fs::read_to_string(dir.join(".kbuild/id")).ok()?;
+        let id = text.trim();
+        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| StoreId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -243,6 +278,14 @@ impl Store {
             }
         }
         let version = meta_dir.join("version");
+        let store = Store {
+            dir: dir.to_owned(),
+        };
+        // A new store gets its id before `version` marks it complete; an existing store
+        // without one gets it when a root first registers (see `Store::id`).
+        if create && !version.exists() {
+            store.id()?;
+        }
         match std::fs::read_to_string(&version) {
             Ok(v) if v.trim() == LAYOUT_VERSION => {}
             Ok(v) => {
@@ -257,9 +300,46 @@ impl Store {
             }
             Err(e) => return Err(open_err(crate::fs::annotate(e, "read", &version))),
         }
-        Ok(Store {
-            dir: dir.to_owned(),
+        Ok(store)
+    }
+
+    /// The store's id, made once (random) and kept in `.kbuild/id`: what a root records
+    /// to know its store after the store moved or is reached by another path. An old store
+    /// gets one here; two racing kbuilds agree on the first one written (never replaced).
+    pub fn id(&self) -> Result<StoreId, StoreError> {
+        if let Some(id) = self.existing_id() {
+            return Ok(id);
+        }
+        let path = self.bookkeeping().join("id");
+        let err = |source| StoreError::Id {
+            store: self.dir.clone(),
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = [0u8; 16];
+        std::io::Read::read_exact(
+            &mut fs_err::File::open("/dev/urandom").map_err(err)?,
+            &mut bytes,
+        )
+        .map_err(err)?;
+        let id = StoreId(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        let tmp = self.bookkeeping().join(format!(".id-{}", std::process::id()));
+        crate::fs::write_atomic(&tmp, format!("{}\n", id.0).as_bytes()).map_err(err)?;
+        let placed = crate::fs::rename_noreplace(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        placed.map_err(err)?;
+        crate::fs::fsync_dir(&self.bookkeeping()).map_err(err)?;
+        self.existing_id().ok_or_else(|| {
+            err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the id file holds no id",
+            ))
         })
+    }
+
+    /// The store's id if it has one (never writes).
+    pub fn existing_id(&self) -> Option<StoreId> {
+        StoreId::read(&self.dir)
     }
 
     /// A `help:` line for store errors.
@@ -271,6 +351,10 @@ impl Store {
             StoreError::NotAStore { creating: false, .. } => Some(
                 "check `--store` (default `./store`, env KBUILD_STORE); `kbuild build` creates a store".into(),
             ),
+            StoreError::Id { store, .. } => Some(format!(
+                "a store written by an older kbuild gets its id once, on the first switch: make `{}` writable for that switch (roots record the id to find the store wherever it is mounted)",
+                store.join(".kbuild").display()
+            )),
             StoreError::Modified { .. } => Some(
                 "run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them".into(),
             ),

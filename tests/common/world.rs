@@ -365,6 +365,13 @@ pub fn link_text(path: &str) -> String {
     )
 }
 
+/// The id of the store at `store` (`.kbuild/id`, made when the store was created).
+pub fn store_id(store: &Path) -> String {
+    let id = std::fs::read_to_string(store.join(".kbuild/id")).unwrap();
+    assert!(id.len() == 33 && id.ends_with('\n'), "store id {id:?}");
+    id.trim_end().to_owned()
+}
+
 /// The exact bytes of `state.json` for generation `g`.
 pub fn state_json(
     store: &Path,
@@ -385,8 +392,9 @@ pub fn state_json(
         format!("[\n{}\n  ]", body.join(",\n"))
     }
     format!(
-        "{{\n  \"version\": 1,\n  \"store\": {},\n  \"generation\": {},\n  \"rootfs\": {},\n  \"managed\": {},\n  \"created_dirs\": {},\n  \"adopted\": {}\n}}\n",
+        "{{\n  \"version\": 2,\n  \"store\": {},\n  \"store_id\": {},\n  \"generation\": {},\n  \"rootfs\": {},\n  \"managed\": {},\n  \"created_dirs\": {},\n  \"adopted\": {}\n}}\n",
         toml_string(&store.display().to_string()),
+        toml_string(&store_id(store)),
         g.number,
         toml_string(&g.rootfs.display().to_string()),
         array(managed.iter().map(String::as_str)),
