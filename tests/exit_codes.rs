@@ -90,8 +90,16 @@ fn with_closed(w: &World, closed: Closed, args: &[&str]) -> (Option<i32>, Option
 fn generations_json_to_dev_full_exits_non_zero() {
     let w = World::new();
     w.build(&["master"], &[], 1);
-    for args in [&["generations", "--json"][..], &["generations"], &["diff", "1", "1"]] {
-        assert_eq!(to_dev_full(&w, args), (Some(1), FULL.to_owned()), "{args:?}");
+    for args in [
+        &["generations", "--json"][..],
+        &["generations"],
+        &["diff", "1", "1"],
+    ] {
+        assert_eq!(
+            to_dev_full(&w, args),
+            (Some(1), FULL.to_owned()),
+            "{args:?}"
+        );
     }
     // With somewhere to write, the same commands succeed.
     w.ok(&["generations", "--json"]);
@@ -110,7 +118,11 @@ fn a_switch_to_dev_full_completes_then_exits_non_zero() {
         err,
         format!("    Switched root `$SANDBOX/host` to generation 1\n{FULL}")
     );
-    w.assert_root(&w.expect(&base, &g1, &MASTER_DIRS, &[]), &g1, "after the switch");
+    w.assert_root(
+        &w.expect(&base, &g1, &MASTER_DIRS, &[]),
+        &g1,
+        "after the switch",
+    );
     // A failed command stays a failure, and the lost output is reported too.
     let (code, err) = to_dev_full(&w, &["switch", "9"]);
     assert_eq!(
@@ -193,9 +205,16 @@ fn closed_stdout_or_stderr_never_panics_and_a_switch_still_completes() {
         assert_eq!((code, signal), (Some(0), None), "{closed:?}: build");
         let g1 = Gen {
             number: 1,
-            rootfs: w.ok(&["generations", "--json"]).stdout.lines().find_map(|l| {
-                l.trim().strip_prefix("\"path\": \"").map(|p| std::path::PathBuf::from(p.trim_end_matches("\",")))
-            }).unwrap(),
+            rootfs: w
+                .ok(&["generations", "--json"])
+                .stdout
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("\"path\": \"")
+                        .map(|p| std::path::PathBuf::from(p.trim_end_matches("\",")))
+                })
+                .unwrap(),
         };
         for (args, expected) in [
             (&["switch", "--dry-run"][..], Some(0)),
@@ -211,11 +230,21 @@ fn closed_stdout_or_stderr_never_panics_and_a_switch_still_completes() {
         let (code, signal, captured) = with_closed(&w, closed, &["switch"]);
         assert_eq!((code, signal), (Some(0), None), "{closed:?}: switch");
         match closed {
-            Closed::Stdout => assert_eq!(captured, "    Switched root `$SANDBOX/host` to generation 1\n"),
-            Closed::Stderr => assert!(captured.starts_with("root $SANDBOX/host: nothing -> generation 1\n"), "{captured}"),
+            Closed::Stdout => assert_eq!(
+                captured,
+                "    Switched root `$SANDBOX/host` to generation 1\n"
+            ),
+            Closed::Stderr => assert!(
+                captured.starts_with("root $SANDBOX/host: nothing -> generation 1\n"),
+                "{captured}"
+            ),
             Closed::Both => {}
         }
-        w.assert_root(&w.expect(&base, &g1, &MASTER_DIRS, &[]), &g1, &format!("{closed:?}: after the switch"));
+        w.assert_root(
+            &w.expect(&base, &g1, &MASTER_DIRS, &[]),
+            &g1,
+            &format!("{closed:?}: after the switch"),
+        );
         assert!(!w.root.join("etc/.kbuild/journal.json").exists());
     }
 }
@@ -242,7 +271,10 @@ fn read_only_store(w: &World, args: &[&str]) -> Run {
     c.args(["--map-root-user", "--mount", "sh", "-c", &script, "sh"])
         .args(args)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", &w.sb.home)
         .current_dir(&w.sb.dir)
         .timeout(std::time::Duration::from_secs(60));
@@ -273,10 +305,17 @@ fn the_first_switch_from_a_read_only_store_names_the_registry() {
     assert_listing(&w.listing(), &base, "after the refusal");
     let r = read_only_store(&w, &["switch", "1", "--dry-run"]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(r.stdout().starts_with("root $SANDBOX/host: nothing -> generation 1\n"), "{}", r.stdout);
+    assert!(
+        r.stdout()
+            .starts_with("root $SANDBOX/host: nothing -> generation 1\n"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(
         r.stderr(),
-        format!("error: a switch of root `$SANDBOX/host` would be refused\n  caused by: cannot record root `$SANDBOX/host` in the store's roots registry `$SANDBOX/store/.kbuild/roots`; nothing was changed\n  caused by: Read-only file system (os error 30)\n{help}")
+        format!(
+            "error: a switch of root `$SANDBOX/host` would be refused\n  caused by: cannot record root `$SANDBOX/host` in the store's roots registry `$SANDBOX/store/.kbuild/roots`; nothing was changed\n  caused by: Read-only file system (os error 30)\n{help}"
+        )
     );
     assert_listing(&w.listing(), &base, "after the dry run");
 
@@ -284,8 +323,44 @@ fn the_first_switch_from_a_read_only_store_names_the_registry() {
     w.ok(&["switch", "1"]);
     let r = read_only_store(&w, &["switch", "2"]);
     r.assert_success();
-    w.assert_root(&w.expect(&base, &g2, &MASTER_DIRS, &[]), &g2, "after switch 2 from the read-only store");
+    w.assert_root(
+        &w.expect(&base, &g2, &MASTER_DIRS, &[]),
+        &g2,
+        "after switch 2 from the read-only store",
+    );
     let r = read_only_store(&w, &["rollback"]);
     r.assert_success();
     w.assert_resolves(&g1, "after the rollback from the read-only store");
+}
+
+/// A store written by an older kbuild has no id yet; the first switch gives it one. From a
+/// read-only store that is refused (dry run alike), naming the directory and why.
+#[test]
+fn an_old_read_only_store_without_id_names_what_it_needs() {
+    let w = World::new();
+    let base = w.base();
+    w.build(&["master"], &[], 1);
+    std::fs::remove_file(w.sb.store.join(".kbuild/id")).unwrap();
+    let probe = read_only_store(&w, &["generations"]);
+    assert_eq!(
+        probe.code,
+        Some(0),
+        "this test needs `unshare --map-root-user --mount`: {probe:?}"
+    );
+    let help = "help: a store written by an older kbuild gets its id once, on the first switch: make `$SANDBOX/store/.kbuild` writable for that switch (roots record the id to find the store wherever it is mounted)\n";
+    let r = read_only_store(&w, &["switch"]);
+    r.assert_error(&format!("error: cannot switch root `$SANDBOX/host`\n  caused by: cannot give store `$SANDBOX/store` its id `$SANDBOX/store/.kbuild/id`\n  caused by: failed to create a temporary file in `$SANDBOX/store/.kbuild`: Read-only file system (os error 30)\n{help}"));
+    let r = read_only_store(&w, &["switch", "--dry-run"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "error: a switch of root `$SANDBOX/host` would be refused\n  caused by: cannot give store `$SANDBOX/store` its id `$SANDBOX/store/.kbuild/id`\n  caused by: Read-only file system (os error 30)\n{help}"
+        )
+    );
+    assert_listing(&w.listing(), &base, "after the refusals");
+    assert!(!w.sb.store.join(".kbuild/id").exists());
+    // Writable, the same switch works and the store has its id.
+    w.ok(&["switch"]);
+    assert_eq!(store_id(&w.store()).len(), 32);
 }

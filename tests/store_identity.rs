@@ -10,7 +10,6 @@ mod common;
 use std::path::Path;
 
 use common::world::*;
-use common::*;
 
 const NOTHING: &str = "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n";
 
@@ -69,8 +68,16 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
     // Through the symlink (the path the root recorded) and through the new path alike, gc
     // keeps the active generation 1 and forgets nothing.
     for s in [&store, &moved] {
-        let r = w.sb.run(w.cmd_store(s, &["--root", w.root.to_str().unwrap(), "gc", "--keep", "1"]));
-        assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (Some(0), NOTHING, ""), "gc --store {}", s.display());
+        let r = w.sb.run(w.cmd_store(
+            s,
+            &["--root", w.root.to_str().unwrap(), "gc", "--keep", "1"],
+        ));
+        assert_eq!(
+            (r.code, r.stdout.as_str(), r.stderr.as_str()),
+            (Some(0), NOTHING, ""),
+            "gc --store {}",
+            s.display()
+        );
         assert!(moved.join(g1.object()).is_dir());
         assert!(moved.join(g2.object()).is_dir());
     }
@@ -83,14 +90,22 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
 
     // A switch from the moved store is not refused as "another store": it re-points the flip
     // point at the store's new place, listed as a repair, and changes nothing else.
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
     r.assert_success();
     assert_eq!(
         r.stdout(),
         "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
     );
-    assert_eq!(r.stderr(), "    Switched root `$SANDBOX/host` to generation 1\n");
-    assert_listing(&w.listing(), &expect_at(&w, &base, &g1, &moved), "after the repair");
+    assert_eq!(
+        r.stderr(),
+        "    Switched root `$SANDBOX/host` to generation 1\n"
+    );
+    assert_listing(
+        &w.listing(),
+        &expect_at(&w, &base, &g1, &moved),
+        "after the repair",
+    );
     // The symlink can go now: the root no longer needs the old path.
     std::fs::remove_file(&store).unwrap();
     let g1_moved = Gen {
@@ -98,7 +113,8 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
         rootfs: moved.join(g1.object()),
     };
     w.assert_resolves(&g1_moved, "without the symlink");
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
     r.assert_success();
     assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
 }
@@ -112,12 +128,21 @@ fn a_store_moved_without_a_symlink_keeps_its_roots_and_one_switch_mends_them() {
     let moved = w.sb.dir.join("data/store");
     mv(&w.store(), &moved);
     let root = w.root.to_str().unwrap();
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
-    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (Some(0), NOTHING, ""));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(0), NOTHING, "")
+    );
     assert!(moved.join(g1.object()).is_dir());
     assert!(moved.join(g2.object()).is_dir());
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "generations"]));
-    assert!(r.stdout.lines().nth(1).unwrap().starts_with("*   1 "), "{}", r.stdout);
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "generations"]));
+    assert!(
+        r.stdout.lines().nth(1).unwrap().starts_with("*   1 "),
+        "{}",
+        r.stdout
+    );
 
     let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
     assert_eq!(r.code, Some(1), "{r:?}");
@@ -126,24 +151,39 @@ fn a_store_moved_without_a_symlink_keeps_its_roots_and_one_switch_mends_them() {
         first,
         "drift    $SANDBOX/host: /etc/.kbuild/current points into `$SANDBOX/store`, where the store no longer is (it is at `$SANDBOX/data/store` now): `kbuild switch 1 --store $SANDBOX/data/store --root $SANDBOX/host` re-points it"
     );
-    assert_eq!(r.stderr().lines().last(), Some("error: verification found 15 problem(s)"));
+    assert_eq!(
+        r.stderr().lines().last(),
+        Some("error: verification found 15 problem(s)")
+    );
 
     // The command verify named, exactly.
     let store_arg = moved.to_str().unwrap();
-    let r = w.sb.run(w.cmd_store(&moved, &["switch", "1", "--store", store_arg, "--root", root]));
+    let r = w.sb.run(w.cmd_store(
+        &moved,
+        &["switch", "1", "--store", store_arg, "--root", root],
+    ));
     r.assert_success();
     assert_eq!(
         r.stdout(),
         "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
     );
-    assert_listing(&w.listing(), &expect_at(&w, &base, &g1, &moved), "after the repair");
+    assert_listing(
+        &w.listing(),
+        &expect_at(&w, &base, &g1, &moved),
+        "after the repair",
+    );
     let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
     assert_eq!((r.code, r.stdout.as_str()), (Some(0), "ok\n"), "{r:?}");
     // And it goes on: generation 2, then gc drops generation 1 once nobody uses it.
     w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "2"]))
         .assert_success();
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
-    assert!(r.stderr.starts_with("     Removed generation 1\n"), "{}", r.stderr);
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    assert!(
+        r.stderr.starts_with("     Removed generation 1\n"),
+        "{}",
+        r.stderr
+    );
     assert!(!moved.join(g1.object()).exists());
 }
 
@@ -172,7 +212,8 @@ fn a_root_of_another_store_is_refused_naming_that_store() {
     // The store the help names works.
     w.ok(&["switch", "2"]);
     // --adopt takes the root over; the first store's gc then forgets it.
-    let r = w.sb.run(w.cmd_store(&other, &["--root", root, "switch", "--adopt"]));
+    let r =
+        w.sb.run(w.cmd_store(&other, &["--root", root, "switch", "--adopt"]));
     r.assert_success();
     let g_other = Gen {
         number: 1,
@@ -240,7 +281,10 @@ fn a_store_reached_through_a_bind_mount_keeps_its_roots() {
         let mut c = assert_cmd::Command::new("unshare");
         c.args(["--map-root-user", "--mount", "sh", "-c", &script, "sh"])
             .args(args)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .timeout(std::time::Duration::from_secs(60));
         w.sb.run(c)
     };
@@ -250,9 +294,16 @@ fn a_store_reached_through_a_bind_mount_keeps_its_roots() {
         Some(0),
         "this test needs `unshare --map-root-user --mount` and `mount --bind`: {probe:?}"
     );
-    assert!(probe.stdout.lines().nth(1).unwrap().starts_with("*   1 "), "{}", probe.stdout);
+    assert!(
+        probe.stdout.lines().nth(1).unwrap().starts_with("*   1 "),
+        "{}",
+        probe.stdout
+    );
     let r = run(&["gc", "--keep", "1"]);
-    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (Some(0), NOTHING, ""));
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(0), NOTHING, "")
+    );
     assert!(g1.rootfs.is_dir() && g2.rootfs.is_dir());
     w.assert_resolves(&g1, "after gc through the mount");
 }
@@ -269,12 +320,19 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
         .unwrap()
         .replace("\"version\": 2,", "\"version\": 1,")
         .replace(&format!("  \"store_id\": \"{}\",\n", store_id(&store)), "");
-    assert!(!v1.contains("store_id") && v1.contains("\"version\": 1,"), "{v1}");
+    assert!(
+        !v1.contains("store_id") && v1.contains("\"version\": 1,"),
+        "{v1}"
+    );
     std::fs::write(&state, &v1).unwrap();
     std::fs::remove_file(store.join(".kbuild/id")).unwrap();
     for e in std::fs::read_dir(store.join(".kbuild/roots")).unwrap() {
         let p = e.unwrap().path();
-        std::fs::write(&p, format!("{{\n  \"root\": \"{}\"\n}}\n", w.root.display())).unwrap();
+        std::fs::write(
+            &p,
+            format!("{{\n  \"root\": \"{}\"\n}}\n", w.root.display()),
+        )
+        .unwrap();
     }
 
     // Read only: no id is made.
@@ -288,18 +346,27 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
     let moved = w.sb.dir.join("data/store");
     mv(&store, &moved);
     let root = w.root.to_str().unwrap();
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
-    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (Some(0), NOTHING, ""));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(0), NOTHING, "")
+    );
     assert!(moved.join(g1.object()).is_dir() && moved.join(g2.object()).is_dir());
 
     // The first switch gives the store its id and writes a version 2 state.
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "1"]));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "1"]));
     r.assert_success();
     assert_eq!(
         r.stdout(),
         "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
     );
-    assert_listing(&w.listing(), &expect_at(&w, &base, &g1, &moved), "after the switch");
+    assert_listing(
+        &w.listing(),
+        &expect_at(&w, &base, &g1, &moved),
+        "after the switch",
+    );
     let id = store_id(&moved);
     let reg: Vec<String> = std::fs::read_dir(moved.join(".kbuild/roots"))
         .unwrap()
@@ -312,4 +379,22 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
             w.root.display()
         )]
     );
+}
+
+/// gc keeps what a root's flip point resolves to in this store even when the root's own
+/// record cannot be read (a truncated `state.json`): the root is neither forgotten nor robbed.
+#[test]
+fn gc_keeps_what_the_flip_point_resolves_to_when_the_record_is_unreadable() {
+    let (w, g1, g2, _base) = two_generations_root_on_the_first();
+    std::fs::write(
+        w.root.join("etc/.kbuild/state.json"),
+        "{\n  \"version\": 2,\n",
+    )
+    .unwrap();
+    let before = w.listing();
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), (NOTHING, ""));
+    assert!(g1.rootfs.is_dir() && g2.rootfs.is_dir());
+    assert_listing(&w.listing(), &before, "after gc");
+    w.assert_resolves(&g1, "after gc");
 }

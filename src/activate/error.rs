@@ -79,6 +79,7 @@ impl SwitchError {
                 "gc keeps the generation a root uses only while the root is in this registry: make `{}` writable (the only place in the store a switch writes, once per root) and run the switch again",
                 dir.display()
             )),
+            SwitchError::Store(e) => crate::store::Store::help(e),
             _ => None,
         }
     }

@@ -20,7 +20,10 @@ pub fn point(what: &str) {
     let n = STEP.fetch_add(1, Ordering::SeqCst) + 1;
     if n == target {
         // Never a panic on a closed stderr: the abort must happen at this very step.
-        let _ = writeln!(std::io::stderr(), "kbuild: fault injected at step {n} ({what})");
+        let _ = writeln!(
+            std::io::stderr(),
+            "kbuild: fault injected at step {n} ({what})"
+        );
         std::process::abort();
     }
 }

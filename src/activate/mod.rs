@@ -47,7 +47,9 @@ pub use error::SwitchError;
 pub use journal::recover;
 pub use plan::{Plan, plan};
 pub use root::{Root, State};
-pub use roots::{InUse, active_generation, check_registry, forget_stale_roots, in_use, moved_store};
+pub use roots::{
+    InUse, active_generation, check_registry, forget_stale_roots, in_use, moved_store,
+};
 pub use systemctl::{run_systemctl, systemctl_commands, systemd_is_live};
 pub use units::UnitAction;
 

@@ -43,18 +43,20 @@ pub(crate) fn owner(store: &Store, state: &State) -> Owner {
         path: path.clone(),
         there,
     };
-    if let Some(id) = &state.store_id {
-        return if store.existing_id().as_ref() == Some(id) {
+    let ours = store.existing_id();
+    if let (Some(id), Some(ours)) = (&state.store_id, &ours) {
+        return if id == ours {
             Owner::Ours
         } else {
             theirs(StoreId::read(path).as_ref() == Some(id))
         };
     }
+    // No id on one side (a version 1 state, or a store whose id file was lost).
     if same_dir(path, store.dir()) {
         return Owner::Ours;
     }
-    if let (Some(a), Some(b)) = (StoreId::read(path), store.existing_id()) {
-        return if a == b { Owner::Ours } else { theirs(true) };
+    if let (Some(a), Some(b)) = (StoreId::read(path), &ours) {
+        return if a == *b { Owner::Ours } else { theirs(true) };
     }
     if path.join(".kbuild/version").exists() {
         return theirs(true);
@@ -111,24 +113,32 @@ pub(crate) fn register(store: &Store, root: &Root) -> Result<(), SwitchError> {
 /// The refusal [`register`] would make, found without writing (for `--dry-run`): the
 /// registry, or the directory it is created in, is not writable.
 pub fn check_registry(store: &Store, root: &Root) -> Result<(), SwitchError> {
-    if store.existing_id().is_some() {
+    if store.existing_id().is_none() {
+        // The switch would first give the store its id (see `Store::id`).
+        let path = store.bookkeeping().join("id");
+        rustix::fs::access(&store.bookkeeping(), rustix::fs::Access::WRITE_OK).map_err(|e| {
+            crate::store::StoreError::Id {
+                store: store.dir().to_owned(),
+                path,
+                source: io::Error::from(e),
+            }
+        })?;
+    } else {
         let (path, bytes) = registration(store, root)?;
         if crate::fs::read_optional(&path).ok().flatten().as_deref() == Some(&bytes[..]) {
             return Ok(());
         }
     }
     let dir = registry(store);
-    let probe = if dir.is_dir() && store.existing_id().is_some() {
+    let probe = if dir.is_dir() {
         dir.clone()
     } else {
         store.bookkeeping()
     };
-    rustix::fs::access(&probe, rustix::fs::Access::WRITE_OK).map_err(|e| {
-        SwitchError::Registry {
-            root: root.dir().to_owned(),
-            dir,
-            source: io::Error::from(e),
-        }
+    rustix::fs::access(&probe, rustix::fs::Access::WRITE_OK).map_err(|e| SwitchError::Registry {
+        root: root.dir().to_owned(),
+        dir,
+        source: io::Error::from(e),
     })
 }
 
@@ -165,10 +175,15 @@ pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
     let ours = store.existing_id();
     let mut out = Vec::new();
     for (file, root, id) in registered_roots(store) {
+        let copied = matches!((&id, &ours), (Some(a), Some(b)) if a != b);
+        let recorded_ours = root.state().is_ok_and(|s| owner(store, &s) == Owner::Ours);
+        // A root whose record cannot be read is still ours while its flip point resolves
+        // into this store.
         let ours_still = root.dir().is_dir()
-            && (id.is_none() || id == ours)
-            && (root.state().is_ok_and(|s| owner(store, &s) == Owner::Ours)
-                || root.journal().is_ok_and(|j| j.is_some()));
+            && !copied
+            && (recorded_ours
+                || root.journal().is_ok_and(|j| j.is_some())
+                || current_object(store, &root, false).is_some());
         if !ours_still {
             fs_err::remove_file(file)?;
             out.push(root.dir().to_owned());
@@ -202,7 +217,8 @@ pub fn in_use(store: &Store) -> Result<InUse, SwitchError> {
             .iter()
             .filter(|s| owner(store, s) == Owner::Ours)
             .collect();
-        out.generations.extend(ours.iter().filter_map(|s| s.generation));
+        out.generations
+            .extend(ours.iter().filter_map(|s| s.generation));
         out.objects
             .extend(ours.iter().filter_map(|s| object_name(s.rootfs.as_deref())));
         if let Some(o) = current_object(store, &root, !ours.is_empty()) {

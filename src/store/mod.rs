@@ -323,7 +323,9 @@ impl Store {
         )
         .map_err(err)?;
         let id = StoreId(bytes.iter().map(|b| format!("{b:02x}")).collect());
-        let tmp = self.bookkeeping().join(format!(".id-{}", std::process::id()));
+        let tmp = self
+            .bookkeeping()
+            .join(format!(".id-{}", std::process::id()));
         crate::fs::write_atomic(&tmp, format!("{}\n", id.0).as_bytes()).map_err(err)?;
         let placed = crate::fs::rename_noreplace(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
