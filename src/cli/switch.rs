@@ -13,7 +13,9 @@ use super::Terminal;
   kbuild switch                      # the newest generation, on /
   kbuild switch 3 --root /srv/m1     # generation 3, on another root
 
-An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback.")]
+An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback.
+A store that moved keeps its roots (it is known by its id, store/.kbuild/id): one switch from
+its new place re-points the root's flip point (`kbuild verify --root DIR` names it).")]
 pub struct SwitchArgs {
     /// Generation to activate [default: the newest]
     #[arg(value_name = "GENERATION")]
@@ -22,7 +24,8 @@ pub struct SwitchArgs {
     #[arg(long)]
     dry_run: bool,
     /// Move unmanaged files that are in the way into /etc/.kbuild/adopted (restored when
-    /// kbuild stops managing the path) instead of refusing
+    /// kbuild stops managing the path) instead of refusing; also takes over a root managed
+    /// from another store
     #[arg(long)]
     adopt: bool,
 }

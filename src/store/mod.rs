@@ -12,7 +12,8 @@
 //!     ├── lock                   flock: builds shared, gc and verify exclusive
 //!     ├── index/<key>.json       derivation key → output objects (makes no-op builds instant)
 //!     ├── meta/<object>.json     per object: full digest, deriver, references
-//!     └── generations/<N>.json   generation records (see `generation`)
+//!     ├── generations/<N>.json   generation records (see `generation`)
+//!     └── roots/<key>.json       roots switched from this store (see `activate::roots`)
 //! ```
 //!
 //! Objects are added by building in a temp entry inside the store directory, syncing, and a
