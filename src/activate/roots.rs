@@ -116,7 +116,7 @@ pub fn check_registry(store: &Store, root: &Root) -> Result<(), SwitchError> {
     if store.existing_id().is_none() {
         // The switch would first give the store its id (see `Store::id`).
         let path = store.bookkeeping().join("id");
-        rustix::fs::access(&store.bookkeeping(), rustix::fs::Access::WRITE_OK).map_err(|e| {
+        rustix::fs::access(store.bookkeeping(), rustix::fs::Access::WRITE_OK).map_err(|e| {
             crate::store::StoreError::Id {
                 store: store.dir().to_owned(),
                 path,
