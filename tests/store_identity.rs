@@ -88,8 +88,16 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
     let r = w.ok(&["verify"]);
     assert_eq!(r.stdout, "ok\n");
 
-    // A switch from the moved store is not refused as "another store": it re-points the flip
-    // point at the store's new place, listed as a repair, and changes nothing else.
+    // Through the path just given (the symlink), the plan is not refused as "another store"
+    // suggesting that same `--store`: it lists the repair.
+    let r = w.ok(&["switch", "1", "--dry-run"]);
+    assert_eq!(
+        r.stdout(),
+        "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
+    );
+    assert_listing(&w.listing(), &before, "after the dry run");
+    // A switch from the moved store re-points the flip point at the store's new place, listed
+    // as a repair, and changes nothing else.
     let r =
         w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
     r.assert_success();
