@@ -329,6 +329,18 @@ fn the_first_switch_from_a_read_only_store_names_the_registry() {
     let r = read_only_store(&w, &["rollback"]);
     r.assert_success();
     w.assert_resolves(&g1, "after the rollback from the read-only store");
+    // A record written by an older kbuild (no store id) counts as registered too.
+    let records: Vec<_> = std::fs::read_dir(w.sb.store.join(".kbuild/roots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1);
+    let old = format!("{{\n  \"root\": \"{}\"\n}}\n", w.root.display());
+    std::fs::write(&records[0], &old).unwrap();
+    read_only_store(&w, &["switch", "2", "--dry-run"]).assert_success();
+    read_only_store(&w, &["switch", "2"]).assert_success();
+    w.assert_resolves(&g2, "after switch 2 with an old record");
+    assert_eq!(std::fs::read_to_string(&records[0]).unwrap(), old);
 }
 
 /// A store written by an older kbuild has no id yet; the first switch gives it one. From a

@@ -104,10 +104,24 @@ pub(crate) fn register(store: &Store, root: &Root) -> Result<(), SwitchError> {
         dir: registry(store),
         source,
     };
-    fs_err::create_dir_all(registry(store)).map_err(err)?;
-    crate::fs::write_if_changed(&path, &bytes)
-        .map(drop)
-        .map_err(err)
+    let written = fs_err::create_dir_all(registry(store))
+        .and_then(|()| crate::fs::write_if_changed(&path, &bytes).map(drop));
+    match written {
+        // A record an older kbuild wrote (no store id) serves gc as well: adding the id is
+        // not worth refusing a switch from a read-only store.
+        Err(_) if registered_already(store, root, &path) => Ok(()),
+        other => other.map_err(err),
+    }
+}
+
+/// Whether the registry already holds a record of `root` that gc reads as this store's.
+fn registered_already(store: &Store, root: &Root, path: &Path) -> bool {
+    let Ok(Some(v)) = read_json::<serde_json::Value>(path) else {
+        return false;
+    };
+    let id = v.get("store_id").and_then(|i| i.as_str());
+    v.get("root").and_then(|r| r.as_str()) == root.dir().to_str()
+        && (id.is_none() || id == store.existing_id().as_ref().map(StoreId::as_str))
 }
 
 /// The refusal [`register`] would make, found without writing (for `--dry-run`): the
@@ -124,8 +138,8 @@ pub fn check_registry(store: &Store, root: &Root) -> Result<(), SwitchError> {
             }
         })?;
     } else {
-        let (path, bytes) = registration(store, root)?;
-        if crate::fs::read_optional(&path).ok().flatten().as_deref() == Some(&bytes[..]) {
+        let (path, _) = registration(store, root)?;
+        if registered_already(store, root, &path) {
             return Ok(());
         }
     }
