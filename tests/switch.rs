@@ -424,7 +424,7 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
         assert_eq!(v.code, Some(1), "{when}: {v:?}");
         assert!(
             v.stdout().contains(
-                "drift    $SANDBOX/host: an interrupted switch is pending (`kbuild switch` completes it)\n"
+                "drift    $SANDBOX/host: an interrupted switch from generation 1 to generation 2 is pending (`kbuild switch 2` completes it)\n"
             ),
             "{when}: {}",
             v.stdout
@@ -1118,7 +1118,7 @@ fn verify_with_a_root_reports_links_edited_by_hand_as_drift() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(
         r.stdout(),
-        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local\n"
+        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local (`kbuild switch 1 --adopt` keeps it in /etc/.kbuild/adopted/etc/kubernetes/config and puts kbuild's link back)\n"
     );
     assert_eq!(
         r.stderr.lines().nth(1),
@@ -1134,7 +1134,7 @@ fn verify_with_a_root_reports_links_edited_by_hand_as_drift() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(
         r.stdout(),
-        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local\ndrift    $SANDBOX/host: replaced by a file: /etc/kubernetes/controller-manager\ndrift    $SANDBOX/host: removed: /etc/kubernetes/scheduler\n"
+        "drift    $SANDBOX/host: link changed: /etc/kubernetes/config -> /etc/kubernetes/config.local (`kbuild switch 1 --adopt` keeps it in /etc/.kbuild/adopted/etc/kubernetes/config and puts kbuild's link back)\ndrift    $SANDBOX/host: replaced by a file: /etc/kubernetes/controller-manager (`kbuild switch 1 --adopt` keeps it in /etc/.kbuild/adopted/etc/kubernetes/controller-manager and puts kbuild's link back)\ndrift    $SANDBOX/host: removed: /etc/kubernetes/scheduler (`kbuild switch 1` repairs it)\n"
     );
     assert!(
         r.stderr
@@ -1526,7 +1526,7 @@ fn refusals_leave_no_trace_a_symlinked_parent_is_never_written_through() {
     std::os::unix::fs::symlink(&elsewhere, w.root.join("usr/local")).unwrap();
     let before = full_listing(&w.root);
     w.run(&["switch"]).assert_error(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: `$SANDBOX/host/usr/local` is a symlink or not a directory; kbuild will not write through it\n",
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: `$SANDBOX/host/usr/local` is a symlink or not a directory; kbuild will not write through it\nhelp: kbuild needs a real directory at `$SANDBOX/host/usr/local`: move what is there away and run the command again\n",
     );
     assert_eq!(full_listing(&w.root), before);
     assert!(!w.root.join("etc/.kbuild").exists());

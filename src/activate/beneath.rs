@@ -12,10 +12,27 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    AtFlags, CWD, FileType, Mode, OFlags, mkdirat, openat, readlinkat, renameat, statat, symlinkat,
-    unlinkat,
+    AtFlags, CWD, FileType, Mode, OFlags, RenameFlags, mkdirat, openat, readlinkat, renameat,
+    renameat_with, statat, symlinkat, unlinkat,
 };
 use rustix::io::Errno;
+
+/// A path kbuild had to go through is a symlink or not a directory (the error inside the
+/// `io::Error` of a refused operation, so that callers can say how to fix it).
+#[derive(Debug)]
+pub struct NotADirectory(pub PathBuf);
+
+impl std::fmt::Display for NotADirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` is a symlink or not a directory; kbuild will not write through it",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for NotADirectory {}
 
 /// A root directory, opened once.
 #[derive(Debug)]
@@ -63,10 +80,7 @@ impl Beneath {
 
     fn refuse(&self, rel: &str, e: Errno) -> io::Error {
         if e == Errno::LOOP || e == Errno::NOTDIR {
-            io::Error::other(format!(
-                "`{}` is a symlink or not a directory; kbuild will not write through it",
-                self.show(rel).display()
-            ))
+            io::Error::other(NotADirectory(self.show(rel)))
         } else {
             crate::fs::annotate(e.into(), "open", &self.show(rel))
         }
@@ -186,12 +200,33 @@ impl Beneath {
         }
     }
 
-    /// Moves `from` to `to` inside the root, creating `to`'s parent directories.
+    /// Moves `from` to `to` inside the root, creating `to`'s parent directories. Never
+    /// replaces: an existing `to` (a file kept earlier, say) is an `AlreadyExists` error, decided
+    /// by the kernel (`RENAME_NOREPLACE`), not by what kbuild believes is there.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let (src, src_name) = self.parent(from, false)?;
         let (dst, dst_name) = self.parent(to, true)?;
-        renameat(&src, src_name.as_str(), &dst, dst_name.as_str())
-            .map_err(|e| crate::fs::annotate(e.into(), "move", &self.show(from)))?;
+        renameat_with(
+            &src,
+            src_name.as_str(),
+            &dst,
+            dst_name.as_str(),
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| {
+            if e == Errno::EXIST || e == Errno::NOTEMPTY {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "cannot move `{}` to `{}`: something is there already (kbuild never replaces it)",
+                        self.show(from).display(),
+                        self.show(to).display()
+                    ),
+                )
+            } else {
+                crate::fs::annotate(e.into(), "move", &self.show(from))
+            }
+        })?;
         rustix::fs::fsync(&dst)
             .map_err(|e| crate::fs::annotate(e.into(), "sync", &self.show(to)))?;
         rustix::fs::fsync(&src).map_err(|e| crate::fs::annotate(e.into(), "sync", &self.show(from)))
@@ -212,5 +247,27 @@ impl Beneath {
     /// Creates directory `dir` and its missing parents, refusing symlinks on the way.
     pub fn mkdir_all(&self, dir: &str) -> io::Result<()> {
         self.open_dir(dir.trim_start_matches('/'), true).map(drop)
+    }
+
+    /// The names in directory `dir` (relative to the root), sorted; empty if it is missing.
+    pub fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let fd = match self.open_dir(dir.trim_start_matches('/'), false) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let d = rustix::fs::Dir::read_from(&fd)
+            .map_err(|e| crate::fs::annotate(e.into(), "list", &self.show(dir)))?;
+        for entry in d {
+            let entry =
+                entry.map_err(|e| crate::fs::annotate(e.into(), "list", &self.show(dir)))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }

@@ -28,6 +28,21 @@ pub enum SwitchError {
     AlreadyAdopted { path: String, kept: PathBuf },
     #[error("`{}` is a symlink or not a directory; kbuild will not write through it", .0)]
     UnsafeParent(String),
+    #[error("the original of `{}` adopted earlier cannot be restored: `{}` was made by hand and is in the way of the kept original `{}`; nothing was changed", path.display(), path.display(), kept.display())]
+    RestoreBlocked { path: PathBuf, kept: PathBuf },
+    #[error("`{}` is in the way: {why}", path.display())]
+    Blocked { path: PathBuf, why: String },
+    #[error(
+        "cannot complete the interrupted switch from {from} to {to} ({forward}), nor undo it ({backward})"
+    )]
+    Wedged {
+        from: String,
+        to: String,
+        from_generation: Option<u64>,
+        to_generation: Option<u64>,
+        forward: Box<SwitchError>,
+        backward: Box<SwitchError>,
+    },
     #[error("root `{}` is managed from store `{}`, not from `{}` (another store){}", root.display(), theirs.display(), ours.display(),
         if *there { "" } else { "; that store is no longer there" })]
     OtherStore {
@@ -66,6 +81,69 @@ impl SwitchError {
             SwitchError::Prerequisites { .. } => Some(
                 "create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)".into(),
             ),
+            SwitchError::RestoreBlocked { path, kept } => Some(format!(
+                "move the hand-made `{}` away (e.g. `mv {} {}.local`) and run the command again: the original comes back; or, to give up the original, delete `{}` first",
+                path.display(),
+                path.display(),
+                path.display(),
+                kept.display()
+            )),
+            SwitchError::Blocked { path, .. } => Some(format!(
+                "move `{}` away and run `kbuild switch` again: it completes the interrupted switch",
+                path.display()
+            )),
+            SwitchError::Wedged {
+                forward,
+                backward,
+                from_generation,
+                to_generation,
+                ..
+            } => {
+                let way = |e: &SwitchError, n: &Option<u64>, does: &str| {
+                    let n = n.map_or("N".to_owned(), |n| n.to_string());
+                    match e {
+                        SwitchError::Blocked { path, .. } => Some(format!(
+                            "move `{}` away, then `kbuild switch {n}` {does} it",
+                            path.display()
+                        )),
+                        _ => None,
+                    }
+                };
+                let mut ways: Vec<String> = [
+                    way(forward, to_generation, "completes"),
+                    way(backward, from_generation, "undoes"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                // The same file in both ways: one way out.
+                if let (Some(a), Some(b)) = (ways.first(), ways.get(1))
+                    && a.split(',').next() == b.split(',').next()
+                {
+                    ways.truncate(1);
+                }
+                if ways.is_empty() {
+                    // Neither generation is in the store any more.
+                    ways.push("neither generation is in the store: move `etc/.kbuild/journal.json` in the root away, then `kbuild switch N` puts the root on a generation N that is (kbuild's links are recognised)".to_owned());
+                }
+                Some(ways.join("; or "))
+            }
+            SwitchError::AlreadyAdopted { kept, .. } => Some(format!(
+                "move the file in the way elsewhere yourself (kbuild keeps one original per path, `{}`), then run the command again",
+                kept.display()
+            )),
+            SwitchError::UnsafeParent(p) => Some(format!(
+                "kbuild needs a real directory at `{p}`: move what is there away and run the command again"
+            )),
+            SwitchError::State { path, .. } => Some(state_help(path)),
+            SwitchError::Io(e) => e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<super::beneath::NotADirectory>())
+                .map(|n| {
+                    SwitchError::UnsafeParent(n.0.display().to_string())
+                        .help()
+                        .expect("UnsafeParent has a help line")
+                }),
             SwitchError::NoGenerations => Some("run `kbuild build master` first".into()),
             SwitchError::NoSuchGeneration(_) => Some("`kbuild generations` lists them".into()),
             SwitchError::OtherStore { theirs, there: true, .. } => Some(format!(
@@ -82,5 +160,19 @@ impl SwitchError {
             SwitchError::Store(e) => crate::store::Store::help(e),
             _ => None,
         }
+    }
+}
+
+/// How to get past a corrupt `state.json` or `journal.json`.
+fn state_help(path: &std::path::Path) -> String {
+    let p = path.display();
+    if path.ends_with("journal.json") {
+        format!(
+            "the interrupted switch it records cannot be read: move it away (`mv {p} {p}.bad`), then `kbuild switch N` puts the root on generation N (kbuild's links are recognised); `kbuild verify --root DIR` lists anything left"
+        )
+    } else {
+        format!(
+            "move it away (`mv {p} {p}.bad`), then `kbuild switch N` records the root again on generation N (kbuild's own links are recognised, nothing else is replaced)"
+        )
     }
 }

@@ -44,7 +44,7 @@ use crate::store::{LockMode, Store};
 
 pub use drift::drift;
 pub use error::SwitchError;
-pub use journal::recover;
+pub use journal::{Recovered, recover};
 pub use plan::{Plan, plan};
 pub use root::{Root, State};
 pub use roots::{
@@ -61,8 +61,6 @@ const STATE_DIR: &str = "etc/.kbuild";
 pub struct Applied {
     pub generation: u64,
     pub changed_anything: bool,
-    /// Unit actions of an interrupted switch this one completed first; they still have to run.
-    pub recovered_units: Vec<UnitAction>,
 }
 
 /// Which generation a switch goes to.
@@ -95,14 +93,17 @@ pub fn dry_run(
     plan(store, root, resolve(store, root, target)?, adopt)
 }
 
-/// Switches `root` to `target`. `before_flip` runs once the plan is accepted and before the
-/// root changes (the CLI stops removed units there, while their unit files still exist).
+/// Switches `root` to `target`. An interrupted switch is completed (or undone) first and
+/// reported to `recovered`, whatever happens next. `before_flip` runs once the plan is
+/// accepted and before the root changes (the CLI stops removed units there, while their unit
+/// files still exist).
 pub fn switch(
     store: &Store,
     root: &Root,
     target: Target,
     adopt: bool,
     observer: &dyn Observer,
+    recovered: &dyn Fn(&Recovered),
     before_flip: &dyn Fn(&Plan),
 ) -> Result<(Plan, Applied), SwitchError> {
     let _root_lock = root.lock(observer)?;
@@ -110,11 +111,12 @@ pub fn switch(
     let _store_lock = store.lock(LockMode::Shared, observer)?;
     // A store written by an older kbuild gets its id now, so the new state records it.
     store.id()?;
-    let recovered = recover(root)?;
+    let r = recover(store, root)?;
+    if r.happened {
+        recovered(&r);
+    }
     let plan = plan(store, root, resolve(store, root, target)?, adopt)?;
-    let (plan, mut applied) = apply(store, root, plan, before_flip)?;
-    applied.recovered_units = recovered;
-    Ok((plan, applied))
+    apply(store, root, plan, before_flip)
 }
 
 /// The newest generation's number.
@@ -142,7 +144,6 @@ fn apply(
             Applied {
                 generation,
                 changed_anything: false,
-                recovered_units: Vec::new(),
             },
         ));
     }
@@ -156,16 +157,19 @@ fn apply(
         Applied {
             generation,
             changed_anything: true,
-            recovered_units: Vec::new(),
         },
     ))
 }
 
 /// The generation before `root`'s active one (what `rollback` goes to).
 pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
-    // After an interrupted switch the journal's target is what the root is about to be.
+    // After an interrupted switch the journal's target is what the root is about to be (or
+    // its origin, when the target cannot be reached and recovery undoes it).
     let state = match root.journal()? {
-        Some(j) => j.to,
+        Some(j) => match journal::way(store, root, &j)? {
+            journal::Way::Forward => j.to,
+            journal::Way::Backward(_) => j.from,
+        },
         None => root.state()?,
     };
     let active = state

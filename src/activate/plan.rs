@@ -8,9 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::beneath::{Beneath, Entry};
-use super::root::{Root, State, is_our_link};
+use super::root::{Root, State, ancestors, is_our_link};
 use super::roots::{self, Owner};
-use super::{STATE_DIR, SwitchError, UnitAction, prerequisites, units};
+use super::{STATE_DIR, SwitchError, UnitAction, journal, prerequisites, units};
 use crate::generation::{self, Generation};
 use crate::store::Store;
 
@@ -25,9 +25,18 @@ pub struct Plan {
     pub to: State,
     pub added: Vec<String>,
     pub changed: Vec<String>,
+    /// kbuild's links of paths the new generation lacks (or that become directories).
     pub removed: Vec<String>,
+    /// Paths the new generation lacks whose link was replaced by hand: left as they are.
+    pub released: Vec<String>,
     pub adopt: Vec<String>,
+    /// Adopted originals moved back to their path.
     pub restore: Vec<String>,
+    /// Adopted originals whose kept copy is gone: dropped from the record.
+    pub forgotten: Vec<String>,
+    /// Adopted originals that should come back but a hand-made file is in the way: the
+    /// switch refuses before changing anything.
+    pub blocked_restores: Vec<String>,
     /// Prerequisites and whether each exists under the root.
     pub prerequisites: Vec<(String, bool)>,
     /// Unmanaged paths in the way (refused unless adopting).
@@ -40,6 +49,9 @@ pub struct Plan {
     pub units: Vec<UnitAction>,
     /// An interrupted switch will be completed first.
     pub resumes: bool,
+    /// The interrupted switch cannot reach its target (its rootfs is gone, or a file made by
+    /// hand is in the way): it is undone first.
+    pub undoes: bool,
 }
 
 impl Plan {
@@ -47,6 +59,7 @@ impl Plan {
         self.from.rootfs == self.to.rootfs
             && self.from.managed == self.to.managed
             && self.adopt.is_empty()
+            && self.forgotten.is_empty()
             && self.repairs.is_empty()
             && !self.resumes
     }
@@ -64,6 +77,12 @@ impl Plan {
             return Err(SwitchError::Unmanaged {
                 root: self.root.clone(),
                 paths: self.unmanaged.clone(),
+            });
+        }
+        if let Some(p) = self.blocked_restores.first() {
+            return Err(SwitchError::RestoreBlocked {
+                path: self.root.join(p.trim_start_matches('/')),
+                kept: self.root.join(adopted_path(p).trim_start_matches('/')),
             });
         }
         Ok(())
@@ -91,7 +110,12 @@ impl fmt::Display for Plan {
             gen_name(&self.from),
             gen_name(&self.to)
         )?;
-        if self.resumes {
+        if self.undoes {
+            writeln!(
+                f,
+                "  an interrupted switch is undone first (it cannot be completed)"
+            )?;
+        } else if self.resumes {
             writeln!(f, "  an interrupted switch is completed first")?;
         }
         if let Some((from, to)) = &self.recipes_change {
@@ -118,10 +142,7 @@ impl fmt::Display for Plan {
             writeln!(f, "  unmanaged, in the way: {p}")?;
         }
         for p in &self.adopt {
-            writeln!(
-                f,
-                "  adopt   {p} (original kept in /{STATE_DIR}/adopted{p})"
-            )?;
+            writeln!(f, "  adopt   {p} (original kept in {})", adopted_path(p))?;
         }
         for p in &self.added {
             writeln!(f, "  add     {p}")?;
@@ -132,8 +153,28 @@ impl fmt::Display for Plan {
         for p in &self.removed {
             writeln!(f, "  remove  {p}")?;
         }
+        for p in &self.released {
+            writeln!(
+                f,
+                "  leave   {p} (replaced by hand; no longer managed, left as it is)"
+            )?;
+        }
         for p in &self.restore {
             writeln!(f, "  restore {p} (the original adopted earlier)")?;
+        }
+        for p in &self.blocked_restores {
+            writeln!(
+                f,
+                "  cannot restore {p}: a file made by hand is in the way of the original kept in {}",
+                adopted_path(p)
+            )?;
+        }
+        for p in &self.forgotten {
+            writeln!(
+                f,
+                "  forget  {p} (its original, kept in {}, is gone)",
+                adopted_path(p)
+            )?;
         }
         for p in &self.repairs {
             match (&self.from.store, &self.to.store) {
@@ -199,11 +240,19 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let journal = root.journal()?;
     let resumes = journal.is_some();
     // After an interrupted switch, the root is (or will be, once recovered) at the journal's
-    // target: plan from there.
-    let from = match journal {
-        Some(j) => j.to,
-        None => root.state()?,
+    // target: plan from there — or from its origin when recovery will undo it (see `recover`).
+    // (A switch that can neither be completed nor undone is an error here too.)
+    let (undoes, mut from) = match journal {
+        Some(j) => match journal::way(store, root, &j)? {
+            journal::Way::Forward => (false, j.to),
+            journal::Way::Backward(_) => (true, j.from),
+        },
+        None => (false, root.state()?),
     };
+    let fs = Beneath::open(root.dir())?;
+    if from == State::default() {
+        from.managed = recognised_links(&fs)?;
+    }
     // A store is known by its id, not its path: a root recorded under another path of this
     // store (moved, symlinked, mounted elsewhere) is ours. `--adopt` takes a root over from
     // another store.
@@ -220,7 +269,6 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         });
     }
     let managed = rootfs_files(&rootfs)?;
-    let fs = Beneath::open(root.dir())?;
     // The active rootfs as this store holds it now (the recorded path may predate a move).
     let from_object = roots::object_name(from.rootfs.as_deref());
     let old_rootfs = match (&owner, &from_object) {
@@ -228,13 +276,17 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         _ => from.rootfs.clone(),
     }
     .filter(|p| p.is_dir());
+    // Directories the new generation needs, and the links it stops managing.
+    let needed_dirs: BTreeSet<String> = managed.iter().flat_map(|p| ancestors(p)).collect();
+    let gone: BTreeSet<String> = from.managed.difference(&managed).cloned().collect();
 
     let mut added = Vec::new();
     let mut changed = Vec::new();
     let mut unmanaged = Vec::new();
     let mut repairs = Vec::new();
     let mut new_dirs = BTreeSet::new();
-    if from.rootfs.is_some() {
+    // Mid-switch, the disk is neither generation: recovery brings it to one first.
+    if from.rootfs.is_some() && !resumes {
         let current = format!("/{STATE_DIR}/current");
         if fs.entry(&current)? != Entry::Symlink(rootfs.clone())
             && owner == Owner::Ours
@@ -248,14 +300,23 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
             // A managed link replaced by hand (a file, or a link elsewhere) is the user's now;
             // one that was deleted is simply put back.
             match fs.entry(path)? {
-                Entry::Missing => repairs.push(path.clone()),
+                Entry::Missing if !resumes => {
+                    repairs.push(path.clone());
+                    // Its directories may be gone too (removed by hand): made again.
+                    for dir in ancestors(path) {
+                        if fs.entry(&dir)? == Entry::Missing {
+                            new_dirs.insert(dir);
+                        }
+                    }
+                }
+                Entry::Missing => {}
                 _ if !is_our_link(&fs, path)? => unmanaged.push(path.clone()),
                 _ => {}
             }
             let differs = match &old_rootfs {
                 Some(old) => {
                     let rel = path.trim_start_matches('/');
-                    !units::same_file(&old.join(rel), &rootfs.join(rel))?
+                    !units::same_file(&old.join(rel), &rootfs.join(rel)).unwrap_or(false)
                 }
                 None => true,
             };
@@ -265,16 +326,22 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
             continue;
         }
         added.push(path.clone());
-        // Parents: existing ones must be real directories; missing ones kbuild creates.
-        let mut dir = String::new();
-        let comps: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        for c in &comps[..comps.len() - 1] {
-            dir.push('/');
-            dir.push_str(c);
+        // Parents: existing ones must be real directories; missing ones kbuild creates, and so
+        // are kbuild's own links of paths that become directories (removed first).
+        let mut replaced = false;
+        for dir in ancestors(path).into_iter().rev() {
+            if replaced {
+                new_dirs.insert(dir);
+                continue;
+            }
             match fs.entry(&dir)? {
                 Entry::Directory => {}
                 Entry::Missing => {
-                    new_dirs.insert(dir.clone());
+                    new_dirs.insert(dir);
+                }
+                _ if gone.contains(&dir) && is_our_link(&fs, &dir)? => {
+                    new_dirs.insert(dir);
+                    replaced = true;
                 }
                 _ => {
                     return Err(SwitchError::UnsafeParent(
@@ -283,27 +350,67 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
                 }
             }
         }
-        let ours = is_our_link(&fs, path)?;
-        if !ours && !matches!(fs.entry(path)?, Entry::Missing) && !from.adopted.contains(path) {
+        if replaced {
+            continue;
+        }
+        let in_way = match fs.entry(path)? {
+            Entry::Missing => false,
+            // A directory kbuild made that holds only its own links of paths this switch
+            // removes is kbuild's: it goes, and the link takes its place.
+            Entry::Directory => !owned_dir(&fs, path, &from, &gone)?,
+            _ => !is_our_link(&fs, path)?,
+        };
+        if in_way {
             unmanaged.push(path.clone());
         }
     }
-    let removed: Vec<String> = from.managed.difference(&managed).cloned().collect();
-    let restore: Vec<String> = removed
-        .iter()
-        .filter(|p| from.adopted.contains(*p))
-        .cloned()
-        .collect();
+    // Links this switch removes; one replaced by hand is the user's and stays.
+    let mut removed = Vec::new();
+    let mut released = Vec::new();
+    for p in &gone {
+        match fs.entry(p) {
+            // Mid-switch, recovery puts the link there first.
+            Ok(Entry::Missing) if resumes => removed.push(p.clone()),
+            Ok(Entry::Missing) => {}
+            Ok(_) if is_our_link(&fs, p)? => removed.push(p.clone()),
+            _ => released.push(p.clone()),
+        }
+    }
+    // Originals kept aside come back once their path is neither managed nor a directory the
+    // new generation needs — if the kept copy is still there and nothing hand-made is in the
+    // way (then the switch stops before changing anything).
+    let mut restore = Vec::new();
+    let mut forgotten = Vec::new();
+    let mut blocked = Vec::new();
+    for p in &from.adopted {
+        if managed.contains(p) || needed_dirs.contains(p) {
+            continue;
+        }
+        if fs.entry(&adopted_path(p))? == Entry::Missing {
+            forgotten.push(p.clone());
+            continue;
+        }
+        let free = match fs.entry(p)? {
+            Entry::Missing => true,
+            Entry::Directory => from.created_dirs.contains(p) && owned_dir(&fs, p, &from, &gone)?,
+            _ => gone.contains(p) && is_our_link(&fs, p)?,
+        };
+        if free {
+            restore.push(p.clone());
+        } else {
+            blocked.push(p.clone());
+        }
+    }
     let adopt_now: Vec<String> = if adopt { unmanaged.clone() } else { Vec::new() };
-    // One original per path: never overwrite an earlier adopted file.
-    if let Some(p) = adopt_now.iter().find(|p| from.adopted.contains(*p)) {
-        return Err(SwitchError::AlreadyAdopted {
-            path: p.clone(),
-            kept: root
-                .state_dir()
-                .join("adopted")
-                .join(p.trim_start_matches('/')),
-        });
+    // One original per path: never overwrite an earlier adopted file, whether the state
+    // records it or only the disk still holds it.
+    for p in &adopt_now {
+        if from.adopted.contains(p) || fs.entry(&adopted_path(p))? != Entry::Missing {
+            return Err(SwitchError::AlreadyAdopted {
+                path: p.clone(),
+                kept: root.host(&adopted_path(p)),
+            });
+        }
     }
     if adopt {
         unmanaged.clear();
@@ -311,7 +418,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut adopted: BTreeSet<String> = from
         .adopted
         .iter()
-        .filter(|p| !restore.contains(p))
+        .filter(|p| !restore.contains(p) && !forgotten.contains(p))
         .cloned()
         .collect();
     adopted.extend(adopt_now.iter().cloned());
@@ -346,13 +453,66 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         added,
         changed,
         removed,
+        released,
         adopt: adopt_now,
         restore,
+        forgotten,
+        blocked_restores: blocked,
         prerequisites,
         unmanaged,
         repairs,
         recipes_change,
         units,
         resumes,
+        undoes,
     })
+}
+
+/// Without a record (a root kbuild never managed, or whose `state.json` was moved away because
+/// it was corrupt): the paths of the rootfs the flip point names that are kbuild's links, so
+/// that a switch from here removes the ones the new generation lacks.
+fn recognised_links(fs: &Beneath) -> Result<BTreeSet<String>, SwitchError> {
+    let Entry::Symlink(rootfs) = fs.entry(&format!("/{STATE_DIR}/current"))? else {
+        return Ok(BTreeSet::new());
+    };
+    if !rootfs.is_dir() {
+        return Ok(BTreeSet::new());
+    }
+    let mut out = BTreeSet::new();
+    for p in rootfs_files(&rootfs)? {
+        if is_our_link(fs, &p)? {
+            out.insert(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Where the original of `path` is kept once adopted (inside the root).
+pub(crate) fn adopted_path(path: &str) -> String {
+    format!("/{STATE_DIR}/adopted{path}")
+}
+
+/// Whether directory `dir` is kbuild's to remove: it created it (`from.created_dirs`) and it
+/// holds nothing but kbuild's links of paths in `gone` and directories of the same kind.
+pub(crate) fn owned_dir(
+    fs: &Beneath,
+    dir: &str,
+    from: &State,
+    gone: &BTreeSet<String>,
+) -> io::Result<bool> {
+    if !from.created_dirs.contains(dir) {
+        return Ok(false);
+    }
+    for name in fs.list(dir)? {
+        let child = format!("{dir}/{name}");
+        let ours = match fs.entry(&child)? {
+            Entry::Directory => owned_dir(fs, &child, from, gone)?,
+            Entry::Symlink(_) => gone.contains(&child) && is_our_link(fs, &child)?,
+            _ => false,
+        };
+        if !ours {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

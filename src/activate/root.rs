@@ -154,7 +154,21 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
 
 /// Whether `path` is kbuild's link (the relative link through the flip point).
 pub(crate) fn is_our_link(fs: &Beneath, path: &str) -> io::Result<bool> {
-    Ok(fs.entry(path)? == Entry::Symlink(Root::link_target(path)))
+    Ok(entry_below(fs, path)? == Entry::Symlink(Root::link_target(path)))
+}
+
+/// What is at `path`, where a path below something that is not a directory (kbuild's link of
+/// a path becoming a directory, say) is simply not there. Nothing is followed either way.
+pub(crate) fn entry_below(fs: &Beneath, path: &str) -> io::Result<Entry> {
+    match fs.entry(path) {
+        Err(e)
+            if e.get_ref()
+                .is_some_and(|i| i.is::<super::beneath::NotADirectory>()) =>
+        {
+            Ok(Entry::Missing)
+        }
+        other => other,
+    }
 }
 
 /// The directories above an absolute path, deepest first (`/a/b/c` → `/a/b`, `/a`).

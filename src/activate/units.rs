@@ -76,6 +76,15 @@ pub enum UnitAction {
 }
 
 impl UnitAction {
+    /// The action that undoes this one (a switch undone after a crash owes these).
+    pub fn reversed(&self) -> UnitAction {
+        match self {
+            UnitAction::Start { unit } => UnitAction::Stop { unit: unit.clone() },
+            UnitAction::Stop { unit } => UnitAction::Start { unit: unit.clone() },
+            UnitAction::Restart { .. } => self.clone(),
+        }
+    }
+
     pub fn unit(&self) -> &str {
         match self {
             UnitAction::Start { unit }

@@ -143,7 +143,7 @@ pub fn run_verify(
             outln!("drift    {}: {d}", root.dir().display());
             problems += 1;
         }
-        for d in kbuild::activate::drift(root).context("cannot inspect the root")? {
+        for d in kbuild::activate::drift(&store, root).context("cannot inspect the root")? {
             outln!("drift    {}: {d}", root.dir().display());
             problems += 1;
         }

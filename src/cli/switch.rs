@@ -13,7 +13,9 @@ use super::Terminal;
   kbuild switch                      # the newest generation, on /
   kbuild switch 3 --root /srv/m1     # generation 3, on another root
 
-An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback.
+An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback,
+or undone when it cannot be completed (its generation gone from the store, a file made by hand in
+the way). `kbuild verify --root DIR` names the command that repairs whatever it finds.
 A store that moved keeps its roots (it is known by its id, store/.kbuild/id): one switch from
 its new place re-points the root's flip point (`kbuild verify --root DIR` names it).")]
 pub struct SwitchArgs {
@@ -92,15 +94,47 @@ fn run(
         return Ok(());
     }
     let live = activate::systemd_is_live(root);
-    let stop_failures = std::cell::RefCell::new(Vec::new());
-    let before = |plan: &Plan| {
+    let failures = std::cell::RefCell::new(Vec::new());
+    // An interrupted switch completed (or undone) first still owes its unit actions; they
+    // are reported and run at once, whatever the requested switch does next.
+    let recovered = |r: &activate::Recovered| {
+        let now = match r.generation {
+            Some(n) => format!("generation {n}"),
+            None => "no generation (unmanaged again)".to_owned(),
+        };
+        match &r.undone {
+            None => term.status(
+                "Completed",
+                "an interrupted switch; running its unit actions",
+            ),
+            Some(why) => term.status(
+                "Undone",
+                &format!(
+                    "an interrupted switch, which could not be completed ({why}); the root is back on {now}"
+                ),
+            ),
+        }
+        if r.units.is_empty() {
+            return;
+        }
         if live {
-            *stop_failures.borrow_mut() = activate::run_systemctl(&plan.units, true);
+            let mut f = failures.borrow_mut();
+            f.extend(activate::run_systemctl(&r.units, true));
+            f.extend(activate::run_systemctl(&r.units, false));
+        } else {
+            print_commands(root, &r.units, true);
         }
     };
-    let (plan, applied) = activate::switch(&store, root, target, adopt, term, &before)
+    let before = |plan: &Plan| {
+        if live {
+            failures
+                .borrow_mut()
+                .extend(activate::run_systemctl(&plan.units, true));
+        }
+    };
+    let (plan, applied) = activate::switch(&store, root, target, adopt, term, &recovered, &before)
         .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
-    finish(root, &plan, applied, live, stop_failures.into_inner(), term)
+    finish(root, &plan, applied, live, failures.into_inner(), term)
 }
 
 fn finish(
@@ -111,19 +145,6 @@ fn finish(
     mut failures: Vec<String>,
     term: &Terminal,
 ) -> anyhow::Result<()> {
-    // An interrupted switch completed first still owes its unit actions.
-    if !applied.recovered_units.is_empty() {
-        term.status(
-            "Completed",
-            "an interrupted switch; running its unit actions",
-        );
-        if live {
-            failures.extend(activate::run_systemctl(&applied.recovered_units, true));
-            failures.extend(activate::run_systemctl(&applied.recovered_units, false));
-        } else {
-            print_commands(root, &applied.recovered_units, true);
-        }
-    }
     if !applied.changed_anything {
         term.status(
             "Fresh",
