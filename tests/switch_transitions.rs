@@ -438,91 +438,97 @@ fn type_changes_at_depth_1_and_3_survive_a_crash_at_every_step() {
 /// manages the path, through every crash, and comes back when neither does.
 #[test]
 fn type_changes_with_adopted_originals_survive_a_crash_at_every_step() {
-    for original_is_dir in [false, true] {
-        let w = World::new();
-        w.master_plus("addons-file", &[("/etc/kubernetes/addons", "file\n")]);
-        w.master_plus(
-            "addons-dir",
-            &[("/etc/kubernetes/addons/dns.yaml", "dns\n")],
-        );
-        let path = "/etc/kubernetes/addons";
-        let original = if original_is_dir {
-            std::fs::create_dir(w.root.join("etc/kubernetes/addons")).unwrap();
-            std::fs::write(
-                w.root.join("etc/kubernetes/addons/mine.yaml"),
-                b"the host's own\n",
-            )
-            .unwrap();
-            Item::Dir
-        } else {
-            std::fs::write(w.root.join("etc/kubernetes/addons"), b"the host's addons\n").unwrap();
-            Item::File(b"the host's addons\n".to_vec())
-        };
-        let with_original = w.base();
-        let g1 = w.build(&["addons-file"], &[], 1);
-        let g2 = w.build(&["addons-dir"], &[], 2);
-        let g3 = w.build(&["master"], &[], 3);
-        let mut base = with_original.clone();
-        base.remove("etc/kubernetes/addons/mine.yaml");
-        base.remove("etc/kubernetes/addons");
-        let kept = [(path, original.clone())];
-        let add_contents = |l: &mut Listing| {
-            if original_is_dir {
-                l.file(
-                    "etc/.kbuild/adopted/etc/kubernetes/addons/mine.yaml",
-                    b"the host's own\n",
-                );
-            }
-        };
-        let mut l1 = at(&w, &base, &g1, &MASTER_DIRS, &kept);
-        add_contents(&mut l1);
-        let mut l2 = at(
-            &w,
-            &base,
-            &g2,
-            &with_master(&["/etc/kubernetes/addons"]),
-            &kept,
-        );
-        add_contents(&mut l2);
-
-        // Without --adopt, generation 2 would need the host's directory: refused as before.
-        w.ok(&["switch", "1", "--adopt"]);
-        w.assert_root(&l1, &g1, "adopted at 1");
-        let when = if original_is_dir { "dir" } else { "file" };
-        let steps = crash_every_step(&w, (&g1, &l1), (&g2, &l2), Some((path, &original)));
-        assert_eq!(
-            steps,
-            [
-                "journal written",
-                "unlink",
-                "mkdir",
-                "flip",
-                "link",
-                "state written"
-            ],
-            "{when}"
-        );
-        let steps = crash_every_step(&w, (&g2, &l2), (&g1, &l1), Some((path, &original)));
-        assert_eq!(
-            steps,
-            [
-                "journal written",
-                "unlink",
-                "rmdir",
-                "flip",
-                "link",
-                "state written"
-            ],
-            "{when}"
-        );
-        // From generation 2 (a directory of kbuild's where the original was) to one that
-        // manages neither: the original comes back.
-        w.ok(&["switch", "2"]);
-        w.ok(&["switch", "3"]);
-        let l3 = at(&w, &with_original, &g3, &MASTER_DIRS, &[]);
-        w.assert_root(&l3, &g3, &format!("{when}: restored at 3"));
-        assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+    // At depth 1, and at depth 3 below directories of the host's.
+    for path in ["/etc/kubernetes/addons", "/etc/kubernetes/a/b/c"] {
+        for original_is_dir in [false, true] {
+            adopted_original_through_type_changes(path, original_is_dir);
+        }
     }
+}
+
+fn adopted_original_through_type_changes(path: &'static str, original_is_dir: bool) {
+    let when = format!(
+        "{path}, original is a {}",
+        if original_is_dir { "directory" } else { "file" }
+    );
+    let w = World::new();
+    let rel = path.trim_start_matches('/');
+    let dns = format!("{path}/dns.yaml");
+    w.master_plus("as-file", &[(path, "file\n")]);
+    w.master_plus("as-dir", &[(&dns, "dns\n")]);
+    std::fs::create_dir_all(w.root.join(rel).parent().unwrap()).unwrap();
+    let original = if original_is_dir {
+        std::fs::create_dir(w.root.join(rel)).unwrap();
+        std::fs::write(w.root.join(rel).join("mine.yaml"), b"the host's own\n").unwrap();
+        Item::Dir
+    } else {
+        std::fs::write(w.root.join(rel), b"the host's file\n").unwrap();
+        Item::File(b"the host's file\n".to_vec())
+    };
+    let with_original = w.base();
+    let g1 = w.build(&["as-file"], &[], 1);
+    let g2 = w.build(&["as-dir"], &[], 2);
+    let g3 = w.build(&["master"], &[], 3);
+    let mut base = with_original.clone();
+    base.remove(&format!("{rel}/mine.yaml"));
+    base.remove(rel);
+    let kept = [(path, original.clone())];
+    let add_contents = |l: &mut Listing| {
+        if original_is_dir {
+            l.file(
+                &format!("etc/.kbuild/adopted{path}/mine.yaml"),
+                b"the host's own\n",
+            );
+        }
+    };
+    let mut l1 = at(&w, &base, &g1, &MASTER_DIRS, &kept);
+    add_contents(&mut l1);
+    let mut l2 = at(&w, &base, &g2, &with_master(&[path]), &kept);
+    add_contents(&mut l2);
+
+    w.ok(&["switch", "1", "--adopt"]);
+    w.assert_root(&l1, &g1, &format!("{when}: adopted at 1"));
+    // The original stays kept while either generation manages the path.
+    let steps = crash_every_step(&w, (&g1, &l1), (&g2, &l2), Some((path, &original)));
+    assert_eq!(
+        steps,
+        [
+            "journal written",
+            "unlink",
+            "mkdir",
+            "flip",
+            "link",
+            "state written"
+        ],
+        "{when}"
+    );
+    let steps = crash_every_step(&w, (&g2, &l2), (&g1, &l1), Some((path, &original)));
+    assert_eq!(
+        steps,
+        [
+            "journal written",
+            "unlink",
+            "rmdir",
+            "flip",
+            "link",
+            "state written"
+        ],
+        "{when}"
+    );
+    // From generation 2 (a directory of kbuild's where the original was) to one that
+    // manages neither: the original comes back.
+    w.ok(&["switch", "2"]);
+    let r = w.ok(&["switch", "3"]);
+    assert!(
+        r.stdout().contains(&format!(
+            "  restore {path} (the original adopted earlier)\n"
+        )),
+        "{when}: {}",
+        r.stdout
+    );
+    let l3 = at(&w, &with_original, &g3, &MASTER_DIRS, &[]);
+    w.assert_root(&l3, &g3, &format!("{when}: restored at 3"));
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n", "{when}");
 }
 
 // ---------------------------------------------------------------------------------------------
