@@ -1,13 +1,14 @@
 //! The journal of a switch (`etc/.kbuild/journal.json`: the states it goes from and to, and
-//! its unit actions) and the idempotent steps that bring a root to the journal's target, so
-//! that the next command completes a switch interrupted at any point.
+//! its unit actions), the idempotent steps that bring a root from one state to another, and
+//! recovery: the next command completes a switch interrupted at any point — or undoes it,
+//! running the same steps back to the journal's origin, when its target cannot be reached.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::beneath::{Beneath, Entry};
-use super::plan::{adopted_path, owned_dir};
+use super::plan::{adopted_path, is_temp_link, owned_dir};
 use super::root::{Root, State, ancestors, entry_below, is_our_link, write_json};
 use super::{STATE_DIR, SwitchError, UnitAction, fault, roots};
 use crate::store::Store;
@@ -261,6 +262,12 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
     created.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     for d in &created {
         if !needed_dirs.contains(*d) && must_clear(d) && entry_below(&fs, d)? == Entry::Directory {
+            for name in fs.list(d)? {
+                let tmp = format!("{d}/{name}");
+                if is_temp_link(&name) && matches!(fs.entry(&tmp)?, Entry::Symlink(_)) {
+                    fs.unlink(&tmp)?;
+                }
+            }
             let adopting = to.adopted.difference(&from.adopted).any(|a| under(d, a));
             if !fs.rmdir(d)? && !adopting {
                 return Err(blocked(

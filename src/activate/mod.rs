@@ -17,7 +17,9 @@
 //! reads the root and the store), then applied: the target state is written to the journal
 //! and fsync'd, then idempotent steps bring the root to it. After a crash at any step, the
 //! next `switch` or `rollback` finds the journal and re-runs the same steps, completing the
-//! interrupted switch. The algorithm is described in `docs/switch.md`.
+//! interrupted switch (or undoing it when its target cannot be reached). A path may change
+//! type between generations (a link in one, a directory in the other). The algorithm is
+//! described in `docs/switch.md`.
 //!
 //! One file per concept: `root` (the root and its `state.json`), `plan` (old → new, read
 //! only), `journal` (recording a switch and the idempotent steps that carry it out),

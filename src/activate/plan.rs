@@ -487,6 +487,11 @@ fn recognised_links(fs: &Beneath) -> Result<BTreeSet<String>, SwitchError> {
     Ok(out)
 }
 
+/// Whether `name` is the temporary link `Beneath::replace_symlink` renames into place.
+pub(crate) fn is_temp_link(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".kbuild-tmp")
+}
+
 /// Where the original of `path` is kept once adopted (inside the root).
 pub(crate) fn adopted_path(path: &str) -> String {
     format!("/{STATE_DIR}/adopted{path}")
@@ -507,6 +512,8 @@ pub(crate) fn owned_dir(
         let child = format!("{dir}/{name}");
         let ours = match fs.entry(&child)? {
             Entry::Directory => owned_dir(fs, &child, from, gone)?,
+            // Also the temporary link of a `replace_symlink` cut short by a power loss.
+            Entry::Symlink(_) if is_temp_link(&name) => true,
             Entry::Symlink(_) => gone.contains(&child) && is_our_link(fs, &child)?,
             _ => false,
         };
