@@ -244,10 +244,12 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
     // Paths that must be free of kbuild's entries before anything else happens: where the new
     // generation puts a link or a directory, and where an original comes back.
     let under = |p: &str, top: &str| p == top || p.starts_with(&format!("{top}/"));
+    // (By the path and its ancestors: a few set lookups, whatever the number of paths.)
     let must_clear = |p: &str| {
         needed_dirs.contains(p)
-            || to.managed.iter().any(|t| under(p, t))
-            || restores.iter().any(|t| under(p, t))
+            || std::iter::once(p.to_owned())
+                .chain(ancestors(p))
+                .any(|a| to.managed.contains(&a) || restores.contains(&a))
     };
 
     // 1. Clear the way: kbuild's links of removed paths that are where a directory, a link or
