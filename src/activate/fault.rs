@@ -35,3 +35,9 @@ pub fn disk_full() -> Option<std::io::Error> {
     ON.get_or_init(|| std::env::var_os("KBUILD_FAULT_ENOSPC").is_some_and(|v| v == "1"))
         .then(|| std::io::Error::from_raw_os_error(28 /* ENOSPC */))
 }
+
+/// With `KBUILD_FAULT_NO_OPENAT2=1`, prerequisites are resolved without `openat2(2)`, as on a
+/// kernel before 5.6 or under a seccomp filter that refuses it (so the tests run both ways).
+pub fn no_openat2() -> bool {
+    std::env::var_os("KBUILD_FAULT_NO_OPENAT2").is_some_and(|v| v == "1")
+}

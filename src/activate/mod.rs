@@ -48,6 +48,7 @@ pub use drift::drift;
 pub use error::SwitchError;
 pub use journal::{Recovered, recover};
 pub use plan::{Plan, plan};
+pub use prerequisites::{ExposedKey, Missing, Prerequisite, Prerequisites, Status};
 pub use root::{Root, State};
 pub use roots::{
     InUse, active_generation, check_registry, forget_stale_roots, in_use, moved_store,

@@ -8,9 +8,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::beneath::{Beneath, Entry};
+use super::prerequisites::{self, Prerequisites};
 use super::root::{Root, State, ancestors, is_our_link};
 use super::roots::{self, Owner};
-use super::{STATE_DIR, SwitchError, UnitAction, journal, prerequisites, units};
+use super::{STATE_DIR, SwitchError, UnitAction, journal, units};
 use crate::generation::{self, Generation};
 use crate::store::Store;
 
@@ -37,8 +38,8 @@ pub struct Plan {
     /// Adopted originals that should come back but a hand-made file is in the way: the
     /// switch refuses before changing anything.
     pub blocked_restores: Vec<String>,
-    /// Prerequisites and whether each exists under the root.
-    pub prerequisites: Vec<(String, bool)>,
+    /// Each prerequisite and what the check under the root found.
+    pub prerequisites: Prerequisites,
     /// Unmanaged paths in the way (refused unless adopting).
     pub unmanaged: Vec<String>,
     /// Managed links of the active generation that went missing (or a moved flip point):
@@ -66,7 +67,7 @@ impl Plan {
 
     /// The refusals a switch makes before changing anything (a dry run reports them too).
     pub fn check(&self) -> Result<(), SwitchError> {
-        let missing = self.missing_prerequisites();
+        let missing = self.prerequisites.missing();
         if !missing.is_empty() {
             return Err(SwitchError::Prerequisites {
                 root: self.root.clone(),
@@ -88,12 +89,9 @@ impl Plan {
         Ok(())
     }
 
+    /// The missing prerequisites, each with the reason (see [`Prerequisites::missing`]).
     pub fn missing_prerequisites(&self) -> Vec<String> {
-        self.prerequisites
-            .iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(p, _)| p.clone())
-            .collect()
+        self.prerequisites.missing()
     }
 }
 
@@ -130,14 +128,7 @@ impl fmt::Display for Plan {
                 to.join(" ")
             )?;
         }
-        let missing = self.missing_prerequisites();
-        if missing.is_empty() {
-            writeln!(f, "  prerequisites: {} present", self.prerequisites.len())?;
-        } else {
-            for p in &missing {
-                writeln!(f, "  prerequisite missing: {p}")?;
-            }
-        }
+        write!(f, "{}", self.prerequisites)?;
         for p in &self.unmanaged {
             writeln!(f, "  unmanaged, in the way: {p}")?;
         }

@@ -80,6 +80,7 @@ fn run(
     if dry_run {
         let plan = activate::dry_run(&store, root, target, adopt)
             .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
+        warn_prerequisites(&plan);
         out!("{plan}");
         print_units(root, &plan, false);
         // The dry run fails where the switch would, with the same message.
@@ -134,6 +135,7 @@ fn run(
     };
     let (plan, applied) = activate::switch(&store, root, target, adopt, term, &recovered, &before)
         .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    warn_prerequisites(&plan);
     finish(root, &plan, applied, live, failures.into_inner(), term)
 }
 
@@ -173,6 +175,14 @@ fn finish(
         );
     }
     Ok(())
+}
+
+/// Warns on stderr about prerequisites that are present but unsafe (a private key group or
+/// others can read); the switch goes ahead.
+fn warn_prerequisites(plan: &Plan) {
+    for w in plan.prerequisites.warnings() {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// Prints the systemctl commands a switch implies when they are not run.

@@ -288,6 +288,7 @@ pub fn load(dir: &Path, roots: &[String]) -> Result<RecipeSet, RecipeError> {
         },
         stack: Vec::new(),
         done: BTreeSet::new(),
+        prerequisite_origins: BTreeMap::new(),
     };
     if !dir.is_dir() {
         return Err(RecipeError::NoDirectory {
@@ -306,6 +307,7 @@ pub fn load(dir: &Path, roots: &[String]) -> Result<RecipeSet, RecipeError> {
         loader.visit(name, None)?;
     }
     loader.check_references()?;
+    loader.check_prerequisites()?;
     Ok(loader.set)
 }
 
@@ -315,6 +317,8 @@ struct Loader<'a> {
     /// Recipes being loaded (for cycle detection), with the import that led to each.
     stack: Vec<String>,
     done: BTreeSet<String>,
+    /// Where each prerequisite was first declared (for errors naming both sides).
+    prerequisite_origins: BTreeMap<String, Origin>,
 }
 
 /// A parsed recipe file, for turning spans into locations.
@@ -412,6 +416,15 @@ impl Loader<'_> {
             if let Err(m) = types::check_components(path, "prerequisite") {
                 return src.err(p.span(), m);
             }
+            if path == "/etc/.kbuild" || path.starts_with("/etc/.kbuild/") {
+                return src.err(
+                    p.span(),
+                    format!("prerequisite `{path}` is inside kbuild's own state directory"),
+                );
+            }
+            self.prerequisite_origins
+                .entry(path.clone())
+                .or_insert_with(|| src.origin(p.span()));
             self.set.prerequisites.insert(path.clone());
         }
         for (name, input) in raw.inputs {
@@ -592,6 +605,41 @@ impl Loader<'_> {
                     } else {
                         format!("declared inputs: {}", known.join(", "))
                     }));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Loader<'_> {
+    /// Checks that no file kbuild installs is also a prerequisite, or on the way to one.
+    ///
+    /// A prerequisite is a host file kbuild only checks (a token, a key). Installing the same
+    /// path would put the secret into the world-readable store and, with `--adopt`, move the
+    /// host's own file aside; a target above a prerequisite (or below one) cannot be both a
+    /// file and a directory.
+    fn check_prerequisites(&self) -> Result<(), RecipeError> {
+        for (prerequisite, p_origin) in &self.prerequisite_origins {
+            for f in self.set.files.values() {
+                let target = f.target.as_str();
+                let message = if target == prerequisite {
+                    format!(
+                        "target `{target}` is also a prerequisite (declared by {p_origin}); kbuild would copy the host's file into the world-readable store and move the original aside"
+                    )
+                } else if target.starts_with(&format!("{prerequisite}/")) {
+                    format!(
+                        "target `{target}` is inside prerequisite `{prerequisite}` (declared by {p_origin}), which must be a file, not a directory"
+                    )
+                } else if prerequisite.starts_with(&format!("{target}/")) {
+                    format!(
+                        "prerequisite `{prerequisite}` (declared by {p_origin}) is inside target `{target}`, a file kbuild installs, so it could never exist"
+                    )
+                } else {
+                    continue;
+                };
+                return Err(RecipeError::at(f.origin.loc.clone(), message).with_help(
+                    "a prerequisite is a host file kbuild only checks and never installs: remove the file or the prerequisite from the recipe, then run `kbuild build` again",
+                ));
             }
         }
         Ok(())

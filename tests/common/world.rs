@@ -142,11 +142,16 @@ impl World {
         World { sb, root }
     }
 
+    /// Writes the prerequisites; the private keys readable by their owner only, as on a
+    /// real host (a key others can read is warned about).
     pub fn write_prereqs(&self) {
         for (rel, bytes) in PREREQS {
             let p = self.root.join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, bytes).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            if rel.ends_with("-key.pem") {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
         }
     }
 
