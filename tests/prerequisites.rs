@@ -47,6 +47,39 @@ fn file(w: &World, rel: &str, bytes: &[u8], mode: u32) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Every entry below `dir` with its type, mode, owner, mtime, inode and, for a regular file,
+/// its bytes (a FIFO or socket is never opened, unlike `full_listing`).
+fn snapshot(dir: &std::path::Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let what = if e.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+            } else if e.file_type().is_file() {
+                // Mode 000 files are read by root only; otherwise their size stands in.
+                match std::fs::read(e.path()) {
+                    Ok(b) => format!("{b:?}"),
+                    Err(_) => format!("{} bytes", m.len()),
+                }
+            } else {
+                format!("{:?}", e.file_type())
+            };
+            format!(
+                "{} {:o} {}:{} {} {} {what}",
+                e.path().display(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                m.ino()
+            )
+        })
+        .collect()
+}
+
 fn refusal(what: &str, line: &str) -> String {
     format!(
         "error: {what} root `$SANDBOX/host`{}\n  caused by: missing host prerequisites under `$SANDBOX/host`: {line}\n{HELP}",
@@ -62,11 +95,11 @@ fn refusal(what: &str, line: &str) -> String {
 /// nothing in the root.
 #[track_caller]
 fn missing(w: &World, line: &str) {
-    let before = full_listing(&w.root);
+    let before = snapshot(&w.root);
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
         r.assert_error(&refusal("cannot switch", line));
-        assert_eq!(full_listing(&w.root), before, "{env:?}");
+        assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
         assert_eq!(dry.code, Some(1), "{dry:?}");
         assert_eq!(
@@ -77,7 +110,7 @@ fn missing(w: &World, line: &str) {
             "{env:?}"
         );
         assert_eq!(dry.stderr(), refusal("a switch of", line), "{env:?}");
-        assert_eq!(full_listing(&w.root), before, "{env:?}");
+        assert_eq!(snapshot(&w.root), before, "{env:?}");
     }
 }
 
@@ -267,7 +300,7 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
 fn an_unreadable_token_is_missing() {
     // Mode 000 stops anyone without CAP_DAC_OVERRIDE. Run as root (as in CI), kbuild would
     // read it all the same, so there the runs are made as `nobody` (uid and gid 65534),
-    // through a sandbox and store opened up for reading.
+    // through a sandbox and store everyone may read.
     let (w, _) = world();
     file(&w, TOKEN, b"t,u,1\n", 0o000);
     let probe = w.sb.dir.join("probe");
@@ -276,17 +309,19 @@ fn an_unreadable_token_is_missing() {
     if as_root {
         for e in walkdir::WalkDir::new(&w.sb.dir) {
             let e = e.unwrap();
-            if e.file_type().is_dir() {
-                let mode = e.metadata().unwrap().permissions().mode();
-                std::fs::set_permissions(
-                    e.path(),
-                    std::fs::Permissions::from_mode(mode | 0o755),
-                )
+            let extra = if e.file_type().is_dir() {
+                0o555
+            } else if e.file_type().is_file() && e.path() != w.root.join(TOKEN) {
+                0o444
+            } else {
+                continue;
+            };
+            let mode = e.metadata().unwrap().permissions().mode();
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode | extra))
                 .unwrap();
-            }
         }
     }
-    let before = full_listing(&w.root);
+    let before = snapshot(&w.root);
     let line = "/etc/kubernetes/token.csv (cannot be read: Permission denied (os error 13))";
     for env in WAYS {
         for (args, what) in [
@@ -315,7 +350,7 @@ fn an_unreadable_token_is_missing() {
             let r = w.sb.run(assert_cmd::Command::from_std(c));
             assert_eq!(r.code, Some(1), "{args:?} {env:?}: {r:?}");
             assert_eq!(r.stderr(), refusal(what, line), "{args:?} {env:?}");
-            assert_eq!(full_listing(&w.root), before);
+            assert_eq!(snapshot(&w.root), before);
         }
     }
     if as_root {
@@ -334,13 +369,13 @@ const LOAD_HELP: &str = "help: a prerequisite is a host file kbuild only checks 
 #[track_caller]
 fn build_refused(w: &World, name: &str, cause: &str) {
     let store = full_listing(&w.sb.store);
-    let root = full_listing(&w.root);
+    let root = snapshot(&w.root);
     let lock = w.sb.lock_bytes();
     w.run(&["build", name]).assert_error(&format!(
         "error: cannot build {name}\n  caused by: {cause}\n{LOAD_HELP}"
     ));
     assert_eq!(full_listing(&w.sb.store), store);
-    assert_eq!(full_listing(&w.root), root);
+    assert_eq!(snapshot(&w.root), root);
     assert_eq!(w.sb.lock_bytes(), lock);
     w.assert_generations(&[1], Some(1));
 }
