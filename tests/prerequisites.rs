@@ -12,7 +12,6 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::world::*;
-use common::*;
 
 const TOKEN: &str = "etc/kubernetes/token.csv";
 
@@ -150,10 +149,7 @@ fn a_directory_where_the_token_should_be_is_missing() {
     // What a bind mount of a file that did not exist on the host leaves behind.
     let (w, _) = world();
     std::fs::create_dir_all(w.root.join(TOKEN)).unwrap();
-    missing(
-        &w,
-        "/etc/kubernetes/token.csv (a directory, not a file)",
-    );
+    missing(&w, "/etc/kubernetes/token.csv (a directory, not a file)");
 }
 
 #[test]
@@ -285,7 +281,10 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
     );
     std::fs::remove_file(w.root.join(TOKEN)).unwrap();
     link(&w, TOKEN, "../../../outside/token.csv");
-    assert!(w.root.join(TOKEN).is_file(), "on the host the link resolves");
+    assert!(
+        w.root.join(TOKEN).is_file(),
+        "on the host the link resolves"
+    );
     missing(
         &w,
         "/etc/kubernetes/token.csv (a symlink to `../../../outside/token.csv`, which does not exist inside the root)",
@@ -354,7 +353,9 @@ fn an_unreadable_token_is_missing() {
         }
     }
     if as_root {
-        eprintln!("(running as root: the unreadable token was checked by kbuild running as nobody)");
+        eprintln!(
+            "(running as root: the unreadable token was checked by kbuild running as nobody)"
+        );
     }
 }
 
@@ -400,7 +401,8 @@ fn a_target_that_is_a_prerequisite_is_refused_at_load() {
         "$SANDBOX/recipes/leak.toml:3:8: target `/etc/kubernetes/token.csv` is also a prerequisite (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:5:5)); kbuild would copy the host's file into the world-readable store and move the original aside",
     );
     // Within one recipe too.
-    let text = "prerequisites = [\"/etc/app/token\"]\n\n[files.\"/etc/app/token\"]\ntext = \"x\\n\"\n";
+    let text =
+        "prerequisites = [\"/etc/app/token\"]\n\n[files.\"/etc/app/token\"]\ntext = \"x\\n\"\n";
     w.sb.write_recipe("same", text);
     build_refused(
         &w,
@@ -455,7 +457,12 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
     w.sb.write_recipe("keys", KEYS);
     let g = w.build(&["keys"], &[], 1);
     // A certificate may be world-readable; keys are known by name or by their PEM header.
-    file(&w, "etc/kubernetes/ssl/ca.pem", b"-----BEGIN CERTIFICATE-----\n", 0o644);
+    file(
+        &w,
+        "etc/kubernetes/ssl/ca.pem",
+        b"-----BEGIN CERTIFICATE-----\n",
+        0o644,
+    );
     file(&w, "etc/kubernetes/ssl/ca-key.pem", b"k\n", 0o644);
     // Owner-only: fine.
     file(&w, "etc/kubernetes/ssl/server.key", b"k\n", 0o600);
@@ -468,14 +475,22 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
     );
     // Through a link inside the root: the fix names the file itself.
     link(&w, "etc/kubernetes/ssl/private.pem", "/secrets/private.pem");
-    file(&w, "secrets/private.pem", b"-----BEGIN PRIVATE KEY-----\nMIIE\n", 0o604);
+    file(
+        &w,
+        "secrets/private.pem",
+        b"-----BEGIN PRIVATE KEY-----\nMIIE\n",
+        0o604,
+    );
     let warnings = [
         "private key /etc/kubernetes/ssl/bundle.pem is readable by group or others (mode 0640); fix: chmod 600 $SANDBOX/host/etc/kubernetes/ssl/bundle.pem",
         "private key /etc/kubernetes/ssl/ca-key.pem is readable by group or others (mode 0644); fix: chmod 600 $SANDBOX/host/etc/kubernetes/ssl/ca-key.pem",
         "private key /etc/kubernetes/ssl/private.pem is readable by group or others (mode 0604); fix: chmod 600 $SANDBOX/host/secrets/private.pem",
     ];
     let stderr: String = warnings.iter().map(|l| format!("warning: {l}\n")).collect();
-    let plan: String = warnings.iter().map(|l| format!("  warning: {l}\n")).collect();
+    let plan: String = warnings
+        .iter()
+        .map(|l| format!("  warning: {l}\n"))
+        .collect();
     let base = w.listing();
     for env in WAYS {
         let dry = w.run_env(&["switch", "--dry-run"], env);
@@ -495,7 +510,11 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
     );
     w.assert_root(&w.expect(&base, &g, &[], &[]), &g, "after the switch");
     // Fixed as told: no warning.
-    for p in ["etc/kubernetes/ssl/ca-key.pem", "etc/kubernetes/ssl/bundle.pem", "secrets/private.pem"] {
+    for p in [
+        "etc/kubernetes/ssl/ca-key.pem",
+        "etc/kubernetes/ssl/bundle.pem",
+        "secrets/private.pem",
+    ] {
         std::fs::set_permissions(w.root.join(p), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let r = w.ok(&["switch"]);

@@ -75,7 +75,10 @@ impl fmt::Display for Missing {
         match self {
             Missing::NotFound => f.write_str("does not exist"),
             Missing::Dangling(t) => {
-                write!(f, "a symlink to `{t}`, which does not exist inside the root")
+                write!(
+                    f,
+                    "a symlink to `{t}`, which does not exist inside the root"
+                )
             }
             Missing::Loop => f.write_str("a symlink loop"),
             Missing::NotADirectoryOnTheWay => {
@@ -135,7 +138,10 @@ pub struct Prerequisites(pub Vec<Prerequisite>);
 impl Prerequisites {
     /// The missing ones, each with its reason (see [`Prerequisite::missing_line`]).
     pub fn missing(&self) -> Vec<String> {
-        self.0.iter().filter_map(Prerequisite::missing_line).collect()
+        self.0
+            .iter()
+            .filter_map(Prerequisite::missing_line)
+            .collect()
     }
 
     /// Warnings about present prerequisites (private keys others can read).
@@ -288,13 +294,7 @@ impl Resolver {
         if self.openat2 {
             // EAGAIN: a rename raced with a `..`; the kernel asks to retry.
             for _ in 0..3 {
-                match openat2(
-                    &self.root,
-                    rel,
-                    flags,
-                    Mode::empty(),
-                    ResolveFlags::IN_ROOT,
-                ) {
+                match openat2(&self.root, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
                     Err(Errno::AGAIN) => continue,
                     // No openat2 (or not allowed): walk by hand.
                     Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => break,
@@ -323,7 +323,8 @@ impl Resolver {
             }
             let last = todo.is_empty();
             let here = dirs.last().expect("the root is never popped");
-            let st = rustix::fs::statat(here, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+            let st =
+                rustix::fs::statat(here, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Symlink if !last || follow_last => {
                     links += 1;
