@@ -520,3 +520,26 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
     let r = w.ok(&["switch"]);
     assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
 }
+
+#[test]
+fn a_generation_that_installs_its_own_prerequisite_is_refused_at_switch() {
+    // A generation recorded by a kbuild that did not refuse such recipes: switching to it
+    // would adopt the host's file (and serve the store's copy in its place).
+    let (w, _) = world();
+    let record = w.sb.store.join(".kbuild/generations/1.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains("\"/etc/kubernetes/token.csv\""), "{text}");
+    let forged = text.replace("\"/etc/kubernetes/token.csv\"", "\"/etc/app.conf\"");
+    let perms = std::fs::metadata(&record).unwrap().permissions();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&record, forged).unwrap();
+    std::fs::set_permissions(&record, perms).unwrap();
+    file(&w, "etc/app.conf", b"the host's own\n", 0o600);
+    let line = "/etc/app.conf (this generation installs `/etc/app.conf` itself; rebuild it with `kbuild build`, which refuses a recipe that installs a prerequisite)";
+    let before = snapshot(&w.root);
+    for env in WAYS {
+        let r = w.run_env(&["switch", "--adopt"], env);
+        r.assert_error(&refusal("cannot switch", line));
+        assert_eq!(snapshot(&w.root), before);
+    }
+}

@@ -416,7 +416,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut created_dirs = from.created_dirs.clone();
     created_dirs.extend(new_dirs);
 
-    let prerequisites = prerequisites::check(root, &g.prerequisites);
+    let prerequisites = prerequisites::check(root, &g.prerequisites, &managed);
     let units = units::plan(old_rootfs.as_deref(), &rootfs)?;
     let to = State {
         version: 2,

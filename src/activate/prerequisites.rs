@@ -13,7 +13,7 @@
 //! the switch, a device could act on being opened): the path is first opened `O_PATH` and
 //! inspected with `fstat`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
@@ -68,6 +68,9 @@ pub enum Missing {
     Unreadable(String),
     /// The file changed between being inspected and opened.
     Changed,
+    /// The generation itself installs this path (or one above or below it): built by a kbuild
+    /// that did not yet refuse such recipes. Switching would adopt the host's secret.
+    Installed(String),
 }
 
 impl fmt::Display for Missing {
@@ -87,6 +90,10 @@ impl fmt::Display for Missing {
             Missing::NotAFile(what) => write!(f, "{what}, not a file"),
             Missing::Unreadable(e) => write!(f, "cannot be read: {e}"),
             Missing::Changed => f.write_str("changed while kbuild was checking it"),
+            Missing::Installed(t) => write!(
+                f,
+                "this generation installs `{t}` itself; rebuild it with `kbuild build`, which refuses a recipe that installs a prerequisite"
+            ),
         }
     }
 }
@@ -168,8 +175,14 @@ impl fmt::Display for Prerequisites {
     }
 }
 
-/// Checks each prerequisite of a generation under `root`.
-pub(crate) fn check(root: &Root, prerequisites: &[String]) -> Prerequisites {
+/// Checks each prerequisite of a generation under `root`; `managed` are the paths the
+/// generation installs (a prerequisite among them, or above or below one of them, is missing
+/// whatever the root holds).
+pub(crate) fn check(
+    root: &Root,
+    prerequisites: &[String],
+    managed: &BTreeSet<String>,
+) -> Prerequisites {
     let resolver = match openat(
         CWD,
         root.dir(),
@@ -188,14 +201,30 @@ pub(crate) fn check(root: &Root, prerequisites: &[String]) -> Prerequisites {
             .iter()
             .map(|p| Prerequisite {
                 path: p.clone(),
-                status: match &resolver {
+                status: match (installed(p, managed), &resolver) {
+                    (Some(t), _) => Status::Missing(Missing::Installed(t)),
                     // A root that cannot be opened holds nothing.
-                    None => Status::Missing(Missing::NotFound),
-                    Some(r) => r.check(p),
+                    (None, None) => Status::Missing(Missing::NotFound),
+                    (None, Some(r)) => r.check(p),
                 },
             })
             .collect(),
     )
+}
+
+/// A managed path that is `p`, or above or below it (the load-time check of recipes, for
+/// generations built before it existed).
+fn installed(p: &str, managed: &BTreeSet<String>) -> Option<String> {
+    let below = format!("{p}/");
+    managed
+        .iter()
+        .find(|m| {
+            *m == p
+                || m.starts_with(&below)
+                || p.strip_prefix(m.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+        .cloned()
 }
 
 /// The root, opened once, and how paths are resolved inside it.
