@@ -8,10 +8,14 @@
 //! with the walk by hand kbuild falls back to without it (`KBUILD_FAULT_NO_OPENAT2=1`).
 
 mod common;
+#[macro_use]
+#[path = "hostile/mod.rs"]
+mod hostile;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::world::*;
+use hostile::*;
 
 const TOKEN: &str = "etc/kubernetes/token.csv";
 
@@ -91,13 +95,14 @@ fn refusal(what: &str, line: &str) -> String {
 }
 
 /// The switch and its dry run are refused both ways, naming the token as `line`, and change
-/// nothing in the root.
+/// nothing in the root; the switch is the outcome of `case`.
 #[track_caller]
-fn missing(w: &World, line: &str) {
+fn missing(case: &str, w: &World, line: &str) {
     let before = snapshot(&w.root);
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
         r.assert_error(&refusal("cannot switch", line));
+        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
         assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
         assert_eq!(dry.code, Some(1), "{dry:?}");
@@ -115,9 +120,9 @@ fn missing(w: &World, line: &str) {
 
 /// The token counts as present both ways: the dry run plans the switch, the switch (by
 /// `openat2`) makes the root exactly `base` plus the generation, and the second way then
-/// finds the generation active.
+/// finds the generation active. The switch is the outcome of `case` (when given).
 #[track_caller]
-fn present(w: &World, g: &Gen) {
+fn present(case: Option<&str>, w: &World, g: &Gen) {
     let base = w.listing();
     for env in WAYS {
         let dry = w.run_env(&["switch", "--dry-run"], env);
@@ -130,6 +135,9 @@ fn present(w: &World, g: &Gen) {
     }
     let r = w.run_env(&["switch"], WAYS[0]);
     r.assert_success();
+    if let Some(case) = case {
+        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
+    }
     assert_eq!(
         r.stderr(),
         "    Switched root `$SANDBOX/host` to generation 1\n"
@@ -149,7 +157,11 @@ fn a_directory_where_the_token_should_be_is_missing() {
     // What a bind mount of a file that did not exist on the host leaves behind.
     let (w, _) = world();
     std::fs::create_dir_all(w.root.join(TOKEN)).unwrap();
-    missing(&w, "/etc/kubernetes/token.csv (a directory, not a file)");
+    missing(
+        "a_directory_where_the_token_should_be_is_missing",
+        &w,
+        "/etc/kubernetes/token.csv (a directory, not a file)",
+    );
 }
 
 #[test]
@@ -165,14 +177,22 @@ fn a_fifo_is_missing_and_never_opened() {
     )
     .unwrap();
     // Opening a FIFO for reading would block until a writer comes: the runs would time out.
-    missing(&w, "/etc/kubernetes/token.csv (a FIFO, not a file)");
+    missing(
+        "a_fifo_is_missing_and_never_opened",
+        &w,
+        "/etc/kubernetes/token.csv (a FIFO, not a file)",
+    );
 }
 
 #[test]
 fn a_socket_is_missing() {
     let (w, _) = world();
     let _listener = std::os::unix::net::UnixListener::bind(parent(&w, TOKEN)).unwrap();
-    missing(&w, "/etc/kubernetes/token.csv (a socket, not a file)");
+    missing(
+        "a_socket_is_missing",
+        &w,
+        "/etc/kubernetes/token.csv (a socket, not a file)",
+    );
 }
 
 #[test]
@@ -180,6 +200,7 @@ fn a_component_that_is_a_file_is_missing() {
     let (w, _) = world();
     file(&w, "etc/kubernetes", b"not a directory\n", 0o644);
     missing(
+        "a_component_that_is_a_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a component of the path is not a directory)",
     );
@@ -188,7 +209,11 @@ fn a_component_that_is_a_file_is_missing() {
 #[test]
 fn nothing_at_all_is_missing_without_a_reason() {
     let (w, _) = world();
-    missing(&w, "/etc/kubernetes/token.csv");
+    missing(
+        "nothing_at_all_is_missing_without_a_reason",
+        &w,
+        "/etc/kubernetes/token.csv",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +225,7 @@ fn a_dangling_link_is_missing_with_its_target() {
     let (w, _) = world();
     link(&w, TOKEN, "/secrets/token.csv");
     missing(
+        "a_dangling_link_is_missing_with_its_target",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `/secrets/token.csv`, which does not exist inside the root)",
     );
@@ -210,7 +236,11 @@ fn a_link_loop_is_missing() {
     let (w, _) = world();
     link(&w, TOKEN, "loop-a");
     link(&w, "etc/kubernetes/loop-a", "token.csv");
-    missing(&w, "/etc/kubernetes/token.csv (a symlink loop)");
+    missing(
+        "a_link_loop_is_missing",
+        &w,
+        "/etc/kubernetes/token.csv (a symlink loop)",
+    );
 }
 
 #[test]
@@ -221,7 +251,7 @@ fn an_absolute_link_is_followed_inside_the_root() {
     link(&w, TOKEN, "/secrets/token.csv");
     file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
     assert!(!std::path::Path::new("/secrets/token.csv").exists());
-    present(&w, &g);
+    present(Some("an_absolute_link_is_followed_inside_the_root"), &w, &g);
 }
 
 #[test]
@@ -229,7 +259,7 @@ fn a_relative_link_is_followed_inside_the_root() {
     let (w, g) = world();
     link(&w, TOKEN, "../../secrets/token.csv");
     file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
-    present(&w, &g);
+    present(Some("a_relative_link_is_followed_inside_the_root"), &w, &g);
 }
 
 #[test]
@@ -238,7 +268,11 @@ fn a_link_on_the_way_is_followed_inside_the_root() {
     let (w, g) = world();
     link(&w, "etc/kubernetes", "/srv/k8s");
     file(&w, "srv/k8s/token.csv", b"t,u,1\n", 0o600);
-    present(&w, &g);
+    present(
+        Some("a_link_on_the_way_is_followed_inside_the_root"),
+        &w,
+        &g,
+    );
 }
 
 #[test]
@@ -248,7 +282,7 @@ fn dot_dot_never_climbs_above_the_root() {
     let (w, g) = world();
     link(&w, TOKEN, &format!("{}secrets/token.csv", "../".repeat(10)));
     file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
-    present(&w, &g);
+    present(Some("dot_dot_never_climbs_above_the_root"), &w, &g);
 }
 
 #[test]
@@ -258,12 +292,13 @@ fn an_absolute_link_to_a_host_file_is_missing() {
     assert!(std::path::Path::new("/etc/hostname").is_file());
     link(&w, TOKEN, "/etc/hostname");
     missing(
+        "an_absolute_link_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `/etc/hostname`, which does not exist inside the root)",
     );
     // Once the root has its own `/etc/hostname`, that is what the link means.
     file(&w, "etc/hostname", b"m1\n", 0o644);
-    present(&w, &g);
+    present(None, &w, &g);
 }
 
 #[test]
@@ -276,6 +311,7 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
     std::fs::write(&outside, b"host token\n").unwrap();
     link(&w, TOKEN, outside.to_str().unwrap());
     missing(
+        "a_link_escaping_the_root_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `$SANDBOX/outside/token.csv`, which does not exist inside the root)",
     );
@@ -286,6 +322,7 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
         "on the host the link resolves"
     );
     missing(
+        "a_link_escaping_the_root_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `../../../outside/token.csv`, which does not exist inside the root)",
     );
@@ -349,6 +386,12 @@ fn an_unreadable_token_is_missing() {
             let r = w.sb.run(assert_cmd::Command::from_std(c));
             assert_eq!(r.code, Some(1), "{args:?} {env:?}: {r:?}");
             assert_eq!(r.stderr(), refusal(what, line), "{args:?} {env:?}");
+            check_case(
+                PREREQUISITES,
+                "an_unreadable_token_is_missing",
+                outcome_of(&r, false),
+                &r.stderr(),
+            );
             assert_eq!(snapshot(&w.root), before);
         }
     }
@@ -365,16 +408,18 @@ fn an_unreadable_token_is_missing() {
 
 const LOAD_HELP: &str = "help: a prerequisite is a host file kbuild only checks and never installs: remove the file or the prerequisite from the recipe, then run `kbuild build` again\n";
 
-/// `kbuild build NAME` must fail with exactly `cause`, and change neither the store nor the
-/// root (which holds a switched master).
+/// `kbuild build NAME` must fail with exactly `cause` (the outcome of `case`), and change
+/// neither the store nor the root (which holds a switched master).
 #[track_caller]
-fn build_refused(w: &World, name: &str, cause: &str) {
+fn build_refused(case: &str, w: &World, name: &str, cause: &str) {
     let store = full_listing(&w.sb.store);
     let root = snapshot(&w.root);
     let lock = w.sb.lock_bytes();
-    w.run(&["build", name]).assert_error(&format!(
+    let r = w.run(&["build", name]);
+    r.assert_error(&format!(
         "error: cannot build {name}\n  caused by: {cause}\n{LOAD_HELP}"
     ));
+    check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
     assert_eq!(full_listing(&w.sb.store), store);
     assert_eq!(snapshot(&w.root), root);
     assert_eq!(w.sb.lock_bytes(), lock);
@@ -396,18 +441,19 @@ fn a_target_that_is_a_prerequisite_is_refused_at_load() {
     let w = master_world();
     w.master_plus("leak", &[("/etc/kubernetes/token.csv", "t,u,1\n")]);
     build_refused(
+        "a_target_that_is_a_prerequisite_is_refused_at_load",
         &w,
         "leak",
         "$SANDBOX/recipes/leak.toml:3:8: target `/etc/kubernetes/token.csv` is also a prerequisite (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:5:5)); kbuild would copy the host's file into the world-readable store and move the original aside",
     );
     // Within one recipe too.
-    let text =
-        "prerequisites = [\"/etc/app/token\"]\n\n[files.\"/etc/app/token\"]\ntext = \"x\\n\"\n";
+    let text = "prerequisites = [\"/etc/kubernetes/token.csv\"]\n\n[files.\"/etc/kubernetes/token.csv\"]\ntext = \"x\\n\"\n";
     w.sb.write_recipe("same", text);
     build_refused(
+        "a_target_that_is_a_prerequisite_is_refused_at_load",
         &w,
         "same",
-        "$SANDBOX/recipes/same.toml:3:8: target `/etc/app/token` is also a prerequisite (declared by recipe `same` ($SANDBOX/recipes/same.toml:1:18)); kbuild would copy the host's file into the world-readable store and move the original aside",
+        "$SANDBOX/recipes/same.toml:3:8: target `/etc/kubernetes/token.csv` is also a prerequisite (declared by recipe `same` ($SANDBOX/recipes/same.toml:1:18)); kbuild would copy the host's file into the world-readable store and move the original aside",
     );
 }
 
@@ -416,6 +462,7 @@ fn a_target_inside_a_prerequisite_is_refused_at_load() {
     let w = master_world();
     w.master_plus("inside", &[("/etc/kubernetes/token.csv/extra", "x\n")]);
     build_refused(
+        "a_target_inside_a_prerequisite_is_refused_at_load",
         &w,
         "inside",
         "$SANDBOX/recipes/inside.toml:3:8: target `/etc/kubernetes/token.csv/extra` is inside prerequisite `/etc/kubernetes/token.csv` (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:5:5)), which must be a file, not a directory",
@@ -428,6 +475,7 @@ fn a_prerequisite_inside_a_target_is_refused_at_load() {
     let w = master_world();
     w.master_plus("over", &[("/etc/kubernetes/ssl", "x\n")]);
     build_refused(
+        "a_prerequisite_inside_a_target_is_refused_at_load",
         &w,
         "over",
         "$SANDBOX/recipes/over.toml:3:8: prerequisite `/etc/kubernetes/ssl/ca-key.pem` (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:7:5)) is inside target `/etc/kubernetes/ssl`, a file kbuild installs, so it could never exist",
@@ -441,6 +489,12 @@ fn a_prerequisite_in_kbuilds_state_is_refused_at_load() {
     let r = w.run(&["build", "state"]);
     r.assert_error(
         "error: cannot build state\n  caused by: $SANDBOX/recipes/state.toml:1:18: prerequisite `/etc/.kbuild/state.json` is inside kbuild's own state directory\n",
+    );
+    check_case(
+        PREREQUISITES,
+        "a_prerequisite_in_kbuilds_state_is_refused_at_load",
+        outcome_of(&r, false),
+        &r.stderr(),
     );
     assert!(!w.sb.store.exists());
 }
@@ -508,6 +562,12 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
         r.stderr(),
         format!("{stderr}    Switched root `$SANDBOX/host` to generation 1\n")
     );
+    check_case(
+        PREREQUISITES,
+        "a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds",
+        outcome_of(&r, false),
+        &r.stderr(),
+    );
     w.assert_root(&w.expect(&base, &g, &[], &[]), &g, "after the switch");
     // Fixed as told: no warning.
     for p in [
@@ -540,6 +600,35 @@ fn a_generation_that_installs_its_own_prerequisite_is_refused_at_switch() {
     for env in WAYS {
         let r = w.run_env(&["switch", "--adopt"], env);
         r.assert_error(&refusal("cannot switch", line));
+        check_case(
+            PREREQUISITES,
+            "a_generation_that_installs_its_own_prerequisite_is_refused_at_switch",
+            outcome_of(&r, false),
+            &r.stderr(),
+        );
         assert_eq!(snapshot(&w.root), before);
     }
 }
+
+cases_tested!(PREREQUISITES;
+    a_directory_where_the_token_should_be_is_missing,
+    a_fifo_is_missing_and_never_opened,
+    a_socket_is_missing,
+    a_component_that_is_a_file_is_missing,
+    nothing_at_all_is_missing_without_a_reason,
+    a_dangling_link_is_missing_with_its_target,
+    a_link_loop_is_missing,
+    an_absolute_link_is_followed_inside_the_root,
+    a_relative_link_is_followed_inside_the_root,
+    a_link_on_the_way_is_followed_inside_the_root,
+    dot_dot_never_climbs_above_the_root,
+    an_absolute_link_to_a_host_file_is_missing,
+    a_link_escaping_the_root_to_a_host_file_is_missing,
+    an_unreadable_token_is_missing,
+    a_target_that_is_a_prerequisite_is_refused_at_load,
+    a_target_inside_a_prerequisite_is_refused_at_load,
+    a_prerequisite_inside_a_target_is_refused_at_load,
+    a_prerequisite_in_kbuilds_state_is_refused_at_load,
+    a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds,
+    a_generation_that_installs_its_own_prerequisite_is_refused_at_switch,
+);

@@ -1,6 +1,6 @@
 //! Shared helpers for the hostile-input and fault suites (`hostile_archives`,
-//! `hostile_recipes`, `network_faults`, `store_faults`, `root_races`, `concurrency`) and the
-//! security summary (`security_table`):
+//! `hostile_recipes`, `network_faults`, `store_faults`, `root_races`, `prerequisites`,
+//! `concurrency`) and the security summary (`security_table`):
 //!
 //! * the **case tables**: every case of every suite with its category and expected outcome.
 //!   Each suite checks that its tests are exactly its table (`cases_tested!`), and
@@ -94,6 +94,8 @@ pub const S_DISK: &str = "store: full disk";
 pub const S_TAMPER: &str = "store: tampering";
 pub const S_CRASH: &str = "store: crashes and permissions";
 pub const ROOT_RACES: &str = "root: planted symlinks";
+pub const P_ROOT: &str = "root: prerequisites";
+pub const P_RECIPES: &str = "recipe: prerequisites";
 pub const CONCURRENCY: &str = "concurrency";
 
 /// `tests/hostile_archives.rs`: one crafted tarball per case.
@@ -270,6 +272,48 @@ pub const ROOT: &[Case] = &[
     err("flip_point_repointed_is_reported_as_drift", ROOT_RACES),
 ];
 
+/// `tests/prerequisites.rs`.
+pub const PREREQUISITES: &[Case] = &[
+    err("a_directory_where_the_token_should_be_is_missing", P_ROOT),
+    err("a_fifo_is_missing_and_never_opened", P_ROOT),
+    err("a_socket_is_missing", P_ROOT),
+    err("a_component_that_is_a_file_is_missing", P_ROOT),
+    err("nothing_at_all_is_missing_without_a_reason", P_ROOT),
+    err("a_dangling_link_is_missing_with_its_target", P_ROOT),
+    err("a_link_loop_is_missing", P_ROOT),
+    ok("an_absolute_link_is_followed_inside_the_root", P_ROOT),
+    ok("a_relative_link_is_followed_inside_the_root", P_ROOT),
+    ok("a_link_on_the_way_is_followed_inside_the_root", P_ROOT),
+    ok("dot_dot_never_climbs_above_the_root", P_ROOT),
+    err("an_absolute_link_to_a_host_file_is_missing", P_ROOT),
+    err("a_link_escaping_the_root_to_a_host_file_is_missing", P_ROOT),
+    err("an_unreadable_token_is_missing", P_ROOT),
+    ok(
+        "a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds",
+        P_ROOT,
+    ),
+    err(
+        "a_generation_that_installs_its_own_prerequisite_is_refused_at_switch",
+        P_ROOT,
+    ),
+    err(
+        "a_target_that_is_a_prerequisite_is_refused_at_load",
+        P_RECIPES,
+    ),
+    err(
+        "a_target_inside_a_prerequisite_is_refused_at_load",
+        P_RECIPES,
+    ),
+    err(
+        "a_prerequisite_inside_a_target_is_refused_at_load",
+        P_RECIPES,
+    ),
+    err(
+        "a_prerequisite_in_kbuilds_state_is_refused_at_load",
+        P_RECIPES,
+    ),
+];
+
 /// `tests/concurrency.rs`.
 pub const CONCURRENT: &[Case] = &[ok(
     "builds_gc_and_switch_at_once_leave_a_consistent_store",
@@ -283,6 +327,7 @@ pub const SUITES: &[(&str, &[Case])] = &[
     ("tests/network_faults.rs", NETWORK),
     ("tests/store_faults.rs", STORE),
     ("tests/root_races.rs", ROOT),
+    ("tests/prerequisites.rs", PREREQUISITES),
     ("tests/concurrency.rs", CONCURRENT),
 ];
 
@@ -400,6 +445,16 @@ pub const CATEGORIES: &[Category] = &[
         name: ROOT_RACES,
         shown_by: "usr_local_bin_is_a_symlink",
         message: "`$SANDBOX/host/usr/local/bin` is a symlink or not a directory; kbuild will not write through it",
+    },
+    Category {
+        name: P_RECIPES,
+        shown_by: "a_target_that_is_a_prerequisite_is_refused_at_load",
+        message: "target `/etc/kubernetes/token.csv` is also a prerequisite",
+    },
+    Category {
+        name: P_ROOT,
+        shown_by: "a_directory_where_the_token_should_be_is_missing",
+        message: "/etc/kubernetes/token.csv (a directory, not a file)",
     },
     Category {
         name: CONCURRENCY,
