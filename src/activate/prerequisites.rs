@@ -244,7 +244,7 @@ fn file_type_name(t: FileType) -> &'static str {
         FileType::CharacterDevice => "a character device",
         FileType::BlockDevice => "a block device",
         FileType::Symlink => "a symlink",
-        _ => "not a regular file",
+        _ => "of an unknown type",
     }
 }
 
