@@ -38,11 +38,31 @@ pub struct BuildRequest {
     pub write_lock: bool,
 }
 
+/// What a build did to the store besides reusing objects: the difference between "up to
+/// date" and "re-created what was missing or damaged".
+#[derive(Debug, Default)]
+pub struct StoreChanges {
+    /// Objects the build added under a name that was free (new, or missing before).
+    pub added: Vec<StorePath>,
+    /// Objects found incomplete or damaged under their name, moved aside and rebuilt.
+    pub set_aside: Vec<(StorePath, String)>,
+    /// Damaged objects replaced in one step by a rebuilt copy (`verify --repair`).
+    pub replaced: Vec<StorePath>,
+}
+
+/// A build that re-creates given damaged objects of a generation in place, for
+/// `kbuild verify --repair` (see [`rebuild`]).
+struct Repair<'a> {
+    objects: &'a BTreeSet<StorePath>,
+}
+
 #[derive(Debug)]
 pub struct BuildOutcome {
     pub rootfs: StorePath,
     pub rootfs_path: PathBuf,
     pub generation: Recorded,
+    /// Objects this build added, set aside or replaced.
+    pub changes: StoreChanges,
     pub lock_written: bool,
     /// What changed in the lock file, one line per input (`Locking …`, `Updating …`).
     pub lock_changes: Vec<(String, String)>,
@@ -153,15 +173,99 @@ pub fn build(
         }
     }
     // Render first: template errors need no store and no network.
-    let mut components = render_files(&set, &vars)?;
+    let components = render_files(&set, &vars)?;
 
     let original = LockFile::load(&ctx.lock_path)?;
-    let mut lock = original.clone();
+    let lock = original.clone();
     let plans = plan_inputs(ctx, &set, &lock, req)?;
 
     let store = Store::open(&ctx.store_dir)?;
     let _lock = store.lock(LockMode::Shared, observer)?;
+    let mut changes = StoreChanges::default();
+    let (rootfs, lock_written, lock_changes, generation) = build_in(
+        ctx,
+        req,
+        &store,
+        set,
+        vars,
+        recipes,
+        components,
+        (original, lock, plans),
+        None,
+        &mut changes,
+        observer,
+    )?;
+    Ok(BuildOutcome {
+        rootfs_path: store.path_of(&rootfs),
+        rootfs,
+        generation: generation.expect("a build records a generation"),
+        lock_written,
+        lock_changes,
+        changes,
+    })
+}
 
+/// The lock file before and after, and how each input is obtained.
+type Pins = (LockFile, LockFile, BTreeMap<String, Plan>);
+/// The rootfs, whether the lock file was written, its changes, the generation recorded.
+type Built = (StorePath, bool, Vec<(String, String)>, Option<Recorded>);
+
+/// Replaces the damaged objects `damaged` of generation `g` by copies rebuilt from the
+/// generation's recipes, variables and locked inputs, each in one step. Records no generation
+/// and never writes the lock file. Objects the recipes no longer produce stay as they are
+/// (the caller re-verifies). The caller holds the store lock exclusively.
+pub fn rebuild(
+    ctx: &Context,
+    store: &Store,
+    g: &generation::Generation,
+    damaged: &BTreeSet<StorePath>,
+    overrides: &BTreeMap<String, String>,
+    observer: &dyn Observer,
+) -> Result<StoreChanges, BuildError> {
+    let req = BuildRequest {
+        recipes: g.recipes.clone(),
+        sets: g.variables.clone().into_iter().collect(),
+        overrides: overrides.clone(),
+        locked: true,
+        write_lock: false,
+    };
+    let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
+    let vars = recipe::resolve_variables(&set, &req.sets)?;
+    let components = render_files(&set, &vars)?;
+    let original = LockFile::load(&ctx.lock_path)?;
+    let plans = plan_inputs(ctx, &set, &original, &req)?;
+    let mut changes = StoreChanges::default();
+    build_in(
+        ctx,
+        &req,
+        store,
+        set,
+        vars,
+        req.recipes.clone(),
+        components,
+        (original.clone(), original, plans),
+        Some(&Repair { objects: damaged }),
+        &mut changes,
+        observer,
+    )?;
+    Ok(changes)
+}
+
+/// The part of a build that runs under the store lock.
+#[allow(clippy::too_many_arguments)]
+fn build_in(
+    ctx: &Context,
+    req: &BuildRequest,
+    store: &Store,
+    set: RecipeSet,
+    vars: BTreeMap<String, String>,
+    recipes: Vec<String>,
+    mut components: Vec<Component>,
+    (original, mut lock, plans): Pins,
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
+    observer: &dyn Observer,
+) -> Result<Built, BuildError> {
     // Unpack inputs (index hit, or one pass over the archive).
     let mut used_inputs = BTreeMap::new();
     for (input, wanted) in wanted_members(&set) {
@@ -170,7 +274,7 @@ pub fn build(
             sha256,
             outputs,
             size,
-        } = realise_unpack(ctx, &store, &input, plan, &wanted, observer)?;
+        } = realise_unpack(ctx, &store, &input, plan, &wanted, repair, changes, observer)?;
         if !plan.overridden || req.write_lock {
             let recipe_pin = set.inputs[&input].sha256.as_ref();
             if let Some(pin) = recipe_pin.filter(|p| **p != sha256) {
@@ -248,10 +352,15 @@ pub fn build(
             Node::File { size, .. } => Some(size),
             _ => None,
         };
-        store.check_unmodified(&c.path, size)?;
+        if !repair.is_some_and(|r| r.objects.contains(&c.path)) {
+            store.check_unmodified(&c.path, size)?;
+        }
     }
     let manifest = manifest(&set);
-    let rootfs = assemble_rootfs(&store, &set, &components, &manifest)?;
+    let rootfs = assemble_rootfs(&store, &set, &components, &manifest, repair, changes)?;
+    if repair.is_some() {
+        return Ok((rootfs, false, lock_changes, None));
+    }
     // Under `--locked` the file is never rewritten (not even to fill in a size or reformat).
     let lock_written = !req.locked && lock.save(&ctx.lock_path)?;
 
@@ -266,13 +375,7 @@ pub fn build(
         },
         observer,
     )?;
-    Ok(BuildOutcome {
-        rootfs_path: store.path_of(&rootfs),
-        rootfs,
-        generation,
-        lock_written,
-        lock_changes,
-    })
+    Ok((rootfs, lock_written, lock_changes, Some(generation)))
 }
 
 /// Renders every template and text file in memory.
@@ -402,17 +505,54 @@ struct Realised {
     size: Option<u64>,
 }
 
+/// Whether the indexed outputs may be reused as they are: none is to be repaired, and each
+/// is whole (checked without reading it; see [`Store::check_shape`]). A damaged one fails the
+/// build as tampering; one of the wrong shape is moved aside, and the caller unpacks again.
+fn reusable(
+    store: &Store,
+    outputs: &[IndexedOutput],
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
+) -> Result<bool, BuildError> {
+    let mut whole = true;
+    for o in outputs {
+        if repair.is_some_and(|r| r.objects.contains(&o.path)) {
+            whole = false;
+            continue;
+        }
+        store.check_unmodified(&o.path, Some(o.size))?;
+        let node = o.node().ok_or_else(|| {
+            std::io::Error::other(format!("index entry for `{}` has a malformed digest", o.path))
+        })?;
+        match store.check_shape(&o.path, &node) {
+            Ok(true) => {}
+            Ok(false) => whole = false,
+            Err(what) => {
+                store.move_aside(&o.path)?;
+                changes.set_aside.push((o.path.clone(), what));
+                whole = false;
+            }
+        }
+    }
+    Ok(whole)
+}
+
 /// Finds the input's members through the index, or fetches and unpacks them.
+#[allow(clippy::too_many_arguments)]
 fn realise_unpack(
     ctx: &Context,
     store: &Store,
     input: &str,
     plan: &Plan,
     wanted: &[Wanted],
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
     observer: &dyn Observer,
 ) -> Result<Realised, BuildError> {
     if let (Some(sha), false) = (&plan.sha256, plan.overridden) {
-        if let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))? {
+        if let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))?
+            && reusable(store, &outputs, repair, changes)?
+        {
             return Ok(Realised {
                 sha256: sha.clone(),
                 outputs,
@@ -428,7 +568,7 @@ fn realise_unpack(
                 _ => break,
             }
         }
-        if outputs.len() == wanted.len() {
+        if outputs.len() == wanted.len() && reusable(store, &outputs, repair, changes)? {
             store.record(&derivation::unpack_key(sha, wanted), &outputs)?;
             return Ok(Realised {
                 sha256: sha.clone(),
@@ -463,16 +603,13 @@ fn realise_unpack(
         let base = f.wanted.member.rsplit('/').next().unwrap_or("member");
         let path = StorePath::new(digest, &sanitize_name(base))
             .map_err(|m| std::io::Error::other(format!("member `{}`: {m}", f.wanted.member)))?;
-        store.add(
-            &f.path,
-            &path,
-            &ObjectMeta {
-                version: 1,
-                digest: digest.to_hex(),
-                deriver: key.clone(),
-                references: vec![],
-            },
-        )?;
+        let meta = ObjectMeta {
+            version: 1,
+            digest: digest.to_hex(),
+            deriver: key.clone(),
+            references: vec![],
+        };
+        add_or_replace(store, &f.path, &path, &meta, repair, changes)?;
         outputs.push(IndexedOutput {
             id: f.wanted.member.clone(),
             path,
@@ -539,6 +676,8 @@ fn assemble_rootfs(
     set: &RecipeSet,
     components: &[Component],
     manifest: &[u8],
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
 ) -> Result<StorePath, BuildError> {
     let mut root = Node::Directory(BTreeMap::new());
     for c in components {
@@ -549,8 +688,23 @@ fn assemble_rootfs(
     let name = format!("rootfs-{}", set.roots.join("+"));
     let path = StorePath::new(digest, &name)
         .map_err(|m| std::io::Error::other(format!("rootfs name: {m}")))?;
-    if store.contains(&path) {
+    let repairing = |p: &StorePath| repair.is_some_and(|r| r.objects.contains(p));
+    if repairing(&path) {
+        // Rebuilt below and exchanged with the damaged copy.
+    } else if repair.is_some() && !store.contains(&path) {
+        // A repair re-creates damaged objects only; the recipes now make another rootfs.
         return Ok(path);
+    } else {
+        // Reused only when whole: a gc killed mid-delete (before gc renamed objects off their
+        // names first) or a hand-made change can leave a partial tree under the name.
+        match store.check_shape(&path, &root) {
+            Ok(true) => return Ok(path),
+            Ok(false) => {}
+            Err(what) => {
+                store.move_aside(&path)?;
+                changes.set_aside.push((path.clone(), what));
+            }
+        }
     }
 
     // Rendered files become objects of their own, so generations share them. New ones are
@@ -560,7 +714,7 @@ fn assemble_rootfs(
     let scratch = store.scratch()?;
     let mut pending = Vec::new();
     for (i, c) in components.iter().enumerate() {
-        if let (Some(bytes), false) = (&c.bytes, store.contains(&c.path)) {
+        if let (Some(bytes), true) = (&c.bytes, !store.contains(&c.path) || repairing(&c.path)) {
             let tmp = scratch.path().join(format!("file-{i}"));
             let executable = matches!(
                 c.node,
@@ -579,16 +733,13 @@ fn assemble_rootfs(
     for (tmp, c) in &pending {
         // `add` succeeds when the object already exists (two targets with the same content,
         // or another build): content addressing makes either copy the right one.
-        store.add(
-            tmp,
-            &c.path,
-            &ObjectMeta {
-                version: 1,
-                digest: c.node.digest().to_hex(),
-                deriver: "render".into(),
-                references: vec![],
-            },
-        )?;
+        let meta = ObjectMeta {
+            version: 1,
+            digest: c.node.digest().to_hex(),
+            deriver: "render".into(),
+            references: vec![],
+        };
+        add_or_replace(store, tmp, &c.path, &meta, repair, changes)?;
     }
     // The rootfs is its own temp entry in the store directory: renaming a directory to a new
     // parent would need write permission on the (already read-only) directory itself.
@@ -602,18 +753,36 @@ fn assemble_rootfs(
     write_file(&top.join(MANIFEST), manifest, false)?;
     store.sync()?;
     let references: BTreeSet<StorePath> = components.iter().map(|c| c.path.clone()).collect();
-    store.add(
-        &top,
-        &path,
-        &ObjectMeta {
-            version: 1,
-            digest: digest.to_hex(),
-            deriver: "rootfs".into(),
-            references: references.into_iter().collect(),
-        },
-    )?;
+    let meta = ObjectMeta {
+        version: 1,
+        digest: digest.to_hex(),
+        deriver: "rootfs".into(),
+        references: references.into_iter().collect(),
+    };
+    add_or_replace(store, &top, &path, &meta, repair, changes)?;
+    // The temp dir's entry was renamed away (or removed): nothing left for its drop.
+    drop(top_dir);
     store.sync_dir()?;
     Ok(path)
+}
+
+/// Adds a finished object, or, when it is one a repair replaces and is present, exchanges it
+/// with the damaged copy in one step. Records which happened.
+fn add_or_replace(
+    store: &Store,
+    tmp: &Path,
+    path: &StorePath,
+    meta: &ObjectMeta,
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
+) -> std::io::Result<()> {
+    if repair.is_some_and(|r| r.objects.contains(path)) && store.contains(path) {
+        store.replace(tmp, path, meta)?;
+        changes.replaced.push(path.clone());
+    } else if store.add(tmp, path, meta)? {
+        changes.added.push(path.clone());
+    }
+    Ok(())
 }
 
 fn insert(dir: &mut Node, rel: &str, node: Node) {
@@ -727,8 +896,16 @@ pub fn lock(
             overridden: false,
         };
         let members = wanted.get(name).cloned().unwrap_or_default();
-        let Realised { sha256, size, .. } =
-            realise_unpack(ctx, &store, name, &plan, &members, observer)?;
+        let Realised { sha256, size, .. } = realise_unpack(
+            ctx,
+            &store,
+            name,
+            &plan,
+            &members,
+            None,
+            &mut StoreChanges::default(),
+            observer,
+        )?;
         let before = old.inputs.get(name).map(|l| l.sha256.clone());
         if before.as_deref() != Some(sha256.as_str()) {
             report

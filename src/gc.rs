@@ -28,6 +28,8 @@ pub struct Report {
 /// Removes generations beyond the newest `keep` (never one a registered root uses or resolves
 /// to, see [`activate::in_use`]), then every object unreachable from the remaining
 /// generations and the objects roots use.
+/// Crash-safe: an object is renamed off its name (and the rename made durable) before its
+/// contents are deleted, and the next gc deletes what a killed one left.
 pub fn gc(
     store: &Store,
     keep: Option<usize>,
@@ -70,21 +72,36 @@ pub fn gc(
             stack.extend(meta.references);
         }
     }
-    for o in crate::store::verify::objects(store)? {
-        if live.contains(&o) {
-            continue;
-        }
-        report.bytes_freed += remove_counting(&store.path_of(&o))?;
-        report.objects_removed.push(o);
-    }
-    // Their metadata and index entries, then abandoned temp entries.
-    store.forget(&report.objects_removed)?;
+    // Leftovers first (a killed build's scratch, objects a killed gc had already renamed off
+    // their names, objects a build set aside): the exclusive lock says they are abandoned.
     for e in fs_err::read_dir(store.dir())? {
         let e = e?;
         if e.file_name().to_string_lossy().starts_with(".tmp-") {
             report.bytes_freed += remove_counting(&e.path())?;
             report.temp_removed += 1;
         }
+    }
+    // Every doomed object leaves its name in one rename, and the renames are durable, before
+    // any of its contents go: killed at any point, gc leaves each name holding the whole
+    // object or nothing.
+    let mut doomed = Vec::new();
+    for o in crate::store::verify::objects(store)? {
+        if live.contains(&o) {
+            continue;
+        }
+        let trash = store.dir().join(format!(".tmp-gc-{o}"));
+        crate::fs::remove_tree(&trash)?;
+        fs_err::rename(store.path_of(&o), &trash)?;
+        doomed.push((o, trash));
+    }
+    store.sync_dir()?;
+    // Their metadata and index entries (a name without an object is a miss for builds).
+    let removed: Vec<StorePath> = doomed.iter().map(|(o, _)| o.clone()).collect();
+    store.forget(&removed)?;
+    store.forget_orphans()?;
+    for (o, trash) in doomed {
+        report.bytes_freed += remove_counting(&trash)?;
+        report.objects_removed.push(o);
     }
     store.sync_dir()?;
     Ok(report)

@@ -93,7 +93,19 @@ pub fn dry_run(
     target: Target,
     adopt: bool,
 ) -> Result<Plan, SwitchError> {
-    plan(store, root, resolve(store, root, target)?, adopt)
+    let number = resolve(store, root, target)?;
+    check_objects(store, number)?;
+    plan(store, root, number, adopt)
+}
+
+/// Refuses a generation whose objects fail the integrity check a build applies (see
+/// [`crate::store::verify::check_unmodified_closure`]): activating a modified object would
+/// put unknown content into the root. Checked before anything in the root changes.
+fn check_objects(store: &Store, number: u64) -> Result<(), SwitchError> {
+    if let Some(g) = generation::get(store, number)? {
+        crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
+    }
+    Ok(())
 }
 
 /// Switches `root` to `target`. An interrupted switch is completed (or undone) first and
@@ -118,7 +130,9 @@ pub fn switch(
     if r.happened {
         recovered(&r);
     }
-    let plan = plan(store, root, resolve(store, root, target)?, adopt)?;
+    let number = resolve(store, root, target)?;
+    check_objects(store, number)?;
+    let plan = plan(store, root, number, adopt)?;
     apply(store, root, plan, before_flip)
 }
 

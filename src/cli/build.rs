@@ -57,9 +57,34 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
     if outcome.lock_written {
         term.status("Wrote", &format!("`{}`", ctx.lock_path.display()));
     }
+    let changes = &outcome.changes;
+    for (object, what) in &changes.set_aside {
+        term.status(
+            "Rebuilt",
+            &format!("{object} (the store's copy was incomplete or damaged: {what})"),
+        );
+    }
+    // Objects re-created for a generation that already existed were missing: say so rather
+    // than "up to date".
+    let recreated: Vec<_> = changes
+        .added
+        .iter()
+        .filter(|p| !changes.set_aside.iter().any(|(a, _)| a == *p))
+        .collect();
     match outcome.generation {
         Recorded::New(n) => term.status("Built", &format!("generation {n}")),
-        Recorded::Unchanged(n) => term.status("Fresh", &format!("generation {n} is up to date")),
+        Recorded::Unchanged(n) if recreated.is_empty() && changes.set_aside.is_empty() => {
+            term.status("Fresh", &format!("generation {n} is up to date"))
+        }
+        Recorded::Unchanged(n) => {
+            for object in &recreated {
+                term.status("Rebuilt", &format!("{object} (it was missing from the store)"));
+            }
+            term.status(
+                "Restored",
+                &format!("generation {n}: its objects are complete again"),
+            )
+        }
     }
     let path = std::path::absolute(&outcome.rootfs_path).unwrap_or(outcome.rootfs_path);
     outln!("{}", path.display());

@@ -16,10 +16,22 @@ pub struct GcArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// Delete the corrupt objects found, so that the next build re-creates them (a root whose
-    /// active rootfs is removed resolves again once that same generation is rebuilt)
+    /// Repair what is found: a damaged object a generation uses is replaced, in one step, by
+    /// a copy rebuilt from that generation's recipes and locked inputs (or left in place and
+    /// reported when that is impossible); damaged objects no generation uses are deleted
     #[arg(long)]
     repair: bool,
+    /// With `--repair`: read an input from another URL (a local copy) when rebuilding
+    #[arg(long = "override-input", value_name = "NAME=URL", requires = "repair",
+          value_parser = parse_pair)]
+    overrides: Vec<(String, String)>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected NAME=URL, got `{s}`")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,16 +137,48 @@ pub fn run_verify(
             problems += 1;
         }
     }
+    let mut left = 0;
     if args.repair && !report.corrupt.is_empty() {
-        for p in kbuild::store::verify::repair(&store, &report.corrupt)
-            .context("cannot repair the store")?
-        {
+        let overrides: std::collections::BTreeMap<String, String> =
+            args.overrides.into_iter().collect();
+        let mut rebuild = |g: &kbuild::generation::Generation,
+                           damaged: &std::collections::BTreeSet<kbuild::store::StorePath>| {
+            kbuild::build::rebuild(ctx, &store, g, damaged, &overrides, term)
+                .map(|changes| changes.replaced)
+                .map_err(|e| {
+                    anyhow::Error::from(e)
+                        .chain()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                })
+        };
+        let done = kbuild::store::verify::repair(&store, &report.corrupt, &mut rebuild)
+            .context("cannot repair the store")?;
+        for p in &done.permissions {
+            term.status("Repaired", &format!("{p} (read-only again)"));
+        }
+        for (p, n) in &done.replaced {
             term.status(
-                "Repaired",
-                &format!("{p} (removed objects are re-created by the next build)"),
+                "Replaced",
+                &format!("{p} (by a good copy rebuilt from generation {n}'s sources)"),
             );
         }
-        // What --repair fixed is no longer a problem; the next build completes the repair.
+        for p in &done.deleted {
+            term.status(
+                "Deleted",
+                &format!("{p} (damaged, and no generation uses it)"),
+            );
+        }
+        for (n, why) in &done.failed {
+            outln!("failed   generation {n}: cannot rebuild its damaged objects: {why}");
+        }
+        // Only what verifies now counts as repaired.
+        let after = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
+        for c in &after.corrupt {
+            outln!("broken   {}: {} (left in place)", c.path, c.problem);
+        }
+        left = after.corrupt.len();
         problems -= report.corrupt.len();
     }
     if let Some(root) = root {
@@ -147,6 +191,18 @@ pub fn run_verify(
             outln!("drift    {}: {d}", root.dir().display());
             problems += 1;
         }
+    }
+    if left > 0 {
+        return Err(kbuild::store::StoreError::Unrepaired {
+            count: left,
+            help: "make the generation's inputs readable again (at their locked URLs, or with \
+                   `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify \
+                   --repair` again; a generation whose recipes changed since can be replaced \
+                   with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild \
+                   verify --repair`"
+                .into(),
+        }
+        .into());
     }
     if problems > 0 {
         anyhow::bail!("verification found {problems} problem(s)");

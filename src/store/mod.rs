@@ -5,6 +5,8 @@
 //! ├── <hash>-<name>              immutable objects: a file or a directory tree, read-only,
 //! │                              <hash> = first 32 hex digits of the root node's BLAKE3 digest
 //! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
+//! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
+//! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
 //! └── .kbuild/
 //!     ├── version                layout version ("kbuild-store-v1")
 //!     ├── id                     the store's identity (random, made once): roots know their
@@ -18,7 +20,10 @@
 //!
 //! Objects are added by building in a temp entry inside the store directory, syncing, and a
 //! `rename(2)` that never replaces: if the destination exists it holds the same content and
-//! the add succeeded. Nothing else ever writes below an object name.
+//! the add succeeded. Nothing else ever writes below an object name. Objects leave the same
+//! way: renamed off their name in one step (to a `.tmp-*` entry, which the next gc deletes)
+//! before anything inside them is removed, so a name never holds a partial object. A damaged
+//! object a generation needs is replaced by a good copy with one `RENAME_EXCHANGE`.
 
 pub mod lock;
 pub mod node;
@@ -60,6 +65,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{count} damaged object(s) are left in place: no good copy could be rebuilt")]
+    Unrepaired { count: usize, help: String },
     #[error("corrupt store metadata `{path}`")]
     Metadata {
         path: PathBuf,
@@ -359,8 +366,9 @@ impl Store {
                 store.join(".kbuild").display()
             )),
             StoreError::Modified { .. } => Some(
-                "run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them".into(),
+                "run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources".into(),
             ),
+            StoreError::Unrepaired { help, .. } => Some(help.clone()),
             _ => None,
         }
     }
@@ -410,6 +418,51 @@ impl Store {
             Some(what) => Err(StoreError::Modified { path, what }),
             None => Ok(()),
         }
+    }
+
+    /// Checks, without reading file contents, that the object at `p` has the shape of
+    /// `expected`: the same names, types, sizes, executable bits and symlink targets, and the
+    /// store's constant mtime on every file and directory. A partly deleted or partly written
+    /// tree fails; a flipped byte with a restored mtime passes (`kbuild verify` finds that).
+    /// `Ok(false)` when the object is missing; `Err(what)` names the first difference.
+    pub fn check_shape(&self, p: &StorePath, expected: &Node) -> Result<bool, String> {
+        let path = self.path_of(p);
+        if path.symlink_metadata().is_err() {
+            return Ok(false);
+        }
+        shape_matches(&path, Path::new(""), expected).map(|()| true)
+    }
+
+    /// Moves the object `p` off its name in one step, to a `.tmp-aside-*` entry the next gc
+    /// deletes, and makes that durable. Returns the new path.
+    pub fn move_aside(&self, p: &StorePath) -> io::Result<PathBuf> {
+        for n in 0u32.. {
+            let aside = self
+                .dir
+                .join(format!(".tmp-aside-{}-{n}", p.hash_part()));
+            if crate::fs::rename_noreplace(&self.path_of(p), &aside)? {
+                self.sync_dir()?;
+                return Ok(aside);
+            }
+        }
+        unreachable!("some suffix is free")
+    }
+
+    /// Replaces the object `p` by the finished, synced copy at `tmp` in one step
+    /// (`RENAME_EXCHANGE`), then deletes the old one. A root linking into `p` sees the old
+    /// object or the new one, never neither. `p` must exist; the caller holds the store lock
+    /// exclusively.
+    pub fn replace(&self, tmp: &Path, p: &StorePath, meta: &ObjectMeta) -> io::Result<()> {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        let dest = self.path_of(p);
+        let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        crate::fs::write_if_changed(&self.meta_path(p), &json)?;
+        crate::fs::make_read_only(tmp)?;
+        renameat_with(CWD, tmp, CWD, &dest, RenameFlags::EXCHANGE)
+            .map_err(|e| crate::fs::annotate(e.into(), "exchange a good copy with", &dest))?;
+        self.sync_dir()?;
+        // `tmp` now holds the damaged object: a `.tmp-*` entry, deleted now or by the next gc.
+        crate::fs::remove_tree(tmp)
     }
 
     pub(crate) fn bookkeeping(&self) -> PathBuf {
@@ -514,6 +567,24 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes metadata whose object is gone (left by a gc killed between renaming an object
+    /// off its name and forgetting it). The caller holds the store lock exclusively, so no
+    /// build is between writing an object's metadata and renaming the object in.
+    pub fn forget_orphans(&self) -> Result<(), StoreError> {
+        for e in fs_err::read_dir(self.bookkeeping().join("meta"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(Ok(p)) = name
+                .strip_suffix(".json")
+                .map(|n| StorePath::try_from(n.to_owned()))
+                && !self.contains(&p)
+            {
+                fs_err::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records that derivation `key` produced `outputs`.
     pub fn record(&self, key: &str, outputs: &[IndexedOutput]) -> io::Result<()> {
         let entry = IndexEntry {
@@ -522,6 +593,78 @@ impl Store {
         };
         let json = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
         crate::fs::write_if_changed(&self.index_path(key), &json).map(drop)
+    }
+}
+
+/// Compares the tree at `path` with `expected` (see [`Store::check_shape`]).
+fn shape_matches(path: &Path, rel: &Path, expected: &Node) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let shown = || {
+        if rel.as_os_str().is_empty() {
+            "the object".to_owned()
+        } else {
+            format!("`{}`", rel.display())
+        }
+    };
+    let m = path
+        .symlink_metadata()
+        .map_err(|_| format!("{} is missing", shown()))?;
+    let ft = m.file_type();
+    let mtime = || {
+        if m.mtime() == crate::fs::STORE_MTIME {
+            Ok(())
+        } else {
+            Err(format!("{} has another modification time", shown()))
+        }
+    };
+    match expected {
+        Node::File {
+            executable, size, ..
+        } => {
+            if !ft.is_file() {
+                return Err(format!("{} is not a regular file", shown()));
+            }
+            if m.len() != *size {
+                return Err(format!("{} has {} bytes, not {size}", shown(), m.len()));
+            }
+            if (m.permissions().mode() & 0o111 != 0) != *executable {
+                return Err(format!("{} has another executable bit", shown()));
+            }
+            mtime()
+        }
+        Node::Symlink { target } => {
+            let actual = std::fs::read_link(path).map_err(|_| format!("{} is not a symlink", shown()))?;
+            if actual.into_os_string().into_encoded_bytes() != *target {
+                return Err(format!("{} points elsewhere", shown()));
+            }
+            Ok(())
+        }
+        Node::Directory(entries) => {
+            if !ft.is_dir() {
+                return Err(format!("{} is not a directory", shown()));
+            }
+            let mut found = std::collections::BTreeSet::new();
+            for e in std::fs::read_dir(path).map_err(|e| format!("{}: {e}", shown()))? {
+                let e = e.map_err(|e| format!("{}: {e}", shown()))?;
+                found.insert(e.file_name().into_encoded_bytes());
+            }
+            for name in entries.keys() {
+                if !found.contains(name) {
+                    let child = rel.join(String::from_utf8_lossy(name).as_ref());
+                    return Err(format!("`{}` is missing", child.display()));
+                }
+            }
+            if let Some(extra) = found.iter().find(|n| !entries.contains_key(*n)) {
+                let child = rel.join(String::from_utf8_lossy(extra).as_ref());
+                return Err(format!("`{}` should not be there", child.display()));
+            }
+            for (name, node) in entries {
+                let name = String::from_utf8_lossy(name).into_owned();
+                shape_matches(&path.join(&name), &rel.join(&name), node)?;
+            }
+            // Last: removing an entry changes it, and the missing entry is the better message.
+            mtime()
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! Each inode is hashed once even when several objects hardlink it (a rootfs shares its
 //! binaries with the member objects), and files are hashed on all cores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -204,26 +204,117 @@ fn node_of(path: &Path, digests: &HashMap<(u64, u64), io::Result<Digest>>) -> io
     })
 }
 
-/// Deletes corrupt objects (with their metadata and the index entries that name them), so the
-/// next build re-creates them; objects that are only writable get their modes back. The caller
-/// holds the store lock exclusively. Directories are made writable to be removed; files are
-/// unlinked without touching their modes, since other objects may hardlink the same inode.
-pub fn repair(store: &Store, corrupt: &[Corrupt]) -> io::Result<Vec<StorePath>> {
-    let mut repaired = Vec::new();
-    let mut removed = Vec::new();
+/// What [`repair`] did.
+#[derive(Debug, Default)]
+pub struct Repaired {
+    /// Objects whose content was right and whose write bits were taken away again.
+    pub permissions: Vec<StorePath>,
+    /// Damaged objects no generation uses: deleted (the next build that needs one re-creates it).
+    pub deleted: Vec<StorePath>,
+    /// Damaged objects replaced in one step by a copy rebuilt from generation N's sources.
+    pub replaced: Vec<(StorePath, u64)>,
+    /// Generations whose damaged objects could not be rebuilt, and why: those objects stay
+    /// in place (a root using them keeps working as it did).
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Every object generation `g` needs: its rootfs and everything that references, transitively.
+pub fn closure(store: &Store, rootfs: &StorePath) -> Result<BTreeSet<StorePath>, super::StoreError> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![rootfs.clone()];
+    while let Some(p) = stack.pop() {
+        if !out.insert(p.clone()) {
+            continue;
+        }
+        if let Ok(Some(meta)) = store.meta(&p) {
+            stack.extend(meta.references);
+        }
+    }
+    Ok(out)
+}
+
+/// The check `switch` and `rollback` make before activating a rootfs, the same cheap one a
+/// build makes for the objects it uses ([`Store::check_unmodified`]): every object the rootfs
+/// references, then every entry of the rootfs itself, still has the store's constant mtime (a
+/// write changes it). Missing referenced objects pass: the rootfs holds its own links.
+pub fn check_unmodified_closure(store: &Store, rootfs: &StorePath) -> Result<(), super::StoreError> {
+    let mut objects = closure(store, rootfs)?;
+    objects.remove(rootfs);
+    for p in objects.iter().chain(std::iter::once(rootfs)) {
+        store.check_unmodified(p, None)?;
+        let top = store.path_of(p);
+        for entry in walkdir::WalkDir::new(&top).min_depth(1) {
+            let Ok(entry) = entry else { continue };
+            if entry.file_type().is_symlink() {
+                continue;
+            }
+            let m = entry.metadata().map_err(io::Error::other)?;
+            if m.mtime() != crate::fs::STORE_MTIME {
+                let rel = entry.path().strip_prefix(&top).unwrap_or(entry.path());
+                return Err(super::StoreError::Modified {
+                    path: top,
+                    what: format!("the modification time of `{}` changed", rel.display()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Repairs what [`verify`] found without ever taking an object a generation needs off its
+/// name: write bits are removed again; a damaged object no generation uses is deleted (moved
+/// off its name first); a damaged object a generation uses is handed to `rebuild` with the
+/// generation, which replaces it by a good copy in one step or fails (then it stays in
+/// place, reported in [`Repaired::failed`]). The caller holds the store lock exclusively and
+/// verifies again afterwards: `rebuild` may not be able to re-create every object.
+pub fn repair(
+    store: &Store,
+    corrupt: &[Corrupt],
+    rebuild: &mut dyn FnMut(
+        &crate::generation::Generation,
+        &BTreeSet<StorePath>,
+    ) -> Result<Vec<StorePath>, String>,
+) -> Result<Repaired, super::StoreError> {
+    let mut done = Repaired::default();
+    let mut damaged = BTreeSet::new();
     for c in corrupt {
         if c.writable_only {
             // The content is right: only take the write bits away again.
             for (path, mode) in modes(&store.path_of(&c.path))? {
                 fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode & !0o222))?;
             }
+            done.permissions.push(c.path.clone());
         } else {
-            crate::fs::remove_tree(&store.path_of(&c.path))?;
-            removed.push(c.path.clone());
+            damaged.insert(c.path.clone());
         }
-        repaired.push(c.path.clone());
     }
-    store.forget(&removed).map_err(io::Error::other)?;
+    let generations = crate::generation::list(store)?;
+    let mut used = BTreeSet::new();
+    // Newest first: the generation most likely to be active, and whose sources are current.
+    for g in generations.iter().rev() {
+        let needs = closure(store, &g.rootfs)?;
+        used.extend(needs.iter().cloned());
+        let todo: BTreeSet<StorePath> = needs
+            .intersection(&damaged)
+            .filter(|p| !done.replaced.iter().any(|(r, _)| r == *p))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        match rebuild(g, &todo) {
+            Ok(replaced) => done
+                .replaced
+                .extend(replaced.into_iter().map(|p| (p, g.number))),
+            Err(why) => done.failed.push((g.number, why)),
+        }
+    }
+    for p in damaged.difference(&used) {
+        let aside = store.move_aside(p)?;
+        crate::fs::remove_tree(&aside)?;
+        done.deleted.push(p.clone());
+    }
+    store.forget(&done.deleted)?;
     store.sync_dir()?;
-    Ok(repaired)
+    Ok(done)
 }
