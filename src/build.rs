@@ -274,7 +274,9 @@ fn build_in(
             sha256,
             outputs,
             size,
-        } = realise_unpack(ctx, &store, &input, plan, &wanted, repair, changes, observer)?;
+        } = realise_unpack(
+            ctx, &store, &input, plan, &wanted, repair, changes, observer,
+        )?;
         if !plan.overridden || req.write_lock {
             let recipe_pin = set.inputs[&input].sha256.as_ref();
             if let Some(pin) = recipe_pin.filter(|p| **p != sha256) {
@@ -522,7 +524,10 @@ fn reusable(
         }
         store.check_unmodified(&o.path, Some(o.size))?;
         let node = o.node().ok_or_else(|| {
-            std::io::Error::other(format!("index entry for `{}` has a malformed digest", o.path))
+            std::io::Error::other(format!(
+                "index entry for `{}` has a malformed digest",
+                o.path
+            ))
         })?;
         match store.check_shape(&o.path, &node) {
             Ok(true) => {}
@@ -689,32 +694,25 @@ fn assemble_rootfs(
     let path = StorePath::new(digest, &name)
         .map_err(|m| std::io::Error::other(format!("rootfs name: {m}")))?;
     let repairing = |p: &StorePath| repair.is_some_and(|r| r.objects.contains(p));
-    if repairing(&path) {
-        // Rebuilt below and exchanged with the damaged copy.
-    } else if repair.is_some() && !store.contains(&path) {
-        // A repair re-creates damaged objects only; the recipes now make another rootfs.
-        return Ok(path);
-    } else {
-        // Reused only when whole: a gc killed mid-delete (before gc renamed objects off their
-        // names first) or a hand-made change can leave a partial tree under the name.
-        match store.check_shape(&path, &root) {
-            Ok(true) => return Ok(path),
-            Ok(false) => {}
-            Err(what) => {
-                store.move_aside(&path)?;
-                changes.set_aside.push((path.clone(), what));
-            }
-        }
-    }
-
     // Rendered files become objects of their own, so generations share them. New ones are
     // written, made durable with one syncfs, and added before the rootfs links them: every
     // rootfs file must be the store object's inode, even when a concurrent build adds the
     // same object first.
-    let scratch = store.scratch()?;
+    // They are written even when the rootfs is reused: an object a generation references
+    // is never left missing (a killed gc may have removed it alone).
+    let to_write: Vec<(usize, &Component)> = components
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.bytes.is_some() && (!store.contains(&c.path) || repairing(&c.path)))
+        .collect();
+    let scratch = if to_write.is_empty() {
+        None
+    } else {
+        Some(store.scratch()?)
+    };
     let mut pending = Vec::new();
-    for (i, c) in components.iter().enumerate() {
-        if let (Some(bytes), true) = (&c.bytes, !store.contains(&c.path) || repairing(&c.path)) {
+    for (i, c) in to_write {
+        if let (Some(bytes), Some(scratch)) = (&c.bytes, &scratch) {
             let tmp = scratch.path().join(format!("file-{i}"));
             let executable = matches!(
                 c.node,
@@ -741,6 +739,24 @@ fn assemble_rootfs(
         };
         add_or_replace(store, tmp, &c.path, &meta, repair, changes)?;
     }
+    if repairing(&path) {
+        // Rebuilt below and exchanged with the damaged copy.
+    } else if repair.is_some() && !store.contains(&path) {
+        // A repair re-creates damaged objects only; the recipes now make another rootfs.
+        return Ok(path);
+    } else {
+        // Reused only when whole: a gc killed mid-delete (before gc renamed objects off their
+        // names first) or a hand-made change can leave a partial tree under the name.
+        match store.check_shape(&path, &root) {
+            Ok(true) => return Ok(path),
+            Ok(false) => {}
+            Err(what) => {
+                store.move_aside(&path)?;
+                changes.set_aside.push((path.clone(), what));
+            }
+        }
+    }
+
     // The rootfs is its own temp entry in the store directory: renaming a directory to a new
     // parent would need write permission on the (already read-only) directory itself.
     let top_dir = store.scratch()?;

@@ -78,7 +78,10 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         }
         Recorded::Unchanged(n) => {
             for object in &recreated {
-                term.status("Rebuilt", &format!("{object} (it was missing from the store)"));
+                term.status(
+                    "Rebuilt",
+                    &format!("{object} (it was missing from the store)"),
+                );
             }
             term.status(
                 "Restored",

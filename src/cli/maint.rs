@@ -141,18 +141,19 @@ pub fn run_verify(
     if args.repair && !report.corrupt.is_empty() {
         let overrides: std::collections::BTreeMap<String, String> =
             args.overrides.into_iter().collect();
-        let mut rebuild = |g: &kbuild::generation::Generation,
-                           damaged: &std::collections::BTreeSet<kbuild::store::StorePath>| {
-            kbuild::build::rebuild(ctx, &store, g, damaged, &overrides, term)
-                .map(|changes| changes.replaced)
-                .map_err(|e| {
-                    anyhow::Error::from(e)
-                        .chain()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(": ")
-                })
-        };
+        let mut rebuild =
+            |g: &kbuild::generation::Generation,
+             damaged: &std::collections::BTreeSet<kbuild::store::StorePath>| {
+                kbuild::build::rebuild(ctx, &store, g, damaged, &overrides, term)
+                    .map(|changes| changes.replaced)
+                    .map_err(|e| {
+                        anyhow::Error::from(e)
+                            .chain()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(": ")
+                    })
+            };
         let done = kbuild::store::verify::repair(&store, &report.corrupt, &mut rebuild)
             .context("cannot repair the store")?;
         for p in &done.permissions {

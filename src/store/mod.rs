@@ -437,9 +437,7 @@ impl Store {
     /// deletes, and makes that durable. Returns the new path.
     pub fn move_aside(&self, p: &StorePath) -> io::Result<PathBuf> {
         for n in 0u32.. {
-            let aside = self
-                .dir
-                .join(format!(".tmp-aside-{}-{n}", p.hash_part()));
+            let aside = self.dir.join(format!(".tmp-aside-{}-{n}", p.hash_part()));
             if crate::fs::rename_noreplace(&self.path_of(p), &aside)? {
                 self.sync_dir()?;
                 return Ok(aside);
@@ -633,7 +631,8 @@ fn shape_matches(path: &Path, rel: &Path, expected: &Node) -> Result<(), String>
             mtime()
         }
         Node::Symlink { target } => {
-            let actual = std::fs::read_link(path).map_err(|_| format!("{} is not a symlink", shown()))?;
+            let actual =
+                std::fs::read_link(path).map_err(|_| format!("{} is not a symlink", shown()))?;
             if actual.into_os_string().into_encoded_bytes() != *target {
                 return Err(format!("{} points elsewhere", shown()));
             }

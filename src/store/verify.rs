@@ -219,7 +219,10 @@ pub struct Repaired {
 }
 
 /// Every object generation `g` needs: its rootfs and everything that references, transitively.
-pub fn closure(store: &Store, rootfs: &StorePath) -> Result<BTreeSet<StorePath>, super::StoreError> {
+pub fn closure(
+    store: &Store,
+    rootfs: &StorePath,
+) -> Result<BTreeSet<StorePath>, super::StoreError> {
     let mut out = BTreeSet::new();
     let mut stack = vec![rootfs.clone()];
     while let Some(p) = stack.pop() {
@@ -237,7 +240,10 @@ pub fn closure(store: &Store, rootfs: &StorePath) -> Result<BTreeSet<StorePath>,
 /// build makes for the objects it uses ([`Store::check_unmodified`]): every object the rootfs
 /// references, then every entry of the rootfs itself, still has the store's constant mtime (a
 /// write changes it). Missing referenced objects pass: the rootfs holds its own links.
-pub fn check_unmodified_closure(store: &Store, rootfs: &StorePath) -> Result<(), super::StoreError> {
+pub fn check_unmodified_closure(
+    store: &Store,
+    rootfs: &StorePath,
+) -> Result<(), super::StoreError> {
     let mut objects = closure(store, rootfs)?;
     objects.remove(rootfs);
     for p in objects.iter().chain(std::iter::once(rootfs)) {
