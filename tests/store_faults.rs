@@ -134,7 +134,7 @@ fn set_mtime(path: &Path, secs: i64) {
     .unwrap();
 }
 
-const MODIFIED_HELP: &str = "help: run `kbuild verify --repair` to delete the damaged objects; the next build re-creates them\n";
+const MODIFIED_HELP: &str = "help: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n";
 
 // ---------------------------------------------------------------------------------------------
 // A full disk
@@ -287,10 +287,11 @@ fn deleted_member_object_is_recreated() {
 
     let r = sb.kbuild(&["build", "master"]);
     r.assert_success();
+    // Re-created, and said so (issue 7: not "Fresh … up to date").
     assert_eq!(
         r.stderr(),
         format!(
-            "{}       Fresh generation 1 is up to date\n",
+            "{}     Rebuilt {kubectl} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n",
             transfer(&url, fixture().gz.len())
         )
     );
@@ -321,8 +322,14 @@ fn deleted_rootfs_object_is_reassembled() {
 
     let r = sb.kbuild(&["build", "master"]);
     r.assert_success();
-    // From the store alone: nothing read.
-    assert_eq!(r.stderr(), "       Fresh generation 1 is up to date\n");
+    // From the store alone: nothing read; re-created, and said so.
+    let name = rootfs.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "     Rebuilt {name} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n"
+        )
+    );
     assert_eq!(r.rootfs(), rootfs);
     assert_eq!(shape(&listing(&rootfs)), before);
     assert_no_tmp(&sb.store);
@@ -394,29 +401,35 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
         &r.stderr(),
     );
 
-    // Following the help literally: `kbuild verify --repair` deletes what verify reports.
-    // The next build re-creates it, and the store is as valid as before: every object
-    // read-only, modes of shared inodes untouched.
+    // Following the help literally: `kbuild verify --repair` replaces both objects (issue 7:
+    // it used to delete them) by copies rebuilt from generation 1's sources, each in one
+    // step; they never leave their names. The next build reuses them, and the store is as
+    // valid as before: every object read-only, modes of shared inodes untouched.
     // (The sandbox's KBUILD_ROOT names a root; it must exist for verify to check it.)
     std::fs::create_dir_all(sb.dir.join("root")).unwrap();
     let v = sb.kbuild(&["verify", "--repair"]);
     assert_eq!(
-        v.code,
-        Some(0),
+        (v.code, v.stdout.as_str()),
+        (Some(0), format!("{}ok\n", expected.concat()).as_str()),
         "what --repair fixed is no longer a problem: {v:?}"
     );
-    for o in [&kubectl, &rootfs_name] {
-        assert!(!sb.store.join(o).exists(), "{o} was not removed");
-    }
+    let mut replaced: Vec<String> = v.stderr().lines().skip(3).map(str::to_owned).collect();
+    replaced.sort();
+    let mut expected_replaced = vec![
+        format!("    Replaced {kubectl} (by a good copy rebuilt from generation 1's sources)"),
+        format!("    Replaced {rootfs_name} (by a good copy rebuilt from generation 1's sources)"),
+    ];
+    expected_replaced.sort();
+    assert_eq!(replaced, expected_replaced, "{}", v.stderr());
+    assert!(
+        v.stderr().contains(&transfer(&url, fixture().gz.len())),
+        "{}",
+        v.stderr()
+    );
+    assert_eq!(objects(&sb.store).len(), count);
     let r = sb.kbuild(&["build", "master"]);
     r.assert_success();
-    assert_eq!(
-        r.stderr(),
-        format!(
-            "{}       Fresh generation 1 is up to date\n",
-            transfer(&url, fixture().gz.len())
-        )
-    );
+    assert_eq!(r.stderr(), "       Fresh generation 1 is up to date\n");
     verify_ok(&sb);
     assert_objects_read_only(&sb.store);
 }

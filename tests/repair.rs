@@ -1,0 +1,400 @@
+//! Repair never breaks a root (issue 7, point 7): `verify --repair` replaces a damaged object
+//! a generation uses by a good copy rebuilt from that generation's sources, in one step, or
+//! leaves it in place and says what fixes it (exiting non-zero); damaged objects no generation
+//! uses are deleted; `switch` and `rollback` refuse a generation with a modified object.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::world::*;
+use common::*;
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mode = std::fs::metadata(path).unwrap().mode() & 0o7777;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x20]).unwrap();
+    f.sync_all().unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The store's objects (top-level names that are not dot entries).
+fn objects(store: &Path) -> BTreeSet<String> {
+    top_level(store)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+fn object(store: &Path, suffix: &str) -> String {
+    let found: Vec<String> = objects(store)
+        .into_iter()
+        .filter(|o| o[33..] == *suffix)
+        .collect();
+    assert_eq!(found.len(), 1, "{suffix}: {found:?}");
+    found[0].clone()
+}
+
+/// Every entry of every object: path, kind, mode, size, mtime, content hash of files.
+fn store_listing(store: &Path) -> BTreeMap<String, Vec<String>> {
+    objects(store)
+        .into_iter()
+        .map(|o| {
+            let top = store.join(&o);
+            let mut lines = Vec::new();
+            for e in walkdir::WalkDir::new(&top).sort_by_file_name() {
+                let e = e.unwrap();
+                let m = e.path().symlink_metadata().unwrap();
+                let rel = e.path().strip_prefix(&top).unwrap().display().to_string();
+                let content = if m.is_file() {
+                    blake3_hex(&std::fs::read(e.path()).unwrap())
+                } else {
+                    String::new()
+                };
+                lines.push(format!(
+                    "{rel} {:o} {} {content}",
+                    m.mode() & 0o7777,
+                    m.mtime()
+                ));
+            }
+            (o, lines)
+        })
+        .collect()
+}
+
+fn no_tmp(store: &Path) -> Vec<String> {
+    top_level(store)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
+}
+
+/// A second root with the master's prerequisites.
+fn extra_root(w: &World, name: &str) -> PathBuf {
+    let root = w.sb.dir.join(name);
+    for (rel, bytes) in PREREQS {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    root
+}
+
+fn on_root(w: &World, root: &Path, args: &[&str]) -> Run {
+    let mut c = w.cmd_without_root(&["--root", root.to_str().unwrap()]);
+    c.args(args);
+    w.sb.run(c)
+}
+
+/// Every path `g` manages resolves, in `root`, into `g`'s rootfs, with `g`'s bytes.
+fn assert_resolves_in(root: &Path, g: &Gen, when: &str) {
+    let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
+    for p in g.managed() {
+        let rel = p.trim_start_matches('/');
+        let resolved = std::fs::canonicalize(root.join(rel))
+            .unwrap_or_else(|e| panic!("{when}: {p} does not resolve in {}: {e}", root.display()));
+        assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
+    }
+}
+
+fn corrupt_line(name: &str, now: &str) -> String {
+    format!(
+        "corrupt  {name}: content hash is {now}, its name says {}\n",
+        &name[..32]
+    )
+}
+
+const URL: &str = "file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz";
+
+/// The issue's example: one flipped byte in a binary three roots use. `verify --repair` used
+/// to delete the whole active rootfs of all three, print `ok` and exit 0, and the next
+/// offline build could not re-create it. Now both damaged objects (the member and the rootfs
+/// sharing its inode) are replaced by good copies in one step each; every root keeps
+/// resolving, now to the right bytes.
+#[test]
+fn repair_of_a_flipped_byte_replaces_objects_three_roots_use() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let roots = [
+        w.root.clone(),
+        extra_root(&w, "host2"),
+        extra_root(&w, "host3"),
+    ];
+    for r in &roots {
+        on_root(&w, r, &["switch"]).assert_success();
+    }
+    let store = w.sb.store.clone();
+    let healthy = store_listing(&store);
+    let kubectl = object(&store, "kubectl");
+    let good = std::fs::read(store.join(&kubectl)).unwrap();
+    flip_byte(&store.join(&kubectl), 100);
+    let bad = std::fs::read(store.join(&kubectl)).unwrap();
+    let mut corrupt = [
+        corrupt_line(
+            &kubectl,
+            &kbuild::store::Node::file(&bad, true).digest().store_hash(),
+        ),
+        corrupt_line(&g1.object(), &tree_node(&g1.rootfs).digest().store_hash()),
+    ];
+    corrupt.sort();
+
+    let v = w.run(&["verify", "--repair"]);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (Some(0), format!("{}ok\n", corrupt.concat()).as_str()),
+        "{v:?}"
+    );
+    let stderr = v.stderr();
+    let (first, rest) = stderr.split_once('\n').unwrap();
+    assert!(first.starts_with("    Verified 14 objects, "), "{stderr}");
+    assert_eq!(
+        rest,
+        format!(
+            "{}    Replaced {kubectl} (by a good copy rebuilt from generation 1's sources)\n    Replaced {} (by a good copy rebuilt from generation 1's sources)\n",
+            fetched(URL, fixture().gz.len()),
+            g1.object()
+        )
+    );
+    // The store is exactly as before the damage; nothing is left aside.
+    assert_eq!(store_listing(&store), healthy);
+    assert_eq!(no_tmp(&store), Vec::<String>::new());
+    for r in &roots {
+        assert_resolves_in(r, &g1, "after the repair");
+        assert_eq!(
+            std::fs::read(r.join("usr/local/bin/kubectl")).unwrap(),
+            good
+        );
+    }
+    let b = w.ok(&["build", "master", "--offline", "--locked"]);
+    assert_eq!(b.stderr(), "       Fresh generation 1 is up to date\n");
+    let v = w.run(&["verify"]);
+    assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
+}
+
+/// Without its sources (the input archive is gone), a damaged object a root uses is left in
+/// place — the roots keep working exactly as before — and `--repair` exits non-zero naming
+/// the way out. Following it (`--override-input` with a copy of the archive) repairs it.
+#[test]
+fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let store = w.sb.store.clone();
+    let healthy = store_listing(&store);
+    let kubectl = object(&store, "kubectl");
+    flip_byte(&store.join(&kubectl), 100);
+    let bad = std::fs::read(store.join(&kubectl)).unwrap();
+    let damaged = store_listing(&store);
+    let root_before = w.listing();
+    let archive = w.sb.dir.join("pinned").join(TARBALL);
+    let elsewhere = w.sb.dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::rename(&archive, elsewhere.join(TARBALL)).unwrap();
+
+    let v = w.run(&["verify", "--repair"]);
+    let kubectl_now = kbuild::store::Node::file(&bad, true).digest().store_hash();
+    let rootfs_now = tree_node(&g1.rootfs).digest().store_hash();
+    let mut corrupt = [
+        corrupt_line(&kubectl, &kubectl_now),
+        corrupt_line(&g1.object(), &rootfs_now),
+    ];
+    corrupt.sort();
+    let broken: Vec<String> = corrupt
+        .iter()
+        .map(|l| {
+            format!(
+                "broken   {} (left in place)\n",
+                &l.trim_end()["corrupt  ".len()..]
+            )
+        })
+        .collect();
+    assert_eq!(v.code, Some(1), "{v:?}");
+    assert_eq!(
+        v.stdout(),
+        format!(
+            "{}failed   generation 1: cannot rebuild its damaged objects: cannot fetch input `{INPUT}`: `{URL}`: cannot read `$SANDBOX/pinned/{TARBALL}`: No such file or directory (os error 2)\n{}",
+            corrupt.concat(),
+            broken.concat()
+        )
+    );
+    let stderr = v.stderr();
+    let (_, rest) = stderr.split_once('\n').unwrap();
+    assert_eq!(
+        rest,
+        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged object(s) are left in place: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; a generation whose recipes changed since can be replaced with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild verify --repair`\n"
+    );
+    assert_eq!(store_listing(&store), damaged, "nothing moved");
+    assert_eq!(no_tmp(&store), Vec::<String>::new());
+    assert_listing(&w.listing(), &root_before, "after the failed repair");
+    w.assert_resolves(&g1, "after the failed repair");
+
+    // The way out, as the help says.
+    let copy = format!("file://{}", elsewhere.join(TARBALL).display());
+    let v = w.run(&[
+        "verify",
+        "--repair",
+        "--override-input",
+        &format!("{INPUT}={copy}"),
+    ]);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (Some(0), format!("{}ok\n", corrupt.concat()).as_str()),
+        "{v:?}"
+    );
+    assert_eq!(store_listing(&store), healthy);
+    assert_eq!(no_tmp(&store), Vec::<String>::new());
+    w.assert_resolves(&g1, "after the repair");
+}
+
+/// `switch` refused nothing: it activated a generation with a modified object and exited 0.
+/// Now it refuses, names the object and the fix, and leaves the root alone; the fix works.
+/// `rollback` likewise.
+#[test]
+fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "1"]);
+    let on_1 = w.listing();
+    let store = w.sb.store.clone();
+    // gen 2's own rendered apiserver config (gen 1 has another).
+    let apiserver2 = std::fs::read_link(g2.rootfs.join("etc/kubernetes/apiserver")).ok();
+    assert_eq!(apiserver2, None, "rootfs files are hardlinks, not links");
+    let ino = std::fs::metadata(g2.rootfs.join("etc/kubernetes/apiserver"))
+        .unwrap()
+        .ino();
+    let obj2 = objects(&store)
+        .into_iter()
+        .find(|o| {
+            o.ends_with("-apiserver") && std::fs::metadata(store.join(o)).unwrap().ino() == ino
+        })
+        .unwrap();
+    flip_byte(&store.join(&obj2), 10);
+
+    let r = w.run(&["switch", "2"]);
+    r.assert_error(&format!(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{obj2}` was modified after it was added (its modification time changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+    ));
+    assert_listing(&w.listing(), &on_1, "after the refused switch");
+    w.assert_resolves(&g1, "after the refused switch");
+
+    // The fix the help names: offline, from gen 2's recipes alone.
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    assert_eq!(
+        v.stderr().lines().skip(1).collect::<Vec<_>>(),
+        [
+            format!("    Replaced {obj2} (by a good copy rebuilt from generation 2's sources)"),
+            format!(
+                "    Replaced {} (by a good copy rebuilt from generation 2's sources)",
+                g2.object()
+            ),
+        ]
+    );
+    w.ok(&["switch", "2"]);
+    w.assert_resolves(&g2, "after the repair");
+
+    // rollback to a generation with a modified object: refused, root untouched.
+    let on_2 = w.listing();
+    let obj1 = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|o| {
+            o.ends_with("-apiserver")
+                && std::fs::metadata(store.join(o)).unwrap().ino()
+                    == std::fs::metadata(g1.rootfs.join("etc/kubernetes/apiserver"))
+                        .unwrap()
+                        .ino()
+        })
+        .unwrap();
+    flip_byte(&store.join(&obj1), 10);
+    let r = w.run(&["rollback"]);
+    r.assert_error(&format!(
+        "error: cannot roll back root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{obj1}` was modified after it was added (its modification time changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+    ));
+    assert_listing(&w.listing(), &on_2, "after the refused rollback");
+}
+
+/// Designed case: damage only the rootfs's own file (`kbuild.json`, not shared with any
+/// other object) with the input archive gone. The rootfs is rebuilt from the store's member
+/// objects alone and exchanged in one step; nothing is fetched.
+#[test]
+fn repair_of_a_rootfs_needs_only_the_store() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let store = w.sb.store.clone();
+    let healthy = store_listing(&store);
+    std::fs::remove_file(w.sb.dir.join("pinned").join(TARBALL)).unwrap();
+    flip_byte(&g1.rootfs.join("kbuild.json"), 3);
+    let now = tree_node(&g1.rootfs).digest().store_hash();
+
+    let v = w.run(&["verify", "--repair"]);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (
+            Some(0),
+            format!("{}ok\n", corrupt_line(&g1.object(), &now)).as_str()
+        ),
+        "{v:?}"
+    );
+    assert_eq!(
+        v.stderr().lines().skip(1).collect::<Vec<_>>(),
+        [format!(
+            "    Replaced {} (by a good copy rebuilt from generation 1's sources)",
+            g1.object()
+        )]
+    );
+    assert_eq!(store_listing(&store), healthy);
+    w.assert_resolves(&g1, "after the repair");
+}
+
+/// Designed case: damaged objects no generation uses (generation 1's record is gone, as a gc
+/// killed after its first step leaves it) are deleted, as before; the objects generation 2
+/// uses are untouched.
+#[test]
+fn repair_deletes_damaged_objects_no_generation_uses() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch"]);
+    let store = w.sb.store.clone();
+    std::fs::remove_file(store.join(".kbuild/generations/1.json")).unwrap();
+    let before = store_listing(&store);
+    flip_byte(&g1.rootfs.join("kbuild.json"), 3);
+    let now = tree_node(&g1.rootfs).digest().store_hash();
+
+    let v = w.run(&["verify", "--repair"]);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (
+            Some(0),
+            format!("{}ok\n", corrupt_line(&g1.object(), &now)).as_str()
+        ),
+        "{v:?}"
+    );
+    assert_eq!(
+        v.stderr().lines().skip(1).collect::<Vec<_>>(),
+        [format!(
+            "     Deleted {} (damaged, and no generation uses it)",
+            g1.object()
+        )]
+    );
+    let mut expected = before;
+    expected.remove(&g1.object());
+    assert_eq!(store_listing(&store), expected);
+    assert_eq!(no_tmp(&store), Vec::<String>::new());
+    w.assert_resolves(&g2, "after the repair");
+}
