@@ -231,6 +231,12 @@ pub fn rebuild(
     };
     let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
     let vars = recipe::resolve_variables(&set, &req.sets)?;
+    if let Some(name) = overrides.keys().find(|n| !set.inputs.contains_key(*n)) {
+        return Err(BuildError::UnknownOverride {
+            name: name.clone(),
+            known: set.inputs.keys().cloned().collect(),
+        });
+    }
     let components = render_files(&set, &vars)?;
     let original = LockFile::load(&ctx.lock_path)?;
     let plans = plan_inputs(ctx, &set, &original, &req)?;
@@ -274,9 +280,7 @@ fn build_in(
             sha256,
             outputs,
             size,
-        } = realise_unpack(
-            ctx, &store, &input, plan, &wanted, repair, changes, observer,
-        )?;
+        } = realise_unpack(ctx, store, &input, plan, &wanted, repair, changes, observer)?;
         if !plan.overridden || req.write_lock {
             let recipe_pin = set.inputs[&input].sha256.as_ref();
             if let Some(pin) = recipe_pin.filter(|p| **p != sha256) {
@@ -359,7 +363,7 @@ fn build_in(
         }
     }
     let manifest = manifest(&set);
-    let rootfs = assemble_rootfs(&store, &set, &components, &manifest, repair, changes)?;
+    let rootfs = assemble_rootfs(store, &set, &components, &manifest, repair, changes)?;
     if repair.is_some() {
         return Ok((rootfs, false, lock_changes, None));
     }
@@ -367,7 +371,7 @@ fn build_in(
     let lock_written = !req.locked && lock.save(&ctx.lock_path)?;
 
     let generation = generation::record(
-        &store,
+        store,
         NewGeneration {
             rootfs: rootfs.clone(),
             recipes,

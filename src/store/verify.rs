@@ -218,7 +218,13 @@ pub struct Repaired {
     pub failed: Vec<(u64, String)>,
 }
 
-/// Every object generation `g` needs: its rootfs and everything that references, transitively.
+/// Re-creates the given damaged objects of a generation, returning those it replaced, or why
+/// it could not (see `kbuild::build::rebuild`).
+pub type Rebuild<'a> = dyn FnMut(&crate::generation::Generation, &BTreeSet<StorePath>) -> Result<Vec<StorePath>, String>
+    + 'a;
+
+/// Every object a generation with this rootfs needs: the rootfs and what it references,
+/// transitively.
 pub fn closure(
     store: &Store,
     rootfs: &StorePath,
@@ -276,10 +282,7 @@ pub fn check_unmodified_closure(
 pub fn repair(
     store: &Store,
     corrupt: &[Corrupt],
-    rebuild: &mut dyn FnMut(
-        &crate::generation::Generation,
-        &BTreeSet<StorePath>,
-    ) -> Result<Vec<StorePath>, String>,
+    rebuild: &mut Rebuild,
 ) -> Result<Repaired, super::StoreError> {
     let mut done = Repaired::default();
     let mut damaged = BTreeSet::new();
