@@ -434,13 +434,19 @@ impl Store {
     }
 
     /// Moves the object `p` off its name in one step, to a `.tmp-aside-*` entry the next gc
-    /// deletes, and makes that durable. Returns the new path.
-    pub fn move_aside(&self, p: &StorePath) -> io::Result<PathBuf> {
+    /// deletes, and makes that durable. Returns the new path, or `None` when the object is
+    /// already gone (a concurrent build moved the same incomplete object aside first).
+    pub fn move_aside(&self, p: &StorePath) -> io::Result<Option<PathBuf>> {
         for n in 0u32.. {
             let aside = self.dir.join(format!(".tmp-aside-{}-{n}", p.hash_part()));
-            if crate::fs::rename_noreplace(&self.path_of(p), &aside)? {
-                self.sync_dir()?;
-                return Ok(aside);
+            match crate::fs::rename_noreplace(&self.path_of(p), &aside) {
+                Ok(true) => {
+                    self.sync_dir()?;
+                    return Ok(Some(aside));
+                }
+                Ok(false) => {}
+                Err(_) if !self.contains(p) => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
         unreachable!("some suffix is free")

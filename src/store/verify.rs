@@ -319,8 +319,9 @@ pub fn repair(
         }
     }
     for p in damaged.difference(&used) {
-        let aside = store.move_aside(p)?;
-        crate::fs::remove_tree(&aside)?;
+        if let Some(aside) = store.move_aside(p)? {
+            crate::fs::remove_tree(&aside)?;
+        }
         done.deleted.push(p.clone());
     }
     store.forget(&done.deleted)?;
