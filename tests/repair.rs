@@ -233,7 +233,7 @@ fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     let (_, rest) = stderr.split_once('\n').unwrap();
     assert_eq!(
         rest,
-        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged object(s) are left in place: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; a generation whose recipes changed since can be replaced with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild verify --repair`\n"
+        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged or missing object(s) are left as they are: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; a generation whose recipes changed since can be replaced with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild verify --repair`\n"
     );
     assert_eq!(store_listing(&store), damaged, "nothing moved");
     assert_eq!(no_tmp(&store), Vec::<String>::new());
@@ -397,4 +397,44 @@ fn repair_deletes_damaged_objects_no_generation_uses() {
     assert_eq!(store_listing(&store), expected);
     assert_eq!(no_tmp(&store), Vec::<String>::new());
     w.assert_resolves(&g2, "after the repair");
+}
+
+/// Designed case: what the old `--repair` left behind — the active rootfs deleted, every
+/// managed path of the root dangling. `verify` reports the generation; `verify --repair`
+/// re-creates the rootfs from generation 1's sources (the store alone here) and the root
+/// resolves again.
+#[test]
+fn repair_recreates_a_missing_rootfs_a_root_uses() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let store = w.sb.store.clone();
+    let healthy = store_listing(&store);
+    kbuild::fs::remove_tree(&g1.rootfs).unwrap();
+    let missing = format!(
+        "missing  generation 1: rootfs {} is not in the store\n",
+        g1.object()
+    );
+    let v = w.sb.run(w.cmd_without_root(&["verify"]));
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (Some(1), missing.as_str()),
+        "{v:?}"
+    );
+
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (Some(0), format!("{missing}ok\n").as_str()),
+        "{v:?}"
+    );
+    assert_eq!(
+        v.stderr().lines().skip(1).collect::<Vec<_>>(),
+        [format!(
+            "     Rebuilt {} (it was missing; rebuilt from generation 1's sources)",
+            g1.object()
+        )]
+    );
+    assert_eq!(store_listing(&store), healthy);
+    w.assert_resolves(&g1, "after the repair");
 }

@@ -127,25 +127,24 @@ pub fn run_verify(
         problems += 1;
     }
     // Generations whose rootfs is gone can no longer be switched to.
-    for g in kbuild::generation::list(&store)? {
-        if !store.contains(&g.rootfs) {
-            outln!(
-                "missing  generation {}: rootfs {} is not in the store",
-                g.number,
-                g.rootfs
-            );
-            problems += 1;
-        }
+    let missing = missing_rootfs(&store)?;
+    for g in &missing {
+        outln!(
+            "missing  generation {}: rootfs {} is not in the store",
+            g.number,
+            g.rootfs
+        );
+        problems += 1;
     }
     let mut left = 0;
-    if args.repair && !report.corrupt.is_empty() {
+    if args.repair && (!report.corrupt.is_empty() || !missing.is_empty()) {
         let overrides: std::collections::BTreeMap<String, String> =
             args.overrides.into_iter().collect();
         let mut rebuild =
             |g: &kbuild::generation::Generation,
              damaged: &std::collections::BTreeSet<kbuild::store::StorePath>| {
                 kbuild::build::rebuild(ctx, &store, g, damaged, &overrides, term)
-                    .map(|changes| changes.replaced)
+                    .map(|changes| [changes.replaced, changes.added].concat())
                     .map_err(|e| {
                         anyhow::Error::from(e)
                             .chain()
@@ -165,6 +164,12 @@ pub fn run_verify(
                 &format!("{p} (by a good copy rebuilt from generation {n}'s sources)"),
             );
         }
+        for (p, n) in &done.recreated {
+            term.status(
+                "Rebuilt",
+                &format!("{p} (it was missing; rebuilt from generation {n}'s sources)"),
+            );
+        }
         for p in &done.deleted {
             term.status(
                 "Deleted",
@@ -179,8 +184,16 @@ pub fn run_verify(
         for c in &after.corrupt {
             outln!("broken   {}: {} (left in place)", c.path, c.problem);
         }
-        left = after.corrupt.len();
-        problems -= report.corrupt.len();
+        let still_missing = missing_rootfs(&store)?;
+        for g in &still_missing {
+            outln!(
+                "broken   generation {}: rootfs {} is still not in the store",
+                g.number,
+                g.rootfs
+            );
+        }
+        left = after.corrupt.len() + still_missing.len();
+        problems -= report.corrupt.len() + missing.len();
     }
     if let Some(root) = root {
         // First: a store that moved leaves every link dangling, and one switch mends them all.
@@ -210,6 +223,14 @@ pub fn run_verify(
     }
     outln!("ok");
     Ok(())
+}
+
+/// Generations whose rootfs is not in the store.
+fn missing_rootfs(store: &Store) -> anyhow::Result<Vec<kbuild::generation::Generation>> {
+    Ok(kbuild::generation::list(store)?
+        .into_iter()
+        .filter(|g| !store.contains(&g.rootfs))
+        .collect())
 }
 
 pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()> {

@@ -65,7 +65,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("{count} damaged object(s) are left in place: no good copy could be rebuilt")]
+    #[error(
+        "{count} damaged or missing object(s) are left as they are: no good copy could be rebuilt"
+    )]
     Unrepaired { count: usize, help: String },
     #[error("corrupt store metadata `{path}`")]
     Metadata {

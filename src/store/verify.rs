@@ -213,13 +213,15 @@ pub struct Repaired {
     pub deleted: Vec<StorePath>,
     /// Damaged objects replaced in one step by a copy rebuilt from generation N's sources.
     pub replaced: Vec<(StorePath, u64)>,
+    /// Missing objects generation N needs (its rootfs, say), re-created from its sources.
+    pub recreated: Vec<(StorePath, u64)>,
     /// Generations whose damaged objects could not be rebuilt, and why: those objects stay
     /// in place (a root using them keeps working as it did).
     pub failed: Vec<(u64, String)>,
 }
 
-/// Re-creates the given damaged objects of a generation, returning those it replaced, or why
-/// it could not (see `kbuild::build::rebuild`).
+/// Re-creates the given damaged or missing objects of a generation, returning the objects it
+/// replaced or added, or why it could not (see `kbuild::build::rebuild`).
 pub type Rebuild<'a> = dyn FnMut(&crate::generation::Generation, &BTreeSet<StorePath>) -> Result<Vec<StorePath>, String>
     + 'a;
 
@@ -275,9 +277,10 @@ pub fn check_unmodified_closure(
 
 /// Repairs what [`verify`] found without ever taking an object a generation needs off its
 /// name: write bits are removed again; a damaged object no generation uses is deleted (moved
-/// off its name first); a damaged object a generation uses is handed to `rebuild` with the
-/// generation, which replaces it by a good copy in one step or fails (then it stays in
-/// place, reported in [`Repaired::failed`]). The caller holds the store lock exclusively and
+/// off its name first); a damaged object a generation uses, and a generation's missing
+/// rootfs, is handed to `rebuild` with the generation, which replaces it by a good copy in
+/// one step (or re-creates it) or fails (then it stays as it is, reported in
+/// [`Repaired::failed`]). The caller holds the store lock exclusively and
 /// verifies again afterwards: `rebuild` may not be able to re-create every object.
 pub fn repair(
     store: &Store,
@@ -303,18 +306,27 @@ pub fn repair(
     for g in generations.iter().rev() {
         let needs = closure(store, &g.rootfs)?;
         used.extend(needs.iter().cloned());
-        let todo: BTreeSet<StorePath> = needs
+        let mut todo: BTreeSet<StorePath> = needs
             .intersection(&damaged)
             .filter(|p| !done.replaced.iter().any(|(r, _)| r == *p))
             .cloned()
             .collect();
+        if !store.contains(&g.rootfs) {
+            todo.insert(g.rootfs.clone());
+        }
         if todo.is_empty() {
             continue;
         }
         match rebuild(g, &todo) {
-            Ok(replaced) => done
-                .replaced
-                .extend(replaced.into_iter().map(|p| (p, g.number))),
+            Ok(rebuilt) => {
+                for p in rebuilt {
+                    if damaged.contains(&p) {
+                        done.replaced.push((p, g.number));
+                    } else {
+                        done.recreated.push((p, g.number));
+                    }
+                }
+            }
             Err(why) => done.failed.push((g.number, why)),
         }
     }
