@@ -153,7 +153,10 @@ pub fn run_verify(
                             .join(": ")
                     })
             };
-        let done = kbuild::store::verify::repair(&store, &report.corrupt, &mut rebuild)
+        let roots_use = kbuild::activate::in_use(&store)
+            .context("cannot tell what the store's roots use")?
+            .objects;
+        let done = kbuild::store::verify::repair(&store, &report.corrupt, &roots_use, &mut rebuild)
             .context("cannot repair the store")?;
         for p in &done.permissions {
             term.status("Repaired", &format!("{p} (read-only again)"));

@@ -280,11 +280,13 @@ pub fn check_unmodified_closure(
 /// off its name first); a damaged object a generation uses, and a generation's missing
 /// rootfs, is handed to `rebuild` with the generation, which replaces it by a good copy in
 /// one step (or re-creates it) or fails (then it stays as it is, reported in
-/// [`Repaired::failed`]). The caller holds the store lock exclusively and
+/// [`Repaired::failed`]). Objects in `roots_use` (what registered roots resolve to) and what
+/// they reference count as used too. The caller holds the store lock exclusively and
 /// verifies again afterwards: `rebuild` may not be able to re-create every object.
 pub fn repair(
     store: &Store,
     corrupt: &[Corrupt],
+    roots_use: &BTreeSet<StorePath>,
     rebuild: &mut Rebuild,
 ) -> Result<Repaired, super::StoreError> {
     let mut done = Repaired::default();
@@ -301,7 +303,12 @@ pub fn repair(
         }
     }
     let generations = crate::generation::list(store)?;
+    // What roots use is never deleted, even without a generation record to rebuild it from
+    // (then it stays as it is, and the caller's second verify reports it).
     let mut used = BTreeSet::new();
+    for p in roots_use {
+        used.extend(closure(store, p)?);
+    }
     // Newest first: the generation most likely to be active, and whose sources are current.
     for g in generations.iter().rev() {
         let needs = closure(store, &g.rootfs)?;
