@@ -913,6 +913,14 @@ fn every_drift_names_the_command_that_repairs_it() {
     );
     w.ok(&["switch", "2"]);
     assert_eq!(drift_lines(&w), "", "after leaving the broken generation");
+    // Back to the damaged generation is refused (issue 7, point 7), naming the fix; the fix
+    // re-creates its rootfs.
+    let r = w.run(&["switch", "1"]);
+    r.assert_error(&format!(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (the modification time of `etc/kubernetes` changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
+        g1.object()
+    ));
+    w.ok(&["verify", "--repair"]);
 
     // The active rootfs gone from the store.
     w.ok(&["switch", "1"]);
