@@ -105,6 +105,34 @@ fn generations_json_to_dev_full_exits_non_zero() {
     w.ok(&["generations", "--json"]);
 }
 
+/// `--help` and `--version` are output like any other: lost to a full disk, they exit 1; a
+/// usage error still exits 2 (clap's code), and help that could be written exits 0.
+#[test]
+fn help_and_version_to_dev_full_exit_non_zero() {
+    let w = World::new();
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["switch", "--help"],
+        &["help", "gc"],
+    ] {
+        assert_eq!(
+            to_dev_full(&w, args),
+            (Some(1), FULL.to_owned()),
+            "{args:?}"
+        );
+        let out = command(&w, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
+    }
+    let (code, err) = to_dev_full(&w, &["switch", "--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("error: unexpected argument '--no-such-flag' found"),
+        "{err}"
+    );
+}
+
 /// A switch whose plan cannot be printed still switches the root completely (its unit
 /// actions are not cut short), then exits 1.
 #[test]
