@@ -14,29 +14,10 @@ use common::world::*;
 
 const FULL: &str = "error: cannot write to stdout: No space left on device (os error 28)\nhelp: the command ran to its end; only its output was lost\n";
 
-/// A `std::process::Command` like `World::cmd` (clean environment, the world's store, recipes,
-/// lock file and root).
-fn command(w: &World, args: &[&str]) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("kbuild"));
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &w.sb.home)
-        .current_dir(&w.sb.dir)
-        .arg("--store")
-        .arg(&w.sb.store)
-        .arg("--recipes")
-        .arg(&w.sb.recipes)
-        .arg("--lock-file")
-        .arg(&w.sb.lock)
-        .arg("--root")
-        .arg(&w.root)
-        .args(args);
-    c
-}
-
 /// Runs with stdout to `/dev/full`: (exit code, stderr with the sandbox path masked).
 fn to_dev_full(w: &World, args: &[&str]) -> (Option<i32>, String) {
-    let out = command(w, args)
+    let out = w
+        .std_command(&kbuild_bin(), args)
         .stdout(std::fs::File::create("/dev/full").unwrap())
         .output()
         .unwrap();
@@ -60,7 +41,7 @@ enum Closed {
 fn with_closed(w: &World, closed: Closed, args: &[&str]) -> (Option<i32>, Option<i32>, String) {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut c = command(w, args);
+    let mut c = w.std_command(&kbuild_bin(), args);
     match closed {
         Closed::Stdout => c.stdout(writer).stderr(Stdio::piped()),
         Closed::Stderr => c.stderr(writer).stdout(Stdio::piped()),
@@ -173,7 +154,7 @@ fn dry_run_piped_into_head_exits_zero() {
     let w = World::new();
     let r = w.sb.run({
         let mut c = assert_cmd::Command::new("bash");
-        let kbuild = command(&w, &["build", "master"]);
+        let kbuild = w.std_command(&kbuild_bin(), &["build", "master"]);
         let line = shell_line(&kbuild);
         c.args([
             "-c",
@@ -191,7 +172,7 @@ fn dry_run_piped_into_head_exits_zero() {
     );
     let r = w.sb.run({
         let mut c = assert_cmd::Command::new("bash");
-        let line = shell_line(&command(&w, &["switch", "--dry-run"]));
+        let line = shell_line(&w.std_command(&kbuild_bin(), &["switch", "--dry-run"]));
         c.args([
             "-c",
             &format!("{line} 2>&1 | head -3; echo \"kbuild exit: ${{PIPESTATUS[0]}}\""),
@@ -288,7 +269,7 @@ fn read_only_store(w: &World, args: &[&str]) -> Run {
     let script = format!(
         "mount --bind {s} {s} && mount -o remount,bind,ro {s} && exec {k} --store {s} --recipes {r} --lock-file {l} --root {root} \"$@\"",
         s = q(&store),
-        k = q(&assert_cmd::cargo::cargo_bin("kbuild")),
+        k = q(&kbuild_bin()),
         r = q(&w.sb.recipes),
         l = q(&w.sb.lock),
         root = q(&w.root),

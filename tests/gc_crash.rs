@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -128,20 +129,12 @@ fn rm(path: &Path) {
 /// `kbuild gc ARGS` under strace, killed at the `n`th call of `syscall`. Returns whether gc
 /// completed (the call never came).
 fn gc_killed_at(w: &World, syscall: &str, n: usize, args: &[&str]) -> bool {
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("inject={syscall}:signal=KILL:when={n}"))
-        .arg(assert_cmd::cargo::cargo_bin("kbuild"))
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &w.sb.home)
-        .current_dir(&w.sb.dir)
-        .arg("--store")
-        .arg(&w.sb.store)
-        .arg("--root")
-        .arg(&w.root)
-        .arg("gc")
-        .args(args)
+    let inject = format!("inject={syscall}:signal=KILL:when={n}");
+    let strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", &inject].map(OsStr::new);
+    let mut gc = vec!["--root", w.root.to_str().unwrap(), "gc"];
+    gc.extend_from_slice(args);
+    let out = w
+        .command_line(&strace, &kbuild_bin(), &w.sb.store, false, &gc)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

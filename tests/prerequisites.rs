@@ -346,10 +346,10 @@ fn an_unreadable_token_is_missing() {
     // copy inside the sandbox, which it can read.
     let bin = if as_root {
         let copy = w.sb.dir.join("kbuild");
-        std::fs::copy(assert_cmd::cargo::cargo_bin("kbuild"), &copy).unwrap();
+        std::fs::copy(kbuild_bin(), &copy).unwrap();
         copy
     } else {
-        assert_cmd::cargo::cargo_bin("kbuild")
+        kbuild_bin()
     };
     if as_root {
         for e in walkdir::WalkDir::new(&w.sb.dir) {
@@ -373,21 +373,8 @@ fn an_unreadable_token_is_missing() {
             (&["switch"][..], "cannot switch"),
             (&["switch", "--dry-run"][..], "a switch of"),
         ] {
-            let mut c = std::process::Command::new(&bin);
-            c.env_clear()
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                .env("HOME", &w.sb.home)
-                .envs(env.iter().copied())
-                .current_dir(&w.sb.dir)
-                .arg("--store")
-                .arg(&w.sb.store)
-                .arg("--recipes")
-                .arg(&w.sb.recipes)
-                .arg("--lock-file")
-                .arg(&w.sb.lock)
-                .arg("--root")
-                .arg(&w.root)
-                .args(args);
+            let mut c = w.std_command(&bin, args);
+            c.envs(env.iter().copied());
             if as_root {
                 std::os::unix::process::CommandExt::uid(&mut c, 65534);
                 std::os::unix::process::CommandExt::gid(&mut c, 65534);

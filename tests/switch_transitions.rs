@@ -52,85 +52,6 @@ fn step_of(r: &Run, n: u64) -> String {
         .to_owned()
 }
 
-/// What a crashed switch between `a` and `b` may leave: the flip point names one of them;
-/// every path both manage is kbuild's link and resolves into that generation; a path only one
-/// manages is absent, kbuild's link (resolving into the flip point's generation, or not at
-/// all if that one lacks it) or a directory (when it is a directory of the other); nothing
-/// appears that neither root has, and the host's files (`keep`) are all there.
-fn assert_between(w: &World, a: &Gen, b: &Gen, la: &Listing, lb: &Listing, when: &str) {
-    let current = std::fs::read_link(w.root.join("etc/.kbuild/current"))
-        .unwrap_or_else(|e| panic!("{when}: no flip point: {e}"));
-    let cur = if current == a.rootfs {
-        a
-    } else if current == b.rootfs {
-        b
-    } else {
-        panic!("{when}: current -> {}", current.display())
-    };
-    let (ma, mb) = (a.managed(), b.managed());
-    for p in ma.union(&mb) {
-        let rel = p.trim_start_matches('/');
-        let host = w.root.join(rel);
-        let both = ma.contains(p) && mb.contains(p);
-        let Ok(m) = host.symlink_metadata() else {
-            assert!(!both, "{when}: {p}, managed by both, is missing");
-            continue;
-        };
-        if m.is_dir() {
-            assert!(!both, "{when}: {p} is a directory");
-            let dir_of_other =
-                la.0.get(rel) == Some(&Item::Dir) || lb.0.get(rel) == Some(&Item::Dir);
-            assert!(dir_of_other, "{when}: {p} is a directory neither root has");
-            continue;
-        }
-        assert!(m.file_type().is_symlink(), "{when}: {p} is not a link");
-        assert_eq!(
-            std::fs::read_link(&host).unwrap().display().to_string(),
-            link_text(p),
-            "{when}: {p}"
-        );
-        match std::fs::read(&host) {
-            Ok(bytes) => {
-                assert!(
-                    cur.managed().contains(p),
-                    "{when}: {p} resolves, gen {} lacks it",
-                    cur.number
-                );
-                assert_eq!(
-                    bytes,
-                    cur.bytes(p),
-                    "{when}: {p} is not generation {}'s",
-                    cur.number
-                );
-            }
-            Err(_) => assert!(
-                !both && !cur.managed().contains(p),
-                "{when}: {p} does not resolve"
-            ),
-        }
-    }
-    let actual = w.listing();
-    for (p, item) in &actual.0 {
-        if p == "etc/.kbuild/journal.json" || p == "etc/.kbuild/current" {
-            continue;
-        }
-        if p.starts_with("etc/.kbuild/adopted") && *item == Item::Dir {
-            continue; // emptied directories that held a kept original
-        }
-        let ok = la.0.get(p) == Some(item) || lb.0.get(p) == Some(item);
-        assert!(ok, "{when}: unexpected {p} {item}");
-    }
-    for (p, item) in &la.0 {
-        if matches!(item, Item::File(_)) && !p.starts_with("etc/.kbuild/") {
-            assert_eq!(actual.0.get(p), Some(item), "{when}: host file {p}");
-        }
-    }
-    assert!(
-        w.root.join("etc/.kbuild/journal.json").is_file(),
-        "{when}: no journal"
-    );
-}
-
 /// Where an adopted original may be during a crash: in exactly one of its two places, whole.
 fn assert_original_once(w: &World, path: &str, original: &Item, when: &str) {
     let rel = path.trim_start_matches('/');
@@ -183,7 +104,7 @@ fn crash_every_step(
         assert!(n <= 40, "still crashing at step {n}");
         assert_eq!(r.code, None, "{when}: {r:?}");
         steps.push(step_of(&r, n));
-        assert_between(w, a, b, la, lb, &when);
+        assert_crashed_between(w, a, b, la, lb, &when);
         if let Some((p, original)) = adopt {
             assert_original_once(w, p, original, &when);
         }

@@ -174,19 +174,61 @@ impl World {
 
     /// `kbuild --store STORE --recipes … --lock-file … ARGS`.
     pub fn cmd_store(&self, store: &Path, args: &[&str]) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("kbuild").unwrap();
+        let mut c =
+            assert_cmd::Command::from_std(self.command_line(&[], &kbuild_bin(), store, true, args));
+        c.timeout(Duration::from_secs(60));
+        c
+    }
+
+    /// `BIN --store … --recipes … --lock-file … --root … ARGS` as a `std::process::Command`
+    /// (for what `assert_cmd` cannot do: spawn, redirect, change uid), with the clean
+    /// environment of [`World::cmd`]. `bin` is [`kbuild_bin`] or a copy of it.
+    pub fn std_command(&self, bin: &Path, args: &[&str]) -> std::process::Command {
+        let mut c = self.command_line(
+            &[],
+            bin,
+            &self.sb.store,
+            true,
+            &["--root", self.root.to_str().unwrap()],
+        );
+        c.args(args);
+        c
+    }
+
+    /// The one place a kbuild command line is put together: `[WRAP…] BIN --store STORE
+    /// [--recipes … --lock-file …] ARGS` with a clean environment (PATH, and HOME in the
+    /// sandbox), run from the sandbox directory. `wrap` is a program (and its options) that
+    /// runs kbuild, such as strace; without `recipes` the command has no `--recipes` and
+    /// `--lock-file`.
+    pub fn command_line(
+        &self,
+        wrap: &[&std::ffi::OsStr],
+        bin: &Path,
+        store: &Path,
+        recipes: bool,
+        args: &[&str],
+    ) -> std::process::Command {
+        let mut c = match wrap.split_first() {
+            Some((program, options)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(options).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
         c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &self.sb.home)
             .current_dir(&self.sb.dir)
-            .timeout(Duration::from_secs(60))
             .arg("--store")
-            .arg(store)
-            .arg("--recipes")
-            .arg(&self.sb.recipes)
-            .arg("--lock-file")
-            .arg(&self.sb.lock)
-            .args(args);
+            .arg(store);
+        if recipes {
+            c.arg("--recipes")
+                .arg(&self.sb.recipes)
+                .arg("--lock-file")
+                .arg(&self.sb.lock);
+        }
+        c.args(args);
         c
     }
 
@@ -211,20 +253,7 @@ impl World {
 
     /// Starts a command without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("kbuild"))
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &self.sb.home)
-            .current_dir(&self.sb.dir)
-            .arg("--store")
-            .arg(&self.sb.store)
-            .arg("--recipes")
-            .arg(&self.sb.recipes)
-            .arg("--lock-file")
-            .arg(&self.sb.lock)
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
+        self.std_command(&kbuild_bin(), args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -270,9 +299,8 @@ impl World {
         self.listing()
     }
 
-    /// The exact root after switching to `g` from `base`: kbuild's state directory, the flip
-    /// point, one relative link per managed path, `state.json` recording `created` (the
-    /// directories kbuild made and still needs) and `adopted` (original bytes kept aside).
+    /// The exact root after switching to `g` from `base`: see [`expect_in`] (this world's
+    /// store).
     pub fn expect(
         &self,
         base: &Listing,
@@ -280,27 +308,7 @@ impl World {
         created: &[&str],
         adopted: &[(&str, &[u8])],
     ) -> Listing {
-        let mut l = base.clone();
-        l.dir("etc/.kbuild/adopted");
-        l.link("etc/.kbuild/current", &g.rootfs.display().to_string());
-        let managed = g.managed();
-        for p in &managed {
-            l.link(p.trim_start_matches('/'), &link_text(p));
-        }
-        for d in created {
-            l.dir(d.trim_start_matches('/'));
-        }
-        for (p, bytes) in adopted {
-            l.file(&format!("etc/.kbuild/adopted{p}"), bytes);
-            l.remove(p.trim_start_matches('/'));
-            l.link(p.trim_start_matches('/'), &link_text(p));
-        }
-        let adopted: Vec<&str> = adopted.iter().map(|(p, _)| *p).collect();
-        l.file(
-            "etc/.kbuild/state.json",
-            state_json(&self.store(), g, &managed, created, &adopted).as_bytes(),
-        );
-        l
+        expect_in(&self.store(), base, g, created, adopted)
     }
 
     /// Asserts the root is exactly `expected`, and that every managed path of `g` resolves
@@ -349,6 +357,11 @@ impl World {
     }
 }
 
+/// The kbuild binary under test.
+pub fn kbuild_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("kbuild")
+}
+
 /// Writes `bytes` as `$SANDBOX/<dir>/kubernetes-server-linux-amd64.tar.gz`; its `file://` URL.
 pub fn write_fixture(sb: &Sandbox, dir: &str, bytes: &[u8]) -> String {
     let path = sb.dir.join(dir).join(TARBALL);
@@ -375,6 +388,40 @@ pub fn store_id(store: &Path) -> String {
     let id = std::fs::read_to_string(store.join(".kbuild/id")).unwrap();
     assert!(id.len() == 33 && id.ends_with('\n'), "store id {id:?}");
     id.trim_end().to_owned()
+}
+
+/// The exact root after switching to `g` (a generation of the store at `store`) from `base`:
+/// kbuild's state directory, the flip point, one relative link per managed path, `state.json`
+/// recording `created` (the directories kbuild made and still needs) and `adopted` (original
+/// bytes kept aside).
+pub fn expect_in(
+    store: &Path,
+    base: &Listing,
+    g: &Gen,
+    created: &[&str],
+    adopted: &[(&str, &[u8])],
+) -> Listing {
+    let mut l = base.clone();
+    l.dir("etc/.kbuild/adopted");
+    l.link("etc/.kbuild/current", &g.rootfs.display().to_string());
+    let managed = g.managed();
+    for p in &managed {
+        l.link(p.trim_start_matches('/'), &link_text(p));
+    }
+    for d in created {
+        l.dir(d.trim_start_matches('/'));
+    }
+    for (p, bytes) in adopted {
+        l.file(&format!("etc/.kbuild/adopted{p}"), bytes);
+        l.remove(p.trim_start_matches('/'));
+        l.link(p.trim_start_matches('/'), &link_text(p));
+    }
+    let adopted: Vec<&str> = adopted.iter().map(|(p, _)| *p).collect();
+    l.file(
+        "etc/.kbuild/state.json",
+        state_json(store, g, &managed, created, &adopted).as_bytes(),
+    );
+    l
 }
 
 /// The exact bytes of `state.json` for generation `g`.
@@ -406,6 +453,100 @@ pub fn state_json(
         array(created.iter().copied()),
         array(adopted.iter().copied()),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashed switches
+// ---------------------------------------------------------------------------------------------
+
+/// What a crashed switch from `a` (root listing `la`) to `b` (`lb`) may leave: the flip point
+/// names one of them; every path both manage is kbuild's link and resolves into that
+/// generation (so never a mix); a path only one manages is absent, kbuild's link (resolving
+/// into the flip point's generation, or dangling after the flip when only `a` has it) or a
+/// directory (when it is a directory of the other: paths that change type); kbuild's state is
+/// `a`'s or `b`'s; nothing appears that neither root has; every host file, and every
+/// directory both roots have, is still there.
+#[track_caller]
+pub fn assert_crashed_between(w: &World, a: &Gen, b: &Gen, la: &Listing, lb: &Listing, when: &str) {
+    let current = std::fs::read_link(w.root.join("etc/.kbuild/current"))
+        .unwrap_or_else(|e| panic!("{when}: no flip point: {e}"));
+    let cur = if current == a.rootfs {
+        a
+    } else if current == b.rootfs {
+        b
+    } else {
+        panic!("{when}: current -> {}", current.display())
+    };
+    let (ma, mb) = (a.managed(), b.managed());
+    for p in ma.union(&mb) {
+        let rel = p.trim_start_matches('/');
+        let host = w.root.join(rel);
+        let both = ma.contains(p) && mb.contains(p);
+        let Ok(m) = host.symlink_metadata() else {
+            assert!(!both, "{when}: {p}, managed by both, is missing");
+            continue;
+        };
+        if m.is_dir() {
+            assert!(!both, "{when}: {p} is a directory");
+            let dir_of_other =
+                la.0.get(rel) == Some(&Item::Dir) || lb.0.get(rel) == Some(&Item::Dir);
+            assert!(dir_of_other, "{when}: {p} is a directory neither root has");
+            continue;
+        }
+        assert!(m.file_type().is_symlink(), "{when}: {p} is not a link");
+        assert_eq!(
+            std::fs::read_link(&host).unwrap().display().to_string(),
+            link_text(p),
+            "{when}: {p}"
+        );
+        match std::fs::read(&host) {
+            Ok(bytes) => {
+                assert!(
+                    cur.managed().contains(p),
+                    "{when}: {p} resolves but generation {} lacks it",
+                    cur.number
+                );
+                assert_eq!(
+                    bytes,
+                    cur.bytes(p),
+                    "{when}: {p} is not generation {}'s",
+                    cur.number
+                );
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{when}: {p}");
+                assert!(
+                    ma.contains(p) && !mb.contains(p) && cur.number == b.number,
+                    "{when}: {p} dangles"
+                );
+            }
+        }
+    }
+    // Nothing but paths of the two listings, the flip point and the journal.
+    let actual = w.listing();
+    for (p, item) in &actual.0 {
+        if p == "etc/.kbuild/journal.json" || p == "etc/.kbuild/current" {
+            continue;
+        }
+        if p.starts_with("etc/.kbuild/adopted/") && *item == Item::Dir {
+            continue; // emptied directories that held a kept original
+        }
+        let ok = la.0.get(p) == Some(item) || lb.0.get(p) == Some(item);
+        assert!(ok, "{when}: unexpected {p} {item}");
+    }
+    // Every host file is still there, and so is every directory both listings have.
+    for (p, item) in &la.0 {
+        if matches!(item, Item::File(_)) && !p.starts_with("etc/.kbuild/") {
+            assert_eq!(actual.0.get(p), Some(item), "{when}: host file {p}");
+        }
+        if *item == Item::Dir && lb.0.get(p) == Some(&Item::Dir) {
+            assert_eq!(actual.0.get(p), Some(item), "{when}: directory {p}");
+        }
+    }
+    assert!(
+        w.root.join("etc/.kbuild/journal.json").is_file(),
+        "{when}: no journal"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
