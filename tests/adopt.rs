@@ -202,13 +202,7 @@ fn a_crash_at_every_step_of_a_restore_keeps_the_original_recorded() {
         }
         assert!(n <= 40, "still crashing at step {n}");
         assert_eq!(r.code, None, "{when}: {r:?}");
-        let prefix = format!("kbuild: fault injected at step {n} (");
-        let step = r
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
-        steps.push(step.trim_end_matches(')').to_owned());
+        steps.push(fault_step(&r, n));
 
         let at_path = std::fs::symlink_metadata(w.root.join("etc/kubernetes/config"))
             .is_ok_and(|m| m.is_file());

@@ -57,14 +57,6 @@ fn object_tree(path: &Path) -> Vec<String> {
     out
 }
 
-/// The store's objects (top-level names that are not dot entries).
-fn objects(store: &Path) -> BTreeSet<String> {
-    top_level(store)
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}
-
 /// No `.tmp-*` entry in the store directory or its bookkeeping.
 #[track_caller]
 fn assert_no_tmp(store: &Path) {
@@ -86,8 +78,8 @@ fn assert_no_tmp(store: &Path) {
     assert!(found.is_empty(), "temporary entries left: {found:?}");
 }
 
-fn store_objects(store: &Path) -> BTreeMap<String, Vec<String>> {
-    objects(store)
+fn object_trees(store: &Path) -> BTreeMap<String, Vec<String>> {
+    store_objects(store)
         .into_iter()
         .map(|o| (o.clone(), object_tree(&store.join(&o))))
         .collect()
@@ -165,7 +157,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
     let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
     w.ok(&["switch"]);
     let store = w.sb.store.clone();
-    let before = store_objects(&store);
+    let before = object_trees(&store);
     let g1_only: BTreeSet<String> = closure(&store, &g1.object())
         .difference(&closure(&store, &g2.object()))
         .cloned()
@@ -193,7 +185,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
             }
             let when = format!("gc killed at {syscall} #{n}");
             // Every object still under its name is exactly as it was.
-            let now = store_objects(&store);
+            let now = object_trees(&store);
             for (name, tree) in &now {
                 assert_eq!(Some(tree), before.get(name), "{when}: {name} changed");
             }
@@ -232,7 +224,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
             assert_eq!(r.rootfs(), g1.rootfs, "{when}");
             assert_eq!(r.stderr(), "       Built generation 3\n", "{when}");
             assert_eq!(
-                store_objects(&store),
+                object_trees(&store),
                 before,
                 "{when}: the store after the builds"
             );
@@ -251,7 +243,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
             let g = w.run(&["gc"]);
             g.assert_success();
             assert_no_tmp(&store);
-            assert_eq!(store_objects(&store), before, "{when}: after the next gc");
+            assert_eq!(object_trees(&store), before, "{when}: after the next gc");
             let v = w.run(&["verify"]);
             assert_eq!(
                 (v.code, v.stdout.as_str()),
@@ -268,7 +260,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
     // Finally the complete gc: exactly gen 2's objects are left.
     let g = w.run(&["gc", "--keep", "1"]);
     g.assert_success();
-    let left: BTreeSet<String> = objects(&store);
+    let left: BTreeSet<String> = store_objects(&store);
     let mut expected = closure(&store, &g2.object());
     expected.extend(before.keys().filter(|o| !g1_only.contains(*o)).cloned());
     assert_eq!(left, expected);
@@ -339,7 +331,7 @@ fn build_rebuilds_a_partly_deleted_rootfs_instead_of_reusing_it() {
 fn build_rebuilds_a_member_object_of_the_wrong_shape() {
     let w = World::new();
     let g1 = w.build(&["master"], &[], 1);
-    let kubectl = objects(&w.sb.store)
+    let kubectl = store_objects(&w.sb.store)
         .into_iter()
         .find(|o| o.ends_with("-kubectl"))
         .unwrap();

@@ -5,41 +5,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::world::*;
 use common::*;
 
-fn flip_byte(path: &Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mode = std::fs::metadata(path).unwrap().mode() & 0o7777;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x20]).unwrap();
-    f.sync_all().unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// The store's objects (top-level names that are not dot entries).
-fn objects(store: &Path) -> BTreeSet<String> {
-    top_level(store)
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}
-
 fn object(store: &Path, suffix: &str) -> String {
-    let found: Vec<String> = objects(store)
+    let found: Vec<String> = store_objects(store)
         .into_iter()
         .filter(|o| o[33..] == *suffix)
         .collect();
@@ -49,7 +23,7 @@ fn object(store: &Path, suffix: &str) -> String {
 
 /// Every entry of every object: path, kind, mode, size, mtime, content hash of files.
 fn store_listing(store: &Path) -> BTreeMap<String, Vec<String>> {
-    objects(store)
+    store_objects(store)
         .into_iter()
         .map(|o| {
             let top = store.join(&o);
@@ -98,22 +72,24 @@ fn on_root(w: &World, root: &Path, args: &[&str]) -> Run {
     w.sb.run(c)
 }
 
-/// Every path `g` manages resolves, in `root`, into `g`'s rootfs, with `g`'s bytes.
-fn assert_resolves_in(root: &Path, g: &Gen, when: &str) {
-    let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
-    for p in g.managed() {
-        let rel = p.trim_start_matches('/');
-        let resolved = std::fs::canonicalize(root.join(rel))
-            .unwrap_or_else(|e| panic!("{when}: {p} does not resolve in {}: {e}", root.display()));
-        assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
-    }
-}
-
 fn corrupt_line(name: &str, now: &str) -> String {
     format!(
         "corrupt  {name}: content hash is {now}, its name says {}\n",
         &name[..32]
     )
+}
+
+/// `verify ARGS` (a repair) exits 0, printing `report` then `ok`, and says on stderr, after
+/// its status line, exactly `done`.
+#[track_caller]
+fn assert_repaired(w: &World, args: &[&str], report: &str, done: &str) {
+    let v = w.run(args);
+    assert_eq!(
+        (v.code, v.stdout.as_str()),
+        (Some(0), format!("{report}ok\n").as_str()),
+        "{v:?}"
+    );
+    assert_eq!(v.stderr().lines().skip(1).collect::<Vec<_>>(), [done]);
 }
 
 const URL: &str = "file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz";
@@ -275,7 +251,7 @@ fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
     let ino = std::fs::metadata(g2.rootfs.join("etc/kubernetes/apiserver"))
         .unwrap()
         .ino();
-    let obj2 = objects(&store)
+    let obj2 = store_objects(&store)
         .into_iter()
         .find(|o| {
             o.ends_with("-apiserver") && std::fs::metadata(store.join(o)).unwrap().ino() == ino
@@ -341,21 +317,14 @@ fn repair_of_a_rootfs_needs_only_the_store() {
     flip_byte(&g1.rootfs.join("kbuild.json"), 3);
     let now = tree_node(&g1.rootfs).digest().store_hash();
 
-    let v = w.run(&["verify", "--repair"]);
-    assert_eq!(
-        (v.code, v.stdout.as_str()),
-        (
-            Some(0),
-            format!("{}ok\n", corrupt_line(&g1.object(), &now)).as_str()
-        ),
-        "{v:?}"
-    );
-    assert_eq!(
-        v.stderr().lines().skip(1).collect::<Vec<_>>(),
-        [format!(
+    assert_repaired(
+        &w,
+        &["verify", "--repair"],
+        &corrupt_line(&g1.object(), &now),
+        &format!(
             "    Replaced {} (by a good copy rebuilt from generation 1's sources)",
             g1.object()
-        )]
+        ),
     );
     assert_eq!(store_listing(&store), healthy);
     w.assert_resolves(&g1, "after the repair");
@@ -376,21 +345,14 @@ fn repair_deletes_damaged_objects_no_generation_uses() {
     flip_byte(&g1.rootfs.join("kbuild.json"), 3);
     let now = tree_node(&g1.rootfs).digest().store_hash();
 
-    let v = w.run(&["verify", "--repair"]);
-    assert_eq!(
-        (v.code, v.stdout.as_str()),
-        (
-            Some(0),
-            format!("{}ok\n", corrupt_line(&g1.object(), &now)).as_str()
-        ),
-        "{v:?}"
-    );
-    assert_eq!(
-        v.stderr().lines().skip(1).collect::<Vec<_>>(),
-        [format!(
+    assert_repaired(
+        &w,
+        &["verify", "--repair"],
+        &corrupt_line(&g1.object(), &now),
+        &format!(
             "     Deleted {} (damaged, and no generation uses it)",
             g1.object()
-        )]
+        ),
     );
     let mut expected = before;
     expected.remove(&g1.object());
@@ -422,18 +384,14 @@ fn repair_recreates_a_missing_rootfs_a_root_uses() {
         "{v:?}"
     );
 
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(
-        (v.code, v.stdout.as_str()),
-        (Some(0), format!("{missing}ok\n").as_str()),
-        "{v:?}"
-    );
-    assert_eq!(
-        v.stderr().lines().skip(1).collect::<Vec<_>>(),
-        [format!(
+    assert_repaired(
+        &w,
+        &["verify", "--repair", "--offline"],
+        &missing,
+        &format!(
             "     Rebuilt {} (it was missing; rebuilt from generation 1's sources)",
             g1.object()
-        )]
+        ),
     );
     assert_eq!(store_listing(&store), healthy);
     w.assert_resolves(&g1, "after the repair");

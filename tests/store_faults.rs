@@ -99,23 +99,6 @@ fn verified_count(stderr: &str) -> String {
     line.split(',').next().unwrap_or_default().to_owned()
 }
 
-fn flip_byte(path: &Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x20]).unwrap();
-    f.sync_all().unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
-}
-
 fn set_mtime(path: &Path, secs: i64) {
     use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
     let t = Timespec {

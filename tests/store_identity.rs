@@ -13,6 +13,9 @@ use common::world::*;
 
 const NOTHING: &str = "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n";
 
+/// `switch 1`'s plan for a root whose flip point still points into the store's old place.
+const REPOINTED: &str = "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n";
+
 /// The root after switching to `g` when the store is at `store` (rootfs paths follow it).
 fn expect_at(base: &Listing, g: &Gen, store: &Path) -> Listing {
     let g = Gen {
@@ -76,20 +79,13 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
     // Through the path just given (the symlink), the plan is not refused as "another store"
     // suggesting that same `--store`: it lists the repair.
     let r = w.ok(&["switch", "1", "--dry-run"]);
-    assert_eq!(
-        r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
-    );
+    assert_eq!(r.stdout(), REPOINTED);
     assert_listing(&w.listing(), &before, "after the dry run");
     // A switch from the moved store re-points the flip point at the store's new place, listed
     // as a repair, and changes nothing else.
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
+    let r = w.run_store(&moved, &["switch", "1"]);
     r.assert_success();
-    assert_eq!(
-        r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
-    );
+    assert_eq!(r.stdout(), REPOINTED);
     assert_eq!(
         r.stderr(),
         "    Switched root `$SANDBOX/host` to generation 1\n"
@@ -106,8 +102,7 @@ fn a_store_moved_with_a_symlink_left_behind_keeps_its_roots() {
         rootfs: moved.join(g1.object()),
     };
     w.assert_resolves(&g1_moved, "without the symlink");
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", w.root.to_str().unwrap(), "switch", "1"]));
+    let r = w.run_store(&moved, &["switch", "1"]);
     r.assert_success();
     assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
 }
@@ -121,23 +116,21 @@ fn a_store_moved_without_a_symlink_keeps_its_roots_and_one_switch_mends_them() {
     let moved = w.sb.dir.join("data/store");
     mv(&w.store(), &moved);
     let root = w.root.to_str().unwrap();
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    let r = w.run_store(&moved, &["gc", "--keep", "1"]);
     assert_eq!(
         (r.code, r.stdout.as_str(), r.stderr.as_str()),
         (Some(0), NOTHING, "")
     );
     assert!(moved.join(g1.object()).is_dir());
     assert!(moved.join(g2.object()).is_dir());
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", root, "generations"]));
+    let r = w.run_store(&moved, &["generations"]);
     assert!(
         r.stdout.lines().nth(1).unwrap().starts_with("*   1 "),
         "{}",
         r.stdout
     );
 
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
+    let r = w.run_store(&moved, &["verify"]);
     assert_eq!(r.code, Some(1), "{r:?}");
     let first = r.stdout().lines().next().unwrap().to_owned();
     assert_eq!(
@@ -157,22 +150,17 @@ fn a_store_moved_without_a_symlink_keeps_its_roots_and_one_switch_mends_them() {
         &["switch", "1", "--store", store_arg, "--root", root],
     ));
     r.assert_success();
-    assert_eq!(
-        r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
-    );
+    assert_eq!(r.stdout(), REPOINTED);
     assert_listing(
         &w.listing(),
         &expect_at(&base, &g1, &moved),
         "after the repair",
     );
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
+    let r = w.run_store(&moved, &["verify"]);
     assert_eq!((r.code, r.stdout.as_str()), (Some(0), "ok\n"), "{r:?}");
     // And it goes on: generation 2, then gc drops generation 1 once nobody uses it.
-    w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "2"]))
-        .assert_success();
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    w.run_store(&moved, &["switch", "2"]).assert_success();
+    let r = w.run_store(&moved, &["gc", "--keep", "1"]);
     assert!(
         r.stderr.starts_with("     Removed generation 1\n"),
         "{}",
@@ -206,8 +194,7 @@ fn a_root_of_another_store_is_refused_naming_that_store() {
     // The store the help names works.
     w.ok(&["switch", "2"]);
     // --adopt takes the root over; the first store's gc then forgets it.
-    let r =
-        w.sb.run(w.cmd_store(&other, &["--root", root, "switch", "--adopt"]));
+    let r = w.run_store(&other, &["switch", "--adopt"]);
     r.assert_success();
     let g_other = Gen {
         number: 1,
@@ -339,9 +326,7 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
     // the rootfs object it names is in this store, so the root is still this store's.
     let moved = w.sb.dir.join("data/store");
     mv(&store, &moved);
-    let root = w.root.to_str().unwrap();
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", root, "gc", "--keep", "1"]));
+    let r = w.run_store(&moved, &["gc", "--keep", "1"]);
     assert_eq!(
         (r.code, r.stdout.as_str(), r.stderr.as_str()),
         (Some(0), NOTHING, "")
@@ -349,13 +334,9 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
     assert!(moved.join(g1.object()).is_dir() && moved.join(g2.object()).is_dir());
 
     // The first switch gives the store its id and writes a version 2 state.
-    let r =
-        w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "1"]));
+    let r = w.run_store(&moved, &["switch", "1"]);
     r.assert_success();
-    assert_eq!(
-        r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 1\n  prerequisites: 5 present\n  repair  /etc/.kbuild/current (points into `$SANDBOX/store`; the store is at `$SANDBOX/data/store` now)\n"
-    );
+    assert_eq!(r.stdout(), REPOINTED);
     assert_listing(
         &w.listing(),
         &expect_at(&base, &g1, &moved),

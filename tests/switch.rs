@@ -327,13 +327,7 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
             r.code, None,
             "{when}: killed by SIGABRT, not an exit code: {r:?}"
         );
-        let prefix = format!("kbuild: fault injected at step {n} (");
-        let line = r
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
-        steps.push(line.trim_end_matches(')').to_owned());
+        steps.push(fault_step(&r, n));
         assert_crashed_between(&w, &a, &b, &la, &lb, &when);
 
         // A crashed switch is drift.
@@ -1521,13 +1515,7 @@ fn a_crash_while_adopting_never_loses_the_original() {
         }
         assert!(n <= 20, "still crashing at step {n}");
         assert_eq!(r.code, None, "{when}: {r:?}");
-        let prefix = format!("kbuild: fault injected at step {n} (");
-        let step = r
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
-        steps.push(step.trim_end_matches(')').to_owned());
+        steps.push(fault_step(&r, n));
         // The original is in exactly one place, whole.
         let at_path = std::fs::symlink_metadata(&extra)
             .ok()

@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::world::*;
-use common::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -40,16 +39,6 @@ fn at(w: &World, base: &Listing, g: &Gen, created: &[&str], kept: &[(&str, Item)
         state_json(&w.store(), g, &g.managed(), created, &adopted).as_bytes(),
     );
     l
-}
-
-fn step_of(r: &Run, n: u64) -> String {
-    let prefix = format!("kbuild: fault injected at step {n} (");
-    r.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("step {n}: {}", r.stderr))
-        .trim_end_matches(')')
-        .to_owned()
 }
 
 /// Where an adopted original may be during a crash: in exactly one of its two places, whole.
@@ -103,7 +92,7 @@ fn crash_every_step(
         }
         assert!(n <= 40, "still crashing at step {n}");
         assert_eq!(r.code, None, "{when}: {r:?}");
-        steps.push(step_of(&r, n));
+        steps.push(fault_step(&r, n));
         assert_crashed_between(w, a, b, la, lb, &when);
         if let Some((p, original)) = adopt {
             assert_original_once(w, p, original, &when);
@@ -477,7 +466,7 @@ fn remove_object(path: &Path) {
 fn crash(w: &World, args: &[&str], n: u64, step: &str) {
     let r = w.run_env(args, &[("KBUILD_FAULT_AT", &n.to_string())]);
     assert_eq!(r.code, None, "{r:?}");
-    assert_eq!(step_of(&r, n), step);
+    assert_eq!(fault_step(&r, n), step);
 }
 
 /// The drift lines of `verify` (its stdout without the store's own findings).

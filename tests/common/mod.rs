@@ -838,6 +838,26 @@ pub fn top_level(store: &Path) -> Vec<String> {
     names
 }
 
+/// Flips one bit of the byte at `at` in a file of the store (made writable for that, then
+/// given back its mode): damage that keeps the file's size.
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Seek, SeekFrom};
+    let mode = std::fs::metadata(path).unwrap().mode() & 0o7777;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x20]).unwrap();
+    f.sync_all().unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 /// The canonical node of a tree on disk, computed independently of kbuild's writer.
 pub fn tree_node(path: &Path) -> kbuild::store::Node {
     use kbuild::store::Node;

@@ -232,6 +232,14 @@ impl World {
         c
     }
 
+    /// Runs `kbuild --store STORE --recipes … --lock-file … --root … ARGS`: this world's
+    /// root with another store (or this one, moved).
+    pub fn run_store(&self, store: &Path, args: &[&str]) -> Run {
+        let mut with_root = vec!["--root", self.root.to_str().unwrap()];
+        with_root.extend_from_slice(args);
+        self.sb.run(self.cmd_store(store, &with_root))
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         self.sb.run(self.cmd(args))
     }
@@ -318,14 +326,9 @@ impl World {
         self.assert_resolves(g, when);
     }
 
+    /// Every path `g` manages resolves, in this world's root, into `g`'s rootfs.
     pub fn assert_resolves(&self, g: &Gen, when: &str) {
-        let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
-        for p in g.managed() {
-            let rel = p.trim_start_matches('/');
-            let resolved = std::fs::canonicalize(self.root.join(rel))
-                .unwrap_or_else(|e| panic!("{when}: {p} does not resolve: {e}"));
-            assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
-        }
+        assert_resolves_in(&self.root, g, when);
     }
 
     /// `generations` (text) must list exactly `numbers`, marking `active` with `*`.
@@ -424,6 +427,17 @@ pub fn expect_in(
     l
 }
 
+/// Every path `g` manages resolves, in `root`, into `g`'s rootfs (so it has `g`'s bytes).
+pub fn assert_resolves_in(root: &Path, g: &Gen, when: &str) {
+    let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
+    for p in g.managed() {
+        let rel = p.trim_start_matches('/');
+        let resolved = std::fs::canonicalize(root.join(rel))
+            .unwrap_or_else(|e| panic!("{when}: {p} does not resolve in {}: {e}", root.display()));
+        assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
+    }
+}
+
 /// The exact bytes of `state.json` for generation `g`.
 pub fn state_json(
     store: &Path,
@@ -458,6 +472,19 @@ pub fn state_json(
 // ---------------------------------------------------------------------------------------------
 // Crashed switches
 // ---------------------------------------------------------------------------------------------
+
+/// The name of step `n`, where a run with `KBUILD_FAULT_AT=n` was stopped (from its line
+/// `kbuild: fault injected at step N (NAME)`).
+#[track_caller]
+pub fn fault_step(r: &Run, n: u64) -> String {
+    let prefix = format!("kbuild: fault injected at step {n} (");
+    r.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("crash at step {n}: {}", r.stderr))
+        .trim_end_matches(')')
+        .to_owned()
+}
 
 /// What a crashed switch from `a` (root listing `la`) to `b` (`lb`) may leave: the flip point
 /// names one of them; every path both manage is kbuild's link and resolves into that
