@@ -102,7 +102,7 @@ fn help_and_version_to_dev_full_exit_non_zero() {
             (Some(1), FULL.to_owned()),
             "{args:?}"
         );
-        let out = command(&w, args).output().unwrap();
+        let out = w.std_command(&kbuild_bin(), args).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert!(!out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
     }
