@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::beneath::{Beneath, Entry};
+use super::disk::{Disk, Simulated};
 use super::plan::{adopted_path, is_temp_link, owned_dir};
 use super::root::{Root, State, ancestors, entry_below, is_our_link, write_json};
 use super::{STATE_DIR, SwitchError, UnitAction, fault, roots};
@@ -73,31 +74,70 @@ pub fn recover(store: &Store, root: &Root) -> Result<Recovered, SwitchError> {
     let Some(j) = root.journal()? else {
         return Ok(Recovered::default());
     };
+    let fs = Beneath::open(root.dir())?;
+    recover_on(&fs, store, root, j, true).map(|(r, _)| r)
+}
+
+/// What recovering the interrupted switch `j` will do, and the state it leaves, computed
+/// without changing anything: the same decisions and steps as [`recover`], on a simulation
+/// of the root (what a dry run plans from).
+pub(crate) fn recovery_preview<'a>(
+    fs: &'a Beneath,
+    store: &Store,
+    root: &Root,
+    j: Journal,
+) -> Result<(Recovered, State, Simulated<'a>), SwitchError> {
+    let sim = Simulated::new(fs, root.dir());
+    let (r, s) = recover_on(&sim, store, root, j, false)?;
+    Ok((r, s, sim))
+}
+
+/// Recovers `j` on `disk`; with `commit`, records the outcome (state.json, journal gone).
+fn recover_on(
+    disk: &dyn Disk,
+    store: &Store,
+    root: &Root,
+    j: Journal,
+    commit: bool,
+) -> Result<(Recovered, State), SwitchError> {
     let j = localized(store, j);
-    let forward = match way(store, root, &j)? {
-        Way::Forward => match execute(root, &j.from, &j.to) {
-            Ok(()) => {
-                return Ok(Recovered {
-                    units: j.units,
-                    undone: None,
-                    happened: true,
-                    generation: j.to.generation,
-                });
+    let run = |from: &State, to: &State| -> Result<State, SwitchError> {
+        let state = steps(disk, root, from, to)?;
+        if commit {
+            record(root, &state)?;
+        }
+        Ok(state)
+    };
+    let forward = match way_on(disk, store, root, &j)? {
+        Way::Forward => match run(&j.from, &j.to) {
+            Ok(state) => {
+                return Ok((
+                    Recovered {
+                        units: j.units,
+                        undone: None,
+                        happened: true,
+                        generation: j.to.generation,
+                    },
+                    state,
+                ));
             }
             // A step failed after all (a race, an I/O error): undo instead.
             Err(e) => e,
         },
         Way::Backward(why) => why,
     };
-    let backward = match preflight(root, &j.to, &j.from) {
-        None => match execute(root, &j.to, &j.from) {
-            Ok(()) => {
-                return Ok(Recovered {
-                    units: j.units.iter().map(UnitAction::reversed).collect(),
-                    undone: Some(forward.to_string()),
-                    happened: true,
-                    generation: j.from.generation,
-                });
+    let backward = match preflight(disk, root, &j.to, &j.from) {
+        None => match run(&j.to, &j.from) {
+            Ok(state) => {
+                return Ok((
+                    Recovered {
+                        units: j.units.iter().map(UnitAction::reversed).collect(),
+                        undone: Some(forward.to_string()),
+                        happened: true,
+                        generation: j.from.generation,
+                    },
+                    state,
+                ));
             }
             Err(e) => e,
         },
@@ -136,9 +176,13 @@ pub(crate) enum Way {
 /// error naming what is in the way when neither can. Each way is checked before it is taken,
 /// so a way that cannot finish changes nothing (no flipping back and forth).
 pub(crate) fn way(store: &Store, root: &Root, j: &Journal) -> Result<Way, SwitchError> {
+    way_on(&Beneath::open(root.dir())?, store, root, j)
+}
+
+fn way_on(disk: &dyn Disk, store: &Store, root: &Root, j: &Journal) -> Result<Way, SwitchError> {
     let j = &localized(store, j.clone());
     let forward = if reachable(&j.to) {
-        match preflight(root, &j.from, &j.to) {
+        match preflight(disk, root, &j.from, &j.to) {
             None => return Ok(Way::Forward),
             Some(e) => e,
         }
@@ -148,7 +192,7 @@ pub(crate) fn way(store: &Store, root: &Root, j: &Journal) -> Result<Way, Switch
             path: j.to.rootfs.clone().unwrap_or_default(),
         }
     };
-    match preflight(root, &j.to, &j.from) {
+    match preflight(disk, root, &j.to, &j.from) {
         None => Ok(Way::Backward(forward)),
         Some(backward) => Err(wedged(j, forward, backward)),
     }
@@ -167,7 +211,7 @@ fn wedged(j: &Journal, forward: SwitchError, backward: SwitchError) -> SwitchErr
 
 /// The first thing that would stop `execute(from, to)` — a file made by hand where a link,
 /// a directory or a restored original goes — found without changing anything.
-fn preflight(root: &Root, from: &State, to: &State) -> Option<SwitchError> {
+fn preflight(disk: &dyn Disk, root: &Root, from: &State, to: &State) -> Option<SwitchError> {
     if !reachable(to) {
         return Some(SwitchError::MissingRootfs {
             generation: to.generation.unwrap_or_default(),
@@ -175,7 +219,7 @@ fn preflight(root: &Root, from: &State, to: &State) -> Option<SwitchError> {
         });
     }
     let check = || -> Result<Option<SwitchError>, SwitchError> {
-        let fs = &Beneath::open(root.dir())?;
+        let fs = disk;
         let blocked = |p: &str, why: &str| {
             Some(SwitchError::Blocked {
                 path: root.host(p),
@@ -232,7 +276,12 @@ fn preflight(root: &Root, from: &State, to: &State) -> Option<SwitchError> {
 /// reverse) is removed before it is created again, like a removed path followed by an added
 /// one. A step never replaces what it did not make: it stops and names the path instead.
 pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), SwitchError> {
-    let fs = Beneath::open(root.dir())?;
+    let state = steps(&Beneath::open(root.dir())?, root, from, to)?;
+    record(root, &state)
+}
+
+/// The steps of [`execute`] on `fs`; returns the state to record.
+fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, SwitchError> {
     let current = format!("/{STATE_DIR}/current");
     let blocked = |p: &str, why: &str| SwitchError::Blocked {
         path: root.host(p),
@@ -255,15 +304,15 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
     // 1. Clear the way: kbuild's links of removed paths that are where a directory, a link or
     //    a restored original goes, then the directories kbuild made there (deepest first).
     for p in &gone {
-        if must_clear(p) && is_our_link(&fs, p)? {
+        if must_clear(p) && is_our_link(fs, p)? {
             fs.unlink(p)?;
-            fault::point("unlink");
+            fs.fault("unlink");
         }
     }
     let mut created: Vec<&String> = from.created_dirs.union(&to.created_dirs).collect();
     created.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     for d in &created {
-        if !needed_dirs.contains(*d) && must_clear(d) && entry_below(&fs, d)? == Entry::Directory {
+        if !needed_dirs.contains(*d) && must_clear(d) && entry_below(fs, d)? == Entry::Directory {
             for name in fs.list(d)? {
                 let tmp = format!("{d}/{name}");
                 if is_temp_link(&name) && matches!(fs.entry(&tmp)?, Entry::Symlink(_)) {
@@ -277,8 +326,8 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
                     "this directory kbuild made holds files that are not kbuild's, and a link goes in its place",
                 ));
             }
-            if entry_below(&fs, d)? == Entry::Missing {
-                fault::point("rmdir");
+            if entry_below(fs, d)? == Entry::Missing {
+                fs.fault("rmdir");
             }
         }
     }
@@ -288,8 +337,8 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
         // Already kept (moved before a crash, or an undone switch's original that never left):
         // what is at the path now is not the original.
         if fs.entry(&adopted_path(p))? != Entry::Missing
-            || matches!(entry_below(&fs, p)?, Entry::Missing)
-            || is_our_link(&fs, p)?
+            || matches!(entry_below(fs, p)?, Entry::Missing)
+            || is_our_link(fs, p)?
         {
             continue;
         }
@@ -300,18 +349,18 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
                 e.into()
             }
         })?;
-        fault::point("adopt");
+        fs.fault("adopt");
     }
     // 3. Directories for new links, parents first.
     for d in &to.created_dirs {
         if !needed_dirs.contains(d) {
             continue;
         }
-        match entry_below(&fs, d)? {
+        match entry_below(fs, d)? {
             Entry::Directory => {}
             Entry::Missing => {
                 fs.mkdir(d)?;
-                fault::point("mkdir");
+                fs.fault("mkdir");
             }
             _ => return Err(blocked(d, "a directory goes there")),
         }
@@ -319,35 +368,35 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
     // 4. The flip: one rename switches every path both generations manage.
     match &to.rootfs {
         Some(rootfs) => {
-            if entry_below(&fs, &current)? != Entry::Symlink(rootfs.clone()) {
+            if entry_below(fs, &current)? != Entry::Symlink(rootfs.clone()) {
                 fs.replace_symlink(&current, rootfs)?;
-                fault::point("flip");
+                fs.fault("flip");
             }
         }
         // Undoing the first switch of a root: no flip point any more.
         None => {
-            if matches!(entry_below(&fs, &current)?, Entry::Symlink(_)) {
+            if matches!(entry_below(fs, &current)?, Entry::Symlink(_)) {
                 fs.unlink(&current)?;
-                fault::point("flip");
+                fs.fault("flip");
             }
         }
     }
     // 5. Links for paths the new generation adds (or that were deleted by hand).
     for p in &to.managed {
-        match entry_below(&fs, p)? {
+        match entry_below(fs, p)? {
             Entry::Missing => {
                 fs.replace_symlink(p, &Root::link_target(p))?;
-                fault::point("link");
+                fs.fault("link");
             }
-            _ if is_our_link(&fs, p)? => {}
+            _ if is_our_link(fs, p)? => {}
             _ => return Err(blocked(p, "kbuild's link goes there")),
         }
     }
     // 6. Links of paths no longer managed.
     for p in &gone {
-        if is_our_link(&fs, p)? {
+        if is_our_link(fs, p)? {
             fs.unlink(p)?;
-            fault::point("unlink");
+            fs.fault("unlink");
         }
     }
     // 7. Originals whose path is no longer managed come back. One that cannot (a file made by
@@ -362,7 +411,7 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
                 still_kept.insert((*p).clone());
                 continue;
             }
-            if entry_below(&fs, p)? != Entry::Missing {
+            if entry_below(fs, p)? != Entry::Missing {
                 return Err(blocked(
                     p,
                     &format!(
@@ -372,7 +421,7 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
                 ));
             }
             fs.rename(&adopted_path(p), p)?;
-            fault::point("restore");
+            fs.fault("restore");
         }
         // Empty directories left under adopted/ by the restore go too (also when a crash
         // came between the two).
@@ -398,9 +447,9 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
         }
         if needed.contains(d) {
             kept.insert(d.clone());
-        } else if entry_below(&fs, d)? == Entry::Directory {
+        } else if entry_below(fs, d)? == Entry::Directory {
             if fs.rmdir(d)? {
-                fault::point("rmdir");
+                fs.fault("rmdir");
             } else {
                 kept.insert(d.clone());
             }
@@ -408,12 +457,16 @@ pub(crate) fn execute(root: &Root, from: &State, to: &State) -> Result<(), Switc
     }
     fs.sync_dir("etc")?;
     fs.sync_dir("usr/local/bin")?;
-    // 9. Record the new state, then retire the journal.
-    let state_dir = root.state_dir();
     let mut state = to.clone();
     state.created_dirs = kept;
     state.adopted.extend(still_kept);
-    write_json(&state_dir.join("state.json"), &state)?;
+    Ok(state)
+}
+
+/// 9. Records the new state, then retires the journal.
+fn record(root: &Root, state: &State) -> Result<(), SwitchError> {
+    let state_dir = root.state_dir();
+    write_json(&state_dir.join("state.json"), state)?;
     fault::point("state written");
     fs_err::remove_file(state_dir.join("journal.json"))?;
     crate::fs::fsync_dir(&state_dir)?;

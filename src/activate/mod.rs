@@ -29,6 +29,7 @@
 //! (crash injection for tests). This file ties them together: resolve, plan, apply.
 
 pub mod beneath;
+mod disk;
 mod drift;
 mod error;
 pub mod fault;
@@ -86,16 +87,33 @@ pub fn resolve(store: &Store, root: &Root, target: Target) -> Result<u64, Switch
     }
 }
 
-/// The plan a switch to `target` would carry out; changes nothing (`--dry-run`).
+/// The plan a switch to `target` would carry out; changes nothing (`--dry-run`). After an
+/// interrupted switch, its recovery is simulated first — the same decision (complete or
+/// undo) and the same steps the real command takes — and the plan is made against the root
+/// as recovery leaves it, so the dry run refuses exactly where the switch would.
 pub fn dry_run(
     store: &Store,
     root: &Root,
     target: Target,
     adopt: bool,
 ) -> Result<Plan, SwitchError> {
-    let number = resolve(store, root, target)?;
+    let fs = beneath::Beneath::open(root.dir())?;
+    let Some(j) = root.journal()? else {
+        let number = resolve(store, root, target)?;
+        check_objects(store, number)?;
+        return plan::plan_on(&fs, store, root, number, adopt, None);
+    };
+    let (r, state, sim) = journal::recovery_preview(&fs, store, root, j)?;
+    let number = match target {
+        Target::Previous => previous_of(store, root, &state)?,
+        t => resolve(store, root, t)?,
+    };
     check_objects(store, number)?;
-    plan(store, root, number, adopt)
+    let after = plan::AfterRecovery {
+        state,
+        undone: r.undone.is_some(),
+    };
+    plan::plan_on(&sim, store, root, number, adopt, Some(after))
 }
 
 /// Refuses a generation whose objects fail the integrity check a build applies (see
@@ -178,17 +196,13 @@ fn apply(
     ))
 }
 
-/// The generation before `root`'s active one (what `rollback` goes to).
+/// The generation before `root`'s active one (what `rollback` goes to). `rollback` recovers
+/// an interrupted switch first; its dry run asks [`dry_run`], which simulates that.
 pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
-    // After an interrupted switch the journal's target is what the root is about to be (or
-    // its origin, when the target cannot be reached and recovery undoes it).
-    let state = match root.journal()? {
-        Some(j) => match journal::way(store, root, &j)? {
-            journal::Way::Forward => j.to,
-            journal::Way::Backward(_) => j.from,
-        },
-        None => root.state()?,
-    };
+    previous_of(store, root, &root.state()?)
+}
+
+fn previous_of(store: &Store, root: &Root, state: &State) -> Result<u64, SwitchError> {
     let active = state
         .generation
         .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;

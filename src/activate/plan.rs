@@ -8,10 +8,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::beneath::{Beneath, Entry};
+use super::disk::Disk;
 use super::prerequisites::{self, Prerequisites};
 use super::root::{Root, State, ancestors, is_our_link};
 use super::roots::{self, Owner};
-use super::{STATE_DIR, SwitchError, UnitAction, journal, units};
+use super::{STATE_DIR, SwitchError, UnitAction, units};
 use crate::generation::{self, Generation};
 use crate::store::Store;
 
@@ -213,13 +214,42 @@ fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Plans switching `root` to generation `number` of `store`.
+/// Plans switching `root` to generation `number` of `store`, as the root is now (no journal:
+/// `switch` recovers an interrupted switch first).
 pub fn plan(store: &Store, root: &Root, number: u64, adopt: bool) -> Result<Plan, SwitchError> {
     let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
-    plan_for(store, root, &g, adopt)
+    let fs = Beneath::open(root.dir())?;
+    plan_for(&fs, store, root, &g, adopt, None)
 }
 
-fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<Plan, SwitchError> {
+/// After recovery: the state it leaves and whether it undid the interrupted switch.
+pub(crate) struct AfterRecovery {
+    pub state: State,
+    pub undone: bool,
+}
+
+/// Plans switching to generation `number` on `disk` (the root, or the root as recovery will
+/// leave it, `after`): what a dry run prints.
+pub(crate) fn plan_on(
+    disk: &dyn Disk,
+    store: &Store,
+    root: &Root,
+    number: u64,
+    adopt: bool,
+    after: Option<AfterRecovery>,
+) -> Result<Plan, SwitchError> {
+    let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
+    plan_for(disk, store, root, &g, adopt, after)
+}
+
+fn plan_for(
+    fs: &dyn Disk,
+    store: &Store,
+    root: &Root,
+    g: &Generation,
+    adopt: bool,
+    after: Option<AfterRecovery>,
+) -> Result<Plan, SwitchError> {
     let store_dir = store.canonical_dir();
     let rootfs = store_dir.join(g.rootfs.as_str());
     if !rootfs.is_dir() {
@@ -228,21 +258,15 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
             path: rootfs,
         });
     }
-    let journal = root.journal()?;
-    let resumes = journal.is_some();
-    // After an interrupted switch, the root is (or will be, once recovered) at the journal's
-    // target: plan from there — or from its origin when recovery will undo it (see `recover`).
-    // (A switch that can neither be completed nor undone is an error here too.)
-    let (undoes, mut from) = match journal {
-        Some(j) => match journal::way(store, root, &j)? {
-            journal::Way::Forward => (false, j.to),
-            journal::Way::Backward(_) => (true, j.from),
-        },
+    // After an interrupted switch, plan from the state its recovery leaves, on the root as
+    // recovery leaves it (`fs` simulates that).
+    let resumes = after.is_some();
+    let (undoes, mut from) = match after {
+        Some(a) => (a.undone, a.state),
         None => (false, root.state()?),
     };
-    let fs = Beneath::open(root.dir())?;
     if from == State::default() {
-        from.managed = recognised_links(&fs)?;
+        from.managed = recognised_links(fs)?;
     }
     // A store is known by its id, not its path: a root recorded under another path of this
     // store (moved, symlinked, mounted elsewhere) is ours. `--adopt` takes a root over from
@@ -277,7 +301,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut repairs = Vec::new();
     let mut new_dirs = BTreeSet::new();
     // Mid-switch, the disk is neither generation: recovery brings it to one first.
-    if from.rootfs.is_some() && !resumes {
+    if from.rootfs.is_some() {
         let current = format!("/{STATE_DIR}/current");
         if fs.entry(&current)? != Entry::Symlink(rootfs.clone())
             && owner == Owner::Ours
@@ -291,7 +315,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
             // A managed link replaced by hand (a file, or a link elsewhere) is the user's now;
             // one that was deleted is simply put back.
             match fs.entry(path)? {
-                Entry::Missing if !resumes => {
+                Entry::Missing => {
                     repairs.push(path.clone());
                     // Its directories may be gone too (removed by hand): made again.
                     for dir in ancestors(path) {
@@ -300,8 +324,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
                         }
                     }
                 }
-                Entry::Missing => {}
-                _ if !is_our_link(&fs, path)? => unmanaged.push(path.clone()),
+                _ if !is_our_link(fs, path)? => unmanaged.push(path.clone()),
                 _ => {}
             }
             let differs = match &old_rootfs {
@@ -330,7 +353,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
                 Entry::Missing => {
                     new_dirs.insert(dir);
                 }
-                _ if gone.contains(&dir) && is_our_link(&fs, &dir)? => {
+                _ if gone.contains(&dir) && is_our_link(fs, &dir)? => {
                     new_dirs.insert(dir);
                     replaced = true;
                 }
@@ -348,8 +371,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
             Entry::Missing => false,
             // A directory kbuild made that holds only its own links of paths this switch
             // removes is kbuild's: it goes, and the link takes its place.
-            Entry::Directory => !owned_dir(&fs, path, &from, &gone)?,
-            _ => !is_our_link(&fs, path)?,
+            Entry::Directory => !owned_dir(fs, path, &from, &gone)?,
+            _ => !is_our_link(fs, path)?,
         };
         if in_way {
             unmanaged.push(path.clone());
@@ -360,10 +383,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
     let mut released = Vec::new();
     for p in &gone {
         match fs.entry(p) {
-            // Mid-switch, recovery puts the link there first.
-            Ok(Entry::Missing) if resumes => removed.push(p.clone()),
             Ok(Entry::Missing) => {}
-            Ok(_) if is_our_link(&fs, p)? => removed.push(p.clone()),
+            Ok(_) if is_our_link(fs, p)? => removed.push(p.clone()),
             _ => released.push(p.clone()),
         }
     }
@@ -383,8 +404,8 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
         }
         let free = match fs.entry(p)? {
             Entry::Missing => true,
-            Entry::Directory => from.created_dirs.contains(p) && owned_dir(&fs, p, &from, &gone)?,
-            _ => gone.contains(p) && is_our_link(&fs, p)?,
+            Entry::Directory => from.created_dirs.contains(p) && owned_dir(fs, p, &from, &gone)?,
+            _ => gone.contains(p) && is_our_link(fs, p)?,
         };
         if free {
             restore.push(p.clone());
@@ -462,7 +483,7 @@ fn plan_for(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<P
 /// Without a record (a root kbuild never managed, or whose `state.json` was moved away because
 /// it was corrupt): the paths of the rootfs the flip point names that are kbuild's links, so
 /// that a switch from here removes the ones the new generation lacks.
-fn recognised_links(fs: &Beneath) -> Result<BTreeSet<String>, SwitchError> {
+fn recognised_links(fs: &dyn Disk) -> Result<BTreeSet<String>, SwitchError> {
     let Entry::Symlink(rootfs) = fs.entry(&format!("/{STATE_DIR}/current"))? else {
         return Ok(BTreeSet::new());
     };
@@ -491,7 +512,7 @@ pub(crate) fn adopted_path(path: &str) -> String {
 /// Whether directory `dir` is kbuild's to remove: it created it (`from.created_dirs`) and it
 /// holds nothing but kbuild's links of paths in `gone` and directories of the same kind.
 pub(crate) fn owned_dir(
-    fs: &Beneath,
+    fs: &dyn Disk,
     dir: &str,
     from: &State,
     gone: &BTreeSet<String>,

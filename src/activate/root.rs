@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::beneath::{Beneath, Entry};
+use super::disk::Disk;
 use super::journal::Journal;
 use super::{STATE_DIR, SwitchError};
 use crate::observe::Observer;
@@ -153,13 +154,13 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
 }
 
 /// Whether `path` is kbuild's link (the relative link through the flip point).
-pub(crate) fn is_our_link(fs: &Beneath, path: &str) -> io::Result<bool> {
+pub(crate) fn is_our_link(fs: &dyn Disk, path: &str) -> io::Result<bool> {
     Ok(entry_below(fs, path)? == Entry::Symlink(Root::link_target(path)))
 }
 
 /// What is at `path`, where a path below something that is not a directory (kbuild's link of
 /// a path becoming a directory, say) is simply not there. Nothing is followed either way.
-pub(crate) fn entry_below(fs: &Beneath, path: &str) -> io::Result<Entry> {
+pub(crate) fn entry_below(fs: &dyn Disk, path: &str) -> io::Result<Entry> {
     match fs.entry(path) {
         Err(e)
             if e.get_ref()
