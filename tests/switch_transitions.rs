@@ -846,3 +846,111 @@ fn every_drift_names_the_command_that_repairs_it() {
     assert_eq!(drift_lines(&w), "");
     w.assert_root(&at(&w, &base, &g2, &MASTER_DIRS, &kept), &g2, "at 2");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review findings: dry runs after a crash, kbuild's own entries of the wrong kind, repairs
+// that name the store
+// ---------------------------------------------------------------------------------------------
+
+/// The lines of a failed run that say why and what to do (`caused by:` and `help:`), which a
+/// dry run and the real command share.
+fn reasons(r: &Run) -> Vec<String> {
+    r.stderr()
+        .lines()
+        .filter(|l| l.starts_with("  caused by: ") || l.starts_with("help: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// For a crash of `switch <crashed>` at every step (from the root `reset` leaves), each of
+/// `then` run as `--dry-run` predicts what the real command does: the same exit code and,
+/// when refused, the same reason. Returns the number of steps and of refusals.
+fn dry_run_agrees_after_every_crash(
+    w: &World,
+    reset: &[&[&str]],
+    crashed: &str,
+    then: &[&[&str]],
+) -> (u64, usize) {
+    let mut refused = 0;
+    for n in 1.. {
+        assert!(n <= 40, "still crashing at step {n}");
+        let mut finished = false;
+        for args in then {
+            for r in reset {
+                w.ok(r);
+            }
+            let c = w.run_env(&["switch", crashed], &[("KBUILD_FAULT_AT", &n.to_string())]);
+            if c.code == Some(0) {
+                finished = true;
+                break;
+            }
+            assert_eq!(c.code, None, "{c:?}");
+            let when = format!("`switch {crashed}` crashed at step {n}, then `{}`", args.join(" "));
+            let dry = w.run(&[*args, &["--dry-run"]].concat());
+            let real = w.run(args);
+            assert_eq!(
+                dry.code, real.code,
+                "{when}:\n--- dry run\n{}{}--- real\n{}{}",
+                dry.stdout, dry.stderr, real.stdout, real.stderr
+            );
+            assert!(dry.code == Some(0) || dry.code == Some(1), "{when}: {dry:?}");
+            assert_eq!(reasons(&dry), reasons(&real), "{when}");
+            assert!(!real.stderr.contains("os error"), "{when}: {}", real.stderr);
+            refused += usize::from(real.code != Some(0));
+        }
+        if finished {
+            return (n, refused);
+        }
+    }
+    unreachable!()
+}
+
+/// Review finding 2: after a crash of a switch that changes a path's type, `switch X
+/// --dry-run` and `switch X` agree, for X the origin, the target, another generation and
+/// `rollback`, in both directions, at depth 1 and 3.
+#[test]
+fn after_a_crash_of_a_type_change_the_dry_run_predicts_the_real_command() {
+    let w = World::new();
+    w.master_plus(
+        "files",
+        &[
+            ("/etc/kubernetes/addons", "file\n"),
+            ("/etc/kb1", "kb1 file\n"),
+        ],
+    );
+    w.master_plus(
+        "dirs",
+        &[
+            ("/etc/kubernetes/addons/dns.yaml", "dns\n"),
+            ("/etc/kb1/a/b/c", "c\n"),
+        ],
+    );
+    w.build(&["master"], &[], 1);
+    w.build(&["files"], &[], 2);
+    w.build(&["dirs"], &[], 3);
+    let then: &[&[&str]] = &[&["switch", "2"], &["switch", "3"], &["switch", "1"], &["rollback"]];
+    let (steps, _) = dry_run_agrees_after_every_crash(&w, &[&["switch", "2"]], "3", then);
+    assert_eq!(steps, 12);
+    let (steps, _) = dry_run_agrees_after_every_crash(&w, &[&["switch", "3"]], "2", then);
+    assert_eq!(steps, 12);
+}
+
+/// Review finding 2, the other way: the root on the directories with an adopted original of
+/// the path (kept while either generation manages it), a crash of the switch that gives it
+/// back; the dry run refuses where the real command refuses.
+#[test]
+fn after_a_crash_that_restores_an_original_the_dry_run_predicts_the_real_command() {
+    let w = World::new();
+    w.master_plus("kb1-file", &[("/etc/kb1", "kb1 file\n")]);
+    w.master_plus("kb1-dirs", &[("/etc/kb1/a/b/c", "c\n")]);
+    w.build(&["master"], &[], 1);
+    w.build(&["kb1-file"], &[], 2);
+    w.build(&["kb1-dirs"], &[], 3);
+    std::fs::write(w.root.join("etc/kb1"), b"ORIG\n").unwrap();
+    let then: &[&[&str]] = &[&["switch", "3"], &["switch", "2"], &["switch", "1"], &["rollback"]];
+    let reset: &[&[&str]] = &[&["switch", "2", "--adopt"], &["switch", "3"]];
+    let (steps, refused) = dry_run_agrees_after_every_crash(&w, reset, "1", then);
+    assert!(steps > 5 && refused > 0, "{steps} {refused}");
+    let reset: &[&[&str]] = &[&["switch", "2", "--adopt"]];
+    dry_run_agrees_after_every_crash(&w, reset, "3", then);
+}

@@ -2,7 +2,6 @@
 //! difference with the kbuild command that repairs it.
 
 use super::beneath::{Beneath, Entry};
-use super::journal::{Way, way};
 use super::plan::adopted_path;
 use super::root::Root;
 use super::{STATE_DIR, SwitchError, roots};
@@ -19,16 +18,30 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         ]);
     }
     let mut out = Vec::new();
+    // kbuild's own entries of the wrong kind: nothing else can be judged until they are fixed.
+    if let Err(e @ SwitchError::StateEntry { .. }) = root.check_state_dir() {
+        out.push(format!("{e} ({})", e.help().unwrap_or_default()));
+        return Ok(out);
+    }
     if let Some(j) = root.journal()? {
         let name = |s: &super::State| {
             s.generation
                 .map_or("nothing".to_owned(), |n| format!("generation {n}"))
         };
         let n = |g: Option<u64>| g.map_or("N".to_owned(), |n| n.to_string());
-        let fix = match way(store, root, &j) {
-            Ok(Way::Forward) => format!("`kbuild switch {}` completes it", n(j.to.generation)),
-            Ok(Way::Backward(why)) => format!(
-                "it cannot be completed ({why}): `kbuild switch {}` undoes it",
+        // The store as it was when the switch began: a repair run from a store that moved
+        // since needs this store's place.
+        let flags = store_flags(store, j.from.store.as_ref().or(j.to.store.as_ref()));
+        let fs = Beneath::open(root.dir())?;
+        // What recovery will do, decided as the next switch decides it.
+        let fix = match super::journal::recovery_preview(&fs, store, root, j.clone()) {
+            Ok((r, _, _)) if r.undone.is_none() => format!(
+                "`kbuild switch {}{flags}` completes it",
+                n(j.to.generation)
+            ),
+            Ok((r, _, _)) => format!(
+                "it cannot be completed ({}): `kbuild switch {}{flags}` undoes it",
+                r.undone.unwrap_or_default(),
                 n(j.from.generation)
             ),
             Err(e) => match e.help() {
@@ -44,12 +57,37 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         // What the links look like mid-switch is the journal's business, not drift.
         return Ok(out);
     }
+    let fs = Beneath::open(root.dir())?;
+    let current = format!("/{STATE_DIR}/current");
+    // kbuild's entries without its record: the flip point (or kept originals) but no
+    // state.json. A switch to the flip point's generation records the root again.
+    if fs.entry(&format!("/{STATE_DIR}/state.json"))? == Entry::Missing {
+        let flip = match fs.entry(&current)? {
+            Entry::Symlink(t) => Some(t),
+            _ => None,
+        };
+        let kept = !fs.list(&format!("/{STATE_DIR}/adopted"))?.is_empty();
+        if flip.is_some() || kept {
+            let object = roots::object_name(flip.as_deref());
+            let n = generation::list(store)?
+                .into_iter()
+                .rev()
+                .find(|g| object.as_ref() == Some(&g.rootfs))
+                .map_or("N".to_owned(), |g| g.number.to_string());
+            out.push(format!(
+                "/{STATE_DIR}/state.json is missing, though kbuild's {} there (`kbuild switch {n}{}` records the root again; kbuild's own links are recognised)",
+                if flip.is_some() { "flip point `current` is" } else { "kept originals are" },
+                store_flags(store, None)
+            ));
+        }
+        return Ok(out);
+    }
     let state = root.state()?;
     let (Some(rootfs), Some(active)) = (&state.rootfs, state.generation) else {
         return Ok(out);
     };
-    let fs = Beneath::open(root.dir())?;
-    let repair = format!("`kbuild switch {active}` repairs it");
+    let flags = store_flags(store, state.store.as_ref());
+    let repair = format!("`kbuild switch {active}{flags}` repairs it");
     // Where to go when the active generation itself is broken: the newest other one present.
     let elsewhere = match generation::list(store)?
         .into_iter()
@@ -57,7 +95,7 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         .find(|g| g.number != active && store.canonical_dir().join(g.rootfs.as_str()).is_dir())
     {
         Some(g) => format!(
-            "`kbuild switch {}` puts the root on generation {}, the newest other one present",
+            "`kbuild switch {}{flags}` puts the root on generation {}, the newest other one present",
             g.number, g.number
         ),
         None => {
@@ -81,7 +119,6 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         ));
         return Ok(out);
     }
-    let current = format!("/{STATE_DIR}/current");
     let flip_ok = fs.entry(&current)? == Entry::Symlink(rootfs.clone());
     match fs.entry(&current)? {
         Entry::Symlink(t) if t == *rootfs => {}
@@ -102,7 +139,7 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
             )
         } else {
             format!(
-                "`kbuild switch {active} --adopt` keeps it in {} and puts kbuild's link back",
+                "`kbuild switch {active} --adopt{flags}` keeps it in {} and puts kbuild's link back",
                 adopted_path(p)
             )
         }
@@ -125,9 +162,22 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
                     ));
                 }
             }
+            Ok(Entry::Directory) => {
+                out.push(format!("replaced by a directory: {p} ({})", replaced(p)))
+            }
             Ok(_) => out.push(format!("replaced by a file: {p} ({})", replaced(p))),
             Err(e) => out.push(format!("{p}: {e} (move that away, then {repair})")),
         }
     }
     Ok(out)
+}
+
+/// The `--store` a repair command needs: this store's place, when the root recorded another
+/// (the store moved) — a command run without it would look for the store where it was.
+fn store_flags(store: &Store, recorded: Option<&std::path::PathBuf>) -> String {
+    let here = store.canonical_dir();
+    match recorded {
+        Some(r) if *r != here => format!(" --store {}", here.display()),
+        _ => String::new(),
+    }
 }

@@ -60,6 +60,12 @@ pub enum SwitchError {
         #[source]
         source: io::Error,
     },
+    #[error("kbuild's own entry `{}` is {found}, which kbuild never makes; nothing was changed", path.display())]
+    StateEntry {
+        path: PathBuf,
+        found: String,
+        help: String,
+    },
     #[error("corrupt activation state `{}`", path.display())]
     State {
         path: PathBuf,
@@ -122,9 +128,23 @@ impl SwitchError {
                 {
                     ways.truncate(1);
                 }
+                // A target gone from the store can be re-created.
+                for (e, n, does) in [
+                    (forward, to_generation, "completes"),
+                    (backward, from_generation, "undoes"),
+                ] {
+                    if let (SwitchError::MissingRootfs { .. }, Some(n)) = (&**e, n) {
+                        ways.push(format!(
+                            "`kbuild verify --repair` re-creates generation {n}'s rootfs, then `kbuild switch {n}` {does} it"
+                        ));
+                    }
+                }
+                let missing = |e: &SwitchError| matches!(e, SwitchError::MissingRootfs { .. });
+                if missing(forward) && missing(backward) {
+                    ways.push("if neither can be re-created: move `etc/.kbuild/journal.json` in the root away, then `kbuild switch N` puts the root on a generation N that is in the store (kbuild's links are recognised)".to_owned());
+                }
                 if ways.is_empty() {
-                    // Neither generation is in the store any more.
-                    ways.push("neither generation is in the store: move `etc/.kbuild/journal.json` in the root away, then `kbuild switch N` puts the root on a generation N that is (kbuild's links are recognised)".to_owned());
+                    ways.extend(forward.help().into_iter().chain(backward.help()));
                 }
                 Some(ways.join("; or "))
             }
@@ -136,6 +156,10 @@ impl SwitchError {
                 "kbuild needs a real directory at `{p}`: move what is there away and run the command again"
             )),
             SwitchError::State { path, .. } => Some(state_help(path)),
+            SwitchError::StateEntry { help, .. } => Some(help.clone()),
+            SwitchError::MissingRootfs { generation, .. } => Some(format!(
+                "`kbuild verify --repair` re-creates generation {generation}'s rootfs from its sources (or build its recipes again with `kbuild build`); `kbuild generations` lists the others"
+            )),
             SwitchError::Io(e) => e
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<super::beneath::NotADirectory>())

@@ -175,10 +175,6 @@ pub(crate) enum Way {
 /// its target is reachable and nothing is in the way, else undone when that can work; an
 /// error naming what is in the way when neither can. Each way is checked before it is taken,
 /// so a way that cannot finish changes nothing (no flipping back and forth).
-pub(crate) fn way(store: &Store, root: &Root, j: &Journal) -> Result<Way, SwitchError> {
-    way_on(&Beneath::open(root.dir())?, store, root, j)
-}
-
 fn way_on(disk: &dyn Disk, store: &Store, root: &Root, j: &Journal) -> Result<Way, SwitchError> {
     let j = &localized(store, j.clone());
     let forward = if reachable(&j.to) {

@@ -91,16 +91,93 @@ impl Root {
     }
 
     /// State is read only from a real `etc/.kbuild` directory: a journal planted behind a
-    /// symlink would otherwise be executed.
-    fn check_state_dir(&self) -> Result<(), SwitchError> {
+    /// symlink would otherwise be executed. kbuild's own entries must be of their kind too
+    /// (`current` a symlink, `state.json` and `journal.json` files, `adopted` a directory):
+    /// anything else is found here, before a plan is made or a journal written, and named
+    /// with the way out.
+    pub(crate) fn check_state_dir(&self) -> Result<(), SwitchError> {
         if !self.dir.is_dir() {
             return Ok(()); // nothing to read; `lock` reports a missing root
         }
-        match Beneath::open(&self.dir)?.entry(&format!("/{STATE_DIR}"))? {
-            Entry::Missing | Entry::Directory => Ok(()),
-            _ => Err(SwitchError::UnsafeParent(
-                self.state_dir().display().to_string(),
-            )),
+        let fs = Beneath::open(&self.dir)?;
+        match fs.entry(&format!("/{STATE_DIR}"))? {
+            Entry::Missing => return Ok(()),
+            Entry::Directory => {}
+            _ => {
+                return Err(SwitchError::UnsafeParent(
+                    self.state_dir().display().to_string(),
+                ));
+            }
+        }
+        for name in ["current", "state.json", "journal.json", "adopted"] {
+            let entry = fs.entry(&format!("/{STATE_DIR}/{name}"))?;
+            let found = match (&entry, name) {
+                (Entry::Missing, _)
+                | (Entry::Symlink(_), "current")
+                | (Entry::Other, "state.json" | "journal.json")
+                | (Entry::Directory, "adopted") => continue,
+                (Entry::Directory, _) => "a directory",
+                (Entry::Symlink(_), _) => "a symlink",
+                _ => "a file",
+            };
+            return Err(self.wrong_entry(&fs, name, found, &entry));
+        }
+        Ok(())
+    }
+
+    /// The error for kbuild's entry `name` found to be `found`, with the commands that fix it.
+    fn wrong_entry(&self, fs: &Beneath, name: &str, found: &str, entry: &Entry) -> SwitchError {
+        let path = self.state_dir().join(name);
+        let p = path.display();
+        let empty_dir = *entry == Entry::Directory
+            && fs
+                .list(&format!("/{STATE_DIR}/{name}"))
+                .is_ok_and(|l| l.is_empty());
+        let away = if empty_dir {
+            format!("`rmdir {p}`")
+        } else {
+            format!("`mv {p} {p}.bad`")
+        };
+        // The generation to name: the recorded one, when the record can be read.
+        let state: Option<State> = if name == "state.json" {
+            None
+        } else {
+            fs.entry(&format!("/{STATE_DIR}/state.json"))
+                .ok()
+                .filter(|e| *e == Entry::Other)
+                .and_then(|_| read_json(&self.state_dir().join("state.json")).ok().flatten())
+        };
+        let n = state
+            .as_ref()
+            .and_then(|s| s.generation)
+            .map_or("N".to_owned(), |n| n.to_string());
+        let root = self.dir.display();
+        let then = match name {
+            "current" => format!(
+                "then `kbuild switch {n} --root {root}` puts kbuild's flip point back"
+            ),
+            "state.json" => format!(
+                "then `kbuild switch N --root {root}` records the root again on generation N (kbuild's own links are recognised)"
+            ),
+            "journal.json" => format!(
+                "then `kbuild switch N --root {root}` puts the root on generation N (kbuild's links are recognised)"
+            ),
+            _ => {
+                let kept = state.map(|s| s.adopted).unwrap_or_default();
+                if kept.is_empty() {
+                    format!("then run the command again (`kbuild switch {n} --root {root}`)")
+                } else {
+                    format!(
+                        "then `mkdir {p}` and move the originals it records ({}) into it, at the same paths, from where the old entry held them; then run the command again",
+                        kept.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            }
+        };
+        SwitchError::StateEntry {
+            path: path.clone(),
+            found: found.to_owned(),
+            help: format!("move it away: {away}; {then}"),
         }
     }
 
