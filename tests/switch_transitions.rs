@@ -954,3 +954,125 @@ fn after_a_crash_that_restores_an_original_the_dry_run_predicts_the_real_command
     let reset: &[&[&str]] = &[&["switch", "2", "--adopt"]];
     dry_run_agrees_after_every_crash(&w, reset, "3", then);
 }
+
+/// Review findings 1 and 9: kbuild's own entries of the wrong kind (`current` a directory or
+/// a file, `state.json` or `journal.json` a directory, `adopted` a symlink or a file) are
+/// named, with the fix, by every command before anything is written; `verify --root` reports
+/// them; the fix works.
+#[test]
+fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
+    let w = World::new();
+    w.master_plus("kb1-dirs", &[("/etc/kb1/a/b/c", "c\n")]);
+    w.build(&["master"], &[], 1);
+    let g2 = w.build(&["kb1-dirs"], &[], 2);
+    let base = w.base();
+    let l2 = at(
+        &w,
+        &base,
+        &g2,
+        &with_master(&["/etc/kb1", "/etc/kb1/a", "/etc/kb1/a/b"]),
+        &[],
+    );
+    w.ok(&["switch", "2"]);
+    let dot = w.root.join("etc/.kbuild");
+    // Every command refuses with the same reason and changes nothing; verify reports it.
+    let check = |what: &str, reason: &[&str]| {
+        for args in [
+            &["switch", "2"][..],
+            &["switch", "1"],
+            &["switch", "1", "--dry-run"],
+            &["rollback"],
+            &["rollback", "--dry-run"],
+            &["switch", "2", "--adopt"],
+        ] {
+            let before = w.listing();
+            let r = w.run(args);
+            assert_eq!(r.code, Some(1), "{what}: {args:?}: {r:?}");
+            assert_eq!(reasons(&r), reason, "{what}: {args:?}");
+            assert_listing(&w.listing(), &before, &format!("{what}: {args:?} changed nothing"));
+        }
+        let (caused, help) = (&reason[0]["  caused by: ".len()..], &reason[1]["help: ".len()..]);
+        assert_eq!(
+            drift_lines(&w),
+            format!("drift    $SANDBOX/host: {caused} ({help})\n"),
+            "{what}"
+        );
+    };
+    let entry = |name: &str, kind: &str| {
+        format!("  caused by: kbuild's own entry `$SANDBOX/host/etc/.kbuild/{name}` is {kind}, which kbuild never makes; nothing was changed")
+    };
+
+    // Finding 1: `current` an empty directory; `rmdir`, then `switch 2`.
+    std::fs::remove_file(dot.join("current")).unwrap();
+    std::fs::create_dir(dot.join("current")).unwrap();
+    check("current a directory", &[
+        &entry("current", "a directory"),
+        "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/current`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
+    ]);
+    std::fs::remove_dir(dot.join("current")).unwrap();
+    w.ok(&["switch", "2", "--root", &w.root.display().to_string()]);
+    w.assert_root(&l2, &g2, "current back");
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+
+    // `current` a file: `mv`, then `switch 2`.
+    std::fs::remove_file(dot.join("current")).unwrap();
+    std::fs::write(dot.join("current"), b"x\n").unwrap();
+    check("current a file", &[
+        &entry("current", "a file"),
+        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/current $SANDBOX/host/etc/.kbuild/current.bad`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
+    ]);
+    std::fs::rename(dot.join("current"), dot.join("current.bad")).unwrap();
+    w.ok(&["switch", "2"]);
+    let mut l = l2.clone();
+    l.file("etc/.kbuild/current.bad", b"x\n");
+    w.assert_root(&l, &g2, "current back");
+    std::fs::remove_file(dot.join("current.bad")).unwrap();
+
+    // `journal.json` a directory (holding a file): `mv`, then `switch 2`.
+    std::fs::create_dir(dot.join("journal.json")).unwrap();
+    std::fs::write(dot.join("journal.json/x"), b"x\n").unwrap();
+    check("journal.json a directory", &[
+        &entry("journal.json", "a directory"),
+        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/journal.json $SANDBOX/host/etc/.kbuild/journal.json.bad`), then `kbuild switch N --root $SANDBOX/host` puts the root on generation N (kbuild's links are recognised)",
+    ]);
+    std::fs::remove_dir_all(dot.join("journal.json")).unwrap();
+    let r = w.ok(&["switch", "2"]);
+    assert_eq!(r.stderr(), "       Fresh generation 2 is already active\n");
+    w.assert_root(&l2, &g2, "journal gone");
+
+    // `adopted` a symlink (kbuild never keeps originals behind one) and a file.
+    std::fs::create_dir(w.sb.dir.join("elsewhere")).unwrap();
+    std::fs::remove_dir(dot.join("adopted")).unwrap();
+    std::os::unix::fs::symlink(w.sb.dir.join("elsewhere"), dot.join("adopted")).unwrap();
+    check("adopted a symlink", &[
+        &entry("adopted", "a symlink"),
+        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+    ]);
+    std::fs::remove_file(dot.join("adopted")).unwrap();
+    std::fs::write(dot.join("adopted"), b"x\n").unwrap();
+    check("adopted a file", &[
+        &entry("adopted", "a file"),
+        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+    ]);
+    std::fs::remove_file(dot.join("adopted")).unwrap();
+    w.ok(&["switch", "1"]);
+    w.ok(&["switch", "2"]);
+    w.assert_root(&l2, &g2, "adopted back");
+
+    // `state.json` a directory: `rmdir`, then `switch 2` records the root again.
+    std::fs::remove_file(dot.join("state.json")).unwrap();
+    std::fs::create_dir(dot.join("state.json")).unwrap();
+    check("state.json a directory", &[
+        &entry("state.json", "a directory"),
+        "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/state.json`), then `kbuild switch N --root $SANDBOX/host` records the root again on generation N (kbuild's own links are recognised)",
+    ]);
+    std::fs::remove_dir(dot.join("state.json")).unwrap();
+    // Without state.json, verify says so, naming the generation the flip point resolves to.
+    assert_eq!(
+        drift_lines(&w),
+        "drift    $SANDBOX/host: /etc/.kbuild/state.json is missing, though kbuild's flip point `current` is there (`kbuild switch 2` records the root again; kbuild's own links are recognised)\n"
+    );
+    w.ok(&["switch", "2"]);
+    w.assert_resolves(&g2, "recorded again");
+    assert_eq!(drift_lines(&w), "");
+}

@@ -134,9 +134,9 @@ impl Root {
                 .list(&format!("/{STATE_DIR}/{name}"))
                 .is_ok_and(|l| l.is_empty());
         let away = if empty_dir {
-            format!("`rmdir {p}`")
+            format!("remove it (`rmdir {p}`)")
         } else {
-            format!("`mv {p} {p}.bad`")
+            format!("move it away (`mv {p} {p}.bad`)")
         };
         // The generation to name: the recorded one, when the record can be read.
         let state: Option<State> = if name == "state.json" {
@@ -177,7 +177,7 @@ impl Root {
         SwitchError::StateEntry {
             path: path.clone(),
             found: found.to_owned(),
-            help: format!("move it away: {away}; {then}"),
+            help: format!("{away}, {then}"),
         }
     }
 
