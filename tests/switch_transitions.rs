@@ -1076,3 +1076,41 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
     w.assert_resolves(&g2, "recorded again");
     assert_eq!(drift_lines(&w), "");
 }
+
+/// Review finding 3: an interrupted type change whose target left the store is undone by the
+/// next command; its dry run says so (not "unmanaged, in the way" of kbuild's own directory),
+/// and a switch to the missing generation is refused by both, naming the repair.
+#[test]
+fn the_dry_run_of_an_undo_predicts_it_and_a_missing_rootfs_names_its_repair() {
+    let w = World::new();
+    w.master_plus("addons-file", &[("/etc/kubernetes/addons", "file\n")]);
+    w.master_plus("addons-dir", &[("/etc/kubernetes/addons/dns.yaml", "dns\n")]);
+    w.build(&["master"], &[], 1);
+    let g2 = w.build(&["addons-file"], &[], 2);
+    let g3 = w.build(&["addons-dir"], &[], 3);
+    let l2 = at(&w, &w.base(), &g2, &MASTER_DIRS, &[]);
+    w.ok(&["switch", "2"]);
+    crash(&w, &["switch", "3"], 4, "flip");
+    remove_object(&g3.rootfs);
+    let journal = w.root.join("etc/.kbuild/journal.json");
+    let missing = format!(
+        "  caused by: rootfs `$SANDBOX/store/{}` of generation 3 is missing from the store\nhelp: `kbuild verify --repair` re-creates generation 3's rootfs from its sources (or build its recipes again with `kbuild build`); `kbuild generations` lists the others\n",
+        g3.object()
+    );
+    let dry = w.ok(&["switch", "2", "--dry-run"]);
+    assert_eq!(
+        dry.stdout(),
+        "root $SANDBOX/host: generation 2 -> generation 2\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n"
+    );
+    let dry = w.run(&["switch", "--dry-run"]);
+    dry.assert_error(&format!("error: cannot plan to switch root `$SANDBOX/host`\n{missing}"));
+    assert!(journal.exists(), "the dry runs changed nothing");
+    let real = w.run(&["switch"]);
+    real.assert_error(&format!(
+        "      Undone an interrupted switch, which could not be completed (rootfs `$SANDBOX/store/{}` of generation 3 is missing from the store); the root is back on generation 2\nerror: cannot switch root `$SANDBOX/host`\n{missing}",
+        g3.object()
+    ));
+    w.assert_root(&l2, &g2, "undone");
+    let r = w.ok(&["switch", "2"]);
+    assert_eq!(r.stderr(), "       Fresh generation 2 is already active\n");
+}
