@@ -1114,3 +1114,52 @@ fn the_dry_run_of_an_undo_predicts_it_and_a_missing_rootfs_names_its_repair() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(r.stderr(), "       Fresh generation 2 is already active\n");
 }
+
+/// Review finding 7c: a store moved (no symlink left) while a switch is pending: every repair
+/// `verify --root` names carries the `--store` it needs, and running it works.
+#[test]
+fn every_repair_verify_names_for_a_moved_store_carries_its_store() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    w.build(&["master"], &[], 1);
+    w.build(&["extra"], &[], 2);
+    w.ok(&["switch", "1"]);
+    crash(&w, &["switch", "2"], 3, "link");
+    let moved = w.sb.dir.join("data/store");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(w.store(), &moved).unwrap();
+    let root = w.root.to_str().unwrap();
+    let v = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
+    assert_eq!(v.code, Some(1), "{v:?}");
+    let drift: String = v
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("drift"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Either command works: the first completes the switch on its way back to 1.
+    assert_eq!(
+        drift,
+        "drift    $SANDBOX/host: /etc/.kbuild/current points into `$SANDBOX/store`, where the store no longer is (it is at `$SANDBOX/data/store` now): `kbuild switch 1 --store $SANDBOX/data/store --root $SANDBOX/host` re-points it\ndrift    $SANDBOX/host: an interrupted switch from generation 1 to generation 2 is pending (`kbuild switch 2 --store $SANDBOX/data/store` completes it)\n"
+    );
+    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "2"]));
+    r.assert_success();
+    assert!(r.stderr().starts_with("   Completed an interrupted switch"), "{}", r.stderr);
+    let v = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
+    assert_eq!(v.stdout, "ok\n", "{v:?}");
+    // Moved again, a symlink left behind (the links resolve), and a link removed by hand: its
+    // repair names the store's new place too, and works.
+    std::fs::remove_file(w.root.join("etc/kubernetes/extra")).unwrap();
+    let again = w.sb.dir.join("store2");
+    std::fs::rename(&moved, &again).unwrap();
+    std::os::unix::fs::symlink(&again, &moved).unwrap();
+    let v = w.sb.run(w.cmd_store(&again, &["--root", root, "verify"]));
+    assert_eq!(
+        v.stdout(),
+        "drift    $SANDBOX/host: removed: /etc/kubernetes/extra (`kbuild switch 2 --store $SANDBOX/store2` repairs it)\n"
+    );
+    w.sb.run(w.cmd_store(&again, &["--root", root, "switch", "2"]))
+        .assert_success();
+    let v = w.sb.run(w.cmd_store(&again, &["--root", root, "verify"]));
+    assert_eq!(v.stdout, "ok\n", "{v:?}");
+}
