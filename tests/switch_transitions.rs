@@ -1163,3 +1163,36 @@ fn every_repair_verify_names_for_a_moved_store_carries_its_store() {
     let v = w.sb.run(w.cmd_store(&again, &["--root", root, "verify"]));
     assert_eq!(v.stdout, "ok\n", "{v:?}");
 }
+
+/// Review finding 1's loop: an interrupted switch that can be neither completed (a file made
+/// by hand in the way) nor undone (its origin gone from the store). The help names only ways
+/// that work here — no "neither generation is in the store" — and the one taken works.
+#[test]
+fn a_wedged_switch_whose_origin_left_the_store_names_ways_that_work() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
+    let mut base = w.base();
+    w.ok(&["switch", "1"]);
+    crash(&w, &["switch", "2"], 2, "flip");
+    std::fs::write(w.root.join("etc/kubernetes/extra"), b"by hand\n").unwrap();
+    base.file("etc/kubernetes/extra", b"by hand\n");
+    remove_object(&g1.rootfs);
+    let wedged = format!(
+        "  caused by: cannot complete the interrupted switch from generation 1 to generation 2 (`$SANDBOX/host/etc/kubernetes/extra` is in the way: kbuild's link goes there), nor undo it (rootfs `$SANDBOX/store/{}` of generation 1 is missing from the store)\nhelp: move `$SANDBOX/host/etc/kubernetes/extra` away, then `kbuild switch 2` completes it; or `kbuild verify --repair` re-creates generation 1's rootfs, then `kbuild switch 1` undoes it\n",
+        g1.object()
+    );
+    for args in [&["switch", "2"][..], &["switch", "1", "--dry-run"], &["rollback"]] {
+        let r = w.run(args);
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        assert!(r.stderr().ends_with(&wedged), "{args:?}: {}", r.stderr());
+    }
+    // The second way: re-create generation 1, then undo.
+    let r = w.run(&["verify", "--repair"]);
+    assert!(r.stderr().contains("     Rebuilt "), "{r:?}");
+    let r = w.ok(&["switch", "1"]);
+    assert!(r.stderr().starts_with("      Undone an interrupted switch"), "{}", r.stderr());
+    w.assert_root(&at(&w, &base, &g1, &MASTER_DIRS, &[]), &g1, "undone");
+    let _ = g2;
+}
