@@ -885,7 +885,10 @@ fn dry_run_agrees_after_every_crash(
                 break;
             }
             assert_eq!(c.code, None, "{c:?}");
-            let when = format!("`switch {crashed}` crashed at step {n}, then `{}`", args.join(" "));
+            let when = format!(
+                "`switch {crashed}` crashed at step {n}, then `{}`",
+                args.join(" ")
+            );
             let dry = w.run(&[*args, &["--dry-run"]].concat());
             let real = w.run(args);
             assert_eq!(
@@ -893,7 +896,10 @@ fn dry_run_agrees_after_every_crash(
                 "{when}:\n--- dry run\n{}{}--- real\n{}{}",
                 dry.stdout, dry.stderr, real.stdout, real.stderr
             );
-            assert!(dry.code == Some(0) || dry.code == Some(1), "{when}: {dry:?}");
+            assert!(
+                dry.code == Some(0) || dry.code == Some(1),
+                "{when}: {dry:?}"
+            );
             assert_eq!(reasons(&dry), reasons(&real), "{when}");
             assert!(!real.stderr.contains("os error"), "{when}: {}", real.stderr);
             refused += usize::from(real.code != Some(0));
@@ -928,7 +934,12 @@ fn after_a_crash_of_a_type_change_the_dry_run_predicts_the_real_command() {
     w.build(&["master"], &[], 1);
     w.build(&["files"], &[], 2);
     w.build(&["dirs"], &[], 3);
-    let then: &[&[&str]] = &[&["switch", "2"], &["switch", "3"], &["switch", "1"], &["rollback"]];
+    let then: &[&[&str]] = &[
+        &["switch", "2"],
+        &["switch", "3"],
+        &["switch", "1"],
+        &["rollback"],
+    ];
     let (steps, _) = dry_run_agrees_after_every_crash(&w, &[&["switch", "2"]], "3", then);
     assert_eq!(steps, 12);
     let (steps, _) = dry_run_agrees_after_every_crash(&w, &[&["switch", "3"]], "2", then);
@@ -947,7 +958,12 @@ fn after_a_crash_that_restores_an_original_the_dry_run_predicts_the_real_command
     w.build(&["kb1-file"], &[], 2);
     w.build(&["kb1-dirs"], &[], 3);
     std::fs::write(w.root.join("etc/kb1"), b"ORIG\n").unwrap();
-    let then: &[&[&str]] = &[&["switch", "3"], &["switch", "2"], &["switch", "1"], &["rollback"]];
+    let then: &[&[&str]] = &[
+        &["switch", "3"],
+        &["switch", "2"],
+        &["switch", "1"],
+        &["rollback"],
+    ];
     let reset: &[&[&str]] = &[&["switch", "2", "--adopt"], &["switch", "3"]];
     let (steps, refused) = dry_run_agrees_after_every_crash(&w, reset, "1", then);
     assert!(steps > 5 && refused > 0, "{steps} {refused}");
@@ -989,9 +1005,16 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
             let r = w.run(args);
             assert_eq!(r.code, Some(1), "{what}: {args:?}: {r:?}");
             assert_eq!(reasons(&r), reason, "{what}: {args:?}");
-            assert_listing(&w.listing(), &before, &format!("{what}: {args:?} changed nothing"));
+            assert_listing(
+                &w.listing(),
+                &before,
+                &format!("{what}: {args:?} changed nothing"),
+            );
         }
-        let (caused, help) = (&reason[0]["  caused by: ".len()..], &reason[1]["help: ".len()..]);
+        let (caused, help) = (
+            &reason[0]["  caused by: ".len()..],
+            &reason[1]["help: ".len()..],
+        );
         assert_eq!(
             drift_lines(&w),
             format!("drift    $SANDBOX/host: {caused} ({help})\n"),
@@ -999,16 +1022,21 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
         );
     };
     let entry = |name: &str, kind: &str| {
-        format!("  caused by: kbuild's own entry `$SANDBOX/host/etc/.kbuild/{name}` is {kind}, which kbuild never makes; nothing was changed")
+        format!(
+            "  caused by: kbuild's own entry `$SANDBOX/host/etc/.kbuild/{name}` is {kind}, which kbuild never makes; nothing was changed"
+        )
     };
 
     // Finding 1: `current` an empty directory; `rmdir`, then `switch 2`.
     std::fs::remove_file(dot.join("current")).unwrap();
     std::fs::create_dir(dot.join("current")).unwrap();
-    check("current a directory", &[
-        &entry("current", "a directory"),
-        "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/current`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
-    ]);
+    check(
+        "current a directory",
+        &[
+            &entry("current", "a directory"),
+            "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/current`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
+        ],
+    );
     std::fs::remove_dir(dot.join("current")).unwrap();
     w.ok(&["switch", "2", "--root", &w.root.display().to_string()]);
     w.assert_root(&l2, &g2, "current back");
@@ -1017,10 +1045,13 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
     // `current` a file: `mv`, then `switch 2`.
     std::fs::remove_file(dot.join("current")).unwrap();
     std::fs::write(dot.join("current"), b"x\n").unwrap();
-    check("current a file", &[
-        &entry("current", "a file"),
-        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/current $SANDBOX/host/etc/.kbuild/current.bad`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
-    ]);
+    check(
+        "current a file",
+        &[
+            &entry("current", "a file"),
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/current $SANDBOX/host/etc/.kbuild/current.bad`), then `kbuild switch 2 --root $SANDBOX/host` puts kbuild's flip point back",
+        ],
+    );
     std::fs::rename(dot.join("current"), dot.join("current.bad")).unwrap();
     w.ok(&["switch", "2"]);
     let mut l = l2.clone();
@@ -1031,10 +1062,13 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
     // `journal.json` a directory (holding a file): `mv`, then `switch 2`.
     std::fs::create_dir(dot.join("journal.json")).unwrap();
     std::fs::write(dot.join("journal.json/x"), b"x\n").unwrap();
-    check("journal.json a directory", &[
-        &entry("journal.json", "a directory"),
-        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/journal.json $SANDBOX/host/etc/.kbuild/journal.json.bad`), then `kbuild switch N --root $SANDBOX/host` puts the root on generation N (kbuild's links are recognised)",
-    ]);
+    check(
+        "journal.json a directory",
+        &[
+            &entry("journal.json", "a directory"),
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/journal.json $SANDBOX/host/etc/.kbuild/journal.json.bad`), then `kbuild switch N --root $SANDBOX/host` puts the root on generation N (kbuild's links are recognised)",
+        ],
+    );
     std::fs::remove_dir_all(dot.join("journal.json")).unwrap();
     let r = w.ok(&["switch", "2"]);
     assert_eq!(r.stderr(), "       Fresh generation 2 is already active\n");
@@ -1044,16 +1078,22 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
     std::fs::create_dir(w.sb.dir.join("elsewhere")).unwrap();
     std::fs::remove_dir(dot.join("adopted")).unwrap();
     std::os::unix::fs::symlink(w.sb.dir.join("elsewhere"), dot.join("adopted")).unwrap();
-    check("adopted a symlink", &[
-        &entry("adopted", "a symlink"),
-        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
-    ]);
+    check(
+        "adopted a symlink",
+        &[
+            &entry("adopted", "a symlink"),
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+        ],
+    );
     std::fs::remove_file(dot.join("adopted")).unwrap();
     std::fs::write(dot.join("adopted"), b"x\n").unwrap();
-    check("adopted a file", &[
-        &entry("adopted", "a file"),
-        "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
-    ]);
+    check(
+        "adopted a file",
+        &[
+            &entry("adopted", "a file"),
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+        ],
+    );
     std::fs::remove_file(dot.join("adopted")).unwrap();
     w.ok(&["switch", "1"]);
     w.ok(&["switch", "2"]);
@@ -1062,10 +1102,13 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
     // `state.json` a directory: `rmdir`, then `switch 2` records the root again.
     std::fs::remove_file(dot.join("state.json")).unwrap();
     std::fs::create_dir(dot.join("state.json")).unwrap();
-    check("state.json a directory", &[
-        &entry("state.json", "a directory"),
-        "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/state.json`), then `kbuild switch N --root $SANDBOX/host` records the root again on generation N (kbuild's own links are recognised)",
-    ]);
+    check(
+        "state.json a directory",
+        &[
+            &entry("state.json", "a directory"),
+            "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/state.json`), then `kbuild switch N --root $SANDBOX/host` records the root again on generation N (kbuild's own links are recognised)",
+        ],
+    );
     std::fs::remove_dir(dot.join("state.json")).unwrap();
     // Without state.json, verify says so, naming the generation the flip point resolves to.
     assert_eq!(
@@ -1084,7 +1127,10 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
 fn the_dry_run_of_an_undo_predicts_it_and_a_missing_rootfs_names_its_repair() {
     let w = World::new();
     w.master_plus("addons-file", &[("/etc/kubernetes/addons", "file\n")]);
-    w.master_plus("addons-dir", &[("/etc/kubernetes/addons/dns.yaml", "dns\n")]);
+    w.master_plus(
+        "addons-dir",
+        &[("/etc/kubernetes/addons/dns.yaml", "dns\n")],
+    );
     w.build(&["master"], &[], 1);
     let g2 = w.build(&["addons-file"], &[], 2);
     let g3 = w.build(&["addons-dir"], &[], 3);
@@ -1103,7 +1149,9 @@ fn the_dry_run_of_an_undo_predicts_it_and_a_missing_rootfs_names_its_repair() {
         "root $SANDBOX/host: generation 2 -> generation 2\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n"
     );
     let dry = w.run(&["switch", "--dry-run"]);
-    dry.assert_error(&format!("error: cannot plan to switch root `$SANDBOX/host`\n{missing}"));
+    dry.assert_error(&format!(
+        "error: cannot plan to switch root `$SANDBOX/host`\n{missing}"
+    ));
     assert!(journal.exists(), "the dry runs changed nothing");
     let real = w.run(&["switch"]);
     real.assert_error(&format!(
@@ -1142,9 +1190,14 @@ fn every_repair_verify_names_for_a_moved_store_carries_its_store() {
         drift,
         "drift    $SANDBOX/host: /etc/.kbuild/current points into `$SANDBOX/store`, where the store no longer is (it is at `$SANDBOX/data/store` now): `kbuild switch 1 --store $SANDBOX/data/store --root $SANDBOX/host` re-points it\ndrift    $SANDBOX/host: an interrupted switch from generation 1 to generation 2 is pending (`kbuild switch 2 --store $SANDBOX/data/store` completes it)\n"
     );
-    let r = w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "2"]));
+    let r =
+        w.sb.run(w.cmd_store(&moved, &["--root", root, "switch", "2"]));
     r.assert_success();
-    assert!(r.stderr().starts_with("   Completed an interrupted switch"), "{}", r.stderr);
+    assert!(
+        r.stderr().starts_with("   Completed an interrupted switch"),
+        "{}",
+        r.stderr
+    );
     let v = w.sb.run(w.cmd_store(&moved, &["--root", root, "verify"]));
     assert_eq!(v.stdout, "ok\n", "{v:?}");
     // Moved again, a symlink left behind (the links resolve), and a link removed by hand: its
@@ -1183,7 +1236,11 @@ fn a_wedged_switch_whose_origin_left_the_store_names_ways_that_work() {
         "  caused by: cannot complete the interrupted switch from generation 1 to generation 2 (`$SANDBOX/host/etc/kubernetes/extra` is in the way: kbuild's link goes there), nor undo it (rootfs `$SANDBOX/store/{}` of generation 1 is missing from the store)\nhelp: move `$SANDBOX/host/etc/kubernetes/extra` away, then `kbuild switch 2` completes it; or `kbuild verify --repair` re-creates generation 1's rootfs, then `kbuild switch 1` undoes it\n",
         g1.object()
     );
-    for args in [&["switch", "2"][..], &["switch", "1", "--dry-run"], &["rollback"]] {
+    for args in [
+        &["switch", "2"][..],
+        &["switch", "1", "--dry-run"],
+        &["rollback"],
+    ] {
         let r = w.run(args);
         assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
         assert!(r.stderr().ends_with(&wedged), "{args:?}: {}", r.stderr());
@@ -1192,7 +1249,11 @@ fn a_wedged_switch_whose_origin_left_the_store_names_ways_that_work() {
     let r = w.run(&["verify", "--repair"]);
     assert!(r.stderr().contains("     Rebuilt "), "{r:?}");
     let r = w.ok(&["switch", "1"]);
-    assert!(r.stderr().starts_with("      Undone an interrupted switch"), "{}", r.stderr());
+    assert!(
+        r.stderr().starts_with("      Undone an interrupted switch"),
+        "{}",
+        r.stderr()
+    );
     w.assert_root(&at(&w, &base, &g1, &MASTER_DIRS, &[]), &g1, "undone");
     let _ = g2;
 }

@@ -147,9 +147,7 @@ impl<'a> Simulated<'a> {
                     io::ErrorKind::NotFound,
                     format!("`{}` does not exist", self.dir.join(&parent[1..]).display()),
                 )),
-                _ => Err(io::Error::other(NotADirectory(
-                    self.dir.join(&parent[1..]),
-                ))),
+                _ => Err(io::Error::other(NotADirectory(self.dir.join(&parent[1..])))),
             },
         }
     }
@@ -195,7 +193,10 @@ impl Disk for Simulated<'_> {
         if self.entry(&p)? != Entry::Missing {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("cannot create directory `{}`: File exists", self.dir.join(&p[1..]).display()),
+                format!(
+                    "cannot create directory `{}`: File exists",
+                    self.dir.join(&p[1..]).display()
+                ),
             ));
         }
         self.set(&p, Over::Dir);
@@ -220,7 +221,10 @@ impl Disk for Simulated<'_> {
         match self.entry(&p)? {
             Entry::Missing => Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("cannot remove `{}`: not there", self.dir.join(&p[1..]).display()),
+                format!(
+                    "cannot remove `{}`: not there",
+                    self.dir.join(&p[1..]).display()
+                ),
             )),
             Entry::Directory => Err(io::Error::other(format!(
                 "cannot remove `{}`: Is a directory",
@@ -273,7 +277,10 @@ impl Disk for Simulated<'_> {
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("cannot move `{}`: not there", self.dir.join(&a[1..]).display()),
+                    format!(
+                        "cannot move `{}`: not there",
+                        self.dir.join(&a[1..]).display()
+                    ),
                 ));
             }
         };

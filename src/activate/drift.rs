@@ -35,10 +35,9 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         let fs = Beneath::open(root.dir())?;
         // What recovery will do, decided as the next switch decides it.
         let fix = match super::journal::recovery_preview(&fs, store, root, j.clone()) {
-            Ok((r, _, _)) if r.undone.is_none() => format!(
-                "`kbuild switch {}{flags}` completes it",
-                n(j.to.generation)
-            ),
+            Ok((r, _, _)) if r.undone.is_none() => {
+                format!("`kbuild switch {}{flags}` completes it", n(j.to.generation))
+            }
             Ok((r, _, _)) => format!(
                 "it cannot be completed ({}): `kbuild switch {}{flags}` undoes it",
                 r.undone.unwrap_or_default(),

@@ -317,9 +317,12 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
             }
             let adopting = to.adopted.difference(&from.adopted).any(|a| under(d, a));
             if !fs.rmdir(d)? && !adopting {
+                let names = fs.list(d)?.join("`, `");
                 return Err(blocked(
                     d,
-                    "this directory kbuild made holds files that are not kbuild's, and a link goes in its place",
+                    &format!(
+                        "this directory kbuild made holds files that are not kbuild's (`{names}`), and a link goes in its place"
+                    ),
                 ));
             }
             if entry_below(fs, d)? == Entry::Missing {

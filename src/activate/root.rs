@@ -145,7 +145,11 @@ impl Root {
             fs.entry(&format!("/{STATE_DIR}/state.json"))
                 .ok()
                 .filter(|e| *e == Entry::Other)
-                .and_then(|_| read_json(&self.state_dir().join("state.json")).ok().flatten())
+                .and_then(|_| {
+                    read_json(&self.state_dir().join("state.json"))
+                        .ok()
+                        .flatten()
+                })
         };
         let n = state
             .as_ref()
@@ -153,9 +157,9 @@ impl Root {
             .map_or("N".to_owned(), |n| n.to_string());
         let root = self.dir.display();
         let then = match name {
-            "current" => format!(
-                "then `kbuild switch {n} --root {root}` puts kbuild's flip point back"
-            ),
+            "current" => {
+                format!("then `kbuild switch {n} --root {root}` puts kbuild's flip point back")
+            }
             "state.json" => format!(
                 "then `kbuild switch N --root {root}` records the root again on generation N (kbuild's own links are recognised)"
             ),
