@@ -854,7 +854,7 @@ fn every_drift_names_the_command_that_repairs_it() {
 
 /// The lines of a failed run that say why and what to do (`caused by:` and `help:`), which a
 /// dry run and the real command share.
-fn reasons(r: &Run) -> Vec<String> {
+fn reasons(r: &common::Run) -> Vec<String> {
     r.stderr()
         .lines()
         .filter(|l| l.starts_with("  caused by: ") || l.starts_with("help: "))
