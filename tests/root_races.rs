@@ -211,7 +211,27 @@ fn etc_kbuild_adopted_is_a_symlink() {
     w.prereqs("");
     w.mkdir("etc/.kbuild");
     w.plant("etc/.kbuild/adopted", w.sentinel.path());
-    refused("etc_kbuild_adopted_is_a_symlink", &w, "etc/.kbuild/adopted");
+    // kbuild's own entry of the wrong kind: named, with the exact way out, before anything
+    // is written (with or without `--adopt`).
+    let root_before = root_listing(&w.root);
+    let sentinel_before = w.sentinel.snapshot();
+    let mut first = None;
+    for args in [&["switch"][..], &["switch", "--adopt"]] {
+        let r = w.run(args);
+        r.assert_error(
+            "error: cannot switch root `$SANDBOX/host`\n  caused by: kbuild's own entry `$SANDBOX/host/etc/.kbuild/adopted` is a symlink, which kbuild never makes; nothing was changed\nhelp: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again\n",
+        );
+        assert_eq!(root_listing(&w.root), root_before, "the root changed");
+        w.sentinel.assert_untouched(&sentinel_before);
+        first.get_or_insert(r);
+    }
+    let r = first.unwrap();
+    check_case(
+        ROOT,
+        "etc_kbuild_adopted_is_a_symlink",
+        outcome_of(&r, false),
+        &r.stderr(),
+    );
 }
 
 /// A link planted at a path kbuild manages is an unmanaged file like any other.

@@ -1082,7 +1082,7 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
         "adopted a symlink",
         &[
             &entry("adopted", "a symlink"),
-            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again",
         ],
     );
     std::fs::remove_file(dot.join("adopted")).unwrap();
@@ -1091,7 +1091,7 @@ fn kbuild_entries_of_the_wrong_kind_are_named_with_a_fix_that_works() {
         "adopted a file",
         &[
             &entry("adopted", "a file"),
-            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again (`kbuild switch 2 --root $SANDBOX/host`)",
+            "help: move it away (`mv $SANDBOX/host/etc/.kbuild/adopted $SANDBOX/host/etc/.kbuild/adopted.bad`), then run the command again",
         ],
     );
     std::fs::remove_file(dot.join("adopted")).unwrap();

@@ -169,7 +169,7 @@ impl Root {
             _ => {
                 let kept = state.map(|s| s.adopted).unwrap_or_default();
                 if kept.is_empty() {
-                    format!("then run the command again (`kbuild switch {n} --root {root}`)")
+                    "then run the command again".to_owned()
                 } else {
                     format!(
                         "then `mkdir {p}` and move the originals it records ({}) into it, at the same paths, from where the old entry held them; then run the command again",
