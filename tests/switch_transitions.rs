@@ -1257,3 +1257,68 @@ fn a_wedged_switch_whose_origin_left_the_store_names_ways_that_work() {
     w.assert_root(&at(&w, &base, &g1, &MASTER_DIRS, &[]), &g1, "undone");
     let _ = g2;
 }
+
+/// Review finding 1 with a switch pending: the flip point replaced by a directory after a
+/// crash. Every command names it (no journal is written, nothing loops); once it is removed,
+/// the next switch completes the interrupted one.
+#[test]
+fn a_flip_point_made_a_directory_mid_switch_is_named_and_recovery_then_completes() {
+    let w = World::new();
+    w.master_plus("kb1-dirs", &[("/etc/kb1/a/b/c", "c\n")]);
+    w.build(&["master"], &[], 1);
+    let g2 = w.build(&["kb1-dirs"], &[], 2);
+    let l2 = at(
+        &w,
+        &w.base(),
+        &g2,
+        &with_master(&["/etc/kb1", "/etc/kb1/a", "/etc/kb1/a/b"]),
+        &[],
+    );
+    w.ok(&["switch", "1"]);
+    crash(&w, &["switch", "2"], 5, "flip");
+    let current = w.root.join("etc/.kbuild/current");
+    let journal = std::fs::read(w.root.join("etc/.kbuild/journal.json")).unwrap();
+    std::fs::remove_file(&current).unwrap();
+    std::fs::create_dir(&current).unwrap();
+    let reason = [
+        "  caused by: kbuild's own entry `$SANDBOX/host/etc/.kbuild/current` is a directory, which kbuild never makes; nothing was changed",
+        "help: remove it (`rmdir $SANDBOX/host/etc/.kbuild/current`), then `kbuild switch 1 --root $SANDBOX/host` puts kbuild's flip point back",
+    ];
+    for args in [
+        &["switch", "2"][..],
+        &["switch", "2", "--dry-run"],
+        &["switch", "1"],
+        &["rollback"],
+        &["verify"],
+    ] {
+        let r = w.run(args);
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        if args[0] == "verify" {
+            assert_eq!(
+                r.stdout(),
+                format!(
+                    "drift    $SANDBOX/host: {} ({})\n",
+                    &reason[0]["  caused by: ".len()..],
+                    &reason[1]["help: ".len()..]
+                )
+            );
+        } else {
+            assert_eq!(reasons(&r), reason, "{args:?}");
+        }
+        assert_eq!(
+            std::fs::read(w.root.join("etc/.kbuild/journal.json")).unwrap(),
+            journal,
+            "{args:?} left the journal as it was"
+        );
+    }
+    std::fs::remove_dir(&current).unwrap();
+    let r = w.ok(&["switch", "1", "--root", w.root.to_str().unwrap()]);
+    assert!(
+        r.stderr().starts_with("   Completed an interrupted switch"),
+        "{}",
+        r.stderr()
+    );
+    w.ok(&["switch", "2"]);
+    w.assert_root(&l2, &g2, "completed, then at 2");
+    assert_eq!(drift_lines(&w), "");
+}
