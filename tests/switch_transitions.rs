@@ -1322,3 +1322,35 @@ fn a_flip_point_made_a_directory_mid_switch_is_named_and_recovery_then_completes
     w.assert_root(&l2, &g2, "completed, then at 2");
     assert_eq!(drift_lines(&w), "");
 }
+
+/// Review finding 9: a managed link replaced by a directory made by hand is reported as a
+/// directory (not "replaced by a file"), and the repair verify names keeps it whole.
+#[test]
+fn a_link_replaced_by_a_hand_made_directory_is_reported_as_one() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let base = w.base();
+    w.ok(&["switch", "1"]);
+    let p = w.root.join("etc/kubernetes/scheduler");
+    std::fs::remove_file(&p).unwrap();
+    std::fs::create_dir(&p).unwrap();
+    std::fs::write(p.join("mine"), b"mine\n").unwrap();
+    assert_eq!(
+        drift_lines(&w),
+        "drift    $SANDBOX/host: replaced by a directory: /etc/kubernetes/scheduler (`kbuild switch 1 --adopt` keeps it in /etc/.kbuild/adopted/etc/kubernetes/scheduler and puts kbuild's link back)\n"
+    );
+    w.ok(&["switch", "1", "--adopt"]);
+    let mut l1 = at(
+        &w,
+        &base,
+        &g1,
+        &MASTER_DIRS,
+        &[("/etc/kubernetes/scheduler", Item::Dir)],
+    );
+    l1.file(
+        "etc/.kbuild/adopted/etc/kubernetes/scheduler/mine",
+        b"mine\n",
+    );
+    w.assert_root(&l1, &g1, "adopted whole");
+    assert_eq!(drift_lines(&w), "");
+}
