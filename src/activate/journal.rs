@@ -232,20 +232,24 @@ fn preflight(disk: &dyn Disk, root: &Root, from: &State, to: &State) -> Option<S
                 _ => is_our_link(fs, p)?,
             })
         };
+        // An original this switch adopts (a file, or one where a directory goes) is moved
+        // aside before anything takes its place.
+        let adopting = |p: &str| -> Result<bool, SwitchError> {
+            Ok(to.adopted.contains(p)
+                && !from.adopted.contains(p)
+                && fs.entry(&adopted_path(p))? == Entry::Missing)
+        };
         for d in &needed_dirs {
             let ok = match entry_below(fs, d)? {
                 Entry::Missing | Entry::Directory => true,
-                _ => gone.contains(d) && is_our_link(fs, d)?,
+                _ => (gone.contains(d) && is_our_link(fs, d)?) || adopting(d)?,
             };
             if !ok {
                 return Ok(blocked(d, "a directory goes there"));
             }
         }
         for p in &to.managed {
-            let adopting = to.adopted.contains(p)
-                && !from.adopted.contains(p)
-                && fs.entry(&adopted_path(p))? == Entry::Missing;
-            if !adopting && !free(p)? {
+            if !adopting(p)? && !free(p)? {
                 return Ok(blocked(p, "kbuild's link goes there"));
             }
         }

@@ -36,6 +36,7 @@ pub mod fault;
 mod journal;
 mod plan;
 mod prerequisites;
+mod reconstruct;
 mod root;
 mod roots;
 mod systemctl;
@@ -199,7 +200,10 @@ fn apply(
 /// The generation before `root`'s active one (what `rollback` goes to). `rollback` recovers
 /// an interrupted switch first; its dry run asks [`dry_run`], which simulates that.
 pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
-    previous_of(store, root, &root.state()?)
+    // Without a journal, from the record completed from the disk (a lost record too).
+    let fs = beneath::Beneath::open(root.dir())?;
+    let state = reconstruct::complete(store, &fs, root.state()?, None)?.0;
+    previous_of(store, root, &state)
 }
 
 fn previous_of(store: &Store, root: &Root, state: &State) -> Result<u64, SwitchError> {

@@ -12,7 +12,7 @@ use super::disk::Disk;
 use super::prerequisites::{self, Prerequisites};
 use super::root::{Root, State, ancestors, is_our_link};
 use super::roots::{self, Owner};
-use super::{STATE_DIR, SwitchError, UnitAction, units};
+use super::{STATE_DIR, SwitchError, UnitAction, reconstruct, units};
 use crate::generation::{self, Generation};
 use crate::store::Store;
 
@@ -32,6 +32,11 @@ pub struct Plan {
     /// Paths the new generation lacks whose link was replaced by hand: left as they are.
     pub released: Vec<String>,
     pub adopt: Vec<String>,
+    /// Originals found in `adopted/` that no record named: recorded again (restored once
+    /// their path is no longer managed).
+    pub rerecorded: Vec<String>,
+    /// The record was missing or stale (moved away): rebuilt from the disk and written again.
+    pub reconstructed: bool,
     /// Adopted originals moved back to their path.
     pub restore: Vec<String>,
     /// Adopted originals whose kept copy is gone: dropped from the record.
@@ -63,6 +68,8 @@ impl Plan {
             && self.adopt.is_empty()
             && self.forgotten.is_empty()
             && self.repairs.is_empty()
+            && self.rerecorded.is_empty()
+            && !self.reconstructed
             && !self.resumes
     }
 
@@ -133,6 +140,19 @@ impl fmt::Display for Plan {
         for p in &self.unmanaged {
             writeln!(f, "  unmanaged, in the way: {p}")?;
         }
+        if self.reconstructed {
+            writeln!(
+                f,
+                "  record  the root's state again (rebuilt from the disk: kbuild's links, the directories holding only them, the originals in /{STATE_DIR}/adopted)"
+            )?;
+        }
+        for p in self.rerecorded.iter().filter(|p| !self.restore.contains(p)) {
+            writeln!(
+                f,
+                "  keep    {p} (original found in {}, recorded again)",
+                adopted_path(p)
+            )?;
+        }
         for p in &self.adopt {
             writeln!(f, "  adopt   {p} (original kept in {})", adopted_path(p))?;
         }
@@ -192,7 +212,7 @@ impl fmt::Display for Plan {
 }
 
 /// Files of a rootfs that are linked into a root, as absolute paths.
-fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
+pub(crate) fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for top in MANAGED_TOPS {
         let dir = rootfs.join(top);
@@ -265,7 +285,15 @@ fn plan_for(
         Some(a) => (a.undone, a.state),
         None => (false, root.state()?),
     };
-    if from == State::default() {
+    // Without a journal, the record is completed from the disk: lost or stale (moved away)
+    // records forget nothing kbuild made and strand no kept original.
+    let recorded_adopted = from.adopted.clone();
+    let mut reconstructed = false;
+    if !resumes {
+        (from, reconstructed) = reconstruct::complete(store, fs, from, Some(g))?;
+    }
+    let rerecorded: Vec<String> = from.adopted.difference(&recorded_adopted).cloned().collect();
+    if from.rootfs.is_none() && from.managed.is_empty() {
         from.managed = recognised_links(fs)?;
     }
     // A store is known by its id, not its path: a root recorded under another path of this
@@ -354,6 +382,15 @@ fn plan_for(
                     new_dirs.insert(dir);
                 }
                 _ if gone.contains(&dir) && is_our_link(fs, &dir)? => {
+                    new_dirs.insert(dir);
+                    replaced = true;
+                }
+                // A file made by hand (or a symlink: moved aside, never written through)
+                // where a directory goes is unmanaged: `--adopt` keeps it in `adopted/`.
+                e @ (Entry::Other | Entry::Symlink(_)) if adopt || e == Entry::Other => {
+                    if !unmanaged.contains(&dir) {
+                        unmanaged.push(dir.clone());
+                    }
                     new_dirs.insert(dir);
                     replaced = true;
                 }
@@ -467,6 +504,8 @@ fn plan_for(
         removed,
         released,
         adopt: adopt_now,
+        rerecorded,
+        reconstructed,
         restore,
         forgotten,
         blocked_restores: blocked,

@@ -1,0 +1,166 @@
+//! What the disk alone tells about a root whose record is missing or stale: `state.json`
+//! moved away (it was corrupt) or never written, or `journal.json` moved away mid-switch (the
+//! record then names the generation the switch came from). kbuild's own links (relative,
+//! through the flip point), the generation the flip point names, the directories holding
+//! only kbuild's links, and the originals kept in `adopted/` are recognised, so that nothing
+//! kbuild made is called hand-made and no kept original is ever stranded.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::beneath::Entry;
+use super::disk::Disk;
+use super::plan::{adopted_path, is_temp_link, rootfs_files};
+use super::root::{Root, State, ancestors, entry_below, is_our_link};
+use super::{STATE_DIR, SwitchError, roots};
+use crate::generation::{self, Generation};
+use crate::store::Store;
+
+/// `recorded` completed from the disk (no journal is pending). Returns the state and whether
+/// it was rebuilt (the record was missing, or named another rootfs than the flip point: the
+/// switch then writes it again even when nothing else changes).
+pub(crate) fn complete(
+    store: &Store,
+    fs: &dyn Disk,
+    mut recorded: State,
+    target: Option<&Generation>,
+) -> Result<(State, bool), SwitchError> {
+    let kept = unrecorded_originals(fs, &recorded.adopted)?;
+    recorded.adopted.extend(kept);
+    let Some((rootfs, generation)) = flip_point(store, fs, target)? else {
+        return Ok((recorded, false));
+    };
+    let recorded_object = roots::object_name(recorded.rootfs.as_deref());
+    let stale = recorded.rootfs.is_none()
+        || (recorded_object != roots::object_name(Some(&rootfs))
+            && roots::owner(store, &recorded) == roots::Owner::Ours);
+    if !stale {
+        return Ok((recorded, false));
+    }
+    // kbuild's links: of the rootfs the flip point names, and of the recorded generation
+    // (a switch cut short keeps some of those).
+    let mut candidates = rootfs_files(&rootfs)?;
+    candidates.extend(recorded.managed.iter().cloned());
+    if let Some(old) = recorded.rootfs.as_deref().filter(|p| p.is_dir()) {
+        candidates.extend(rootfs_files(old)?);
+    }
+    let mut managed = BTreeSet::new();
+    for p in candidates {
+        if is_our_link(fs, &p)? {
+            managed.insert(p);
+        }
+    }
+    let mut created_dirs = recorded.created_dirs.clone();
+    for d in managed.iter().flat_map(|p| ancestors(p)) {
+        if !created_dirs.contains(&d) && only_our_links(fs, &d)? {
+            created_dirs.insert(d);
+        }
+    }
+    let state = State {
+        version: 2,
+        store: Some(store.canonical_dir()),
+        store_id: store.existing_id(),
+        generation,
+        rootfs: Some(rootfs),
+        managed,
+        created_dirs,
+        adopted: recorded.adopted,
+    };
+    Ok((state, true))
+}
+
+/// The rootfs `etc/.kbuild/current` names, when it is an object of this store, and the
+/// generation it belongs to (`target` when it is that one's, else the newest that uses it).
+fn flip_point(
+    store: &Store,
+    fs: &dyn Disk,
+    target: Option<&Generation>,
+) -> Result<Option<(PathBuf, Option<u64>)>, SwitchError> {
+    let Entry::Symlink(t) = fs.entry(&format!("/{STATE_DIR}/current"))? else {
+        return Ok(None);
+    };
+    let Some(object) = roots::object_name(Some(&t)) else {
+        return Ok(None);
+    };
+    let here = store.canonical_dir().join(object.as_str());
+    if !store.contains(&object) || !same_dir(&t, &here) {
+        return Ok(None);
+    }
+    let generation = match target {
+        Some(g) if g.rootfs == object => Some(g.number),
+        _ => generation::list(store)?
+            .into_iter()
+            .filter(|g| g.rootfs == object)
+            .map(|g| g.number)
+            .max(),
+    };
+    Ok(Some((here, generation)))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_dir() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether directory `dir` holds nothing but kbuild's links and directories of the same kind
+/// (then kbuild made it, or may remove it when it is emptied: it holds nothing of anyone else).
+fn only_our_links(fs: &dyn Disk, dir: &str) -> io::Result<bool> {
+    if entry_below(fs, dir)? != Entry::Directory {
+        return Ok(false);
+    }
+    for name in fs.list(dir)? {
+        let child = format!("{dir}/{name}");
+        let ours = match fs.entry(&child)? {
+            Entry::Directory => only_our_links(fs, &child)?,
+            Entry::Symlink(_) if is_temp_link(&name) => true,
+            Entry::Symlink(t) => t == Root::link_target(&child),
+            _ => false,
+        };
+        if !ours {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The originals kept in `etc/.kbuild/adopted/` that `recorded` does not name (files,
+/// symlinks and empty directories, as paths of the root); those under a recorded path (a
+/// directory adopted whole) belong to it.
+pub(crate) fn unrecorded_originals(
+    fs: &dyn Disk,
+    recorded: &BTreeSet<String>,
+) -> io::Result<BTreeSet<String>> {
+    let top = format!("/{STATE_DIR}/adopted");
+    let mut out = BTreeSet::new();
+    if entry_below(fs, &top)? != Entry::Directory {
+        return Ok(out);
+    }
+    let mut stack = vec![String::new()];
+    while let Some(path) = stack.pop() {
+        if recorded.contains(&path) {
+            continue;
+        }
+        let names = fs.list(&format!("{top}{path}"))?;
+        if names.is_empty() && !path.is_empty() {
+            out.insert(path);
+            continue;
+        }
+        for name in names {
+            let child = format!("{path}/{name}");
+            if recorded.contains(&child) {
+                continue;
+            }
+            match fs.entry(&adopted_path(&child))? {
+                Entry::Directory => stack.push(child),
+                _ => {
+                    out.insert(child);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
