@@ -86,7 +86,7 @@ fn a_restore_blocked_by_a_hand_made_file_stops_before_changing_anything() {
 
     // A later `switch 1 --adopt` never moves B over A.
     w.run(&["switch", "1", "--adopt"]).assert_error(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: `/etc/kubernetes/config` was replaced by hand, and an earlier original of it is already kept in `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`\nhelp: move the file in the way elsewhere yourself (kbuild keeps one original per path, `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`), then run the command again\n",
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: `/etc/kubernetes/config` was replaced by hand, and an earlier original of it is already kept in `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`\nhelp: kbuild keeps one original per path: move the hand-made `$SANDBOX/host/etc/kubernetes/config` away (e.g. `mv $SANDBOX/host/etc/kubernetes/config $SANDBOX/host/etc/kubernetes/config.local`) and run the command again; or, to give up the kept original, delete `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config` and run the command again with `--adopt`\n",
     );
     assert_eq!(full_listing(&w.root), before);
 
@@ -150,7 +150,7 @@ fn adopting_never_replaces_a_file_kept_on_disk_even_unrecorded() {
     std::fs::write(w.root.join(KEPT), b"A, kept earlier\n").unwrap();
     let before = full_listing(&w.root);
     w.run(&["switch", "1", "--adopt"]).assert_error(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: `/etc/kubernetes/config` was replaced by hand, and an earlier original of it is already kept in `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`\nhelp: move the file in the way elsewhere yourself (kbuild keeps one original per path, `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`), then run the command again\n",
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: `/etc/kubernetes/config` was replaced by hand, and an earlier original of it is already kept in `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config`\nhelp: kbuild keeps one original per path: move the hand-made `$SANDBOX/host/etc/kubernetes/config` away (e.g. `mv $SANDBOX/host/etc/kubernetes/config $SANDBOX/host/etc/kubernetes/config.local`) and run the command again; or, to give up the kept original, delete `$SANDBOX/host/etc/.kbuild/adopted/etc/kubernetes/config` and run the command again with `--adopt`\n",
     );
     assert_eq!(full_listing(&w.root), before);
     assert_eq!(

@@ -4,7 +4,7 @@
 use super::beneath::{Beneath, Entry};
 use super::plan::adopted_path;
 use super::root::Root;
-use super::{STATE_DIR, SwitchError, roots};
+use super::{STATE_DIR, SwitchError, reconstruct, roots};
 use crate::generation;
 use crate::store::Store;
 
@@ -58,6 +58,22 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
     }
     let fs = Beneath::open(root.dir())?;
     let current = format!("/{STATE_DIR}/current");
+    let state = root.state()?;
+    // Originals kept in adopted/ that no record names (the record was lost or moved away):
+    // the next switch records them again (see `reconstruct`), so none is stranded.
+    let (rebuilt, stale) = reconstruct::complete(store, &fs, state.clone(), None)?;
+    let switch = rebuilt.generation.map_or("kbuild switch".to_owned(), |n| {
+        format!(
+            "kbuild switch {n}{}",
+            store_flags(store, state.store.as_ref())
+        )
+    });
+    for p in reconstruct::unrecorded_originals(&fs, &state.adopted)? {
+        out.push(format!(
+            "unrecorded original: {} (kept for {p}; no record names it: `{switch}` records it again, and it comes back once kbuild no longer manages {p})",
+            adopted_path(&p)
+        ));
+    }
     // kbuild's entries without its record: the flip point (or kept originals) but no
     // state.json. A switch to the flip point's generation records the root again.
     if fs.entry(&format!("/{STATE_DIR}/state.json"))? == Entry::Missing {
@@ -81,7 +97,6 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         }
         return Ok(out);
     }
-    let state = root.state()?;
     let (Some(rootfs), Some(active)) = (&state.rootfs, state.generation) else {
         return Ok(out);
     };
@@ -127,6 +142,12 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
             rootfs.display()
         )),
         _ => out.push(format!("{current} is missing ({repair})")),
+    }
+    // The flip point is on another generation of this store (a switch whose journal was moved
+    // away, or a hand edit): the record's links are not what the root shows, and the switch
+    // named above starts from what the disk holds.
+    if stale {
+        return Ok(out);
     }
     // A path replaced by hand is the user's: `--adopt` keeps it aside and puts kbuild's link
     // back — unless an original of it is kept already (one per path).

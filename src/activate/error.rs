@@ -25,7 +25,12 @@ pub enum SwitchError {
         paths.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Unmanaged { root: PathBuf, paths: Vec<String> },
     #[error("`{path}` was replaced by hand, and an earlier original of it is already kept in `{}`", kept.display())]
-    AlreadyAdopted { path: String, kept: PathBuf },
+    AlreadyAdopted {
+        path: String,
+        /// Where that path is on the host.
+        host: PathBuf,
+        kept: PathBuf,
+    },
     #[error("`{}` is a symlink or not a directory; kbuild will not write through it", .0)]
     UnsafeParent(String),
     #[error("the original of `{}` adopted earlier cannot be restored: `{}` was made by hand and is in the way of the kept original `{}`; nothing was changed", path.display(), path.display(), kept.display())]
@@ -148,9 +153,11 @@ impl SwitchError {
                 }
                 Some(ways.join("; or "))
             }
-            SwitchError::AlreadyAdopted { kept, .. } => Some(format!(
-                "move the file in the way elsewhere yourself (kbuild keeps one original per path, `{}`), then run the command again",
-                kept.display()
+            // `--adopt` is refused here (one original per path): the ways that work.
+            SwitchError::AlreadyAdopted { host, kept, .. } => Some(format!(
+                "kbuild keeps one original per path: move the hand-made `{h}` away (e.g. `mv {h} {h}.local`) and run the command again; or, to give up the kept original, delete `{}` and run the command again with `--adopt`",
+                kept.display(),
+                h = host.display(),
             )),
             SwitchError::UnsafeParent(p) => Some(format!(
                 "kbuild needs a real directory at `{p}`: move what is there away and run the command again"

@@ -82,6 +82,14 @@ impl Plan {
                 missing,
             });
         }
+        // A path whose earlier original is kept: `--adopt` cannot take this one too.
+        if let Some(p) = self.unmanaged.iter().find(|p| self.from.adopted.contains(*p)) {
+            return Err(SwitchError::AlreadyAdopted {
+                path: p.clone(),
+                host: self.root.join(p.trim_start_matches('/')),
+                kept: self.root.join(adopted_path(p).trim_start_matches('/')),
+            });
+        }
         if !self.unmanaged.is_empty() {
             return Err(SwitchError::Unmanaged {
                 root: self.root.clone(),
@@ -457,6 +465,7 @@ fn plan_for(
         if from.adopted.contains(p) || fs.entry(&adopted_path(p))? != Entry::Missing {
             return Err(SwitchError::AlreadyAdopted {
                 path: p.clone(),
+                host: root.host(p),
                 kept: root.host(&adopted_path(p)),
             });
         }

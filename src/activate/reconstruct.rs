@@ -127,8 +127,8 @@ fn only_our_links(fs: &dyn Disk, dir: &str) -> io::Result<bool> {
     Ok(true)
 }
 
-/// The originals kept in `etc/.kbuild/adopted/` that `recorded` does not name (files,
-/// symlinks and empty directories, as paths of the root); those under a recorded path (a
+/// The originals kept in `etc/.kbuild/adopted/` that `recorded` does not name (files and
+/// symlinks, as paths of the root); those under a recorded path (a
 /// directory adopted whole) belong to it.
 pub(crate) fn unrecorded_originals(
     fs: &dyn Disk,
@@ -144,12 +144,8 @@ pub(crate) fn unrecorded_originals(
         if recorded.contains(&path) {
             continue;
         }
-        let names = fs.list(&format!("{top}{path}"))?;
-        if names.is_empty() && !path.is_empty() {
-            out.insert(path);
-            continue;
-        }
-        for name in names {
+        // (An empty directory there is what a restore leaves on its way: not an original.)
+        for name in fs.list(&format!("{top}{path}"))? {
             let child = format!("{path}/{name}");
             if recorded.contains(&child) {
                 continue;

@@ -37,6 +37,10 @@ pub struct RollbackArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     dry_run: bool,
+    /// As for `switch`: move unmanaged files in the way into /etc/.kbuild/adopted (restored
+    /// when kbuild stops managing the path); also takes over a root managed from another store
+    #[arg(long)]
+    adopt: bool,
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
@@ -60,7 +64,7 @@ pub fn run_rollback(
     args: RollbackArgs,
     term: &Terminal,
 ) -> anyhow::Result<()> {
-    run(ctx, root, Target::Previous, args.dry_run, false, term)
+    run(ctx, root, Target::Previous, args.dry_run, args.adopt, term)
 }
 
 fn run(
