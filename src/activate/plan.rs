@@ -393,9 +393,9 @@ fn plan_for(
                     new_dirs.insert(dir);
                     replaced = true;
                 }
-                // A file made by hand (or a symlink: moved aside, never written through)
-                // where a directory goes is unmanaged: `--adopt` keeps it in `adopted/`.
-                e @ (Entry::Other | Entry::Symlink(_)) if adopt || e == Entry::Other => {
+                // A file made by hand where a directory goes is unmanaged: `--adopt` keeps it in
+                // `adopted/`. (A symlink there stays refused: kbuild never writes through one.)
+                Entry::Other => {
                     if !unmanaged.contains(&dir) {
                         unmanaged.push(dir.clone());
                     }
