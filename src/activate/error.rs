@@ -203,7 +203,7 @@ fn state_help(path: &std::path::Path) -> String {
         )
     } else {
         format!(
-            "move it away (`mv {p} {p}.bad`), then `kbuild switch N` records the root again on generation N (kbuild's own links are recognised, nothing else is replaced)"
+            "move it away (`mv {p} {p}.bad`), then `kbuild switch N` records the root again on generation N (kbuild's own links, its directories and the originals kept in /etc/.kbuild/adopted are recognised; nothing else is replaced)"
         )
     }
 }

@@ -83,7 +83,11 @@ impl Plan {
             });
         }
         // A path whose earlier original is kept: `--adopt` cannot take this one too.
-        if let Some(p) = self.unmanaged.iter().find(|p| self.from.adopted.contains(*p)) {
+        if let Some(p) = self
+            .unmanaged
+            .iter()
+            .find(|p| self.from.adopted.contains(*p))
+        {
             return Err(SwitchError::AlreadyAdopted {
                 path: p.clone(),
                 host: self.root.join(p.trim_start_matches('/')),
@@ -300,7 +304,11 @@ fn plan_for(
     if !resumes {
         (from, reconstructed) = reconstruct::complete(store, fs, from, Some(g))?;
     }
-    let rerecorded: Vec<String> = from.adopted.difference(&recorded_adopted).cloned().collect();
+    let rerecorded: Vec<String> = from
+        .adopted
+        .difference(&recorded_adopted)
+        .cloned()
+        .collect();
     if from.rootfs.is_none() && from.managed.is_empty() {
         from.managed = recognised_links(fs)?;
     }
@@ -330,6 +338,19 @@ fn plan_for(
     // Directories the new generation needs, and the links it stops managing.
     let needed_dirs: BTreeSet<String> = managed.iter().flat_map(|p| ancestors(p)).collect();
     let gone: BTreeSet<String> = from.managed.difference(&managed).cloned().collect();
+    // An original whose kept copy was deleted (given up, as the help of a refusal offers)
+    // is forgotten, also where the path stays managed: another may be adopted there.
+    let mut forgotten = Vec::new();
+    if !resumes {
+        for p in from.adopted.clone() {
+            if (managed.contains(&p) || needed_dirs.contains(&p))
+                && fs.entry(&adopted_path(&p))? == Entry::Missing
+            {
+                from.adopted.remove(&p);
+                forgotten.push(p);
+            }
+        }
+    }
 
     let mut added = Vec::new();
     let mut changed = Vec::new();
@@ -429,6 +450,8 @@ fn plan_for(
     for p in &gone {
         match fs.entry(p) {
             Ok(Entry::Missing) => {}
+            // Already a directory kbuild made (a type change cut short): nothing to remove.
+            Ok(Entry::Directory) if from.created_dirs.contains(p) => {}
             Ok(_) if is_our_link(fs, p)? => removed.push(p.clone()),
             _ => released.push(p.clone()),
         }
@@ -437,7 +460,6 @@ fn plan_for(
     // new generation needs — if the kept copy is still there and nothing hand-made is in the
     // way (then the switch stops before changing anything).
     let mut restore = Vec::new();
-    let mut forgotten = Vec::new();
     let mut blocked = Vec::new();
     for p in &from.adopted {
         if managed.contains(p) || needed_dirs.contains(p) {

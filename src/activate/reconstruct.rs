@@ -31,12 +31,19 @@ pub(crate) fn complete(
     let Some((rootfs, generation)) = flip_point(store, fs, target)? else {
         return Ok((recorded, false));
     };
+    // A managed link that is a directory holding only kbuild's links (or nothing) now: the
+    // directories of a type change cut short (its journal moved away). They are kbuild's.
+    let before = recorded.created_dirs.len();
+    for p in recorded.managed.clone() {
+        our_dirs(fs, &p, &mut recorded.created_dirs)?;
+    }
+    let grew = recorded.created_dirs.len() != before;
     let recorded_object = roots::object_name(recorded.rootfs.as_deref());
     let stale = recorded.rootfs.is_none()
         || (recorded_object != roots::object_name(Some(&rootfs))
             && roots::owner(store, &recorded) == roots::Owner::Ours);
     if !stale {
-        return Ok((recorded, false));
+        return Ok((recorded, grew));
     }
     // kbuild's links: of the rootfs the flip point names, and of the recorded generation
     // (a switch cut short keeps some of those).
@@ -104,6 +111,21 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a.is_dir() && a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
+}
+
+/// Adds `dir` and the directories below it to `out` when it holds only kbuild's links.
+fn our_dirs(fs: &Beneath, dir: &str, out: &mut BTreeSet<String>) -> io::Result<()> {
+    if !only_our_links(fs, dir)? {
+        return Ok(());
+    }
+    out.insert(dir.to_owned());
+    for name in fs.list(dir)? {
+        let child = format!("{dir}/{name}");
+        if fs.entry(&child)? == Entry::Directory {
+            our_dirs(fs, &child, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether directory `dir` holds nothing but kbuild's links and directories of the same kind
