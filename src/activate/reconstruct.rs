@@ -114,7 +114,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// Adds `dir` and the directories below it to `out` when it holds only kbuild's links.
-fn our_dirs(fs: &Beneath, dir: &str, out: &mut BTreeSet<String>) -> io::Result<()> {
+fn our_dirs(fs: &dyn Disk, dir: &str, out: &mut BTreeSet<String>) -> io::Result<()> {
     if !only_our_links(fs, dir)? {
         return Ok(());
     }
