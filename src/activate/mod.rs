@@ -25,7 +25,8 @@
 //! only), `journal` (recording a switch and the idempotent steps that carry it out),
 //! `prerequisites` (host files checked, never copied), `roots` (the store's registry of
 //! roots, for gc), `units` (what a unit reads; start/stop/restart), `systemctl` (running
-//! them), `drift` (a root against its record), `beneath` (no-follow file operations), `fault`
+//! them), `drift` (a root against its record), `reconstruct` (a lost or stale record
+//! completed from the disk), `beneath` (no-follow file operations), `fault`
 //! (crash injection for tests). This file ties them together: resolve, plan, apply.
 
 pub mod beneath;
