@@ -613,10 +613,11 @@ fn realise_unpack(
         let path = StorePath::new(digest, &sanitize_name(base))
             .map_err(|m| std::io::Error::other(format!("member `{}`: {m}", f.wanted.member)))?;
         let meta = ObjectMeta {
-            version: 1,
+            version: crate::store::META_VERSION,
             digest: digest.to_hex(),
             deriver: key.clone(),
             references: vec![],
+            shape: crate::store::shape_of(&node),
         };
         add_or_replace(store, &f.path, &path, &meta, repair, changes)?;
         outputs.push(IndexedOutput {
@@ -736,10 +737,11 @@ fn assemble_rootfs(
         // `add` succeeds when the object already exists (two targets with the same content,
         // or another build): content addressing makes either copy the right one.
         let meta = ObjectMeta {
-            version: 1,
+            version: crate::store::META_VERSION,
             digest: c.node.digest().to_hex(),
             deriver: "render".into(),
             references: vec![],
+            shape: crate::store::shape_of(&c.node),
         };
         add_or_replace(store, tmp, &c.path, &meta, repair, changes)?;
     }
@@ -752,7 +754,11 @@ fn assemble_rootfs(
         // Reused only when whole: a gc killed mid-delete (before gc renamed objects off their
         // names first) or a hand-made change can leave a partial tree under the name.
         match store.check_shape(&path, &root) {
-            Ok(true) => return Ok(path),
+            Ok(true) => {
+                // A rootfs recorded by an older kbuild gets its shape now, for `switch`.
+                store.record_shape(&path, &root)?;
+                return Ok(path);
+            }
             Ok(false) => {}
             Err(what) => {
                 store.move_aside(&path)?;
@@ -774,10 +780,11 @@ fn assemble_rootfs(
     store.sync()?;
     let references: BTreeSet<StorePath> = components.iter().map(|c| c.path.clone()).collect();
     let meta = ObjectMeta {
-        version: 1,
+        version: crate::store::META_VERSION,
         digest: digest.to_hex(),
         deriver: "rootfs".into(),
         references: references.into_iter().collect(),
+        shape: crate::store::shape_of(&root),
     };
     add_or_replace(store, &top, &path, &meta, repair, changes)?;
     // The temp dir's entry was renamed away (or removed): nothing left for its drop.

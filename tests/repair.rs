@@ -396,3 +396,65 @@ fn repair_recreates_a_missing_rootfs_a_root_uses() {
     assert_eq!(store_listing(&store), healthy);
     w.assert_resolves(&g1, "after the repair");
 }
+
+/// Sets `path`'s mtime back to the store's constant (what a hostile host can do to hide a
+/// write from a check of mtimes alone).
+fn hide_mtime(path: &Path) {
+    let s = std::process::Command::new("touch")
+        .args(["-h", "-d", "@1"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(s.success());
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Review finding F1: a binary shared by every generation truncated to 1000 bytes, its mtime
+/// set back. `build` refused to reuse it; `switch` and `rollback` exited 0 and put a 1000-byte
+/// kubectl into the root. Now both refuse with the object, what is wrong and the fix, and the
+/// root is unchanged; the fix works and the switch then succeeds.
+#[test]
+fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "1"]);
+    w.ok(&["switch", "2"]);
+    let on_2 = w.listing();
+    let store = w.sb.store.clone();
+    let kubectl = object(&store, "kubectl");
+    let path = store.join(&kubectl);
+    let size = std::fs::metadata(&path).unwrap().len();
+    set_mode(&path, 0o755);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    set_mode(&path, 0o555);
+    hide_mtime(&path);
+
+    let refused = |verb: &str| {
+        format!(
+            "error: cannot {verb} root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its size is 1000 bytes, not {size})\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+        )
+    };
+    w.run(&["switch", "1", "--dry-run"])
+        .assert_error(&refused("plan to switch"));
+    w.run(&["switch", "1"]).assert_error(&refused("switch"));
+    w.run(&["rollback"]).assert_error(&refused("roll back"));
+    assert_listing(&w.listing(), &on_2, "after the refused switch and rollback");
+    w.assert_resolves(&g2, "after the refused switch and rollback");
+
+    // The fix the help names, offline (the pinned input is at hand); then the switch works.
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    w.ok(&["rollback"]);
+    w.assert_resolves(&g1, "after the repair and rollback");
+    assert_eq!(std::fs::metadata(store.join(&kubectl)).unwrap().len(), size);
+}

@@ -183,6 +183,98 @@ pub struct ObjectMeta {
     pub deriver: String,
     /// Objects this one was assembled from; kept alive with it by gc.
     pub references: Vec<StorePath>,
+    /// The object's tree without its contents (metadata version 2): what `switch` and
+    /// `rollback` check the object against without hashing (see [`Store::check_recorded`]).
+    /// Absent in records written before (version 1) and for names that are not UTF-8; a
+    /// build that reuses the object records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Shape>,
+}
+
+/// The current metadata version: 2 records [`ObjectMeta::shape`].
+pub const META_VERSION: u32 = 2;
+
+/// One entry of an object's recorded [`Shape`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ShapeEntry {
+    File { size: u64, executable: bool },
+    Directory,
+    Symlink { target: String },
+}
+
+/// An object's entries by path relative to the object (`.` is the object itself): names,
+/// types, sizes, executable bits and symlink targets, without contents.
+pub type Shape = std::collections::BTreeMap<String, ShapeEntry>;
+
+/// The shape of `node`, or `None` when a name or link target is not UTF-8 (JSON keeps text).
+pub fn shape_of(node: &Node) -> Option<Shape> {
+    fn walk(node: &Node, rel: &str, out: &mut Shape) -> Option<()> {
+        let entry = match node {
+            Node::File {
+                executable, size, ..
+            } => ShapeEntry::File {
+                size: *size,
+                executable: *executable,
+            },
+            Node::Symlink { target } => ShapeEntry::Symlink {
+                target: String::from_utf8(target.clone()).ok()?,
+            },
+            Node::Directory(entries) => {
+                for (name, child) in entries {
+                    let name = std::str::from_utf8(name).ok()?;
+                    let path = if rel == "." {
+                        name.to_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    walk(child, &path, out)?;
+                }
+                ShapeEntry::Directory
+            }
+        };
+        out.insert(rel.to_owned(), entry);
+        Some(())
+    }
+    let mut out = Shape::new();
+    walk(node, ".", &mut out)?;
+    Some(out)
+}
+
+/// The node a shape describes, with zero contents digests ([`shape_matches`] never compares
+/// contents). `None` when the shape is not a tree (a hand-edited record).
+fn node_of_shape(shape: &Shape) -> Option<Node> {
+    fn build(shape: &Shape, rel: &str) -> Option<Node> {
+        Some(match shape.get(rel)? {
+            ShapeEntry::File { size, executable } => Node::File {
+                executable: *executable,
+                size: *size,
+                contents: Digest([0; 32]),
+            },
+            ShapeEntry::Symlink { target } => Node::Symlink {
+                target: target.clone().into_bytes(),
+            },
+            ShapeEntry::Directory => {
+                let prefix = if rel == "." {
+                    String::new()
+                } else {
+                    format!("{rel}/")
+                };
+                let mut entries = std::collections::BTreeMap::new();
+                for key in shape.keys() {
+                    if let Some(name) = key.strip_prefix(&prefix)
+                        && key != "."
+                        && !name.is_empty()
+                        && !name.contains('/')
+                    {
+                        entries.insert(name.as_bytes().to_vec(), build(shape, key)?);
+                    }
+                }
+                Node::Directory(entries)
+            }
+        })
+    }
+    build(shape, ".")
 }
 
 /// One output recorded in the derivation index.
@@ -435,6 +527,66 @@ impl Store {
         shape_matches(&path, Path::new(""), expected).map(|()| true)
     }
 
+    /// The check `switch` and `rollback` make on an object before a root uses it, without
+    /// reading file contents: against its recorded [`Shape`] when its metadata has one
+    /// ([`Store::check_shape`]: names, types, sizes, executable bits, symlink targets,
+    /// constant mtimes), else (metadata written by an older kbuild) the constant mtime of
+    /// every entry. A missing object passes (the caller decides).
+    pub fn check_recorded(&self, p: &StorePath) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let top = self.path_of(p);
+        if top.symlink_metadata().is_err() {
+            return Ok(());
+        }
+        let modified = |what: String| StoreError::Modified {
+            path: top.clone(),
+            what,
+        };
+        if let Some(node) = self
+            .meta(p)?
+            .and_then(|m| m.shape)
+            .as_ref()
+            .and_then(node_of_shape)
+        {
+            return self.check_shape(p, &node).map(drop).map_err(modified);
+        }
+        self.check_unmodified(p, None)?;
+        for entry in walkdir::WalkDir::new(&top).min_depth(1) {
+            let Ok(entry) = entry else { continue };
+            if entry.file_type().is_symlink() {
+                continue;
+            }
+            let m = entry.metadata().map_err(io::Error::other)?;
+            if m.mtime() != crate::fs::STORE_MTIME {
+                let rel = entry.path().strip_prefix(&top).unwrap_or(entry.path());
+                return Err(modified(format!(
+                    "the modification time of `{}` changed",
+                    rel.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the shape of an object whose metadata predates it (version 1), once a build
+    /// has checked the object against `node`. Leaves other metadata alone.
+    pub fn record_shape(&self, p: &StorePath, node: &Node) -> Result<(), StoreError> {
+        let Some(mut meta) = self.meta(p)? else {
+            return Ok(());
+        };
+        if meta.shape.is_some() {
+            return Ok(());
+        }
+        let Some(shape) = shape_of(node) else {
+            return Ok(());
+        };
+        meta.shape = Some(shape);
+        meta.version = META_VERSION;
+        let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
+        crate::fs::write_if_changed(&self.meta_path(p), &json)?;
+        Ok(())
+    }
+
     /// Moves the object `p` off its name in one step, to a `.tmp-aside-*` entry the next gc
     /// deletes, and makes that durable. Returns the new path, or `None` when the object is
     /// already gone (a concurrent build moved the same incomplete object aside first).
@@ -619,6 +771,9 @@ fn shape_matches(path: &Path, rel: &Path, expected: &Node) -> Result<(), String>
     let mtime = || {
         if m.mtime() == crate::fs::STORE_MTIME {
             Ok(())
+        } else if rel.as_os_str().is_empty() {
+            // The words the cheap check of a build uses ([`Store::check_unmodified`]).
+            Err("its modification time changed".to_owned())
         } else {
             Err(format!("{} has another modification time", shown()))
         }
@@ -629,6 +784,9 @@ fn shape_matches(path: &Path, rel: &Path, expected: &Node) -> Result<(), String>
         } => {
             if !ft.is_file() {
                 return Err(format!("{} is not a regular file", shown()));
+            }
+            if m.len() != *size && rel.as_os_str().is_empty() {
+                return Err(format!("its size is {} bytes, not {size}", m.len()));
             }
             if m.len() != *size {
                 return Err(format!("{} has {} bytes, not {size}", shown(), m.len()));
