@@ -343,11 +343,11 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
     let rootfs_now = tree_node(&rootfs).digest().store_hash();
     let mut expected = [
         format!(
-            "corrupt  {kubectl}: content hash is {kubectl_now}, its name says {}\n",
+            "corrupt  {kubectl}: content hash is {kubectl_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
             &kubectl[..32]
         ),
         format!(
-            "corrupt  {rootfs_name}: content hash is {rootfs_now}, its name says {}\n",
+            "corrupt  {rootfs_name}: content hash is {rootfs_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
             &rootfs_name[..32]
         ),
     ];
@@ -364,7 +364,7 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
     );
     assert!(
         v.stderr
-            .ends_with("\nerror: verification found 2 problem(s)\n"),
+            .ends_with("\nerror: verification found 2 problem(s)\nhelp: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again\n"),
         "{}",
         v.stderr
     );
@@ -393,7 +393,12 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
     let v = sb.kbuild(&["verify", "--repair"]);
     assert_eq!(
         (v.code, v.stdout.as_str()),
-        (Some(0), format!("{}ok\n", expected.concat()).as_str()),
+        (
+            Some(0),
+            format!("{}ok\n", expected.concat())
+                .replace(" (`kbuild verify --repair` repairs it)", "")
+                .as_str()
+        ),
         "what --repair fixed is no longer a problem: {v:?}"
     );
     let mut replaced: Vec<String> = v.stderr().lines().skip(3).map(str::to_owned).collect();
@@ -471,7 +476,7 @@ fn object_replaced_by_a_symlink_is_found_by_verify() {
         .store_hash();
     assert!(
         v.stdout.contains(&format!(
-            "corrupt  {kubectl}: content hash is {now}, its name says {}\n",
+            "corrupt  {kubectl}: content hash is {now}, its name says {} (`kbuild verify --repair` repairs it)\n",
             &kubectl[..32]
         )),
         "{}",

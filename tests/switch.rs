@@ -989,11 +989,11 @@ fn verify_finds_a_flipped_byte_and_names_the_corrupt_objects() {
     let rootfs_now = tree_node(&g.rootfs).digest().store_hash();
     let mut lines = [
         format!(
-            "corrupt  {object}: content hash is {object_now}, its name says {}\n",
+            "corrupt  {object}: content hash is {object_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
             &object[..32]
         ),
         format!(
-            "corrupt  {}: content hash is {rootfs_now}, its name says {}\n",
+            "corrupt  {}: content hash is {rootfs_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
             g.object(),
             &g.object()[..32]
         ),

@@ -122,15 +122,22 @@ pub fn run_verify(
         ),
     );
     let mut problems = 0;
+    // Without `--repair`, every store problem names the command that repairs it; with it,
+    // what the repair did follows.
+    let fix = if args.repair {
+        ""
+    } else {
+        " (`kbuild verify --repair` repairs it)"
+    };
     for c in &report.corrupt {
-        outln!("corrupt  {}: {}", c.path, c.problem);
+        outln!("corrupt  {}: {}{fix}", c.path, c.problem);
         problems += 1;
     }
     // Generations whose rootfs is gone can no longer be switched to.
     let missing = missing_rootfs(&store)?;
     for g in &missing {
         outln!(
-            "missing  generation {}: rootfs {} is not in the store",
+            "missing  generation {}: rootfs {} is not in the store{fix}",
             g.number,
             g.rootfs
         );
@@ -222,10 +229,21 @@ pub fn run_verify(
         .into());
     }
     if problems > 0 {
+        let store_problems = !args.repair && (!report.corrupt.is_empty() || !missing.is_empty());
+        if store_problems {
+            return Err(VerifyFailed { problems }.into());
+        }
         anyhow::bail!("verification found {problems} problem(s)");
     }
     outln!("ok");
     Ok(())
+}
+
+/// `verify` found damaged or missing objects (and maybe drift): its help names the repair.
+#[derive(Debug, thiserror::Error)]
+#[error("verification found {problems} problem(s)")]
+pub struct VerifyFailed {
+    problems: usize,
 }
 
 /// Generations whose rootfs is not in the store.

@@ -225,6 +225,11 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
         {
             return Some(h);
         }
+        if cause.downcast_ref::<maint::VerifyFailed>().is_some() {
+            return Some(
+                "`kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again".to_owned(),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<kbuild::recipe::RecipeError>()
             && let Some(h) = e.help()
         {
