@@ -458,3 +458,99 @@ fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
     w.assert_resolves(&g1, "after the repair and rollback");
     assert_eq!(std::fs::metadata(store.join(&kubectl)).unwrap().len(), size);
 }
+
+/// Review finding F1, second example: a file deleted from a rootfs and its directory's mtime
+/// set back. `switch` exited 0 and removed the root's link to it; now `switch` (and its dry
+/// run) refuses, naming the object and the missing file; `verify` finds it by hashing and
+/// names the repair, which works.
+#[test]
+fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "1"]);
+    let on_1 = w.listing();
+    let bin = g2.rootfs.join("usr/local/bin");
+    set_mode(&bin, 0o755);
+    std::fs::remove_file(bin.join("kubelet")).unwrap();
+    set_mode(&bin, 0o555);
+    hide_mtime(&bin);
+
+    let refused = |verb: &str| {
+        format!(
+            "error: cannot {verb} root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`usr/local/bin/kubelet` is missing)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
+            g2.object()
+        )
+    };
+    w.run(&["switch", "2", "--dry-run"])
+        .assert_error(&refused("plan to switch"));
+    w.run(&["switch", "2"]).assert_error(&refused("switch"));
+    assert_listing(&w.listing(), &on_1, "after the refused switch");
+
+    // verify hashes, so a reset mtime hides nothing; it names the repair (F5).
+    let now = tree_node(&g2.rootfs).digest().store_hash();
+    let v = w.run(&["verify"]);
+    assert_eq!(
+        (v.code, v.stdout()),
+        (
+            Some(1),
+            format!(
+                "corrupt  {}: content hash is {now}, its name says {} (`kbuild verify --repair` repairs it)\n",
+                g2.object(),
+                &g2.object()[..32]
+            )
+        ),
+        "{v:?}"
+    );
+    assert_eq!(
+        v.stderr().lines().skip(1).collect::<Vec<_>>(),
+        [
+            "error: verification found 1 problem(s)",
+            "help: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again",
+        ]
+    );
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+    w.ok(&["switch", "2"]);
+    w.assert_resolves(&g2, "after the repair");
+    w.ok(&["switch", "1"]);
+    w.assert_resolves(&g1, "back on generation 1");
+}
+
+/// Review finding F1 (the q0 case): a root whose record lacks a file its active generation
+/// has (what a switch to a damaged rootfs left before switches checked it). `verify --root`
+/// said ok; now it names the file and the switch that links it, and that switch works.
+#[test]
+fn verify_root_reports_files_of_the_active_generation_the_root_does_not_link() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    let healthy = w.listing();
+    let state_path = w.root.join("etc/.kbuild/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let managed = state["managed"].as_array_mut().unwrap();
+    managed.retain(|p| p != "/usr/local/bin/kubelet");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::remove_file(w.root.join("usr/local/bin/kubelet")).unwrap();
+
+    let v = w.run(&["verify"]);
+    assert_eq!(
+        (v.code, v.stdout()),
+        (
+            Some(1),
+            "drift    $SANDBOX/host: not linked: /usr/local/bin/kubelet (generation 1 has it; `kbuild switch 1` repairs it)\n".to_owned()
+        ),
+        "{v:?}"
+    );
+    let dry = w.ok(&["switch", "1", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("  add     /usr/local/bin/kubelet\n"),
+        "{dry:?}"
+    );
+    w.ok(&["switch", "1"]);
+    assert_listing(&w.listing(), &healthy, "after the switch verify named");
+    w.assert_resolves(&g1, "after the switch verify named");
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+}

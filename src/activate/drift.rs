@@ -102,18 +102,19 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
     };
     let flags = store_flags(store, state.store.as_ref());
     let repair = format!("`kbuild switch {active}{flags}` repairs it");
-    // Where to go when the active generation itself is broken: the newest other one present.
-    let elsewhere = match generation::list(store)?
-        .into_iter()
-        .rev()
-        .find(|g| g.number != active && store.canonical_dir().join(g.rootfs.as_str()).is_dir())
-    {
+    // Where to go when the active generation itself is broken: the newest other one present
+    // that passes the check `switch` makes (a damaged one would be refused, or worse).
+    let elsewhere = match generation::list(store)?.into_iter().rev().find(|g| {
+        g.number != active
+            && store.canonical_dir().join(g.rootfs.as_str()).is_dir()
+            && crate::store::verify::check_unmodified_closure(store, &g.rootfs).is_ok()
+    }) {
         Some(g) => format!(
             "`kbuild switch {}{flags}` puts the root on generation {}, the newest other one present",
             g.number, g.number
         ),
         None => {
-            "no other generation is present: `kbuild build RECIPE`, then `kbuild switch`".to_owned()
+            "no other generation is present and intact: `kbuild verify --repair` repairs damaged ones, or `kbuild build RECIPE`, then `kbuild switch`".to_owned()
         }
     };
     // A store that moved (known by its id): every link dangles through the old path, and
@@ -187,6 +188,15 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
             }
             Ok(_) => out.push(format!("replaced by a file: {p} ({})", replaced(p))),
             Err(e) => out.push(format!("{p}: {e} (move that away, then {repair})")),
+        }
+    }
+    // Files the active rootfs has that the root does not link (a switch made while the
+    // rootfs lacked them, repaired since): the next switch to it adds them.
+    if flip_ok {
+        for p in super::plan::rootfs_files(rootfs)?.difference(&state.managed) {
+            out.push(format!(
+                "not linked: {p} (generation {active} has it; {repair})"
+            ));
         }
     }
     Ok(out)

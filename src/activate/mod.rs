@@ -176,6 +176,16 @@ fn apply(
     // (and a root moved to another path is known again after one no-op switch).
     roots::register(store, root)?;
     if plan.is_noop() {
+        // Another generation with the same rootfs: no file changes, but the root is now on
+        // the generation asked for (what `rollback`, `verify --root` and gc go by).
+        if plan.from.generation != Some(generation) {
+            let state = State {
+                generation: Some(generation),
+                ..plan.from.clone()
+            };
+            root::write_json(&root.state_dir().join("state.json"), &state)?;
+            crate::fs::fsync_dir(&root.state_dir())?;
+        }
         return Ok((
             plan,
             Applied {

@@ -121,9 +121,15 @@ impl fmt::Display for Plan {
             Some(n) => format!("generation {n}"),
             None => "nothing".to_owned(),
         };
+        // Another generation with the same rootfs: only the recorded number changes.
+        let same = if self.is_noop() && self.from.generation != self.to.generation {
+            " (same files)"
+        } else {
+            ""
+        };
         writeln!(
             f,
-            "root {}: {} -> {}",
+            "root {}: {} -> {}{same}",
             self.root.display(),
             gen_name(&self.from),
             gen_name(&self.to)

@@ -151,7 +151,18 @@ fn finish(
     mut failures: Vec<String>,
     term: &Terminal,
 ) -> anyhow::Result<()> {
-    if !applied.changed_anything {
+    if !applied.changed_anything && plan.from.generation != Some(applied.generation) {
+        // Same rootfs under another number: nothing in the root changed but the record.
+        term.status(
+            "Switched",
+            &format!(
+                "root `{}` to generation {} (the same files as generation {}: only the record changed)",
+                root.dir().display(),
+                applied.generation,
+                plan.from.generation.map_or("?".to_owned(), |n| n.to_string())
+            ),
+        );
+    } else if !applied.changed_anything {
         term.status(
             "Fresh",
             &format!("generation {} is already active", applied.generation),
