@@ -209,7 +209,7 @@ fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     let (_, rest) = stderr.split_once('\n').unwrap();
     assert_eq!(
         rest,
-        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged or missing object(s) are left as they are: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; a generation whose recipes changed since can be replaced with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild verify --repair`\n"
+        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged or missing object(s) are left as they are: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 1 cannot be rebuilt (its recipes changed since): build a newer generation first (`kbuild build RECIPE`), then switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`\n"
     );
     assert_eq!(store_listing(&store), damaged, "nothing moved");
     assert_eq!(no_tmp(&store), Vec::<String>::new());
@@ -553,4 +553,60 @@ fn verify_root_reports_files_of_the_active_generation_the_root_does_not_link() {
     assert_listing(&w.listing(), &healthy, "after the switch verify named");
     w.assert_resolves(&g1, "after the switch verify named");
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+}
+
+/// Review finding F3: the help after a generation that cannot be rebuilt (its recipe changed
+/// since) named `kbuild gc` without `--keep`, which dropped nothing, and `verify --repair`
+/// failed forever. Now it names the exact commands; following them makes the repair exit 0.
+#[test]
+fn help_for_an_unrepairable_generation_names_commands_that_work() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "one\n")]);
+    let g2 = w.build(&["extra"], &[], 2);
+    w.ok(&["switch", "1"]);
+    // The recipe changes: generation 2's rootfs can no longer be rebuilt from it.
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "two\n")]);
+    flip_byte(&g2.rootfs.join("etc/kubernetes/extra"), 0);
+
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    assert_eq!(
+        v.stderr().lines().rev().next().unwrap(),
+        "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 2 cannot be rebuilt (its recipes changed since): build a newer generation first (`kbuild build RECIPE`), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
+    );
+    // Following it.
+    let g3 = w.build(&["extra"], &["--offline"], 3);
+    let gc = w.ok(&["gc", "--keep", "1"]);
+    assert!(gc.stderr.contains("Removed generation 2"), "{gc:?}");
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+    w.assert_resolves(&g1, "the root stays on generation 1");
+    w.ok(&["switch"]);
+    w.assert_resolves(&g3, "after the switch to the new generation");
+}
+
+/// Designed case (F3): the generation that cannot be rebuilt is the one a root is on, and
+/// not the newest: the help names that root's switch, then the exact gc.
+#[test]
+fn help_names_the_root_on_an_unrepairable_generation() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "one\n")]);
+    let g1 = w.build(&["extra"], &[], 1);
+    let g2 = w.build(&["master"], &[], 2);
+    w.ok(&["switch", "1"]);
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "two\n")]);
+    flip_byte(&g1.rootfs.join("etc/kubernetes/extra"), 0);
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    assert_eq!(
+        v.stderr().lines().rev().next().unwrap(),
+        "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 1 cannot be rebuilt (its recipes changed since): switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
+    );
+    w.ok(&["switch"]);
+    w.ok(&["gc", "--keep", "1"]);
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    w.assert_resolves(&g2, "on generation 2");
 }

@@ -164,6 +164,16 @@ pub fn active_generation(store: &Store, root: &Root) -> Option<u64> {
         .and_then(|s| s.generation)
 }
 
+/// The registered roots whose recorded active generation is `number` (what a repair's help
+/// names: such a root must switch away before gc can drop the generation).
+pub fn roots_on(store: &Store, number: u64) -> Vec<PathBuf> {
+    registered_roots(store)
+        .into_iter()
+        .filter(|(_, root, _)| root.state().is_ok_and(|s| s.generation == Some(number)))
+        .map(|(_, root, _)| root.dir().to_owned())
+        .collect()
+}
+
 /// The roots registered with this store: (registry file, root, the store id it recorded).
 fn registered_roots(store: &Store) -> Vec<(PathBuf, Root, Option<StoreId>)> {
     let Ok(entries) = std::fs::read_dir(registry(store)) else {

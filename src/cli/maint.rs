@@ -144,6 +144,7 @@ pub fn run_verify(
         problems += 1;
     }
     let mut left = 0;
+    let mut failed = Vec::new();
     if args.repair && (!report.corrupt.is_empty() || !missing.is_empty()) {
         let overrides: std::collections::BTreeMap<String, String> =
             args.overrides.into_iter().collect();
@@ -189,6 +190,7 @@ pub fn run_verify(
         for (n, why) in &done.failed {
             outln!("failed   generation {n}: cannot rebuild its damaged objects: {why}");
         }
+
         // Only what verifies now counts as repaired.
         let after = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
         for c in &after.corrupt {
@@ -203,6 +205,15 @@ pub fn run_verify(
             );
         }
         left = after.corrupt.len() + still_missing.len();
+        // The generations still broken: those needing an object left damaged or missing.
+        let broken: std::collections::BTreeSet<_> =
+            after.corrupt.iter().map(|c| c.path.clone()).collect();
+        for g in kbuild::generation::list(&store)? {
+            let needs = kbuild::store::verify::closure(&store, &g.rootfs)?;
+            if !store.contains(&g.rootfs) || needs.iter().any(|p| broken.contains(p)) {
+                failed.push(g.number);
+            }
+        }
         problems -= report.corrupt.len() + missing.len();
     }
     if let Some(root) = root {
@@ -217,16 +228,17 @@ pub fn run_verify(
         }
     }
     if left > 0 {
-        return Err(kbuild::store::StoreError::Unrepaired {
-            count: left,
-            help: "make the generation's inputs readable again (at their locked URLs, or with \
-                   `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify \
-                   --repair` again; a generation whose recipes changed since can be replaced \
-                   with `kbuild build` and `kbuild switch`, then `kbuild gc` and `kbuild \
-                   verify --repair`"
-                .into(),
+        let mut help = "make the generation's inputs readable again (at their locked URLs, or \
+                        with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild \
+                        verify --repair` again"
+            .to_owned();
+        for n in &failed {
+            help.push_str(&format!(
+                "; if generation {n} cannot be rebuilt (its recipes changed since): {}",
+                drop_generation(&store, *n)?
+            ));
         }
-        .into());
+        return Err(kbuild::store::StoreError::Unrepaired { count: left, help }.into());
     }
     if problems > 0 {
         let store_problems = !args.repair && (!report.corrupt.is_empty() || !missing.is_empty());
@@ -237,6 +249,32 @@ pub fn run_verify(
     }
     outln!("ok");
     Ok(())
+}
+
+/// The commands that drop generation `n` (whose damaged objects cannot be rebuilt) so that
+/// `kbuild verify --repair` can delete them: roots on it switch away first; gc drops it once
+/// a newer generation exists (`--keep` counts the newer ones).
+fn drop_generation(store: &Store, n: u64) -> anyhow::Result<String> {
+    let newer = kbuild::generation::list(store)?
+        .iter()
+        .filter(|g| g.number > n)
+        .count();
+    let mut steps = Vec::new();
+    if newer == 0 {
+        steps.push("build a newer generation first (`kbuild build RECIPE`)".to_owned());
+    }
+    for r in kbuild::activate::roots_on(store, n) {
+        steps.push(format!(
+            "switch root `{}` away from it (`kbuild switch --root {}` goes to the newest)",
+            r.display(),
+            r.display()
+        ));
+    }
+    steps.push(format!(
+        "`kbuild gc --keep {}` drops it (with the older generations no root is on), then `kbuild verify --repair`",
+        newer.max(1)
+    ));
+    Ok(steps.join(", then "))
 }
 
 /// `verify` found damaged or missing objects (and maybe drift): its help names the repair.
