@@ -610,3 +610,87 @@ fn help_names_the_root_on_an_unrepairable_generation() {
     assert_eq!(v.code, Some(0), "{v:?}");
     w.assert_resolves(&g2, "on generation 2");
 }
+
+/// Review finding F2: a switch to another generation with the same rootfs (nothing in the
+/// root changes) kept the old number in the root's record. Now the plan says so and the root
+/// is recorded on the generation asked for.
+#[test]
+fn switch_to_a_generation_with_the_same_files_records_its_number() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let g3 = w.build(&["master"], &[], 3);
+    assert_eq!(
+        g3.rootfs, g1.rootfs,
+        "the same recipes make the same rootfs"
+    );
+    w.ok(&["switch", "1"]);
+    let on_1 = w.listing();
+    let dry = w.ok(&["switch", "3", "--dry-run"]);
+    assert_eq!(
+        dry.stdout(),
+        "root $SANDBOX/host: generation 1 -> generation 3 (same files)\n  prerequisites: 5 present\n  nothing to do\n"
+    );
+    let s = w.ok(&["switch", "3"]);
+    assert_eq!(
+        s.stderr().lines().last().unwrap(),
+        "    Switched root `$SANDBOX/host` to generation 3 (the same files as generation 1: only the record changed)"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.root.join("etc/.kbuild/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["generation"], 3);
+    let mut now = w.listing();
+    let mut before = on_1.clone();
+    now.0.remove("etc/.kbuild/state.json");
+    before.0.remove("etc/.kbuild/state.json");
+    assert_listing(&now, &before, "only the record changed");
+    assert_eq!(
+        w.ok(&["switch", "3"]).stderr().lines().last().unwrap(),
+        "       Fresh generation 3 is already active"
+    );
+    // rollback goes from 3 to 2 (it used to go from the recorded 1 to nothing).
+    w.ok(&["rollback"]);
+    w.assert_resolves(&g2, "after the rollback");
+}
+
+/// Review finding F2: `verify --root` suggested switching to the newest other generation
+/// present even when that one is damaged (the switch then activated it). Now it suggests the
+/// newest one that passes the switch's check, and that switch works.
+#[test]
+fn verify_root_suggests_only_an_intact_generation() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let g3 = w.build(&["master"], &["--set", "IP=10.72.84.171"], 3);
+    w.ok(&["switch", "1"]);
+    // Generation 3 damaged (a file gone, mtime reset); generation 1's rootfs moved away.
+    let bin = g3.rootfs.join("usr/local/bin");
+    set_mode(&bin, 0o755);
+    std::fs::remove_file(bin.join("kubelet")).unwrap();
+    set_mode(&bin, 0o555);
+    hide_mtime(&bin);
+    std::fs::rename(&g1.rootfs, w.sb.dir.join("moved-rootfs")).unwrap();
+
+    let v = w.run(&["verify"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    let drift: Vec<String> = v
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("drift"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        drift,
+        [format!(
+            "drift    $SANDBOX/host: the active rootfs `$SANDBOX/store/{}` of generation 1 is missing from the store (`kbuild switch 2` puts the root on generation 2, the newest other one present)",
+            g1.object()
+        )]
+    );
+    w.run(&["switch", "3"]).assert_error(&format!(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`usr/local/bin/kubelet` is missing)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
+        g3.object()
+    ));
+    w.ok(&["switch", "2"]);
+    w.assert_resolves(&g2, "after the suggested switch");
+}
