@@ -72,7 +72,17 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         .filter(|p| !changes.set_aside.iter().any(|(a, _)| a == *p))
         .collect();
     match outcome.generation {
-        Recorded::New(n) => term.status("Built", &format!("generation {n}")),
+        Recorded::New(n) => {
+            // An added object an earlier generation needs was missing (removed by hand, or a
+            // damaged one moved aside): re-created, not merely new.
+            for object in needed_by_others(ctx, n, &recreated) {
+                term.status(
+                    "Rebuilt",
+                    &format!("{object} (it was missing from the store)"),
+                );
+            }
+            term.status("Built", &format!("generation {n}"))
+        }
         Recorded::Unchanged(n) if recreated.is_empty() && changes.set_aside.is_empty() => {
             term.status("Fresh", &format!("generation {n} is up to date"))
         }
@@ -92,4 +102,29 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
     let path = std::path::absolute(&outcome.rootfs_path).unwrap_or(outcome.rootfs_path);
     outln!("{}", path.display());
     Ok(())
+}
+
+/// The objects of `added` that a generation other than `new` needs (the rootfs or what it
+/// references): they were missing before this build re-created them.
+fn needed_by_others<'a>(
+    ctx: &Context,
+    new: u64,
+    added: &[&'a kbuild::store::StorePath],
+) -> Vec<&'a kbuild::store::StorePath> {
+    let Ok(store) = kbuild::store::Store::open_existing(&ctx.store_dir) else {
+        return Vec::new();
+    };
+    let mut needed = std::collections::BTreeSet::new();
+    for g in kbuild::generation::list(&store).unwrap_or_default() {
+        if g.number != new
+            && let Ok(c) = kbuild::store::verify::closure(&store, &g.rootfs)
+        {
+            needed.extend(c);
+        }
+    }
+    added
+        .iter()
+        .copied()
+        .filter(|p| needed.contains(*p))
+        .collect()
 }
