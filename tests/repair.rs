@@ -572,7 +572,7 @@ fn help_for_an_unrepairable_generation_names_commands_that_work() {
     let v = w.run(&["verify", "--repair", "--offline"]);
     assert_eq!(v.code, Some(1), "{v:?}");
     assert_eq!(
-        v.stderr().lines().rev().next().unwrap(),
+        v.stderr().lines().last().unwrap(),
         "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 2 cannot be rebuilt (its recipes changed since): build a newer generation first (`kbuild build RECIPE`), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
     );
     // Following it.
@@ -601,7 +601,7 @@ fn help_names_the_root_on_an_unrepairable_generation() {
     let v = w.run(&["verify", "--repair", "--offline"]);
     assert_eq!(v.code, Some(1), "{v:?}");
     assert_eq!(
-        v.stderr().lines().rev().next().unwrap(),
+        v.stderr().lines().last().unwrap(),
         "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 1 cannot be rebuilt (its recipes changed since): switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
     );
     w.ok(&["switch"]);
