@@ -380,7 +380,12 @@ fn repair_recreates_a_missing_rootfs_a_root_uses() {
     let v = w.sb.run(w.cmd_without_root(&["verify"]));
     assert_eq!(
         (v.code, v.stdout.as_str()),
-        (Some(1), missing.as_str()),
+        (
+            Some(1),
+            missing
+                .replace("\n", " (`kbuild verify --repair` repairs it)\n")
+                .as_str()
+        ),
         "{v:?}"
     );
 
