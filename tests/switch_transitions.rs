@@ -824,7 +824,7 @@ fn every_drift_names_the_command_that_repairs_it() {
     // re-creates its rootfs.
     let r = w.run(&["switch", "1"]);
     r.assert_error(&format!(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (the modification time of `etc/kubernetes` changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`etc/kubernetes/scheduler` is missing)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
         g1.object()
     ));
     w.ok(&["verify", "--repair"]);
