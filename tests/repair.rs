@@ -699,3 +699,52 @@ fn verify_root_suggests_only_an_intact_generation() {
     w.ok(&["switch", "2"]);
     w.assert_resolves(&g2, "after the suggested switch");
 }
+
+/// Designed case (F1): metadata written by an older kbuild has no shape (a switch then checks
+/// mtimes only). A build that reuses the rootfs records its shape (version 2) again, and from
+/// then on a truncated file with its mtime reset is refused.
+#[test]
+fn old_metadata_gets_its_shape_from_the_next_build() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "2"]);
+    let meta_path =
+        w.sb.store
+            .join(".kbuild/meta")
+            .join(format!("{}.json", g1.object()));
+    let read = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap()
+    };
+    let mut meta = read();
+    assert_eq!(meta["version"], 2);
+    assert!(meta["shape"]["usr/local/bin/kubelet"].is_object(), "{meta}");
+    let v2 = meta.clone();
+    meta["version"] = 1.into();
+    meta.as_object_mut().unwrap().remove("shape");
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+
+    // The next build reusing the rootfs records the shape again.
+    let r = w.ok(&["build", "master", "--offline"]);
+    assert_eq!(r.rootfs(), g1.rootfs);
+    assert_eq!(read(), v2);
+
+    // Now a truncated file with its mtime reset is refused.
+    let f = g1.rootfs.join("kbuild.json");
+    let len = std::fs::metadata(&f).unwrap().len();
+    set_mode(&f, 0o644);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(1)
+        .unwrap();
+    set_mode(&f, 0o444);
+    hide_mtime(&f);
+    let before = w.listing();
+    w.run(&["switch", "1"]).assert_error(&format!(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`kbuild.json` has 1 bytes, not {len})\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
+        g1.object()
+    ));
+    assert_listing(&w.listing(), &before, "after the refused switch");
+}
