@@ -19,7 +19,15 @@ use hostile::*;
 
 const TOKEN: &str = "etc/kubernetes/token.csv";
 
+/// The `help:` line for each kind of reason (one kind present: its fix alone).
 const HELP: &str = "help: create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)\n";
+const LINK_HELP: &str = "help: fix the symlink: it is followed inside the root, as `chroot ROOT` would, so what it leads to must exist there\n";
+const DIR_HELP: &str =
+    "help: remove the directory (what a failed bind mount leaves) and put the file in its place\n";
+const NOT_FILE_HELP: &str = "help: remove what is not a file and put the file in its place\n";
+const ON_THE_WAY_HELP: &str =
+    "help: replace the file on the way with the directory that holds the prerequisite\n";
+const UNREADABLE_HELP: &str = "help: make the file readable by the user running kbuild (`chmod`, `chown`), and its directories searchable\n";
 
 /// Both ways of resolving a prerequisite: `openat2`, and the walk by hand.
 const WAYS: [&[(&str, &str)]; 2] = [&[], &[("KBUILD_FAULT_NO_OPENAT2", "1")]];
@@ -83,9 +91,9 @@ fn snapshot(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn refusal(what: &str, line: &str) -> String {
+fn refusal(what: &str, line: &str, help: &str) -> String {
     format!(
-        "error: {what} root `$SANDBOX/host`{}\n  caused by: missing host prerequisites under `$SANDBOX/host`: {line}\n{HELP}",
+        "error: {what} root `$SANDBOX/host`{}\n  caused by: missing host prerequisites under `$SANDBOX/host`: {line}\n{help}",
         if what == "a switch of" {
             " would be refused"
         } else {
@@ -95,13 +103,13 @@ fn refusal(what: &str, line: &str) -> String {
 }
 
 /// The switch and its dry run are refused both ways, naming the token as `line`, and change
-/// nothing in the root; the switch is the outcome of `case`.
+/// nothing in the root, with `help`; the switch is the outcome of `case`.
 #[track_caller]
-fn missing(case: &str, w: &World, line: &str) {
+fn missing(case: &str, w: &World, line: &str, help: &str) {
     let before = snapshot(&w.root);
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
-        r.assert_error(&refusal("cannot switch", line));
+        r.assert_error(&refusal("cannot switch", line, help));
         check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
         assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
@@ -113,7 +121,7 @@ fn missing(case: &str, w: &World, line: &str) {
             ),
             "{env:?}"
         );
-        assert_eq!(dry.stderr(), refusal("a switch of", line), "{env:?}");
+        assert_eq!(dry.stderr(), refusal("a switch of", line, help), "{env:?}");
         assert_eq!(snapshot(&w.root), before, "{env:?}");
     }
 }
@@ -161,6 +169,7 @@ fn a_directory_where_the_token_should_be_is_missing() {
         "a_directory_where_the_token_should_be_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a directory, not a file)",
+        DIR_HELP,
     );
 }
 
@@ -181,6 +190,7 @@ fn a_fifo_is_missing_and_never_opened() {
         "a_fifo_is_missing_and_never_opened",
         &w,
         "/etc/kubernetes/token.csv (a FIFO, not a file)",
+        NOT_FILE_HELP,
     );
 }
 
@@ -192,6 +202,7 @@ fn a_socket_is_missing() {
         "a_socket_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a socket, not a file)",
+        NOT_FILE_HELP,
     );
 }
 
@@ -203,6 +214,7 @@ fn a_component_that_is_a_file_is_missing() {
         "a_component_that_is_a_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a component of the path is not a directory)",
+        ON_THE_WAY_HELP,
     );
 }
 
@@ -213,6 +225,7 @@ fn nothing_at_all_is_missing_without_a_reason() {
         "nothing_at_all_is_missing_without_a_reason",
         &w,
         "/etc/kubernetes/token.csv",
+        HELP,
     );
 }
 
@@ -228,6 +241,7 @@ fn a_dangling_link_is_missing_with_its_target() {
         "a_dangling_link_is_missing_with_its_target",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `/secrets/token.csv`, which does not exist inside the root)",
+        LINK_HELP,
     );
 }
 
@@ -240,6 +254,7 @@ fn a_link_loop_is_missing() {
         "a_link_loop_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink loop)",
+        LINK_HELP,
     );
 }
 
@@ -295,6 +310,7 @@ fn an_absolute_link_to_a_host_file_is_missing() {
         "an_absolute_link_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `/etc/hostname`, which does not exist inside the root)",
+        LINK_HELP,
     );
     // Once the root has its own `/etc/hostname`, that is what the link means.
     file(&w, "etc/hostname", b"m1\n", 0o644);
@@ -314,6 +330,7 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
         "a_link_escaping_the_root_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `$SANDBOX/outside/token.csv`, which does not exist inside the root)",
+        LINK_HELP,
     );
     std::fs::remove_file(w.root.join(TOKEN)).unwrap();
     link(&w, TOKEN, "../../../outside/token.csv");
@@ -325,6 +342,7 @@ fn a_link_escaping_the_root_to_a_host_file_is_missing() {
         "a_link_escaping_the_root_to_a_host_file_is_missing",
         &w,
         "/etc/kubernetes/token.csv (a symlink to `../../../outside/token.csv`, which does not exist inside the root)",
+        LINK_HELP,
     );
 }
 
@@ -381,7 +399,11 @@ fn an_unreadable_token_is_missing() {
             }
             let r = w.sb.run(assert_cmd::Command::from_std(c));
             assert_eq!(r.code, Some(1), "{args:?} {env:?}: {r:?}");
-            assert_eq!(r.stderr(), refusal(what, line), "{args:?} {env:?}");
+            assert_eq!(
+                r.stderr(),
+                refusal(what, line, UNREADABLE_HELP),
+                "{args:?} {env:?}"
+            );
             check_case(
                 PREREQUISITES,
                 "an_unreadable_token_is_missing",
@@ -595,7 +617,11 @@ fn a_generation_that_installs_its_own_prerequisite_is_refused_at_switch() {
     let before = snapshot(&w.root);
     for env in WAYS {
         let r = w.run_env(&["switch", "--adopt"], env);
-        r.assert_error(&refusal("cannot switch", line));
+        r.assert_error(&refusal(
+            "cannot switch",
+            line,
+            "help: rebuild the generation with `kbuild build`\n",
+        ));
         check_case(
             PREREQUISITES,
             "a_generation_that_installs_its_own_prerequisite_is_refused_at_switch",
@@ -628,3 +654,146 @@ cases_tested!(PREREQUISITES;
     a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds,
     a_generation_that_installs_its_own_prerequisite_is_refused_at_switch,
 );
+
+// ---------------------------------------------------------------------------------------------
+// Every missing prerequisite carries its reason, whatever the components on the way are, and
+// the help fits the reasons (review finding F4)
+// ---------------------------------------------------------------------------------------------
+
+/// A recipe `ssl` with `/etc/app.conf` and the prerequisites `prereqs`, built as generation 1
+/// in an empty root.
+fn ssl_world(prereqs: &[&str]) -> World {
+    let w = World::bare();
+    let list: Vec<String> = prereqs.iter().map(|p| format!("\"{p}\"")).collect();
+    w.sb.write_recipe(
+        "ssl",
+        &format!(
+            "prerequisites = [{}]\n\n[files.\"/etc/app.conf\"]\ntext = \"x\\n\"\n",
+            list.join(", ")
+        ),
+    );
+    w.build(&["ssl"], &[], 1);
+    w
+}
+
+/// The switch and its dry run are refused both ways with exactly `lines` (in order) and
+/// `help`, and nothing in the root changes.
+#[track_caller]
+fn refused(w: &World, lines: &[&str], help: &str) {
+    let before = snapshot(&w.root);
+    for env in WAYS {
+        let r = w.run_env(&["switch"], env);
+        r.assert_error(&refusal("cannot switch", &lines.join(", "), help));
+        assert_eq!(snapshot(&w.root), before, "{env:?}");
+        let dry = w.run_env(&["switch", "--dry-run"], env);
+        assert_eq!(dry.code, Some(1), "{dry:?}");
+        let plan: String = lines
+            .iter()
+            .map(|l| format!("  prerequisite missing: {l}\n"))
+            .collect();
+        assert_eq!(
+            dry.stdout(),
+            format!("root $SANDBOX/host: nothing -> generation 1\n{plan}  add     /etc/app.conf\n"),
+            "{env:?}"
+        );
+        assert_eq!(
+            dry.stderr(),
+            refusal("a switch of", &lines.join(", "), help),
+            "{env:?}"
+        );
+        assert_eq!(snapshot(&w.root), before, "{env:?}");
+    }
+}
+
+const CA: [&str; 2] = [
+    "/etc/kubernetes/ssl/ca-key.pem",
+    "/etc/kubernetes/ssl/ca.pem",
+];
+
+#[test]
+fn a_directory_link_to_a_host_directory_is_named_as_the_reason() {
+    // The host directory exists and holds both keys; inside the root the link leads nowhere.
+    let w = ssl_world(&CA);
+    let host = w.sb.dir.join("hostkeys");
+    std::fs::create_dir_all(&host).unwrap();
+    for f in ["ca-key.pem", "ca.pem"] {
+        std::fs::write(host.join(f), b"k\n").unwrap();
+    }
+    link(&w, "etc/kubernetes/ssl", host.to_str().unwrap());
+    assert!(
+        w.root.join("etc/kubernetes/ssl/ca.pem").is_file(),
+        "on the host it resolves"
+    );
+    let why = "(`/etc/kubernetes/ssl` is a symlink to `$SANDBOX/hostkeys`, which does not exist inside the root)";
+    refused(
+        &w,
+        &[
+            &format!("/etc/kubernetes/ssl/ca-key.pem {why}"),
+            &format!("/etc/kubernetes/ssl/ca.pem {why}"),
+        ],
+        LINK_HELP,
+    );
+}
+
+#[test]
+fn a_dangling_directory_link_is_named_as_the_reason() {
+    let w = ssl_world(&CA);
+    link(&w, "etc/kubernetes/ssl", "/nonexistent");
+    let why = "(`/etc/kubernetes/ssl` is a symlink to `/nonexistent`, which does not exist inside the root)";
+    refused(
+        &w,
+        &[
+            &format!("/etc/kubernetes/ssl/ca-key.pem {why}"),
+            &format!("/etc/kubernetes/ssl/ca.pem {why}"),
+        ],
+        LINK_HELP,
+    );
+}
+
+#[test]
+fn a_link_to_a_link_climbing_out_names_every_hop() {
+    // `token.csv -> ../../x` exists inside the root (as a link); `x` climbs out to a host file
+    // that exists. The hop that leads nowhere is the second: both are named.
+    let (w, _) = world();
+    let outside = w.sb.dir.join("outside/token.csv");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    std::fs::write(&outside, b"host token\n").unwrap();
+    link(&w, TOKEN, "../../x");
+    link(&w, "x", "../outside/token.csv");
+    assert!(
+        w.root.join(TOKEN).is_file(),
+        "on the host the links resolve"
+    );
+    refused(
+        &w,
+        &[
+            "/etc/kubernetes/token.csv (a symlink to `../../x`, and `/x` is a symlink to `../outside/token.csv`, which does not exist inside the root)",
+        ],
+        LINK_HELP,
+    );
+}
+
+#[test]
+fn mixed_reasons_each_carry_their_own_and_the_help_lists_each_fix() {
+    // `ssl -> /srv/keys` leads to a directory inside the root that holds `ca-key.pem` (as a
+    // directory: a failed bind mount) but not `ca.pem`; the token simply does not exist.
+    let w = ssl_world(&[CA[0], CA[1], "/etc/kubernetes/token.csv"]);
+    link(&w, "etc/kubernetes/ssl", "/srv/keys");
+    std::fs::create_dir_all(w.root.join("srv/keys/ca-key.pem")).unwrap();
+    refused(
+        &w,
+        &[
+            "/etc/kubernetes/ssl/ca-key.pem (a directory, not a file)",
+            "/etc/kubernetes/ssl/ca.pem (`/etc/kubernetes/ssl` is a symlink to `/srv/keys`; `/srv/keys/ca.pem` does not exist inside the root)",
+            "/etc/kubernetes/token.csv",
+        ],
+        "help: remove the directory (what a failed bind mount leaves) and put the file in its place; fix the symlink: it is followed inside the root, as `chroot ROOT` would, so what it leads to must exist there; create the ones that do not exist on the host (kbuild never copies secrets such as tokens and TLS keys into the store)\n",
+    );
+    // Once the root holds the files where the link leads, the switch goes through.
+    std::fs::remove_dir(w.root.join("srv/keys/ca-key.pem")).unwrap();
+    for f in ["srv/keys/ca-key.pem", "srv/keys/ca.pem", TOKEN] {
+        file(&w, f, b"k\n", 0o600);
+    }
+    w.ok(&["switch"]);
+    assert!(w.root.join("etc/app.conf").is_symlink());
+}

@@ -18,7 +18,12 @@ pub enum SwitchError {
     #[error("rootfs `{}` of generation {generation} is missing from the store", path.display())]
     MissingRootfs { generation: u64, path: PathBuf },
     #[error("missing host prerequisites under `{}`: {}", root.display(), missing.join(", "))]
-    Prerequisites { root: PathBuf, missing: Vec<String> },
+    Prerequisites {
+        root: PathBuf,
+        missing: Vec<String>,
+        /// The fix for each kind of reason present (see `Prerequisites::help`).
+        help: String,
+    },
     #[error("{} in root `{}` {} not managed by kbuild; nothing was changed:\n{}",
         if paths.len() == 1 { "this path" } else { "these paths" }, root.display(),
         if paths.len() == 1 { "exists and is" } else { "exist and are" },
@@ -89,9 +94,7 @@ impl SwitchError {
             SwitchError::Unmanaged { .. } => Some(
                 "move the files away, or pass `--adopt` to keep them in /etc/.kbuild/adopted (restored when kbuild stops managing the path)".into(),
             ),
-            SwitchError::Prerequisites { .. } => Some(
-                "create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)".into(),
-            ),
+            SwitchError::Prerequisites { help, .. } => Some(help.clone()),
             SwitchError::RestoreBlocked { path, kept } => Some(format!(
                 "move the hand-made `{}` away (e.g. `mv {} {}.local`) and run the command again: the original comes back; or, to give up the original, delete `{}` first",
                 path.display(),

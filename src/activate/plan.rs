@@ -80,6 +80,7 @@ impl Plan {
             return Err(SwitchError::Prerequisites {
                 root: self.root.clone(),
                 missing,
+                help: self.prerequisites.help().unwrap_or_default(),
             });
         }
         // A path whose earlier original is kept: `--adopt` cannot take this one too.

@@ -29,6 +29,12 @@ use super::root::Root;
 /// Symlinks followed while resolving one path before it is a loop (the kernel's limit).
 const MAX_LINKS: usize = 40;
 
+/// The fix for prerequisites that simply do not exist (the only `help:` before reasons).
+const ABSENT_FIX: &str = "create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)";
+
+/// [`ABSENT_FIX`] among fixes for other reasons.
+const ABSENT_FIX_AMONG: &str = "create the ones that do not exist on the host (kbuild never copies secrets such as tokens and TLS keys into the store)";
+
 /// How much of a group- or world-readable file is read to see whether it holds a private key.
 const KEY_SCAN_BYTES: u64 = 64 * 1024;
 
@@ -55,8 +61,10 @@ pub enum Status {
 pub enum Missing {
     /// Nothing at the path (or a directory on the way is missing).
     NotFound,
-    /// The path is a symlink whose target (text given) does not exist inside the root.
-    Dangling(String),
+    /// A symlink on the way (the path itself, a directory above it, or a link a link leads
+    /// to) leads to nothing inside the root: every link followed, in order, and where the
+    /// path ended (see [`Dangling`]).
+    Dangling(Dangling),
     /// More than 40 symlinks on the way.
     Loop,
     /// A component on the way is a file, not a directory.
@@ -77,12 +85,7 @@ impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Missing::NotFound => f.write_str("does not exist"),
-            Missing::Dangling(t) => {
-                write!(
-                    f,
-                    "a symlink to `{t}`, which does not exist inside the root"
-                )
-            }
+            Missing::Dangling(d) => d.fmt(f),
             Missing::Loop => f.write_str("a symlink loop"),
             Missing::NotADirectoryOnTheWay => {
                 f.write_str("a component of the path is not a directory")
@@ -94,6 +97,43 @@ impl fmt::Display for Missing {
                 f,
                 "this generation installs `{t}` itself; rebuild it with `kbuild build`, which refuses a recipe that installs a prerequisite"
             ),
+        }
+    }
+}
+
+/// How a path that does not exist inside the root was reached through symlinks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dangling {
+    /// The prerequisite's path (`/etc/kubernetes/ssl/ca.pem`).
+    pub path: String,
+    /// Each symlink followed, in order: where it is inside the root (after the links before
+    /// it) and its target as written.
+    pub hops: Vec<(String, String)>,
+    /// The first component, inside the root, that does not exist.
+    pub absent: String,
+    /// Whether `absent` is part of the last link's target (the link itself leads nowhere),
+    /// rather than a name after it (the link led to a directory lacking that name).
+    pub in_last_target: bool,
+}
+
+impl fmt::Display for Dangling {
+    /// `a symlink to `../../x`, and `/x` is a symlink to `/outside/t`, which does not exist
+    /// inside the root`: every hop, so the one that leads nowhere is named, not only the first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (link, target)) in self.hops.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", and ")?;
+            }
+            if i == 0 && *link == self.path {
+                write!(f, "a symlink to `{target}`")?;
+            } else {
+                write!(f, "`{link}` is a symlink to `{target}`")?;
+            }
+        }
+        if self.in_last_target {
+            f.write_str(", which does not exist inside the root")
+        } else {
+            write!(f, "; `{}` does not exist inside the root", self.absent)
         }
     }
 }
@@ -126,6 +166,28 @@ impl Prerequisite {
         }
     }
 
+    /// The fix for this kind of missing prerequisite, for the `help:` line.
+    fn fix(&self) -> Option<&'static str> {
+        Some(match self.missing()? {
+            Missing::NotFound => ABSENT_FIX,
+            Missing::Dangling(_) | Missing::Loop => {
+                "fix the symlink: it is followed inside the root, as `chroot ROOT` would, so what it leads to must exist there"
+            }
+            Missing::NotADirectoryOnTheWay => {
+                "replace the file on the way with the directory that holds the prerequisite"
+            }
+            Missing::NotAFile("a directory") => {
+                "remove the directory (what a failed bind mount leaves) and put the file in its place"
+            }
+            Missing::NotAFile(_) => "remove what is not a file and put the file in its place",
+            Missing::Unreadable(_) => {
+                "make the file readable by the user running kbuild (`chmod`, `chown`), and its directories searchable"
+            }
+            Missing::Changed => "run the command again once nothing is changing the file",
+            Missing::Installed(_) => "rebuild the generation with `kbuild build`",
+        })
+    }
+
     /// The warning for a private key group or others can read, without the `warning: ` prefix.
     pub fn warning(&self) -> Option<String> {
         match &self.status {
@@ -149,6 +211,33 @@ impl Prerequisites {
             .iter()
             .filter_map(Prerequisite::missing_line)
             .collect()
+    }
+
+    /// The `help:` line when some are missing: the fix for each kind of reason present, in
+    /// the order first met. Only absent files: create them on the host.
+    pub fn help(&self) -> Option<String> {
+        let mut fixes: Vec<&str> = Vec::new();
+        for f in self.0.iter().filter_map(Prerequisite::fix) {
+            if !fixes.contains(&f) {
+                fixes.push(f);
+            }
+        }
+        match fixes.as_slice() {
+            [] => None,
+            [one] => Some((*one).to_owned()),
+            many => Some(
+                many.iter()
+                    .map(|f| {
+                        if *f == ABSENT_FIX {
+                            ABSENT_FIX_AMONG
+                        } else {
+                            f
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }
     }
 
     /// Warnings about present prerequisites (private keys others can read).
@@ -293,18 +382,20 @@ impl Resolver {
     fn why_not(&self, rel: &str, e: Errno) -> Missing {
         match e {
             Errno::NOENT => {
-                let link = self
-                    .open(rel, OFlags::PATH | OFlags::NOFOLLOW, false)
-                    .ok()
-                    .filter(|fd| {
-                        fstat(fd).is_ok_and(|st| {
-                            FileType::from_raw_mode(st.st_mode) == FileType::Symlink
+                // Walked again by hand, recording the links, whichever way found it missing:
+                // both ways give the same words.
+                let mut trace = Trace::default();
+                let _ = self.walk(rel, OFlags::PATH, true, Some(&mut trace));
+                match trace.absent {
+                    Some((absent, in_last_target)) if !trace.hops.is_empty() => {
+                        Missing::Dangling(Dangling {
+                            path: format!("/{rel}"),
+                            hops: trace.hops,
+                            absent,
+                            in_last_target,
                         })
-                    })
-                    .and_then(|fd| readlinkat(&fd, "", Vec::new()).ok());
-                match link {
-                    Some(t) => Missing::Dangling(t.to_string_lossy().into_owned()),
-                    None => Missing::NotFound,
+                    }
+                    _ => Missing::NotFound,
                 }
             }
             Errno::LOOP => Missing::Loop,
@@ -331,29 +422,63 @@ impl Resolver {
                 }
             }
         }
-        self.walk(rel, flags, follow_last)
+        self.walk(rel, flags, follow_last, None)
     }
 
     /// [`Resolver::open`] without `openat2`: one component at a time, never letting the
     /// kernel follow a link itself.
-    fn walk(&self, rel: &str, flags: OFlags, follow_last: bool) -> Result<OwnedFd, Errno> {
+    /// With `trace`, records the links followed and the first name that does not exist.
+    fn walk(
+        &self,
+        rel: &str,
+        flags: OFlags,
+        follow_last: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<OwnedFd, Errno> {
         let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let root = || openat(&self.root, ".", dir_flags, Mode::empty());
         // The directories walked so far, root first: `..` pops one, never the root.
         let mut dirs = vec![root()?];
+        // Their names inside the root (one fewer: the root has none), for the trace.
+        let mut names: Vec<String> = Vec::new();
         let mut todo: VecDeque<String> = components(rel);
         let mut links = 0;
+        // How many names are left after the last link's target (for the trace).
+        let mut after_last_target = 0;
         while let Some(name) = todo.pop_front() {
             if name == ".." {
                 if dirs.len() > 1 {
                     dirs.pop();
+                    names.pop();
                 }
                 continue;
             }
             let last = todo.is_empty();
             let here = dirs.last().expect("the root is never popped");
-            let st =
-                rustix::fs::statat(here, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+            let inside = || {
+                format!(
+                    "/{}",
+                    names
+                        .iter()
+                        .chain([&name])
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("/")
+                )
+            };
+            let st = match rustix::fs::statat(
+                here,
+                name.as_str(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => st,
+                Err(e) => {
+                    if let (Errno::NOENT, Some(t)) = (e, trace.as_deref_mut()) {
+                        t.absent = Some((inside(), todo.len() >= after_last_target));
+                    }
+                    return Err(e);
+                }
+            };
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Symlink if !last || follow_last => {
                     links += 1;
@@ -362,8 +487,13 @@ impl Resolver {
                     }
                     let target = readlinkat(here, name.as_str(), Vec::new())?;
                     let target = target.to_string_lossy().into_owned();
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.hops.push((inside(), target.clone()));
+                    }
+                    after_last_target = todo.len();
                     if target.starts_with('/') {
                         dirs.truncate(1);
+                        names.clear();
                     }
                     for c in components(&target).into_iter().rev() {
                         todo.push_front(c);
@@ -380,6 +510,7 @@ impl Resolver {
                 FileType::Directory => {
                     let next = openat(here, name.as_str(), dir_flags, Mode::empty())?;
                     dirs.push(next);
+                    names.push(name);
                 }
                 _ => return Err(Errno::NOTDIR),
             }
@@ -401,6 +532,14 @@ impl Resolver {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| Path::new(&self.dir).join(rel).display().to_string())
     }
+}
+
+/// What a walk by hand met: the links it followed (where, inside the root, and their targets)
+/// and the first name that did not exist, with whether it came from the last link's target.
+#[derive(Default)]
+struct Trace {
+    hops: Vec<(String, String)>,
+    absent: Option<(String, bool)>,
 }
 
 /// The non-empty, non-`.` components of a path.
