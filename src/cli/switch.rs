@@ -196,7 +196,7 @@ fn finish(
 /// others can read); the switch goes ahead.
 fn warn_prerequisites(plan: &Plan) {
     for w in plan.prerequisites.warnings() {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
 
