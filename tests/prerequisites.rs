@@ -653,6 +653,10 @@ cases_tested!(PREREQUISITES;
     a_prerequisite_in_kbuilds_state_is_refused_at_load,
     a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds,
     a_generation_that_installs_its_own_prerequisite_is_refused_at_switch,
+    a_directory_link_to_a_host_directory_is_named_as_the_reason,
+    a_dangling_directory_link_is_named_as_the_reason,
+    a_link_to_a_link_climbing_out_names_every_hop,
+    mixed_reasons_each_carry_their_own_and_the_help_lists_each_fix,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -677,13 +681,14 @@ fn ssl_world(prereqs: &[&str]) -> World {
 }
 
 /// The switch and its dry run are refused both ways with exactly `lines` (in order) and
-/// `help`, and nothing in the root changes.
+/// `help`, and nothing in the root changes; the switch is the outcome of `case`.
 #[track_caller]
-fn refused(w: &World, lines: &[&str], help: &str) {
+fn refused(case: &str, w: &World, lines: &[&str], help: &str) {
     let before = snapshot(&w.root);
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
         r.assert_error(&refusal("cannot switch", &lines.join(", "), help));
+        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
         assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
         assert_eq!(dry.code, Some(1), "{dry:?}");
@@ -726,6 +731,7 @@ fn a_directory_link_to_a_host_directory_is_named_as_the_reason() {
     );
     let why = "(`/etc/kubernetes/ssl` is a symlink to `$SANDBOX/hostkeys`, which does not exist inside the root)";
     refused(
+        "a_directory_link_to_a_host_directory_is_named_as_the_reason",
         &w,
         &[
             &format!("/etc/kubernetes/ssl/ca-key.pem {why}"),
@@ -741,6 +747,7 @@ fn a_dangling_directory_link_is_named_as_the_reason() {
     link(&w, "etc/kubernetes/ssl", "/nonexistent");
     let why = "(`/etc/kubernetes/ssl` is a symlink to `/nonexistent`, which does not exist inside the root)";
     refused(
+        "a_dangling_directory_link_is_named_as_the_reason",
         &w,
         &[
             &format!("/etc/kubernetes/ssl/ca-key.pem {why}"),
@@ -765,6 +772,7 @@ fn a_link_to_a_link_climbing_out_names_every_hop() {
         "on the host the links resolve"
     );
     refused(
+        "a_link_to_a_link_climbing_out_names_every_hop",
         &w,
         &[
             "/etc/kubernetes/token.csv (a symlink to `../../x`, and `/x` is a symlink to `../outside/token.csv`, which does not exist inside the root)",
@@ -781,6 +789,7 @@ fn mixed_reasons_each_carry_their_own_and_the_help_lists_each_fix() {
     link(&w, "etc/kubernetes/ssl", "/srv/keys");
     std::fs::create_dir_all(w.root.join("srv/keys/ca-key.pem")).unwrap();
     refused(
+        "mixed_reasons_each_carry_their_own_and_the_help_lists_each_fix",
         &w,
         &[
             "/etc/kubernetes/ssl/ca-key.pem (a directory, not a file)",

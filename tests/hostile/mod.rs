@@ -288,6 +288,16 @@ pub const PREREQUISITES: &[Case] = &[
     err("an_absolute_link_to_a_host_file_is_missing", P_ROOT),
     err("a_link_escaping_the_root_to_a_host_file_is_missing", P_ROOT),
     err("an_unreadable_token_is_missing", P_ROOT),
+    err(
+        "a_directory_link_to_a_host_directory_is_named_as_the_reason",
+        P_ROOT,
+    ),
+    err("a_dangling_directory_link_is_named_as_the_reason", P_ROOT),
+    err("a_link_to_a_link_climbing_out_names_every_hop", P_ROOT),
+    err(
+        "mixed_reasons_each_carry_their_own_and_the_help_lists_each_fix",
+        P_ROOT,
+    ),
     ok(
         "a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds",
         P_ROOT,
