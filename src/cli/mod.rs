@@ -25,6 +25,7 @@ macro_rules! errln {
 }
 
 mod build;
+mod docs;
 mod generations;
 mod lock;
 mod maint;
@@ -114,6 +115,10 @@ pub enum Command {
     Gc(maint::GcArgs),
     /// Re-hash every store object; with --root, also report drift of the root's links
     Verify(maint::VerifyArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command with --dir
+    Man(docs::ManArgs),
 }
 
 impl Cli {
@@ -133,6 +138,8 @@ impl Cli {
                 let root = self.global.root_given.then(|| self.global.root_dir());
                 maint::run_verify(&ctx, root.as_ref(), a, term)
             }
+            Command::Completions(a) => docs::run_completions(a),
+            Command::Man(a) => docs::run_man(a),
         }
     }
 }
