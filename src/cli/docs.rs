@@ -86,7 +86,9 @@ pub fn run_man(args: ManArgs) -> anyhow::Result<()> {
 /// The roff page of one (built) command.
 fn render(cmd: clap::Command) -> anyhow::Result<Vec<u8>> {
     let mut roff = Vec::new();
+    // Every page says it is from kbuild (clap_mangen would put the subcommand's name there).
     clap_mangen::Man::new(cmd)
+        .source(format!("kbuild {}", env!("CARGO_PKG_VERSION")))
         .render(&mut roff)
         .context("cannot render the man page")?;
     Ok(roff)
