@@ -14,7 +14,7 @@ use crate::observe::Observer;
 use crate::recipe::{self, FileSource, RecipeError, RecipeSet, TargetPath, VariableError};
 use crate::render::{self, RenderError};
 use crate::store::{IndexedOutput, LockMode, Node, ObjectMeta, Store, StoreError, StorePath};
-use crate::unpack::{self, UnpackError, Wanted};
+use crate::unpack::{self, ModeRule, UnpackError, Wanted};
 
 /// Where things are and how to behave; shared by `build`, `lock` and `update`.
 #[derive(Clone, Debug)]
@@ -90,6 +90,14 @@ pub enum BuildError {
     UnknownInput { name: String, known: Vec<String> },
     #[error("the lock file `{}` would change ({reason}), and `--locked` was given", path.display())]
     LockWouldChange { path: PathBuf, reason: String },
+    #[error(
+        "input `{input}`: member `{member}` is kept with two different modes ({origin} gives another `mode` than a file selecting it elsewhere)"
+    )]
+    MemberModes {
+        input: String,
+        member: String,
+        origin: String,
+    },
     #[error("input `{input}`: {recipe_origin} pins sha256 {recipe}, but `{}` pins {lock}", lock_path.display())]
     LockDisagrees {
         input: String,
@@ -123,6 +131,9 @@ impl BuildError {
                 "run `kbuild lock` (or the build without `--locked`) and commit the lock file"
                     .into(),
             ),
+            BuildError::MemberModes { member, .. } => Some(format!(
+                "give every file selecting `{member}` the same `mode` (or none, to keep the archive's), then run `kbuild build` again"
+            )),
             BuildError::LockDisagrees { input, .. } => Some(format!(
                 "if the recipe is right, run `kbuild update {input}`; otherwise fix the recipe's `sha256`"
             )),
@@ -307,15 +318,23 @@ fn build_in(
             }
         }
         used_inputs.insert(input.clone(), sha256);
-        let by_member: BTreeMap<(String, bool), IndexedOutput> = outputs
-            .into_iter()
-            .map(|o| ((o.id.clone(), o.executable), o))
-            .collect();
+        // One output per member: the archive is decoded once and each member written once.
+        let by_member: BTreeMap<String, IndexedOutput> =
+            outputs.into_iter().map(|o| (o.id.clone(), o)).collect();
         for f in set.files.values() {
             if let FileSource::Member { input: i, member } = &f.source
                 && *i == input
             {
-                let o = &by_member[&(member.clone(), f.executable)];
+                let o = &by_member[member];
+                if let Some(x) = f.mode
+                    && x != o.executable
+                {
+                    return Err(BuildError::MemberModes {
+                        input: input.clone(),
+                        member: member.clone(),
+                        origin: f.origin.to_string(),
+                    });
+                }
                 components.push(Component {
                     target: f.target.clone(),
                     node: o.node().ok_or_else(|| {
@@ -402,7 +421,7 @@ fn render_files(
         let text = render::render(&name, source, vars)?;
         render::check_format(&name, f.target.as_str(), &text, f.format)?;
         let bytes = text.into_bytes();
-        let node = Node::file(&bytes, f.executable);
+        let node = Node::file(&bytes, f.mode.unwrap_or(false));
         let path = StorePath::new(node.digest(), &sanitize_name(f.target.file_name()))
             .map_err(|m| std::io::Error::other(format!("target `{}`: {m}", f.target)))?;
         out.push(Component {
@@ -422,7 +441,7 @@ fn wanted_members(set: &RecipeSet) -> BTreeMap<String, Vec<Wanted>> {
         if let FileSource::Member { input, member } = &f.source {
             out.entry(input.clone()).or_default().insert(Wanted {
                 member: member.clone(),
-                executable: f.executable,
+                mode: f.mode.map_or(ModeRule::FromArchive, ModeRule::Fixed),
             });
         }
     }
@@ -604,7 +623,7 @@ fn realise_unpack(
     let mut outputs = Vec::new();
     for f in &unpacked.files {
         let node = Node::File {
-            executable: f.wanted.executable,
+            executable: f.executable,
             size: f.size,
             contents: f.blake3,
         };
@@ -623,20 +642,16 @@ fn realise_unpack(
         outputs.push(IndexedOutput {
             id: f.wanted.member.clone(),
             path,
-            executable: f.wanted.executable,
+            executable: f.executable,
             size: f.size,
             blake3: f.blake3.to_hex(),
         });
     }
     store.sync_dir()?;
     store.record(&key, &outputs)?;
-    for o in &outputs {
-        let single = Wanted {
-            member: o.id.clone(),
-            executable: o.executable,
-        };
+    for (f, o) in unpacked.files.iter().zip(&outputs) {
         store.record(
-            &derivation::unpack_key(&unpacked.sha256, std::slice::from_ref(&single)),
+            &derivation::unpack_key(&unpacked.sha256, std::slice::from_ref(&f.wanted)),
             std::slice::from_ref(o),
         )?;
     }

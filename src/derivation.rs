@@ -7,7 +7,7 @@
 //! addressed by their content directly (rendering takes microseconds and the rootfs digest
 //! is a Merkle hash over its components' digests), so they need no index.
 
-use crate::unpack::Wanted;
+use crate::unpack::{ModeRule, Wanted};
 
 /// Prefix of every derivation encoding; changing the encoding must change it.
 pub const FORMAT: &str = "kbuild-drv-v1";
@@ -43,8 +43,14 @@ pub fn unpack_key(sha256: &str, wanted: &[Wanted]) -> String {
     e.field(sha256.as_bytes())
         .field(&(sorted.len() as u64).to_le_bytes());
     for w in &sorted {
-        e.field(w.member.as_bytes())
-            .field(&[u8::from(w.executable)]);
+        // 0 and 1 are the recipe's explicit 0444/0555 (the only values before the archive's
+        // bits were kept, so old index entries keep answering explicit modes correctly); 2
+        // is "no `mode`: the archive's x bits", which no old entry can have been keyed by.
+        let tag = match w.mode {
+            ModeRule::Fixed(x) => u8::from(x),
+            ModeRule::FromArchive => 2,
+        };
+        e.field(w.member.as_bytes()).field(&[tag]);
     }
     e.finish()
 }
@@ -56,7 +62,7 @@ mod tests {
     fn w(m: &str, x: bool) -> Wanted {
         Wanted {
             member: m.into(),
-            executable: x,
+            mode: ModeRule::Fixed(x),
         }
     }
 
@@ -82,5 +88,18 @@ mod tests {
         let b = unpack_key("ab", &[w("y", false), w("x", true)]);
         assert_eq!(a, b);
         assert_ne!(a, unpack_key("ab", &[w("x", false), w("y", false)]));
+    }
+
+    /// A member selected without `mode` never shares a key with an explicit 0444 or 0555,
+    /// so an index entry written before the archive's bits were kept is never returned for it.
+    #[test]
+    fn archive_mode_has_its_own_key() {
+        let archive = Wanted {
+            member: "x".into(),
+            mode: ModeRule::FromArchive,
+        };
+        let k = unpack_key("ab", std::slice::from_ref(&archive));
+        assert_ne!(k, unpack_key("ab", &[w("x", false)]));
+        assert_ne!(k, unpack_key("ab", &[w("x", true)]));
     }
 }

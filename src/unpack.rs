@@ -13,7 +13,8 @@
 //! unless the whole stream's sha256 matches the pin: the caller renames outputs into the
 //! store only after [`fetch_and_unpack`] returns. Member names are checked as Python's
 //! tarfile "data" filter does (PEP 706): absolute names and `..` are refused, a selected
-//! member must be a regular file, modes collapse to 0444/0555, owners and times are dropped.
+//! member must be a regular file, modes collapse to 0444/0555 (the recipe's `mode`, or the
+//! archive's x bits without one), owners and times are dropped.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read, Write};
@@ -34,17 +35,29 @@ const DEPTH: usize = 8;
 /// server tarball unpacks to about 1.2 GB.
 pub const DEFAULT_MAX_UNPACKED: u64 = 32 << 30;
 
-/// A member to extract, and the executable bit it gets in the store.
+/// How a kept member's executable bit is chosen (the store keeps only that bit: 0555/0444).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ModeRule {
+    /// The recipe's `mode`: executable or not, whatever the archive says.
+    Fixed(bool),
+    /// No `mode` in the recipe: executable when the archive header has any x bit, so a
+    /// binary shipped 0755 runs from the switched root without the recipe repeating it.
+    FromArchive,
+}
+
+/// A member to extract, and how its executable bit is chosen.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Wanted {
     pub member: String,
-    pub executable: bool,
+    pub mode: ModeRule,
 }
 
 /// An extracted member, synced, in the scratch directory.
 #[derive(Debug)]
 pub struct Extracted {
     pub wanted: Wanted,
+    /// The executable bit the member got (the rule applied to its archive header).
+    pub executable: bool,
     pub path: PathBuf,
     pub size: u64,
     pub blake3: Digest,
@@ -521,6 +534,7 @@ impl<R: Read> Read for Limited<R> {
 enum WriterMsg {
     Begin {
         wanted: Wanted,
+        executable: bool,
         path: PathBuf,
     },
     Data(Vec<u8>),
@@ -549,8 +563,12 @@ fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result
     let mut current: Option<Open> = None;
     for msg in rx {
         match msg {
-            WriterMsg::Begin { wanted, path } => {
-                let mode = if wanted.executable { 0o555 } else { 0o444 };
+            WriterMsg::Begin {
+                wanted,
+                executable,
+                path,
+            } => {
+                let mode = if executable { 0o555 } else { 0o444 };
                 use fs_err::os::unix::fs::OpenOptionsExt;
                 let file = fs_err::OpenOptions::new()
                     .write(true)
@@ -563,6 +581,7 @@ fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result
                     kicked: 0,
                     ex: Extracted {
                         wanted,
+                        executable,
                         path,
                         size: 0,
                         blake3: Digest([0; 32]),
@@ -658,11 +677,22 @@ fn decode_stage(
                     describe_kind(kind)
                 ));
             }
+            // Only the x bits count: setuid/setgid/sticky and write bits never reach the store.
+            let executable = match w.mode {
+                ModeRule::Fixed(x) => x,
+                ModeRule::FromArchive => {
+                    let mode = entry.header().mode().map_err(|e| {
+                        format!("member `{name}` has an unreadable mode: {}", describe(&e))
+                    })?;
+                    mode & 0o111 != 0
+                }
+            };
             serial += 1;
             let path = scratch.join(format!("member-{serial}"));
             if to_writer
                 .send(WriterMsg::Begin {
                     wanted: (*w).clone(),
+                    executable,
                     path,
                 })
                 .is_err()

@@ -208,7 +208,9 @@ pub enum FileFormat {
 pub struct FileDecl {
     pub target: TargetPath,
     pub source: FileSource,
-    pub executable: bool,
+    /// The recipe's `mode`: `Some(true)` for 0555, `Some(false)` for 0444, `None` when absent
+    /// (text and templates are then 0444, archive members keep the archive's x bits).
+    pub mode: Option<bool>,
     pub format: FileFormat,
     pub origin: Origin,
 }
@@ -438,10 +440,7 @@ impl Loader<'_> {
         for (target, file) in raw.files {
             let decl = self.parse_file(src, &target, file)?;
             if let Some(old) = self.set.files.get(&decl.target) {
-                if old.source != decl.source
-                    || old.executable != decl.executable
-                    || old.format != decl.format
-                {
+                if old.source != decl.source || old.mode != decl.mode || old.format != decl.format {
                     return Err(RecipeError::at(
                         decl.origin.loc.clone(),
                         format!(
@@ -512,9 +511,9 @@ impl Loader<'_> {
         if let (Some(i), FileSource::Template { .. }) = (&f.input, &source) {
             return src.err(i.span(), "`input` only makes sense with `member`");
         }
-        let executable = match f.mode {
-            None => false,
-            Some(m) => {
+        let mode = match f.mode {
+            None => None,
+            Some(m) => Some({
                 let mode = match m.get_ref() {
                     Scalar::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
                     Scalar::Int(i) => u32::try_from(*i).ok(),
@@ -530,7 +529,7 @@ impl Loader<'_> {
                         .with_help("store files are read-only; only the executable bit is kept"));
                     }
                 }
-            }
+            }),
         };
         let format = match f.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
             None | Some(("text", _)) => FileFormat::Text,
@@ -545,7 +544,7 @@ impl Loader<'_> {
         Ok(FileDecl {
             target: target_path,
             source,
-            executable,
+            mode,
             format,
             origin: src.origin(target.span()),
         })
