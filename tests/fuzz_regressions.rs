@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kbuild::observe::Quiet;
-use kbuild::unpack::{Request, Wanted, unpack_reader};
+use kbuild::unpack::{ModeRule, Request, Wanted, unpack_reader};
 
 /// What an input must do: succeed, or fail with a message containing the text.
 enum Expect {
@@ -137,7 +137,7 @@ fn unpack_regressions() {
         std::fs::create_dir(&scratch).unwrap();
         let wanted = [Wanted {
             member: "kubernetes/server/bin/kubectl".into(),
-            executable: true,
+            mode: ModeRule::Fixed(true),
         }];
         let req = Request {
             input: "fuzz",

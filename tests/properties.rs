@@ -9,7 +9,7 @@ use kbuild::derivation::unpack_key;
 use kbuild::lockfile::{LockFile, LockedInput};
 use kbuild::recipe::VarType;
 use kbuild::store::Node;
-use kbuild::unpack::Wanted;
+use kbuild::unpack::{ModeRule, Wanted};
 use proptest::prelude::*;
 
 /// Modest case counts; no regression files written into the source tree.
@@ -160,10 +160,22 @@ fn member() -> impl Strategy<Value = String> {
     "[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,3}"
 }
 
+/// The three ways a member's executable bit is chosen, by their key tag (0, 1, 2).
+fn rule(tag: u8) -> ModeRule {
+    match tag % 3 {
+        0 => ModeRule::Fixed(false),
+        1 => ModeRule::Fixed(true),
+        _ => ModeRule::FromArchive,
+    }
+}
+
 fn wanted() -> impl Strategy<Value = Vec<Wanted>> {
-    prop::collection::btree_set((member(), any::<bool>()), 1..10).prop_map(|s| {
+    prop::collection::btree_set((member(), 0u8..3), 1..10).prop_map(|s| {
         s.into_iter()
-            .map(|(member, executable)| Wanted { member, executable })
+            .map(|(member, tag)| Wanted {
+                member,
+                mode: rule(tag),
+            })
             .collect()
     })
 }
@@ -190,21 +202,26 @@ proptest! {
     #[test]
     fn unpack_key_changes_with_what_is_unpacked(
         sha in sha(), other_sha in sha(), w in wanted(), pick in any::<prop::sample::Index>(),
-        extra in member(),
+        extra in member(), step in 1u8..3,
     ) {
         let key = unpack_key(&sha, &w);
         prop_assume!(sha != other_sha);
         prop_assert_ne!(&unpack_key(&other_sha, &w), &key);
         let i = pick.index(w.len());
         let mut flipped = w.clone();
-        flipped[i].executable = !flipped[i].executable;
+        // Any other rule for one member (0444 ↔ 0555 ↔ the archive's) is another key.
+        let tag = match flipped[i].mode {
+            ModeRule::Fixed(x) => u8::from(x),
+            ModeRule::FromArchive => 2,
+        };
+        flipped[i].mode = rule(tag + step);
         prop_assume!(!w.contains(&flipped[i]));
         prop_assert_ne!(&unpack_key(&sha, &flipped), &key);
         let mut fewer = w.clone();
         fewer.remove(i);
         prop_assert_ne!(&unpack_key(&sha, &fewer), &key);
         let mut more = w.clone();
-        let add = Wanted { member: extra, executable: false };
+        let add = Wanted { member: extra, mode: ModeRule::Fixed(false) };
         prop_assume!(!w.contains(&add));
         more.push(add);
         prop_assert_ne!(&unpack_key(&sha, &more), &key);
@@ -215,7 +232,7 @@ proptest! {
         let joined = format!("{a}{b}");
         let k = 1 + split.index(joined.len() - 1);
         prop_assume!(joined.is_char_boundary(k) && k != a.len());
-        let w = |m: &str| Wanted { member: m.to_owned(), executable: false };
+        let w = |m: &str| Wanted { member: m.to_owned(), mode: ModeRule::Fixed(false) };
         let sha = "0".repeat(64);
         prop_assert_ne!(
             unpack_key(&sha, &[w(&a), w(&b)]),

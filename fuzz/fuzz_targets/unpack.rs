@@ -3,7 +3,7 @@
 #![no_main]
 
 use kbuild::observe::Quiet;
-use kbuild::unpack::{Request, Wanted, unpack_reader};
+use kbuild::unpack::{ModeRule, Request, Wanted, unpack_reader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,8 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let scratch = outer.path().join("scratch");
     std::fs::create_dir(&scratch).expect("mkdir");
     let wanted = [
-        Wanted { member: "kubernetes/server/bin/kubectl".into(), executable: true },
-        Wanted { member: "a".into(), executable: false },
+        Wanted { member: "kubernetes/server/bin/kubectl".into(), mode: ModeRule::Fixed(true) },
+        Wanted { member: "a".into(), mode: ModeRule::FromArchive },
     ];
     let req = Request {
         input: "fuzz",
