@@ -418,9 +418,9 @@ fn render_files(
             ),
             FileSource::Member { .. } => continue,
         };
-        let text = render::render(&name, source, vars)?;
-        render::check_format(&name, f.target.as_str(), &text, f.format)?;
-        let bytes = text.into_bytes();
+        let rendered = render::render_traced(&name, source, vars)?;
+        render::check_format(&name, f.target.as_str(), &rendered, source, vars, f.format)?;
+        let bytes = rendered.text.into_bytes();
         let node = Node::file(&bytes, f.mode.unwrap_or(false));
         let path = StorePath::new(node.digest(), &sanitize_name(f.target.file_name()))
             .map_err(|m| std::io::Error::other(format!("target `{}`: {m}", f.target)))?;

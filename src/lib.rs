@@ -7,6 +7,7 @@ pub mod activate;
 pub mod build;
 pub mod derivation;
 pub mod diff;
+pub mod envfile;
 pub mod fetch;
 pub mod fs;
 pub mod gc;

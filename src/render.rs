@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::recipe::FileFormat;
 
@@ -44,6 +44,23 @@ pub enum RenderError {
         line: usize,
         message: String,
     },
+    /// A `{{ }}` output that systemd would not read as it is (an escape, a quote, blanks
+    /// at an end): the file would mean something else than the template wrote.
+    #[error("{}: {} = `{value}` is not read by systemd as written in `{target}`: {reason}{}",
+        location(template, *line),
+        var.as_deref().map_or("a `{{ }}` output".to_owned(), |v| format!("`{{{{ {v} }}}}`")),
+        read_as.as_ref().map_or(String::new(), |(k, v)| format!(" (systemd would read `{k}` as {v:?})")))]
+    EnvValue {
+        template: String,
+        target: String,
+        line: usize,
+        /// The variable whose value it is, when one is (`{{ VAR }}`).
+        var: Option<String>,
+        value: String,
+        reason: String,
+        /// The assignment systemd would read there instead.
+        read_as: Option<(String, String)>,
+    },
 }
 
 impl RenderError {
@@ -54,9 +71,15 @@ impl RenderError {
                 known.join(", ")
             )),
             RenderError::Env { .. } => Some(
-                "each line must be `KEY=\"value\"` with the value on one line; is a value broken by a line break?"
+                "write each line as `KEY=\"value\"` (a value on one line) or a `#` comment, as systemd.exec(5) reads an EnvironmentFile=, then run `kbuild build` again"
                     .into(),
             ),
+            RenderError::EnvValue { var, .. } => {
+                let v = var.as_deref().unwrap_or("VAR");
+                Some(format!(
+                    "let kbuild quote it: `KEY={{{{ {v} | env_quote }}}}` (double quotes, `\\` before `\"`, `\\`, `` ` `` and `$`), or pass a value systemd reads as it is: `kbuild build RECIPE --set {v}=VALUE`"
+                ))
+            }
             RenderError::Template { .. } => None,
         }
     }
@@ -68,6 +91,29 @@ pub fn render(
     source: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, RenderError> {
+    render_traced(name, source, vars).map(|r| r.text)
+}
+
+/// A rendered text and where in it each `{{ }}` output went.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    pub text: String,
+    /// Byte ranges of `text` written by `{{ }}` expressions (not by filters that mark their
+    /// output safe, such as `env_quote`, which quote on purpose).
+    pub outputs: Vec<std::ops::Range<usize>>,
+}
+
+/// Marks around each `{{ }}` output while rendering (Unicode noncharacters: never in a
+/// template or value kbuild traces; if one is, nothing is traced and no output is checked).
+const OPEN: char = '\u{FDD0}';
+const CLOSE: char = '\u{FDD1}';
+
+/// Renders like [`render`], recording where each `{{ }}` output went.
+pub fn render_traced(
+    name: &str,
+    source: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<Rendered, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -80,6 +126,27 @@ pub fn render(
             v
         }
     });
+    // `{{ V | env_quote }}`: the value in double quotes as systemd reads it back exactly.
+    env.add_filter("env_quote", |v: String| -> Value {
+        Value::from_safe_string(crate::envfile::quote(&v))
+    });
+    let marks = |s: &str| s.contains(OPEN) || s.contains(CLOSE);
+    let traced = !marks(source) && !vars.values().any(|v| marks(v));
+    if traced {
+        env.set_formatter(|out, state, value| {
+            if value.is_safe() {
+                return minijinja::escape_formatter(out, state, value);
+            }
+            let write = |out: &mut minijinja::Output, c: char| {
+                out.write_str(c.encode_utf8(&mut [0; 4])).map_err(|_| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "cannot write")
+                })
+            };
+            write(out, OPEN)?;
+            minijinja::escape_formatter(out, state, value)?;
+            write(out, CLOSE)
+        });
+    }
     let syntax_error = |e: minijinja::Error| RenderError::Template {
         template: name.to_owned(),
         line: e.line().unwrap_or(0),
@@ -104,65 +171,114 @@ pub fn render(
             known: vars.keys().cloned().collect(),
         });
     }
-    tmpl.render(vars).map_err(syntax_error)
+    let marked = tmpl.render(vars).map_err(syntax_error)?;
+    if !traced {
+        return Ok(Rendered {
+            text: marked,
+            outputs: Vec::new(),
+        });
+    }
+    let mut out = Rendered {
+        text: String::with_capacity(marked.len()),
+        outputs: Vec::new(),
+    };
+    let mut start = 0;
+    for c in marked.chars() {
+        match c {
+            OPEN => start = out.text.len(),
+            CLOSE => out.outputs.push(start..out.text.len()),
+            c => out.text.push(c),
+        }
+    }
+    Ok(out)
 }
 
-/// Checks a rendered file against its declared format.
+/// Checks a rendered file against its declared format. `source` is the template and
+/// `vars` the values it was rendered with (to name the variable of a faulty output).
 pub fn check_format(
     template: &str,
     target: &str,
-    text: &str,
+    rendered: &Rendered,
+    source: &str,
+    vars: &BTreeMap<String, String>,
     format: FileFormat,
 ) -> Result<(), RenderError> {
     match format {
         FileFormat::Text => Ok(()),
-        FileFormat::Env => check_env(text).map_err(|(line, message)| RenderError::Env {
+        FileFormat::Env => check_env(template, target, rendered, source, vars),
+    }
+}
+
+/// A systemd `EnvironmentFile=` (see [`crate::envfile`]): every line is read as written
+/// (no ignored or dropped line, no value taking in a line break), and every `{{ }}` output
+/// is read literally — so a value ending in a backslash inside quotes, which would escape
+/// the closing quote and fold the next line into it, is refused, naming the variable.
+fn check_env(
+    template: &str,
+    target: &str,
+    rendered: &Rendered,
+    source: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), RenderError> {
+    let text = &rendered.text;
+    let reading = crate::envfile::read(text);
+    let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
+    for range in &rendered.outputs {
+        let Some(bad) = range.clone().find(|&i| !reading.literal[i]) else {
+            continue;
+        };
+        let value = text[range.clone()].to_owned();
+        let var = vars
+            .iter()
+            .find(|(_, v)| **v == value)
+            .or_else(|| {
+                vars.iter()
+                    .find(|(_, v)| !v.is_empty() && value.contains(v.as_str()))
+            })
+            .map(|(k, _)| k.clone());
+        let rline = line_at(range.start);
+        let same_line = source
+            .lines()
+            .nth(rline - 1)
+            .is_some_and(|l| l.contains("{{") && var.as_deref().is_none_or(|v| l.contains(v)));
+        let line = match &var {
+            Some(v) if !same_line => first_use(source, v),
+            _ => rline,
+        };
+        let fault = reading.faults.iter().find(|f| f.line() == line_at(bad));
+        let reason = match (text.as_bytes()[bad], fault) {
+            (b'\\', _) => "systemd reads a backslash in it as an escape".to_owned(),
+            (b'"' | b'\'', _) => {
+                "systemd reads a quote in it as the start or end of a quoted part".to_owned()
+            }
+            (b' ' | b'\t', _) => {
+                "systemd drops blanks at the start or end of an unquoted value".to_owned()
+            }
+            (_, Some(f)) => f.to_string(),
+            (b'=', _) => "systemd reads `=` in it as the end of the variable name".to_owned(),
+            (b'#' | b';', _) => "systemd reads it as a comment".to_owned(),
+            _ => "systemd reads it as syntax, not as text".to_owned(),
+        };
+        return Err(RenderError::EnvValue {
             template: template.to_owned(),
             target: target.to_owned(),
             line,
-            message,
+            var,
+            value,
+            reason,
+            read_as: reading
+                .assignment_at(bad)
+                .map(|a| (a.key.clone(), a.value.clone())),
+        });
+    }
+    match reading.faults.first() {
+        Some(f) => Err(RenderError::Env {
+            template: template.to_owned(),
+            target: target.to_owned(),
+            line: f.line(),
+            message: f.to_string(),
         }),
-    }
-}
-
-/// A systemd `EnvironmentFile=`: blank lines, `#`/`;` comments, or `KEY=VALUE` where a
-/// double-quoted value closes on its own line. This is what catches the seed's paths broken
-/// across two lines (`--tls-cert-file=/etc/ku` ⏎ `bernetes/ssl/…`).
-fn check_env(text: &str) -> Result<(), (usize, String)> {
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
-        let Some((key, value)) = t.split_once('=') else {
-            return Err((n, format!("line `{}` is not KEY=VALUE", shorten(t))));
-        };
-        let key_ok = key
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !key_ok {
-            return Err((n, format!("`{}` is not a variable name", shorten(key))));
-        }
-        if let Some(rest) = value.strip_prefix('"')
-            && (!rest.ends_with('"') || rest[..rest.len().saturating_sub(1)].contains('"'))
-        {
-            return Err((
-                n,
-                format!("the quoted value of `{key}` does not close on its line"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_owned()
+        None => Ok(()),
     }
 }
 
@@ -235,10 +351,15 @@ mod tests {
     #[test]
     fn env_check_catches_broken_value() {
         let text = "A=\"x\"\n# c\nB=\"--tls=/etc/ku\nbernetes/ssl/k.pem\"\n";
-        let err = check_format("t", "/etc/x", text, FileFormat::Env).unwrap_err();
+        let rendered = Rendered {
+            text: text.to_owned(),
+            outputs: Vec::new(),
+        };
+        let err =
+            check_format("t", "/etc/x", &rendered, text, &vars(&[]), FileFormat::Env).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "t:3: rendered `/etc/x` is not a valid environment file: the quoted value of `B` does not close on its line"
+            "t:3: rendered `/etc/x` is not a valid environment file: the quoted value of `B` does not close on its line (systemd would read the line break into it)"
         );
     }
 }
