@@ -98,6 +98,10 @@ pub enum BuildError {
         member: String,
         origin: String,
     },
+    #[error(
+        "{origin}: `on_change = \"reload\"` for `{target}`, but the unit has no `ExecReload=` (`systemctl reload` would fail)"
+    )]
+    NoExecReload { target: String, origin: String },
     #[error("input `{input}`: {recipe_origin} pins sha256 {recipe}, but `{}` pins {lock}", lock_path.display())]
     LockDisagrees {
         input: String,
@@ -124,6 +128,9 @@ impl BuildError {
             BuildError::Unpack(e) => e.help(),
             BuildError::Store(e) => Store::help(e),
             BuildError::BadOverride { .. } => None,
+            BuildError::NoExecReload { .. } => Some(
+                "add `ExecReload=` to the unit's [Service] section (or a drop-in), or use `on_change = \"restart\"`; then run `kbuild build` again".into(),
+            ),
             BuildError::UnknownOverride { known, .. } | BuildError::UnknownInput { known, .. } => {
                 Some(format!("declared inputs: {}", known.join(", ")))
             }
@@ -185,6 +192,7 @@ pub fn build(
     }
     // Render first: template errors need no store and no network.
     let components = render_files(&set, &vars)?;
+    check_reload(&set, &components)?;
 
     let original = LockFile::load(&ctx.lock_path)?;
     let lock = original.clone();
@@ -249,6 +257,7 @@ pub fn rebuild(
         });
     }
     let components = render_files(&set, &vars)?;
+    check_reload(&set, &components)?;
     let original = LockFile::load(&ctx.lock_path)?;
     let plans = plan_inputs(ctx, &set, &original, &req)?;
     let mut changes = StoreChanges::default();
@@ -432,6 +441,45 @@ fn render_files(
         });
     }
     Ok(out)
+}
+
+/// A service whose recipe asks for `on_change = "reload"` must have an `ExecReload=` (in its
+/// unit file or a drop-in of the recipes): `systemctl reload` of a unit without one fails.
+/// (Unit files taken from an archive are not read before the switch.)
+fn check_reload(set: &RecipeSet, components: &[Component]) -> Result<(), BuildError> {
+    let text_of = |target: &str| {
+        components
+            .iter()
+            .find(|c| c.target.as_str() == target)
+            .and_then(|c| c.bytes.as_deref())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    for f in set.files.values() {
+        if f.on_change != Some(crate::recipe::OnChange::Reload) {
+            continue;
+        }
+        let Some(unit) = text_of(f.target.as_str()) else {
+            continue;
+        };
+        let name = f.target.file_name();
+        let mut texts = vec![unit];
+        for dir in crate::activate::units::dropin_dirs(name) {
+            let prefix = format!("{}{dir}/", crate::recipe::UNIT_PREFIX);
+            for c in components {
+                if c.target.as_str().starts_with(&prefix) {
+                    texts.extend(text_of(c.target.as_str()));
+                }
+            }
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if !crate::activate::units::parse_units(&refs, name).exec_reload {
+            return Err(BuildError::NoExecReload {
+                target: f.target.to_string(),
+                origin: f.origin.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The members each input must yield, with their executable bits.
@@ -684,10 +732,26 @@ fn sanitize_name(s: &str) -> String {
 
 /// `kbuild.json` at the top of every rootfs: what a host needs to know to activate it.
 fn manifest(set: &RecipeSet) -> Vec<u8> {
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "version": 1,
         "prerequisites": set.prerequisites.iter().collect::<Vec<_>>(),
     });
+    // What a switch does to a changed service, when a recipe says (`on_change`); absent
+    // otherwise, so that rootfs without it keep their digest.
+    let units: serde_json::Map<String, serde_json::Value> = set
+        .files
+        .values()
+        .filter_map(|f| {
+            let on_change = f.on_change?;
+            Some((
+                f.target.file_name().to_owned(),
+                serde_json::json!({ "on_change": on_change }),
+            ))
+        })
+        .collect();
+    if !units.is_empty() {
+        value["units"] = serde_json::Value::Object(units);
+    }
     let mut out = serde_json::to_vec_pretty(&value).expect("manifest serializes");
     out.push(b'\n');
     out

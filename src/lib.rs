@@ -17,4 +17,5 @@ pub mod observe;
 pub mod recipe;
 pub mod render;
 pub mod store;
+pub mod unit_name;
 pub mod unpack;

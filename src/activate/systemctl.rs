@@ -4,15 +4,18 @@ use std::path::Path;
 
 use super::Root;
 use super::units::UnitAction;
+use crate::unit_name::shell_line;
 
 /// The systemctl invocations for `actions`, in the order they run: stop and disable removed
-/// units before the flip (their unit files still exist), then after it daemon-reload, enable
-/// and start new units, restart changed ones.
+/// units before the flip (their unit files still exist), then after it daemon-reload, stop
+/// changed services behind sockets, restart and reload changed units, enable and start new
+/// ones (see [`UnitAction::phase`]).
 pub fn systemctl_commands(actions: &[UnitAction]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let (stops, rest): (Vec<&UnitAction>, Vec<&UnitAction>) = actions
+    let (stops, mut rest): (Vec<&UnitAction>, Vec<&UnitAction>) = actions
         .iter()
         .partition(|a| matches!(a, UnitAction::Stop { .. }));
     let before = stops.iter().flat_map(|a| a.commands()).collect();
+    rest.sort_by_key(|a| a.phase());
     let mut after = vec![vec!["daemon-reload".to_owned()]];
     after.extend(rest.iter().flat_map(|a| a.commands()));
     (before, after)
@@ -31,8 +34,8 @@ pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
     for args in if before { stops } else { rest } {
         match std::process::Command::new("systemctl").args(&args).status() {
             Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", args.join(" "))),
-            Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", args.join(" "))),
+            Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", shell_line(&args))),
+            Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", shell_line(&args))),
         }
     }
     failures

@@ -218,6 +218,6 @@ fn print_commands(root: &Root, units: &[activate::UnitAction], switched: bool) {
     outln!("unit actions ({verb}: {why}):");
     let (before, after) = activate::systemctl_commands(units);
     for cmd in before.iter().chain(&after) {
-        outln!("  systemctl {}", cmd.join(" "));
+        outln!("  systemctl {}", kbuild::unit_name::shell_line(cmd));
     }
 }

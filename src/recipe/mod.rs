@@ -16,6 +16,9 @@ use toml::Spanned;
 
 pub use types::{TargetPath, VarType};
 
+/// Where unit files go; targets below it are checked as systemd will read them.
+pub const UNIT_PREFIX: &str = "/etc/systemd/system/";
+
 /// A position in a recipe or template file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loc {
@@ -160,6 +163,7 @@ struct RawFile {
     text: Option<Spanned<String>>,
     mode: Option<Spanned<Scalar>>,
     format: Option<Spanned<String>>,
+    on_change: Option<Spanned<String>>,
 }
 
 // ---- the validated model ----
@@ -212,7 +216,36 @@ pub struct FileDecl {
     /// (text and templates are then 0444, archive members keep the archive's x bits).
     pub mode: Option<bool>,
     pub format: FileFormat,
+    /// For a service unit file: what a switch does when the unit or a file it reads
+    /// changed (`on_change`; restart when absent).
+    pub on_change: Option<OnChange>,
     pub origin: Origin,
+}
+
+/// What a switch does to a running service whose unit or inputs changed (recipe key
+/// `on_change`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// `systemctl restart` (the default).
+    Restart,
+    /// `systemctl reload`: the unit must have `ExecReload=`.
+    Reload,
+    /// Nothing: the service keeps running the old files until restarted by hand (NixOS's
+    /// `restartIfChanged = false`).
+    None,
+}
+
+impl OnChange {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnChange::Restart => "restart",
+            OnChange::Reload => "reload",
+            OnChange::None => "none",
+        }
+    }
 }
 
 /// Which recipe declared something, and where.
@@ -440,7 +473,11 @@ impl Loader<'_> {
         for (target, file) in raw.files {
             let decl = self.parse_file(src, &target, file)?;
             if let Some(old) = self.set.files.get(&decl.target) {
-                if old.source != decl.source || old.mode != decl.mode || old.format != decl.format {
+                if old.source != decl.source
+                    || old.mode != decl.mode
+                    || old.format != decl.format
+                    || old.on_change != decl.on_change
+                {
                     return Err(RecipeError::at(
                         decl.origin.loc.clone(),
                         format!(
@@ -467,6 +504,14 @@ impl Loader<'_> {
     ) -> Result<FileDecl, RecipeError> {
         let target_path =
             TargetPath::parse(target.get_ref()).or_else(|m| src.err(target.span(), m))?;
+        let unit_rel = target_path.as_str().strip_prefix(UNIT_PREFIX);
+        if let Some(rel) = unit_rel {
+            crate::unit_name::check_unit_path(rel).or_else(|m| {
+                Err(RecipeError::at(src.loc(target.span()), m).with_help(
+                    "rename the target in the recipe, then run `kbuild build` again (systemd.unit(5) names units)",
+                ))
+            })?;
+        }
         let span = file.span();
         let f = file.into_inner();
         let sources = [f.member.is_some(), f.template.is_some(), f.text.is_some()];
@@ -541,11 +586,39 @@ impl Loader<'_> {
                 );
             }
         };
+        let on_change = match f
+            .on_change
+            .as_ref()
+            .map(|o| (o.get_ref().as_str(), o.span()))
+        {
+            None => None,
+            Some((value, span)) => {
+                let service = unit_rel.is_some_and(|r| !r.contains('/') && r.ends_with(".service"));
+                if !service {
+                    return src.err(
+                        span,
+                        format!("`on_change` applies to service units (`{UNIT_PREFIX}NAME.service`), not to `{target_path}`"),
+                    );
+                }
+                Some(match value {
+                    "restart" => OnChange::Restart,
+                    "reload" => OnChange::Reload,
+                    "none" => OnChange::None,
+                    other => {
+                        return src.err(
+                            span,
+                            format!("unknown on_change `{other}` (expected `restart`, `reload` or `none`)"),
+                        );
+                    }
+                })
+            }
+        };
         Ok(FileDecl {
             target: target_path,
             source,
             mode,
             format,
+            on_change,
             origin: src.origin(target.span()),
         })
     }
