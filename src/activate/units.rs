@@ -576,11 +576,13 @@ fn changes(old: &Generation, new: &Generation, unit: &str) -> io::Result<Vec<Str
     {
         add(format!("/{UNIT_DIR}/{f}"));
     }
-    let dropins: BTreeSet<String> = old
-        .dropins_of(unit)
-        .into_iter()
-        .chain(new.dropins_of(unit))
-        .collect();
+    // In the order systemd reads them, then the ones the new generation lacks.
+    let mut dropins = new.dropins_of(unit);
+    for d in old.dropins_of(unit) {
+        if !dropins.contains(&d) {
+            dropins.push(d);
+        }
+    }
     for d in dropins {
         if differs(old.root, new.root, &format!("{UNIT_DIR}/{d}"))? {
             add(format!("drop-in {d}"));
