@@ -10,7 +10,7 @@ SECS=${SECS:-60}
 export RUSTC_BOOTSTRAP=1
 # Seeds for the archive target: small real-layout tarballs, plain and gzip'd.
 if [ ! -d corpus/unpack ] || [ -z "$(ls -A corpus/unpack 2>/dev/null)" ]; then
-    mkdir -p corpus/unpack corpus/recipe corpus/template corpus/lockfile
+    mkdir -p corpus/unpack corpus/recipe corpus/template corpus/lockfile corpus/envfile
     python3 - <<'PY'
 import gzip, io, tarfile
 buf = io.BytesIO()
@@ -25,8 +25,9 @@ PY
     cp ../recipes/*.toml corpus/recipe/
     cp ../recipes/templates/*.j2 corpus/template/
     cp ../flake-like.lock.json corpus/lockfile/
+    cp regressions/envfile/* corpus/envfile/
 fi
-for t in recipe template lockfile unpack; do
+for t in recipe template envfile lockfile unpack; do
     echo "== $t ($SECS s)"
     cargo fuzz run "$t" -- -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=10
 done

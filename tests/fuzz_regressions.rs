@@ -81,9 +81,64 @@ fn template_regressions() {
     let vars: BTreeMap<String, String> = [("IP".to_owned(), "10.72.84.160".to_owned())].into();
     for (name, expect) in &rows {
         let text = std::fs::read_to_string(dir("template").join(name)).unwrap();
-        let got = kbuild::render::render(name, &text, &vars).and_then(|out| {
-            kbuild::render::check_format(name, "/etc/x", &out, kbuild::recipe::FileFormat::Env)
+        let got = kbuild::render::render_traced(name, &text, &vars).and_then(|out| {
+            kbuild::render::check_format(
+                name,
+                "/etc/x",
+                &out,
+                &text,
+                &vars,
+                kbuild::recipe::FileFormat::Env,
+            )
         });
+        check(name, got, expect);
+    }
+}
+
+/// The invariants the `envfile` fuzz target checks: one flag per byte, kept names valid, and
+/// a file without faults means the environment that kbuild's quoting writes back.
+fn envfile_invariants(name: &str, text: &str) -> kbuild::envfile::Reading {
+    let r = kbuild::envfile::read(text);
+    assert_eq!(r.literal.len(), text.len(), "{name}");
+    for a in &r.assignments {
+        assert!(kbuild::envfile::is_valid_name(&a.key), "{name}: {a:?}");
+    }
+    if r.faults.is_empty() {
+        let again: String = r
+            .assignments
+            .iter()
+            .map(|a| format!("{}={}\n", a.key, kbuild::envfile::quote(&a.value)))
+            .collect();
+        let r2 = kbuild::envfile::read(&again);
+        assert_eq!(r2.faults, vec![], "{name}: {again:?}");
+        assert_eq!(r2.environment(), r.environment(), "{name}");
+    }
+    r
+}
+
+#[test]
+fn envfile_regressions() {
+    // (file, faults expected: their text, or none).
+    let rows = [
+        (
+            "comment-backslash.env",
+            Expect::Err("a comment ends in a backslash"),
+        ),
+        ("continued-key.env", Expect::Err("is not KEY=VALUE")),
+        ("crlf.env", Expect::Ok),
+        ("escapes.env", Expect::Ok),
+        ("nul.env", Expect::Err("a NUL byte")),
+        ("open-quote-at-end.env", Expect::Err("never closes")),
+    ];
+    assert_covered("envfile", &rows);
+    for (name, expect) in &rows {
+        let bytes = std::fs::read(dir("envfile").join(name)).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let r = envfile_invariants(name, &text);
+        let got = match r.faults.first() {
+            None => Ok(()),
+            Some(f) => Err(f.to_string()),
+        };
         check(name, got, expect);
     }
 }

@@ -13,11 +13,13 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    if let Ok(out) = kbuild::render::render("fuzz.j2", text, &vars) {
+    if let Ok(out) = kbuild::render::render_traced("fuzz.j2", text, &vars) {
         let _ = kbuild::render::check_format(
             "fuzz.j2",
             "/etc/x",
             &out,
+            text,
+            &vars,
             kbuild::recipe::FileFormat::Env,
         );
     }

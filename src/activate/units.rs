@@ -763,4 +763,157 @@ mod tests {
         assert!(glob_match(b"a[0-9]?", b"a1x"));
         assert!(!glob_match(b"a[!0-9]", b"a1"));
     }
+
+    /// A rootfs with `files` (relative paths) and symlinks `(path, target)`.
+    fn rootfs(files: &[(&str, &str)], links: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        for (path, target) in links {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, p).unwrap();
+        }
+        dir
+    }
+
+    const TEMPLATE: &str = "etc/systemd/system/etcd-member@.service";
+    const WANTS: &str = "etc/systemd/system/multi-user.target.wants";
+
+    fn member(unit: &str, extra: &[(&str, &str)], instances: &[&str]) -> tempfile::TempDir {
+        let mut files = vec![
+            (TEMPLATE, unit),
+            ("etc/etcd/a.env", "A=1\n"),
+            ("etc/etcd/b.env", "B=1\n"),
+        ];
+        files.extend_from_slice(extra);
+        let links: Vec<(String, &str)> = instances
+            .iter()
+            .map(|i| {
+                (
+                    format!("{WANTS}/etcd-member@{i}.service"),
+                    "../etcd-member@.service",
+                )
+            })
+            .collect();
+        let links: Vec<(&str, &str)> = links.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        rootfs(&files, &links)
+    }
+
+    const UNIT: &str =
+        "[Service]\nEnvironmentFile=/etc/etcd/%i.env\nExecStart=/usr/local/bin/etcd --name %i\n";
+
+    fn names(actions: &[UnitAction]) -> Vec<String> {
+        actions.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn instances_named_by_the_generation_links_are_started_never_the_template() {
+        let g = member(UNIT, &[], &["a", "b"]);
+        let actions = plan(None, g.path()).unwrap();
+        assert_eq!(
+            names(&actions),
+            vec![
+                "start   etcd-member@a.service (new)",
+                "start   etcd-member@b.service (new)"
+            ]
+        );
+        // Enabled by the links already: only started.
+        assert_eq!(
+            actions[0].commands(),
+            vec![vec!["start".to_owned(), "etcd-member@a.service".to_owned()]]
+        );
+        // Without links: nothing at all.
+        let bare = member(UNIT, &[], &[]);
+        assert_eq!(plan(None, bare.path()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_changed_template_restarts_its_enabled_instances() {
+        let old = member(UNIT, &[], &["a", "b"]);
+        let changed = format!("{UNIT}Nice=5\n");
+        let new = member(&changed, &[], &["a", "b"]);
+        assert_eq!(
+            names(&plan(Some(old.path()), new.path()).unwrap()),
+            vec![
+                "restart etcd-member@a.service (/etc/systemd/system/etcd-member@.service changed)",
+                "restart etcd-member@b.service (/etc/systemd/system/etcd-member@.service changed)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_instance_reads_its_own_specifier_files_and_drop_ins() {
+        let old = member(UNIT, &[], &["a", "b"]);
+        let new = member(
+            UNIT,
+            &[
+                ("etc/etcd/a.env", "A=2\n"),
+                (
+                    "etc/systemd/system/etcd-member@b.service.d/x.conf",
+                    "[Service]\nNice=1\n",
+                ),
+            ],
+            &["a", "b"],
+        );
+        assert_eq!(
+            names(&plan(Some(old.path()), new.path()).unwrap()),
+            vec![
+                "restart etcd-member@a.service (/etc/etcd/a.env changed)",
+                "restart etcd-member@b.service (drop-in etcd-member@b.service.d/x.conf changed)"
+            ]
+        );
+        // A template-level drop-in applies to every instance.
+        let new = member(
+            UNIT,
+            &[(
+                "etc/systemd/system/etcd-member@.service.d/x.conf",
+                "[Service]\nNice=1\n",
+            )],
+            &["a"],
+        );
+        let actions = plan(Some(old.path()), new.path()).unwrap();
+        assert_eq!(
+            names(&actions),
+            vec![
+                "restart etcd-member@a.service (drop-in etcd-member@.service.d/x.conf changed)",
+                "stop    etcd-member@b.service (removed)"
+            ]
+        );
+        // Its link is gone, not its template: stopped, never `systemctl disable`d.
+        assert_eq!(
+            actions[1].commands(),
+            vec![vec!["stop".to_owned(), "etcd-member@b.service".to_owned()]]
+        );
+    }
+
+    #[test]
+    fn on_change_of_a_template_applies_to_its_instances() {
+        let old = member(UNIT, &[], &["a"]);
+        let manifest = r#"{"units": {"etcd-member@.service": {"on_change": "reload"}}}"#;
+        let new = member(
+            UNIT,
+            &[("etc/etcd/a.env", "A=2\n"), ("kbuild.json", manifest)],
+            &["a"],
+        );
+        assert_eq!(
+            names(&plan(Some(old.path()), new.path()).unwrap()),
+            vec!["reload  etcd-member@a.service (/etc/etcd/a.env changed; on_change = \"reload\")"]
+        );
+    }
+
+    #[test]
+    fn aliases_are_not_units_of_their_own() {
+        let g = rootfs(
+            &[("etc/systemd/system/etcd.service", UNIT)],
+            &[("etc/systemd/system/etcd2.service", "etcd.service")],
+        );
+        assert_eq!(
+            names(&plan(None, g.path()).unwrap()),
+            vec!["start   etcd.service (new)"]
+        );
+    }
 }
