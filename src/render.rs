@@ -46,21 +46,43 @@ pub enum RenderError {
     },
     /// A `{{ }}` output that systemd would not read as it is (an escape, a quote, blanks
     /// at an end): the file would mean something else than the template wrote.
-    #[error("{}: {} = `{value}` is not read by systemd as written in `{target}`: {reason}{}",
-        location(template, *line),
-        var.as_deref().map_or("a `{{ }}` output".to_owned(), |v| format!("`{{{{ {v} }}}}`")),
-        read_as.as_ref().map_or(String::new(), |(k, v)| format!(" (systemd would read `{k}` as {v:?})")))]
-    EnvValue {
-        template: String,
-        target: String,
-        line: usize,
-        /// The variable whose value it is, when one is (`{{ VAR }}`).
-        var: Option<String>,
-        value: String,
-        reason: String,
-        /// The assignment systemd would read there instead.
-        read_as: Option<(String, String)>,
-    },
+    #[error("{0}")]
+    EnvValue(Box<EnvValue>),
+}
+
+/// A `{{ }}` output of an env file that systemd would not read as written.
+#[derive(Debug)]
+pub struct EnvValue {
+    pub template: String,
+    pub target: String,
+    pub line: usize,
+    /// The variable whose value it is, when one is (`{{ VAR }}`).
+    pub var: Option<String>,
+    pub value: String,
+    pub reason: String,
+    /// The assignment systemd would read there instead.
+    pub read_as: Option<(String, String)>,
+}
+
+impl std::fmt::Display for EnvValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = self
+            .var
+            .as_deref()
+            .map_or("a `{{ }}` output".to_owned(), |v| format!("`{{{{ {v} }}}}`"));
+        write!(
+            f,
+            "{}: {what} = `{}` is not read by systemd as written in `{}`: {}",
+            location(&self.template, self.line),
+            self.value,
+            self.target,
+            self.reason
+        )?;
+        if let Some((k, v)) = &self.read_as {
+            write!(f, " (systemd would read `{k}` as {v:?})")?;
+        }
+        Ok(())
+    }
 }
 
 impl RenderError {
@@ -74,8 +96,8 @@ impl RenderError {
                 "write each line as `KEY=\"value\"` (a value on one line) or a `#` comment, as systemd.exec(5) reads an EnvironmentFile=, then run `kbuild build` again"
                     .into(),
             ),
-            RenderError::EnvValue { var, .. } => {
-                let v = var.as_deref().unwrap_or("VAR");
+            RenderError::EnvValue(e) => {
+                let v = e.var.as_deref().unwrap_or("VAR");
                 Some(format!(
                     "let kbuild quote it: `KEY={{{{ {v} | env_quote }}}}` (double quotes, `\\` before `\"`, `\\`, `` ` `` and `$`), or pass a value systemd reads as it is: `kbuild build RECIPE --set {v}=VALUE`"
                 ))
@@ -259,7 +281,7 @@ fn check_env(
             (b'#' | b';', _) => "systemd reads it as a comment".to_owned(),
             _ => "systemd reads it as syntax, not as text".to_owned(),
         };
-        return Err(RenderError::EnvValue {
+        return Err(RenderError::EnvValue(Box::new(EnvValue {
             template: template.to_owned(),
             target: target.to_owned(),
             line,
@@ -269,7 +291,7 @@ fn check_env(
             read_as: reading
                 .assignment_at(bad)
                 .map(|a| (a.key.clone(), a.value.clone())),
-        });
+        })));
     }
     match reading.faults.first() {
         Some(f) => Err(RenderError::Env {

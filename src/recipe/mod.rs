@@ -506,10 +506,10 @@ impl Loader<'_> {
             TargetPath::parse(target.get_ref()).or_else(|m| src.err(target.span(), m))?;
         let unit_rel = target_path.as_str().strip_prefix(UNIT_PREFIX);
         if let Some(rel) = unit_rel {
-            crate::unit_name::check_unit_path(rel).or_else(|m| {
-                Err(RecipeError::at(src.loc(target.span()), m).with_help(
+            crate::unit_name::check_unit_path(rel).map_err(|m| {
+                RecipeError::at(src.loc(target.span()), m).with_help(
                     "rename the target in the recipe, then run `kbuild build` again (systemd.unit(5) names units)",
-                ))
+                )
             })?;
         }
         let span = file.span();
