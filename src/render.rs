@@ -69,7 +69,9 @@ impl std::fmt::Display for EnvValue {
         let what = self
             .var
             .as_deref()
-            .map_or("a `{{ }}` output".to_owned(), |v| format!("`{{{{ {v} }}}}`"));
+            .map_or("a `{{ }}` output".to_owned(), |v| {
+                format!("`{{{{ {v} }}}}`")
+            });
         write!(
             f,
             "{}: {what} = `{}` is not read by systemd as written in `{}`: {}",

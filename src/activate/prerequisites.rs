@@ -193,7 +193,9 @@ impl Prerequisite {
         match &self.status {
             Status::Present { exposed: Some(k) } => Some(format!(
                 "private key {} is readable by group or others (mode {:04o}); fix: chmod 600 {}",
-                self.path, k.mode, k.host_path
+                self.path,
+                k.mode,
+                crate::unit_name::shell_quote(&k.host_path)
             )),
             _ => None,
         }

@@ -155,7 +155,8 @@ impl Root {
             .as_ref()
             .and_then(|s| s.generation)
             .map_or("N".to_owned(), |n| n.to_string());
-        let root = self.dir.display();
+        // Shell-quoted: the line is a command to type.
+        let root = crate::unit_name::shell_quote(&self.dir.display().to_string());
         let then = match name {
             "current" => {
                 format!("then `kbuild switch {n} --root {root}` puts kbuild's flip point back")

@@ -295,7 +295,7 @@ pub fn moved_store(store: &Store, root: &Root) -> Option<String> {
         "/{STATE_DIR}/current points into `{}`, where the store no longer is (it is at `{}` now): `kbuild switch {generation} --store {} --root {}` re-points it",
         target.parent()?.display(),
         store.canonical_dir().display(),
-        store.canonical_dir().display(),
-        root.dir().display(),
+        crate::unit_name::shell_quote(&store.canonical_dir().display().to_string()),
+        crate::unit_name::shell_quote(&root.dir().display().to_string()),
     ))
 }

@@ -267,7 +267,7 @@ fn drop_generation(store: &Store, n: u64) -> anyhow::Result<String> {
         steps.push(format!(
             "switch root `{}` away from it (`kbuild switch --root {}` goes to the newest)",
             r.display(),
-            r.display()
+            kbuild::unit_name::shell_quote(&r.display().to_string())
         ));
     }
     steps.push(format!(
