@@ -681,7 +681,7 @@ fn unknown_field_is_named_with_its_location() {
             )
         },
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:11:1: unknown field `owner`, expected one of `input`, `member`, `template`, `text`, `mode`, `format`\n",
+         \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:11:1: unknown field `owner`, expected one of `input`, `member`, `template`, `text`, `mode`, `format`, `on_change`\n",
     );
 }
 
@@ -736,8 +736,8 @@ fn environment_file_broken_across_lines_is_caught() {
             .unwrap();
         },
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:26: rendered `/etc/kubernetes/apiserver` is not a valid environment file: the quoted value of `KUBE_API_ARGS` does not close on its line\n\
-         help: each line must be `KEY=\"value\"` with the value on one line; is a value broken by a line break?\n",
+         \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:26: rendered `/etc/kubernetes/apiserver` is not a valid environment file: the quoted value of `KUBE_API_ARGS` does not close on its line (systemd would read the line break into it)\n\
+         help: write each line as `KEY=\"value\"` (a value on one line) or a `#` comment, as systemd.exec(5) reads an EnvironmentFile=, then run `kbuild build` again\n",
     );
 }
 
@@ -901,7 +901,7 @@ fn text_file_with_a_broken_environment_value() {
             );
         },
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/recipes/kube-extra.toml:1:8: `text` of `/etc/kubernetes/extra`, line 2: rendered `/etc/kubernetes/extra` is not a valid environment file: the quoted value of `B` does not close on its line\n\
-         help: each line must be `KEY=\"value\"` with the value on one line; is a value broken by a line break?\n",
+         \x20 caused by: $SANDBOX/recipes/kube-extra.toml:1:8: `text` of `/etc/kubernetes/extra`, line 2: rendered `/etc/kubernetes/extra` is not a valid environment file: the quoted value of `B` does not close on its line (systemd would read the line break into it)\n\
+         help: write each line as `KEY=\"value\"` (a value on one line) or a `#` comment, as systemd.exec(5) reads an EnvironmentFile=, then run `kbuild build` again\n",
     );
 }
