@@ -115,6 +115,9 @@ pub struct Reading {
     pub faults: Vec<Fault>,
     /// Per byte of the file: whether it is read as itself into a name or a kept value.
     pub literal: Vec<bool>,
+    /// Per byte of the file: whether it is inside a comment (ignored, whatever it is; a
+    /// trailing backslash is a fault of its own).
+    pub comment: Vec<bool>,
 }
 
 impl Reading {
@@ -186,6 +189,7 @@ pub fn read(text: &str) -> Reading {
     let bytes = text.as_bytes();
     let mut out = Reading {
         literal: vec![false; bytes.len()],
+        comment: vec![false; bytes.len()],
         ..Reading::default()
     };
     let line_of = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -258,12 +262,16 @@ pub fn read(text: &str) -> Reading {
             for l in &mut out.literal[i..] {
                 *l = false;
             }
+            for l in &mut out.comment[i..] {
+                *l = false;
+            }
             return out;
         }
         match state {
             State::PreKey => {
                 if c == b'#' || c == b';' {
                     state = State::Comment;
+                    out.comment[i] = true;
                     comment_start = i;
                 } else if !is_blank(c) {
                     state = State::Key;
@@ -362,6 +370,7 @@ pub fn read(text: &str) -> Reading {
                 }
             }
             State::Comment => {
+                out.comment[i] = !is_newline(c);
                 if c == b'\\' {
                     state = State::CommentEscape;
                 } else if is_newline(c) {
@@ -369,6 +378,7 @@ pub fn read(text: &str) -> Reading {
                 }
             }
             State::CommentEscape => {
+                out.comment[i] = !is_newline(c);
                 if is_newline(c) {
                     out.faults.push(Fault::CommentBackslash {
                         line: line_of(comment_start),

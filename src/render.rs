@@ -248,7 +248,11 @@ fn check_env(
     let reading = crate::envfile::read(text);
     let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
     for range in &rendered.outputs {
-        let Some(bad) = range.clone().find(|&i| !reading.literal[i]) else {
+        // Text in a comment is ignored by systemd, whatever it holds.
+        let Some(bad) = range
+            .clone()
+            .find(|&i| !reading.literal[i] && !reading.comment[i])
+        else {
             continue;
         };
         let value = text[range.clone()].to_owned();

@@ -196,3 +196,14 @@ fn a_value_in_a_text_file_is_checked_the_same_way() {
         "error: cannot build env\n  caused by: $SANDBOX/recipes/env.toml:4:8: `text` of `/etc/app/env`, line 1: `{{{{ V }}}}` = `it's` is not read by systemd as written in `/etc/app/env`: systemd reads a quote in it as the start or end of a quoted part (systemd would read `A` as \"its'\")\n{QUOTE_HELP}"
     ));
 }
+
+#[test]
+fn a_value_in_a_comment_is_ignored_unless_it_ends_the_comment_in_a_backslash() {
+    let sb = sandbox("# for {{ V }}\nA=1\n");
+    let (_, env) = built(&sb, Some("a \"quoted\" \\ value"));
+    assert_eq!(env, kv(&[("A", "1")]));
+    // systemd 252 would read `A=1` as part of the comment.
+    build(&sb, Some("x\\")).assert_error(&format!(
+        "error: cannot build env\n  caused by: $SANDBOX/recipes/templates/app.env.j2:1: rendered `/etc/app/env` is not a valid environment file: a comment ends in a backslash (systemd 252 reads the next line as part of the comment, systemd 254 and later do not)\n{FILE_HELP}"
+    ));
+}

@@ -78,6 +78,10 @@ pub fn settings(text: &str) -> Vec<(String, String, String)> {
             ));
         }
     }
+    // A continuation at the end of the file ends the setting there.
+    if let Some((key, value)) = logical.as_deref().and_then(|l| l.trim().split_once('=')) {
+        out.push((section, key.trim().to_owned(), value.trim().to_owned()));
+    }
     out
 }
 
