@@ -121,6 +121,7 @@ pub fn render(
 /// A rendered text and where in it each `{{ }}` output went.
 #[derive(Clone, Debug, Default)]
 pub struct Rendered {
+    /// The rendered file.
     pub text: String,
     /// Byte ranges of `text` written by `{{ }}` expressions (not by filters that mark their
     /// output safe, such as `env_quote`, which quote on purpose).

@@ -238,16 +238,6 @@ pub enum OnChange {
     None,
 }
 
-impl OnChange {
-    pub fn name(self) -> &'static str {
-        match self {
-            OnChange::Restart => "restart",
-            OnChange::Reload => "reload",
-            OnChange::None => "none",
-        }
-    }
-}
-
 /// Which recipe declared something, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
