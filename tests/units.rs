@@ -564,3 +564,68 @@ fn printed_commands_are_shell_quoted() {
         "  start   kube\\x20proxy.service (new)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl enable 'kube\\x20proxy.service'\n  systemctl start 'kube\\x20proxy.service'\n"
     );
 }
+
+#[test]
+fn the_journal_records_the_new_actions_and_a_completed_switch_runs_them() {
+    // A switch killed after writing its journal (`KBUILD_FAULT_AT`, src/activate/fault.rs):
+    // the next switch completes it and carries out the recorded actions, in their order.
+    let w = World::bare();
+    let files = |socket: &'static str, service: &'static str| {
+        vec![
+            ("/etc/systemd/system/app.socket", socket, ""),
+            ("/etc/systemd/system/app.service", service, ""),
+            ("/usr/local/bin/app", BIN, X),
+        ]
+    };
+    build(
+        &w,
+        "app",
+        &files(
+            "[Socket]\nListenStream=8080\n",
+            "[Service]\nExecStart=/usr/local/bin/app\n",
+        ),
+        1,
+    );
+    build(
+        &w,
+        "app",
+        &files(
+            "[Socket]\nListenStream=8081\n",
+            "[Service]\nExecStart=/usr/local/bin/app -v\n",
+        ),
+        2,
+    );
+    w.ok(&["switch", "1"]);
+    let commands =
+        format!("{NOT_RUN}  systemctl stop app.service\n  systemctl restart app.socket\n");
+    for (n, step) in [(1, "journal written"), (2, "flip"), (3, "state written")] {
+        let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", &n.to_string())]);
+        assert_eq!(r.code, None, "step {n}: killed: {r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("fault injected at step {n} ({step})")),
+            "{}",
+            r.stderr
+        );
+        let journal: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(w.root.join("etc/.kbuild/journal.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            journal["units"],
+            serde_json::json!([
+                {"action": "stop-triggered", "unit": "app.service", "because": ["/etc/systemd/system/app.service"], "trigger": "app.socket"},
+                {"action": "restart", "unit": "app.socket", "because": ["/etc/systemd/system/app.socket"]}
+            ]),
+            "step {n}"
+        );
+        let r = w.ok(&["switch", "2"]);
+        assert_eq!(r.stdout(), commands, "step {n}");
+        assert_eq!(
+            r.stderr(),
+            "   Completed an interrupted switch; running its unit actions\n       Fresh generation 2 is already active\n",
+            "step {n}"
+        );
+        w.ok(&["switch", "1"]);
+    }
+}
