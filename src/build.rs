@@ -11,6 +11,7 @@ use crate::derivation;
 use crate::generation::{self, NewGeneration, Recorded};
 use crate::lockfile::{LockError, LockFile, LockedInput};
 use crate::observe::Observer;
+use crate::pin::{Algo, Pin};
 use crate::recipe::{self, FileSource, RecipeError, RecipeSet, TargetPath, VariableError};
 use crate::render::{self, RenderError};
 use crate::store::{IndexedOutput, LockMode, Node, ObjectMeta, Store, StoreError, StorePath};
@@ -102,13 +103,13 @@ pub enum BuildError {
         "{origin}: `on_change = \"reload\"` for `{target}`, but the unit has no `ExecReload=` (`systemctl reload` would fail)"
     )]
     NoExecReload { target: String, origin: String },
-    #[error("input `{input}`: {recipe_origin} pins sha256 {recipe}, but `{}` pins {lock}", lock_path.display())]
+    #[error("input `{input}`: {recipe_origin} pins {recipe}, but `{}` pins {}", lock_path.display(), lock.hex())]
     LockDisagrees {
         input: String,
         recipe_origin: String,
-        recipe: String,
+        recipe: Pin,
         lock_path: PathBuf,
-        lock: String,
+        lock: Pin,
     },
 }
 
@@ -141,8 +142,9 @@ impl BuildError {
             BuildError::MemberModes { member, .. } => Some(format!(
                 "give every file selecting `{member}` the same `mode` (or none, to keep the archive's), then run `kbuild build` again"
             )),
-            BuildError::LockDisagrees { input, .. } => Some(format!(
-                "if the recipe is right, run `kbuild update {input}`; otherwise fix the recipe's `sha256`"
+            BuildError::LockDisagrees { input, recipe, .. } => Some(format!(
+                "if the recipe is right, run `kbuild update {input}`; otherwise fix the recipe's `{}`",
+                recipe.algo()
             )),
         }
     }
@@ -155,7 +157,9 @@ struct Plan {
     /// The URLs a lock entry records: the recipe's, even when an override is read.
     lock_urls: Vec<String>,
     /// Known pin (from the lock or the recipe); `None` means "pin what we fetch".
-    sha256: Option<String>,
+    pin: Option<Pin>,
+    /// The algorithm to pin with when `pin` is `None`: the recipe's, else sha256.
+    algo: Algo,
     /// The pinned size, when the lock knows it (a larger download is cut off).
     size: Option<u64>,
     overridden: bool,
@@ -292,24 +296,22 @@ fn build_in(
     changes: &mut StoreChanges,
     observer: &dyn Observer,
 ) -> Result<Built, BuildError> {
-    // Unpack inputs (index hit, or one pass over the archive).
+    // Unpack inputs (index hit, or one pass over the archive), several at once.
+    let jobs: Vec<(String, Vec<Wanted>)> = wanted_members(&set).into_iter().collect();
+    let realised = realise_all(ctx, store, &plans, &jobs, repair, changes, observer)?;
     let mut used_inputs = BTreeMap::new();
-    for (input, wanted) in wanted_members(&set) {
+    for ((input, _), realised) in jobs.into_iter().zip(realised) {
         let plan = &plans[&input];
-        let Realised {
-            sha256,
-            outputs,
-            size,
-        } = realise_unpack(ctx, store, &input, plan, &wanted, repair, changes, observer)?;
+        let Realised { pin, outputs, size } = realised;
         if !plan.overridden || req.write_lock {
-            let recipe_pin = set.inputs[&input].sha256.as_ref();
-            if let Some(pin) = recipe_pin.filter(|p| **p != sha256) {
+            let recipe_pin = set.inputs[&input].pin.as_ref();
+            if let Some(r) = recipe_pin.filter(|r| **r != pin) {
                 return Err(BuildError::LockDisagrees {
                     input: input.clone(),
                     recipe_origin: set.inputs[&input].origin.to_string(),
-                    recipe: pin.clone(),
+                    recipe: r.clone(),
                     lock_path: ctx.lock_path.clone(),
-                    lock: sha256,
+                    lock: pin,
                 });
             }
             let entry = lock
@@ -317,16 +319,20 @@ fn build_in(
                 .entry(input.clone())
                 .or_insert_with(|| LockedInput {
                     urls: plan.lock_urls.clone(),
-                    sha256: sha256.clone(),
+                    pin: pin.clone(),
                     size: None,
                 });
             entry.urls = plan.lock_urls.clone();
-            entry.sha256 = sha256.clone();
+            if entry.pin != pin {
+                // Another file (or another algorithm): the old size says nothing about it.
+                entry.size = None;
+            }
+            entry.pin = pin.clone();
             if size.is_some() {
                 entry.size = size;
             }
         }
-        used_inputs.insert(input.clone(), sha256);
+        used_inputs.insert(input.clone(), pin.key());
         // One output per member: the archive is decoded once and each member written once.
         let by_member: BTreeMap<String, IndexedOutput> =
             outputs.into_iter().map(|o| (o.id.clone(), o)).collect();
@@ -360,16 +366,20 @@ fn build_in(
     }
     // Pins of declared inputs no file uses still belong in the lock (with their current URLs).
     for (name, plan) in &plans {
-        if let (false, Some(sha)) = (plan.overridden, &plan.sha256) {
+        if let (false, Some(pin)) = (plan.overridden, &plan.pin) {
             let entry = lock
                 .inputs
                 .entry(name.clone())
                 .or_insert_with(|| LockedInput {
                     urls: plan.lock_urls.clone(),
-                    sha256: sha.clone(),
+                    pin: pin.clone(),
                     size: None,
                 });
             entry.urls = plan.lock_urls.clone();
+            if entry.pin != *pin {
+                entry.pin = pin.clone();
+                entry.size = None;
+            }
         }
     }
     // Sizes are informational: filling one in is not a change `--locked` refuses.
@@ -518,7 +528,8 @@ fn plan_inputs(
                 Plan {
                     urls: vec![url.clone()],
                     lock_urls: decl.urls.clone(),
-                    sha256: None,
+                    pin: None,
+                    algo: recipe_algo(decl),
                     size: None,
                     overridden: true,
                 },
@@ -526,17 +537,35 @@ fn plan_inputs(
             continue;
         }
         let locked = lock.inputs.get(name);
-        let sha256 = match (locked, &decl.sha256) {
-            (Some(l), Some(r)) if l.urls == decl.urls && l.sha256 != *r => {
+        let pin = match (locked, &decl.pin) {
+            (Some(l), Some(r))
+                if l.urls == decl.urls && l.pin.algo() == r.algo() && l.pin != *r =>
+            {
                 return Err(BuildError::LockDisagrees {
                     input: name.clone(),
                     recipe_origin: decl.origin.to_string(),
                     recipe: r.clone(),
                     lock_path: ctx.lock_path.clone(),
-                    lock: l.sha256.clone(),
+                    lock: l.pin.clone(),
                 });
             }
-            (Some(l), _) if l.urls == decl.urls => Some(l.sha256.clone()),
+            // The recipe now pins with another algorithm (upstream's published sha512, say):
+            // the two cannot be compared, so the recipe's pin is checked and locked.
+            (Some(l), Some(r)) if l.urls == decl.urls && l.pin.algo() != r.algo() => {
+                if req.locked {
+                    return Err(BuildError::LockWouldChange {
+                        path: ctx.lock_path.clone(),
+                        reason: format!(
+                            "{} pins input `{name}` with {}, the lock file with {}",
+                            decl.origin,
+                            r.algo(),
+                            l.pin.algo()
+                        ),
+                    });
+                }
+                Some(r.clone())
+            }
+            (Some(l), _) if l.urls == decl.urls => Some(l.pin.clone()),
             (stale, pin) => {
                 if req.locked {
                     let reason = if stale.is_some() {
@@ -550,8 +579,8 @@ fn plan_inputs(
                     });
                 }
                 // The content pin survives a change of URLs (a new mirror, a moved file):
-                // only `kbuild update` or the recipe's own `sha256` may change it.
-                pin.clone().or_else(|| stale.map(|l| l.sha256.clone()))
+                // only `kbuild update` or the recipe's own pin may change it.
+                pin.clone().or_else(|| stale.map(|l| l.pin.clone()))
             }
         };
         plans.insert(
@@ -559,10 +588,12 @@ fn plan_inputs(
             Plan {
                 urls: decl.urls.clone(),
                 lock_urls: decl.urls.clone(),
+                // The size belongs to the pinned file, whatever its URLs are now.
                 size: locked
-                    .filter(|l| l.urls == decl.urls && Some(&l.sha256) == sha256.as_ref())
+                    .filter(|l| Some(&l.pin) == pin.as_ref())
                     .and_then(|l| l.size),
-                sha256,
+                pin,
+                algo: recipe_algo(decl),
                 overridden: false,
             },
         );
@@ -570,9 +601,77 @@ fn plan_inputs(
     Ok(plans)
 }
 
+/// The algorithm an input is pinned with when nothing pins it yet: the recipe's pin's, else
+/// sha256.
+fn recipe_algo(decl: &crate::recipe::InputDecl) -> Algo {
+    decl.pin.as_ref().map(Pin::algo).unwrap_or_default()
+}
+
+/// How many inputs are fetched and unpacked at once: enough to overlap a slow download with
+/// another's decoding, few enough not to thrash a small host's disk and cores.
+pub const PARALLEL_INPUTS: usize = 4;
+
+/// Realises every input of `jobs` (at most [`PARALLEL_INPUTS`] at once), returning their
+/// results in the order of `jobs`, or the first error in that order.
+fn realise_all(
+    ctx: &Context,
+    store: &Store,
+    plans: &BTreeMap<String, Plan>,
+    jobs: &[(String, Vec<Wanted>)],
+    repair: Option<&Repair>,
+    changes: &mut StoreChanges,
+    observer: &dyn Observer,
+) -> Result<Vec<Realised>, BuildError> {
+    type Slot = std::sync::Mutex<Option<(Result<Realised, BuildError>, StoreChanges)>>;
+    let slots: Vec<Slot> = jobs.iter().map(|_| Slot::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Some((input, wanted)) = jobs.get(i) else {
+                break;
+            };
+            let mut mine = StoreChanges::default();
+            let r = realise_unpack(
+                ctx,
+                store,
+                input,
+                &plans[input],
+                wanted,
+                repair,
+                &mut mine,
+                observer,
+            );
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, mine));
+        }
+    };
+    let workers = jobs.len().min(PARALLEL_INPUTS);
+    if workers <= 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    for slot in slots {
+        let (r, mine) = slot
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("every job ran");
+        changes.added.extend(mine.added);
+        changes.set_aside.extend(mine.set_aside);
+        changes.replaced.extend(mine.replaced);
+        out.push(r?);
+    }
+    Ok(out)
+}
+
 /// An unpacked input.
 struct Realised {
-    sha256: String,
+    pin: Pin,
     outputs: Vec<IndexedOutput>,
     /// The archive's size, when it was read in this build.
     size: Option<u64>,
@@ -625,12 +724,12 @@ fn realise_unpack(
     changes: &mut StoreChanges,
     observer: &dyn Observer,
 ) -> Result<Realised, BuildError> {
-    if let (Some(sha), false) = (&plan.sha256, plan.overridden) {
-        if let Some(outputs) = store.lookup(&derivation::unpack_key(sha, wanted))?
+    if let (Some(pin), false) = (&plan.pin, plan.overridden) {
+        if let Some(outputs) = store.lookup(&derivation::unpack_key(pin, wanted))?
             && reusable(store, &outputs, repair, changes)?
         {
             return Ok(Realised {
-                sha256: sha.clone(),
+                pin: pin.clone(),
                 outputs,
                 size: None,
             });
@@ -639,35 +738,48 @@ fn realise_unpack(
         // after `master`): each member is indexed on its own too.
         let mut outputs = Vec::with_capacity(wanted.len());
         for w in wanted {
-            match store.lookup(&derivation::unpack_key(sha, std::slice::from_ref(w)))? {
+            match store.lookup(&derivation::unpack_key(pin, std::slice::from_ref(w)))? {
                 Some(mut o) if o.len() == 1 => outputs.push(o.remove(0)),
                 _ => break,
             }
         }
         if outputs.len() == wanted.len() && reusable(store, &outputs, repair, changes)? {
-            store.record(&derivation::unpack_key(sha, wanted), &outputs)?;
+            store.record(&derivation::unpack_key(pin, wanted), &outputs)?;
             return Ok(Realised {
-                sha256: sha.clone(),
+                pin: pin.clone(),
                 outputs,
                 size: None,
             });
         }
     }
     let scratch = store.scratch()?;
-    let unpacked = unpack::fetch_and_unpack(
-        &unpack::Request {
-            input,
-            urls: &plan.urls,
-            expected_sha256: plan.sha256.as_deref(),
-            wanted,
-            offline: ctx.offline,
-            max_unpacked: ctx.max_unpacked,
-            expected_size: plan.size,
-        },
-        scratch.path(),
-        observer,
-    )?;
-    let key = derivation::unpack_key(&unpacked.sha256, wanted);
+    let unpacked = match read_kept(ctx, store, input, plan, wanted, scratch.path(), changes, observer)? {
+        Some(u) => u,
+        None => unpack::fetch_and_unpack(
+            &unpack::Request {
+                input,
+                urls: &plan.urls,
+                expected: plan.pin.as_ref(),
+                algo: plan.algo,
+                wanted,
+                offline: ctx.offline,
+                max_unpacked: ctx.max_unpacked,
+                expected_size: plan.size,
+                keep: true,
+            },
+            scratch.path(),
+            observer,
+        )?,
+    };
+    if let Some(kept) = &unpacked.kept {
+        let name = plan
+            .lock_urls
+            .first()
+            .map(|u| archive_name(u))
+            .unwrap_or_else(|| "input".into());
+        store.add_kept(kept, &unpacked.pin, &name, unpacked.size)?;
+    }
+    let key = derivation::unpack_key(&unpacked.pin, wanted);
     let mut outputs = Vec::new();
     for f in &unpacked.files {
         let node = Node::File {
@@ -699,15 +811,82 @@ fn realise_unpack(
     store.record(&key, &outputs)?;
     for (f, o) in unpacked.files.iter().zip(&outputs) {
         store.record(
-            &derivation::unpack_key(&unpacked.sha256, std::slice::from_ref(&f.wanted)),
+            &derivation::unpack_key(&unpacked.pin, std::slice::from_ref(&f.wanted)),
             std::slice::from_ref(o),
         )?;
     }
     Ok(Realised {
-        sha256: unpacked.sha256,
+        pin: unpacked.pin,
         outputs,
         size: Some(unpacked.size),
     })
+}
+
+/// Unpacks the input from the archive the store keeps for its pin, if it keeps one: no
+/// network, whatever the URLs say. A kept archive that fails its pin or is not a readable
+/// archive (damaged since it was kept) is moved aside and `None` returned: the caller
+/// fetches it again, and keeps the new copy.
+#[allow(clippy::too_many_arguments)]
+fn read_kept(
+    ctx: &Context,
+    store: &Store,
+    input: &str,
+    plan: &Plan,
+    wanted: &[Wanted],
+    scratch: &Path,
+    changes: &mut StoreChanges,
+    observer: &dyn Observer,
+) -> Result<Option<unpack::Unpacked>, BuildError> {
+    let (Some(pin), false) = (&plan.pin, plan.overridden) else {
+        return Ok(None);
+    };
+    let Some(object) = store.kept_object(pin) else {
+        return Ok(None);
+    };
+    let path = std::path::absolute(store.path_of(&object))?;
+    let url = format!("file://{}", path.display());
+    if let Err(e) = store.check_unmodified(&object, plan.size) {
+        let what = match e {
+            StoreError::Modified { what, .. } => what,
+            other => other.to_string(),
+        };
+        store.move_aside(&object)?;
+        changes.set_aside.push((object, what));
+        return Ok(None);
+    }
+    let dir = scratch.join("kept");
+    fs_err::create_dir(&dir)?;
+    let urls = [url];
+    let result = unpack::fetch_and_unpack(
+        &unpack::Request {
+            input,
+            urls: &urls,
+            expected: Some(pin),
+            algo: pin.algo(),
+            wanted,
+            offline: ctx.offline,
+            max_unpacked: ctx.max_unpacked,
+            expected_size: plan.size,
+            keep: false,
+        },
+        &dir,
+        observer,
+    );
+    match result {
+        Ok(u) => Ok(Some(u)),
+        Err(e @ (UnpackError::HashMismatch { .. } | UnpackError::Archive { .. })) => {
+            store.move_aside(&object)?;
+            changes.set_aside.push((object, e.to_string()));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The store name of a kept archive: the URL's last path component, made a valid name.
+fn archive_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    sanitize_name(path.rsplit('/').next().unwrap_or("input"))
 }
 
 /// Makes an archive member's file name usable as a store object name.
@@ -934,8 +1113,8 @@ fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
 /// What `kbuild lock` / `kbuild update` did.
 #[derive(Debug, Default)]
 pub struct LockReport {
-    /// Inputs whose pin was added or changed: name → (old sha256, new sha256).
-    pub changed: BTreeMap<String, (Option<String>, String)>,
+    /// Inputs whose pin was added or changed: name → (old pin, new pin).
+    pub changed: BTreeMap<String, (Option<Pin>, Pin)>,
     /// Entries removed because no recipe declares the input any more.
     pub removed: Vec<String>,
     pub written: bool,
@@ -976,19 +1155,22 @@ pub fn lock(
     let _guard = store.lock(LockMode::Shared, observer)?;
     for (name, decl) in &set.inputs {
         let refreshing = refresh.is_some_and(|r| r.is_empty() || r.contains(name));
-        let current = lock
-            .inputs
-            .get(name)
-            .filter(|l| l.urls == decl.urls && !refreshing);
-        if let (Some(l), Some(r)) = (current, &decl.sha256)
-            && l.sha256 != *r
+        // An entry pinned with another algorithm than the recipe's pin is pinned again, with
+        // the recipe's.
+        let current = lock.inputs.get(name).filter(|l| {
+            l.urls == decl.urls
+                && !refreshing
+                && decl.pin.as_ref().is_none_or(|r| r.algo() == l.pin.algo())
+        });
+        if let (Some(l), Some(r)) = (current, &decl.pin)
+            && l.pin != *r
         {
             return Err(BuildError::LockDisagrees {
                 input: name.clone(),
                 recipe_origin: decl.origin.to_string(),
                 recipe: r.clone(),
                 lock_path: ctx.lock_path.clone(),
-                lock: l.sha256.clone(),
+                lock: l.pin.clone(),
             });
         }
         if current.is_some() {
@@ -997,12 +1179,13 @@ pub fn lock(
         let plan = Plan {
             urls: decl.urls.clone(),
             lock_urls: decl.urls.clone(),
-            sha256: decl.sha256.clone(),
+            pin: decl.pin.clone(),
+            algo: recipe_algo(decl),
             size: None,
             overridden: false,
         };
         let members = wanted.get(name).cloned().unwrap_or_default();
-        let Realised { sha256, size, .. } = realise_unpack(
+        let Realised { pin, size, .. } = realise_unpack(
             ctx,
             &store,
             name,
@@ -1012,23 +1195,21 @@ pub fn lock(
             &mut StoreChanges::default(),
             observer,
         )?;
-        let before = old.inputs.get(name).map(|l| l.sha256.clone());
-        if before.as_deref() != Some(sha256.as_str()) {
-            report
-                .changed
-                .insert(name.clone(), (before, sha256.clone()));
+        let before = old.inputs.get(name).map(|l| l.pin.clone());
+        if before.as_ref() != Some(&pin) {
+            report.changed.insert(name.clone(), (before, pin.clone()));
         }
         let size = size.or_else(|| {
             old.inputs
                 .get(name)
-                .filter(|l| l.sha256 == sha256)
+                .filter(|l| l.pin == pin)
                 .and_then(|l| l.size)
         });
         lock.inputs.insert(
             name.clone(),
             LockedInput {
                 urls: decl.urls.clone(),
-                sha256,
+                pin,
                 size,
             },
         );

@@ -7,6 +7,7 @@
 //! addressed by their content directly (rendering takes microseconds and the rootfs digest
 //! is a Merkle hash over its components' digests), so they need no index.
 
+use crate::pin::Pin;
 use crate::unpack::{ModeRule, Wanted};
 
 /// Prefix of every derivation encoding; changing the encoding must change it.
@@ -34,8 +35,30 @@ impl Encoder {
     }
 }
 
-/// The key of unpacking `wanted` (in any order) from the archive with this sha256.
-pub fn unpack_key(sha256: &str, wanted: &[Wanted]) -> String {
+/// The key of unpacking `wanted` (in any order) from the archive with this pin. A sha256 pin
+/// enters as its bare hex, as before other algorithms existed, so existing index entries
+/// keep answering; a sha512 pin as `sha512:<hex>` (see [`Pin::key`]).
+pub fn unpack_key(pin: &Pin, wanted: &[Wanted]) -> String {
+    unpack_key_of(&pin.key(), wanted)
+}
+
+/// The path name part of the store object that keeps the archive pinned by `pin`: the first
+/// 32 hex digits of the BLAKE3 of the encoding of ("fixed", algorithm, hex digest). Like a
+/// Nix fixed-output path it depends on the pin only, so the archive is found without any
+/// index, by any store holding it.
+pub fn fixed_hash(pin: &Pin) -> String {
+    fixed_digest(pin)[..32].to_owned()
+}
+
+/// The full digest [`fixed_hash`] is the start of (recorded as the kept object's `digest`).
+pub fn fixed_digest(pin: &Pin) -> String {
+    let mut e = Encoder::new("fixed");
+    e.field(pin.algo().name().as_bytes())
+        .field(pin.hex().as_bytes());
+    e.finish()
+}
+
+fn unpack_key_of(sha256: &str, wanted: &[Wanted]) -> String {
     let mut sorted = wanted.to_vec();
     sorted.sort();
     sorted.dedup();
@@ -70,7 +93,11 @@ mod tests {
     #[test]
     fn golden_unpack_key_of_format_v1() {
         let key = unpack_key(
-            "3625b63d573aa4d28eaa30b291017f775f2ddc0523f40d25023ad1da9c30390e",
+            &Pin::from_hex(
+                crate::pin::Algo::Sha256,
+                "3625b63d573aa4d28eaa30b291017f775f2ddc0523f40d25023ad1da9c30390e",
+            )
+            .unwrap(),
             &[
                 w("kubernetes/server/bin/kubectl", true),
                 w("kubernetes/LICENSES", false),
@@ -84,10 +111,10 @@ mod tests {
 
     #[test]
     fn order_of_members_does_not_matter() {
-        let a = unpack_key("ab", &[w("x", true), w("y", false)]);
-        let b = unpack_key("ab", &[w("y", false), w("x", true)]);
+        let a = unpack_key_of("ab", &[w("x", true), w("y", false)]);
+        let b = unpack_key_of("ab", &[w("y", false), w("x", true)]);
         assert_eq!(a, b);
-        assert_ne!(a, unpack_key("ab", &[w("x", false), w("y", false)]));
+        assert_ne!(a, unpack_key_of("ab", &[w("x", false), w("y", false)]));
     }
 
     /// A member selected without `mode` never shares a key with an explicit 0444 or 0555,
@@ -98,8 +125,8 @@ mod tests {
             member: "x".into(),
             mode: ModeRule::FromArchive,
         };
-        let k = unpack_key("ab", std::slice::from_ref(&archive));
-        assert_ne!(k, unpack_key("ab", &[w("x", false)]));
-        assert_ne!(k, unpack_key("ab", &[w("x", true)]));
+        let k = unpack_key_of("ab", std::slice::from_ref(&archive));
+        assert_ne!(k, unpack_key_of("ab", &[w("x", false)]));
+        assert_ne!(k, unpack_key_of("ab", &[w("x", true)]));
     }
 }

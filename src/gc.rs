@@ -23,6 +23,23 @@ pub struct Report {
     pub temp_removed: usize,
     /// Registered roots that are gone or managed from another store now.
     pub roots_forgotten: Vec<std::path::PathBuf>,
+    /// Kept input archives left in the store (pinned by a remaining generation).
+    pub archives_kept: usize,
+    /// Their size in bytes: what offline rebuilds cost in disk space.
+    pub archive_bytes: u64,
+    /// Kept input archives deleted (no remaining generation pins them, or all were dropped).
+    pub archives_removed: usize,
+}
+
+/// What gc does with kept input archives (fixed-output objects named by their pin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Archives {
+    /// Keep each archive while a remaining generation's inputs pin it (the default): those
+    /// generations can be rebuilt, repaired or extended offline.
+    #[default]
+    WhilePinned,
+    /// Delete every kept archive (`kbuild gc --drop-archives`): builds fetch again.
+    DropAll,
 }
 
 /// Removes generations beyond the newest `keep` (never one a registered root uses or resolves
@@ -30,9 +47,13 @@ pub struct Report {
 /// generations and the objects roots use.
 /// Crash-safe: an object is renamed off its name (and the rename made durable) before its
 /// contents are deleted, and the next gc deletes what a killed one left.
+///
+/// Kept input archives follow `archives`: by default one stays while a remaining generation
+/// pins it (they are not part of any rootfs, so reachability alone would always drop them).
 pub fn gc(
     store: &Store,
     keep: Option<usize>,
+    archives: Archives,
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
     let _lock = store.lock(LockMode::Exclusive, observer)?;
@@ -70,6 +91,24 @@ pub fn gc(
         }
         if let Some(meta) = store.meta(&p)? {
             stack.extend(meta.references);
+        }
+    }
+    let kept = store.kept_objects()?;
+    let pinned: BTreeSet<String> = if archives == Archives::WhilePinned {
+        generation::list(store)?
+            .into_iter()
+            .flat_map(|g| g.inputs.into_values())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    for (p, pin) in &kept {
+        if pinned.contains(&pin.key()) {
+            live.insert(p.clone());
+            report.archives_kept += 1;
+            report.archive_bytes += store.path_of(p).symlink_metadata().map_or(0, |m| m.len());
+        } else {
+            report.archives_removed += 1;
         }
     }
     // Leftovers first (a killed build's scratch, objects a killed gc had already renamed off

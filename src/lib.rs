@@ -14,6 +14,7 @@ pub mod gc;
 pub mod generation;
 pub mod lockfile;
 pub mod observe;
+pub mod pin;
 pub mod recipe;
 pub mod render;
 pub mod store;

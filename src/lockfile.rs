@@ -1,4 +1,4 @@
-//! `flake-like.lock.json`: the pins of every input (URLs, sha256, size).
+//! `flake-like.lock.json`: the pins of every input (URLs, a `sha256` or `sha512` digest, size).
 //!
 //! Versioned JSON with sorted keys, rewritten only when its content changes, atomically.
 
@@ -7,18 +7,73 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pin::{Algo, Pin};
+
 pub const FILE_NAME: &str = "flake-like.lock.json";
 const VERSION: u32 = 1;
 
+/// One input's entry. On disk the digest is under its algorithm's name (`"sha256"` or
+/// `"sha512"`, exactly one), so entries written before sha512 existed read and write back
+/// byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "EntryOnDisk", into = "EntryOnDisk")]
 pub struct LockedInput {
     /// The URLs the pin was made from: primary first, then mirrors.
     pub urls: Vec<String>,
-    pub sha256: String,
-    /// Size in bytes, once known (filled in by the first fetch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Pin,
+    /// Size in bytes, once known (filled in by the first fetch). A download delivering more
+    /// is cut off right after this many bytes.
     pub size: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryOnDisk {
+    urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha512: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+}
+
+impl TryFrom<EntryOnDisk> for LockedInput {
+    type Error = String;
+    fn try_from(e: EntryOnDisk) -> Result<LockedInput, String> {
+        let (algo, hex) = match (e.sha256, e.sha512) {
+            (Some(h), None) => (Algo::Sha256, h),
+            (None, Some(h)) => (Algo::Sha512, h),
+            (Some(_), Some(_)) => return Err("an entry has both `sha256` and `sha512`".into()),
+            (None, None) => return Err("an entry needs `sha256` or `sha512`".into()),
+        };
+        // The file is written by kbuild: lowercase only, so every pin has one spelling.
+        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!("`{algo}` must be lowercase hexadecimal digits"));
+        }
+        let pin = Pin::from_hex(algo, &hex)?;
+        Ok(LockedInput {
+            urls: e.urls,
+            pin,
+            size: e.size,
+        })
+    }
+}
+
+impl From<LockedInput> for EntryOnDisk {
+    fn from(l: LockedInput) -> EntryOnDisk {
+        let hex = Some(l.pin.hex().to_owned());
+        let (sha256, sha512) = match l.pin.algo() {
+            Algo::Sha256 => (hex, None),
+            Algo::Sha512 => (None, hex),
+        };
+        EntryOnDisk {
+            urls: l.urls,
+            sha256,
+            sha512,
+            size: l.size,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +125,15 @@ impl LockError {
     }
 }
 
+/// `NAME sha256 OLD -> NEW`, or `NAME sha256 OLD -> sha512 NEW` when the algorithm changed.
+pub fn update_line(name: &str, old: &Pin, new: &Pin) -> String {
+    if old.algo() == new.algo() {
+        format!("{name} {old} -> {}", new.hex())
+    } else {
+        format!("{name} {old} -> {new}")
+    }
+}
+
 impl LockFile {
     /// Reads the lock file; a missing file is an empty lock.
     pub fn load(path: &Path) -> Result<LockFile, LockError> {
@@ -103,21 +167,6 @@ impl LockFile {
             });
         }
         let disk: OnDisk = serde_json::from_str(text).map_err(parse_err)?;
-        for (name, input) in &disk.inputs {
-            let ok = input.sha256.len() == 64
-                && input
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !ok {
-                return Err(LockError::Parse {
-                    path: path.to_owned(),
-                    line: 0,
-                    column: 0,
-                    message: format!("input `{name}`: sha256 must be 64 lowercase hex digits"),
-                });
-            }
-        }
         Ok(LockFile {
             inputs: disk.inputs,
         })
@@ -130,7 +179,7 @@ impl LockFile {
                 other
                     .inputs
                     .get(k)
-                    .is_some_and(|b| a.urls == b.urls && a.sha256 == b.sha256)
+                    .is_some_and(|b| a.urls == b.urls && a.pin == b.pin)
             })
     }
 
@@ -139,14 +188,17 @@ impl LockFile {
         let mut out = Vec::new();
         for (name, new) in &self.inputs {
             match old.inputs.get(name) {
-                None => out.push(("Locking".into(), format!("{name} sha256 {}", new.sha256))),
-                Some(o) if o.sha256 != new.sha256 => out.push((
-                    "Updating".into(),
-                    format!("{name} sha256 {} -> {}", o.sha256, new.sha256),
-                )),
+                None => out.push(("Locking".into(), format!("{name} {}", new.pin))),
+                Some(o) if o.pin != new.pin => {
+                    out.push(("Updating".into(), update_line(name, &o.pin, &new.pin)));
+                }
                 Some(o) if o.urls != new.urls => out.push((
                     "Updating".into(),
-                    format!("{name} URLs to {} (sha256 unchanged)", new.urls.join(", ")),
+                    format!(
+                        "{name} URLs to {} ({} unchanged)",
+                        new.urls.join(", "),
+                        new.pin.algo()
+                    ),
                 )),
                 Some(_) => {}
             }
@@ -194,7 +246,7 @@ mod tests {
             "b".into(),
             LockedInput {
                 urls: vec!["https://x/b".into()],
-                sha256: "0".repeat(64),
+                pin: Pin::from_hex(Algo::Sha256, &"0".repeat(64)).unwrap(),
                 size: Some(3),
             },
         );
@@ -202,7 +254,7 @@ mod tests {
             "a".into(),
             LockedInput {
                 urls: vec!["https://x/a".into()],
-                sha256: "1".repeat(64),
+                pin: Pin::from_hex(Algo::Sha512, &"1".repeat(128)).unwrap(),
                 size: None,
             },
         );

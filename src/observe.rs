@@ -1,15 +1,19 @@
 //! How library operations report progress without printing: the CLI passes an [`Observer`].
+//!
+//! Several inputs may be read at once (one thread each), so transfers are told apart by
+//! their label, the input's name, which is unique within a build.
 
 /// Receives status and progress from long operations. Every method defaults to doing nothing.
 pub trait Observer: Sync {
     /// A status line ("Fetching …", "Blocking waiting for file lock …").
     fn status(&self, _verb: &str, _message: &str) {}
-    /// A download of `total` bytes (if known) starts.
+    /// A download of `total` bytes (if known), called `label`, starts.
     fn transfer_start(&self, _label: &str, _total: Option<u64>) {}
-    /// `bytes` more bytes were read.
-    fn transfer_progress(&self, _bytes: u64) {}
-    /// The current download ended (successfully or not).
-    fn transfer_end(&self) {}
+    /// `bytes` more bytes of transfer `label` were consumed: read, and decoded as far as
+    /// they go (progress follows decompression, not the network alone).
+    fn transfer_progress(&self, _label: &str, _bytes: u64) {}
+    /// Transfer `label` ended (successfully or not).
+    fn transfer_end(&self, _label: &str) {}
 }
 
 /// An observer that ignores everything (tests, library callers that want silence).

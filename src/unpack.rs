@@ -1,11 +1,11 @@
 //! Fetch, verify and unpack an archive input in one pass over its bytes.
 //!
 //! ```text
-//!  source ──► [reader thread: sha256, progress] ──chunks──► [decoder: gzip|zstd|xz|tar]
-//!                                                               │ tar entries
-//!                                     kept members' bytes ◄─────┘
-//!                                           ▼
-//!                      [writer thread: BLAKE3 + write + fsync into the scratch dir]
+//!  source ──► [reader thread: sha256|sha512, tee] ──chunks──► [decoder: gzip|zstd|xz|tar]
+//!                       │                                       │ tar entries (progress)
+//!                       ▼              kept members' bytes ◄─────┘
+//!           the archive itself                 ▼
+//!           (kept, see `Request::keep`)  [writer thread: BLAKE3 + write + fsync]
 //! ```
 //!
 //! The three stages overlap on two cores; buffers are recycled through bounded channels so
@@ -21,9 +21,8 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::fetch::{self, FetchError};
+use crate::pin::{Algo, Pin};
 use crate::fs::read_full;
 use crate::observe::Observer;
 use crate::store::Digest;
@@ -67,21 +66,25 @@ pub struct Extracted {
 #[derive(Debug)]
 pub struct Unpacked {
     pub url: String,
-    pub sha256: String,
+    /// The pin of the bytes read (the expected one, or made with [`Request::algo`]).
+    pub pin: Pin,
     pub size: u64,
     pub files: Vec<Extracted>,
+    /// The archive's bytes, synced, when [`Request::keep`] asked for them.
+    pub kept: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error(
-        "sha256 mismatch for input `{input}` from `{url}`\n  expected: {expected}\n    actual: {actual}"
+        "{} mismatch for input `{input}` from `{url}`\n  expected: {}\n    actual: {}",
+        expected.algo(), expected.hex(), actual.hex()
     )]
     HashMismatch {
         input: String,
         url: String,
-        expected: String,
-        actual: String,
+        expected: Pin,
+        actual: Pin,
     },
     #[error("input `{input}` from `{url}`: {message}")]
     Archive {
@@ -138,7 +141,12 @@ impl UnpackError {
                 expected,
                 actual,
                 ..
-            } => format!("`{url}`: sha256 is {actual}, expected {expected}"),
+            } => format!(
+                "`{url}`: {} is {}, expected {}",
+                expected.algo(),
+                actual.hex(),
+                expected.hex()
+            ),
             UnpackError::Archive { url, message, .. } => format!("`{url}`: {message}"),
             other => other.to_string(),
         }
@@ -162,12 +170,19 @@ fn list(items: &[String]) -> String {
 pub struct Request<'a> {
     pub input: &'a str,
     pub urls: &'a [String],
-    pub expected_sha256: Option<&'a str>,
+    /// The pin the bytes must match; `None` pins what is read, with `algo`.
+    pub expected: Option<&'a Pin>,
+    /// The algorithm to hash with when nothing is pinned yet.
+    pub algo: Algo,
     pub wanted: &'a [Wanted],
     pub offline: bool,
     pub max_unpacked: u64,
     /// The pinned size, when known: a source delivering more is cut off right there.
     pub expected_size: Option<u64>,
+    /// Also write the archive's bytes, as they are read, to a file in the attempt's scratch
+    /// directory ([`Unpacked::kept`]): the caller keeps the input in the store, so later
+    /// builds need no network, and reading it costs no second pass.
+    pub keep: bool,
 }
 
 /// Tries each URL in order (each up to [`fetch::ATTEMPTS_PER_URL`] times on transient
@@ -193,7 +208,7 @@ pub fn fetch_and_unpack(
             };
             observer.status(what, &format!("{} from {url}", req.input));
             let result = unpack_once(req, url, &dir, observer);
-            observer.transfer_end();
+            observer.transfer_end(req.input);
             if result.is_err() {
                 crate::fs::remove_tree(&dir)?;
             }
@@ -262,6 +277,21 @@ fn unpack_once(
             _ => Attempt::Final(e),
         }
     })?;
+    // A source announcing more than the pinned size is the wrong file: say so before reading.
+    if let (Some(len), Some(pinned)) = (opened.len, req.expected_size)
+        && len > pinned
+    {
+        return Err(Attempt::Final(UnpackError::Fetch {
+            input: input.to_owned(),
+            source: FetchError::Transport {
+                url: url.to_owned(),
+                message: format!(
+                    "announces {len} bytes, more than the pinned {pinned} (nothing was read)"
+                ),
+                transient: false,
+            },
+        }));
+    }
     observer.transfer_start(input, opened.len);
     run(req, url, opened.reader, scratch, observer)
 }
@@ -314,7 +344,12 @@ fn run(
             bytes: req.expected_size.unwrap_or(req.max_unpacked),
             pinned: req.expected_size.is_some(),
         };
-        let reader = s.spawn(move || read_stage(source, limit, full_tx, free_rx, observer));
+        let algo = req.expected.map_or(req.algo, Pin::algo);
+        let keep = req.keep.then(|| scratch.join("archive"));
+        let keep_path = keep.clone();
+        let reader = s.spawn(move || {
+            read_stage(source, limit, algo, keep_path.as_deref(), full_tx, free_rx)
+        });
         let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
 
         let mut chan = ChannelReader {
@@ -322,6 +357,8 @@ fn run(
             free: free_tx,
             cur: Vec::new(),
             pos: 0,
+            input,
+            observer,
         };
         let decoded = decode_stage(&mut chan, req, &w_tx, &wfree_rx, scratch);
         drop(w_tx);
@@ -338,8 +375,9 @@ fn run(
         let read_result = reader.join().expect("reader thread panicked");
         let written = writer.join().expect("writer thread panicked");
 
-        let (sha256, size) = match read_result {
+        let (pin, size) = match read_result {
             Ok(Some(v)) => v,
+            Err(ReadFailure::Keep(e)) => return Err(Attempt::Final(UnpackError::Io(e))),
             // Stopped early after an archive error: report that error.
             Ok(None) => {
                 let m = decoded
@@ -347,7 +385,7 @@ fn run(
                     .unwrap_or_else(|| "the archive ended early".into());
                 return Err(Attempt::Final(archive_err(m)));
             }
-            Err(e) => {
+            Err(ReadFailure::Source(e)) => {
                 let transient = e.kind() != io::ErrorKind::InvalidData;
                 let message =
                     if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
@@ -376,14 +414,14 @@ fn run(
             }
         };
         drained.map_err(|e| Attempt::Final(UnpackError::Io(e)))?;
-        if let Some(expected) = req.expected_sha256
-            && expected != sha256
+        if let Some(expected) = req.expected
+            && *expected != pin
         {
             return Err(Attempt::Final(UnpackError::HashMismatch {
                 input: input.to_owned(),
                 url: url.to_owned(),
-                expected: expected.to_owned(),
-                actual: sha256,
+                expected: expected.clone(),
+                actual: pin,
             }));
         }
         // A write error (disk full) is the cause of the decoder's "writer stopped".
@@ -409,9 +447,10 @@ fn run(
         }
         Ok(Unpacked {
             url: url.to_owned(),
-            sha256,
+            pin,
             size,
             files: by_member.into_values().collect(),
+            kept: keep,
         })
     })
 }
@@ -425,42 +464,68 @@ struct ReadLimit {
     pinned: bool,
 }
 
-/// Reads the source into recycled chunks, hashing as it goes. `Ok(None)` when the consumer
+/// Why the reader stopped.
+enum ReadFailure {
+    /// The source failed, or delivered more than the limit.
+    Source(io::Error),
+    /// Writing the kept copy failed (disk full): no other source does better.
+    Keep(io::Error),
+}
+
+/// Reads the source into recycled chunks, hashing as it goes (and writing each chunk to
+/// `keep`, synced at the end). Never reads more than one byte past the limit: a wrong file
+/// larger than the pin is cut off there, not read to its end. `Ok(None)` when the consumer
 /// stopped early and the rest was not read.
 fn read_stage(
     mut src: Box<dyn Read + Send>,
     limit: ReadLimit,
+    algo: Algo,
+    keep: Option<&Path>,
     full: SyncSender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
-    observer: &dyn Observer,
-) -> io::Result<Option<(String, u64)>> {
-    let mut sha = Sha256::new();
+) -> Result<Option<(Pin, u64)>, ReadFailure> {
+    let mut hasher = algo.hasher();
     let mut total = 0u64;
     let mut consumer_gone = false;
+    let mut kept = match keep {
+        Some(path) => Some(Keeper::create(path).map_err(ReadFailure::Keep)?),
+        None => None,
+    };
     loop {
         let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-        buf.resize(CHUNK, 0);
-        let n = read_full(&mut src, &mut buf)?;
+        // At most one byte past the limit: enough to tell "larger" from "exactly".
+        let room = limit.bytes.saturating_add(1).saturating_sub(total);
+        let want = usize::try_from(room).map_or(CHUNK, |r| r.min(CHUNK));
+        buf.resize(want, 0);
+        let n = read_full(&mut src, &mut buf).map_err(ReadFailure::Source)?;
         buf.truncate(n);
         if n == 0 {
-            return Ok(Some((hex(&sha.finalize()), total)));
+            if let Some(k) = kept {
+                k.finish().map_err(ReadFailure::Keep)?;
+            }
+            return Ok(Some((hasher.finish(), total)));
         }
-        sha.update(&buf);
         total += n as u64;
         if total > limit.bytes {
-            return Err(io::Error::new(
+            return Err(ReadFailure::Source(io::Error::new(
                 io::ErrorKind::InvalidData,
                 if limit.pinned {
-                    format!("delivers more than the pinned {} bytes", limit.bytes)
+                    format!(
+                        "delivers more than the pinned {} bytes (reading stopped at byte {total})",
+                        limit.bytes
+                    )
                 } else {
                     format!(
                         "is larger than {} bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)",
                         limit.bytes
                     )
                 },
-            ));
+            )));
         }
-        observer.transfer_progress(n as u64);
+        hasher.update(&buf);
+        if let Some(k) = kept.as_mut() {
+            k.write(&buf).map_err(ReadFailure::Keep)?;
+        }
         if consumer_gone || full.send(buf).is_err() {
             consumer_gone = true;
             if !limit.pinned {
@@ -470,19 +535,64 @@ fn read_stage(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The kept copy of an archive being read, written with early writeback (as members are,
+/// see `write_stage`) so its final sync waits only for the tail.
+struct Keeper {
+    file: fs_err::File,
+    written: u64,
+    kicked: u64,
 }
 
-/// A `BufRead` over the reader thread's chunks, handing emptied buffers back.
-struct ChannelReader {
+impl Keeper {
+    fn create(path: &Path) -> io::Result<Keeper> {
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)?;
+        Ok(Keeper {
+            file,
+            written: 0,
+            kicked: 0,
+        })
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        if self.written - self.kicked >= WRITEBACK_STEP {
+            let len = std::num::NonZeroU64::new(self.written - self.kicked);
+            // Advisory: a failure only loses the overlap, never data.
+            let _ = rustix::fs::fadvise(
+                self.file.file(),
+                self.kicked,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
+            self.kicked = self.written;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// A `BufRead` over the reader thread's chunks, handing emptied buffers back. Progress is
+/// reported here, as the decoder consumes each chunk: the bar follows decompression, not
+/// the reader running ahead (a slow xz decode would otherwise sit at 100 %).
+struct ChannelReader<'o> {
     rx: Receiver<Vec<u8>>,
     free: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    input: &'o str,
+    observer: &'o dyn Observer,
 }
 
-impl Read for ChannelReader {
+impl Read for ChannelReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let avail = self.fill_buf()?;
         let n = avail.len().min(out.len());
@@ -492,10 +602,16 @@ impl Read for ChannelReader {
     }
 }
 
-impl BufRead for ChannelReader {
+impl BufRead for ChannelReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos >= self.cur.len() {
+            if !self.cur.is_empty() {
+                self.observer
+                    .transfer_progress(self.input, self.cur.len() as u64);
+            }
             let Ok(next) = self.rx.recv() else {
+                self.cur.clear();
+                self.pos = 0;
                 return Ok(&[]);
             };
             let old = std::mem::replace(&mut self.cur, next);
@@ -626,7 +742,7 @@ fn write_stage(rx: Receiver<WriterMsg>, free: SyncSender<Vec<u8>>) -> io::Result
 /// Decompresses and walks the tar stream, sending kept members to the writer. Returns the
 /// kept member names found, or a message describing what is wrong with the archive.
 fn decode_stage(
-    chan: &mut ChannelReader,
+    chan: &mut ChannelReader<'_>,
     req: &Request<'_>,
     to_writer: &SyncSender<WriterMsg>,
     free: &Receiver<Vec<u8>>,

@@ -197,7 +197,8 @@ fn unpack_regressions() {
         let req = Request {
             input: "fuzz",
             urls: &[],
-            expected_sha256: None,
+            expected: None,
+            algo: kbuild::pin::Algo::Sha256,
             wanted: if name.starts_with("symlink") || name.starts_with("hardlink") {
                 &wanted
             } else {
@@ -206,6 +207,7 @@ fn unpack_regressions() {
             offline: true,
             max_unpacked: 64 << 20,
             expected_size: None,
+            keep: false,
         };
         let got = unpack_reader(
             &req,

@@ -17,11 +17,13 @@ fuzz_target!(|data: &[u8]| {
     let req = Request {
         input: "fuzz",
         urls: &[],
-        expected_sha256: None,
+        expected: None,
+            algo: kbuild::pin::Algo::Sha256,
         wanted: &wanted,
         offline: true,
         max_unpacked: 64 << 20,
         expected_size: None,
+        keep: false,
     };
     let result = unpack_reader(&req, "fuzz://input", Box::new(std::io::Cursor::new(data.to_vec())), &scratch, &Quiet);
     // Nothing may appear beside the scratch directory, and inside it only plain files.

@@ -31,8 +31,8 @@ pub fn run_update(ctx: &Context, args: UpdateArgs, term: &Terminal) -> anyhow::R
 fn show(ctx: &Context, report: &LockReport, term: &Terminal) {
     for (name, (old, new)) in &report.changed {
         match old {
-            Some(old) => term.status("Updating", &format!("{name} sha256 {old} -> {new}")),
-            None => term.status("Locking", &format!("{name} sha256 {new}")),
+            Some(old) => term.status("Updating", &kbuild::lockfile::update_line(name, old, new)),
+            None => term.status("Locking", &format!("{name} {new}")),
         }
     }
     for name in &report.removed {

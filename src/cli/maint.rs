@@ -12,6 +12,10 @@ pub struct GcArgs {
     /// Keep only the newest N generations (the active one of every known root is always kept)
     #[arg(long, value_name = "N")]
     keep: Option<usize>,
+    /// Also delete every kept input archive (by default one stays while a remaining
+    /// generation pins it, for offline rebuilds); later builds fetch them again
+    #[arg(long)]
+    drop_archives: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +63,13 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         return Ok(());
     }
     let store = open(ctx)?;
-    let report = kbuild::gc::gc(&store, args.keep, term).context("garbage collection failed")?;
+    let archives = if args.drop_archives {
+        kbuild::gc::Archives::DropAll
+    } else {
+        kbuild::gc::Archives::WhilePinned
+    };
+    let report =
+        kbuild::gc::gc(&store, args.keep, archives, term).context("garbage collection failed")?;
     for n in &report.generations_removed {
         term.status("Removed", &format!("generation {n}"));
     }
@@ -89,6 +99,13 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         n(report.temp_removed, "temporary entry", "temporary entries"),
         report.bytes_freed as f64 / (1 << 20) as f64
     );
+    if report.archives_kept > 0 || report.archives_removed > 0 {
+        outln!(
+            "{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)",
+            n(report.archives_kept, "input archive", "input archives"),
+            report.archive_bytes as f64 / (1 << 20) as f64
+        );
+    }
     Ok(())
 }
 

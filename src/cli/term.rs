@@ -1,19 +1,23 @@
-//! Terminal output: cargo-style status lines and a progress bar on stderr (only on a tty).
+//! Terminal output: cargo-style status lines and one progress bar per input being read, on
+//! stderr (bars only on a tty).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kbuild::observe::Observer;
 
 pub struct Terminal {
     tty: bool,
-    transfer: Mutex<Option<Transfer>>,
+    /// Draws every bar; status lines are printed above them.
+    bars: MultiProgress,
+    /// The transfers in progress, by label (input name): several inputs are read at once.
+    transfers: Mutex<BTreeMap<String, Transfer>>,
 }
 
 struct Transfer {
-    label: String,
     bar: Option<ProgressBar>,
     bytes: u64,
     started: Instant,
@@ -23,7 +27,8 @@ impl Terminal {
     pub fn new() -> Terminal {
         Terminal {
             tty: std::io::stderr().is_terminal(),
-            transfer: Mutex::new(None),
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            transfers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -34,10 +39,16 @@ impl Terminal {
         } else {
             format!("{verb:>12} {message}")
         };
-        let guard = self.transfer.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref().and_then(|t| t.bar.as_ref()) {
-            Some(bar) => bar.suspend(|| errln!("{line}")),
-            None => errln!("{line}"),
+        let busy = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|t| t.bar.is_some());
+        if busy {
+            self.bars.suspend(|| errln!("{line}"));
+        } else {
+            errln!("{line}");
         }
     }
 }
@@ -55,31 +66,38 @@ impl Observer for Terminal {
 
     fn transfer_start(&self, label: &str, total: Option<u64>) {
         let bar = self.tty.then(|| {
-            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+            let bar = self.bars.add(ProgressBar::new(total.unwrap_or(0)));
+            if total.is_none() {
+                bar.unset_length();
+            }
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+                    "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} {msg}",
                 )
                 .expect("valid template")
                 .progress_chars("=> "),
             );
             bar.set_prefix("Reading");
+            bar.set_message(label.to_owned());
             bar
         });
-        *self.transfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Transfer {
-            label: label.to_owned(),
-            bar,
-            bytes: 0,
-            started: Instant::now(),
-        });
+        let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        transfers.insert(
+            label.to_owned(),
+            Transfer {
+                bar,
+                bytes: 0,
+                started: Instant::now(),
+            },
+        );
     }
 
-    fn transfer_progress(&self, bytes: u64) {
+    fn transfer_progress(&self, label: &str, bytes: u64) {
         if let Some(t) = self
-            .transfer
+            .transfers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
+            .get_mut(label)
         {
             t.bytes += bytes;
             if let Some(bar) = &t.bar {
@@ -88,26 +106,25 @@ impl Observer for Terminal {
         }
     }
 
-    fn transfer_end(&self) {
+    fn transfer_end(&self, label: &str) {
         let t = self
-            .transfer
+            .transfers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
+            .remove(label);
         if let Some(t) = t {
             if let Some(bar) = &t.bar {
                 bar.finish_and_clear();
+                self.bars.remove(bar);
             }
             if t.bytes > 0 {
+                // Bytes the decoder consumed over the time until it had: the rate of the
+                // whole pipeline, as the bar showed it.
                 let secs = t.started.elapsed().as_secs_f64().max(1e-6);
                 let mib = t.bytes as f64 / (1 << 20) as f64;
                 self.status(
                     "Read",
-                    &format!(
-                        "{}: {mib:.1} MiB in {secs:.2}s ({:.0} MiB/s)",
-                        t.label,
-                        mib / secs
-                    ),
+                    &format!("{label}: {mib:.1} MiB in {secs:.2}s ({:.0} MiB/s)", mib / secs),
                 );
             }
         }

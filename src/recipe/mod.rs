@@ -134,6 +134,9 @@ struct RawInput {
     #[serde(default)]
     mirrors: Vec<Spanned<String>>,
     sha256: Option<Spanned<String>>,
+    sha512: Option<Spanned<String>>,
+    /// An SRI pin, `sha512-<base64>` or `sha256-<base64>` (as npm publishes them).
+    hash: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -173,8 +176,9 @@ struct RawFile {
 pub struct InputDecl {
     pub name: String,
     pub urls: Vec<String>,
-    /// Pin written in the recipe itself (the lock may pin it instead).
-    pub sha256: Option<String>,
+    /// Pin written in the recipe itself (`sha256`, `sha512` or `hash`; the lock may pin it
+    /// instead).
+    pub pin: Option<crate::pin::Pin>,
     pub origin: Origin,
 }
 
@@ -727,20 +731,44 @@ fn parse_input(
         crate::fetch::check_url(u.get_ref()).or_else(|m| src.err(u.span(), m))?;
         urls.push(u.get_ref().clone());
     }
-    let sha256 = match raw.sha256 {
+    use crate::pin::{Algo, Pin};
+    // Exactly one pin form: two could disagree, and which one counts would be a guess.
+    let forms = [
+        ("sha256", raw.sha256),
+        ("sha512", raw.sha512),
+        ("hash", raw.hash),
+    ];
+    let given: Vec<(&str, Spanned<String>)> = forms
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    if let [(first, _), (second, s), ..] = given.as_slice() {
+        return Err(RecipeError::at(
+            src.loc(s.span()),
+            format!(
+                "input `{}` has both `{first}` and `{second}`; give one pin",
+                name.get_ref()
+            ),
+        )
+        .with_help(
+            "keep the pin upstream publishes (`sha512 = \"…\"`, or `hash = \"sha512-…\"`) and delete the other, then run `kbuild build` again",
+        ));
+    }
+    let pin = match given.into_iter().next() {
         None => None,
-        Some(s) => {
-            let v = s.get_ref().to_ascii_lowercase();
-            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return src.err(s.span(), "`sha256` must be 64 hexadecimal digits");
-            }
-            Some(v)
+        Some((key, s)) => {
+            let parsed = match key {
+                "sha256" => Pin::from_hex(Algo::Sha256, s.get_ref()),
+                "sha512" => Pin::from_hex(Algo::Sha512, s.get_ref()),
+                _ => Pin::from_sri(s.get_ref()),
+            };
+            Some(parsed.or_else(|m| src.err(s.span(), m))?)
         }
     };
     Ok(InputDecl {
         name: name.get_ref().clone(),
         urls,
-        sha256,
+        pin,
         origin: src.origin(name.span()),
     })
 }

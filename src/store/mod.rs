@@ -3,7 +3,9 @@
 //! ```text
 //! store/
 //! ├── <hash>-<name>              immutable objects: a file or a directory tree, read-only,
-//! │                              <hash> = first 32 hex digits of the root node's BLAKE3 digest
+//! │                              <hash> = first 32 hex digits of the root node's BLAKE3 digest,
+//! │                              or, for a kept input archive (a fixed-output object), of
+//! │                              the encoding of its pin (see [`Store::kept_archive`])
 //! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
 //! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
 //! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
@@ -277,6 +279,23 @@ fn node_of_shape(shape: &Shape) -> Option<Node> {
     build(shape, ".")
 }
 
+/// The `deriver` of a kept input archive: `fixed:<algorithm>:<hex digest>`.
+pub fn fixed_deriver(pin: &crate::pin::Pin) -> String {
+    format!("fixed:{}:{}", pin.algo(), pin.hex())
+}
+
+/// The pin a kept archive's `deriver` records, if it is one (see [`fixed_deriver`]).
+pub fn pin_of_deriver(deriver: &str) -> Option<crate::pin::Pin> {
+    let rest = deriver.strip_prefix("fixed:")?;
+    let (algo, hex) = rest.split_once(':')?;
+    let algo = match algo {
+        "sha256" => crate::pin::Algo::Sha256,
+        "sha512" => crate::pin::Algo::Sha512,
+        _ => return None,
+    };
+    crate::pin::Pin::from_hex(algo, hex).ok()
+}
+
 /// One output recorded in the derivation index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedOutput {
@@ -486,6 +505,81 @@ impl Store {
 
     pub fn contains(&self, p: &StorePath) -> bool {
         self.path_of(p).symlink_metadata().is_ok()
+    }
+
+    /// The path of the kept archive of the input `entry` pins, when the store holds it: the
+    /// file a build reads instead of fetching (offline builds, members added later,
+    /// `verify --repair`). Found by the pin alone, whatever URL the archive came from. The
+    /// file is the archive's verified bytes, read-only; `None` when it was never kept or gc
+    /// dropped it.
+    pub fn kept_archive(&self, entry: &crate::lockfile::LockedInput) -> Option<PathBuf> {
+        self.kept_object(&entry.pin).map(|p| self.path_of(&p))
+    }
+
+    /// The object keeping the archive pinned by `pin`, if present (see
+    /// [`Store::kept_archive`]).
+    pub fn kept_object(&self, pin: &crate::pin::Pin) -> Option<StorePath> {
+        let prefix = format!("{}-", crate::derivation::fixed_hash(pin));
+        let mut found: Vec<StorePath> = std::fs::read_dir(&self.dir)
+            .ok()?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                if !name.starts_with(&prefix) {
+                    return None;
+                }
+                StorePath::try_from(name).ok()
+            })
+            .collect();
+        // Two names for one pin (the URL's file name changed): either holds the same bytes.
+        found.sort();
+        found.into_iter().next()
+    }
+
+    /// Every kept input archive in the store, with its pin (from its metadata).
+    pub fn kept_objects(&self) -> Result<Vec<(StorePath, crate::pin::Pin)>, StoreError> {
+        let mut out = Vec::new();
+        for p in verify::objects(self)? {
+            if let Some(pin) = self.meta(&p)?.and_then(|m| pin_of_deriver(&m.deriver)) {
+                out.push((p, pin));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the verified, synced archive at `tmp` as the kept archive of `pin`, called
+    /// `name` (the URL's file name). Returns the object, and whether it was added (`false`:
+    /// the store already kept it). Like every object it is renamed in only when complete, so
+    /// a killed build leaves a `.tmp-*` entry and never a partial archive under the name.
+    pub fn add_kept(
+        &self,
+        tmp: &Path,
+        pin: &crate::pin::Pin,
+        name: &str,
+        size: u64,
+    ) -> io::Result<(StorePath, bool)> {
+        if let Some(p) = self.kept_object(pin) {
+            crate::fs::remove_tree(tmp)?;
+            return Ok((p, false));
+        }
+        let hash = crate::derivation::fixed_hash(pin);
+        let path = StorePath::try_from(format!("{hash}-{name}"))
+            .or_else(|_| StorePath::try_from(format!("{hash}-input")))
+            .map_err(io::Error::other)?;
+        let meta = ObjectMeta {
+            version: META_VERSION,
+            digest: crate::derivation::fixed_digest(pin),
+            deriver: fixed_deriver(pin),
+            references: vec![],
+            shape: Some(Shape::from([(
+                ".".to_owned(),
+                ShapeEntry::File {
+                    size,
+                    executable: false,
+                },
+            )])),
+        };
+        let added = self.add(tmp, &path, &meta)?;
+        Ok((path, added))
     }
 
     /// A cheap tamper check, made on every build for the objects it uses: objects keep the

@@ -1,4 +1,5 @@
-//! `kbuild verify`: re-hash every object against its name.
+//! `kbuild verify`: re-hash every object against its name (a kept input archive against the
+//! pin its name is made from).
 //!
 //! Each inode is hashed once even when several objects hardlink it (a rootfs shares its
 //! binaries with the member objects), and files are hashed on all cores.
@@ -44,9 +45,18 @@ pub fn objects(store: &Store) -> io::Result<Vec<StorePath>> {
 /// Re-hashes every object. Never modifies the store.
 pub fn verify(store: &Store) -> io::Result<Report> {
     let objects = objects(store)?;
+    // Kept input archives are checked against their pin, not hashed with BLAKE3.
+    let mut fixed = HashMap::new();
+    for o in &objects {
+        if let Ok(Some(meta)) = store.meta(o)
+            && let Some(pin) = super::pin_of_deriver(&meta.deriver)
+        {
+            fixed.insert(o.clone(), (pin, meta.digest));
+        }
+    }
     // Pass 1: collect the distinct inodes of all regular files.
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for o in &objects {
+    for o in objects.iter().filter(|o| !fixed.contains_key(*o)) {
         for entry in walkdir::WalkDir::new(store.path_of(o)) {
             let entry = entry.map_err(io::Error::other)?;
             if entry.file_type().is_file() {
@@ -92,6 +102,26 @@ pub fn verify(store: &Store) -> io::Result<Report> {
     }
     // Pass 3: rebuild each object's node tree from the cached file digests.
     for o in &objects {
+        if let Some((pin, digest)) = fixed.get(o) {
+            let path = store.path_of(o);
+            if let Ok(m) = path.metadata() {
+                report.bytes += m.len();
+            }
+            if let Some(problem) = check_fixed(&path, o, pin, digest) {
+                report.corrupt.push(Corrupt {
+                    path: o.clone(),
+                    problem,
+                    writable_only: false,
+                });
+            } else if let Some(w) = first_writable(&path)? {
+                report.corrupt.push(Corrupt {
+                    path: o.clone(),
+                    problem: format!("`{}` is writable (objects are read-only)", w.display()),
+                    writable_only: true,
+                });
+            }
+            continue;
+        }
         let problem = match node_of(&store.path_of(o), &digests) {
             Ok(node) => {
                 let digest = node.digest();
@@ -130,6 +160,51 @@ pub fn verify(store: &Store) -> io::Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// What is wrong with the kept archive at `path`, if anything: its name and recorded digest
+/// must be those of its pin, and its bytes must hash to the pin.
+fn check_fixed(
+    path: &Path,
+    o: &StorePath,
+    pin: &crate::pin::Pin,
+    digest: &str,
+) -> Option<String> {
+    let expected = crate::derivation::fixed_digest(pin);
+    if o.hash_part() != &expected[..32] || digest != expected {
+        return Some(format!(
+            "its name or metadata does not match the pin it records ({pin})"
+        ));
+    }
+    let m = match fs_err::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    if !m.is_file() {
+        return Some("a kept archive must be a regular file".into());
+    }
+    let mut f = match fs_err::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut h = pin.algo().hasher();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+    let actual = h.finish();
+    (actual != *pin).then(|| {
+        format!(
+            "content {} is {}, its pin says {}",
+            pin.algo(),
+            actual.hex(),
+            pin.hex()
+        )
+    })
 }
 
 /// The first entry of an object with a write permission bit, if any.
