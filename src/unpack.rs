@@ -339,6 +339,10 @@ fn run(
             .expect("fresh channel");
     }
 
+    // Bytes the reader accepted; the decoder reports what it consumed as it goes, and the
+    // rest (read ahead, then left unread after an error) is reported at the end, so a
+    // transfer's total is what was read.
+    let read_total = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         let limit = ReadLimit {
             bytes: req.expected_size.unwrap_or(req.max_unpacked),
@@ -346,10 +350,21 @@ fn run(
         };
         let algo = req.expected.map_or(req.algo, Pin::algo);
         let keep = req.keep.then(|| scratch.join("archive"));
-        let keep_path = keep.clone();
-        let reader = s.spawn(move || {
-            read_stage(source, limit, algo, keep_path.as_deref(), full_tx, free_rx)
-        });
+        // The kept copy is written by a thread of its own, so reading runs at the pace it
+        // did without it: the reader only copies each chunk into a recycled buffer.
+        let (keep_tx, keeper) = match &keep {
+            Some(path) => {
+                let path = path.clone();
+                let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
+                let (ktx, krx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+                let keeper = s.spawn(move || keep_stage(&path, rx, ktx));
+                (Some((tx, krx)), Some(keeper))
+            }
+            None => (None, None),
+        };
+        let read = &read_total;
+        let reader =
+            s.spawn(move || read_stage(source, limit, algo, keep_tx, read, full_tx, free_rx));
         let writer = s.spawn(move || write_stage(w_rx, wfree_tx));
 
         let mut chan = ChannelReader {
@@ -359,6 +374,7 @@ fn run(
             pos: 0,
             input,
             observer,
+            consumed: 0,
         };
         let decoded = decode_stage(&mut chan, req, &w_tx, &wfree_rx, scratch);
         drop(w_tx);
@@ -371,13 +387,18 @@ fn run(
         } else {
             Ok(0)
         };
+        let consumed = chan.consumed;
         drop(chan);
         let read_result = reader.join().expect("reader thread panicked");
+        let kept = keeper.map(|k| k.join().expect("keeper thread panicked"));
+        let read = read_total.load(std::sync::atomic::Ordering::SeqCst);
+        if read > consumed {
+            observer.transfer_progress(input, read - consumed);
+        }
         let written = writer.join().expect("writer thread panicked");
 
         let (pin, size) = match read_result {
             Ok(Some(v)) => v,
-            Err(ReadFailure::Keep(e)) => return Err(Attempt::Final(UnpackError::Io(e))),
             // Stopped early after an archive error: report that error.
             Ok(None) => {
                 let m = decoded
@@ -385,7 +406,7 @@ fn run(
                     .unwrap_or_else(|| "the archive ended early".into());
                 return Err(Attempt::Final(archive_err(m)));
             }
-            Err(ReadFailure::Source(e)) => {
+            Err(e) => {
                 let transient = e.kind() != io::ErrorKind::InvalidData;
                 let message =
                     if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
@@ -426,6 +447,9 @@ fn run(
         }
         // A write error (disk full) is the cause of the decoder's "writer stopped".
         let files = written.map_err(|e| Attempt::Final(UnpackError::Io(e)))?;
+        if let Some(Err(e)) = kept {
+            return Err(Attempt::Final(UnpackError::Io(e)));
+        }
         let found = decoded.map_err(|m| Attempt::Final(archive_err(m)))?;
         let mut by_member: BTreeMap<String, Extracted> = BTreeMap::new();
         for f in files {
@@ -464,50 +488,36 @@ struct ReadLimit {
     pinned: bool,
 }
 
-/// Why the reader stopped.
-enum ReadFailure {
-    /// The source failed, or delivered more than the limit.
-    Source(io::Error),
-    /// Writing the kept copy failed (disk full): no other source does better.
-    Keep(io::Error),
-}
-
-/// Reads the source into recycled chunks, hashing as it goes (and writing each chunk to
-/// `keep`, synced at the end). Never reads more than one byte past the limit: a wrong file
-/// larger than the pin is cut off there, not read to its end. `Ok(None)` when the consumer
-/// stopped early and the rest was not read.
+/// Reads the source into recycled chunks, hashing as it goes (and handing a copy of each
+/// chunk to the keeper, when there is one). Never reads more than one byte past the limit:
+/// a wrong file larger than the pin is cut off there, not read to its end. `Ok(None)` when
+/// the consumer stopped early and the rest was not read.
 fn read_stage(
     mut src: Box<dyn Read + Send>,
     limit: ReadLimit,
     algo: Algo,
-    keep: Option<&Path>,
+    keep: Option<(SyncSender<Vec<u8>>, Receiver<Vec<u8>>)>,
+    read: &std::sync::atomic::AtomicU64,
     full: SyncSender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
-) -> Result<Option<(Pin, u64)>, ReadFailure> {
+) -> io::Result<Option<(Pin, u64)>> {
     let mut hasher = algo.hasher();
     let mut total = 0u64;
     let mut consumer_gone = false;
-    let mut kept = match keep {
-        Some(path) => Some(Keeper::create(path).map_err(ReadFailure::Keep)?),
-        None => None,
-    };
     loop {
         let mut buf = free.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         // At most one byte past the limit: enough to tell "larger" from "exactly".
         let room = limit.bytes.saturating_add(1).saturating_sub(total);
         let want = usize::try_from(room).map_or(CHUNK, |r| r.min(CHUNK));
         buf.resize(want, 0);
-        let n = read_full(&mut src, &mut buf).map_err(ReadFailure::Source)?;
+        let n = read_full(&mut src, &mut buf)?;
         buf.truncate(n);
         if n == 0 {
-            if let Some(k) = kept {
-                k.finish().map_err(ReadFailure::Keep)?;
-            }
             return Ok(Some((hasher.finish(), total)));
         }
         total += n as u64;
         if total > limit.bytes {
-            return Err(ReadFailure::Source(io::Error::new(
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 if limit.pinned {
                     format!(
@@ -520,11 +530,16 @@ fn read_stage(
                         limit.bytes
                     )
                 },
-            )));
+            ));
         }
+        read.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         hasher.update(&buf);
-        if let Some(k) = kept.as_mut() {
-            k.write(&buf).map_err(ReadFailure::Keep)?;
+        if let Some((tx, pool)) = &keep {
+            let mut copy = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            copy.clear();
+            copy.extend_from_slice(&buf);
+            // A keeper that stopped (disk full) reports its error when joined.
+            let _ = tx.send(copy);
         }
         if consumer_gone || full.send(buf).is_err() {
             consumer_gone = true;
@@ -535,49 +550,28 @@ fn read_stage(
     }
 }
 
-/// The kept copy of an archive being read, written with early writeback (as members are,
-/// see `write_stage`) so its final sync waits only for the tail.
-struct Keeper {
-    file: fs_err::File,
-    written: u64,
-    kicked: u64,
-}
-
-impl Keeper {
-    fn create(path: &Path) -> io::Result<Keeper> {
-        use fs_err::os::unix::fs::OpenOptionsExt;
-        let file = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)?;
-        Ok(Keeper {
-            file,
-            written: 0,
-            kicked: 0,
-        })
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)?;
-        self.written += buf.len() as u64;
-        if self.written - self.kicked >= WRITEBACK_STEP {
-            let len = std::num::NonZeroU64::new(self.written - self.kicked);
+/// Writes the kept copy of the archive being read to `path`, with early writeback (as
+/// members are, see `write_stage`) so the final `fdatasync` waits only for the tail.
+fn keep_stage(path: &Path, rx: Receiver<Vec<u8>>, free: SyncSender<Vec<u8>>) -> io::Result<()> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let mut file = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)?;
+    let (mut written, mut kicked) = (0u64, 0u64);
+    for buf in rx {
+        file.write_all(&buf)?;
+        written += buf.len() as u64;
+        if written - kicked >= WRITEBACK_STEP {
+            let len = std::num::NonZeroU64::new(written - kicked);
             // Advisory: a failure only loses the overlap, never data.
-            let _ = rustix::fs::fadvise(
-                self.file.file(),
-                self.kicked,
-                len,
-                rustix::fs::Advice::DontNeed,
-            );
-            self.kicked = self.written;
+            let _ = rustix::fs::fadvise(file.file(), kicked, len, rustix::fs::Advice::DontNeed);
+            kicked = written;
         }
-        Ok(())
+        let _ = free.try_send(buf);
     }
-
-    fn finish(self) -> io::Result<()> {
-        self.file.sync_data()
-    }
+    file.sync_data()
 }
 
 /// A `BufRead` over the reader thread's chunks, handing emptied buffers back. Progress is
@@ -590,6 +584,8 @@ struct ChannelReader<'o> {
     pos: usize,
     input: &'o str,
     observer: &'o dyn Observer,
+    /// Bytes reported so far (whole chunks the decoder moved past).
+    consumed: u64,
 }
 
 impl Read for ChannelReader<'_> {
@@ -608,6 +604,7 @@ impl BufRead for ChannelReader<'_> {
             if !self.cur.is_empty() {
                 self.observer
                     .transfer_progress(self.input, self.cur.len() as u64);
+                self.consumed += self.cur.len() as u64;
             }
             let Ok(next) = self.rx.recv() else {
                 self.cur.clear();

@@ -891,12 +891,14 @@ fn run_case(name: &str) {
                 output.push_str(&describe_stored(&p));
                 output.push('\n');
             }
-            // Only the new member objects and the new rootfs were added.
+            // Only the new member objects, the kept archive and the new rootfs were added.
             let contents: Vec<&Vec<u8>> = files.iter().map(|(_, b, _)| b).collect();
             for o in objects(&sb.store).difference(&objects_before) {
                 let p = sb.store.join(o);
                 if o.ends_with("-rootfs-hostile") {
                     assert_eq!(p, rootfs, "case `{name}`");
+                } else if o.ends_with("-never-fetched.tar.gz") {
+                    assert_eq!(std::fs::read(&p).unwrap(), c.archive, "case `{name}`: kept archive");
                 } else {
                     let bytes = std::fs::read(&p).unwrap();
                     assert!(

@@ -169,6 +169,11 @@ fn rule(tag: u8) -> ModeRule {
     }
 }
 
+/// A sha256 pin of 64 hex digits.
+fn pin256(hex: &str) -> kbuild::pin::Pin {
+    kbuild::pin::Pin::from_hex(kbuild::pin::Algo::Sha256, hex).unwrap()
+}
+
 fn wanted() -> impl Strategy<Value = Vec<Wanted>> {
     prop::collection::btree_set((member(), 0u8..3), 1..10).prop_map(|s| {
         s.into_iter()
@@ -189,14 +194,14 @@ proptest! {
         (w, shuffled) in wanted().prop_flat_map(|w| (Just(w.clone()), Just(w).prop_shuffle())),
         dup in any::<prop::sample::Index>(),
     ) {
-        let key = unpack_key(&sha, &w);
+        let key = unpack_key(&pin256(&sha), &w);
         prop_assert_eq!(key.len(), 64);
         prop_assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
-        prop_assert_eq!(&unpack_key(&sha, &shuffled), &key);
+        prop_assert_eq!(&unpack_key(&pin256(&sha), &shuffled), &key);
         // Asking for a member twice is asking for it once.
         let mut twice = shuffled.clone();
         twice.push(w[dup.index(w.len())].clone());
-        prop_assert_eq!(&unpack_key(&sha, &twice), &key);
+        prop_assert_eq!(&unpack_key(&pin256(&sha), &twice), &key);
     }
 
     #[test]
@@ -204,9 +209,9 @@ proptest! {
         sha in sha(), other_sha in sha(), w in wanted(), pick in any::<prop::sample::Index>(),
         extra in member(), step in 1u8..3,
     ) {
-        let key = unpack_key(&sha, &w);
+        let key = unpack_key(&pin256(&sha), &w);
         prop_assume!(sha != other_sha);
-        prop_assert_ne!(&unpack_key(&other_sha, &w), &key);
+        prop_assert_ne!(&unpack_key(&pin256(&other_sha), &w), &key);
         let i = pick.index(w.len());
         let mut flipped = w.clone();
         // Any other rule for one member (0444 ↔ 0555 ↔ the archive's) is another key.
@@ -216,15 +221,15 @@ proptest! {
         };
         flipped[i].mode = rule(tag + step);
         prop_assume!(!w.contains(&flipped[i]));
-        prop_assert_ne!(&unpack_key(&sha, &flipped), &key);
+        prop_assert_ne!(&unpack_key(&pin256(&sha), &flipped), &key);
         let mut fewer = w.clone();
         fewer.remove(i);
-        prop_assert_ne!(&unpack_key(&sha, &fewer), &key);
+        prop_assert_ne!(&unpack_key(&pin256(&sha), &fewer), &key);
         let mut more = w.clone();
         let add = Wanted { member: extra, mode: ModeRule::Fixed(false) };
         prop_assume!(!w.contains(&add));
         more.push(add);
-        prop_assert_ne!(&unpack_key(&sha, &more), &key);
+        prop_assert_ne!(&unpack_key(&pin256(&sha), &more), &key);
     }
 
     #[test]
@@ -235,8 +240,8 @@ proptest! {
         let w = |m: &str| Wanted { member: m.to_owned(), mode: ModeRule::Fixed(false) };
         let sha = "0".repeat(64);
         prop_assert_ne!(
-            unpack_key(&sha, &[w(&a), w(&b)]),
-            unpack_key(&sha, &[w(&joined[..k]), w(&joined[k..])])
+            unpack_key(&pin256(&sha), &[w(&a), w(&b)]),
+            unpack_key(&pin256(&sha), &[w(&joined[..k]), w(&joined[k..])])
         );
     }
 }
@@ -251,7 +256,16 @@ fn locked_input() -> impl Strategy<Value = LockedInput> {
         sha(),
         prop::option::of(any::<u64>()),
     )
-        .prop_map(|(urls, sha256, size)| LockedInput { urls, sha256, size })
+        .prop_map(|(urls, hex, size)| LockedInput {
+            urls,
+            // Half the entries sha512 (their digest: the hex twice), half sha256.
+            pin: if hex.as_bytes()[0] % 2 == 0 {
+                pin256(&hex)
+            } else {
+                kbuild::pin::Pin::from_hex(kbuild::pin::Algo::Sha512, &hex.repeat(2)).unwrap()
+            },
+            size,
+        })
 }
 
 fn lock_file() -> impl Strategy<Value = LockFile> {
