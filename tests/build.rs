@@ -376,6 +376,8 @@ fn expected_store_objects(rootfs: &Path, v: &Vars) -> Vec<String> {
         ));
     }
     names.push(rootfs.file_name().unwrap().to_str().unwrap().to_owned());
+    // The archive itself, kept for offline rebuilds.
+    names.push(kept_fixture());
     names.sort();
     names
 }
@@ -733,7 +735,7 @@ fn concurrent_builds_into_one_store_agree() {
 }
 
 #[test]
-fn lost_store_object_is_fetched_again() {
+fn lost_store_object_is_recreated_from_the_kept_archive() {
     let server = Server::start();
     let sb = Sandbox::pinned(&server);
     let rootfs = sb.build_ok(&[]);
@@ -745,7 +747,21 @@ fn lost_store_object_is_fetched_again() {
     let r = sb.kbuild(&["build", "master"]);
     r.assert_success();
     assert_eq!(r.rootfs(), rootfs);
-    assert_eq!(server.request_count(), 2, "the archive was fetched again");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "the kept archive was read, not fetched again"
+    );
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "{}     Rebuilt {kubectl} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n",
+            fetched(
+                &format!("file://$SANDBOX/store/{}", kept_fixture()),
+                fixture().gz.len()
+            )
+        )
+    );
     assert_eq!(
         std::fs::read(sb.store.join(&kubectl)).unwrap(),
         fixture().tarball.member(&bin_member("kubectl"))
@@ -1071,9 +1087,16 @@ fn changed_member_changes_only_that_binary() {
         .into_iter()
         .filter(|n| !objects_before.contains(n))
         .collect();
+    let changed_gz = changed.build(Compression::Gzip);
     let mut expected_new = vec![
         gen2.file_name().unwrap().to_str().unwrap().to_owned(),
         object_name(&Node::file(&new_apiserver, true), "kube-apiserver"),
+        // The overridden archive is kept too, under its own pin.
+        kept_name(
+            "sha256",
+            &sha256_hex(&changed_gz),
+            "kubernetes-server-linux-amd64.tar.gz",
+        ),
     ];
     expected_new.sort();
     assert_eq!(new, expected_new);

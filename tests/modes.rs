@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
-use common::world::{World, store_objects};
+use common::world::{World, is_kept_archive, store_objects};
 use common::{Compression, Entry, Tarball, object_name, sha256_hex};
 use kbuild::store::Node;
 
@@ -58,11 +58,11 @@ fn world(files: &[(&str, &str, Option<&str>)]) -> World {
     w
 }
 
-/// The store's member objects (not the rootfs) with their modes.
+/// The store's member objects (not the rootfs, nor the kept archive) with their modes.
 fn members(w: &World, g_object: &str) -> BTreeSet<(String, u32)> {
     store_objects(&w.sb.store)
         .into_iter()
-        .filter(|n| n != g_object)
+        .filter(|n| n != g_object && !is_kept_archive(&w.sb.store, n))
         .map(|n| {
             let mode = std::fs::metadata(w.sb.store.join(&n))
                 .unwrap()

@@ -94,6 +94,11 @@ fn assert_repaired(w: &World, args: &[&str], report: &str, done: &str) {
 
 const URL: &str = "file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz";
 
+/// Where a repair reads the input from: the archive the store kept when it was first built.
+fn kept_url() -> String {
+    format!("file://$SANDBOX/store/{}", kept_fixture())
+}
+
 /// The example: one flipped byte in a binary three roots use. `verify --repair` used
 /// to delete the whole active rootfs of all three, print `ok` and exit 0, and the next
 /// offline build could not re-create it. Now both damaged objects (the member and the rootfs
@@ -134,12 +139,12 @@ fn repair_of_a_flipped_byte_replaces_objects_three_roots_use() {
     );
     let stderr = v.stderr();
     let (first, rest) = stderr.split_once('\n').unwrap();
-    assert!(first.starts_with("    Verified 14 objects, "), "{stderr}");
+    assert!(first.starts_with("    Verified 15 objects, "), "{stderr}");
     assert_eq!(
         rest,
         format!(
             "{}    Replaced {kubectl} (by a good copy rebuilt from generation 1's sources)\n    Replaced {} (by a good copy rebuilt from generation 1's sources)\n",
-            fetched(URL, fixture().gz.len()),
+            fetched(&kept_url(), fixture().gz.len()),
             g1.object()
         )
     );
@@ -159,9 +164,10 @@ fn repair_of_a_flipped_byte_replaces_objects_three_roots_use() {
     assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
 }
 
-/// Without its sources (the input archive is gone), a damaged object a root uses is left in
-/// place — the roots keep working exactly as before — and `--repair` exits non-zero naming
-/// the way out. Following it (`--override-input` with a copy of the archive) repairs it.
+/// Without its sources (the input archive is gone, and the store's kept copy was dropped), a
+/// damaged object a root uses is left in place — the roots keep working exactly as before —
+/// and `--repair` exits non-zero naming the way out. Following it (`--override-input` with a
+/// copy of the archive) repairs it, and keeps the archive again.
 #[test]
 fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     let w = World::new();
@@ -169,6 +175,7 @@ fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     w.ok(&["switch"]);
     let store = w.sb.store.clone();
     let healthy = store_listing(&store);
+    w.ok(&["gc", "--drop-archives"]);
     let kubectl = object(&store, "kubectl");
     flip_byte(&store.join(&kubectl), 100);
     let bad = std::fs::read(store.join(&kubectl)).unwrap();

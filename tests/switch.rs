@@ -857,7 +857,10 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(r.stderr, expected_err);
     assert_eq!(
         r.stdout,
-        "1 generation, 2 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+        format!(
+            "1 generation, 2 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            gc_archives_line(1, fixture().gz.len())
+        )
     );
     assert_eq!(store_objects(&store), keep);
     assert!(!g2.rootfs.exists());
@@ -889,11 +892,12 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(
         r.stdout,
         format!(
-            "1 generation, {} and 0 temporary entries removed, 0.0 MiB freed\n",
+            "1 generation, {} and 0 temporary entries removed, 0.0 MiB freed\n{}",
             match gone.len() {
                 1 => "1 object".to_owned(),
                 n => format!("{n} objects"),
-            }
+            },
+            gc_archives_line(1, fixture().gz.len())
         )
     );
     assert_eq!(store_objects(&store), keep3);
@@ -906,7 +910,10 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(r.stderr, "");
     assert_eq!(
         r.stdout,
-        "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+        format!(
+            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            gc_archives_line(1, fixture().gz.len())
+        )
     );
     // The root still switches and rolls back within what is left.
     w.run(&["rollback"]).assert_error(
@@ -931,7 +938,10 @@ fn gc_without_keep_only_removes_unreachable_objects() {
     );
     assert_eq!(
         r.stdout,
-        "0 generations, 1 object and 0 temporary entries removed, 0.0 MiB freed\n"
+        format!(
+            "0 generations, 1 object and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            gc_archives_line(1, fixture().gz.len())
+        )
     );
     let mut expected = before.clone();
     expected.remove("0123456789abcdef0123456789abcdef-stray");
@@ -1408,7 +1418,10 @@ fn gc_keeps_the_active_generation_of_every_root() {
     let r = w.ok(&["gc", "--keep", "1"]);
     assert_eq!(
         r.stdout,
-        "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+        format!(
+            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            gc_archives_line(1, fixture().gz.len())
+        )
     );
     w.assert_generations(&[1, 2, 3], Some(1));
     for g in [&g1, &g2, &g3] {

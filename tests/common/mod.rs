@@ -899,3 +899,37 @@ pub fn fetched(url: &str, bytes: usize) -> String {
         bytes as f64 / (1u64 << 20) as f64
     )
 }
+
+/// The store name kbuild gives the archive it keeps for a pin (`algo` `sha256` or `sha512`,
+/// `hex` its digest), called `file`: computed here from the fixed-output encoding in
+/// docs/store-format.md, independently of kbuild's code.
+pub fn kept_name(algo: &str, hex: &str, file: &str) -> String {
+    let field = |b: &[u8]| {
+        let mut v = (b.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    let mut e = field(b"kbuild-drv-v1");
+    e.extend(field(b"fixed"));
+    e.extend(field(algo.as_bytes()));
+    e.extend(field(hex.as_bytes()));
+    format!("{}-{file}", &blake3::hash(&e).to_hex()[..32])
+}
+
+/// The name of the kept archive of the (gzip) fixture tarball, as the recipes name it.
+pub fn kept_fixture() -> String {
+    kept_name(
+        "sha256",
+        &fixture().sha256,
+        "kubernetes-server-linux-amd64.tar.gz",
+    )
+}
+
+/// The line `kbuild gc` adds about kept input archives: `count` of them, `bytes` in all.
+pub fn gc_archives_line(count: usize, bytes: usize) -> String {
+    format!(
+        "{count} input archive{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)\n",
+        if count == 1 { "" } else { "s" },
+        bytes as f64 / (1u64 << 20) as f64
+    )
+}

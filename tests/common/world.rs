@@ -689,6 +689,16 @@ pub fn full_listing(dir: &Path) -> Vec<Listed> {
     if dir.exists() { listing(dir) } else { vec![] }
 }
 
+/// Whether the object `name` is a kept input archive (its metadata's deriver is
+/// `fixed:<algorithm>:<hex>`).
+pub fn is_kept_archive(store: &Path, name: &str) -> bool {
+    std::fs::read(store.join(".kbuild/meta").join(format!("{name}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["deriver"].as_str().map(|d| d.starts_with("fixed:")))
+        .unwrap_or(false)
+}
+
 pub fn store_objects(store: &Path) -> BTreeSet<String> {
     top_level(store)
         .into_iter()
@@ -708,6 +718,11 @@ pub fn reachable(store: &Path, g: &Gen) -> BTreeSet<String> {
         }
     }
     let mut out = BTreeSet::from([g.object()]);
+    // The input archive the generation pins, kept by gc with it (every World generation pins
+    // the one fixture input).
+    if store.join(super::kept_fixture()).exists() {
+        out.insert(super::kept_fixture());
+    }
     for o in store_objects(store) {
         let m = std::fs::symlink_metadata(store.join(&o)).unwrap();
         if m.is_file() && inodes.contains(&m.ino()) {
