@@ -264,7 +264,7 @@ fn disk_full_at_every_stage_leaves_a_valid_store() {
 
 #[test]
 fn deleted_member_object_is_recreated() {
-    let (sb, url) = pinned();
+    let (sb, _) = pinned();
     let rootfs = sb.build_ok(&[]);
     let kubectl = object_named(&sb.store, "kubectl");
     let bytes = std::fs::read(sb.store.join(&kubectl)).unwrap();
@@ -334,7 +334,7 @@ fn deleted_rootfs_object_is_reassembled() {
 
 #[test]
 fn flipped_byte_is_found_by_verify_and_refused_by_build() {
-    let (sb, url) = pinned();
+    let (sb, _) = pinned();
     let rootfs = sb.build_ok(&[]);
     let kubectl = object_named(&sb.store, "kubectl");
     let rootfs_name = rootfs.file_name().unwrap().to_string_lossy().into_owned();

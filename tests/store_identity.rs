@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::world::*;
+use common::{fixture, gc_archives_line};
 
 /// What `gc` says when it removes nothing: the store keeps the world's one input archive.
 fn nothing() -> String {
