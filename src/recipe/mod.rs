@@ -738,10 +738,12 @@ fn parse_input(
         ("sha512", raw.sha512),
         ("hash", raw.hash),
     ];
-    let given: Vec<(&str, Spanned<String>)> = forms
+    let mut given: Vec<(&str, Spanned<String>)> = forms
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
+    // In the file's order: the error points at the second one written.
+    given.sort_by_key(|(_, v)| v.span().start);
     if let [(first, _), (second, s), ..] = given.as_slice() {
         return Err(RecipeError::at(
             src.loc(s.span()),

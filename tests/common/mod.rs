@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use assert_cmd::Command;
@@ -333,6 +333,8 @@ pub struct Server {
     base: String,
     routes: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    /// Bytes of bodies sent, requests in flight, and how bodies are paced.
+    pub stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
 }
@@ -343,9 +345,11 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let routes: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stats: Arc<ServerStats> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (routes, requests, stop) = (routes.clone(), requests.clone(), stop.clone());
+            let stats = stats.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -353,7 +357,8 @@ impl Server {
                     }
                     let Ok(stream) = stream else { continue };
                     let (routes, requests) = (routes.clone(), requests.clone());
-                    std::thread::spawn(move || serve_one(stream, &routes, &requests));
+                    let stats = stats.clone();
+                    std::thread::spawn(move || serve_one(stream, &routes, &requests, &stats));
                 }
             });
         }
@@ -361,6 +366,7 @@ impl Server {
             base: format!("http://{addr}"),
             routes,
             requests,
+            stats,
             stop,
             addr,
         }
@@ -400,10 +406,35 @@ impl Drop for Server {
     }
 }
 
+/// What the server did: body bytes the kernel accepted, requests in flight (and the most at
+/// once), and the knobs tests turn: a pause per 64 KiB body chunk and whether a
+/// `Content-Length` is sent.
+#[derive(Default)]
+pub struct ServerStats {
+    pub sent: AtomicU64,
+    pub active: AtomicUsize,
+    pub max_active: AtomicUsize,
+    /// Microseconds to sleep after each 64 KiB of a body (0: as fast as possible).
+    pub pause_us: AtomicU64,
+    /// Answer without `Content-Length` (the body ends when the connection closes).
+    pub no_length: AtomicBool,
+}
+
+impl ServerStats {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    pub fn max_active(&self) -> usize {
+        self.max_active.load(Ordering::SeqCst)
+    }
+}
+
 fn serve_one(
     stream: TcpStream,
     routes: &Mutex<HashMap<String, Vec<u8>>>,
     requests: &Mutex<Vec<String>>,
+    stats: &ServerStats,
 ) {
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -432,15 +463,36 @@ fn serve_one(
     };
     let mut out = stream;
     let _ = match body {
-        Some(body) => out
-            .write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            )
-            .and_then(|()| out.write_all(&body)),
+        Some(body) => {
+            let length = if stats.no_length.load(Ordering::SeqCst) {
+                String::new()
+            } else {
+                format!("Content-Length: {}\r\n", body.len())
+            };
+            let now = stats.active.fetch_add(1, Ordering::SeqCst) + 1;
+            stats.max_active.fetch_max(now, Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
+            );
+            let mut r = out.write_all(head.as_bytes());
+            // In chunks, counting what the kernel accepted: a client that stops reading
+            // stops the count (at most the socket buffers past what it read).
+            for chunk in body.chunks(64 << 10) {
+                if r.is_err() {
+                    break;
+                }
+                r = out.write_all(chunk);
+                if r.is_ok() {
+                    stats.sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+                let pause = stats.pause_us.load(Ordering::SeqCst);
+                if pause > 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(pause));
+                }
+            }
+            stats.active.fetch_sub(1, Ordering::SeqCst);
+            r
+        }
         None => out.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n",
         ),
