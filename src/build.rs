@@ -874,9 +874,15 @@ fn read_kept(
     );
     match result {
         Ok(u) => Ok(Some(u)),
-        Err(e @ (UnpackError::HashMismatch { .. } | UnpackError::Archive { .. })) => {
+        Err(UnpackError::HashMismatch { actual, .. }) => {
             store.move_aside(&object)?;
-            changes.set_aside.push((object, e.to_string()));
+            let what = format!("its {} is {}", actual.algo(), actual.hex());
+            changes.set_aside.push((object, what));
+            Ok(None)
+        }
+        Err(UnpackError::Archive { message, .. }) => {
+            store.move_aside(&object)?;
+            changes.set_aside.push((object, message));
             Ok(None)
         }
         Err(e) => Err(e.into()),
