@@ -17,7 +17,7 @@ pub struct Generation {
     pub rootfs: StorePath,
     pub recipes: Vec<String>,
     pub variables: BTreeMap<String, String>,
-    /// Input name → sha256 actually used.
+    /// Input name → pin actually used: the sha256 hex, or `sha512:<hex>` (see `Pin::key`).
     pub inputs: BTreeMap<String, String>,
     /// Host paths that must exist before this generation may be switched to.
     pub prerequisites: Vec<String>,
