@@ -16,6 +16,8 @@
 #   VAR        recipe variable changed by the one-variable rebuild (default IP)
 #   KBUILD_BIN use this kbuild binary instead of building target/release/kbuild
 #   RECIPES    recipes directory (default recipes/ of the repository)
+#   MULTI=0    skip the several-inputs and sha512 cold builds
+#   SIZE2_MB   compressed size of the second input of the two-inputs build (default SIZE_MB/2)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +31,8 @@ SEED=${SEED:-0}
 KBUILD=${KBUILD:-1}
 LOCK_NAME=${LOCK_NAME:-flake-like.lock.json}
 VAR=${VAR:-IP}
+MULTI=${MULTI:-1}
+SIZE2_MB=${SIZE2_MB:-$((${SIZE_MB%.*} / 2))}
 
 UPSTREAM_URL="https://dl.k8s.io/v1.6.0/kubernetes-server-linux-amd64.tar.gz"
 INPUT=kubernetes-server
@@ -240,6 +244,50 @@ if [[ $KBUILD != 0 ]]; then
 	measure cold "$RUNS" 1 "$WIPE_COLD" default "$COLD_CMD"
 	wipe "$STORE_COLD"
 
+	if [[ $MULTI != 0 ]]; then
+		# Several inputs at once: a recipe with two inputs (the fixture, and a second one of
+		# SIZE2_MB with another seed) against one with the slower input alone, and the same
+		# single input pinned with sha512 instead of sha256. Each selects kube-apiserver,
+		# pinned in the recipe; a fresh store and lock for every run.
+		FIXTURE2_DIR="$WORK/fixture-${SIZE2_MB}mb-seed${SEED}b"
+		FIXTURE2="$FIXTURE2_DIR/kubernetes-server-linux-amd64.tar.gz"
+		if [[ ! -f $FIXTURE2 ]]; then
+			log "generating ${SIZE2_MB} MiB second fixture (seed ${SEED}b)"
+			mkdir -p "$FIXTURE2_DIR"
+			python3 "$BENCH_DIR/make-fixture.py" --size-mb "$SIZE2_MB" --seed "${SEED}b" --out "$FIXTURE2" -q
+		fi
+		FIXTURE2_SHA=$(sha256sum "$FIXTURE2" | cut -d' ' -f1)
+		FIXTURE_SHA512=$(sha512sum "$FIXTURE" | cut -d' ' -f1)
+		MULTI_RECIPES="$WORK/multi-recipes"
+		STORE_MULTI="$WORK/store-multi"
+		wipe "$MULTI_RECIPES"
+		mkdir -p "$MULTI_RECIPES"
+		input() { # NAME URL PIN-LINE
+			printf '[inputs.%s]\nurl = "%s"\n%s\n\n[files."/usr/local/bin/%s"]\ninput = "%s"\nmember = "kubernetes/server/bin/kube-apiserver"\n\n' \
+				"$1" "$2" "$3" "$1" "$1"
+		}
+		input a "$FIXTURE_URL" "sha256 = \"$FIXTURE_SHA\"" >"$MULTI_RECIPES/one.toml"
+		input a "$FIXTURE_URL" "sha512 = \"$FIXTURE_SHA512\"" >"$MULTI_RECIPES/one512.toml"
+		{
+			input a "$FIXTURE_URL" "sha256 = \"$FIXTURE_SHA\""
+			input b "file://$FIXTURE2" "sha256 = \"$FIXTURE2_SHA\""
+		} >"$MULTI_RECIPES/pair.toml"
+		WIPE_MULTI="chmod -R u+w $(q "$STORE_MULTI") 2>/dev/null; rm -rf $(q "$STORE_MULTI") $(q "$WORK/multi.lock.json"); sync"
+		multi_cmd() {
+			printf '%q ' "$KB" --store "$STORE_MULTI" --recipes "$MULTI_RECIPES" \
+				--lock-file "$WORK/multi.lock.json" build "$1"
+		}
+		for r in one one512 pair; do
+			bash -c "$WIPE_MULTI"
+			run_checked "multi-$r-smoke" bash -c "$(multi_cmd "$r")"
+		done
+		log "cold build, two inputs at once vs the slower alone, and sha512 vs sha256"
+		measure multi-one "$RUNS" 1 "$WIPE_MULTI" default "$(multi_cmd one)"
+		measure multi-pair "$RUNS" 1 "$WIPE_MULTI" default "$(multi_cmd pair)"
+		measure multi-one512 "$RUNS" 1 "$WIPE_MULTI" default "$(multi_cmd one512)"
+		bash -c "$WIPE_MULTI"
+	fi
+
 	log "no-op rebuild"
 	measure noop "$FAST_RUNS" 3 "" none "$WARM_CMD"
 
@@ -324,6 +372,9 @@ rows = [
     ("cold", "kbuild cold build (empty store, `--override-input`)", "s"),
     ("noop", "kbuild no-op rebuild (warm store, pinned lock)", "ms"),
     ("onevar", f"kbuild one-variable rebuild (`--set {var}=<fresh>`)", "ms"),
+    ("multi-one", "kbuild cold build, one input (the fixture, sha256 pin, one member)", "s"),
+    ("multi-pair", "kbuild cold build, two inputs at once (the fixture + a second one)", "s"),
+    ("multi-one512", "kbuild cold build, one input pinned with sha512", "s"),
 ]
 R = {k: res(k) for k, _, _ in rows}
 lines = []
@@ -361,6 +412,12 @@ for k, label, tgt in (("noop", "no-op rebuild", "< 10 ms"), ("onevar", "one-vari
     r = R[k]
     lines.append(f"| {label} | {r['mean'] * 1000:.1f} ms (median {r['median'] * 1000:.1f})" if r else f"| {label} | n/a")
     lines[-1] += f" | {tgt} |"
+for a, b, label, tgt in (
+    ("multi-pair", "multi-one", "two inputs at once / the slower alone", "≈ 1× when fetching; CPU-bound here"),
+    ("multi-one512", "multi-one", "sha512 pin / sha256 pin", "≈ 1×"),
+):
+    if R[a] and R[b]:
+        lines.append(f"| {label} | {R[a]['mean'] / R[b]['mean']:.2f}× | {tgt} |")
 rss_path = os.path.join(work, "cold.rss")
 if os.path.exists(rss_path):
     kib = int(open(rss_path).read().split()[-1])
