@@ -107,9 +107,9 @@ pub enum BuildError {
     LockDisagrees {
         input: String,
         recipe_origin: String,
-        recipe: Pin,
+        recipe: Box<Pin>,
         lock_path: PathBuf,
-        lock: Pin,
+        lock: Box<Pin>,
     },
 }
 
@@ -309,9 +309,9 @@ fn build_in(
                 return Err(BuildError::LockDisagrees {
                     input: input.clone(),
                     recipe_origin: set.inputs[&input].origin.to_string(),
-                    recipe: r.clone(),
+                    recipe: Box::new(r.clone()),
                     lock_path: ctx.lock_path.clone(),
-                    lock: pin,
+                    lock: Box::new(pin),
                 });
             }
             let entry = lock
@@ -544,9 +544,9 @@ fn plan_inputs(
                 return Err(BuildError::LockDisagrees {
                     input: name.clone(),
                     recipe_origin: decl.origin.to_string(),
-                    recipe: r.clone(),
+                    recipe: Box::new(r.clone()),
                     lock_path: ctx.lock_path.clone(),
-                    lock: l.pin.clone(),
+                    lock: Box::new(l.pin.clone()),
                 });
             }
             // The recipe now pins with another algorithm (upstream's published sha512, say):
@@ -753,7 +753,16 @@ fn realise_unpack(
         }
     }
     let scratch = store.scratch()?;
-    let unpacked = match read_kept(ctx, store, input, plan, wanted, scratch.path(), changes, observer)? {
+    let unpacked = match read_kept(
+        ctx,
+        store,
+        input,
+        plan,
+        wanted,
+        scratch.path(),
+        changes,
+        observer,
+    )? {
         Some(u) => u,
         None => unpack::fetch_and_unpack(
             &unpack::Request {
@@ -1159,6 +1168,8 @@ pub fn lock(
     let wanted = wanted_members(&set);
     let store = Store::open(&ctx.store_dir)?;
     let _guard = store.lock(LockMode::Shared, observer)?;
+    let mut plans = BTreeMap::new();
+    let mut jobs = Vec::new();
     for (name, decl) in &set.inputs {
         let refreshing = refresh.is_some_and(|r| r.is_empty() || r.contains(name));
         // An entry pinned with another algorithm than the recipe's pin is pinned again, with
@@ -1174,9 +1185,9 @@ pub fn lock(
             return Err(BuildError::LockDisagrees {
                 input: name.clone(),
                 recipe_origin: decl.origin.to_string(),
-                recipe: r.clone(),
+                recipe: Box::new(r.clone()),
                 lock_path: ctx.lock_path.clone(),
-                lock: l.pin.clone(),
+                lock: Box::new(l.pin.clone()),
             });
         }
         if current.is_some() {
@@ -1190,31 +1201,34 @@ pub fn lock(
             size: None,
             overridden: false,
         };
-        let members = wanted.get(name).cloned().unwrap_or_default();
-        let Realised { pin, size, .. } = realise_unpack(
-            ctx,
-            &store,
-            name,
-            &plan,
-            &members,
-            None,
-            &mut StoreChanges::default(),
-            observer,
-        )?;
-        let before = old.inputs.get(name).map(|l| l.pin.clone());
+        plans.insert(name.clone(), plan);
+        jobs.push((name.clone(), wanted.get(name).cloned().unwrap_or_default()));
+    }
+    // Fetched several at once, as a build does.
+    let realised = realise_all(
+        ctx,
+        &store,
+        &plans,
+        &jobs,
+        None,
+        &mut StoreChanges::default(),
+        observer,
+    )?;
+    for ((name, _), Realised { pin, size, .. }) in jobs.into_iter().zip(realised) {
+        let before = old.inputs.get(&name).map(|l| l.pin.clone());
         if before.as_ref() != Some(&pin) {
             report.changed.insert(name.clone(), (before, pin.clone()));
         }
         let size = size.or_else(|| {
             old.inputs
-                .get(name)
+                .get(&name)
                 .filter(|l| l.pin == pin)
                 .and_then(|l| l.size)
         });
         lock.inputs.insert(
             name.clone(),
             LockedInput {
-                urls: decl.urls.clone(),
+                urls: set.inputs[&name].urls.clone(),
                 pin,
                 size,
             },

@@ -27,7 +27,7 @@ impl Algo {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Algo::Sha256 => 32,
             Algo::Sha512 => 64,
@@ -92,7 +92,7 @@ pub struct Pin {
 impl Pin {
     /// A pin from hex digits (either case); the message says what is wrong.
     pub fn from_hex(algo: Algo, hex: &str) -> Result<Pin, String> {
-        let want = algo.len() * 2;
+        let want = algo.digest_len() * 2;
         if hex.len() != want || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("`{algo}` must be {want} hexadecimal digits"));
         }
@@ -106,9 +106,7 @@ impl Pin {
     pub fn from_sri(sri: &str) -> Result<Pin, String> {
         let sri = sri.trim();
         if sri.split_whitespace().count() > 1 {
-            return Err(
-                "`hash` holds several hashes; give one (`sha512-…` or `sha256-…`)".into(),
-            );
+            return Err("`hash` holds several hashes; give one (`sha512-…` or `sha256-…`)".into());
         }
         let Some((name, b64)) = sri.split_once('-') else {
             return Err(format!(
@@ -122,13 +120,13 @@ impl Pin {
         };
         // SRI options (`sha512-…?opt`) carry nothing kbuild uses; a digest never has `?`.
         let b64 = b64.split_once('?').map_or(b64, |(d, _)| d);
-        let bytes = base64_decode(b64)
-            .ok_or_else(|| format!("`hash`: `{b64}` is not valid base64"))?;
-        if bytes.len() != algo.len() {
+        let bytes =
+            base64_decode(b64).ok_or_else(|| format!("`hash`: `{b64}` is not valid base64"))?;
+        if bytes.len() != algo.digest_len() {
             return Err(format!(
                 "`hash`: a {algo} digest is {} bytes ({} base64 characters), this one has {} bytes",
-                algo.len(),
-                algo.len().div_ceil(3) * 4,
+                algo.digest_len(),
+                algo.digest_len().div_ceil(3) * 4,
                 bytes.len()
             ));
         }
@@ -186,7 +184,7 @@ fn hex(bytes: &[u8]) -> String {
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let body = s.trim_end_matches('=');
     let padding = s.len() - body.len();
-    if padding > 2 || (padding > 0 && s.len() % 4 != 0) || body.len() % 4 == 1 {
+    if padding > 2 || (padding > 0 && !s.len().is_multiple_of(4)) || body.len() % 4 == 1 {
         return None;
     }
     let mut out = Vec::with_capacity(body.len() * 3 / 4);

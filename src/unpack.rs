@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::fetch::{self, FetchError};
-use crate::pin::{Algo, Pin};
 use crate::fs::read_full;
 use crate::observe::Observer;
+use crate::pin::{Algo, Pin};
 use crate::store::Digest;
 
 const CHUNK: usize = 1 << 20;
@@ -488,6 +488,9 @@ struct ReadLimit {
     pinned: bool,
 }
 
+/// Where the reader hands copies of chunks to the keeper, and the keeper's emptied buffers.
+type KeepChannel = (SyncSender<Vec<u8>>, Receiver<Vec<u8>>);
+
 /// Reads the source into recycled chunks, hashing as it goes (and handing a copy of each
 /// chunk to the keeper, when there is one). Never reads more than one byte past the limit:
 /// a wrong file larger than the pin is cut off there, not read to its end. `Ok(None)` when
@@ -496,7 +499,7 @@ fn read_stage(
     mut src: Box<dyn Read + Send>,
     limit: ReadLimit,
     algo: Algo,
-    keep: Option<(SyncSender<Vec<u8>>, Receiver<Vec<u8>>)>,
+    keep: Option<KeepChannel>,
     read: &std::sync::atomic::AtomicU64,
     full: SyncSender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
@@ -535,7 +538,9 @@ fn read_stage(
         read.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         hasher.update(&buf);
         if let Some((tx, pool)) = &keep {
-            let mut copy = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            let mut copy = pool
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
             copy.clear();
             copy.extend_from_slice(&buf);
             // A keeper that stopped (disk full) reports its error when joined.

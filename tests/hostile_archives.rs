@@ -898,7 +898,11 @@ fn run_case(name: &str) {
                 if o.ends_with("-rootfs-hostile") {
                     assert_eq!(p, rootfs, "case `{name}`");
                 } else if o.ends_with("-never-fetched.tar.gz") {
-                    assert_eq!(std::fs::read(&p).unwrap(), c.archive, "case `{name}`: kept archive");
+                    assert_eq!(
+                        std::fs::read(&p).unwrap(),
+                        c.archive,
+                        "case `{name}`: kept archive"
+                    );
                 } else {
                     let bytes = std::fs::read(&p).unwrap();
                     assert!(

@@ -229,7 +229,10 @@ fn a_damaged_kept_archive_is_set_aside_and_fetched_again() {
         format!(
             "{}{}     Rebuilt {} (the store's copy was incomplete or damaged: its sha256 is {})\n     Rebuilt {kubectl} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n",
             from_store(),
-            fetched("$SERVER/kubernetes-server-linux-amd64.tar.gz", fixture().gz.len()),
+            fetched(
+                "$SERVER/kubernetes-server-linux-amd64.tar.gz",
+                fixture().gz.len()
+            ),
             kept_fixture(),
             sha256_hex(&damaged)
         )
@@ -254,7 +257,10 @@ fn a_modified_kept_archive_is_not_read() {
         r.stderr(),
         format!(
             "{}     Rebuilt {} (the store's copy was incomplete or damaged: its modification time changed)\n       Built generation 2\n",
-            fetched("$SERVER/kubernetes-server-linux-amd64.tar.gz", fixture().gz.len()),
+            fetched(
+                "$SERVER/kubernetes-server-linux-amd64.tar.gz",
+                fixture().gz.len()
+            ),
             kept_fixture(),
         )
     );
@@ -325,7 +331,10 @@ fn gc_keeps_archives_pinned_by_remaining_generations() {
     let gone: Vec<String> = before.difference(&after).cloned().collect();
     assert!(gone.contains(&kept_fixture()), "{gone:?}");
     assert!(after.contains(&kept_other));
-    assert!(g.stderr.contains(&format!("     Deleted {}\n", kept_fixture())));
+    assert!(
+        g.stderr
+            .contains(&format!("     Deleted {}\n", kept_fixture()))
+    );
     assert_eq!(
         g.stdout.lines().nth(1).map(|l| format!("{l}\n")),
         Some(gc_archives_line(1, other.len()))

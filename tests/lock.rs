@@ -53,15 +53,29 @@ fn lock_pins_every_input_then_locked_offline_build_needs_no_server() {
     assert_eq!(r.stdout, "");
     let k8s = server.url(TARBALL_PATH);
     let tools_url = server.url(TOOLS_PATH);
+    // The two inputs are fetched at once: their lines interleave in any order.
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    let stderr = r.stderr();
+    let (fetches, rest) = stderr.split_at(stderr.match_indices('\n').nth(3).unwrap().0 + 1);
     assert_eq!(
-        r.stderr(),
-        format!(
-            "{}{}     Locking a-tools sha256 {}\n     Locking kubernetes-server sha256 {}\n       Wrote `$SANDBOX/flake-like.lock.json`\n",
+        sorted(fetches),
+        sorted(&format!(
+            "{}{}",
             fetched("$SERVER/a-tools.tar.gz", tools().len()).replace(INPUT, "a-tools"),
             fetched(
                 "$SERVER/kubernetes-server-linux-amd64.tar.gz",
                 fixture().gz.len()
             ),
+        ))
+    );
+    assert_eq!(
+        rest,
+        format!(
+            "     Locking a-tools sha256 {}\n     Locking kubernetes-server sha256 {}\n       Wrote `$SANDBOX/flake-like.lock.json`\n",
             sha256_hex(&tools()),
             fixture().sha256,
         )

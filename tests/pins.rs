@@ -212,10 +212,7 @@ fn builds_and_locks(pin: &str, key: &str, hex: &str) {
         )
     );
     let lock = lock_with(key, hex, &url, fixture().gz.len());
-    assert_eq!(
-        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
-        lock
-    );
+    assert_eq!(String::from_utf8(sb.lock_bytes().unwrap()).unwrap(), lock);
     // Rebuilt from the store, under `--locked`, nothing fetched, the lock untouched.
     let again = sb.kbuild(&["build", "tool", "--locked", "--offline"]);
     again.assert_success();
@@ -351,9 +348,11 @@ fn old_sha256_lock_file_works_byte_identically() {
     assert_eq!(sb.lock_bytes().unwrap(), before);
     // The repository's own lock file (no size) reads and writes back byte for byte too.
     let repo = std::fs::read(repo_dir().join("flake-like.lock.json")).unwrap();
-    let parsed =
-        kbuild::lockfile::LockFile::parse(std::path::Path::new("l"), std::str::from_utf8(&repo).unwrap())
-            .unwrap();
+    let parsed = kbuild::lockfile::LockFile::parse(
+        std::path::Path::new("l"),
+        std::str::from_utf8(&repo).unwrap(),
+    )
+    .unwrap();
     assert_eq!(parsed.to_bytes(), repo);
 }
 
@@ -380,7 +379,10 @@ fn sha256_derivation_keys_are_unchanged() {
     e.extend(field(&[2])); // no `mode`: the archive's x bit
     let key = blake3::hash(&e).to_hex().to_string();
     assert!(
-        sb.store.join(".kbuild/index").join(format!("{key}.json")).exists(),
+        sb.store
+            .join(".kbuild/index")
+            .join(format!("{key}.json"))
+            .exists(),
         "index entry {key} missing"
     );
 }
@@ -409,7 +411,11 @@ fn oversized_download_with_a_length_is_refused_before_reading() {
     // Let the server notice the closed connection.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let sent = server.stats.sent();
-    assert!(sent < 16 << 20, "the server sent {sent} of {} bytes", big.len());
+    assert!(
+        sent < 16 << 20,
+        "the server sent {sent} of {} bytes",
+        big.len()
+    );
 }
 
 /// Without a `Content-Length` the body is read up to the pinned size and one byte more, and
@@ -432,8 +438,9 @@ fn oversized_download_without_a_length_stops_one_byte_past_the_pin() {
     );
     assert_eq!(r.code, Some(1), "{stderr}");
     assert!(
-        stderr.starts_with(&format!("    Fetching {INPUT} from $SERVER{TARBALL_PATH}\n"))
-            && stderr.ends_with(&expected_tail),
+        stderr.starts_with(&format!(
+            "    Fetching {INPUT} from $SERVER{TARBALL_PATH}\n"
+        )) && stderr.ends_with(&expected_tail),
         "{stderr}"
     );
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -617,7 +617,10 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     assert!(
         g.stdout
             .starts_with("0 generations, 0 objects and 1 temporary entry removed, ")
-            && g.stdout.ends_with(&format!(" MiB freed\n{}", gc_archives_line(1, fixture().gz.len()))),
+            && g.stdout.ends_with(&format!(
+                " MiB freed\n{}",
+                gc_archives_line(1, fixture().gz.len())
+            )),
         "{}",
         g.stdout
     );

@@ -326,7 +326,10 @@ fn an_old_format_state_and_an_old_store_without_id_are_still_known() {
     // Read only: no id is made.
     w.assert_generations(&[1, 2], Some(1));
     let r = w.ok(&["gc", "--keep", "1"]);
-    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), (nothing().as_str(), ""));
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str()),
+        (nothing().as_str(), "")
+    );
     assert!(!store.join(".kbuild/id").exists());
 
     // The store moved without a symlink: the version 1 record names a path where nothing is;
@@ -375,7 +378,10 @@ fn gc_keeps_what_the_flip_point_resolves_to_when_the_record_is_unreadable() {
     .unwrap();
     let before = w.listing();
     let r = w.ok(&["gc", "--keep", "1"]);
-    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), (nothing().as_str(), ""));
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str()),
+        (nothing().as_str(), "")
+    );
     assert!(g1.rootfs.is_dir() && g2.rootfs.is_dir());
     assert_listing(&w.listing(), &before, "after gc");
     w.assert_resolves(&g1, "after gc");

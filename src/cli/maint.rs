@@ -99,7 +99,9 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         n(report.temp_removed, "temporary entry", "temporary entries"),
         report.bytes_freed as f64 / (1 << 20) as f64
     );
-    if report.archives_kept > 0 || report.archives_removed > 0 {
+    if report.archives_kept == 0 && report.archives_removed > 0 {
+        outln!("0 input archives kept for offline builds (builds fetch them again)");
+    } else if report.archives_kept > 0 {
         outln!(
             "{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)",
             n(report.archives_kept, "input archive", "input archives"),

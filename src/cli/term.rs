@@ -124,7 +124,10 @@ impl Observer for Terminal {
                 let mib = t.bytes as f64 / (1 << 20) as f64;
                 self.status(
                     "Read",
-                    &format!("{label}: {mib:.1} MiB in {secs:.2}s ({:.0} MiB/s)", mib / secs),
+                    &format!(
+                        "{label}: {mib:.1} MiB in {secs:.2}s ({:.0} MiB/s)",
+                        mib / secs
+                    ),
                 );
             }
         }

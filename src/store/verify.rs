@@ -164,12 +164,7 @@ pub fn verify(store: &Store) -> io::Result<Report> {
 
 /// What is wrong with the kept archive at `path`, if anything: its name and recorded digest
 /// must be those of its pin, and its bytes must hash to the pin.
-fn check_fixed(
-    path: &Path,
-    o: &StorePath,
-    pin: &crate::pin::Pin,
-    digest: &str,
-) -> Option<String> {
+fn check_fixed(path: &Path, o: &StorePath, pin: &crate::pin::Pin, digest: &str) -> Option<String> {
     let expected = crate::derivation::fixed_digest(pin);
     if o.hash_part() != &expected[..32] || digest != expected {
         return Some(format!(

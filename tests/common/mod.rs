@@ -979,6 +979,9 @@ pub fn kept_fixture() -> String {
 
 /// The line `kbuild gc` adds about kept input archives: `count` of them, `bytes` in all.
 pub fn gc_archives_line(count: usize, bytes: usize) -> String {
+    if count == 0 {
+        return "0 input archives kept for offline builds (builds fetch them again)\n".into();
+    }
     format!(
         "{count} input archive{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)\n",
         if count == 1 { "" } else { "s" },
