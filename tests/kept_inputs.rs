@@ -366,3 +366,48 @@ fn gc_keeps_archives_pinned_by_remaining_generations() {
     r.assert_success();
     assert!(sb.store.join(&kept_other).is_file());
 }
+
+/// `verify --repair` deletes a damaged kept archive (no rootfs needs it), and the next build
+/// that needs the input fetches and keeps it again.
+#[test]
+fn repair_deletes_a_damaged_kept_archive_and_a_build_keeps_it_again() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    build_master(&sb, &[]).assert_success();
+    let kept = sb.store.join(kept_fixture());
+    flip_byte(&kept, 1000);
+    set_mtime_1(&kept);
+    let v = verify(&sb, &["--repair"]);
+    let mut damaged = fixture().gz.clone();
+    damaged[1000] ^= 0x20;
+    assert_eq!(
+        (v.code, v.stdout()),
+        (
+            Some(0),
+            format!(
+                "corrupt  {}: content sha256 is {}, its pin says {}\nok\n",
+                kept_fixture(),
+                sha256_hex(&damaged),
+                fixture().sha256
+            )
+        ),
+        "{v:?}"
+    );
+    assert!(!kept.exists(), "{v:?}");
+    let again = verify(&sb, &[]);
+    assert_eq!((again.code, again.stdout.as_str()), (Some(0), "ok\n"));
+    write_plus(&sb);
+    let r = sb.kbuild(&["build", "plus"]);
+    r.assert_success();
+    assert_eq!(
+        r.stderr(),
+        format!(
+            "{}       Built generation 2\n",
+            fetched(
+                "$SERVER/kubernetes-server-linux-amd64.tar.gz",
+                fixture().gz.len()
+            )
+        )
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), fixture().gz);
+}
