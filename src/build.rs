@@ -37,6 +37,10 @@ pub struct BuildRequest {
     pub locked: bool,
     /// Record the pins of overridden inputs (the file actually read) under the recipe's URLs.
     pub write_lock: bool,
+    /// The profile the generation is recorded in (`None`: `default`).
+    pub profile: Option<String>,
+    /// The hosts of the hosts file, which templates read as `hosts` (empty: a plain build).
+    pub hosts: Vec<crate::hosts::HostEntry>,
 }
 
 /// What a build did to the store besides reusing objects: the difference between "up to
@@ -195,7 +199,7 @@ pub fn build(
         }
     }
     // Render first: template errors need no store and no network.
-    let components = render_files(&set, &vars)?;
+    let components = render_files(&set, &vars, &req.hosts)?;
     check_reload(&set, &components)?;
 
     let original = LockFile::load(&ctx.lock_path)?;
@@ -251,6 +255,8 @@ pub fn rebuild(
         overrides: overrides.clone(),
         locked: true,
         write_lock: false,
+        profile: Some(g.profile.clone()),
+        hosts: g.hosts.clone(),
     };
     let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
     let vars = recipe::resolve_variables(&set, &req.sets)?;
@@ -260,7 +266,7 @@ pub fn rebuild(
             known: set.inputs.keys().cloned().collect(),
         });
     }
-    let components = render_files(&set, &vars)?;
+    let components = render_files(&set, &vars, &req.hosts)?;
     check_reload(&set, &components)?;
     let original = LockFile::load(&ctx.lock_path)?;
     let plans = plan_inputs(ctx, &set, &original, &req)?;
@@ -410,12 +416,16 @@ fn build_in(
 
     let generation = generation::record(
         store,
+        req.profile
+            .as_deref()
+            .unwrap_or(generation::DEFAULT_PROFILE),
         NewGeneration {
             rootfs: rootfs.clone(),
             recipes,
             variables: vars,
             inputs: used_inputs,
             prerequisites: set.prerequisites.iter().cloned().collect(),
+            hosts: req.hosts.clone(),
         },
         observer,
     )?;
@@ -426,6 +436,7 @@ fn build_in(
 fn render_files(
     set: &RecipeSet,
     vars: &BTreeMap<String, String>,
+    hosts: &[crate::hosts::HostEntry],
 ) -> Result<Vec<Component>, BuildError> {
     let mut out = Vec::new();
     for f in set.files.values() {
@@ -437,7 +448,7 @@ fn render_files(
             ),
             FileSource::Member { .. } => continue,
         };
-        let rendered = render::render_traced(&name, source, vars)?;
+        let rendered = render::render_hosts(&name, source, vars, hosts)?;
         render::check_format(&name, f.target.as_str(), &rendered, source, vars, f.format)?;
         let bytes = rendered.text.into_bytes();
         let node = Node::file(&bytes, f.mode.unwrap_or(false));

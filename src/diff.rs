@@ -41,8 +41,12 @@ pub struct Diff {
     pub units: Vec<UnitAction>,
 }
 
-fn rootfs_of(store: &Store, n: u64) -> Result<PathBuf, SwitchError> {
-    let g = generation::get(store, n)?.ok_or(SwitchError::NoSuchGeneration(n))?;
+fn rootfs_of(store: &Store, profile: &str, n: u64) -> Result<PathBuf, SwitchError> {
+    let g = generation::get(store, profile, n)?.ok_or_else(|| SwitchError::NoSuchGeneration {
+        number: n,
+        profile: profile.to_owned(),
+        elsewhere: Vec::new(),
+    })?;
     let p = store.path_of(&g.rootfs);
     if !p.is_dir() {
         return Err(SwitchError::MissingRootfs {
@@ -65,9 +69,12 @@ fn files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Compares generations `from` and `to` of `store`.
-pub fn diff(store: &Store, from: u64, to: u64) -> Result<Diff, SwitchError> {
-    let (a, b) = (rootfs_of(store, from)?, rootfs_of(store, to)?);
+/// Compares generations `from` and `to` of `profile`.
+pub fn diff(store: &Store, profile: &str, from: u64, to: u64) -> Result<Diff, SwitchError> {
+    let (a, b) = (
+        rootfs_of(store, profile, from)?,
+        rootfs_of(store, profile, to)?,
+    );
     let (fa, fb) = (files(&a)?, files(&b)?);
     let mut changes = Vec::new();
     for p in fa.union(&fb) {

@@ -16,7 +16,8 @@ use crate::store::{LockMode, Store, StorePath};
 
 #[derive(Debug, Default)]
 pub struct Report {
-    pub generations_removed: Vec<u64>,
+    /// (profile, number) of each generation removed.
+    pub generations_removed: Vec<(String, u64)>,
     pub objects_removed: Vec<StorePath>,
     /// Bytes whose last link was removed.
     pub bytes_freed: u64,
@@ -42,7 +43,7 @@ pub enum Archives {
     DropAll,
 }
 
-/// Removes generations beyond the newest `keep` (never one a registered root uses or resolves
+/// Removes generations beyond the newest `keep` of each profile (of `only`, when given; never one a registered root uses or resolves
 /// to, see [`activate::in_use`]), then every object unreachable from the remaining
 /// generations and the objects roots use.
 /// Crash-safe: an object is renamed off its name (and the rename made durable) before its
@@ -53,6 +54,7 @@ pub enum Archives {
 pub fn gc(
     store: &Store,
     keep: Option<usize>,
+    only: Option<&str>,
     archives: Archives,
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
@@ -63,24 +65,28 @@ pub fn gc(
     };
     let in_use = activate::in_use(store)?;
 
-    let gens = generation::list(store)?;
     if let Some(keep) = keep {
-        let cutoff = gens.len().saturating_sub(keep);
-        for g in &gens[..cutoff] {
-            if in_use.generations.contains(&g.number) {
-                continue;
+        // `--keep N` keeps the newest N of every profile (or of the one asked for): each
+        // host keeps its own history.
+        let profiles = match &only {
+            Some(p) => vec![(*p).to_owned()],
+            None => generation::profiles(store)?,
+        };
+        for profile in profiles {
+            let gens = generation::list(store, &profile)?;
+            let cutoff = gens.len().saturating_sub(keep);
+            for g in &gens[..cutoff] {
+                if in_use.generations.contains(&(profile.clone(), g.number)) {
+                    continue;
+                }
+                fs_err::remove_file(generation::record_path(store, &profile, g.number))?;
+                report.generations_removed.push((profile.clone(), g.number));
             }
-            let path = store
-                .bookkeeping()
-                .join("generations")
-                .join(format!("{}.json", g.number));
-            fs_err::remove_file(&path)?;
-            report.generations_removed.push(g.number);
         }
     }
-    // Live set: kept generations' rootfs objects and what they reference.
+    // Live set: every profile's kept generations' rootfs objects and what they reference.
     let mut live: BTreeSet<StorePath> = BTreeSet::new();
-    let mut stack: Vec<StorePath> = generation::list(store)?
+    let mut stack: Vec<StorePath> = generation::list_all(store)?
         .into_iter()
         .map(|g| g.rootfs)
         .chain(in_use.objects)
@@ -95,7 +101,7 @@ pub fn gc(
     }
     let kept = store.kept_objects()?;
     let pinned: BTreeSet<String> = if archives == Archives::WhilePinned {
-        generation::list(store)?
+        generation::list_all(store)?
             .into_iter()
             .flat_map(|g| g.inputs.into_values())
             .collect()

@@ -1,6 +1,9 @@
 //! Generations: numbered, immutable records of the rootfs builds (like Nix's
-//! `system-N-link`), kept in the store at `.kbuild/generations/<N>.json`. They are the roots
-//! the garbage collector keeps and the targets `switch` and `rollback` move between.
+//! `system-N-link`), kept per profile in the store at `.kbuild/profiles/<profile>/<N>.json`.
+//! A profile is one line of history (one host's, named after it; plain builds use
+//! `default`): numbers count per profile, so a root that follows one profile never lands on
+//! another host's generation. Generations are the roots the garbage collector keeps and the
+//! targets `switch` and `rollback` move between.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +13,16 @@ use serde::{Deserialize, Serialize};
 use crate::observe::Observer;
 use crate::store::{LockMode, Store, StoreError, StorePath};
 
+/// The profile plain builds (no `--host`, no `--profile`) record into, and the one a root
+/// whose state names no profile belongs to.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// A generation record, as stored (the profile is where it is stored, not in the file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Generation {
+    /// The profile this generation belongs to (the directory it was read from).
+    #[serde(skip)]
+    pub profile: String,
     pub version: u32,
     pub number: u64,
     pub rootfs: StorePath,
@@ -23,6 +34,9 @@ pub struct Generation {
     pub prerequisites: Vec<String>,
     /// RFC 3339, UTC.
     pub created: String,
+    /// The hosts file's hosts the templates read (absent for a plain build).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::hosts::HostEntry>,
 }
 
 /// What a build wants recorded.
@@ -33,6 +47,7 @@ pub struct NewGeneration {
     pub variables: BTreeMap<String, String>,
     pub inputs: BTreeMap<String, String>,
     pub prerequisites: Vec<String>,
+    pub hosts: Vec<crate::hosts::HostEntry>,
 }
 
 impl NewGeneration {
@@ -42,6 +57,7 @@ impl NewGeneration {
             && self.variables == g.variables
             && self.inputs == g.inputs
             && self.prerequisites == g.prerequisites
+            && self.hosts == g.hosts
     }
 }
 
@@ -60,29 +76,93 @@ impl Recorded {
     }
 }
 
-fn dir(store: &Store) -> PathBuf {
-    store.bookkeeping().join("generations")
+/// Whether `name` may name a profile: a host name or the like (`[A-Za-z0-9._-]`, no leading
+/// dot, at most 64 bytes), so it is safe as a directory name.
+pub fn valid_profile(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// All generations, oldest first.
-pub fn list(store: &Store) -> Result<Vec<Generation>, StoreError> {
-    let numbers = numbers(store)?;
+/// Where the profiles live (`.kbuild/profiles`).
+pub fn profiles_dir(store: &Store) -> PathBuf {
+    store.bookkeeping().join("profiles")
+}
+
+fn dir(store: &Store, profile: &str) -> PathBuf {
+    profiles_dir(store).join(profile)
+}
+
+/// The path of generation `number` of `profile`.
+pub fn record_path(store: &Store, profile: &str, number: u64) -> PathBuf {
+    dir(store, profile).join(format!("{number}.json"))
+}
+
+/// The profiles that exist, sorted (`default` among them once anything was built plainly).
+pub fn profiles(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = match fs_err::read_dir(profiles_dir(store)) {
+        Ok(entries) => entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                (valid_profile(&name) && e.file_type().ok()?.is_dir()).then_some(name)
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// All generations of `profile`, oldest first (none for a profile that does not exist).
+pub fn list(store: &Store, profile: &str) -> Result<Vec<Generation>, StoreError> {
+    let numbers = numbers(store, profile)?;
     let mut out = Vec::with_capacity(numbers.len());
     for n in numbers {
-        if let Some(g) = get(store, n)? {
+        if let Some(g) = get(store, profile, n)? {
             out.push(g);
         }
     }
     Ok(out)
 }
 
-pub fn get(store: &Store, number: u64) -> Result<Option<Generation>, StoreError> {
-    crate::store::read_json(&dir(store).join(format!("{number}.json")))
+/// Every generation of every profile (profiles sorted by name, each oldest first): what gc
+/// keeps and verify checks.
+pub fn list_all(store: &Store) -> Result<Vec<Generation>, StoreError> {
+    let mut out = Vec::new();
+    for p in profiles(store)? {
+        out.extend(list(store, &p)?);
+    }
+    Ok(out)
 }
 
-/// The recorded generation numbers, ascending (from the `<N>.json` names).
-fn numbers(store: &Store) -> Result<Vec<u64>, StoreError> {
-    let mut numbers: Vec<u64> = fs_err::read_dir(dir(store))?
+/// Generation `number` of `profile`, if recorded.
+pub fn get(store: &Store, profile: &str, number: u64) -> Result<Option<Generation>, StoreError> {
+    if !valid_profile(profile) {
+        return Ok(None);
+    }
+    let g: Option<Generation> = crate::store::read_json(&record_path(store, profile, number))?;
+    Ok(g.map(|mut g| {
+        g.profile = profile.to_owned();
+        g
+    }))
+}
+
+/// The recorded generation numbers of `profile`, ascending (from the `<N>.json` names).
+fn numbers(store: &Store, profile: &str) -> Result<Vec<u64>, StoreError> {
+    if !valid_profile(profile) {
+        return Ok(Vec::new());
+    }
+    let entries = match fs_err::read_dir(dir(store, profile)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut numbers: Vec<u64> = entries
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
             name.strip_suffix(".json")?.parse().ok()
@@ -92,31 +172,40 @@ fn numbers(store: &Store) -> Result<Vec<u64>, StoreError> {
     Ok(numbers)
 }
 
-fn newest_number(store: &Store) -> Result<u64, StoreError> {
-    Ok(numbers(store)?.last().copied().unwrap_or(0))
+/// The newest generation number of `profile` (0: none).
+pub fn newest_number(store: &Store, profile: &str) -> Result<u64, StoreError> {
+    Ok(numbers(store, profile)?.last().copied().unwrap_or(0))
 }
 
-/// Records `new` as the next generation unless the newest one is identical.
+/// Records `new` as the next generation of `profile` unless its newest one is identical.
 pub fn record(
     store: &Store,
+    profile: &str,
     new: NewGeneration,
     observer: &dyn Observer,
 ) -> Result<Recorded, StoreError> {
+    let d = dir(store, profile);
+    if !d.is_dir() {
+        fs_err::create_dir_all(&d)?;
+        crate::fs::fsync_dir(&profiles_dir(store))?;
+        crate::fs::fsync_dir(&store.bookkeeping())?;
+    }
     let _lock = crate::store::FileLock::acquire(
-        &dir(store).join(".lock"),
+        &d.join(".lock"),
         LockMode::Exclusive,
         "the generation list",
         observer,
     )?;
-    let newest = newest_number(store)?;
+    let newest = newest_number(store, profile)?;
     if newest > 0
-        && let Some(g) = get(store, newest)?
+        && let Some(g) = get(store, profile, newest)?
         && new.same_as(&g)
     {
         return Ok(Recorded::Unchanged(newest));
     }
     let number = newest + 1;
     let g = Generation {
+        profile: profile.to_owned(),
         version: 1,
         number,
         rootfs: new.rootfs,
@@ -124,10 +213,11 @@ pub fn record(
         variables: new.variables,
         inputs: new.inputs,
         prerequisites: new.prerequisites,
+        hosts: new.hosts,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let mut json = serde_json::to_vec_pretty(&g).map_err(std::io::Error::other)?;
     json.push(b'\n');
-    crate::fs::write_atomic(&dir(store).join(format!("{number}.json")), &json)?;
+    crate::fs::write_atomic(&d.join(format!("{number}.json")), &json)?;
     Ok(Recorded::New(number))
 }

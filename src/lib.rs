@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod fs;
 pub mod gc;
 pub mod generation;
+pub mod hosts;
 pub mod lockfile;
 pub mod observe;
 pub mod pin;

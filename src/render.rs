@@ -139,7 +139,19 @@ pub fn render_traced(
     source: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<Rendered, RenderError> {
+    render_hosts(name, source, vars, &[])
+}
+
+/// Renders like [`render_traced`], with the hosts of the hosts file as `hosts` (an empty
+/// list for a build without one, so `{% if hosts %}` chooses the single-host form).
+pub fn render_hosts(
+    name: &str,
+    source: &str,
+    vars: &BTreeMap<String, String>,
+    hosts: &[crate::hosts::HostEntry],
+) -> Result<Rendered, RenderError> {
     let mut env = Environment::new();
+    env.add_global("hosts", Value::from_serialize(hosts));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|_| AutoEscape::None);

@@ -96,7 +96,7 @@ fn a_set_value_ending_in_a_backslash_inside_quotes_is_refused() {
         "error: cannot build env\n  caused by: $SANDBOX/recipes/templates/app.env.j2:2: `{{{{ V }}}}` = `x\\` is not read by systemd as written in `/etc/app/env`: systemd reads a backslash in it as an escape (systemd would read `A` as \"x\\\"\\nB=y\\\"\")\n{QUOTE_HELP}"
     ));
     // Nothing was recorded.
-    assert!(!sb.store.join("generations/1").exists());
+    assert!(!sb.store.join(".kbuild/profiles/default/1.json").exists());
     // A backslash systemd keeps as it is inside double quotes builds and reads back.
     let (_, env) = built(&sb, Some("a\\b"));
     assert_eq!(env, kv(&[("A", "a\\b"), ("B", "y")]));

@@ -604,7 +604,7 @@ fn a_generation_that_installs_its_own_prerequisite_is_refused_at_switch() {
     // A generation recorded by a kbuild that did not refuse such recipes: switching to it
     // would adopt the host's file (and serve the store's copy in its place).
     let (w, _) = world();
-    let record = w.sb.store.join(".kbuild/generations/1.json");
+    let record = w.sb.store.join(".kbuild/profiles/default/1.json");
     let text = std::fs::read_to_string(&record).unwrap();
     assert!(text.contains("\"/etc/kubernetes/token.csv\""), "{text}");
     let forged = text.replace("\"/etc/kubernetes/token.csv\"", "\"/etc/app.conf\"");

@@ -347,7 +347,7 @@ fn repair_deletes_damaged_objects_no_generation_uses() {
     let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
     w.ok(&["switch"]);
     let store = w.sb.store.clone();
-    std::fs::remove_file(store.join(".kbuild/generations/1.json")).unwrap();
+    std::fs::remove_file(store.join(".kbuild/profiles/default/1.json")).unwrap();
     let before = store_listing(&store);
     flip_byte(&g1.rootfs.join("kbuild.json"), 3);
     let now = tree_node(&g1.rootfs).digest().store_hash();

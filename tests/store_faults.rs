@@ -653,7 +653,7 @@ fn read_only_store_is_a_clear_error() {
         Err(e) => {
             eprintln!("read-only store: mounting refused ({e}); using chattr +i");
             let mut dirs = vec![sb.store.clone(), sb.store.join(".kbuild")];
-            for d in ["index", "meta", "generations"] {
+            for d in ["index", "meta", "profiles", "profiles/default"] {
                 dirs.push(sb.store.join(".kbuild").join(d));
             }
             let guard = Immutable::new(&dirs).expect("neither a mount nor chattr +i works");

@@ -84,7 +84,7 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         let kept = !fs.list(&format!("/{STATE_DIR}/adopted"))?.is_empty();
         if flip.is_some() || kept {
             let object = roots::object_name(flip.as_deref());
-            let n = generation::list(store)?
+            let n = generation::list_all(store)?
                 .into_iter()
                 .rev()
                 .find(|g| object.as_ref() == Some(&g.rootfs))
@@ -104,7 +104,10 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
     let repair = format!("`kbuild switch {active}{flags}` repairs it");
     // Where to go when the active generation itself is broken: the newest other one present
     // that passes the check `switch` makes (a damaged one would be refused, or worse).
-    let elsewhere = match generation::list(store)?.into_iter().rev().find(|g| {
+    let elsewhere = match generation::list(store, state.profile_name())?
+        .into_iter()
+        .rev()
+        .find(|g| {
         g.number != active
             && store.canonical_dir().join(g.rootfs.as_str()).is_dir()
             && crate::store::verify::check_unmodified_closure(store, &g.rootfs).is_ok()

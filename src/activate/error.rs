@@ -7,12 +7,32 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
-    #[error("generation {0} does not exist in this store")]
-    NoSuchGeneration(u64),
-    #[error("the store has no generations yet")]
-    NoGenerations,
-    #[error("there is no generation before {0} to roll back to")]
-    NothingToRollBackTo(u64),
+    #[error("generation {number} does not exist in {}", in_profile(profile))]
+    NoSuchGeneration {
+        number: u64,
+        profile: String,
+        /// Other profiles that have a generation of that number.
+        elsewhere: Vec<String>,
+    },
+    #[error("{}", if others.is_empty() && profile == crate::generation::DEFAULT_PROFILE {
+        "the store has no generations yet".to_owned()
+    } else {
+        format!("profile `{profile}` has no generations")
+    })]
+    NoGenerations {
+        profile: String,
+        /// The profiles that have generations.
+        others: Vec<String>,
+    },
+    #[error("there is no generation before {active} to roll back to{}",
+        if profile == crate::generation::DEFAULT_PROFILE { String::new() } else { format!(" in profile `{profile}`") })]
+    NothingToRollBackTo { active: u64, profile: String },
+    #[error("root `{}` belongs to profile `{own}`, not `{asked}`; nothing was changed", root.display())]
+    OtherProfile {
+        root: PathBuf,
+        own: String,
+        asked: String,
+    },
     #[error("root `{}` has no active generation to roll back from", .0.display())]
     NotActive(PathBuf),
     #[error("rootfs `{}` of generation {generation} is missing from the store", path.display())]
@@ -178,8 +198,48 @@ impl SwitchError {
                         .help()
                         .expect("UnsafeParent has a help line")
                 }),
-            SwitchError::NoGenerations => Some("run `kbuild build master` first".into()),
-            SwitchError::NoSuchGeneration(_) => Some("`kbuild generations` lists them".into()),
+            SwitchError::NoGenerations { others, .. } if others.is_empty() => {
+                Some("run `kbuild build master` first".into())
+            }
+            SwitchError::NoGenerations { profile, others } => Some(format!(
+                "build it (`kbuild build --host {profile}`), or name the profile to switch to: {}",
+                others
+                    .iter()
+                    .map(|o| format!("`--profile {o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            SwitchError::NoSuchGeneration {
+                profile, elsewhere, ..
+            } => {
+                let list = if profile == crate::generation::DEFAULT_PROFILE {
+                    "`kbuild generations` lists them".to_owned()
+                } else {
+                    format!("`kbuild generations --profile {profile}` lists them")
+                };
+                Some(match elsewhere.as_slice() {
+                    [] => list,
+                    some => format!(
+                        "{list}; profile {} has one of that number: another profile's generation is switched to with `--profile NAME`",
+                        some.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                })
+            }
+            SwitchError::NothingToRollBackTo { profile, .. }
+                if profile != crate::generation::DEFAULT_PROFILE =>
+            {
+                Some(format!(
+                    "rollback stays in the root's profile; `kbuild generations --profile {profile}` lists its generations"
+                ))
+            }
+            SwitchError::OtherProfile {
+                root, own, asked, ..
+            } => {
+                let r = crate::unit_name::shell_quote(&root.display().to_string());
+                Some(format!(
+                    "`kbuild switch --root {r}` takes the newest generation of `{own}`; to move the root to `{asked}`'s generations, say so: `kbuild switch --profile {asked} --root {r}`"
+                ))
+            }
             SwitchError::OtherStore { theirs, there: true, .. } => Some(format!(
                 "pass `--store {}` to switch the root from its store, or `--adopt` to manage it from this store from now on",
                 theirs.display()
@@ -194,6 +254,15 @@ impl SwitchError {
             SwitchError::Store(e) => crate::store::Store::help(e),
             _ => None,
         }
+    }
+}
+
+/// "this store" for the default profile (as before profiles), else "profile `P`".
+fn in_profile(profile: &str) -> String {
+    if profile == crate::generation::DEFAULT_PROFILE {
+        "this store".to_owned()
+    } else {
+        format!("profile `{profile}`")
     }
 }
 

@@ -72,21 +72,90 @@ pub struct Applied {
 /// Which generation a switch goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// The newest generation (`kbuild switch`).
+    /// The newest generation of the profile (`kbuild switch`).
     Newest,
-    /// A given generation (`kbuild switch N`).
+    /// A given generation of the profile (`kbuild switch N`).
     Number(u64),
-    /// The one before the active generation (`kbuild rollback`).
+    /// The one before the active generation, in the root's profile (`kbuild rollback`).
     Previous,
 }
 
-/// The generation number `target` designates for `root` now.
-pub fn resolve(store: &Store, root: &Root, target: Target) -> Result<u64, SwitchError> {
-    match target {
-        Target::Newest => newest(store),
-        Target::Number(n) => Ok(n),
-        Target::Previous => previous(store, root),
+/// Which profile a switch reads its generation in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    /// The root's own profile (recorded at its first switch; `default` when none is).
+    #[default]
+    Root,
+    /// `--host NAME`: the host's profile, for a root that has none yet or is that host's.
+    Host(String),
+    /// `--profile NAME`: that profile, also to move a root to another profile's generations.
+    Profile(String),
+}
+
+/// The profile `choice` designates for a root in `state`. `--host` never moves a root that
+/// belongs to another profile (the wrong host's settings would land on it): that takes
+/// `--profile`, said so in the error.
+pub fn choose_profile(root: &Root, state: &State, choice: &Choice) -> Result<String, SwitchError> {
+    let own = state.profile_name();
+    let managed = state.generation.is_some();
+    match choice {
+        Choice::Root => Ok(own.to_owned()),
+        Choice::Profile(p) => Ok(p.clone()),
+        Choice::Host(h) if !managed || h == own => Ok(h.clone()),
+        Choice::Host(h) => Err(SwitchError::OtherProfile {
+            root: root.dir().to_owned(),
+            own: own.to_owned(),
+            asked: h.clone(),
+        }),
     }
+}
+
+/// The generation `target` designates in `profile` for a root in `state` now.
+fn resolve_in(
+    store: &Store,
+    root: &Root,
+    state: &State,
+    profile: &str,
+    target: Target,
+) -> Result<generation::Generation, SwitchError> {
+    let number = match target {
+        Target::Newest => newest(store, profile)?,
+        Target::Number(n) => n,
+        Target::Previous => previous_of(store, root, state)?,
+    };
+    let profile = if target == Target::Previous {
+        state.profile_name()
+    } else {
+        profile
+    };
+    generation::get(store, profile, number)?.ok_or_else(|| no_such(store, profile, number))
+}
+
+/// The error for generation `number` missing from `profile`, naming the profiles that have it.
+fn no_such(store: &Store, profile: &str, number: u64) -> SwitchError {
+    let elsewhere = generation::profiles(store)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p != profile && generation::get(store, p, number).ok().flatten().is_some())
+        .collect();
+    SwitchError::NoSuchGeneration {
+        number,
+        profile: profile.to_owned(),
+        elsewhere,
+    }
+}
+
+/// The generation `target` designates for `root` now, read in the profile `choice` names.
+pub fn resolve(
+    store: &Store,
+    root: &Root,
+    target: Target,
+    choice: &Choice,
+) -> Result<generation::Generation, SwitchError> {
+    let fs = beneath::Beneath::open(root.dir())?;
+    let state = reconstruct::complete(store, &fs, root.state()?, None)?.0;
+    let profile = choose_profile(root, &state, choice)?;
+    resolve_in(store, root, &state, &profile, target)
 }
 
 /// The plan a switch to `target` would carry out; changes nothing (`--dry-run`). After an
@@ -97,34 +166,31 @@ pub fn dry_run(
     store: &Store,
     root: &Root,
     target: Target,
+    choice: &Choice,
     adopt: bool,
 ) -> Result<Plan, SwitchError> {
     let fs = beneath::Beneath::open(root.dir())?;
     let Some(j) = root.journal()? else {
-        let number = resolve(store, root, target)?;
-        check_objects(store, number)?;
-        return plan::plan_on(&fs, store, root, number, adopt, None);
+        let g = resolve(store, root, target, choice)?;
+        check_objects(store, &g)?;
+        return plan::plan_on(&fs, store, root, &g, adopt, None);
     };
     let (r, state, sim) = journal::recovery_preview(&fs, store, root, j)?;
-    let number = match target {
-        Target::Previous => previous_of(store, root, &state)?,
-        t => resolve(store, root, t)?,
-    };
-    check_objects(store, number)?;
+    let profile = choose_profile(root, &state, choice)?;
+    let g = resolve_in(store, root, &state, &profile, target)?;
+    check_objects(store, &g)?;
     let after = plan::AfterRecovery {
         state,
         undone: r.undone.is_some(),
     };
-    plan::plan_on(&sim, store, root, number, adopt, Some(after))
+    plan::plan_on(&sim, store, root, &g, adopt, Some(after))
 }
 
 /// Refuses a generation whose objects fail the integrity check a build applies (see
 /// [`crate::store::verify::check_unmodified_closure`]): activating a modified object would
 /// put unknown content into the root. Checked before anything in the root changes.
-fn check_objects(store: &Store, number: u64) -> Result<(), SwitchError> {
-    if let Some(g) = generation::get(store, number)? {
-        crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
-    }
+fn check_objects(store: &Store, g: &generation::Generation) -> Result<(), SwitchError> {
+    crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
     Ok(())
 }
 
@@ -136,6 +202,7 @@ pub fn switch(
     store: &Store,
     root: &Root,
     target: Target,
+    choice: &Choice,
     adopt: bool,
     observer: &dyn Observer,
     recovered: &dyn Fn(&Recovered),
@@ -150,18 +217,24 @@ pub fn switch(
     if r.happened {
         recovered(&r);
     }
-    let number = resolve(store, root, target)?;
-    check_objects(store, number)?;
-    let plan = plan(store, root, number, adopt)?;
+    let g = resolve(store, root, target, choice)?;
+    check_objects(store, &g)?;
+    let plan = plan(store, root, &g, adopt)?;
     apply(store, root, plan, before_flip)
 }
 
-/// The newest generation's number.
-pub fn newest(store: &Store) -> Result<u64, SwitchError> {
-    generation::list(store)?
-        .last()
-        .map(|g| g.number)
-        .ok_or(SwitchError::NoGenerations)
+/// The newest generation's number in `profile`.
+pub fn newest(store: &Store, profile: &str) -> Result<u64, SwitchError> {
+    match generation::newest_number(store, profile)? {
+        0 => Err(SwitchError::NoGenerations {
+            profile: profile.to_owned(),
+            others: generation::profiles(store)?
+                .into_iter()
+                .filter(|p| p != profile)
+                .collect(),
+        }),
+        n => Ok(n),
+    }
 }
 
 fn apply(
@@ -178,9 +251,10 @@ fn apply(
     if plan.is_noop() {
         // Another generation with the same rootfs: no file changes, but the root is now on
         // the generation asked for (what `rollback`, `verify --root` and gc go by).
-        if plan.from.generation != Some(generation) {
+        if plan.from.generation != Some(generation) || plan.from.profile != plan.to.profile {
             let state = State {
                 generation: Some(generation),
+                profile: plan.to.profile.clone(),
                 ..plan.from.clone()
             };
             root::write_json(&root.state_dir().join("state.json"), &state)?;
@@ -208,23 +282,19 @@ fn apply(
     ))
 }
 
-/// The generation before `root`'s active one (what `rollback` goes to). `rollback` recovers
-/// an interrupted switch first; its dry run asks [`dry_run`], which simulates that.
-pub fn previous(store: &Store, root: &Root) -> Result<u64, SwitchError> {
-    // Without a journal, from the record completed from the disk (a lost record too).
-    let fs = beneath::Beneath::open(root.dir())?;
-    let state = reconstruct::complete(store, &fs, root.state()?, None)?.0;
-    previous_of(store, root, &state)
-}
-
+/// The generation before the root's active one in the root's own profile (what `rollback`
+/// goes to): like a Nix profile's rollback, never another profile's generation.
 fn previous_of(store: &Store, root: &Root, state: &State) -> Result<u64, SwitchError> {
     let active = state
         .generation
         .ok_or_else(|| SwitchError::NotActive(root.dir().to_owned()))?;
-    generation::list(store)?
+    generation::list(store, state.profile_name())?
         .into_iter()
         .map(|g| g.number)
         .filter(|n| *n < active)
         .max()
-        .ok_or(SwitchError::NothingToRollBackTo(active))
+        .ok_or_else(|| SwitchError::NothingToRollBackTo {
+            active,
+            profile: state.profile_name().to_owned(),
+        })
 }

@@ -52,6 +52,9 @@ pub struct Plan {
     /// switching to the active generation puts them back.
     pub repairs: Vec<String>,
     /// The recipes of the active and the target generation, when they differ.
+    /// The variables the new generation differs in from the active one (name, old, new),
+    /// shown when either is a host's profile (another host's values are visible at once).
+    pub variables_change: Vec<(String, Option<String>, Option<String>)>,
     pub recipes_change: Option<(Vec<String>, Vec<String>)>,
     pub units: Vec<UnitAction>,
     /// An interrupted switch will be completed first.
@@ -118,9 +121,10 @@ impl Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gen_name = |s: &State| match s.generation {
-            Some(n) => format!("generation {n}"),
-            None => "nothing".to_owned(),
+        let gen_name = |s: &State| match (s.generation, s.profile.as_deref()) {
+            (Some(n), Some(p)) => format!("generation {n} of {p}"),
+            (Some(n), None) => format!("generation {n}"),
+            (None, _) => "nothing".to_owned(),
         };
         // Another generation with the same rootfs: only the recorded number changes.
         let same = if self.is_noop() && self.from.generation != self.to.generation {
@@ -154,6 +158,30 @@ impl fmt::Display for Plan {
                 },
                 to.join(" ")
             )?;
+        }
+        // A host's generation names its variables: the wrong host's address shows at once.
+        let hosts = self.from.profile.is_some() || self.to.profile.is_some();
+        if hosts && !self.variables_change.is_empty() {
+            let first = self.from.generation.is_none();
+            let parts: Vec<String> = self
+                .variables_change
+                .iter()
+                .map(|(k, old, new)| {
+                    let new = new.as_deref().unwrap_or("<unset>");
+                    match (first, old) {
+                        (true, _) => format!("{k}={new}"),
+                        (false, old) => {
+                            format!("{k}={new} (was {})", old.as_deref().unwrap_or("<unset>"))
+                        }
+                    }
+                })
+                .collect();
+            let label = if first {
+                "variables"
+            } else {
+                "variables changed"
+            };
+            writeln!(f, "  {label}: {}", parts.join(", "))?;
         }
         write!(f, "{}", self.prerequisites)?;
         for p in &self.unmanaged {
@@ -253,12 +281,11 @@ pub(crate) fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Plans switching `root` to generation `number` of `store`, as the root is now (no journal:
+/// Plans switching `root` to generation `g` of `store`, as the root is now (no journal:
 /// `switch` recovers an interrupted switch first).
-pub fn plan(store: &Store, root: &Root, number: u64, adopt: bool) -> Result<Plan, SwitchError> {
-    let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
+pub fn plan(store: &Store, root: &Root, g: &Generation, adopt: bool) -> Result<Plan, SwitchError> {
     let fs = Beneath::open(root.dir())?;
-    plan_for(&fs, store, root, &g, adopt, None)
+    plan_for(&fs, store, root, g, adopt, None)
 }
 
 /// After recovery: the state it leaves and whether it undid the interrupted switch.
@@ -267,18 +294,17 @@ pub(crate) struct AfterRecovery {
     pub undone: bool,
 }
 
-/// Plans switching to generation `number` on `disk` (the root, or the root as recovery will
+/// Plans switching to generation `g` on `disk` (the root, or the root as recovery will
 /// leave it, `after`): what a dry run prints.
 pub(crate) fn plan_on(
     disk: &dyn Disk,
     store: &Store,
     root: &Root,
-    number: u64,
+    g: &Generation,
     adopt: bool,
     after: Option<AfterRecovery>,
 ) -> Result<Plan, SwitchError> {
-    let g = generation::get(store, number)?.ok_or(SwitchError::NoSuchGeneration(number))?;
-    plan_for(disk, store, root, &g, adopt, after)
+    plan_for(disk, store, root, g, adopt, after)
 }
 
 fn plan_for(
@@ -519,6 +545,7 @@ fn plan_for(
         store: Some(store_dir),
         // Made by `switch` under the store lock before planning (a dry run never writes).
         store_id: store.existing_id(),
+        profile: super::root::profile_field(&g.profile),
         generation: Some(g.number),
         rootfs: Some(rootfs),
         managed,
@@ -528,7 +555,33 @@ fn plan_for(
     let active = from
         .generation
         .filter(|_| owner == Owner::Ours)
-        .and_then(|n| generation::get(store, n).ok().flatten());
+        .and_then(|n| {
+            generation::get(store, from.profile_name(), n)
+                .ok()
+                .flatten()
+        });
+    let variables_change = match &active {
+        Some(a) => a
+            .variables
+            .keys()
+            .chain(g.variables.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| a.variables.get(*k) != g.variables.get(*k))
+            .map(|k| {
+                (
+                    k.clone(),
+                    a.variables.get(k).cloned(),
+                    g.variables.get(k).cloned(),
+                )
+            })
+            .collect(),
+        None => g
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), None, Some(v.clone())))
+            .collect(),
+    };
     let recipes_change = match active {
         Some(a) if a.recipes != g.recipes => Some((a.recipes, g.recipes.clone())),
         _ => None,
@@ -551,6 +604,7 @@ fn plan_for(
         unmanaged,
         repairs,
         recipes_change,
+        variables_change,
         units,
         resumes,
         undoes,

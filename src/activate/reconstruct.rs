@@ -28,7 +28,7 @@ pub(crate) fn complete(
 ) -> Result<(State, bool), SwitchError> {
     let kept = unrecorded_originals(fs, &recorded.adopted)?;
     recorded.adopted.extend(kept);
-    let Some((rootfs, generation)) = flip_point(store, fs, target)? else {
+    let Some((rootfs, generation)) = flip_point(store, fs, target, recorded.profile_name())? else {
         return Ok((recorded, false));
     };
     // A managed link that is a directory holding only kbuild's links (or nothing) now: the
@@ -68,7 +68,10 @@ pub(crate) fn complete(
         version: 2,
         store: Some(store.canonical_dir()),
         store_id: store.existing_id(),
-        generation,
+        profile: generation
+            .as_ref()
+            .and_then(|(p, _)| super::root::profile_field(p)),
+        generation: generation.map(|(_, n)| n),
         rootfs: Some(rootfs),
         managed,
         created_dirs,
@@ -83,7 +86,8 @@ fn flip_point(
     store: &Store,
     fs: &dyn Disk,
     target: Option<&Generation>,
-) -> Result<Option<(PathBuf, Option<u64>)>, SwitchError> {
+    profile: &str,
+) -> Result<Option<(PathBuf, Option<(String, u64)>)>, SwitchError> {
     let Entry::Symlink(t) = fs.entry(&format!("/{STATE_DIR}/current"))? else {
         return Ok(None);
     };
@@ -94,13 +98,19 @@ fn flip_point(
     if !store.contains(&object) || !same_dir(&t, &here) {
         return Ok(None);
     }
-    let generation = match target {
-        Some(g) if g.rootfs == object => Some(g.number),
-        _ => generation::list(store)?
-            .into_iter()
+    // The root's own profile first: the same rootfs may be a generation of several.
+    let newest_in = |gens: Vec<Generation>| {
+        gens.into_iter()
             .filter(|g| g.rootfs == object)
-            .map(|g| g.number)
-            .max(),
+            .max_by_key(|g| g.number)
+            .map(|g| (g.profile, g.number))
+    };
+    let generation = match target {
+        Some(g) if g.rootfs == object => Some((g.profile.clone(), g.number)),
+        _ => match newest_in(generation::list(store, profile)?) {
+            Some(found) => Some(found),
+            None => newest_in(generation::list_all(store)?),
+        },
     };
     Ok(Some((here, generation)))
 }

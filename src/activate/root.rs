@@ -25,6 +25,11 @@ pub struct State {
     /// mounted or moved. Absent in version 1 states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<StoreId>,
+    /// The profile the root belongs to (recorded at its first switch; absent: `default`,
+    /// which is also how states written before profiles read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The active generation's number, in [`State::profile_name`].
     pub generation: Option<u64>,
     /// Absolute path of the active rootfs.
     pub rootfs: Option<PathBuf>,
@@ -34,6 +39,21 @@ pub struct State {
     pub created_dirs: BTreeSet<String>,
     /// Paths whose original was moved to `adopted/`.
     pub adopted: BTreeSet<String>,
+}
+
+impl State {
+    /// The root's profile: the recorded one, else `default`.
+    pub fn profile_name(&self) -> &str {
+        self.profile
+            .as_deref()
+            .unwrap_or(crate::generation::DEFAULT_PROFILE)
+    }
+}
+
+/// How a state records `profile`: `default` is not written (absent reads as `default`), so
+/// the state of a root that never used profiles stays as it was.
+pub(crate) fn profile_field(profile: &str) -> Option<String> {
+    (profile != crate::generation::DEFAULT_PROFILE).then(|| profile.to_owned())
 }
 
 /// A root filesystem kbuild switches generations in.

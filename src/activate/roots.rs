@@ -156,20 +156,24 @@ pub fn check_registry(store: &Store, root: &Root) -> Result<(), SwitchError> {
     })
 }
 
-/// The generation of `store` active on `root`, if the root is managed from this store.
-pub fn active_generation(store: &Store, root: &Root) -> Option<u64> {
+/// The generation of `store` active on `root` (profile, number), if the root is managed from
+/// this store.
+pub fn active_generation(store: &Store, root: &Root) -> Option<(String, u64)> {
     root.state()
         .ok()
         .filter(|s| owner(store, s) == Owner::Ours)
-        .and_then(|s| s.generation)
+        .and_then(|s| Some((s.profile_name().to_owned(), s.generation?)))
 }
 
-/// The registered roots whose recorded active generation is `number` (what a repair's help
-/// names: such a root must switch away before gc can drop the generation).
-pub fn roots_on(store: &Store, number: u64) -> Vec<PathBuf> {
+/// The registered roots whose recorded active generation is `number` of `profile` (what a
+/// repair's help names: such a root must switch away before gc can drop the generation).
+pub fn roots_on(store: &Store, profile: &str, number: u64) -> Vec<PathBuf> {
     registered_roots(store)
         .into_iter()
-        .filter(|(_, root, _)| root.state().is_ok_and(|s| s.generation == Some(number)))
+        .filter(|(_, root, _)| {
+            root.state()
+                .is_ok_and(|s| s.generation == Some(number) && s.profile_name() == profile)
+        })
         .map(|(_, root, _)| root.dir().to_owned())
         .collect()
 }
@@ -219,8 +223,8 @@ pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
 /// What the registered roots still need from this store; gc never deletes any of it.
 #[derive(Debug, Default)]
 pub struct InUse {
-    /// Generations a root is on, or goes to or from in an interrupted switch.
-    pub generations: BTreeSet<u64>,
+    /// Generations (profile, number) a root is on, or goes to or from in an interrupted switch.
+    pub generations: BTreeSet<(String, u64)>,
     /// Their rootfs objects, and the one each root's `current` link resolves to.
     pub objects: BTreeSet<StorePath>,
 }
@@ -241,8 +245,10 @@ pub fn in_use(store: &Store) -> Result<InUse, SwitchError> {
             .iter()
             .filter(|s| owner(store, s) == Owner::Ours)
             .collect();
-        out.generations
-            .extend(ours.iter().filter_map(|s| s.generation));
+        out.generations.extend(
+            ours.iter()
+                .filter_map(|s| Some((s.profile_name().to_owned(), s.generation?))),
+        );
         out.objects
             .extend(ours.iter().filter_map(|s| object_name(s.rootfs.as_deref())));
         if let Some(o) = current_object(store, &root, !ours.is_empty()) {
@@ -250,9 +256,9 @@ pub fn in_use(store: &Store) -> Result<InUse, SwitchError> {
         }
     }
     out.objects.retain(|o| store.contains(o));
-    for g in generation::list(store)? {
+    for g in generation::list_all(store)? {
         if out.objects.contains(&g.rootfs) {
-            out.generations.insert(g.number);
+            out.generations.insert((g.profile, g.number));
         }
     }
     Ok(out)

@@ -10,14 +10,25 @@ use super::Terminal;
 #[command(after_help = "Examples:
   kbuild build master
   kbuild build master --set IP=10.72.84.170 --set ETCD2=10.72.84.171
+  kbuild build --all-hosts                 # every host of hosts.toml, each in its profile
+  kbuild build --host master-2 --set SERVICE_CIDR=10.254.0.0/16
   kbuild build master --offline --override-input \\
       kubernetes-server=file:///srv/mirror/kubernetes-server-linux-amd64.tar.gz
 
 The rootfs path is printed last on stdout; progress goes to stderr.")]
 pub struct Args {
     /// Recipes to build (names of files in the recipes directory, without `.toml`)
-    #[arg(required = true, value_name = "RECIPE")]
+    #[arg(required_unless_present_any = ["host", "all_hosts"], value_name = "RECIPE")]
     names: Vec<String>,
+    /// Build this host of the hosts file into its profile (repeatable)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["names", "profile"])]
+    host: Vec<String>,
+    /// Build every host of the hosts file, each into its profile
+    #[arg(long, conflicts_with_all = ["names", "profile", "host"])]
+    all_hosts: bool,
+    /// The hosts file [default: hosts.toml beside the recipes directory]
+    #[arg(long, env = "KBUILD_HOSTS", value_name = "FILE")]
+    hosts: Option<std::path::PathBuf>,
     /// Set a recipe variable (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_pair)]
     sets: Vec<(String, String)>,
@@ -32,6 +43,9 @@ pub struct Args {
     /// read, under the recipe's URLs (e.g. after checking a new tarball on a local mirror)
     #[arg(long, requires = "overrides")]
     write_lock: bool,
+    /// Record the generation in this profile [default: `default`]
+    #[arg(long, value_name = "NAME", value_parser = super::parse_profile)]
+    profile: Option<String>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -42,15 +56,91 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
+    if args.all_hosts || !args.host.is_empty() {
+        return run_hosts(ctx, args, term);
+    }
     let req = BuildRequest {
         recipes: args.names,
         sets: args.sets,
         overrides: args.overrides.into_iter().collect(),
         locked: args.locked,
         write_lock: args.write_lock,
+        profile: args.profile.clone(),
+        hosts: Vec::new(),
     };
     let outcome = kbuild::build::build(ctx, &req, term)
         .with_context(|| format!("cannot build {}", req.recipes.join(" ")))?;
+    report(ctx, &req, outcome, term)
+}
+
+/// The hosts file: `--hosts`, else `hosts.toml` beside the recipes directory.
+fn hosts_path(ctx: &Context, given: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    given.unwrap_or_else(|| {
+        let parent = ctx
+            .recipes_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        parent.join(kbuild::hosts::FILE_NAME)
+    })
+}
+
+/// `--host NAME…` / `--all-hosts`: every host is checked (its recipes, its variables) before
+/// any is built, so a fault in the hosts file writes nothing; then each host is built into
+/// its own profile, sharing every identical object.
+fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
+    let path = hosts_path(ctx, args.hosts.clone());
+    let hosts = kbuild::hosts::Hosts::load(&path, &ctx.recipes_dir)
+        .with_context(|| format!("cannot read hosts file `{}`", path.display()))?;
+    let chosen = if args.all_hosts {
+        hosts.hosts.iter().collect()
+    } else {
+        hosts
+            .select(&args.host)
+            .with_context(|| format!("cannot read hosts file `{}`", path.display()))?
+    };
+    let mut requests = Vec::new();
+    for h in &chosen {
+        let set = kbuild::recipe::load(&ctx.recipes_dir, &h.recipes)
+            .with_context(|| format!("cannot build host `{}`", h.entry.name))?;
+        h.check_variables(&set.variables.keys().cloned().collect())
+            .with_context(|| format!("cannot build host `{}`", h.entry.name))?;
+        // `--set` applies to every host built, over the file's values.
+        let mut vars = h.variables.clone();
+        vars.extend(args.sets.iter().cloned());
+        requests.push((
+            h.entry.name.clone(),
+            BuildRequest {
+                recipes: h.recipes.clone(),
+                sets: vars.into_iter().collect(),
+                overrides: args.overrides.iter().cloned().collect(),
+                locked: args.locked,
+                write_lock: args.write_lock,
+                profile: Some(h.entry.name.clone()),
+                hosts: hosts.entries(),
+            },
+        ));
+    }
+    for (name, req) in &requests {
+        let outcome = kbuild::build::build(ctx, req, term)
+            .with_context(|| format!("cannot build host `{name}`"))?;
+        report(ctx, req, outcome, term)?;
+    }
+    Ok(())
+}
+
+/// Reports one build: lock changes, objects re-created, the generation, the rootfs path.
+fn report(
+    ctx: &Context,
+    req: &BuildRequest,
+    outcome: kbuild::build::BuildOutcome,
+    term: &Terminal,
+) -> anyhow::Result<()> {
+    // A host's generation is named with its profile.
+    let of = match req.profile.as_deref() {
+        Some(p) if p != kbuild::generation::DEFAULT_PROFILE => format!(" of {p}"),
+        _ => String::new(),
+    };
     for (verb, message) in &outcome.lock_changes {
         term.status(verb, message);
     }
@@ -75,16 +165,16 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         Recorded::New(n) => {
             // An added object an earlier generation needs was missing (removed by hand, or a
             // damaged one moved aside): re-created, not merely new.
-            for object in needed_by_others(ctx, n, &recreated) {
+            for object in needed_by_others(ctx, req.profile.as_deref(), n, &recreated) {
                 term.status(
                     "Rebuilt",
                     &format!("{object} (it was missing from the store)"),
                 );
             }
-            term.status("Built", &format!("generation {n}"))
+            term.status("Built", &format!("generation {n}{of}"))
         }
         Recorded::Unchanged(n) if recreated.is_empty() && changes.set_aside.is_empty() => {
-            term.status("Fresh", &format!("generation {n} is up to date"))
+            term.status("Fresh", &format!("generation {n}{of} is up to date"))
         }
         Recorded::Unchanged(n) => {
             for object in &recreated {
@@ -95,7 +185,7 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
             }
             term.status(
                 "Restored",
-                &format!("generation {n}: its objects are complete again"),
+                &format!("generation {n}{of}: its objects are complete again"),
             )
         }
     }
@@ -108,6 +198,7 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
 /// references): they were missing before this build re-created them.
 fn needed_by_others<'a>(
     ctx: &Context,
+    profile: Option<&str>,
     new: u64,
     added: &[&'a kbuild::store::StorePath],
 ) -> Vec<&'a kbuild::store::StorePath> {
@@ -115,8 +206,9 @@ fn needed_by_others<'a>(
         return Vec::new();
     };
     let mut needed = std::collections::BTreeSet::new();
-    for g in kbuild::generation::list(&store).unwrap_or_default() {
-        if g.number != new
+    let profile = profile.unwrap_or(kbuild::generation::DEFAULT_PROFILE);
+    for g in kbuild::generation::list_all(&store).unwrap_or_default() {
+        if (g.profile != profile || g.number != new)
             && let Ok(c) = kbuild::store::verify::closure(&store, &g.rootfs)
         {
             needed.extend(c);

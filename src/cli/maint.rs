@@ -9,13 +9,21 @@ use super::Terminal;
 
 #[derive(clap::Args, Debug)]
 pub struct GcArgs {
-    /// Keep only the newest N generations (the active one of every known root is always kept)
+    /// Keep only the newest N generations of each profile (the active one of every known
+    /// root is always kept)
     #[arg(long, value_name = "N")]
     keep: Option<usize>,
     /// Also delete every kept input archive (by default one stays while a remaining
     /// generation pins it, for offline rebuilds); later builds fetch them again
     #[arg(long)]
     drop_archives: bool,
+    /// With `--keep`: drop old generations of this profile only
+    #[arg(long, value_name = "NAME", requires = "keep", conflicts_with = "host",
+          value_parser = super::parse_profile)]
+    profile: Option<String>,
+    /// With `--keep`: drop old generations of this host's profile only
+    #[arg(long, value_name = "NAME", requires = "keep", value_parser = super::parse_profile)]
+    host: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +54,8 @@ pub struct DiffArgs {
     /// To this generation [default: the newest]
     #[arg(value_name = "B")]
     to: Option<u64>,
+    #[command(flatten)]
+    profile: super::ProfileArgs,
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
@@ -68,10 +78,15 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     } else {
         kbuild::gc::Archives::WhilePinned
     };
-    let report =
-        kbuild::gc::gc(&store, args.keep, archives, term).context("garbage collection failed")?;
-    for n in &report.generations_removed {
-        term.status("Removed", &format!("generation {n}"));
+    let only = args.profile.as_deref().or(args.host.as_deref());
+    let report = kbuild::gc::gc(&store, args.keep, only, archives, term)
+        .context("garbage collection failed")?;
+    for (p, n) in &report.generations_removed {
+        if p == kbuild::generation::DEFAULT_PROFILE {
+            term.status("Removed", &format!("generation {n}"));
+        } else {
+            term.status("Removed", &format!("generation {n} of profile `{p}`"));
+        }
     }
     for o in &report.objects_removed {
         term.status("Deleted", o.as_str());
@@ -227,10 +242,10 @@ pub fn run_verify(
         // The generations still broken: those needing an object left damaged or missing.
         let broken: std::collections::BTreeSet<_> =
             after.corrupt.iter().map(|c| c.path.clone()).collect();
-        for g in kbuild::generation::list(&store)? {
+        for g in kbuild::generation::list_all(&store)? {
             let needs = kbuild::store::verify::closure(&store, &g.rootfs)?;
             if !store.contains(&g.rootfs) || needs.iter().any(|p| broken.contains(p)) {
-                failed.push(g.number);
+                failed.push((g.profile, g.number));
             }
         }
         problems -= report.corrupt.len() + missing.len();
@@ -251,10 +266,11 @@ pub fn run_verify(
                         with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild \
                         verify --repair` again"
             .to_owned();
-        for n in &failed {
+        for (p, n) in &failed {
             help.push_str(&format!(
-                "; if generation {n} cannot be rebuilt (its recipes changed since): {}",
-                drop_generation(&store, *n)?
+                "; if generation {n}{} cannot be rebuilt (its recipes changed since): {}",
+                of_profile(p),
+                drop_generation(&store, p, *n)?
             ));
         }
         return Err(kbuild::store::StoreError::Unrepaired { count: left, help }.into());
@@ -273,8 +289,8 @@ pub fn run_verify(
 /// The commands that drop generation `n` (whose damaged objects cannot be rebuilt) so that
 /// `kbuild verify --repair` can delete them: roots on it switch away first; gc drops it once
 /// a newer generation exists (`--keep` counts the newer ones).
-fn drop_generation(store: &Store, n: u64) -> anyhow::Result<String> {
-    let newer = kbuild::generation::list(store)?
+fn drop_generation(store: &Store, profile: &str, n: u64) -> anyhow::Result<String> {
+    let newer = kbuild::generation::list(store, profile)?
         .iter()
         .filter(|g| g.number > n)
         .count();
@@ -282,18 +298,32 @@ fn drop_generation(store: &Store, n: u64) -> anyhow::Result<String> {
     if newer == 0 {
         steps.push("build a newer generation first (`kbuild build RECIPE`)".to_owned());
     }
-    for r in kbuild::activate::roots_on(store, n) {
+    for r in kbuild::activate::roots_on(store, profile, n) {
         steps.push(format!(
             "switch root `{}` away from it (`kbuild switch --root {}` goes to the newest)",
             r.display(),
             kbuild::unit_name::shell_quote(&r.display().to_string())
         ));
     }
+    let only = if profile == kbuild::generation::DEFAULT_PROFILE {
+        String::new()
+    } else {
+        format!(" --profile {profile}")
+    };
     steps.push(format!(
-        "`kbuild gc --keep {}` drops it (with the older generations no root is on), then `kbuild verify --repair`",
+        "`kbuild gc --keep {}{only}` drops it (with the older generations no root is on), then `kbuild verify --repair`",
         newer.max(1)
     ));
     Ok(steps.join(", then "))
+}
+
+/// " of profile `P`" for a profile other than `default` (whose messages are as before).
+pub fn of_profile(profile: &str) -> String {
+    if profile == kbuild::generation::DEFAULT_PROFILE {
+        String::new()
+    } else {
+        format!(" of profile `{profile}`")
+    }
 }
 
 /// `verify` found damaged or missing objects (and maybe drift): its help names the repair.
@@ -305,7 +335,7 @@ pub struct VerifyFailed {
 
 /// Generations whose rootfs is not in the store.
 fn missing_rootfs(store: &Store) -> anyhow::Result<Vec<kbuild::generation::Generation>> {
-    Ok(kbuild::generation::list(store)?
+    Ok(kbuild::generation::list_all(store)?
         .into_iter()
         .filter(|g| !store.contains(&g.rootfs))
         .collect())
@@ -313,25 +343,29 @@ fn missing_rootfs(store: &Store) -> anyhow::Result<Vec<kbuild::generation::Gener
 
 pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()> {
     let store = open(ctx)?;
+    let profile = args.profile.resolve(&store, root);
     let to = match args.to {
         Some(n) => n,
-        None => kbuild::activate::newest(&store)?,
+        None => kbuild::activate::newest(&store, &profile)?,
     };
     let from = match args.from {
         Some(n) => n,
-        None => match kbuild::activate::active_generation(&store, root) {
-            Some(a) => a,
-            None => kbuild::generation::list(&store)?
-                .iter()
-                .map(|g| g.number)
-                .filter(|n| *n < to)
-                .max()
-                .ok_or_else(|| {
-                    anyhow::anyhow!("there is only one generation; name two to compare")
-                })?,
-        },
+        None => {
+            match kbuild::activate::active_generation(&store, root).filter(|(p, _)| *p == profile) {
+                Some((_, a)) => a,
+                None => kbuild::generation::list(&store, &profile)?
+                    .iter()
+                    .map(|g| g.number)
+                    .filter(|n| *n < to)
+                    .max()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("there is only one generation; name two to compare")
+                    })?,
+            }
+        }
     };
-    let diff = kbuild::diff::diff(&store, from, to).context("cannot compare generations")?;
+    let diff =
+        kbuild::diff::diff(&store, &profile, from, to).context("cannot compare generations")?;
     out!("{diff}");
     Ok(())
 }

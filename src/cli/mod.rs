@@ -172,6 +172,50 @@ impl Global {
     }
 }
 
+/// `--profile NAME` / `--host NAME`: the profile a command reads generation numbers in.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ProfileArgs {
+    /// Read generation numbers in this profile [default: the root's profile, else `default`]
+    #[arg(long, value_name = "NAME", conflicts_with = "host", value_parser = parse_profile)]
+    pub profile: Option<String>,
+    /// Read generation numbers in this host's profile (hosts' profiles are named after them)
+    #[arg(long, value_name = "NAME", value_parser = parse_profile)]
+    pub host: Option<String>,
+}
+
+impl ProfileArgs {
+    /// What a switch makes of the flags.
+    pub fn choice(&self) -> kbuild::activate::Choice {
+        use kbuild::activate::Choice;
+        match (&self.profile, &self.host) {
+            (Some(p), _) => Choice::Profile(p.clone()),
+            (None, Some(h)) => Choice::Host(h.clone()),
+            (None, None) => Choice::Root,
+        }
+    }
+
+    /// The profile named, else the root's (when it is managed from this store), else
+    /// `default`: what read-only commands (`generations`, `diff`, `gc --keep`) read numbers in.
+    pub fn resolve(&self, store: &kbuild::store::Store, root: &kbuild::activate::Root) -> String {
+        self.profile
+            .clone()
+            .or_else(|| self.host.clone())
+            .or_else(|| kbuild::activate::active_generation(store, root).map(|(p, _)| p))
+            .unwrap_or_else(|| kbuild::generation::DEFAULT_PROFILE.to_owned())
+    }
+}
+
+/// A profile name: what is safe as a directory name in the store.
+pub fn parse_profile(s: &str) -> Result<String, String> {
+    if kbuild::generation::valid_profile(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a profile name: use letters, digits, `.`, `_` and `-` (at most 64, not starting with `.`)"
+        ))
+    }
+}
+
 /// Why stdout could not be written (not a closed pipe), once it failed.
 static STDOUT_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 /// Set once stdout is closed or failed: further output is dropped.

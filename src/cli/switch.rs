@@ -12,6 +12,11 @@ use super::Terminal;
   kbuild switch --dry-run            # the plan: files, prerequisites, unit actions
   kbuild switch                      # the newest generation, on /
   kbuild switch 3 --root /srv/m1     # generation 3, on another root
+  kbuild switch --host master-1 --root /srv/m1   # a root's first switch: it follows master-1
+
+A root belongs to one profile, recorded at its first switch (`--host NAME` or `--profile NAME`;
+`default` otherwise): numbers are read in it, `kbuild switch` takes its newest generation and
+`kbuild rollback` stays in it. Moving a root to another profile takes `--profile NAME`.
 
 An interrupted switch (crash, kill -9, power loss) is completed by the next switch or rollback,
 or undone when it cannot be completed (its generation gone from the store, a file made by hand in
@@ -19,9 +24,11 @@ the way). `kbuild verify --root DIR` names the command that repairs whatever it 
 A store that moved keeps its roots (it is known by its id, store/.kbuild/id): one switch from
 its new place re-points the root's flip point (`kbuild verify --root DIR` names it).")]
 pub struct SwitchArgs {
-    /// Generation to activate [default: the newest]
+    /// Generation to activate, in the root's profile [default: its newest]
     #[arg(value_name = "GENERATION")]
     generation: Option<u64>,
+    #[command(flatten)]
+    profile: super::ProfileArgs,
     /// Print the full plan and change nothing
     #[arg(long)]
     dry_run: bool,
@@ -55,7 +62,15 @@ pub fn run_switch(
     term: &Terminal,
 ) -> anyhow::Result<()> {
     let target = args.generation.map_or(Target::Newest, Target::Number);
-    run(ctx, root, target, args.dry_run, args.adopt, term)
+    run(
+        ctx,
+        root,
+        target,
+        &args.profile.choice(),
+        args.dry_run,
+        args.adopt,
+        term,
+    )
 }
 
 pub fn run_rollback(
@@ -64,13 +79,22 @@ pub fn run_rollback(
     args: RollbackArgs,
     term: &Terminal,
 ) -> anyhow::Result<()> {
-    run(ctx, root, Target::Previous, args.dry_run, args.adopt, term)
+    run(
+        ctx,
+        root,
+        Target::Previous,
+        &activate::Choice::Root,
+        args.dry_run,
+        args.adopt,
+        term,
+    )
 }
 
 fn run(
     ctx: &Context,
     root: &Root,
     target: Target,
+    choice: &activate::Choice,
     dry_run: bool,
     adopt: bool,
     term: &Terminal,
@@ -82,7 +106,7 @@ fn run(
         "switch"
     };
     if dry_run {
-        let plan = activate::dry_run(&store, root, target, adopt)
+        let plan = activate::dry_run(&store, root, target, choice, adopt)
             .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
         warn_prerequisites(&plan);
         out!("{plan}");
@@ -137,8 +161,10 @@ fn run(
                 .extend(activate::run_systemctl(&plan.units, true));
         }
     };
-    let (plan, applied) = activate::switch(&store, root, target, adopt, term, &recovered, &before)
-        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    let (plan, applied) = activate::switch(
+        &store, root, target, choice, adopt, term, &recovered, &before,
+    )
+    .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
     warn_prerequisites(&plan);
     finish(root, &plan, applied, live, failures.into_inner(), term)
 }

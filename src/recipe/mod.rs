@@ -34,7 +34,7 @@ impl fmt::Display for Loc {
 }
 
 impl Loc {
-    fn at(file: &Path, text: &str, offset: usize) -> Loc {
+    pub(crate) fn at(file: &Path, text: &str, offset: usize) -> Loc {
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -71,7 +71,7 @@ pub enum RecipeError {
 }
 
 impl RecipeError {
-    fn at(loc: Loc, message: impl Into<String>) -> RecipeError {
+    pub(crate) fn at(loc: Loc, message: impl Into<String>) -> RecipeError {
         RecipeError::At {
             loc,
             message: message.into(),

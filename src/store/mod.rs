@@ -10,13 +10,13 @@
 //! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
 //! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
 //! └── .kbuild/
-//!     ├── version                layout version ("kbuild-store-v1")
+//!     ├── version                layout version ("kbuild-store-v2")
 //!     ├── id                     the store's identity (random, made once): roots know their
 //!     │                          store by it, wherever the store is mounted or moved
 //!     ├── lock                   flock: builds shared, gc and verify exclusive
 //!     ├── index/<key>.json       derivation key → output objects (makes no-op builds instant)
 //!     ├── meta/<object>.json     per object: full digest, deriver, references
-//!     ├── generations/<N>.json   generation records (see `generation`)
+//!     ├── profiles/<P>/<N>.json  generation records, numbered per profile (see `generation`)
 //!     └── roots/<key>.json       roots switched from this store (see `activate::roots`)
 //! ```
 //!
@@ -42,7 +42,11 @@ pub use node::{Digest, Node};
 
 use crate::observe::Observer;
 
-const LAYOUT_VERSION: &str = "kbuild-store-v1";
+const LAYOUT_VERSION: &str = "kbuild-store-v2";
+
+/// The layout before profiles (one line of generations in `.kbuild/generations/`): upgraded
+/// in place on first use (see [`upgrade_v1`]).
+const LAYOUT_V1: &str = "kbuild-store-v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -394,7 +398,9 @@ impl Store {
         };
         let meta_dir = dir.join(".kbuild");
         if create {
-            for d in ["index", "meta", "generations"] {
+            // `profiles/` is made by the first build (or the upgrade of a v1 store): made
+            // here, it would hide the v1 generations of an old store from its upgrade.
+            for d in ["index", "meta"] {
                 fs_err::create_dir_all(meta_dir.join(d)).map_err(open_err)?;
             }
         }
@@ -408,7 +414,13 @@ impl Store {
             store.id()?;
         }
         match std::fs::read_to_string(&version) {
-            Ok(v) if v.trim() == LAYOUT_VERSION => {}
+            Ok(v) if v.trim() == LAYOUT_VERSION => {
+                // A crash after the upgrade's flip and version left the old list behind.
+                if meta_dir.join("generations").exists() {
+                    finish_upgrade(&meta_dir).map_err(open_err)?;
+                }
+            }
+            Ok(v) if v.trim() == LAYOUT_V1 => upgrade_v1(&meta_dir).map_err(open_err)?,
             Ok(v) => {
                 return Err(StoreError::Layout {
                     path: dir.to_owned(),
@@ -940,4 +952,101 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
             path: path.to_owned(),
             source,
         })
+}
+
+/// Upgrades a `kbuild-store-v1` store in place: its one line of generations
+/// (`.kbuild/generations/<N>.json`) becomes the profile `default`
+/// (`.kbuild/profiles/default/<N>.json`), every generation kept under its number, so the
+/// roots' records (generation N, its rootfs) stay true.
+///
+/// The new layout is built beside the old one (`.kbuild/.tmp-profiles-<pid>`, hardlinks to
+/// the records, made durable) and put in place by one `rename(2)` that never replaces: that
+/// rename is the flip. Killed before it, the store is the v1 store it was (the next use
+/// starts again, deleting the leftover); killed after it, `profiles/` is complete and is what
+/// every later use reads, and the version and the removal of the old list are finished by
+/// the next open. Two kbuilds upgrading at once agree on the first rename.
+fn upgrade_v1(meta_dir: &Path) -> io::Result<()> {
+    let profiles = meta_dir.join("profiles");
+    if !profiles.exists() {
+        let tmp = meta_dir.join(format!(".tmp-profiles-{}", std::process::id()));
+        crate::fs::remove_tree(&tmp).ok();
+        let built = build_profiles(meta_dir, &tmp);
+        crate::activate::fault::point("store upgrade: new layout built beside the old");
+        match built {
+            Ok(()) => {
+                if !crate::fs::rename_noreplace(&tmp, &profiles)? {
+                    // Another kbuild upgraded first: its layout is the one in place.
+                    crate::fs::remove_tree(&tmp)?;
+                }
+                crate::fs::fsync_dir(meta_dir)?;
+            }
+            // The old list vanished under us: another kbuild finished the upgrade.
+            Err(_) if profiles.exists() => crate::fs::remove_tree(&tmp)?,
+            Err(e) => {
+                crate::fs::remove_tree(&tmp).ok();
+                return Err(e);
+            }
+        }
+        crate::activate::fault::point("store upgrade: profiles in place");
+    }
+    crate::fs::write_atomic(
+        &meta_dir.join("version"),
+        format!("{LAYOUT_VERSION}\n").as_bytes(),
+    )?;
+    crate::activate::fault::point("store upgrade: version written");
+    finish_upgrade(meta_dir)
+}
+
+/// `tmp/default/<N>.json` for every v1 record (hardlinks: nothing is copied), synced.
+fn build_profiles(meta_dir: &Path, tmp: &Path) -> io::Result<()> {
+    let default = tmp.join(crate::generation::DEFAULT_PROFILE);
+    fs_err::create_dir_all(&default)?;
+    let old = meta_dir.join("generations");
+    match fs_err::read_dir(&old) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e?;
+                let name = e.file_name();
+                let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                if n.parse::<u64>().is_err() {
+                    continue;
+                }
+                if let Err(err) = fs_err::hard_link(e.path(), default.join(&name)) {
+                    // A filesystem without hardlinks: a copy, synced.
+                    if err.kind() == io::ErrorKind::NotFound {
+                        return Err(err);
+                    }
+                    let bytes = fs_err::read(e.path())?;
+                    crate::fs::write_atomic(&default.join(&name), &bytes)?;
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    crate::fs::fsync_dir(&default)?;
+    crate::fs::fsync_dir(tmp)
+}
+
+/// Removes what the upgrade left: the v1 list (now also in `profiles/default`) and the
+/// layouts killed upgrades were building.
+fn finish_upgrade(meta_dir: &Path) -> io::Result<()> {
+    let old = meta_dir.join("generations");
+    if let Err(e) = std::fs::remove_dir_all(&old)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        return Err(crate::fs::annotate(e, "remove", &old));
+    }
+    for e in fs_err::read_dir(meta_dir)? {
+        let e = e?;
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-profiles-")
+        {
+            crate::fs::remove_tree(&e.path()).ok();
+        }
+    }
+    crate::fs::fsync_dir(meta_dir)
 }

@@ -359,7 +359,7 @@ pub fn repair(
             damaged.insert(c.path.clone());
         }
     }
-    let generations = crate::generation::list(store)?;
+    let generations = crate::generation::list_all(store)?;
     // What roots use is never deleted, even without a generation record to rebuild it from
     // (then it stays as it is, and the caller's second verify reports it).
     let mut used = BTreeSet::new();

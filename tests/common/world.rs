@@ -341,7 +341,8 @@ impl World {
         );
         let mut seen = Vec::new();
         let mut marked = Vec::new();
-        for line in lines {
+        // Below a generation, the variables it changed (`       changed: …`).
+        for line in lines.filter(|l| !l.starts_with("       changed: ")) {
             let n: u64 = line[1..5].trim().parse().unwrap();
             match &line[..1] {
                 "*" => marked.push(n),

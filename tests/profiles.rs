@@ -1,0 +1,384 @@
+//! Profiles: one line of generations per host in one store (issue 10, points 2 and 4).
+//! A root belongs to one profile; `switch` with no number and `rollback` stay in it; another
+//! profile takes `--profile`; a store made before profiles is upgraded in place, atomically.
+
+mod common;
+
+use std::path::Path;
+
+use common::world::*;
+use common::*;
+
+const HOSTS: &str = include_str!("../hosts.toml");
+
+fn world() -> World {
+    let w = World::new();
+    std::fs::write(w.sb.dir.join("hosts.toml"), HOSTS).unwrap();
+    w
+}
+
+/// The `--advertise-address` the root's apiserver file gives.
+fn advertised(w: &World) -> String {
+    let text = std::fs::read_to_string(w.root.join("etc/kubernetes/apiserver")).unwrap();
+    let at = text.find("--advertise-address=").unwrap() + "--advertise-address=".len();
+    text[at..].split(' ').next().unwrap().to_owned()
+}
+
+fn state(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(w.root.join("etc/.kbuild/state.json")).unwrap()).unwrap()
+}
+
+/// The issue's first example: a root of master-1, then master-3 built again; `switch` with no
+/// number takes master-1's newest, not the store's newest (which is master-3's).
+#[test]
+fn switch_without_a_number_takes_the_newest_of_the_roots_own_profile() {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    let r = w.ok(&["switch", "--host", "master-1"]);
+    assert!(r.stderr.contains("Switched root"), "stderr:\n{}", r.stderr);
+    assert_eq!(advertised(&w), "10.72.84.160");
+    assert_eq!(state(&w)["profile"], "master-1");
+    assert_eq!(state(&w)["generation"], 1);
+    // master-3 gets a newer generation (its 2nd); the store's newest record is master-3's.
+    let r = w.ok(&[
+        "build",
+        "--host",
+        "master-3",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    assert!(
+        r.stderr.contains("Built generation 2 of master-3"),
+        "{}",
+        r.stderr
+    );
+    let r = w.ok(&["switch"]);
+    assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
+    assert_eq!(advertised(&w), "10.72.84.160");
+    // master-1's own newer generation is what `switch` takes.
+    w.ok(&[
+        "build",
+        "--host",
+        "master-1",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    let r = w.ok(&["switch"]);
+    assert!(
+        r.stdout.starts_with(&format!(
+            "root {}: generation 1 of master-1 -> generation 2 of master-1\n",
+            w.root.display()
+        )),
+        "stdout:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("  variables changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)\n"),
+        "stdout:\n{}",
+        r.stdout
+    );
+    assert_eq!(advertised(&w), "10.72.84.160");
+    assert_eq!(state(&w)["generation"], 2);
+    assert_eq!(state(&w)["profile"], "master-1");
+}
+
+/// The issue's second example: `rollback` returns to the generation before in the root's own
+/// profile, never to the number before in another host's line, and ends at its first one.
+#[test]
+fn rollback_stays_in_the_roots_profile() {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    w.ok(&[
+        "build",
+        "--host",
+        "master-2",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    w.ok(&["switch", "--host", "master-2"]);
+    assert_eq!(state(&w)["generation"], 2);
+    assert_eq!(advertised(&w), "10.72.84.161");
+    // Newer generations of the other hosts change nothing for this root.
+    w.ok(&[
+        "build",
+        "--all-hosts",
+        "--set",
+        "SERVICE_CIDR=10.252.0.0/16",
+    ]);
+    w.ok(&["switch", "--host", "master-2"]);
+    assert_eq!(state(&w)["generation"], 3);
+    let r = w.ok(&["rollback"]);
+    assert!(r.stderr.contains("to generation 2"), "{}", r.stderr);
+    assert_eq!(advertised(&w), "10.72.84.161");
+    assert_eq!(state(&w)["profile"], "master-2");
+    w.ok(&["rollback"]);
+    assert_eq!(state(&w)["generation"], 1);
+    assert_eq!(advertised(&w), "10.72.84.161");
+    // Generation 1 of master-2 is its first: nothing before it in its own history.
+    let r = w.run(&["rollback"]);
+    r.assert_error(
+        "error: cannot roll back root `$SANDBOX/host`\n  caused by: there is no generation before 1 to roll back to in profile `master-2`\nhelp: rollback stays in the root's profile; `kbuild generations --profile master-2` lists its generations\n",
+    );
+    assert_eq!(advertised(&w), "10.72.84.161");
+}
+
+/// `--host` never moves a root of another profile (the other host's settings would land on
+/// it): the error says so and names `--profile`, which does move it.
+#[test]
+fn another_profile_needs_an_explicit_profile() {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    w.ok(&["switch", "--host", "master-1"]);
+    let before = w.listing();
+    let r = w.run(&["switch", "--host", "master-3"]);
+    r.assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: root `$SANDBOX/host` belongs to profile `master-1`, not `master-3`; nothing was changed\nhelp: `kbuild switch --root $SANDBOX/host` takes the newest generation of `master-1`; to move the root to `master-3`'s generations, say so: `kbuild switch --profile master-3 --root $SANDBOX/host`\n",
+    );
+    assert_eq!(w.listing(), before);
+    // A number missing from the root's profile names the profiles that have it.
+    w.ok(&[
+        "build",
+        "--host",
+        "master-3",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    let r = w.run(&["switch", "2"]);
+    r.assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: generation 2 does not exist in profile `master-1`\nhelp: `kbuild generations --profile master-1` lists them; profile `master-3` has one of that number: another profile's generation is switched to with `--profile NAME`\n",
+    );
+    assert_eq!(w.listing(), before);
+    let r = w.ok(&["switch", "2", "--profile", "master-3"]);
+    assert!(
+        r.stdout.starts_with(&format!(
+            "root {}: generation 1 of master-1 -> generation 2 of master-3\n",
+            w.root.display()
+        )),
+        "stdout:\n{}",
+        r.stdout
+    );
+    assert_eq!(advertised(&w), "10.72.84.162");
+    assert_eq!(state(&w)["profile"], "master-3");
+    // From now on the root follows master-3.
+    let r = w.ok(&["rollback"]);
+    assert!(r.stderr.contains("to generation 1"), "{}", r.stderr);
+    assert_eq!(advertised(&w), "10.72.84.162");
+}
+
+/// Numbers count per profile in every command that takes one; gc keeps every profile's
+/// generations, and `--keep N` keeps N per profile.
+#[test]
+fn numbers_count_per_profile_and_gc_keeps_every_profile() {
+    let w = world();
+    w.build(&["master"], &[], 1);
+    w.ok(&["build", "--all-hosts"]);
+    w.ok(&[
+        "build",
+        "--all-hosts",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    let profiles = |store: &Path| -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for p in ["default", "master-1", "master-2", "master-3"] {
+            let dir = store.join(".kbuild/profiles").join(p);
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".json"))
+                .collect();
+            names.sort();
+            out.push((p.to_owned(), names));
+        }
+        out
+    };
+    let two = vec!["1.json".to_owned(), "2.json".to_owned()];
+    assert_eq!(
+        profiles(&w.store()),
+        vec![
+            ("default".to_owned(), vec!["1.json".to_owned()]),
+            ("master-1".to_owned(), two.clone()),
+            ("master-2".to_owned(), two.clone()),
+            ("master-3".to_owned(), two.clone()),
+        ]
+    );
+    // `diff 1 2` reads both numbers in the profile named.
+    let r = w.ok(&["diff", "1", "2", "--host", "master-2"]);
+    assert!(
+        r.stdout
+            .contains("+KUBE_SERVICE_ADDRESSES=\"--service-cluster-ip-range=10.253.0.0/16\""),
+        "{}",
+        r.stdout
+    );
+    let r = w.run(&["diff", "1", "2"]);
+    r.assert_error("error: cannot compare generations\n  caused by: generation 2 does not exist in this store\nhelp: `kbuild generations` lists them\n");
+    // gc without --keep removes no generation of any profile.
+    let r = w.ok(&["gc"]);
+    assert!(r.stdout.starts_with("0 generations, "), "{}", r.stdout);
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert_eq!(
+        r.stderr(),
+        "     Removed generation 1 of profile `master-1`\n     Removed generation 1 of profile `master-2`\n     Removed generation 1 of profile `master-3`\n"
+            .to_owned()
+            + &r.stderr().lines().skip(3).map(|l| format!("{l}\n")).collect::<String>()
+    );
+    let one = vec!["2.json".to_owned()];
+    assert_eq!(
+        profiles(&w.store()),
+        vec![
+            ("default".to_owned(), vec!["1.json".to_owned()]),
+            ("master-1".to_owned(), one.clone()),
+            ("master-2".to_owned(), one.clone()),
+            ("master-3".to_owned(), one.clone()),
+        ]
+    );
+    w.ok(&["verify"]);
+    w.ok(&["switch", "--host", "master-2"]);
+    assert_eq!(advertised(&w), "10.72.84.161");
+}
+
+/// Lays a store out as kbuild before profiles did: `.kbuild/generations/<N>.json`, version
+/// `kbuild-store-v1`.
+fn make_v1(store: &Path) {
+    let k = store.join(".kbuild");
+    std::fs::rename(k.join("profiles/default"), k.join("generations")).unwrap();
+    std::fs::remove_dir(k.join("profiles")).unwrap();
+    std::fs::write(k.join("version"), "kbuild-store-v1\n").unwrap();
+}
+
+/// What the upgraded store must hold: the v1 records, byte for byte, under `default`.
+fn assert_upgraded(store: &Path, records: &[(String, Vec<u8>)]) {
+    let k = store.join(".kbuild");
+    assert_eq!(
+        std::fs::read_to_string(k.join("version")).unwrap(),
+        "kbuild-store-v2\n"
+    );
+    assert!(!k.join("generations").exists());
+    for (name, bytes) in records {
+        assert_eq!(
+            &std::fs::read(k.join("profiles/default").join(name)).unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(&k)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+}
+
+fn v1_records(store: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(store.join(".kbuild/generations"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A store made by the kbuild before profiles is upgraded on first use: every generation
+/// kept under its number in `default`, the root (whose state names no profile) still on its
+/// generation and switchable, its state.json as it was.
+#[test]
+fn a_store_from_before_profiles_is_upgraded_in_place() {
+    let w = world();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "1"]);
+    let state_before = std::fs::read(w.root.join("etc/.kbuild/state.json")).unwrap();
+    make_v1(&w.store());
+    let records = v1_records(&w.store());
+    assert_eq!(records.len(), 2);
+    w.assert_generations(&[1, 2], Some(1));
+    assert_upgraded(&w.store(), &records);
+    assert_eq!(
+        std::fs::read(w.root.join("etc/.kbuild/state.json")).unwrap(),
+        state_before
+    );
+    w.ok(&["switch"]);
+    w.assert_resolves(&g2, "after the upgrade");
+    w.ok(&["rollback"]);
+    w.assert_resolves(&g1, "rolled back after the upgrade");
+    let expected = state_json(&w.store(), &g1, &g1.managed(), &MASTER_DIRS, &[]);
+    assert_eq!(
+        std::fs::read_to_string(w.root.join("etc/.kbuild/state.json")).unwrap(),
+        expected
+    );
+}
+
+/// Killed at every step of the upgrade, the store is the v1 store it was or the upgraded
+/// one — never a third thing: every generation is readable after each crash, and the next
+/// command finishes the upgrade.
+#[test]
+fn an_upgrade_killed_at_any_step_leaves_a_usable_store() {
+    let w = world();
+    w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "2"]);
+    make_v1(&w.store());
+    let records = v1_records(&w.store());
+    let pristine = w.sb.dir.join("store-v1");
+    let cp = |from: &Path, to: &Path| {
+        let _ = std::fs::remove_dir_all(to);
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    cp(&w.store(), &pristine);
+    let k = w.store().join(".kbuild");
+    let mut steps = Vec::new();
+    for n in 1.. {
+        cp(&pristine, &w.store());
+        let r = w.run_env(
+            &["generations", "--json"],
+            &[("KBUILD_FAULT_AT", &n.to_string())],
+        );
+        if r.code == Some(0) {
+            break;
+        }
+        let step = fault_step(&r, n);
+        // Either layout is whole: v1 (old list, complete) or profiles/default (complete).
+        let old_whole = !k.join("profiles").exists()
+            && k.join("generations").is_dir()
+            && v1_records(&w.store()) == records;
+        let new_whole = records.iter().all(|(name, bytes)| {
+            std::fs::read(k.join("profiles/default").join(name))
+                .ok()
+                .as_ref()
+                == Some(bytes)
+        });
+        assert!(old_whole || new_whole, "after a crash at step {n} ({step})");
+        steps.push((step, old_whole));
+        // The next command finishes (or redoes) the upgrade.
+        w.assert_generations(&[1, 2], Some(2));
+        assert_upgraded(&w.store(), &records);
+    }
+    assert_eq!(
+        steps,
+        vec![
+            (
+                "store upgrade: new layout built beside the old".to_owned(),
+                true
+            ),
+            ("store upgrade: profiles in place".to_owned(), false),
+            ("store upgrade: version written".to_owned(), false),
+        ]
+    );
+    w.ok(&["rollback"]);
+    w.ok(&["switch"]);
+    w.assert_resolves(&g2, "after the crashed upgrades");
+}
