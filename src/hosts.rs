@@ -111,9 +111,17 @@ impl Hosts {
     /// host's address is an IP address used by no other host. (Variables are checked against
     /// the recipes by [`Hosts::check_variables`], once the recipes are loaded.)
     pub fn load(path: &Path, recipes_dir: &Path) -> Result<Hosts, RecipeError> {
-        let text = fs_err::read_to_string(path).map_err(|source| RecipeError::Read {
-            path: path.to_owned(),
-            source,
+        let text = fs_err::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                RecipeError::NoHostsFile {
+                    path: path.to_owned(),
+                }
+            } else {
+                RecipeError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         let loc = |span: Range<usize>| Loc::at(path, &text, span.start);
         let err = |span: Range<usize>, msg: String, help: Option<String>| RecipeError::At {

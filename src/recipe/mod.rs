@@ -62,6 +62,8 @@ pub enum RecipeError {
     },
     #[error("recipes directory `{}` does not exist", dir.display())]
     NoDirectory { dir: PathBuf },
+    #[error("there is no hosts file `{}`", path.display())]
+    NoHostsFile { path: PathBuf },
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -99,6 +101,9 @@ impl RecipeError {
             RecipeError::Unknown { available, .. } => {
                 Some(format!("available recipes: {}", available.join(", ")))
             }
+            RecipeError::NoHostsFile { .. } => Some(
+                "write one (the repository's `hosts.toml` describes the guide's three masters), or name it with `--hosts FILE` (env KBUILD_HOSTS); `kbuild build master` builds without one".into(),
+            ),
             RecipeError::NoDirectory { .. } => Some(
                 "run kbuild from the repository root, or pass `--recipes DIR` (env KBUILD_RECIPES)"
                     .into(),
