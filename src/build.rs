@@ -78,6 +78,8 @@ pub enum BuildError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
+    Check(#[from] crate::check::Failed),
+    #[error(transparent)]
     Variable(#[from] VariableError),
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -127,6 +129,10 @@ impl BuildError {
     pub fn help(&self) -> Option<String> {
         match self {
             BuildError::Recipe(e) => e.help(),
+            BuildError::Check(e) => Some(format!(
+                "{} (rule `{}`); correct the value (`--set`, the hosts file or the recipe) and build again",
+                e.reason, e.rule
+            )),
             BuildError::Variable(e) => e.help(),
             BuildError::Render(e) => e.help(),
             BuildError::Lock(e) => e.help(),
@@ -201,6 +207,8 @@ pub fn build(
     // Render first: template errors need no store and no network.
     let components = render_files(&set, &vars, &req.hosts)?;
     check_reload(&set, &components)?;
+    // The recipes' rules over what was rendered, before anything is written.
+    check_rules(&set, &vars, &components, req)?;
 
     let original = LockFile::load(&ctx.lock_path)?;
     let lock = original.clone();
@@ -430,6 +438,46 @@ fn build_in(
         observer,
     )?;
     Ok((rootfs, lock_written, lock_changes, Some(generation)))
+}
+
+/// Loads, renders and checks `req` without touching the store or the network: what a build
+/// of several hosts runs for every host first, so that a fault in any writes nothing.
+pub fn check_only(ctx: &Context, req: &BuildRequest) -> Result<(), BuildError> {
+    let mut recipes = req.recipes.clone();
+    recipes.sort();
+    recipes.dedup();
+    let set = recipe::load(&ctx.recipes_dir, &recipes)?;
+    let vars = recipe::resolve_variables(&set, &req.sets)?;
+    let components = render_files(&set, &vars, &req.hosts)?;
+    check_reload(&set, &components)?;
+    check_rules(&set, &vars, &components, req)
+}
+
+/// Runs the recipes' checks (see [`crate::check`]) over the variables and rendered files.
+fn check_rules(
+    set: &RecipeSet,
+    vars: &BTreeMap<String, String>,
+    components: &[Component],
+    req: &BuildRequest,
+) -> Result<(), BuildError> {
+    if set.checks.is_empty() {
+        return Ok(());
+    }
+    let files: BTreeMap<String, String> = components
+        .iter()
+        .filter_map(|c| {
+            let text = String::from_utf8(c.bytes.clone()?).ok()?;
+            Some((c.target.as_str().to_owned(), text))
+        })
+        .collect();
+    let build = crate::check::Build {
+        variables: vars,
+        files: &files,
+        hosts: &req.hosts,
+        host: req.profile.as_deref().filter(|_| !req.hosts.is_empty()),
+    };
+    build.check(&set.checks)?;
+    Ok(())
 }
 
 /// Renders every template and text file in memory.

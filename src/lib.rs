@@ -5,6 +5,7 @@
 
 pub mod activate;
 pub mod build;
+pub mod check;
 pub mod derivation;
 pub mod diff;
 pub mod envfile;

@@ -121,6 +121,11 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
             },
         ));
     }
+    // Every host rendered and checked before any is built: a fault writes nothing.
+    for (name, req) in &requests {
+        kbuild::build::check_only(ctx, req)
+            .with_context(|| format!("cannot build host `{name}`"))?;
+    }
     for (name, req) in &requests {
         let outcome = kbuild::build::build(ctx, req, term)
             .with_context(|| format!("cannot build host `{name}`"))?;

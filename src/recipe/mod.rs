@@ -130,6 +130,9 @@ struct RawRecipe {
     variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
     #[serde(default)]
     files: BTreeMap<Spanned<String>, Spanned<RawFile>>,
+    /// Rules a build must satisfy (see [`crate::check`]).
+    #[serde(default)]
+    checks: Vec<Spanned<crate::check::Rule>>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +275,8 @@ pub struct RecipeSet {
     pub files: BTreeMap<TargetPath, FileDecl>,
     /// Host paths that must exist at switch time; checked, never copied.
     pub prerequisites: BTreeSet<String>,
+    /// The recipes' checks, each with where it is declared.
+    pub checks: Vec<(crate::check::Rule, Loc)>,
 }
 
 /// Recipes and templates are small; anything bigger is a mistake or an attack.
@@ -439,6 +444,13 @@ impl Loader<'_> {
     }
 
     fn merge(&mut self, src: &Source, raw: RawRecipe) -> Result<(), RecipeError> {
+        for c in raw.checks {
+            let loc = src.loc(c.span());
+            if let Err(m) = c.get_ref().validate() {
+                return src.err(c.span(), m);
+            }
+            self.set.checks.push((c.into_inner(), loc));
+        }
         for p in raw.prerequisites {
             let path = p.get_ref();
             if !path.starts_with('/') {

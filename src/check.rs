@@ -1,0 +1,378 @@
+//! Checks: rules a recipe declares about the values a build produces — its variables and the
+//! flags in its rendered files — as data (`[[checks]]` in a recipe), so a recipe set for
+//! another Kubernetes version brings its own rules. A build that breaks one fails, naming the
+//! rule, the host and the value, with the reason the recipe gives.
+//!
+//! ```toml
+//! [[checks]]
+//! rule = "ServiceAccount"
+//! flag = "--admission-control"      # or `variable = "IP"`; `file = "/etc/…"` narrows a flag
+//! contains = "ServiceAccount"
+//! reason = "without it, pods get no service account token …"
+//! ```
+//!
+//! Predicates (one or more per check): `contains`, `equals`, `not_loopback`,
+//! `network_cidr`, `not_containing` (addresses of `hosts`, of flags or variables),
+//! `excludes` (flags that must not be set with it), `equals_count` (`masters` / `etcd` of the
+//! hosts file), `unique` (a list naming nothing twice), `lists_all` (`etcd`: every etcd
+//! member of the hosts file). `when` limits a check to builds where a flag contains a value
+//! (`when = { flag = "--authorization-mode", contains = "RBAC" }`), to builds from a hosts file
+//! (`hosts_file = true`), or to more than N masters (`masters_above = 1`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::hosts::HostEntry;
+use crate::recipe::Loc;
+
+/// One `[[checks]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// What the rule is about, as errors name it (`ServiceAccount`, `bind-address`).
+    pub rule: String,
+    /// Why (the guide's reason): the error's `help:`.
+    pub reason: String,
+    pub flag: Option<String>,
+    pub variable: Option<String>,
+    /// Only this rendered file's flags (its target path).
+    pub file: Option<String>,
+    pub contains: Option<String>,
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub not_loopback: bool,
+    #[serde(default)]
+    pub network_cidr: bool,
+    #[serde(default)]
+    pub not_containing: Vec<String>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    pub equals_count: Option<String>,
+    #[serde(default)]
+    pub unique: bool,
+    pub lists_all: Option<String>,
+    pub when: Option<When>,
+}
+
+/// When a check applies.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    pub flag: Option<String>,
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub hosts_file: bool,
+    pub masters_above: Option<usize>,
+}
+
+impl Rule {
+    /// Refuses a check that names no value or no predicate, or an unknown count.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flag.is_some() == self.variable.is_some() {
+            return Err(format!(
+                "check `{}` must name exactly one of `flag` and `variable`",
+                self.rule
+            ));
+        }
+        let predicates = [
+            self.contains.is_some(),
+            self.equals.is_some(),
+            self.not_loopback,
+            self.network_cidr,
+            !self.not_containing.is_empty(),
+            !self.excludes.is_empty(),
+            self.equals_count.is_some(),
+            self.unique,
+            self.lists_all.is_some(),
+        ];
+        if !predicates.contains(&true) {
+            return Err(format!(
+                "check `{}` has no predicate (contains, equals, not_loopback, network_cidr, not_containing, excludes, equals_count, unique, lists_all)",
+                self.rule
+            ));
+        }
+        for c in self.equals_count.iter().chain(&self.lists_all) {
+            if c != "masters" && c != "etcd" {
+                return Err(format!(
+                    "check `{}`: `{c}` is not a count of the hosts file (`masters` or `etcd`)",
+                    self.rule
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A check that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{loc}: check `{rule}` fails for {host}: {problem}")]
+pub struct Failed {
+    pub loc: Loc,
+    pub rule: String,
+    /// `host `master-2`` or `this build`.
+    pub host: String,
+    pub problem: String,
+    pub reason: String,
+}
+
+/// What a build produced, as checks see it.
+pub struct Build<'a> {
+    pub variables: &'a BTreeMap<String, String>,
+    /// Rendered files: target → text.
+    pub files: &'a BTreeMap<String, String>,
+    pub hosts: &'a [HostEntry],
+    /// The host being built (its profile), if built from the hosts file.
+    pub host: Option<&'a str>,
+}
+
+/// `--name=value` (or a bare `--name`, read as `true`) in the non-comment lines of `text`.
+fn flags(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        for token in line.split(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+            if let Some(rest) = token.strip_prefix("--") {
+                let (name, value) = rest.split_once('=').unwrap_or((rest, "true"));
+                out.push((format!("--{name}"), value.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// The IP addresses in a value: a list of addresses, URLs (`https://10.0.0.1:2379`) or both.
+fn addresses(value: &str) -> Vec<IpAddr> {
+    value
+        .split(',')
+        .filter_map(|item| {
+            let item = item.trim();
+            let host = item.split_once("://").map_or(item, |(_, r)| r);
+            let host = host.split('/').next().unwrap_or(host);
+            if let Some(v6) = host.strip_prefix('[') {
+                return v6.split(']').next()?.parse().ok();
+            }
+            host.parse()
+                .ok()
+                .or_else(|| host.rsplit_once(':')?.0.parse().ok())
+        })
+        .collect()
+}
+
+fn in_cidr(net: IpAddr, len: u32, a: IpAddr) -> bool {
+    match (net, a) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `a.b.c.d/n` with no host bits set.
+fn network(value: &str) -> Option<(IpAddr, u32)> {
+    let (a, n) = value.split_once('/')?;
+    let a: IpAddr = a.parse().ok()?;
+    let n: u32 = n.parse().ok()?;
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    (n <= max && in_cidr(a, n, a) && {
+        // Host bits zero: the address is its own network.
+        match a {
+            IpAddr::V4(v) => {
+                let mask = if n == 0 { 0 } else { u32::MAX << (32 - n) };
+                u32::from(v) & !mask == 0
+            }
+            IpAddr::V6(v) => {
+                let mask = if n == 0 { 0 } else { u128::MAX << (128 - n) };
+                u128::from(v) & !mask == 0
+            }
+        }
+    })
+    .then_some((a, n))
+}
+
+impl Build<'_> {
+    fn flag_values(&self, name: &str, file: Option<&str>) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|(t, _)| file.is_none_or(|f| f == t.as_str()))
+            .flat_map(|(_, text)| flags(text))
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.hosts
+            .iter()
+            .filter(|h| if what == "etcd" { h.etcd } else { h.master })
+            .count()
+    }
+
+    /// The addresses a `not_containing` entry names.
+    fn named_addresses(&self, r: &str) -> Vec<(IpAddr, String)> {
+        if r == "hosts" {
+            return self
+                .hosts
+                .iter()
+                .filter_map(|h| Some((h.address.parse().ok()?, format!("host `{}`", h.name))))
+                .collect();
+        }
+        let values = if r.starts_with("--") {
+            self.flag_values(r, None)
+        } else {
+            self.variables.get(r).cloned().into_iter().collect()
+        };
+        values
+            .iter()
+            .flat_map(|v| addresses(v))
+            .map(|a| (a, format!("`{r}`")))
+            .collect()
+    }
+
+    fn applies(&self, w: &When) -> bool {
+        if w.hosts_file && self.hosts.is_empty() {
+            return false;
+        }
+        if let Some(n) = w.masters_above
+            && self.count("masters").max(1) <= n
+        {
+            return false;
+        }
+        if let Some(f) = &w.flag {
+            let values = self.flag_values(f, None);
+            let hit = match &w.contains {
+                Some(c) => values.iter().any(|v| v.split(',').any(|i| i.trim() == c)),
+                None => !values.is_empty(),
+            };
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The first failed check, if any.
+    pub fn check(&self, rules: &[(Rule, Loc)]) -> Result<(), Failed> {
+        for (rule, loc) in rules {
+            if let Some(problem) = self.problem(rule) {
+                return Err(Failed {
+                    loc: loc.clone(),
+                    rule: rule.rule.clone(),
+                    host: self
+                        .host
+                        .map_or("this build".to_owned(), |h| format!("host `{h}`")),
+                    problem,
+                    reason: rule.reason.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn problem(&self, r: &Rule) -> Option<String> {
+        if let Some(w) = &r.when
+            && !self.applies(w)
+        {
+            return None;
+        }
+        let (name, values) = match (&r.flag, &r.variable) {
+            (Some(f), _) => (format!("`{f}`"), self.flag_values(f, r.file.as_deref())),
+            (None, Some(v)) => (
+                format!("variable `{v}`"),
+                self.variables.get(v).cloned().into_iter().collect(),
+            ),
+            (None, None) => return None,
+        };
+        let needs_value = r.contains.is_some() || r.equals.is_some() || r.equals_count.is_some();
+        if values.is_empty() {
+            if needs_value && (r.equals_count.is_none() || !self.hosts.is_empty()) {
+                return Some(format!("{name} is not set"));
+            }
+            return None;
+        }
+        for value in &values {
+            if let Some(c) = &r.contains
+                && !value.split(',').any(|i| i.trim() == c)
+            {
+                return Some(format!("{name} = `{value}` lacks `{c}`"));
+            }
+            if let Some(e) = &r.equals
+                && value != e
+            {
+                return Some(format!("{name} = `{value}`, it must be `{e}`"));
+            }
+            if r.not_loopback
+                && let Ok(a) = value.parse::<IpAddr>()
+                && a.is_loopback()
+            {
+                return Some(format!("{name} = `{value}` is a loopback address"));
+            }
+            if r.network_cidr || !r.not_containing.is_empty() {
+                let Some((net, len)) = network(value) else {
+                    return Some(format!(
+                        "{name} = `{value}` is not a network CIDR (an address with its host bits zero, `/` and a prefix length)"
+                    ));
+                };
+                for n in &r.not_containing {
+                    if let Some((a, whose)) = self
+                        .named_addresses(n)
+                        .into_iter()
+                        .find(|(a, _)| in_cidr(net, len, *a))
+                    {
+                        return Some(format!("{name} = `{value}` contains {a} (of {whose})"));
+                    }
+                }
+            }
+            if let Some(x) = r
+                .excludes
+                .iter()
+                .find(|x| !self.flag_values(x, None).is_empty())
+            {
+                return Some(format!("{name} is set together with `{x}`"));
+            }
+            if let Some(c) = &r.equals_count
+                && !self.hosts.is_empty()
+                && value.parse::<usize>().ok() != Some(self.count(c))
+            {
+                return Some(format!(
+                    "{name} = `{value}`, but the hosts file has {} {c}",
+                    self.count(c)
+                ));
+            }
+            let listed = addresses(value);
+            if r.unique {
+                for (i, a) in listed.iter().enumerate() {
+                    if listed[..i].contains(a) {
+                        return Some(format!("{name} = `{value}` names {a} twice"));
+                    }
+                }
+            }
+            if let Some(what) = &r.lists_all
+                && let Some(h) = self.hosts.iter().find(|h| {
+                    (if what == "etcd" { h.etcd } else { h.master })
+                        && h.address
+                            .parse::<IpAddr>()
+                            .is_ok_and(|a| !listed.contains(&a))
+                })
+            {
+                return Some(format!(
+                    "{name} = `{value}` misses {} (member `{}` of the hosts file)",
+                    h.address, h.name
+                ));
+            }
+        }
+        None
+    }
+}
