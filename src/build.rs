@@ -41,6 +41,9 @@ pub struct BuildRequest {
     pub profile: Option<String>,
     /// The hosts of the hosts file, which templates read as `hosts` (empty: a plain build).
     pub hosts: Vec<crate::hosts::HostEntry>,
+    /// Overridden inputs this command has read already (name → pin key read): the hosts of
+    /// one `build --all-hosts` read an `--override-input` file once, not once per host.
+    pub read_overrides: BTreeMap<String, String>,
 }
 
 /// What a build did to the store besides reusing objects: the difference between "up to
@@ -173,6 +176,8 @@ struct Plan {
     /// The pinned size, when the lock knows it (a larger download is cut off).
     size: Option<u64>,
     overridden: bool,
+    /// Overridden, but read earlier in this command (its `pin` is what was read).
+    read_already: bool,
 }
 
 /// A rootfs file's content, ready to be placed.
@@ -265,6 +270,7 @@ pub fn rebuild(
         write_lock: false,
         profile: Some(g.profile.clone()),
         hosts: g.hosts.clone(),
+        read_overrides: BTreeMap::new(),
     };
     let set = recipe::load(&ctx.recipes_dir, &req.recipes)?;
     let vars = recipe::resolve_variables(&set, &req.sets)?;
@@ -587,10 +593,14 @@ fn plan_inputs(
                 Plan {
                     urls: vec![url.clone()],
                     lock_urls: decl.urls.clone(),
-                    pin: None,
+                    pin: req
+                        .read_overrides
+                        .get(name)
+                        .and_then(|k| Pin::from_key(k)),
                     algo: recipe_algo(decl),
                     size: None,
                     overridden: true,
+                    read_already: req.read_overrides.contains_key(name),
                 },
             );
             continue;
@@ -654,6 +664,7 @@ fn plan_inputs(
                 pin,
                 algo: recipe_algo(decl),
                 overridden: false,
+                read_already: false,
             },
         );
     }
@@ -783,7 +794,7 @@ fn realise_unpack(
     changes: &mut StoreChanges,
     observer: &dyn Observer,
 ) -> Result<Realised, BuildError> {
-    if let (Some(pin), false) = (&plan.pin, plan.overridden) {
+    if let (Some(pin), false) = (&plan.pin, plan.overridden && !plan.read_already) {
         if let Some(outputs) = store.lookup(&derivation::unpack_key(pin, wanted))?
             && reusable(store, &outputs, repair, changes)?
         {
@@ -1259,6 +1270,7 @@ pub fn lock(
             algo: recipe_algo(decl),
             size: None,
             overridden: false,
+            read_already: false,
         };
         plans.insert(name.clone(), plan);
         jobs.push((name.clone(), wanted.get(name).cloned().unwrap_or_default()));

@@ -270,3 +270,24 @@ fn faults_in_the_hosts_file_name_their_line_and_write_nothing() {
         );
     }
 }
+
+/// An `--override-input` file is read once for all the hosts of one command (it is the same
+/// file), on a cold store: the first host reads it, the others reuse what it unpacked.
+#[test]
+fn an_override_is_read_once_for_all_hosts() {
+    let w = world_with(HOSTS);
+    let url = write_fixture(&w.sb, "mirror", &fixture().gz);
+    let r = w.ok(&[
+        "build",
+        "--all-hosts",
+        "--override-input",
+        &format!("kubernetes-server={url}"),
+    ]);
+    let reads: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Reading "))
+        .collect();
+    assert_eq!(reads.len(), 1, "stderr:\n{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 3);
+}

@@ -84,11 +84,19 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         let kept = !fs.list(&format!("/{STATE_DIR}/adopted"))?.is_empty();
         if flip.is_some() || kept {
             let object = roots::object_name(flip.as_deref());
+            // The switch names the profile when it is not `default` (the root's record, which
+            // would say so, is the thing missing).
             let n = generation::list_all(store)?
                 .into_iter()
                 .rev()
                 .find(|g| object.as_ref() == Some(&g.rootfs))
-                .map_or("N".to_owned(), |g| g.number.to_string());
+                .map_or("N".to_owned(), |g| {
+                    if g.profile == generation::DEFAULT_PROFILE {
+                        g.number.to_string()
+                    } else {
+                        format!("{} --profile {}", g.number, g.profile)
+                    }
+                });
             out.push(format!(
                 "/{STATE_DIR}/state.json is missing, though kbuild's {} there (`kbuild switch {n}{}` records the root again; kbuild's own links are recognised)",
                 if flip.is_some() { "flip point `current` is" } else { "kept originals are" },

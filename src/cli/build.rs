@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         write_lock: args.write_lock,
         profile: args.profile.clone(),
         hosts: Vec::new(),
+        read_overrides: Default::default(),
     };
     let outcome = kbuild::build::build(ctx, &req, term)
         .with_context(|| format!("cannot build {}", req.recipes.join(" ")))?;
@@ -118,6 +119,7 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
                 write_lock: args.write_lock,
                 profile: Some(h.entry.name.clone()),
                 hosts: hosts.entries(),
+                read_overrides: Default::default(),
             },
         ));
     }
@@ -126,10 +128,23 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         kbuild::build::check_only(ctx, req)
             .with_context(|| format!("cannot build host `{name}`"))?;
     }
-    for (name, req) in &requests {
-        let outcome = kbuild::build::build(ctx, req, term)
+    // An `--override-input` file is read by the first host that needs it; the others use
+    // what that read found (the same file, in the same command).
+    let mut read = std::collections::BTreeMap::new();
+    for (name, mut req) in requests {
+        req.read_overrides = read.clone();
+        let outcome = kbuild::build::build(ctx, &req, term)
             .with_context(|| format!("cannot build host `{name}`"))?;
-        report(ctx, req, outcome, term)?;
+        if let Ok(store) = kbuild::store::Store::open_existing(&ctx.store_dir)
+            && let Ok(Some(g)) = kbuild::generation::get(&store, &name, outcome.generation.number())
+        {
+            for (input, sha) in g.inputs {
+                if req.overrides.contains_key(&input) {
+                    read.insert(input, sha);
+                }
+            }
+        }
+        report(ctx, &req, outcome, term)?;
     }
     Ok(())
 }
