@@ -45,6 +45,8 @@ hf cold-single --runs "$RUNS" --prepare "rm -rf $WORK/store" \
 	"$K build master --offline $OVR"
 hf cold-all-hosts --runs "$RUNS" --prepare "rm -rf $WORK/store" \
 	"$K build --all-hosts --offline $OVR"
+# The single-host no-op, same run: what machine noise does to a few-ms command.
+hf warm-noop-single --runs "$FAST_RUNS" --warmup 2 "$K build master --offline --locked"
 hf warm-noop --runs "$FAST_RUNS" --warmup 2 "$K build --all-hosts --offline --locked"
 echo 0 >"$WORK/n"
 # A new value of a shared variable on every run: three new generations each time.
