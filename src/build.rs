@@ -81,7 +81,7 @@ pub enum BuildError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
-    Check(#[from] crate::check::Failed),
+    Check(Box<crate::check::Failed>),
     #[error(transparent)]
     Variable(#[from] VariableError),
     #[error(transparent)]
@@ -125,6 +125,12 @@ pub enum BuildError {
 impl From<std::io::Error> for BuildError {
     fn from(e: std::io::Error) -> BuildError {
         BuildError::Store(StoreError::Io(e))
+    }
+}
+
+impl From<Box<crate::check::Failed>> for BuildError {
+    fn from(e: Box<crate::check::Failed>) -> BuildError {
+        BuildError::Check(e)
     }
 }
 

@@ -264,10 +264,10 @@ impl Build<'_> {
     }
 
     /// The first failed check, if any.
-    pub fn check(&self, rules: &[(Rule, Loc)]) -> Result<(), Failed> {
+    pub fn check(&self, rules: &[(Rule, Loc)]) -> Result<(), Box<Failed>> {
         for (rule, loc) in rules {
             if let Some(problem) = self.problem(rule) {
-                return Err(Failed {
+                return Err(Box::new(Failed {
                     loc: loc.clone(),
                     rule: rule.rule.clone(),
                     host: self
@@ -275,7 +275,7 @@ impl Build<'_> {
                         .map_or("this build".to_owned(), |h| format!("host `{h}`")),
                     problem,
                     reason: rule.reason.clone(),
-                });
+                }));
             }
         }
         Ok(())

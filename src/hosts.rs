@@ -133,9 +133,9 @@ impl Hosts {
             err(
                 e.span().unwrap_or(0..0),
                 e.message().to_owned(),
-                Some(format!(
-                    "see the hosts file format in `docs/recipes.md` (section \"Hosts\")"
-                )),
+                Some(
+                    "see the hosts file format in `docs/recipes.md` (section \"Hosts\")".to_owned(),
+                ),
             )
         })?;
         let mut shared = BTreeMap::new();

@@ -4,7 +4,6 @@
 mod common;
 
 use common::world::*;
-use common::*;
 
 const HOSTS: &str = include_str!("../hosts.toml");
 

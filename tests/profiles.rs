@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use common::world::*;
-use common::*;
 
 const HOSTS: &str = include_str!("../hosts.toml");
 

@@ -198,6 +198,8 @@ fn check_objects(store: &Store, g: &generation::Generation) -> Result<(), Switch
 /// reported to `recovered`, whatever happens next. `before_flip` runs once the plan is
 /// accepted and before the root changes (the CLI stops removed units there, while their unit
 /// files still exist).
+// The target and its profile are separate arguments, as the CLI reads them.
+#[allow(clippy::too_many_arguments)]
 pub fn switch(
     store: &Store,
     root: &Root,

@@ -80,6 +80,9 @@ pub(crate) fn complete(
     Ok((state, true))
 }
 
+/// The rootfs the flip point names and its generation (profile, number), if known.
+type FlipPoint = Option<(PathBuf, Option<(String, u64)>)>;
+
 /// The rootfs `etc/.kbuild/current` names, when it is an object of this store, and the
 /// generation it belongs to (`target` when it is that one's, else the newest that uses it).
 fn flip_point(
@@ -87,7 +90,7 @@ fn flip_point(
     fs: &dyn Disk,
     target: Option<&Generation>,
     profile: &str,
-) -> Result<Option<(PathBuf, Option<(String, u64)>)>, SwitchError> {
+) -> Result<FlipPoint, SwitchError> {
     let Entry::Symlink(t) = fs.entry(&format!("/{STATE_DIR}/current"))? else {
         return Ok(None);
     };
