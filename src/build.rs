@@ -599,10 +599,7 @@ fn plan_inputs(
                 Plan {
                     urls: vec![url.clone()],
                     lock_urls: decl.urls.clone(),
-                    pin: req
-                        .read_overrides
-                        .get(name)
-                        .and_then(|k| Pin::from_key(k)),
+                    pin: req.read_overrides.get(name).and_then(|k| Pin::from_key(k)),
                     algo: recipe_algo(decl),
                     size: None,
                     overridden: true,
