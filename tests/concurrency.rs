@@ -149,7 +149,7 @@ fn builds_gc_and_switch_at_once_leave_a_consistent_store() {
     }
 
     // Generations 1..=N, one per build, each pointing at a rootfs that exists.
-    let dir = sb.store.join(".kbuild/generations");
+    let dir = sb.store.join(".kbuild/profiles/default");
     let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {

@@ -60,7 +60,6 @@ fn assert_store_empty(store: &Path) {
         [
             ".",
             ".kbuild",
-            ".kbuild/generations",
             ".kbuild/id",
             ".kbuild/index",
             ".kbuild/lock",
@@ -694,14 +693,14 @@ fn undefined_template_variable_names_template_and_line() {
             std::fs::write(
                 &path,
                 text.replace(
-                    "https://{{ ETCD3 | host }}:2379\"",
-                    "https://{{ ETCD3 | host }}:2379,https://{{ ETCD4 }}:2379\"",
+                    "https://{{ ETCD3 | host }}:2379{% endif %}\"",
+                    "https://{{ ETCD3 | host }}:2379,https://{{ ETCD4 }}:2379{% endif %}\"",
                 ),
             )
             .unwrap();
         },
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:17: undefined variable `ETCD4`\n\
+         \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:18: undefined variable `ETCD4`\n\
          help: declare `[variables.ETCD4]` in a recipe, or use one of: ETCD2, ETCD3, IP, SERVICE_CIDR\n",
     );
 }

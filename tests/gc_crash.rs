@@ -66,7 +66,7 @@ fn assert_no_tmp(store: &Path) {
         ".kbuild",
         ".kbuild/meta",
         ".kbuild/index",
-        ".kbuild/generations",
+        ".kbuild/profiles/default",
     ] {
         for e in std::fs::read_dir(store.join(d)).unwrap() {
             let n = e.unwrap().file_name().to_string_lossy().into_owned();

@@ -164,7 +164,7 @@ fn an_air_gapped_host_builds_from_the_kept_archive_alone() {
             std::fs::remove_file(sb.store.join(".kbuild/meta").join(format!("{o}.json"))).unwrap();
         }
     }
-    for d in ["index", "generations"] {
+    for d in ["index", "profiles"] {
         std::fs::remove_dir_all(sb.store.join(".kbuild").join(d)).unwrap();
         std::fs::create_dir(sb.store.join(".kbuild").join(d)).unwrap();
     }

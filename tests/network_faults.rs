@@ -83,7 +83,6 @@ fn assert_failed(
         [
             ".",
             ".kbuild",
-            ".kbuild/generations",
             ".kbuild/id",
             ".kbuild/index",
             ".kbuild/lock",
