@@ -381,3 +381,83 @@ fn an_upgrade_killed_at_any_step_leaves_a_usable_store() {
     w.ok(&["switch"]);
     w.assert_resolves(&g2, "after the crashed upgrades");
 }
+
+/// `generations` names the profile and, below each generation, the variables it changed;
+/// `--json` gives every field (docs/json.md, "generations").
+#[test]
+fn generations_tell_the_hosts_apart() {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    w.ok(&[
+        "build",
+        "--host",
+        "master-2",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    w.ok(&["switch", "--host", "master-2"]);
+    let r = w.ok(&["generations"]);
+    let lines: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            if l.len() > 27 && l.as_bytes()[26] == b'Z' {
+                format!("{}<created>{}", &l[..7], &l[27..])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    let store = w.store().canonicalize().unwrap();
+    let rootfs = |n: u64| -> String {
+        let g = std::fs::read(store.join(format!(".kbuild/profiles/master-2/{n}.json"))).unwrap();
+        let g: serde_json::Value = serde_json::from_slice(&g).unwrap();
+        store
+            .join(g["rootfs"].as_str().unwrap())
+            .display()
+            .to_string()
+    };
+    assert_eq!(
+        lines,
+        vec![
+            "profile master-2".to_owned(),
+            "  GEN  CREATED               RECIPES           ROOTFS".to_owned(),
+            format!("    1  <created>  master            {}", rootfs(1)),
+            format!("*   2  <created>  master            {}", rootfs(2)),
+            "       changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)".to_owned(),
+        ]
+    );
+    let r = w.ok(&["generations", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let second = &rows[1];
+    assert_eq!(second["schema"], "kbuild-generations-v2");
+    assert_eq!(second["profile"], "master-2");
+    assert_eq!(second["number"], 2);
+    assert_eq!(second["previous"], 1);
+    assert_eq!(second["active"], true);
+    assert_eq!(
+        second["changed"],
+        serde_json::json!({"SERVICE_CIDR": {"from": "10.254.0.0/16", "to": "10.253.0.0/16"}})
+    );
+    assert_eq!(
+        second["hosts"][1],
+        serde_json::json!({"name": "master-2", "address": "10.72.84.161", "etcd": true, "master": true})
+    );
+    assert_eq!(rows[0]["previous"], serde_json::Value::Null);
+    assert_eq!(
+        rows[0]["changed"]["IP"],
+        serde_json::json!({"from": null, "to": "10.72.84.161"})
+    );
+    // `--all`: every profile, each under its name.
+    let r = w.ok(&["generations", "--all"]);
+    let profiles: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("profile "))
+        .collect();
+    assert_eq!(
+        profiles,
+        vec!["profile master-1", "profile master-2", "profile master-3"]
+    );
+}
