@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::derivation;
 use crate::generation::{self, NewGeneration, Recorded};
+use crate::install::{self, InstallError, InstallLink};
 use crate::lockfile::{LockError, LockFile, LockedInput};
 use crate::observe::Observer;
 use crate::pin::{Algo, Pin};
@@ -92,6 +93,8 @@ pub enum BuildError {
     Unpack(#[from] UnpackError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
     #[error("`--override-input {name}=…`: no loaded recipe declares an input `{name}`")]
     UnknownOverride { name: String, known: Vec<String> },
     #[error("`--override-input {name}=…`: {message}")]
@@ -147,6 +150,7 @@ impl BuildError {
             BuildError::Lock(e) => e.help(),
             BuildError::Unpack(e) => e.help(),
             BuildError::Store(e) => Store::help(e),
+            BuildError::Install(e) => Some(e.help()),
             BuildError::BadOverride { .. } => None,
             BuildError::NoExecReload { .. } => Some(
                 "add `ExecReload=` to the unit's [Service] section (or a drop-in), or use `on_change = \"restart\"`; then run `kbuild build` again".into(),
@@ -427,7 +431,16 @@ fn build_in(
         }
     }
     let manifest = manifest(&set);
-    let rootfs = assemble_rootfs(store, &set, &components, &manifest, repair, changes)?;
+    let links = install_links(store, &components)?;
+    let rootfs = assemble_rootfs(
+        store,
+        &set,
+        &components,
+        &links,
+        &manifest,
+        repair,
+        changes,
+    )?;
     if repair.is_some() {
         return Ok((rootfs, false, lock_changes, None));
     }
@@ -1026,11 +1039,43 @@ fn manifest(set: &RecipeSet) -> Vec<u8> {
 
 const MANIFEST: &str = "kbuild.json";
 
-/// Computes the rootfs digest from the components and materialises it if it is missing.
+/// The enablement links of the units among `components` (see [`crate::install`]): unit files
+/// directly in `etc/systemd/system`, read from memory or from their store object.
+fn install_links(store: &Store, components: &[Component]) -> Result<Vec<InstallLink>, BuildError> {
+    let mut units = BTreeMap::new();
+    for c in components {
+        let Some(name) = c
+            .target
+            .relative()
+            .strip_prefix(install::UNIT_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|n| !n.contains('/'))
+        else {
+            continue;
+        };
+        let bytes = match &c.bytes {
+            Some(b) => b.clone(),
+            None => fs_err::read(store.path_of(&c.path))?,
+        };
+        units.insert(name.to_owned(), String::from_utf8_lossy(&bytes).into_owned());
+    }
+    // A file at the link's path, or at one of its directories.
+    let taken = |rel: &str| {
+        components.iter().any(|c| {
+            let t = c.target.relative();
+            rel == t || rel.strip_prefix(t).is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    Ok(install::links(&units, &taken)?)
+}
+
+/// Computes the rootfs digest from the components and the enablement links, and
+/// materialises it if it is missing.
 fn assemble_rootfs(
     store: &Store,
     set: &RecipeSet,
     components: &[Component],
+    links: &[InstallLink],
     manifest: &[u8],
     repair: Option<&Repair>,
     changes: &mut StoreChanges,
@@ -1038,6 +1083,12 @@ fn assemble_rootfs(
     let mut root = Node::Directory(BTreeMap::new());
     for c in components {
         insert(&mut root, c.target.relative(), c.node.clone());
+    }
+    for l in links {
+        let node = Node::Symlink {
+            target: l.target.as_bytes().to_vec(),
+        };
+        insert(&mut root, &l.path, node);
     }
     insert(&mut root, MANIFEST, Node::file(manifest, false));
     let digest = root.digest();
@@ -1121,6 +1172,11 @@ fn assemble_rootfs(
         let dest = top.join(c.target.relative());
         fs_err::create_dir_all(dest.parent().expect("targets have a parent"))?;
         link_or_copy(&store.path_of(&c.path), &dest)?;
+    }
+    for l in links {
+        let dest = top.join(&l.path);
+        fs_err::create_dir_all(dest.parent().expect("links have a parent"))?;
+        fs_err::os::unix::fs::symlink(&l.target, &dest)?;
     }
     write_file(&top.join(MANIFEST), manifest, false)?;
     store.sync()?;

@@ -6,10 +6,11 @@ use super::Root;
 use super::units::UnitAction;
 use crate::unit_name::shell_line;
 
-/// The systemctl invocations for `actions`, in the order they run: stop and disable removed
-/// units before the flip (their unit files still exist), then after it daemon-reload, stop
-/// changed services behind sockets, restart and reload changed units, enable and start new
-/// ones (see [`UnitAction::phase`]).
+/// The systemctl invocations for `actions`, in the order they run: stop removed units before
+/// the flip (their unit files still exist), then after it daemon-reload, stop changed services
+/// behind sockets, restart and reload changed units, start new ones (see
+/// [`UnitAction::phase`]). Enablement is never a systemctl call: the generation carries its
+/// `[Install]` links (see [`crate::install`]).
 pub fn systemctl_commands(actions: &[UnitAction]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let (stops, mut rest): (Vec<&UnitAction>, Vec<&UnitAction>) = actions
         .iter()

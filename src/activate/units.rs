@@ -179,10 +179,10 @@ fn expand_specifiers(value: &str, name: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum UnitAction {
-    /// New in the generation: enable (not for template instances, which the generation's
-    /// links enable) and start.
+    /// New in the generation: start. (Enabled already: its `[Install]` links are part of the
+    /// generation, see [`crate::install`].)
     Start { unit: String },
-    /// Gone from the generation: stop and disable.
+    /// Gone from the generation: stop. (Its links went with the generation.)
     Stop { unit: String },
     /// Its unit file or a file it reads changed.
     Restart { unit: String, because: Vec<String> },
@@ -228,17 +228,13 @@ impl UnitAction {
         }
     }
 
-    /// The systemctl commands that carry it out.
+    /// The systemctl commands that carry it out. Never `enable` or `disable`: `enable` would
+    /// link straight into one generation's store path, `disable` would delete kbuild's links.
     pub fn commands(&self) -> Vec<Vec<String>> {
         let c = |verb: &str, unit: &str| vec![verb.to_owned(), unit.to_owned()];
-        // An instance is enabled by the generation's links to its template: `systemctl
-        // enable` would write links of its own outside the generation.
-        let instance = unit_name::check(self.unit()) == Ok(NameKind::Instance);
         match self {
-            UnitAction::Start { unit } if instance => vec![c("start", unit)],
-            UnitAction::Start { unit } => vec![c("enable", unit), c("start", unit)],
-            UnitAction::Stop { unit } if instance => vec![c("stop", unit)],
-            UnitAction::Stop { unit } => vec![c("stop", unit), c("disable", unit)],
+            UnitAction::Start { unit } => vec![c("start", unit)],
+            UnitAction::Stop { unit } => vec![c("stop", unit)],
             UnitAction::Restart { unit, .. } => vec![c("restart", unit)],
             UnitAction::Reload { unit, .. } => vec![c("reload", unit)],
             UnitAction::Keep { .. } => Vec::new(),
