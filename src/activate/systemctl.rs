@@ -33,9 +33,17 @@ pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
     let (stops, rest) = systemctl_commands(actions);
     let mut failures = Vec::new();
     for args in if before { stops } else { rest } {
+        // Where to look: the unit's journal (a start that fails says why only there).
+        let see = match args.as_slice() {
+            [_, unit] => format!(" (see `journalctl -u {}`)", shell_line(&[unit.clone()])),
+            _ => String::new(),
+        };
         match std::process::Command::new("systemctl").args(&args).status() {
             Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!("`systemctl {}` exited with {s}", shell_line(&args))),
+            Ok(s) => failures.push(format!(
+                "`systemctl {}` exited with {s}{see}",
+                shell_line(&args)
+            )),
             Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", shell_line(&args))),
         }
     }
