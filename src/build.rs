@@ -1177,6 +1177,8 @@ fn assemble_rootfs(
         let dest = top.join(&l.path);
         fs_err::create_dir_all(dest.parent().expect("links have a parent"))?;
         fs_err::os::unix::fs::symlink(&l.target, &dest)?;
+        // Like every entry of an object: a rebuilt rootfs is the same tree, to the mtime.
+        crate::fs::set_mtime(&dest)?;
     }
     write_file(&top.join(MANIFEST), manifest, false)?;
     store.sync()?;

@@ -123,7 +123,8 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-fn set_mtime(path: &Path) -> io::Result<()> {
+/// Gives `path` (not what it links to) the store's constant mtime.
+pub(crate) fn set_mtime(path: &Path) -> io::Result<()> {
     use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
     let t = Timespec {
         tv_sec: STORE_MTIME,

@@ -68,7 +68,7 @@ fn a_restore_blocked_by_a_hand_made_file_stops_before_changing_anything() {
     assert_eq!(dry.code, Some(1), "{dry:?}");
     assert_eq!(
         dry.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: master -> no-config\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/controller-manager\n  remove  /etc/systemd/system/kube-apiserver.service\n  remove  /etc/systemd/system/kube-controller-manager.service\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /usr/local/bin/kube-apiserver\n  remove  /usr/local/bin/kube-controller-manager\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  leave   /etc/kubernetes/config (replaced by hand; no longer managed, left as it is)\n  cannot restore /etc/kubernetes/config: a file made by hand is in the way of the original kept in /etc/.kbuild/adopted/etc/kubernetes/config\n  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\n  stop    kube-scheduler.service (removed)\nunit actions (would run: root is not `/`):\n  systemctl stop kube-apiserver.service\n  systemctl disable kube-apiserver.service\n  systemctl stop kube-controller-manager.service\n  systemctl disable kube-controller-manager.service\n  systemctl stop kube-scheduler.service\n  systemctl disable kube-scheduler.service\n  systemctl daemon-reload\n"
+        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: master -> no-config\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/apiserver\n  remove  /etc/kubernetes/controller-manager\n  remove  /etc/systemd/system/kube-apiserver.service\n  remove  /etc/systemd/system/kube-controller-manager.service\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /etc/systemd/system/multi-user.target.wants/kube-apiserver.service\n  remove  /etc/systemd/system/multi-user.target.wants/kube-controller-manager.service\n  remove  /etc/systemd/system/multi-user.target.wants/kube-scheduler.service\n  remove  /usr/local/bin/kube-apiserver\n  remove  /usr/local/bin/kube-controller-manager\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  leave   /etc/kubernetes/config (replaced by hand; no longer managed, left as it is)\n  cannot restore /etc/kubernetes/config: a file made by hand is in the way of the original kept in /etc/.kbuild/adopted/etc/kubernetes/config\n  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\n  stop    kube-scheduler.service (removed)\nunit actions (would run: root is not `/`):\n  systemctl stop kube-apiserver.service\n  systemctl stop kube-controller-manager.service\n  systemctl stop kube-scheduler.service\n  systemctl daemon-reload\n"
     );
     assert_eq!(
         dry.stderr(),
@@ -246,7 +246,12 @@ fn a_crash_at_every_step_of_a_restore_keeps_the_original_recorded() {
             "unlink",
             "unlink",
             "unlink",
+            // The three enablement links (multi-user.target.wants/) and their directory.
+            "unlink",
+            "unlink",
+            "unlink",
             "restore",
+            "rmdir",
             "rmdir",
             "rmdir",
             "rmdir",

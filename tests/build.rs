@@ -270,10 +270,20 @@ fn expected_rootfs_shape(v: &Vars) -> Vec<(String, Kind, u32, String)> {
         "etc/kubernetes",
         "etc/systemd",
         "etc/systemd/system",
+        "etc/systemd/system/multi-user.target.wants",
         "usr",
         "usr/local",
         "usr/local/bin",
     ];
+    // Each unit's `WantedBy=multi-user.target`, as the link `systemctl enable` would make.
+    let links = common::world::UNITS.iter().map(|u| {
+        (
+            format!("etc/systemd/system/multi-user.target.wants/{u}"),
+            Kind::Symlink,
+            0o777,
+            format!("../{u}"),
+        )
+    });
     let mut out: Vec<(String, Kind, u32, String)> = dirs
         .iter()
         .map(|d| (d.to_string(), Kind::Dir, 0o555, String::new()))
@@ -282,6 +292,7 @@ fn expected_rootfs_shape(v: &Vars) -> Vec<(String, Kind, u32, String)> {
                 .into_iter()
                 .map(|(p, (mode, bytes))| (p, Kind::File, mode, blake3_hex(&bytes))),
         )
+        .chain(links)
         .collect();
     // walkdir's order: by file name within each directory, parents first.
     out.sort_by(|a, b| {
@@ -681,6 +692,13 @@ fn recipe_subsets_and_text_files() {
             "etc/systemd/system/kube-scheduler.service",
             0o444,
             EXPECTED_SCHEDULER_UNIT.as_bytes(),
+        ),
+        d("etc/systemd/system/multi-user.target.wants"),
+        (
+            "etc/systemd/system/multi-user.target.wants/kube-scheduler.service".to_owned(),
+            Kind::Symlink,
+            0o777,
+            "../kube-scheduler.service".to_owned(),
         ),
         f("kbuild.json", 0o444, manifest.as_bytes()),
         d("usr"),

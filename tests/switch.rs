@@ -157,6 +157,7 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
         "/etc/kubernetes/addons",
         "/etc/systemd",
         "/etc/systemd/system",
+        "/etc/systemd/system/multi-user.target.wants",
         "/usr",
         "/usr/local",
         "/usr/local/bin",
@@ -232,6 +233,7 @@ fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
         "/etc/kubernetes",
         "/etc/systemd",
         "/etc/systemd/system",
+        "/etc/systemd/system/multi-user.target.wants",
         "/usr",
         "/usr/local",
         "/usr/local/bin",
@@ -244,7 +246,7 @@ fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: kube-scheduler -> etc-only\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl disable kube-scheduler.service\n  systemctl daemon-reload\n"
+        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: kube-scheduler -> etc-only\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /etc/systemd/system/multi-user.target.wants/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl daemon-reload\n"
     );
     // `/etc` holds kbuild's own state, so it stays (recorded), as does /etc/kubernetes.
     w.assert_root(
@@ -653,7 +655,7 @@ fn unit_actions_follow_exactly_the_files_each_unit_reads() {
             2,
             3,
             "  start   kube-apiserver.service (new)\n  start   kube-controller-manager.service (new)\n",
-            "  systemctl enable kube-apiserver.service\n  systemctl start kube-apiserver.service\n  systemctl enable kube-controller-manager.service\n  systemctl start kube-controller-manager.service\n",
+            "  systemctl start kube-apiserver.service\n  systemctl start kube-controller-manager.service\n",
         ),
         (
             3,
@@ -687,7 +689,7 @@ fn unit_actions_follow_exactly_the_files_each_unit_reads() {
     assert_eq!(
         unit_output(&r.stdout),
         format!(
-            "  start   kube-apiserver.service (new)\n  start   kube-controller-manager.service (new)\n  start   kube-scheduler.service (new)\n{NOT_RUN}  systemctl enable kube-apiserver.service\n  systemctl start kube-apiserver.service\n  systemctl enable kube-controller-manager.service\n  systemctl start kube-controller-manager.service\n  systemctl enable kube-scheduler.service\n  systemctl start kube-scheduler.service\n"
+            "  start   kube-apiserver.service (new)\n  start   kube-controller-manager.service (new)\n  start   kube-scheduler.service (new)\n{NOT_RUN}  systemctl start kube-apiserver.service\n  systemctl start kube-controller-manager.service\n  systemctl start kube-scheduler.service\n"
         )
     );
     for (a, b, plan, commands) in steps {
@@ -753,7 +755,7 @@ fn printed_systemctl_commands_follow_the_order_they_run_in() {
     w.build(&["kube-scheduler"], &[], 2);
     w.ok(&["switch", "1"]);
     let dry = w.ok(&["switch", "2", "--dry-run"]);
-    let expected = "  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\nunit actions (would run: root is not `/`):\n  systemctl stop kube-apiserver.service\n  systemctl disable kube-apiserver.service\n  systemctl stop kube-controller-manager.service\n  systemctl disable kube-controller-manager.service\n  systemctl daemon-reload\n";
+    let expected = "  stop    kube-apiserver.service (removed)\n  stop    kube-controller-manager.service (removed)\nunit actions (would run: root is not `/`):\n  systemctl stop kube-apiserver.service\n  systemctl stop kube-controller-manager.service\n  systemctl daemon-reload\n";
     assert_eq!(unit_output(&dry.stdout), expected);
     let r = w.ok(&["switch", "2"]);
     assert_eq!(

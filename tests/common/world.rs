@@ -40,7 +40,7 @@ pub const PREREQS: [(&str, &[u8]); 5] = [
 ];
 
 /// Every path a `master` generation manages.
-pub const MASTER_PATHS: [&str; 13] = [
+pub const MASTER_PATHS: [&str; 16] = [
     "/etc/kubernetes/apiserver",
     "/etc/kubernetes/config",
     "/etc/kubernetes/controller-manager",
@@ -48,6 +48,10 @@ pub const MASTER_PATHS: [&str; 13] = [
     "/etc/systemd/system/kube-apiserver.service",
     "/etc/systemd/system/kube-controller-manager.service",
     "/etc/systemd/system/kube-scheduler.service",
+    // Enablement links, written by the build from each unit's `WantedBy=multi-user.target`.
+    "/etc/systemd/system/multi-user.target.wants/kube-apiserver.service",
+    "/etc/systemd/system/multi-user.target.wants/kube-controller-manager.service",
+    "/etc/systemd/system/multi-user.target.wants/kube-scheduler.service",
     "/usr/local/bin/kube-apiserver",
     "/usr/local/bin/kube-controller-manager",
     "/usr/local/bin/kube-proxy",
@@ -57,9 +61,10 @@ pub const MASTER_PATHS: [&str; 13] = [
 ];
 
 /// The directories kbuild creates for a master in a root that only holds the prerequisites.
-pub const MASTER_DIRS: [&str; 5] = [
+pub const MASTER_DIRS: [&str; 6] = [
     "/etc/systemd",
     "/etc/systemd/system",
+    "/etc/systemd/system/multi-user.target.wants",
     "/usr",
     "/usr/local",
     "/usr/local/bin",
@@ -428,14 +433,17 @@ pub fn expect_in(
     l
 }
 
-/// Every path `g` manages resolves, in `root`, into `g`'s rootfs (so it has `g`'s bytes).
+/// Every path `g` manages resolves, in `root`, into `g`'s rootfs (so it has `g`'s bytes):
+/// where the rootfs has a link (an enablement link), to what that link resolves to there.
 pub fn assert_resolves_in(root: &Path, g: &Gen, when: &str) {
     let rootfs = std::fs::canonicalize(&g.rootfs).unwrap();
     for p in g.managed() {
         let rel = p.trim_start_matches('/');
         let resolved = std::fs::canonicalize(root.join(rel))
             .unwrap_or_else(|e| panic!("{when}: {p} does not resolve in {}: {e}", root.display()));
-        assert_eq!(resolved, rootfs.join(rel), "{when}: {p}");
+        let expected = std::fs::canonicalize(rootfs.join(rel)).unwrap();
+        assert!(expected.starts_with(&rootfs), "{when}: {p}");
+        assert_eq!(resolved, expected, "{when}: {p}");
     }
 }
 
