@@ -81,6 +81,8 @@ if [ ! -x "$C/bookworm/usr/lib/systemd/systemd" ]; then
     [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
     rm -rf "$C"/bookworm.tmp.* "$C/bookworm"
     T=$(mktemp -d "$C/bookworm.tmp.XXXXXX")
+    # mktemp makes it 0700: the container's `/` would shut out every user but root (dbus).
+    chmod 755 "$T"
     debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl bookworm "$T" "$MIRROR" >"$C/debootstrap.log" 2>&1 \
         || {{ tail -n 30 "$C/debootstrap.log" >&2; exit 1; }}
     mv -T "$T" "$C/bookworm"

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# kbuild live switch benchmark: inside a Debian 12 container with systemd 252 as PID 1 (the
+# real-systemd tier's container, see tests/common/container.rs), switch between two
+# generations of etcd that differ in its EnvironmentFile only, so each switch restarts one
+# unit. Reports the switch's wall time beside the time its systemctl calls take
+# (daemon-reload + restart, timed by a wrapper `systemctl` first on PATH), and kbuild's own
+# share (the difference).
+#
+#   sudo bash bench/switch-live.sh          # root, systemd-nspawn, debootstrap, dpkg-deb
+#
+# Knobs: RUNS (default 20), KBUILD_BIN (default target/release/kbuild, else target/debug),
+# KBUILD_TEST_CACHE (default /var/cache/kbuild-test: base tree and .deb, made once).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+RUNS=${RUNS:-20}
+CACHE=${KBUILD_TEST_CACHE:-/var/cache/kbuild-test}
+KB=${KBUILD_BIN:-$ROOT/target/release/kbuild}
+[[ -x $KB ]] || KB=$ROOT/target/debug/kbuild
+OUT="$BENCH_DIR/work/switch-live-results.md"
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "run as root (systemd-nspawn needs it)"
+[[ -x $KB ]] || die "no kbuild binary (cargo build --release)"
+for t in systemd-nspawn nsenter debootstrap dpkg-deb flock; do
+    command -v "$t" >/dev/null || die "$t is required (apt-get install systemd-container debootstrap)"
+done
+
+# The cached base tree and etcd package, as the test tier makes them (under the same lock).
+mkdir -p "$CACHE/debs"
+(
+    flock 9
+    if [[ ! -x $CACHE/bookworm/usr/lib/systemd/systemd ]]; then
+        rm -rf "$CACHE"/bookworm.tmp.* "$CACHE/bookworm"
+        T=$(mktemp -d "$CACHE/bookworm.tmp.XXXXXX")
+        chmod 755 "$T" # the container's `/`: mktemp's 0700 would shut out dbus
+        debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl bookworm "$T" \
+            http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed (see $CACHE/debootstrap.log)"
+        mv -T "$T" "$CACHE/bookworm"
+    fi
+    if ! ls "$CACHE"/debs/etcd-server_*.deb >/dev/null 2>&1; then
+        (cd "$CACHE/debs" && apt-get download etcd-server >/dev/null 2>&1) || die "apt-get download etcd-server failed"
+    fi
+) 9>"$CACHE/.lock"
+DEB=$(ls "$CACHE"/debs/etcd-server_*.deb | head -n1)
+
+WORK=$(mktemp -d /var/tmp/kbuild-live-bench.XXXXXX)
+NAME=kbbench-$$
+NSPAWN=
+cleanup() {
+    if [[ -n $NSPAWN ]] && kill -0 "$NSPAWN" 2>/dev/null; then
+        in_ct systemctl poweroff >/dev/null 2>&1 || true
+        for _ in $(seq 100); do kill -0 "$NSPAWN" 2>/dev/null || break; sleep 0.1; done
+        kill "$NSPAWN" 2>/dev/null || true
+        wait "$NSPAWN" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+in_ct() { nsenter -t "$PID1" -a -- "$@"; }
+
+mkdir -p "$WORK/kb/recipes"
+dpkg-deb --fsys-tarfile "$DEB" >"$WORK/kb/etcd.tar"
+cp -a "$CACHE/bookworm" "$WORK/tree"
+# A `systemctl` first on PATH that logs how long each real call takes.
+mkdir -p "$WORK/kb/shim"
+cat >"$WORK/kb/shim/systemctl" <<'EOF'
+#!/bin/sh
+t0=$(date +%s%N)
+/usr/bin/systemctl "$@"
+rc=$?
+t1=$(date +%s%N)
+echo "$1 $((t1 - t0))" >>/kb/systemctl.log
+exit $rc
+EOF
+chmod +x "$WORK/kb/shim/systemctl"
+
+recipe() { # port
+    cat >"$WORK/kb/recipes/etcd.toml" <<EOF
+[inputs.etcd]
+url = "file:///kb/etcd.tar"
+
+[files."/usr/local/bin/etcd"]
+input = "etcd"
+member = "usr/bin/etcd"
+mode = "0555"
+
+[files."/etc/etcd/etcd.env"]
+format = "env"
+text = """
+ETCD_NAME=kb
+ETCD_DATA_DIR=/var/lib/kb-etcd
+ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:$1
+ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:$1
+ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380
+ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380
+ETCD_INITIAL_CLUSTER=kb=http://127.0.0.1:2380
+"""
+
+[files."/etc/systemd/system/etcd.service"]
+text = """
+[Unit]
+Description=etcd managed by kbuild
+
+[Service]
+Type=notify
+EnvironmentFile=/etc/etcd/etcd.env
+ExecStart=/usr/local/bin/etcd
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
+EOF
+}
+
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --boot --register=no --keep-unit --private-network \
+    -D "$WORK/tree" -M "$NAME" --bind="$WORK/kb:/kb" --bind-ro="$KB:/opt/kbuild/kbuild" \
+    >"$WORK/nspawn.log" 2>&1 </dev/null &
+NSPAWN=$!
+PID1=
+for _ in $(seq 300); do
+    PID1=$(cat /proc/"$NSPAWN"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    [[ -n $PID1 ]] && in_ct systemctl is-system-running 2>/dev/null | grep -qx running && break
+    sleep 0.1
+done
+[[ $(in_ct systemctl is-system-running 2>/dev/null) == running ]] || die "the container did not boot: $(cat "$WORK/nspawn.log")"
+
+K="/opt/kbuild/kbuild --store /kb/store --recipes /kb/recipes --root /"
+recipe 2379; in_ct sh -c "$K build etcd" >/dev/null 2>&1 || die "build 1 failed"
+recipe 2479; in_ct sh -c "$K build etcd" >/dev/null 2>&1 || die "build 2 failed"
+in_ct sh -c "$K switch 1" >/dev/null 2>&1 || die "first switch failed"
+
+# The loop runs inside the container: no nsenter in the measured time.
+in_ct env PATH=/kb/shim:/usr/sbin:/usr/bin:/sbin:/bin RUNS="$RUNS" K="$K" sh -c '
+    rm -f /kb/systemctl.log /kb/times
+    for i in $(seq "$RUNS"); do
+        for n in 2 1; do
+            t0=$(date +%s%N)
+            $K switch $n >/dev/null 2>&1 || { echo "switch $n failed" >&2; exit 1; }
+            t1=$(date +%s%N)
+            echo "$((t1 - t0))" >>/kb/times
+            systemctl is-active --quiet etcd.service || { echo "etcd is not active" >&2; exit 1; }
+        done
+    done' || die "the switch loop failed"
+
+python3 - "$WORK/kb" "$OUT" "$KB" <<'PY'
+import statistics as st, sys, os
+kb, out, binary = sys.argv[1], sys.argv[2], sys.argv[3]
+times = [int(l) / 1e6 for l in open(os.path.join(kb, "times"))]
+calls = {}
+for line in open(os.path.join(kb, "systemctl.log")):
+    verb, ns = line.split()
+    calls.setdefault(verb, []).append(int(ns) / 1e6)
+n = len(times)
+# Per switch: one daemon-reload and one restart (is-active between switches is not counted).
+reload, restart = calls.get("daemon-reload", []), calls.get("restart", [])
+assert len(reload) == n and len(restart) == n, (len(reload), len(restart), n)
+sysctl = [a + b for a, b in zip(reload, restart)]
+own = [t - s for t, s in zip(times, sysctl)]
+f = lambda xs: f"{st.mean(xs):.1f} ± {st.stdev(xs):.1f} ms" if len(xs) > 1 else f"{xs[0]:.1f} ms"
+lines = [
+    f"Live switch, systemd 252 in a container, {n} switches (each restarts etcd.service, Type=notify); binary `{binary}`",
+    "",
+    "| measurement | mean ± σ |",
+    "|---|---|",
+    f"| `kbuild switch` wall time | {f(times)} |",
+    f"| of which `systemctl daemon-reload` | {f(reload)} |",
+    f"| of which `systemctl restart etcd.service` | {f(restart)} |",
+    f"| kbuild's own share (wall − systemctl) | {f(own)} |",
+    "",
+    f"kbuild's share of the switch: {100 * st.mean(own) / st.mean(times):.1f} %.",
+]
+text = "\n".join(lines) + "\n"
+os.makedirs(os.path.dirname(out), exist_ok=True)
+open(out, "w").write(text)
+print(text)
+PY
