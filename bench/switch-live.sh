@@ -4,7 +4,8 @@
 # generations of etcd that differ in its EnvironmentFile only, so each switch restarts one
 # unit. Reports the switch's wall time beside the time its systemctl calls take
 # (daemon-reload + restart, timed by a wrapper `systemctl` first on PATH), and kbuild's own
-# share (the difference).
+# share (the difference); then the same switches with systemctl stubbed out (`exit 0`), which
+# is what kbuild itself takes, its process spawns included.
 #
 #   sudo bash bench/switch-live.sh          # root, systemd-nspawn, debootstrap, dpkg-deb
 #
@@ -67,6 +68,8 @@ cp -a "$CACHE/bookworm" "$WORK/tree"
 mkdir -p "$WORK/kb/shim"
 cat >"$WORK/kb/shim/systemctl" <<'EOF'
 #!/bin/sh
+# KB_STUB=1: stand-in for systemctl that does nothing (kbuild's own time, spawns included).
+[ -n "${KB_STUB:-}" ] && exit 0
 t0=$(date +%s%N)
 /usr/bin/systemctl "$@"
 rc=$?
@@ -143,6 +146,16 @@ in_ct env PATH=/kb/shim:/usr/sbin:/usr/bin:/sbin:/bin RUNS="$RUNS" K="$K" sh -c 
             echo "$((t1 - t0))" >>/kb/times
             systemctl is-active --quiet etcd.service || { echo "etcd is not active" >&2; exit 1; }
         done
+    done
+    # The same switches with systemctl stubbed out: what kbuild itself takes.
+    rm -f /kb/times-stub
+    for i in $(seq "$RUNS"); do
+        for n in 2 1; do
+            t0=$(date +%s%N)
+            KB_STUB=1 $K switch $n >/dev/null 2>&1 || { echo "stubbed switch $n failed" >&2; exit 1; }
+            t1=$(date +%s%N)
+            echo "$((t1 - t0))" >>/kb/times-stub
+        done
     done' || die "the switch loop failed"
 
 python3 - "$WORK/kb" "$OUT" "$KB" <<'PY'
@@ -153,6 +166,7 @@ calls = {}
 for line in open(os.path.join(kb, "systemctl.log")):
     verb, ns = line.split()
     calls.setdefault(verb, []).append(int(ns) / 1e6)
+stub = [int(l) / 1e6 for l in open(os.path.join(kb, "times-stub"))]
 n = len(times)
 # Per switch: one daemon-reload and one restart (is-active between switches is not counted).
 reload, restart = calls.get("daemon-reload", []), calls.get("restart", [])
@@ -169,6 +183,7 @@ lines = [
     f"| of which `systemctl daemon-reload` | {f(reload)} |",
     f"| of which `systemctl restart etcd.service` | {f(restart)} |",
     f"| kbuild's own share (wall − systemctl) | {f(own)} |",
+    f"| `kbuild switch` with systemctl stubbed (`exit 0`) | {f(stub)} |",
     "",
     f"kbuild's share of the switch: {100 * st.mean(own) / st.mean(times):.1f} %.",
 ]

@@ -432,15 +432,7 @@ fn build_in(
     }
     let manifest = manifest(&set);
     let links = install_links(store, &components)?;
-    let rootfs = assemble_rootfs(
-        store,
-        &set,
-        &components,
-        &links,
-        &manifest,
-        repair,
-        changes,
-    )?;
+    let rootfs = assemble_rootfs(store, &set, &components, &links, &manifest, repair, changes)?;
     if repair.is_some() {
         return Ok((rootfs, false, lock_changes, None));
     }
@@ -1057,13 +1049,18 @@ fn install_links(store: &Store, components: &[Component]) -> Result<Vec<InstallL
             Some(b) => b.clone(),
             None => fs_err::read(store.path_of(&c.path))?,
         };
-        units.insert(name.to_owned(), String::from_utf8_lossy(&bytes).into_owned());
+        units.insert(
+            name.to_owned(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        );
     }
     // A file at the link's path, or at one of its directories.
     let taken = |rel: &str| {
         components.iter().any(|c| {
             let t = c.target.relative();
-            rel == t || rel.strip_prefix(t).is_some_and(|r| r.starts_with('/'))
+            rel == t
+                || rel.strip_prefix(t).is_some_and(|r| r.starts_with('/'))
+                || t.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
         })
     };
     Ok(install::links(&units, &taken)?)

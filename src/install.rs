@@ -56,11 +56,11 @@ pub enum InstallError {
     },
     #[error("unit `{unit}`: `Also={also}` names a unit this generation does not provide")]
     AlsoMissing { unit: String, also: String },
-    #[error(
-        "unit `{unit}` is enabled through `/{path}`, but the recipes already put a file there"
-    )]
+    #[error("unit `{unit}` is enabled through `/{path}`, but the recipes already put a file there")]
     Taken { unit: String, path: String },
-    #[error("`/{path}` would link to `{first}` and to `{second}` (two units' `[Install]` sections)")]
+    #[error(
+        "`/{path}` would link to `{first}` and to `{second}` (two units' `[Install]` sections)"
+    )]
     Clash {
         path: String,
         first: String,
@@ -166,7 +166,7 @@ pub fn links(
         }
         let install = install_section(text);
         for also in &install.also {
-            let also = expand(unit, "Also", also)?;
+            let also = expand(unit, unit, "Also", also)?;
             if !units.contains_key(&also) {
                 return Err(InstallError::AlsoMissing {
                     unit: unit.clone(),
@@ -231,14 +231,18 @@ fn unit_links(unit: &str, install: &Install) -> Result<Vec<(String, String)>, In
     ];
     for (key, values, dir) in kinds {
         for v in values {
-            let by = expand(unit, key, v)?;
+            // Specifiers name the unit being enabled: a template's default instance.
+            let by = expand(unit, enabled_as.as_deref().unwrap_or(unit), key, v)?;
             if let Some(name) = &enabled_as {
-                out.push((format!("{UNIT_DIR}/{by}.{dir}/{name}"), format!("../{unit}")));
+                out.push((
+                    format!("{UNIT_DIR}/{by}.{dir}/{name}"),
+                    format!("../{unit}"),
+                ));
             }
         }
     }
     for a in &install.alias {
-        let alias = expand(unit, "Alias", a)?;
+        let alias = expand(unit, unit, "Alias", a)?;
         let bad = |why: &str| InstallError::BadName {
             unit: unit.to_owned(),
             key: "Alias",
@@ -260,16 +264,16 @@ fn unit_links(unit: &str, install: &Install) -> Result<Vec<(String, String)>, In
     Ok(out)
 }
 
-/// `value` with the specifiers systemd expands in `[Install]` replaced, checked to be a unit
-/// name.
-fn expand(unit: &str, key: &'static str, value: &str) -> Result<String, InstallError> {
+/// `value` of `unit`'s `key` with the specifiers systemd expands in `[Install]` replaced (for
+/// `name`, the name being enabled: a template's default instance), checked to be a unit name.
+fn expand(unit: &str, name: &str, key: &'static str, value: &str) -> Result<String, InstallError> {
     let bad = |why: String| InstallError::BadName {
         unit: unit.to_owned(),
         key,
         value: value.to_owned(),
         why,
     };
-    let stem = unit.rsplit_once('.').map_or(unit, |(s, _)| s);
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
     let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
     let mut out = String::new();
     let mut chars = value.chars();
@@ -279,7 +283,7 @@ fn expand(unit: &str, key: &'static str, value: &str) -> Result<String, InstallE
             continue;
         }
         match chars.next() {
-            Some('n') => out.push_str(unit),
+            Some('n') => out.push_str(name),
             Some('N') => out.push_str(stem),
             Some('p') => out.push_str(prefix),
             Some('i') => out.push_str(instance),
@@ -352,7 +356,7 @@ mod tests {
                     WantedBy=multi-user.target \\\n  graphical.target\nRequiredBy=a.target\n\
                     UpheldBy=b.target\nAlias=kv.service\nAlso=member@.service\n";
         let member = "[Install]\nWantedBy=cluster.target\nWantedBy=\nWantedBy=%p.target\n\
-                      DefaultInstance=one\nAlias=m@.service\n";
+                      RequiredBy=%p-%i.target\nDefaultInstance=one\nAlias=m@.service\n";
         let bare = "[Install]\nWantedBy=multi-user.target\n";
         assert_eq!(
             links_of(&[
@@ -363,13 +367,32 @@ mod tests {
             ])
             .unwrap(),
             pairs(&[
-                ("etc/systemd/system/a.target.requires/etcd.service", "../etcd.service"),
-                ("etc/systemd/system/b.target.upholds/etcd.service", "../etcd.service"),
-                ("etc/systemd/system/graphical.target.wants/etcd.service", "../etcd.service"),
+                (
+                    "etc/systemd/system/a.target.requires/etcd.service",
+                    "../etcd.service"
+                ),
+                (
+                    "etc/systemd/system/b.target.upholds/etcd.service",
+                    "../etcd.service"
+                ),
+                (
+                    "etc/systemd/system/graphical.target.wants/etcd.service",
+                    "../etcd.service"
+                ),
                 ("etc/systemd/system/kv.service", "etcd.service"),
                 ("etc/systemd/system/m@.service", "member@.service"),
-                ("etc/systemd/system/member.target.wants/member@one.service", "../member@.service"),
-                ("etc/systemd/system/multi-user.target.wants/etcd.service", "../etcd.service"),
+                (
+                    "etc/systemd/system/member-one.target.requires/member@one.service",
+                    "../member@.service"
+                ),
+                (
+                    "etc/systemd/system/member.target.wants/member@one.service",
+                    "../member@.service"
+                ),
+                (
+                    "etc/systemd/system/multi-user.target.wants/etcd.service",
+                    "../etcd.service"
+                ),
             ])
         );
     }
@@ -377,14 +400,22 @@ mod tests {
     #[test]
     fn refuses_what_systemd_could_not_load() {
         let cases = [
-            ("WantedBy=../../../usr/local/bin/x.target", "`/` is not allowed in a unit name"),
+            (
+                "WantedBy=../../../usr/local/bin/x.target",
+                "`/` is not allowed in a unit name",
+            ),
             ("WantedBy=multi-user", "it does not end in a unit type"),
-            ("WantedBy=%H.target", "kbuild does not expand the specifier `%H`"),
+            (
+                "WantedBy=%H.target",
+                "kbuild does not expand the specifier `%H`",
+            ),
             ("Alias=kv.socket", "an alias has the unit's own type suffix"),
         ];
         for (line, why) in cases {
             let text = format!("[Install]\n{line}\n");
-            let e = links_of(&[("etcd.service", &text)]).unwrap_err().to_string();
+            let e = links_of(&[("etcd.service", &text)])
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("unit `etcd.service`: `"), "{e}");
             assert!(e.contains(why), "{line}: {e}");
         }

@@ -696,8 +696,15 @@ fn no_rootfs() -> std::path::PathBuf {
 }
 
 /// Whether two files have the same bytes: hardlinks to one store object are recognised
-/// without reading them.
+/// without reading them. A link of a rootfs (an enablement link, see [`crate::install`]) is
+/// the same when it names the same file: what that file holds is its unit's change.
 pub fn same_file(a: &Path, b: &Path) -> io::Result<bool> {
+    let (la, lb) = (fs_err::symlink_metadata(a)?, fs_err::symlink_metadata(b)?);
+    if la.is_symlink() || lb.is_symlink() {
+        return Ok(la.is_symlink()
+            && lb.is_symlink()
+            && fs_err::read_link(a)? == fs_err::read_link(b)?);
+    }
     let (ma, mb) = (fs_err::metadata(a)?, fs_err::metadata(b)?);
     if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
         return Ok(true);

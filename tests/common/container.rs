@@ -30,7 +30,13 @@ pub fn unavailable() -> Option<String> {
     if std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
         return Some("not running as root (systemd-nspawn needs root)".into());
     }
-    for tool in ["systemd-nspawn", "nsenter", "debootstrap", "dpkg-deb", "apt-get"] {
+    for tool in [
+        "systemd-nspawn",
+        "nsenter",
+        "debootstrap",
+        "dpkg-deb",
+        "apt-get",
+    ] {
         if !on_path(tool) {
             return Some(format!(
                 "`{tool}` is not installed (apt-get install systemd-container debootstrap)"
@@ -53,7 +59,10 @@ pub fn host_sh(script: &str) -> String {
     let out = Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .output()
         .unwrap();
     assert!(
@@ -139,7 +148,12 @@ impl Container {
         let log = std::fs::File::create(&self.log).unwrap();
         let child = Command::new("systemd-nspawn")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
-            .args(["--boot", "--register=no", "--keep-unit", "--private-network"])
+            .args([
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                "--private-network",
+            ])
             .arg("-D")
             .arg(&self.tree)
             .arg("-M")
@@ -193,7 +207,10 @@ impl Container {
             .arg(self.pid1.to_string())
             .args(["-a", "--", "/bin/sh", "-c", script])
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C.UTF-8")
             .env("SYSTEMD_PAGER", "")
             .env("SYSTEMD_COLORS", "0")
