@@ -22,20 +22,6 @@ use std::collections::BTreeMap;
 /// Where unit files live in a rootfs; the links are written below it.
 pub const UNIT_DIR: &str = "etc/systemd/system";
 
-/// Unit types that can carry an `[Install]` section (systemd.unit(5)).
-const UNIT_SUFFIXES: [&str; 10] = [
-    ".service",
-    ".socket",
-    ".target",
-    ".timer",
-    ".path",
-    ".mount",
-    ".automount",
-    ".swap",
-    ".slice",
-    ".device",
-];
-
 /// One link of a rootfs: `path` (relative to the rootfs) → `target` (relative to the link's
 /// directory).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +33,7 @@ pub struct InstallLink {
 /// A unit's `[Install]` section that the build cannot turn into links.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("unit `{unit}`: `{key}={value}` names no unit systemd can load ({why})")]
+    #[error("unit `{unit}`: `{key}={value}` names no unit systemd can load: {why}")]
     BadName {
         unit: String,
         key: &'static str,
@@ -301,31 +287,9 @@ fn suffix(name: &str) -> &str {
     name.rfind('.').map_or("", |i| &name[i..])
 }
 
-/// Whether systemd can load a unit of this name (unit_name_is_valid(): at most 255 bytes,
-/// `[A-Za-z0-9:_.\-]` plus one `@`, a non-empty prefix and a known type suffix).
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.len() > 255 {
-        return Err("longer than 255 bytes".into());
-    }
-    let suffix = suffix(name);
-    if !UNIT_SUFFIXES.contains(&suffix) {
-        return Err(format!(
-            "it does not end in a unit type ({})",
-            UNIT_SUFFIXES.join(" ")
-        ));
-    }
-    let stem = &name[..name.len() - suffix.len()];
-    if let Some(c) = stem
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || ":_.-\\@".contains(*c)))
-    {
-        return Err(format!("`{c}` is not allowed in a unit name"));
-    }
-    let (prefix, _instance) = stem.split_once('@').unwrap_or((stem, ""));
-    if prefix.is_empty() || stem.matches('@').count() > 1 {
-        return Err("a unit name is `prefix[@instance].type`".into());
-    }
-    Ok(())
+/// Whether systemd can load a unit of this name ([`crate::unit_name::check`]).
+fn check_name(name: &str) -> Result<(), String> {
+    crate::unit_name::check(name).map(drop)
 }
 
 #[cfg(test)]
@@ -404,7 +368,7 @@ mod tests {
                 "WantedBy=../../../usr/local/bin/x.target",
                 "`/` is not allowed in a unit name",
             ),
-            ("WantedBy=multi-user", "it does not end in a unit type"),
+            ("WantedBy=multi-user", "it has no unit type suffix"),
             (
                 "WantedBy=%H.target",
                 "kbuild does not expand the specifier `%H`",

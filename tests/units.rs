@@ -102,7 +102,7 @@ fn a_changed_drop_in_restarts_its_unit_and_names_the_drop_in() {
 
     assert_eq!(
         switch(&w, 1),
-        "  start   etcd.service (new)\nunit actions (not run: root is not `/`):\n  systemctl daemon-reload\n  systemctl enable etcd.service\n  systemctl start etcd.service\n"
+        "  start   etcd.service (new)\nunit actions (not run: root is not `/`):\n  systemctl daemon-reload\n  systemctl start etcd.service\n"
     );
     assert_eq!(
         switch(&w, 2),
@@ -262,9 +262,7 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     // The service is never started directly: the socket starts it on the first connection.
     assert_eq!(
         switch(&w, 1),
-        format!(
-            "  start   app.socket (new)\n{NOT_RUN}  systemctl enable app.socket\n  systemctl start app.socket\n"
-        )
+        format!("  start   app.socket (new)\n{NOT_RUN}  systemctl start app.socket\n")
     );
     assert_eq!(
         switch(&w, 2),
@@ -281,7 +279,7 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     );
     assert_eq!(
         switch(&w, 4),
-        "  start   app.service (new)\n  stop    app.socket (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop app.socket\n  systemctl disable app.socket\n  systemctl daemon-reload\n  systemctl enable app.service\n  systemctl start app.service\n"
+        "  start   app.service (new)\n  stop    app.socket (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop app.socket\n  systemctl daemon-reload\n  systemctl start app.service\n"
     );
 }
 
@@ -313,9 +311,7 @@ fn a_service_a_timer_starts_is_restarted_only_if_running() {
     );
     assert_eq!(
         switch(&w, 1),
-        format!(
-            "  start   backup.timer (new)\n{NOT_RUN}  systemctl enable backup.timer\n  systemctl start backup.timer\n"
-        )
+        format!("  start   backup.timer (new)\n{NOT_RUN}  systemctl start backup.timer\n")
     );
     assert_eq!(
         switch(&w, 2),
@@ -561,7 +557,7 @@ fn printed_commands_are_shell_quoted() {
     let r = w.ok(&["switch", "1", "--dry-run"]);
     assert_eq!(
         units(&r.stdout),
-        "  start   kube\\x20proxy.service (new)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl enable 'kube\\x20proxy.service'\n  systemctl start 'kube\\x20proxy.service'\n"
+        "  start   kube\\x20proxy.service (new)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl start 'kube\\x20proxy.service'\n"
     );
 }
 
