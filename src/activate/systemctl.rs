@@ -35,7 +35,10 @@ pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
     for args in if before { stops } else { rest } {
         // Where to look: the unit's journal (a start that fails says why only there).
         let see = match args.as_slice() {
-            [_, unit] => format!(" (see `journalctl -u {}`)", shell_line(&[unit.clone()])),
+            [_, unit] => format!(
+                " (see `journalctl -u {}`)",
+                shell_line(std::slice::from_ref(unit))
+            ),
             _ => String::new(),
         };
         match std::process::Command::new("systemctl").args(&args).status() {
