@@ -18,8 +18,15 @@ const KB: &str = "/opt/kbuild/kbuild --store /kb/store --recipes /kb/recipes --r
 const UNIT: &str = "etcd.service";
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/etcd.service";
 
+/// A template enabled as its `DefaultInstance=` (`kb-sleep@one.service`) by the generation's
+/// links, never by `systemctl enable`.
+const SLEEP_TEMPLATE: &str = "[Unit]\nDescription=sleeper %i\n\n[Service]\nExecStart=/bin/sleep infinity\n\n\
+                              [Install]\nWantedBy=multi-user.target\nDefaultInstance=one\n";
+const SLEEP: &str = "kb-sleep@one.service";
+
 /// The recipe: etcd's binary from input `input`, its env file listening on `port`, the unit
-/// (with `unit_extra` in `[Service]`), and a drop-in setting `KB_DROPIN=dropin`.
+/// (with `unit_extra` in `[Service]`), a drop-in setting `KB_DROPIN=dropin`, and the template
+/// [`SLEEP_TEMPLATE`].
 fn etcd_recipe(input: &str, port: u16, unit_extra: &str, dropin: &str) -> String {
     let env = format!(
         "ETCD_NAME=kb\nETCD_DATA_DIR=/var/lib/kb-etcd\n\
@@ -40,10 +47,12 @@ fn etcd_recipe(input: &str, port: u16, unit_extra: &str, dropin: &str) -> String
          [files.\"/usr/local/bin/etcd\"]\ninput = \"{input}\"\nmember = \"usr/bin/etcd\"\nmode = \"0555\"\n\n\
          [files.\"/etc/etcd/etcd.env\"]\nformat = \"env\"\ntext = {}\n\n\
          [files.\"/etc/systemd/system/etcd.service\"]\ntext = {}\n\n\
-         [files.\"/etc/systemd/system/etcd.service.d/10-kb.conf\"]\ntext = {}\n",
+         [files.\"/etc/systemd/system/etcd.service.d/10-kb.conf\"]\ntext = {}\n\n\
+         [files.\"/etc/systemd/system/kb-sleep@.service\"]\ntext = {}\n",
         toml(&env),
         toml(&unit),
         toml(&format!("[Service]\nEnvironment=KB_DROPIN={dropin}\n")),
+        toml(SLEEP_TEMPLATE),
     )
 }
 
@@ -237,11 +246,34 @@ fn etcd_under_real_systemd() {
     recipe(&etcd_recipe("etcd-a", 2379, "", "one"));
     build(&c, "etcd", 1);
     let o = kb_ok(&c, "switch");
-    assert_actions(&o, &["  start   etcd.service (new)"]);
+    assert_actions(
+        &o,
+        &[
+            "  start   etcd.service (new)",
+            "  start   kb-sleep@one.service (new)",
+        ],
+    );
     let p1 = assert_running(&c, &[], "after the first switch");
     assert_serves(&c, 2379, &[], "after the first switch");
     assert_through_flip_point(&c, WANTS);
     assert_through_flip_point(&c, "/etc/systemd/system/etcd.service");
+    // The template's default instance: enabled and started through the generation's link.
+    assert_eq!(
+        c.ok(&format!("systemctl is-enabled {SLEEP}")).trim(),
+        "enabled"
+    );
+    assert_eq!(
+        c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
+        "active"
+    );
+    assert_through_flip_point(
+        &c,
+        "/etc/systemd/system/multi-user.target.wants/kb-sleep@one.service",
+    );
+    assert_eq!(
+        c.ok("readlink /etc/.kbuild/current/etc/systemd/system/multi-user.target.wants/kb-sleep@one.service").trim(),
+        "../kb-sleep@.service"
+    );
     assert_eq!(
         c.ok(&format!("readlink /etc/.kbuild/current{WANTS}"))
             .trim(),
@@ -323,7 +355,17 @@ fn etcd_under_real_systemd() {
     .unwrap();
     build(&c, "other", 6);
     let o = kb_ok(&c, "switch 6");
-    assert_actions(&o, &["  stop    etcd.service (removed)"]);
+    assert_actions(
+        &o,
+        &[
+            "  stop    etcd.service (removed)",
+            "  stop    kb-sleep@one.service (removed)",
+        ],
+    );
+    assert_eq!(
+        c.sh(&format!("systemctl is-active {SLEEP}")).stdout.trim(),
+        "inactive"
+    );
     let s = show(&c);
     assert_eq!(
         (s.load.as_str(), s.active.as_str(), s.main_pid),
@@ -352,7 +394,13 @@ fn etcd_under_real_systemd() {
     build(&c, "etcd", 7);
     let o = kb(&c, "switch 7");
     assert_eq!(o.code, Some(1), "{o:?}");
-    assert_actions(&o, &["  start   etcd.service (new)"]);
+    assert_actions(
+        &o,
+        &[
+            "  start   etcd.service (new)",
+            "  start   kb-sleep@one.service (new)",
+        ],
+    );
     assert!(
         o.stderr.contains(
             "error: the switch is done, but unit actions failed:\n  `systemctl start etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n"
@@ -377,6 +425,10 @@ fn etcd_under_real_systemd() {
     let before_reboot = started.elapsed();
     c.reboot();
     let p9 = assert_running(&c, &[], "after a reboot");
+    assert_eq!(
+        c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
+        "active"
+    );
     assert_eq!(daemon_env(&c, p9, "KB_DROPIN").as_deref(), Some("one"));
     assert_serves(&c, 2479, &[2379, 2579], "after a reboot");
     let reboot_time = started.elapsed() - before_reboot;
