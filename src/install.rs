@@ -388,6 +388,17 @@ mod tests {
             e.to_string(),
             "unit `etcd.service`: `Also=gone.service` names a unit this generation does not provide"
         );
+        let map = [(
+            "a.service".to_owned(),
+            "[Install]\nWantedBy=multi-user.target\n".to_owned(),
+        )]
+        .into_iter()
+        .collect();
+        let taken = |p: &str| p == "etc/systemd/system/multi-user.target.wants/a.service";
+        assert_eq!(
+            links(&map, &taken).unwrap_err().to_string(),
+            "unit `a.service` is enabled through `/etc/systemd/system/multi-user.target.wants/a.service`, but the recipes already put a file there"
+        );
         let e = links_of(&[
             ("a.service", "[Install]\nAlias=x.service\n"),
             ("b.service", "[Install]\nAlias=x.service\n"),
