@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::container::{self, Container, Out};
@@ -54,6 +55,28 @@ fn etcd_recipe(input: &str, port: u16, unit_extra: &str, dropin: &str) -> String
         toml(&format!("[Service]\nEnvironment=KB_DROPIN={dropin}\n")),
         toml(SLEEP_TEMPLATE),
     )
+}
+
+/// An env file with the forms systemd's reader treats specially (systemd.exec(5),
+/// `EnvironmentFile=`; env-file.c): comments, blanks around `=`, single and double quotes,
+/// escapes inside and outside quotes, a line continuation, joined quoted parts, an empty value.
+const ENV_FILE: &str = "# a comment\n; another comment\n\
+    KB_PLAIN=value\n\
+    KB_SPACED = \"spaced value\"  \n\
+    KB_SINGLE='single $kept \\ kept'\n\
+    KB_DOUBLE=\"a=\\\"b\\\" \\\\ \\$d\"\n\
+    KB_BARE=one\\ two\n\
+    KB_CONT=\"first \\\nsecond\"\n\
+    KB_JOINED=\"a\"'b'c\n\
+    KB_EMPTY=\n\
+    KB_TRAIL=trailing   \n";
+
+/// kbuild's reading, as the `KB_` variables a unit gets.
+fn kbuild_env_view(r: &kbuild::envfile::Reading) -> BTreeMap<String, String> {
+    r.environment()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("KB_"))
+        .collect()
 }
 
 fn toml(s: &str) -> String {
@@ -451,6 +474,65 @@ fn etcd_under_real_systemd() {
     assert_through_flip_point(&c, WANTS);
     kb_ok(&c, "verify --root /");
     assert_running(&c, &[], "after gc");
+
+    // 11. kbuild reads a rendered env file as systemd does: the environment systemd gives a
+    // unit from it is exactly what kbuild's reader (the one `format = "env"` checks with)
+    // finds in it.
+    std::fs::write(
+        kbdir.join("recipes/envcheck.toml"),
+        format!(
+            "[files.\"/etc/kb/env\"]\nformat = \"env\"\ntext = {}\n\n\
+             [files.\"/etc/systemd/system/kb-env.service\"]\ntext = {}\n",
+            toml(ENV_FILE),
+            toml(
+                "[Service]\nEnvironmentFile=/etc/kb/env\nExecStart=/bin/sleep infinity\n\n\
+                 [Install]\nWantedBy=multi-user.target\n"
+            ),
+        ),
+    )
+    .unwrap();
+    build(&c, "envcheck", 8);
+    let o = kb_ok(&c, "switch 8");
+    assert_actions(
+        &o,
+        &[
+            "  start   kb-env.service (new)",
+            "  stop    etcd.service (removed)",
+            "  stop    kb-sleep@one.service (removed)",
+        ],
+    );
+    let pid = c.ok("systemctl show -p MainPID --value kb-env.service");
+    let environ = c.ok(&format!("cat /proc/{}/environ", pid.trim()));
+    let systemd: BTreeMap<String, String> = environ
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.starts_with("KB_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let rendered = c.ok("cat /etc/kb/env");
+    assert_eq!(rendered, ENV_FILE);
+    let reading = kbuild::envfile::read(&rendered);
+    assert_eq!(
+        reading.faults,
+        vec![],
+        "kbuild accepted the file: it reads it as written"
+    );
+    assert_eq!(kbuild_env_view(&reading), systemd);
+    let expected: BTreeMap<String, String> = [
+        ("KB_PLAIN", "value"),
+        ("KB_SPACED", "spaced value"),
+        ("KB_SINGLE", "single $kept \\ kept"),
+        ("KB_DOUBLE", "a=\"b\" \\ $d"),
+        ("KB_BARE", "one two"),
+        ("KB_CONT", "first second"),
+        ("KB_JOINED", "abc"),
+        ("KB_EMPTY", ""),
+        ("KB_TRAIL", "trailing"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(systemd, expected, "what systemd 252 gives the unit");
 
     c.poweroff();
     eprintln!(

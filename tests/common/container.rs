@@ -166,10 +166,14 @@ impl Container {
             .unwrap();
         let nspawn_pid = child.id();
         self.nspawn = Some(child);
-        // PID 1 of the container: the child of nspawn running systemd.
+        // PID 1 of the container: the child of nspawn once it runs systemd (nspawn's first
+        // child may be its short-lived intermediate process, in other namespaces).
         let deadline = Instant::now() + Duration::from_secs(30);
         self.pid1 = loop {
-            if let Some(p) = child_of(nspawn_pid) {
+            if let Some(p) = child_of(nspawn_pid).filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "systemd")
+            }) {
                 break p;
             }
             assert!(
@@ -179,21 +183,29 @@ impl Container {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
+        // `--wait` returns once boot is over (or systemd is not reachable yet: retried).
+        let deadline = Instant::now() + Duration::from_secs(120);
         let state = loop {
-            let o = self.sh("systemctl is-system-running");
+            let o = self.sh("timeout 60 systemctl is-system-running --wait");
             let s = o.stdout.trim().to_owned();
-            if s == "running" || s == "degraded" || Instant::now() > deadline {
+            if ["running", "degraded", "maintenance", "stopping"].contains(&s.as_str())
+                || Instant::now() > deadline
+            {
                 break s;
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let failed = self.sh("systemctl --failed --no-legend --plain").stdout;
-        assert_eq!(
-            state,
-            "running",
-            "the container's systemd is not running cleanly; failed units:\n{failed}\nnspawn log:\n{}",
-            self.log_text()
-        );
+        if state != "running" {
+            let why = self.sh(
+                "systemctl --failed --no-legend --plain; systemctl list-jobs --no-legend --plain",
+            );
+            panic!(
+                "the container's systemd is `{state}`, not `running`; failed units and jobs:\n{}{}\nnspawn log:\n{}",
+                why.stdout,
+                why.stderr,
+                self.log_text()
+            );
+        }
     }
 
     fn log_text(&self) -> String {
