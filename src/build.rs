@@ -175,19 +175,19 @@ impl BuildError {
 
 /// How an input will be obtained in this build.
 #[derive(Debug, Clone)]
-struct Plan {
-    urls: Vec<String>,
+pub(crate) struct Plan {
+    pub(crate) urls: Vec<String>,
     /// The URLs a lock entry records: the recipe's, even when an override is read.
-    lock_urls: Vec<String>,
+    pub(crate) lock_urls: Vec<String>,
     /// Known pin (from the lock or the recipe); `None` means "pin what we fetch".
-    pin: Option<Pin>,
+    pub(crate) pin: Option<Pin>,
     /// The algorithm to pin with when `pin` is `None`: the recipe's, else sha256.
-    algo: Algo,
+    pub(crate) algo: Algo,
     /// The pinned size, when the lock knows it (a larger download is cut off).
-    size: Option<u64>,
-    overridden: bool,
+    pub(crate) size: Option<u64>,
+    pub(crate) overridden: bool,
     /// Overridden, but read earlier in this command (its `pin` is what was read).
-    read_already: bool,
+    pub(crate) read_already: bool,
 }
 
 /// A rootfs file's content, ready to be placed.
@@ -586,7 +586,7 @@ fn wanted_members(set: &RecipeSet) -> BTreeMap<String, Vec<Wanted>> {
 
 /// Decides, per declared input, which URLs to read and which pin to expect, checking the
 /// recipe against the lock.
-fn plan_inputs(
+pub(crate) fn plan_inputs(
     ctx: &Context,
     set: &RecipeSet,
     lock: &LockFile,

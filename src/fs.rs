@@ -151,7 +151,7 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read. (Large
 /// reads matter for the pipeline: inflate and hashing run per call.)
-pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full<R: io::Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod gc;
 pub mod generation;
 pub mod hosts;
+pub mod inputs;
 pub mod install;
 pub mod lockfile;
 pub mod observe;

@@ -17,6 +17,7 @@ const COMMANDS: &[&str] = &[
     "switch",
     "rollback",
     "diff",
+    "inputs",
     "gc",
     "verify",
     "completions",

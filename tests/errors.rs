@@ -259,14 +259,15 @@ fn missing_member_is_named() {
     r.assert_error(&format!(
         "{fetch}error: cannot build master\n\
          \x20 caused by: input `kubernetes-server` from `{u}` lacks `kubernetes/server/bin/kube-scheduler`\n\
-         help: check the `member` paths in the recipe (list the archive with `tar tzf`)\n",
+         \x20 `kubernetes/server/bin/kube-scheduler`: closest in the archive: `kubernetes/server/bin/kube-scheduler.tar`, `kubernetes/server/bin/kube-apiserver`, `kubernetes/server/bin/kube-proxy.tar`, `kubernetes/server/bin/kubectl`, `kubernetes/server/bin/kubelet`\n\
+         help: fix the `member` paths in the recipe; `kbuild inputs kubernetes-server --members` lists the archive's members\n",
         fetch = fetched(&u, without.len()),
     ));
     assert_unchanged(&sb, &before);
 }
 
 #[test]
-fn member_that_is_a_symlink_is_refused() {
+fn member_that_is_a_dangling_symlink_is_refused() {
     let server = Server::start();
     let sb = Sandbox::local(&server);
     let bad = fixture()
@@ -274,7 +275,7 @@ fn member_that_is_a_symlink_is_refused() {
         .clone()
         .with_entry(Entry::Symlink {
             path: bin_member("kubectl"),
-            target: "hyperkube".into(),
+            target: "kubectl-gone".into(),
         })
         .build(Compression::Gzip);
     server.serve(TARBALL_PATH, &bad);
@@ -282,7 +283,7 @@ fn member_that_is_a_symlink_is_refused() {
     let u = url_line(&sb);
     r.assert_error(&format!(
         "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: member `kubernetes/server/bin/kubectl` is a symbolic link, not a regular file\n",
+         \x20 caused by: input `kubernetes-server` from `{u}`: member `kubernetes/server/bin/kubectl` is a symbolic link to `kubectl-gone`, and the archive has no member `kubernetes/server/bin/kubectl-gone`\n",
         fetch = fetched(&u, bad.len()),
     ));
     assert_store_empty(&sb.store);
@@ -329,7 +330,7 @@ fn not_an_archive() {
     let u = url_line(&sb);
     r.assert_error(&format!(
         "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: is not a tar archive (gzip, zstd, xz or plain)\n",
+         \x20 caused by: input `kubernetes-server` from `{u}`: is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)\n",
         fetch = fetched(&u, html.len()),
     ));
     assert_store_empty(&sb.store);

@@ -142,6 +142,44 @@ fn built_kubectl(bytes: Vec<u8>) -> Expect {
     Expect::Built(vec![("/usr/local/bin/kubectl", bytes, 0o555)])
 }
 
+/// A PAX 0.1 sparse kubectl: `map` and `real` in the header, `data` the blocks' bytes.
+fn sparse_01(t: &mut RawTar, map: &str, real: u64, data: &[u8]) {
+    t.pax(&[
+        ("GNU.sparse.size", real.to_string().as_bytes()),
+        ("GNU.sparse.name", KUBECTL.as_bytes()),
+        ("GNU.sparse.map", map.as_bytes()),
+    ]);
+    t.file(
+        b"kubernetes/server/bin/GNUSparseFile.1/kubectl",
+        0o755,
+        data,
+    );
+}
+
+/// An `ar` archive (a .deb's container) of `(name, bytes)` members.
+fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, bytes) in members {
+        out.extend_from_slice(
+            format!(
+                "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                name,
+                0,
+                0,
+                0,
+                100644,
+                bytes.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        if bytes.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
 fn not_regular(what: &str) -> Expect {
     archive_err(format!("member `{KUBECTL}` is {what}, not a regular file"))
 }
@@ -312,9 +350,9 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
                     t.file(b"kubernetes/server/bin/kube\xffctl", 0o755, b"#!evil\n");
                 })),
                 Expect::Cause {
-                    cause: format!("input `kubernetes-server` from `{EVIL_URL}` lacks `{wanted}`"),
+                    cause: format!("input `kubernetes-server` from `{EVIL_URL}` lacks `{wanted}`\n  `{wanted}`: closest in the archive: `kubernetes/server/bin/kubelet`, `kubernetes/server/bin/kube-proxy`, `kubernetes/server/bin/kubeadm`, `kubernetes/server/bin/hyperkube`, `kubernetes/server/bin/kube-proxy.tar`"),
                     help: Some(
-                        "check the `member` paths in the recipe (list the archive with `tar tzf`)"
+                        "fix the `member` paths in the recipe; `kbuild inputs kubernetes-server --members` lists the archive's members"
                             .into(),
                     ),
                 },
@@ -329,9 +367,9 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
             Crafted::new(
                 gz(&t),
                 Expect::Cause {
-                    cause: format!("input `kubernetes-server` from `{EVIL_URL}` lacks `{KUBECTL}`"),
+                    cause: format!("input `kubernetes-server` from `{EVIL_URL}` lacks `{KUBECTL}`\n  `{KUBECTL}`: closest in the archive: `kubernetes/server/bin/kubeadm`, `kubernetes/server/bin/kubelet`, `kubernetes/server/bin/kube-proxy`, `kubernetes/server/bin/hyperkube`, `kubernetes/server/bin/kube-scheduler`"),
                     help: Some(
-                        "check the `member` paths in the recipe (list the archive with `tar tzf`)"
+                        "fix the `member` paths in the recipe; `kbuild inputs kubernetes-server --members` lists the archive's members"
                             .into(),
                     ),
                 },
@@ -372,19 +410,175 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
             gz(&replacing(KUBECTL, |t| {
                 t.hardlink(KUBECTL.as_bytes(), format!("{sent}/canary").as_bytes());
             })),
-            not_regular("a hard link"),
+            archive_err(format!(
+                "member `{KUBECTL}` is a hard link to `/tmp/$SENTINEL/canary`, outside the archive (links are followed only to other members)"
+            )),
         ),
         "hardlink_inside_the_archive_selected" => Crafted::new(
             gz(&replacing(KUBECTL, |t| {
                 t.hardlink(KUBECTL.as_bytes(), b"kubernetes/server/bin/hyperkube");
             })),
-            not_regular("a hard link"),
+            {
+                let hyperkube = fixture()
+                    .tarball
+                    .member("kubernetes/server/bin/hyperkube")
+                    .to_vec();
+                Expect::Built(vec![
+                    ("/usr/local/bin/hyperkube", hyperkube.clone(), 0o555),
+                    ("/usr/local/bin/kubectl", hyperkube, 0o555),
+                ])
+            },
+        )
+        // hyperkube comes first: selected too, both are read in one pass (the second pass
+        // for an unselected earlier target is shown by tests/archives.rs).
+        .picks(vec![
+            kubectl_pick(),
+            Pick {
+                target: "/usr/local/bin/hyperkube",
+                member: "kubernetes/server/bin/hyperkube".into(),
+                mode: "0555",
+            },
+        ]),
+        "hardlink_to_a_later_member_selected" => Crafted::new(
+            gz(&{
+                let mut t = replacing(KUBECTL, |t| {
+                    t.hardlink(KUBECTL.as_bytes(), b"kubernetes/zz-later");
+                });
+                t.file(b"kubernetes/zz-later", 0o755, b"#!later\n");
+                t
+            }),
+            archive_err(format!(
+                "member `{KUBECTL}` is a hard link to `kubernetes/zz-later`, which is not a member before it (a hard link can only name an earlier member)"
+            )),
+        ),
+        "symlink_climbing_out_of_the_archive_selected" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                t.symlink(KUBECTL.as_bytes(), b"../../../../etc/shadow");
+            })),
+            archive_err(format!(
+                "member `{KUBECTL}` is a symbolic link to `../../../../etc/shadow`, outside the archive (links are followed only to other members)"
+            )),
+        ),
+        "symlink_to_a_later_member_selected" => Crafted::new(
+            gz(&{
+                let mut t = replacing(KUBECTL, |t| {
+                    t.symlink(KUBECTL.as_bytes(), b"../../zz-later");
+                });
+                t.file(b"kubernetes/zz-later", 0o755, b"#!later\n");
+                t
+            }),
+            built_kubectl(b"#!later\n".to_vec()),
+        ),
+        "symlink_dangling_selected" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                t.symlink(KUBECTL.as_bytes(), b"nowhere");
+            })),
+            archive_err(format!(
+                "member `{KUBECTL}` is a symbolic link to `nowhere`, and the archive has no member `kubernetes/server/bin/nowhere`"
+            )),
+        ),
+        "symlink_to_a_directory_selected" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                t.symlink(KUBECTL.as_bytes(), b".");
+            })),
+            archive_err(format!(
+                "member `kubernetes/server/bin` is a directory, not a regular file (reached from member `{KUBECTL}`)"
+            )),
+        ),
+
+        // ---- sparse members ----
+        "sparse_pax_blocks_overlapping" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                sparse_01(t, "0,6,3,6", 20, b"#!evil#!evil");
+            })),
+            archive_err(format!(
+                "member `{KUBECTL}` has a sparse map whose blocks overlap or run backwards (at offset 3)"
+            )),
+        ),
+        "sparse_pax_map_past_the_real_size" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                sparse_01(t, "0,6,16,6", 20, b"#!evil#!evil");
+            })),
+            archive_err(format!(
+                "member `{KUBECTL}` has a sparse map reaching past its size of 20 bytes"
+            )),
+        ),
+        "sparse_pax_map_past_the_data" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                sparse_01(t, "0,6,10,9", 20, b"#!evil#!evil");
+            })),
+            archive_err(format!(
+                "member `{KUBECTL}` has a sparse map listing 15 bytes of data, but it holds 12"
+            )),
+        ),
+        "sparse_pax_selected" => Crafted::new(
+            gz(&replacing(KUBECTL, |t| {
+                sparse_01(t, "0,6,14,6", 20, b"#!evil#!evil");
+            })),
+            built_kubectl(b"#!evil\0\0\0\0\0\0\0\0#!evil".to_vec()),
+        ),
+        "sparse_expanding_past_the_limit" => {
+            // 12 bytes of data expanding to 4 MiB: the expanded size counts against the limit.
+            let mut c = Crafted::new(
+                gz(&replacing(KUBECTL, |t| {
+                    sparse_01(t, "0,6,4194298,6", 4 << 20, b"#!evil#!evil");
+                })),
+                archive_err(
+                    "unpacks to more than 2097152 bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)",
+                ),
+            );
+            c.env = vec![("KBUILD_MAX_UNPACKED_BYTES", "2097152".into())];
+            c
+        }
+
+        // ---- Debian packages ----
+        "deb_without_a_data_member" => Crafted::new(
+            ar(&[("debian-binary", b"2.0\n"), ("control.tar.gz", &gz(&RawTar::new()))]),
+            archive_err(
+                "is an `ar` archive without a `data.tar.*` member, not a Debian package",
+            ),
+        ),
+        "deb_with_a_bad_member_header" => Crafted::new(
+            {
+                let mut a = ar(&[("debian-binary", b"2.0\n")]);
+                a.extend_from_slice(b"data.tar.gz/    0           0     0     100644  12x       `\n");
+                a
+            },
+            archive_err(
+                "the Debian package is corrupt: the `ar` header at byte 72 has a malformed size",
+            ),
+        ),
+        "deb_member_larger_than_the_file" => Crafted::new(
+            {
+                let mut a = ar(&[("debian-binary", b"2.0\n")]);
+                a.extend_from_slice(b"control.tar.gz  0           0     0     100644  999999    `\n");
+                a.extend_from_slice(&[0u8; 100]);
+                a
+            },
+            archive_err("the archive is truncated (unexpected end of data)"),
+        ),
+        "deb_data_in_an_unread_compression" => Crafted::new(
+            ar(&[("debian-binary", b"2.0\n"), ("data.tar.bz2", b"BZh91AY&SY not really")]),
+            archive_err(
+                "the Debian package's `data.tar.bz2` is not a tar archive kbuild reads (gzip, zstd, xz or plain)",
+            ),
+        ),
+        "deb_with_two_data_members" => Crafted::new(
+            {
+                let data = gz(&RawTar::new());
+                ar(&[("debian-binary", b"2.0\n"), ("data.tar.gz", &data), ("data.tar.xz", &data)])
+            },
+            archive_err(
+                "the Debian package is corrupt: it has two data members (`data.tar.gz` and `data.tar.xz`)",
+            ),
         ),
         "symlink_selected" => Crafted::new(
             gz(&replacing(KUBECTL, |t| {
                 t.symlink(KUBECTL.as_bytes(), format!("{sent}/canary").as_bytes());
             })),
-            not_regular("a symbolic link"),
+            archive_err(format!(
+                "member `{KUBECTL}` is a symbolic link to `/tmp/$SENTINEL/canary`, outside the archive (links are followed only to other members)"
+            )),
         ),
         "symlink_chain_loop_unselected" => Crafted::new(
             gz(&appending(|t| {
@@ -398,7 +592,9 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
             gz(&replacing(KUBECTL, |t| {
                 t.symlink(KUBECTL.as_bytes(), b"kubectl");
             })),
-            not_regular("a symbolic link"),
+            archive_err(format!(
+                "member `{KUBECTL}` leads through more than 40 links (a loop?)"
+            )),
         ),
 
         // ---- special files ----
@@ -516,7 +712,9 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
             gz(&appending(|t| {
                 t.symlink(KUBECTL.as_bytes(), b"hyperkube");
             })),
-            not_regular("a symbolic link"),
+            archive_err(format!(
+                "member `{KUBECTL}` appears twice, as a regular file and then as a symbolic link; kbuild cannot tell which one is meant"
+            )),
         ),
         "duplicate_symlink_then_file" => Crafted::new(
             gz(&{
@@ -526,7 +724,9 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
                 t.file(KUBECTL.as_bytes(), 0o755, b"#!later kubectl\n");
                 t
             }),
-            not_regular("a symbolic link"),
+            archive_err(format!(
+                "member `{KUBECTL}` appears twice, as a symbolic link and then as a regular file; kbuild cannot tell which one is meant"
+            )),
         ),
 
         // ---- PAX and GNU headers ----
@@ -670,11 +870,30 @@ fn craft(name: &str, s: &Sentinel) -> Crafted {
         }
         "not_an_archive" => Crafted::new(
             noise("not an archive", 4096),
-            archive_err("is not a tar archive (gzip, zstd, xz or plain)"),
+            archive_err(
+                "is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)",
+            ),
         ),
+        "more_members_than_the_limit" => {
+            // One entry past the limit, each an empty file: ~512 MB of headers, a few MB
+            // gzip'd. The listing kbuild keeps (for links and suggestions) stays bounded.
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for i in 0..=kbuild::unpack::MAX_MEMBERS {
+                enc.write_all(&Hdr::new(format!("m/{i}").as_bytes(), b'0').bytes())
+                    .unwrap();
+            }
+            enc.write_all(&[0u8; 1024]).unwrap();
+            Crafted::new(
+                enc.finish().unwrap(),
+                archive_err("has more than 1000000 members (kbuild's limit on one archive)"),
+            )
+        }
         "empty_file" => Crafted::new(
             Vec::new(),
-            archive_err("is not a tar archive (gzip, zstd, xz or plain)"),
+            archive_err(
+                "is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)",
+            ),
         ),
         other => panic!("no case `{other}` in the corpus"),
     }
@@ -968,6 +1187,21 @@ archive_cases!(
     symlink_selected,
     symlink_chain_loop_unselected,
     symlink_loop_selected,
+    hardlink_to_a_later_member_selected,
+    symlink_climbing_out_of_the_archive_selected,
+    symlink_to_a_later_member_selected,
+    symlink_dangling_selected,
+    symlink_to_a_directory_selected,
+    sparse_pax_blocks_overlapping,
+    sparse_pax_map_past_the_real_size,
+    sparse_pax_map_past_the_data,
+    sparse_pax_selected,
+    sparse_expanding_past_the_limit,
+    deb_without_a_data_member,
+    deb_with_a_bad_member_header,
+    deb_member_larger_than_the_file,
+    deb_data_in_an_unread_compression,
+    deb_with_two_data_members,
     char_device_unselected,
     block_device_unselected,
     fifo_unselected,
@@ -999,6 +1233,7 @@ archive_cases!(
     decompression_bomb_over_a_small_limit,
     default_limit_is_above_the_real_tarball,
     not_an_archive,
+    more_members_than_the_limit,
     empty_file,
 );
 

@@ -519,7 +519,7 @@ fn endless_file_is_cut_off() {
         "{stderr}"
     );
     assert!(
-        stderr.ends_with("error: cannot build net\n  caused by: input `kubernetes-server` from `file:///dev/zero`: is not a tar archive (gzip, zstd, xz or plain)\n"),
+        stderr.ends_with("error: cannot build net\n  caused by: input `kubernetes-server` from `file:///dev/zero`: is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)\n"),
         "{stderr}"
     );
     assert_failed("endless_file_is_cut_off", &sb, &lock, &r, &stderr, &stderr);

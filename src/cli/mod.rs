@@ -27,6 +27,7 @@ macro_rules! errln {
 mod build;
 mod docs;
 mod generations;
+mod inputs;
 mod lock;
 mod maint;
 mod switch;
@@ -111,6 +112,8 @@ pub enum Command {
     Rollback(switch::RollbackArgs),
     /// Show what differs between two generations, and the unit actions a switch would take
     Diff(maint::DiffArgs),
+    /// List the recipes' inputs (URL, pin, kept in the store), or an input's archive members
+    Inputs(inputs::Args),
     /// Delete old generations (with --keep) and every object no kept generation needs
     Gc(maint::GcArgs),
     /// Re-hash every store object; with --root, also report drift of the root's links
@@ -132,6 +135,7 @@ impl Cli {
             Command::Switch(a) => switch::run_switch(&ctx, &self.global.root_dir(), a, term),
             Command::Rollback(a) => switch::run_rollback(&ctx, &self.global.root_dir(), a, term),
             Command::Diff(a) => maint::run_diff(&ctx, &self.global.root_dir(), a),
+            Command::Inputs(a) => inputs::run(&ctx, a, term),
             Command::Gc(a) => maint::run_gc(&ctx, a, term),
             Command::Verify(a) => {
                 // Drift is checked only for a root named explicitly (flag or KBUILD_ROOT).
