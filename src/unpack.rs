@@ -40,11 +40,13 @@
 //! every selected name is resolved over the complete listing. Only when a resolved target
 //! was passed over does a second pass read the source again and extract exactly those
 //! members, by their position in the archive. The second pass must see the same bytes (its
-//! sha256 is checked against the first one's, so a source that changed in between is a
-//! mismatch). From a `file://` URL (or an archive the store keeps) that is a local read; over
-//! the network it is a second download — perl-base's `usr/bin/perl5.36.0` selected without
-//! `usr/bin/perl` is such a case, and selecting the target as well avoids it. Tar itself
-//! only ever writes a hard link after its target, so a single pass is enough whenever the
+//! pin is checked against the first one's, so a source that changed in between is a
+//! mismatch). It reads the copy the first pass kept ([`Request::keep`], as every build does),
+//! so it is a local read and never a second download; only a caller that keeps nothing
+//! (reading the store's kept archive, or [`unpack_reader`], which cannot re-read) is
+//! different: the first re-opens its local file, the second reports the link as an error.
+//! perl-base's `usr/bin/perl5.36.0` selected without `usr/bin/perl` takes the second pass;
+//! tar only ever writes a hard link after its target, so one pass is enough whenever the
 //! target is selected too, or comes after a symlink naming it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -361,3 +361,62 @@ fn help_has_examples_and_members_needs_a_name() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("--members"), "{}", r.stderr);
 }
+
+/// After a build keeps the archive, `kbuild inputs` says so and `--members` reads the kept
+/// copy: no network (`--offline`, and the server sees no new request).
+#[test]
+fn a_kept_archive_is_shown_and_listed_without_the_network() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    tree(d);
+    let mut args = vec!["--no-recursion", "-cJf", "t.tar.xz"];
+    args.extend_from_slice(&ORDER);
+    sh(d, "tar", &args);
+    let bytes = std::fs::read(d.join("t.tar.xz")).unwrap();
+    let sha = sha256_hex(&bytes);
+    let server = Server::start();
+    server.serve("/t.tar.xz", &bytes);
+    let sb = bare_sandbox();
+    let url = server.url("/t.tar.xz");
+    sb.write_recipe(
+        "t",
+        &format!(
+            "{}\n[files.\"/usr/local/bin/tool\"]\ninput = \"t\"\nmember = \"pkg/tool\"\n",
+            recipe("t", &url, Some(&sha))
+        ),
+    );
+    let before = sb.kbuild(&["inputs"]);
+    before.assert_success();
+    assert!(
+        before
+            .stdout
+            .contains(&format!("t     not kept  sha256:{sha}  {url}\n")),
+        "{}",
+        before.stdout
+    );
+    sb.kbuild(&["build", "t"]).assert_success();
+    assert_eq!(server.request_count(), 1);
+
+    let after = sb.kbuild(&["inputs"]);
+    after.assert_success();
+    assert_eq!(
+        after.stdout,
+        format!(
+            "NAME  STORE     {:<71}  URL\nt     kept      sha256:{sha}  {url}\n",
+            "PIN"
+        )
+    );
+    let r = sb.kbuild(&["inputs", "t", "--members", "--offline"]);
+    r.assert_success();
+    assert_eq!(r.stdout.lines().count(), 5, "{}", r.stdout);
+    assert!(
+        r.stderr.starts_with("     Reading t from file://"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        server.request_count(),
+        1,
+        "the kept copy was read, not the URL"
+    );
+}
