@@ -21,7 +21,7 @@
 //! `!<arch>\n`, never by the URL). Sparse members are expanded to their real bytes: GNU type
 //! `S` (decoded by the `tar` crate, which checks the map) and PAX 0.0, 0.1 and 1.0 (decoded
 //! here; a map whose blocks overlap or run backwards, reach past the real size, or do not
-//! add up to the data the member holds is an error). [`walk`] is the one decoder: extraction
+//! add up to the data the member holds is an error). `walk` is the one decoder: extraction
 //! and [`list_members`] (`kbuild inputs NAME --members`) both go through it.
 //!
 //! **Links.** A selected member that is a hard link resolves to the member it names, which
