@@ -914,6 +914,23 @@ fn realise_unpack(
 /// archive (damaged since it was kept) is moved aside and `None` returned: the caller
 /// fetches it again, and keeps the new copy.
 #[allow(clippy::too_many_arguments)]
+/// Whether the kept archive at `path` still hashes to `pin`. An archive error stops the read
+/// before the hash is known; only a damaged copy is set aside — an intact one with a content
+/// fault (a link leaving the archive, say) would fail the same way after a fresh download.
+fn kept_matches(path: &Path, pin: &Pin) -> Result<bool, BuildError> {
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = pin.algo().hasher();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish() == *pin)
+}
+
 fn read_kept(
     ctx: &Context,
     store: &Store,
@@ -967,7 +984,7 @@ fn read_kept(
             changes.set_aside.push((object, what));
             Ok(None)
         }
-        Err(UnpackError::Archive { message, .. }) => {
+        Err(UnpackError::Archive { message, .. }) if !kept_matches(&path, pin)? => {
             store.move_aside(&object)?;
             changes.set_aside.push((object, message));
             Ok(None)

@@ -907,3 +907,52 @@ fn real_debian_packages_and_an_npm_tarball() {
         ),
     );
 }
+
+/// A content fault in an intact kept archive (a link leaving it) is reported from the kept
+/// copy: the archive stays kept and is not fetched again, since a fresh download would fail the
+/// same way. Only a copy whose hash no longer matches is set aside.
+#[test]
+fn a_link_fault_in_a_kept_archive_keeps_it_and_fetches_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    std::fs::create_dir_all(d.join("pkg/bin")).unwrap();
+    std::fs::write(d.join("pkg/bin/tool"), b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", d.join("pkg/bin/abs")).unwrap();
+    sh(d, "tar", &["-czf", "links.tar.gz", "pkg"]);
+    let bytes = std::fs::read(d.join("links.tar.gz")).unwrap();
+    let server = Server::start();
+    server.serve("/links.tar.gz", &bytes);
+    let url = server.url("/links.tar.gz");
+    let sb = bare_sandbox();
+    let write = |member: &str| {
+        sb.write_recipe(
+            "links",
+            &format!(
+                "[inputs.links]\nurl = \"{url}\"\nsha256 = \"{}\"\n\n[files.\"/usr/local/bin/x\"]\ninput = \"links\"\nmember = \"{member}\"\n",
+                sha256_hex(&bytes)
+            ),
+        )
+    };
+    write("pkg/bin/tool");
+    sb.kbuild(&["build", "links"]).assert_success();
+    assert_eq!(server.request_count(), 1);
+    let kept: Vec<String> = common::top_level(&sb.store)
+        .into_iter()
+        .filter(|n| n.ends_with("links.tar.gz"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the archive is kept");
+
+    write("pkg/bin/abs");
+    let r = sb.kbuild(&["build", "links"]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr().contains(
+            "member `pkg/bin/abs` is a symbolic link to `/etc/shadow`, outside the archive (links are followed only to other members)"
+        ),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(server.request_count(), 1, "nothing fetched again");
+    assert!(!r.stderr().contains("set aside"), "{}", r.stderr());
+    assert!(sb.store.join(&kept[0]).exists(), "the kept archive stays");
+}
