@@ -909,11 +909,6 @@ fn realise_unpack(
     })
 }
 
-/// Unpacks the input from the archive the store keeps for its pin, if it keeps one: no
-/// network, whatever the URLs say. A kept archive that fails its pin or is not a readable
-/// archive (damaged since it was kept) is moved aside and `None` returned: the caller
-/// fetches it again, and keeps the new copy.
-#[allow(clippy::too_many_arguments)]
 /// Whether the kept archive at `path` still hashes to `pin`. An archive error stops the read
 /// before the hash is known; only a damaged copy is set aside — an intact one with a content
 /// fault (a link leaving the archive, say) would fail the same way after a fresh download.
@@ -931,6 +926,12 @@ fn kept_matches(path: &Path, pin: &Pin) -> Result<bool, BuildError> {
     Ok(hasher.finish() == *pin)
 }
 
+/// Unpacks the input from the archive the store keeps for its pin, if it keeps one: no
+/// network, whatever the URLs say. A kept archive that fails its pin (damaged since it was
+/// kept) is moved aside and `None` returned: the caller fetches it again, and keeps the new
+/// copy. An archive error from a copy that still matches its pin is the archive's own fault
+/// and is returned as is.
+#[allow(clippy::too_many_arguments)]
 fn read_kept(
     ctx: &Context,
     store: &Store,
