@@ -3,7 +3,7 @@
 
 use super::beneath::{Beneath, Entry};
 use super::plan::adopted_path;
-use super::root::Root;
+use super::root::{Root, expected_link};
 use super::{STATE_DIR, SwitchError, reconstruct, roots};
 use crate::generation;
 use crate::store::Store;
@@ -179,7 +179,14 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
     for p in &state.managed {
         match fs.entry(p) {
             Ok(Entry::Missing) => out.push(format!("removed: {p} ({repair})")),
-            Ok(Entry::Symlink(t)) if t != Root::link_target(p) => {
+            // kbuild's link through the flip point where the generation has an alias (an
+            // older kbuild's): the switch itself puts the alias's text back.
+            Ok(Entry::Symlink(t))
+                if t != expected_link(Some(rootfs), p) && t == Root::link_target(p) =>
+            {
+                out.push(format!("link changed: {p} -> {} ({repair})", t.display()));
+            }
+            Ok(Entry::Symlink(t)) if t != expected_link(Some(rootfs), p) => {
                 out.push(format!(
                     "link changed: {p} -> {} ({})",
                     t.display(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::beneath::{Beneath, Entry};
 use super::disk::{Disk, Simulated};
 use super::plan::{adopted_path, is_temp_link, owned_dir};
-use super::root::{Root, State, ancestors, entry_below, is_our_link, write_json};
+use super::root::{Root, State, ancestors, entry_below, expected_link, is_our_link, write_json};
 use super::{STATE_DIR, SwitchError, UnitAction, fault, roots};
 use crate::store::Store;
 
@@ -224,12 +224,13 @@ fn preflight(disk: &dyn Disk, root: &Root, from: &State, to: &State) -> Option<S
         };
         let gone: BTreeSet<String> = from.managed.difference(&to.managed).cloned().collect();
         let needed_dirs: BTreeSet<String> = to.managed.iter().flat_map(|p| ancestors(p)).collect();
+        let rootfses = [from.rootfs.as_deref(), to.rootfs.as_deref()];
         // What is at `p` now is kbuild's, or nothing: free for what goes there.
         let free = |p: &str| -> Result<bool, SwitchError> {
             Ok(match entry_below(fs, p)? {
                 Entry::Missing => true,
                 Entry::Directory => owned_dir(fs, p, from, &gone)?,
-                _ => is_our_link(fs, p)?,
+                _ => is_our_link(fs, p, &rootfses)?,
             })
         };
         // An original this switch adopts (a file, or one where a directory goes) is moved
@@ -242,7 +243,7 @@ fn preflight(disk: &dyn Disk, root: &Root, from: &State, to: &State) -> Option<S
         for d in &needed_dirs {
             let ok = match entry_below(fs, d)? {
                 Entry::Missing | Entry::Directory => true,
-                _ => (gone.contains(d) && is_our_link(fs, d)?) || adopting(d)?,
+                _ => (gone.contains(d) && is_our_link(fs, d, &rootfses)?) || adopting(d)?,
             };
             if !ok {
                 return Ok(blocked(d, "a directory goes there"));
@@ -290,6 +291,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
     let gone: BTreeSet<&String> = from.managed.difference(&to.managed).collect();
     let restores: BTreeSet<&String> = from.adopted.difference(&to.adopted).collect();
     let needed_dirs: BTreeSet<String> = to.managed.iter().flat_map(|p| ancestors(p)).collect();
+    let rootfses = [from.rootfs.as_deref(), to.rootfs.as_deref()];
     // Paths that must be free of kbuild's entries before anything else happens: where the new
     // generation puts a link or a directory, and where an original comes back.
     let under = |p: &str, top: &str| p == top || p.starts_with(&format!("{top}/"));
@@ -304,7 +306,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
     // 1. Clear the way: kbuild's links of removed paths that are where a directory, a link or
     //    a restored original goes, then the directories kbuild made there (deepest first).
     for p in &gone {
-        if must_clear(p) && is_our_link(fs, p)? {
+        if must_clear(p) && is_our_link(fs, p, &rootfses)? {
             fs.unlink(p)?;
             fs.fault("unlink");
         }
@@ -341,7 +343,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
         // what is at the path now is not the original.
         if fs.entry(&adopted_path(p))? != Entry::Missing
             || matches!(entry_below(fs, p)?, Entry::Missing)
-            || is_our_link(fs, p)?
+            || is_our_link(fs, p, &rootfses)?
         {
             continue;
         }
@@ -384,20 +386,26 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
             }
         }
     }
-    // 5. Links for paths the new generation adds (or that were deleted by hand).
+    // 5. Links for paths the new generation adds (or that were deleted by hand), and alias
+    //    links whose text differs in the new generation (replaced by one rename).
     for p in &to.managed {
+        let want = expected_link(to.rootfs.as_deref(), p);
         match entry_below(fs, p)? {
+            Entry::Symlink(t) if t == want => {}
             Entry::Missing => {
-                fs.replace_symlink(p, &Root::link_target(p))?;
+                fs.replace_symlink(p, &want)?;
                 fs.fault("link");
             }
-            _ if is_our_link(fs, p)? => {}
+            _ if is_our_link(fs, p, &rootfses)? => {
+                fs.replace_symlink(p, &want)?;
+                fs.fault("link");
+            }
             _ => return Err(blocked(p, "kbuild's link goes there")),
         }
     }
     // 6. Links of paths no longer managed.
     for p in &gone {
-        if is_our_link(fs, p)? {
+        if is_our_link(fs, p, &rootfses)? {
             fs.unlink(p)?;
             fs.fault("unlink");
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::beneath::{Beneath, Entry};
 use super::disk::Disk;
 use super::prerequisites::{self, Prerequisites};
-use super::root::{Root, State, ancestors, is_our_link};
+use super::root::{Root, State, ancestors, expected_link, is_our_link};
 use super::roots::{self, Owner};
 use super::{STATE_DIR, SwitchError, UnitAction, reconstruct, units};
 use crate::generation::{self, Generation};
@@ -385,6 +385,10 @@ fn plan_for(
         }
     }
 
+    // Links are kbuild's when they go through the flip point or carry an alias's text in
+    // either generation.
+    let rootfses = [old_rootfs.as_deref(), Some(rootfs.as_path())];
+    let is_our_link = |fs: &dyn Disk, p: &str| is_our_link(fs, p, &rootfses);
     let mut added = Vec::new();
     let mut changed = Vec::new();
     let mut unmanaged = Vec::new();
@@ -415,6 +419,14 @@ fn plan_for(
                     }
                 }
                 _ if !is_our_link(fs, path)? => unmanaged.push(path.clone()),
+                // An alias link kbuild made with another text (of an older kbuild, or put
+                // back by hand): switching to the active generation replaces it.
+                Entry::Symlink(t)
+                    if t != expected_link(Some(&rootfs), path)
+                        && from_object.as_ref() == Some(&g.rootfs) =>
+                {
+                    repairs.push(path.clone())
+                }
                 _ => {}
             }
             let differs = match &old_rootfs {
@@ -623,7 +635,7 @@ fn recognised_links(fs: &dyn Disk) -> Result<BTreeSet<String>, SwitchError> {
     }
     let mut out = BTreeSet::new();
     for p in rootfs_files(&rootfs)? {
-        if is_our_link(fs, &p)? {
+        if is_our_link(fs, &p, &[Some(&rootfs)])? {
             out.insert(p);
         }
     }
@@ -657,7 +669,9 @@ pub(crate) fn owned_dir(
             Entry::Directory => owned_dir(fs, &child, from, gone)?,
             // Also the temporary link of a `replace_symlink` cut short by a power loss.
             Entry::Symlink(_) if is_temp_link(&name) => true,
-            Entry::Symlink(_) => gone.contains(&child) && is_our_link(fs, &child)?,
+            Entry::Symlink(_) => {
+                gone.contains(&child) && is_our_link(fs, &child, &[from.rootfs.as_deref()])?
+            }
             _ => false,
         };
         if !ours {

@@ -34,8 +34,10 @@ pub(crate) fn complete(
     // A managed link that is a directory holding only kbuild's links (or nothing) now: the
     // directories of a type change cut short (its journal moved away). They are kbuild's.
     let before = recorded.created_dirs.len();
+    let old = recorded.rootfs.clone().filter(|p| p.is_dir());
+    let rootfses = [Some(rootfs.as_path()), old.as_deref()];
     for p in recorded.managed.clone() {
-        our_dirs(fs, &p, &mut recorded.created_dirs)?;
+        our_dirs(fs, &p, &rootfses, &mut recorded.created_dirs)?;
     }
     let grew = recorded.created_dirs.len() != before;
     let recorded_object = roots::object_name(recorded.rootfs.as_deref());
@@ -49,18 +51,18 @@ pub(crate) fn complete(
     // (a switch cut short keeps some of those).
     let mut candidates = rootfs_files(&rootfs)?;
     candidates.extend(recorded.managed.iter().cloned());
-    if let Some(old) = recorded.rootfs.as_deref().filter(|p| p.is_dir()) {
+    if let Some(old) = &old {
         candidates.extend(rootfs_files(old)?);
     }
     let mut managed = BTreeSet::new();
     for p in candidates {
-        if is_our_link(fs, &p)? {
+        if is_our_link(fs, &p, &rootfses)? {
             managed.insert(p);
         }
     }
     let mut created_dirs = recorded.created_dirs.clone();
     for d in managed.iter().flat_map(|p| ancestors(p)) {
-        if !created_dirs.contains(&d) && only_our_links(fs, &d)? {
+        if !created_dirs.contains(&d) && only_our_links(fs, &d, &rootfses)? {
             created_dirs.insert(d);
         }
     }
@@ -127,15 +129,20 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// Adds `dir` and the directories below it to `out` when it holds only kbuild's links.
-fn our_dirs(fs: &dyn Disk, dir: &str, out: &mut BTreeSet<String>) -> io::Result<()> {
-    if !only_our_links(fs, dir)? {
+fn our_dirs(
+    fs: &dyn Disk,
+    dir: &str,
+    rootfses: &[Option<&Path>],
+    out: &mut BTreeSet<String>,
+) -> io::Result<()> {
+    if !only_our_links(fs, dir, rootfses)? {
         return Ok(());
     }
     out.insert(dir.to_owned());
     for name in fs.list(dir)? {
         let child = format!("{dir}/{name}");
         if fs.entry(&child)? == Entry::Directory {
-            our_dirs(fs, &child, out)?;
+            our_dirs(fs, &child, rootfses, out)?;
         }
     }
     Ok(())
@@ -143,16 +150,16 @@ fn our_dirs(fs: &dyn Disk, dir: &str, out: &mut BTreeSet<String>) -> io::Result<
 
 /// Whether directory `dir` holds nothing but kbuild's links and directories of the same kind
 /// (then kbuild made it, or may remove it when it is emptied: it holds nothing of anyone else).
-fn only_our_links(fs: &dyn Disk, dir: &str) -> io::Result<bool> {
+fn only_our_links(fs: &dyn Disk, dir: &str, rootfses: &[Option<&Path>]) -> io::Result<bool> {
     if entry_below(fs, dir)? != Entry::Directory {
         return Ok(false);
     }
     for name in fs.list(dir)? {
         let child = format!("{dir}/{name}");
         let ours = match fs.entry(&child)? {
-            Entry::Directory => only_our_links(fs, &child)?,
+            Entry::Directory => only_our_links(fs, &child, rootfses)?,
             Entry::Symlink(_) if is_temp_link(&name) => true,
-            Entry::Symlink(t) => t == Root::link_target(&child),
+            Entry::Symlink(_) => is_our_link(fs, &child, rootfses)?,
             _ => false,
         };
         if !ours {

@@ -255,9 +255,49 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
     crate::fs::write_atomic(path, &bytes)
 }
 
-/// Whether `path` is kbuild's link (the relative link through the flip point).
-pub(crate) fn is_our_link(fs: &dyn Disk, path: &str) -> io::Result<bool> {
-    Ok(entry_below(fs, path)? == Entry::Symlink(Root::link_target(path)))
+/// The unit directory whose alias links keep their own text in the root.
+const UNIT_DIR: &str = "/etc/systemd/system/";
+
+/// The text of `path`'s link in `rootfs` when it is an alias (`Alias=A` of unit X: a link
+/// `etc/systemd/system/A → X`, a bare unit name of the same type in the same directory).
+/// systemd takes a link for another name of a unit only while it stays in its unit
+/// directories: through the flip point it would load a second copy, so the root gets the
+/// rootfs's text itself (X in the root goes through the flip point, so A follows the
+/// generation).
+pub(crate) fn alias_text(rootfs: &Path, path: &str) -> Option<PathBuf> {
+    let name = path.strip_prefix(UNIT_DIR).filter(|n| !n.contains('/'))?;
+    let text = std::fs::read_link(rootfs.join(path.trim_start_matches('/'))).ok()?;
+    let t = text.to_str()?;
+    let suffix = |n: &str| n.rsplit_once('.').map(|(_, s)| s.to_owned());
+    let bare = !t.is_empty() && !t.contains('/') && !t.starts_with('.');
+    (bare && suffix(t).is_some() && suffix(t) == suffix(name)).then_some(text)
+}
+
+/// The link text kbuild puts at managed `path` for the generation whose rootfs is `rootfs`:
+/// an alias's own text, else the relative link through the flip point.
+pub(crate) fn expected_link(rootfs: Option<&Path>, path: &str) -> PathBuf {
+    rootfs
+        .and_then(|r| alias_text(r, path))
+        .unwrap_or_else(|| Root::link_target(path))
+}
+
+/// Whether `path` is kbuild's link: the relative link through the flip point, or the alias
+/// text `path` has in one of `rootfses` (the generations a switch goes between).
+pub(crate) fn is_our_link(
+    fs: &dyn Disk,
+    path: &str,
+    rootfses: &[Option<&Path>],
+) -> io::Result<bool> {
+    Ok(match entry_below(fs, path)? {
+        Entry::Symlink(t) => {
+            t == Root::link_target(path)
+                || rootfses
+                    .iter()
+                    .flatten()
+                    .any(|r| alias_text(r, path).as_ref() == Some(&t))
+        }
+        _ => false,
+    })
 }
 
 /// What is at `path`, where a path below something that is not a directory (kbuild's link of
