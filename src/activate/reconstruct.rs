@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::beneath::Entry;
 use super::disk::Disk;
 use super::plan::{adopted_path, is_temp_link, rootfs_files};
-use super::root::{Root, State, ancestors, entry_below, is_our_link};
+use super::root::{State, ancestors, entry_below, is_our_link};
 use super::{STATE_DIR, SwitchError, roots};
 use crate::generation::{self, Generation};
 use crate::store::Store;
