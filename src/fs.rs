@@ -20,6 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| annotate(plain(e), "create a temporary file in", dir))?;
+    crate::interrupt::track(tmp.path());
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_data())
         .map_err(|e| annotate(e, "write", tmp.path()))?;

@@ -16,6 +16,7 @@ pub mod generation;
 pub mod hosts;
 pub mod inputs;
 pub mod install;
+pub mod interrupt;
 pub mod lockfile;
 pub mod observe;
 pub mod pin;

@@ -22,7 +22,8 @@ fn clap_exit(e: clap::Error) -> ! {
     if e.use_stderr() {
         e.exit();
     }
-    let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let text = if cli::colour(color_choice(), tty) {
         e.render().ansi().to_string()
     } else {
         e.render().to_string()
@@ -42,14 +43,67 @@ fn exit_with(mut code: i32) -> ! {
     std::process::exit(code);
 }
 
+/// `--color WHEN` as given on the command line (last one wins), read before clap parses so
+/// that clap's own help and errors follow it too.
+fn color_choice() -> cli::ColorChoice {
+    let mut choice = cli::ColorChoice::Auto;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        if a == "--" {
+            break;
+        }
+        let value = match a.strip_prefix("--color") {
+            Some("") => args.next().map(|v| v.to_string_lossy().into_owned()),
+            Some(v) => v.strip_prefix('=').map(str::to_owned),
+            None => None,
+        };
+        match value.as_deref() {
+            Some("always") => choice = cli::ColorChoice::Always,
+            Some("never") => choice = cli::ColorChoice::Never,
+            Some("auto") => choice = cli::ColorChoice::Auto,
+            _ => {}
+        }
+    }
+    choice
+}
+
+/// Ctrl-C (and SIGTERM, SIGHUP): clear the progress line, remove the temporary entries this
+/// process made in the store (scratch directories, temp files; see `kbuild::interrupt`) and
+/// exit 130 as shells expect of a command stopped by SIGINT. The handler runs on a thread of
+/// its own while the command's threads stop where they are.
+fn interrupt_handler(term: &std::sync::Arc<cli::Terminal>) {
+    let term = std::sync::Arc::clone(term);
+    let installed = ctrlc::set_handler(move || {
+        term.clear();
+        let removed = kbuild::interrupt::remove_tracked();
+        let what = if removed == 1 { "entry" } else { "entries" };
+        errln!("error: interrupted; removed {removed} temporary {what} this command had made");
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        errln!(
+            "warning: cannot handle Ctrl-C ({e}); an interrupted build leaves temporary entries for `kbuild gc`"
+        );
+    }
+}
+
 fn main() {
+    let clap_color = match color_choice() {
+        cli::ColorChoice::Always => clap::ColorChoice::Always,
+        cli::ColorChoice::Never => clap::ColorChoice::Never,
+        // clap's own stream detection already honours NO_COLOR.
+        cli::ColorChoice::Auto => clap::ColorChoice::Auto,
+    };
     let matches = <cli::Cli as clap::CommandFactory>::command()
+        .color(clap_color)
         .try_get_matches()
         .unwrap_or_else(|e| clap_exit(e));
     let mut cli = <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches)
         .unwrap_or_else(|e| clap_exit(e));
     cli.global.root_given = root_given(&matches);
-    let term = cli::Terminal::new();
+    let term = std::sync::Arc::new(cli::Terminal::new(cli.global.color));
+    interrupt_handler(&term);
     let mut code = 0;
     if let Err(err) = cli.run(&term) {
         errln!("error: {err}");

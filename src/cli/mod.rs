@@ -37,7 +37,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use term::Terminal;
+pub use term::{ColorChoice, Terminal, colour};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,8 +55,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options accepted before or after the subcommand.
+/// Options accepted before or after the subcommand (listed apart in `--help`).
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Store directory
     #[arg(
@@ -94,6 +95,15 @@ pub struct Global {
     /// Never use the network; inputs must be in the store or at file:// URLs
     #[arg(long, global = true)]
     pub offline: bool,
+    /// When to colour output: auto (a terminal, unless NO_COLOR is set), always, never
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: ColorChoice,
 }
 
 #[derive(Subcommand, Debug)]

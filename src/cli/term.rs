@@ -11,6 +11,8 @@ use kbuild::observe::Observer;
 
 pub struct Terminal {
     tty: bool,
+    /// Whether SGR colour codes may be written to stderr (see [`colour`]).
+    colour: bool,
     /// Draws every bar; status lines are printed above them.
     bars: MultiProgress,
     /// The transfers in progress, by label (input name): several inputs are read at once.
@@ -24,9 +26,11 @@ struct Transfer {
 }
 
 impl Terminal {
-    pub fn new() -> Terminal {
+    pub fn new(choice: ColorChoice) -> Terminal {
+        let tty = std::io::stderr().is_terminal();
         Terminal {
-            tty: std::io::stderr().is_terminal(),
+            tty,
+            colour: colour(choice, tty),
             bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             transfers: Mutex::new(BTreeMap::new()),
         }
@@ -34,7 +38,7 @@ impl Terminal {
 
     /// Prints `verb message` right-aligned like cargo, in bold green on a terminal.
     pub fn status(&self, verb: &str, message: &str) {
-        let line = if self.tty {
+        let line = if self.colour {
             format!("\x1b[1;32m{verb:>12}\x1b[0m {message}")
         } else {
             format!("{verb:>12} {message}")
@@ -53,9 +57,34 @@ impl Terminal {
     }
 }
 
-impl Default for Terminal {
-    fn default() -> Self {
-        Terminal::new()
+impl Terminal {
+    /// After Ctrl-C: removes the progress bars from the screen so the shell prompt starts on
+    /// a clean line.
+    pub fn clear(&self) {
+        let _ = self.bars.clear();
+    }
+}
+
+/// `--color`: when status lines and bars may be coloured.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless NO_COLOR is set to a non-empty value
+    #[default]
+    Auto,
+    /// Always colour, even into a pipe or with NO_COLOR set
+    Always,
+    /// Never colour
+    Never,
+}
+
+/// Whether to colour a stream that is (`tty`) or is not a terminal: an explicit `--color`
+/// wins; otherwise a terminal is coloured unless `NO_COLOR` is set to anything non-empty
+/// (no-color.org).
+pub fn colour(choice: ColorChoice, tty: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     }
 }
 
@@ -71,9 +100,11 @@ impl Observer for Terminal {
                 bar.unset_length();
             }
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} {msg}",
-                )
+                ProgressStyle::with_template(if self.colour {
+                    "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} {msg}"
+                } else {
+                    "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} {msg}"
+                })
                 .expect("valid template")
                 .progress_chars("=> "),
             );

@@ -756,6 +756,7 @@ impl Store {
                     &self.dir,
                 )
             })
+            .inspect(|d| crate::interrupt::track(d.path()))
     }
 
     /// Moves a finished, synced object at `tmp` into the store as `path`. Returns `false` if

@@ -1,0 +1,45 @@
+//! The temporary entries this process made (store scratch directories, temp files of atomic
+//! writes), so that an interrupted command (Ctrl-C) can remove them before it exits instead
+//! of leaving them for the next `kbuild gc`.
+//!
+//! Entries are recorded when made and never unrecorded: a finished entry was renamed onto
+//! its final name or removed, so nothing is left at the recorded path, and its random name is
+//! never handed out again while this process lives.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Records `path`, a temporary entry this process just made.
+pub fn track(path: &Path) {
+    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    // Keep the list short in long runs: forget entries that are gone (renamed or removed).
+    if tracked.len() >= 64 {
+        tracked.retain(|p| p.symlink_metadata().is_ok());
+    }
+    tracked.push(path.to_owned());
+}
+
+/// Removes every recorded entry still present (never following symlinks) and returns how
+/// many were removed. Other threads may still be writing into a scratch directory, so a
+/// removal is retried a few times. The list stays locked: no entry is recorded after this.
+pub fn remove_tracked() -> usize {
+    let tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut removed = 0;
+    for p in tracked.iter() {
+        if p.symlink_metadata().is_err() {
+            continue;
+        }
+        for _ in 0..5 {
+            if crate::fs::remove_tree(p).is_ok() && p.symlink_metadata().is_err() {
+                removed += 1;
+                break;
+            }
+        }
+    }
+    // Keep the lock held until the process exits: a thread still running cannot record (and
+    // so leave) a new entry.
+    std::mem::forget(tracked);
+    removed
+}
