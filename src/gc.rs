@@ -51,19 +51,22 @@ pub enum Archives {
 ///
 /// Kept input archives follow `archives`: by default one stays while a remaining generation
 /// pins it (they are not part of any rootfs, so reachability alone would always drop them).
+///
+/// With `dry_run` nothing is written or removed: the report lists what would go.
 pub fn gc(
     store: &Store,
     keep: Option<usize>,
     only: Option<&str>,
     archives: Archives,
+    dry_run: bool,
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
     let _lock = store.lock(LockMode::Exclusive, observer)?;
     let mut report = Report {
-        roots_forgotten: activate::forget_stale_roots(store)?,
+        roots_forgotten: activate::forget_stale_roots(store, dry_run)?,
         ..Report::default()
     };
-    let in_use = activate::in_use(store)?;
+    let in_use = activate::in_use_without(store, &report.roots_forgotten)?;
 
     if let Some(keep) = keep {
         // `--keep N` keeps the newest N of every profile (or of the one asked for): each
@@ -79,16 +82,28 @@ pub fn gc(
                 if in_use.generations.contains(&(profile.clone(), g.number)) {
                     continue;
                 }
-                fs_err::remove_file(generation::record_path(store, &profile, g.number))?;
+                if !dry_run {
+                    fs_err::remove_file(generation::record_path(store, &profile, g.number))?;
+                }
                 report.generations_removed.push((profile.clone(), g.number));
             }
         }
     }
     // Live set: every profile's kept generations' rootfs objects and what they reference.
     let mut live: BTreeSet<StorePath> = BTreeSet::new();
-    let mut stack: Vec<StorePath> = generation::list_all(store)?
+    // The generations left (a dry run removed none: it skips those it would).
+    let left: Vec<generation::Generation> = generation::list_all(store)?
         .into_iter()
-        .map(|g| g.rootfs)
+        .filter(|g| {
+            !report
+                .generations_removed
+                .iter()
+                .any(|(p, n)| *p == g.profile && *n == g.number)
+        })
+        .collect();
+    let mut stack: Vec<StorePath> = left
+        .iter()
+        .map(|g| g.rootfs.clone())
         .chain(in_use.objects)
         .collect();
     while let Some(p) = stack.pop() {
@@ -101,8 +116,7 @@ pub fn gc(
     }
     let kept = store.kept_objects()?;
     let pinned: BTreeSet<String> = if archives == Archives::WhilePinned {
-        generation::list_all(store)?
-            .into_iter()
+        left.into_iter()
             .flat_map(|g| g.inputs.into_values())
             .collect()
     } else {
@@ -119,10 +133,15 @@ pub fn gc(
     }
     // Leftovers first (a killed build's scratch, objects a killed gc had already renamed off
     // their names, objects a build set aside): the exclusive lock says they are abandoned.
+    let mut temps = Vec::new();
     for e in fs_err::read_dir(store.dir())? {
         let e = e?;
         if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            report.bytes_freed += remove_counting(&e.path())?;
+            if dry_run {
+                temps.push(e.path());
+            } else {
+                report.bytes_freed += remove_counting(&e.path())?;
+            }
             report.temp_removed += 1;
         }
     }
@@ -130,6 +149,17 @@ pub fn gc(
     // any of its contents go: killed at any point, gc leaves each name holding the whole
     // object or nothing.
     let mut doomed = Vec::new();
+    if dry_run {
+        let mut paths = temps;
+        for o in crate::store::verify::objects(store)? {
+            if !live.contains(&o) {
+                paths.push(store.path_of(&o));
+                report.objects_removed.push(o);
+            }
+        }
+        report.bytes_freed = count(&paths)?;
+        return Ok(report);
+    }
     for o in crate::store::verify::objects(store)? {
         if live.contains(&o) {
             continue;
@@ -150,6 +180,29 @@ pub fn gc(
     }
     store.sync_dir()?;
     Ok(report)
+}
+
+/// The bytes removing every tree of `paths` would free: files all of whose links are inside
+/// them (objects share files by hard links), as [`remove_counting`] finds them one by one.
+fn count(paths: &[std::path::PathBuf]) -> io::Result<u64> {
+    let mut files: std::collections::HashMap<(u64, u64), (u64, u64, u64)> = Default::default();
+    for path in paths {
+        for entry in walkdir::WalkDir::new(path) {
+            let entry = entry.map_err(io::Error::other)?;
+            let m = entry.path().symlink_metadata()?;
+            if m.is_file() {
+                files
+                    .entry((m.dev(), m.ino()))
+                    .or_insert((m.nlink(), m.len(), 0))
+                    .2 += 1;
+            }
+        }
+    }
+    Ok(files
+        .values()
+        .filter(|(nlink, _, seen)| seen >= nlink)
+        .map(|(_, len, _)| len)
+        .sum())
 }
 
 /// Removes a tree, returning the bytes of files whose last link went with it.

@@ -106,6 +106,9 @@ fn main() {
     interrupt_handler(&term);
     let mut code = 0;
     if let Err(err) = cli.run(&term) {
+        if let Some(cli::Quiet(c)) = err.downcast_ref::<cli::Quiet>() {
+            exit_with(*c);
+        }
         errln!("error: {err}");
         for cause in err.chain().skip(1) {
             errln!("  caused by: {cause}");

@@ -54,7 +54,8 @@ pub use plan::{Plan, plan};
 pub use prerequisites::{ExposedKey, Missing, Prerequisite, Prerequisites, Status};
 pub use root::{Root, State};
 pub use roots::{
-    InUse, active_generation, check_registry, forget_stale_roots, in_use, moved_store, roots_on,
+    InUse, active_generation, check_registry, forget_stale_roots, in_use, in_use_without,
+    moved_store, roots_on,
 };
 pub use systemctl::{run_systemctl, systemctl_commands, systemd_is_live};
 pub use units::UnitAction;

@@ -199,7 +199,9 @@ fn registered_roots(store: &Store) -> Vec<(PathBuf, Root, Option<StoreId>)> {
 /// Forgets registered roots that no longer exist or are managed from another store now, and
 /// records copied in from another store (another id). gc calls this under the exclusive store
 /// lock. Returns their paths.
-pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
+///
+/// With `dry_run` the registrations stay: only the list of what would be forgotten.
+pub fn forget_stale_roots(store: &Store, dry_run: bool) -> Result<Vec<PathBuf>, SwitchError> {
     let ours = store.existing_id();
     let mut out = Vec::new();
     for (file, root, id) in registered_roots(store) {
@@ -213,7 +215,9 @@ pub fn forget_stale_roots(store: &Store) -> Result<Vec<PathBuf>, SwitchError> {
                 || root.journal().is_ok_and(|j| j.is_some())
                 || current_object(store, &root, false).is_some());
         if !ours_still {
-            fs_err::remove_file(file)?;
+            if !dry_run {
+                fs_err::remove_file(file)?;
+            }
             out.push(root.dir().to_owned());
         }
     }
@@ -234,8 +238,16 @@ pub struct InUse {
 /// root's `etc/.kbuild/current` resolves to in this store — known by the store's id and the
 /// object's name, not by the path the link spells (the store may have moved since).
 pub fn in_use(store: &Store) -> Result<InUse, SwitchError> {
+    in_use_without(store, &[])
+}
+
+/// [`in_use`], leaving out the roots at `skip` (those a gc dry run would forget).
+pub fn in_use_without(store: &Store, skip: &[PathBuf]) -> Result<InUse, SwitchError> {
     let mut out = InUse::default();
     for (_, root, _) in registered_roots(store) {
+        if skip.iter().any(|s| s == root.dir()) {
+            continue;
+        }
         let mut states: Vec<State> = root.state().into_iter().collect();
         if let Ok(Some(j)) = root.journal() {
             states.push(j.from);

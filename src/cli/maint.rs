@@ -24,6 +24,12 @@ pub struct GcArgs {
     /// With `--keep`: drop old generations of this host's profile only
     #[arg(long, value_name = "NAME", requires = "keep", value_parser = super::parse_profile)]
     host: Option<String>,
+    /// List what would be removed (with or without --keep) and remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON (schema: docs/json.md, "gc")
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +43,10 @@ pub struct VerifyArgs {
     #[arg(long = "override-input", value_name = "NAME=URL", requires = "repair",
           value_parser = parse_pair)]
     overrides: Vec<(String, String)>,
+    /// Print what was found as JSON (schema: docs/json.md, "verify"); exit code 1 when
+    /// something was found, as without it
+    #[arg(long, conflicts_with = "repair")]
+    json: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -56,6 +66,13 @@ pub struct DiffArgs {
     to: Option<u64>,
     #[command(flatten)]
     profile: super::ProfileArgs,
+    /// Print the differences as JSON (schema: docs/json.md, "diff")
+    #[arg(long)]
+    json: bool,
+    /// Exit with 1 when the generations differ (files or unit actions), 0 when they do not,
+    /// as `git diff --exit-code` does
+    #[arg(long)]
+    exit_code: bool,
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
@@ -66,10 +83,14 @@ fn open(ctx: &Context) -> anyhow::Result<Store> {
 pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()> {
     // No store yet: nothing to collect (never an error racing the first build).
     if Store::is_unused(&ctx.store_dir) {
-        outln!(
-            "nothing to collect: no store at `{}` yet",
-            ctx.store_dir.display()
-        );
+        if args.json {
+            super::json::print(&gc_json(&kbuild::gc::Report::default(), args.dry_run));
+        } else {
+            outln!(
+                "nothing to collect: no store at `{}` yet",
+                ctx.store_dir.display()
+            );
+        }
         return Ok(());
     }
     let store = open(ctx)?;
@@ -79,21 +100,31 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         kbuild::gc::Archives::WhilePinned
     };
     let only = args.profile.as_deref().or(args.host.as_deref());
-    let report = kbuild::gc::gc(&store, args.keep, only, archives, term)
+    let report = kbuild::gc::gc(&store, args.keep, only, archives, args.dry_run, term)
         .context("garbage collection failed")?;
+    if args.json {
+        super::json::print(&gc_json(&report, args.dry_run));
+        return Ok(());
+    }
+    // A dry run says the same in the conditional ("would"), on stdout: it is the answer.
+    let (removed, deleted, forgot) = if args.dry_run {
+        ("Would remove", "Would delete", "Would forget")
+    } else {
+        ("Removed", "Deleted", "Forgot")
+    };
     for (p, n) in &report.generations_removed {
         if p == kbuild::generation::DEFAULT_PROFILE {
-            term.status("Removed", &format!("generation {n}"));
+            term.status(removed, &format!("generation {n}"));
         } else {
-            term.status("Removed", &format!("generation {n} of profile `{p}`"));
+            term.status(removed, &format!("generation {n} of profile `{p}`"));
         }
     }
     for o in &report.objects_removed {
-        term.status("Deleted", o.as_str());
+        term.status(deleted, o.as_str());
     }
     for r in &report.roots_forgotten {
         term.status(
-            "Forgot",
+            forgot,
             &format!(
                 "root `{}` (gone, or managed from another store)",
                 r.display()
@@ -103,8 +134,16 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     let n = |count: usize, one: &str, many: &str| {
         format!("{count} {}", if count == 1 { one } else { many })
     };
+    let (verb, freed) = if args.dry_run {
+        (
+            "would be removed",
+            "would be freed (nothing was removed: --dry-run)",
+        )
+    } else {
+        ("removed", "freed")
+    };
     outln!(
-        "{}, {} and {} removed, {:.1} MiB freed",
+        "{}, {} and {} {verb}, {:.1} MiB {freed}",
         n(
             report.generations_removed.len(),
             "generation",
@@ -114,6 +153,9 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         n(report.temp_removed, "temporary entry", "temporary entries"),
         report.bytes_freed as f64 / (1 << 20) as f64
     );
+    if args.dry_run {
+        return Ok(());
+    }
     if report.archives_kept == 0 && report.archives_removed > 0 {
         outln!("0 input archives kept for offline builds (builds fetch them again)");
     } else if report.archives_kept > 0 {
@@ -124,6 +166,32 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+fn gc_json(r: &kbuild::gc::Report, dry_run: bool) -> super::json::Gc {
+    super::json::Gc {
+        version: super::json::VERSION,
+        dry_run,
+        generations_removed: r
+            .generations_removed
+            .iter()
+            .map(|(profile, generation)| super::json::Removed {
+                profile: profile.clone(),
+                generation: *generation,
+            })
+            .collect(),
+        objects_removed: r.objects_removed.iter().map(|o| o.to_string()).collect(),
+        temporary_entries_removed: r.temp_removed,
+        bytes_freed: r.bytes_freed,
+        roots_forgotten: r
+            .roots_forgotten
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        archives_kept: r.archives_kept,
+        archive_bytes: r.archive_bytes,
+        archives_removed: r.archives_removed,
+    }
 }
 
 /// Verifies the store, and with an explicit `--root`, the root's links.
@@ -145,6 +213,7 @@ pub fn run_verify(
     let started = std::time::Instant::now();
     let report = kbuild::store::verify::verify(&store).context("cannot verify the store")?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let mut found = Vec::new();
     term.status(
         "Verified",
         &format!(
@@ -164,17 +233,31 @@ pub fn run_verify(
         " (`kbuild verify --repair` repairs it)"
     };
     for c in &report.corrupt {
-        outln!("corrupt  {}: {}{fix}", c.path, c.problem);
+        if args.json {
+            found.push(super::json::Problem::Corrupt {
+                object: c.path.to_string(),
+                problem: c.problem.clone(),
+            });
+        } else {
+            outln!("corrupt  {}: {}{fix}", c.path, c.problem);
+        }
         problems += 1;
     }
     // Generations whose rootfs is gone can no longer be switched to.
     let missing = missing_rootfs(&store)?;
     for g in &missing {
-        outln!(
-            "missing  generation {}: rootfs {} is not in the store{fix}",
-            g.number,
-            g.rootfs
-        );
+        if args.json {
+            found.push(super::json::Problem::Missing {
+                generation: g.number,
+                rootfs: g.rootfs.to_string(),
+            });
+        } else {
+            outln!(
+                "missing  generation {}: rootfs {} is not in the store{fix}",
+                g.number,
+                g.rootfs
+            );
+        }
         problems += 1;
     }
     let mut left = 0;
@@ -252,14 +335,28 @@ pub fn run_verify(
     }
     if let Some(root) = root {
         // First: a store that moved leaves every link dangling, and one switch mends them all.
-        if let Some(d) = kbuild::activate::moved_store(&store, root) {
-            outln!("drift    {}: {d}", root.dir().display());
+        let moved = kbuild::activate::moved_store(&store, root).map(|d| d.to_string());
+        let drift = kbuild::activate::drift(&store, root).context("cannot inspect the root")?;
+        for d in moved.into_iter().chain(drift.iter().map(|d| d.to_string())) {
+            if args.json {
+                found.push(super::json::Problem::Drift {
+                    root: root.dir().display().to_string(),
+                    problem: d,
+                });
+            } else {
+                outln!("drift    {}: {d}", root.dir().display());
+            }
             problems += 1;
         }
-        for d in kbuild::activate::drift(&store, root).context("cannot inspect the root")? {
-            outln!("drift    {}: {d}", root.dir().display());
-            problems += 1;
-        }
+    }
+    if args.json {
+        super::json::print(&super::json::Verify {
+            version: super::json::VERSION,
+            ok: problems == 0,
+            objects: report.objects,
+            bytes: report.bytes,
+            problems: found,
+        });
     }
     if left > 0 {
         let mut help = "make the generation's inputs readable again (at their locked URLs, or \
@@ -282,7 +379,9 @@ pub fn run_verify(
         }
         anyhow::bail!("verification found {problems} problem(s)");
     }
-    outln!("ok");
+    if !args.json {
+        outln!("ok");
+    }
     Ok(())
 }
 
@@ -366,6 +465,13 @@ pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()
     };
     let diff =
         kbuild::diff::diff(&store, &profile, from, to).context("cannot compare generations")?;
-    out!("{diff}");
+    if args.json {
+        super::json::print(&super::json::Diff::new(&diff));
+    } else {
+        out!("{diff}");
+    }
+    if args.exit_code && !(diff.changes.is_empty() && diff.units.is_empty()) {
+        return Err(super::Quiet(1).into());
+    }
     Ok(())
 }

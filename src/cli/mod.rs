@@ -28,6 +28,7 @@ mod build;
 mod docs;
 mod generations;
 mod inputs;
+mod json;
 mod lock;
 mod maint;
 mod switch;
@@ -270,6 +271,11 @@ pub fn write_stderr(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
+
+/// An exit code given without an error message (`diff --exit-code` finding differences).
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Quiet(pub i32);
 
 /// Finds a `help:` line for an error anywhere in the chain.
 pub fn help_for(err: &anyhow::Error) -> Option<String> {

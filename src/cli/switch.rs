@@ -32,6 +32,9 @@ pub struct SwitchArgs {
     /// Print the full plan and change nothing
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run: print the plan as JSON (schema: docs/json.md, "plan")
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     /// Move unmanaged files that are in the way into /etc/.kbuild/adopted (restored when
     /// kbuild stops managing the path) instead of refusing; also takes over a root managed
     /// from another store
@@ -44,6 +47,9 @@ pub struct RollbackArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run: print the plan as JSON (schema: docs/json.md, "plan")
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     /// As for `switch`: move unmanaged files in the way into /etc/.kbuild/adopted (restored
     /// when kbuild stops managing the path); also takes over a root managed from another store
     #[arg(long)]
@@ -68,6 +74,7 @@ pub fn run_switch(
         target,
         &args.profile.choice(),
         args.dry_run,
+        args.json,
         args.adopt,
         term,
     )
@@ -85,6 +92,7 @@ pub fn run_rollback(
         Target::Previous,
         &activate::Choice::Root,
         args.dry_run,
+        args.json,
         args.adopt,
         term,
     )
@@ -96,6 +104,7 @@ fn run(
     target: Target,
     choice: &activate::Choice,
     dry_run: bool,
+    json: bool,
     adopt: bool,
     term: &Terminal,
 ) -> anyhow::Result<()> {
@@ -108,19 +117,32 @@ fn run(
     if dry_run {
         let plan = activate::dry_run(&store, root, target, choice, adopt)
             .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
-        warn_prerequisites(&plan);
-        out!("{plan}");
-        print_units(root, &plan, false);
         // The dry run fails where the switch would, with the same message.
-        plan.check()
+        let refused = plan
+            .check()
             .and_then(|()| activate::check_registry(&store, root))
             .with_context(|| {
                 format!(
                     "a {what} of root `{}` would be refused",
                     root.dir().display()
                 )
-            })?;
-        return Ok(());
+            });
+        if json {
+            let refusal = refused.as_ref().err().map(|e| super::json::Refusal {
+                error: e
+                    .chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": "),
+                help: super::help_for(e),
+            });
+            super::json::print(&super::json::Plan::new(&plan, refusal));
+        } else {
+            warn_prerequisites(&plan);
+            out!("{plan}");
+            print_units(root, &plan, false);
+        }
+        return refused;
     }
     let live = activate::systemd_is_live(root);
     let failures = std::cell::RefCell::new(Vec::new());
