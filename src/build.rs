@@ -103,6 +103,9 @@ pub enum BuildError {
     UnknownInput { name: String, known: Vec<String> },
     #[error("the lock file `{}` would change ({reason}), and `--locked` was given", path.display())]
     LockWouldChange { path: PathBuf, reason: String },
+    /// `--locked` without a lock file at all.
+    #[error("the lock file `{}` is missing, and `--locked` was given{}", path.display(), beside(path, recipes))]
+    LockMissing { path: PathBuf, recipes: PathBuf },
     #[error(
         "input `{input}`: member `{member}` is kept with two different modes ({origin} gives another `mode` than a file selecting it elsewhere)"
     )]
@@ -123,6 +126,19 @@ pub enum BuildError {
         lock_path: PathBuf,
         lock: Box<Pin>,
     },
+}
+
+/// For a lock file looked for beside a recipes directory elsewhere than `.`: says where it
+/// was looked for, and why there.
+fn beside(lock: &Path, recipes: &Path) -> String {
+    let parent = recipes.parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(p) if lock.parent() == Some(p) => format!(
+            " (looked for beside the recipes directory `{}`)",
+            recipes.display()
+        ),
+        _ => String::new(),
+    }
 }
 
 impl From<std::io::Error> for BuildError {
@@ -158,6 +174,9 @@ impl BuildError {
             BuildError::UnknownOverride { known, .. } | BuildError::UnknownInput { known, .. } => {
                 Some(format!("declared inputs: {}", known.join(", ")))
             }
+            BuildError::LockMissing { .. } => Some(
+                "point `--lock-file PATH` at the project's lock file, or pin the inputs from local copies without the network: `kbuild build RECIPE --override-input NAME=file:///path/to/file --write-lock`".into(),
+            ),
             BuildError::LockWouldChange { .. } => Some(
                 "run `kbuild lock` (or the build without `--locked`) and commit the lock file"
                     .into(),
@@ -292,6 +311,12 @@ pub fn rebuild(
     }
     let components = render_files(&set, &vars, &req.hosts)?;
     check_reload(&set, &components)?;
+    if req.locked && !set.inputs.is_empty() && ctx.lock_path.symlink_metadata().is_err() {
+        return Err(BuildError::LockMissing {
+            path: ctx.lock_path.clone(),
+            recipes: ctx.recipes_dir.clone(),
+        });
+    }
     let original = LockFile::load(&ctx.lock_path)?;
     let plans = plan_inputs(ctx, &set, &original, &req)?;
     let mut changes = StoreChanges::default();
@@ -1284,13 +1309,30 @@ pub struct LockReport {
 /// Pins inputs of every recipe in the recipes directory. With `refresh`, re-resolves the
 /// named inputs (all if empty) instead of keeping their pins. Inputs are fetched and
 /// unpacked once, so the next build finds them in the store.
+///
+/// `overrides` (input name → URL) reads an input from another URL (a local copy, a mirror):
+/// the pin is that of the file actually read, recorded under the recipe's URLs, as `build
+/// --override-input … --write-lock` does.
 pub fn lock(
     ctx: &Context,
     refresh: Option<&[String]>,
+    overrides: &BTreeMap<String, String>,
     observer: &dyn Observer,
 ) -> Result<LockReport, BuildError> {
     let all = recipe::available(&ctx.recipes_dir);
     let set = recipe::load(&ctx.recipes_dir, &all)?;
+    if let Some(name) = overrides.keys().find(|n| !set.inputs.contains_key(*n)) {
+        return Err(BuildError::UnknownOverride {
+            name: name.clone(),
+            known: set.inputs.keys().cloned().collect(),
+        });
+    }
+    for (name, url) in overrides {
+        crate::fetch::check_url(url).map_err(|message| BuildError::BadOverride {
+            name: name.clone(),
+            message,
+        })?;
+    }
     if let Some(names) = refresh {
         for n in names {
             if !set.inputs.contains_key(n) {
@@ -1340,12 +1382,15 @@ pub fn lock(
             continue;
         }
         let plan = Plan {
-            urls: decl.urls.clone(),
+            urls: match overrides.get(name) {
+                Some(url) => vec![url.clone()],
+                None => decl.urls.clone(),
+            },
             lock_urls: decl.urls.clone(),
             pin: decl.pin.clone(),
             algo: recipe_algo(decl),
             size: None,
-            overridden: false,
+            overridden: overrides.contains_key(name),
             read_already: false,
         };
         plans.insert(name.clone(), plan);

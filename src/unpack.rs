@@ -240,6 +240,11 @@ impl UnpackError {
             } => Some(format!(
                 "build once with network access, or point the input at a local copy: `--override-input {input}=file:///path/to/file`"
             )),
+            UnpackError::Fetch { input, .. } | UnpackError::AllSourcesFailed { input, .. } => {
+                Some(format!(
+                    "add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input {input}=file:///path/to/file` (add `--offline` to be sure nothing is fetched)"
+                ))
+            }
             _ => None,
         }
     }
@@ -402,7 +407,10 @@ fn open_source(
         } else {
             "Reading"
         };
-        observer.status(what, &format!("{input} from {url}"));
+        // Offline, a network URL fails at once: announcing a fetch first would mislead.
+        if !(req.offline && fetch::is_network(url)) {
+            observer.status(what, &format!("{input} from {url}"));
+        }
     }
     let opened = fetch::open(url, req.offline).map_err(|source| {
         let e = UnpackError::Fetch {

@@ -58,6 +58,9 @@ pub enum StoreError {
     },
     #[error("`{}` is not a kbuild store (it has no `.kbuild/version`)", path.display())]
     NotAStore { path: PathBuf, creating: bool },
+    /// The store directory itself is absent (a typo, or nothing built here yet).
+    #[error("store `{}` does not exist", path.display())]
+    Missing { path: PathBuf },
     #[error("store `{}` has layout `{found}`, this kbuild understands `{LAYOUT_VERSION}`", path.display())]
     Layout { path: PathBuf, found: String },
     #[error(transparent)]
@@ -382,6 +385,11 @@ impl Store {
 
     /// Opens an existing store; never creates one (for commands that only read or delete).
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        if dir.symlink_metadata().is_err() {
+            return Err(StoreError::Missing {
+                path: dir.to_owned(),
+            });
+        }
         if !dir.join(".kbuild/version").exists() {
             return Err(StoreError::NotAStore {
                 path: dir.to_owned(),
@@ -483,6 +491,10 @@ impl Store {
             StoreError::NotAStore { creating: true, .. } => Some(
                 "the directory holds other files; pass `--store` a new or empty directory (default `./store`)".into(),
             ),
+            StoreError::Missing { path } => Some(format!(
+                "check `--store` (default `./store`, env KBUILD_STORE; absolute: `{}`); `kbuild build RECIPE` creates the store",
+                std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()
+            )),
             StoreError::NotAStore { creating: false, .. } => Some(
                 "check `--store` (default `./store`, env KBUILD_STORE); `kbuild build` creates a store".into(),
             ),
