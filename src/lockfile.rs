@@ -113,11 +113,25 @@ pub enum LockError {
     },
 }
 
+/// A position editors can go to (lines and columns from 1). serde_json reports column 0 for
+/// the start of a line (an unexpected end of file after the last newline): that is the end of
+/// the line before it.
+fn position(text: &str, line: usize, column: usize) -> (usize, usize) {
+    if column > 0 || line == 0 {
+        return (line.max(1), column.max(1));
+    }
+    if line == 1 {
+        return (1, 1);
+    }
+    let before = text.lines().nth(line - 2).unwrap_or_default();
+    (line - 1, before.chars().count() + 1)
+}
+
 impl LockError {
     pub fn help(&self) -> Option<String> {
         match self {
             LockError::Parse { .. } => Some(
-                "fix the file by hand, or delete it and run `kbuild lock` to pin the inputs again"
+                "fix the file by hand at that line and column, or delete it and pin the inputs again: `kbuild lock` (without the network: `kbuild lock --override-input NAME=file:///path/to/file`)"
                     .into(),
             ),
             _ => None,
@@ -151,11 +165,20 @@ impl LockFile {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<LockFile, LockError> {
-        let parse_err = |e: serde_json::Error| LockError::Parse {
-            path: path.to_owned(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
+        let parse_err = |e: serde_json::Error| {
+            let (line, column) = position(text, e.line(), e.column());
+            // serde_json appends " at line L column C"; the prefix already says where.
+            let message = e.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_owned(),
+                None => message,
+            };
+            LockError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
         };
         // Check the version before the shape, so a future format gets the right message.
         let value: serde_json::Value = serde_json::from_str(text).map_err(parse_err)?;

@@ -31,11 +31,15 @@ pub enum RenderError {
         name: String,
         known: Vec<String>,
     },
-    #[error("{}: {message}", location(template, *line))]
+    #[error("{}{}: {message}", location(template, *line), column.map(|c| format!(":{c}")).unwrap_or_default())]
     Template {
         template: String,
         line: usize,
+        /// The column (from 1) where the error starts, when minijinja knows it.
+        column: Option<usize>,
         message: String,
+        /// Set for an unknown filter.
+        unknown_filter: bool,
     },
     #[error("{}: rendered `{target}` is not a valid environment file: {message}", location(template, *line))]
     Env {
@@ -104,10 +108,71 @@ impl RenderError {
                     "let kbuild quote it: `KEY={{{{ {v} | env_quote }}}}` (double quotes, `\\` before `\"`, `\\`, `` ` `` and `$`), or pass a value systemd reads as it is: `kbuild build RECIPE --set {v}=VALUE`"
                 ))
             }
+            RenderError::Template {
+                unknown_filter: true,
+                ..
+            } => Some(format!(
+                "available filters: {}; fix the template, then run `kbuild build` again",
+                FILTERS.join(", ")
+            )),
             RenderError::Template { .. } => None,
         }
     }
 }
+
+/// The filters templates can use: kbuild's own, then minijinja's built-in ones (as enabled
+/// by the crate features in Cargo.toml).
+pub const FILTERS: &[&str] = &[
+    "host",
+    "env_quote",
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "trim",
+    "unique",
+    "upper",
+    "zip",
+];
 
 /// Renders `source` (named `name` in errors) with `vars`.
 pub fn render(
@@ -187,7 +252,14 @@ pub fn render_hosts(
     let syntax_error = |e: minijinja::Error| RenderError::Template {
         template: name.to_owned(),
         line: e.line().unwrap_or(0),
+        // The error's byte range in the source gives the column (in characters, from 1).
+        column: e.range().and_then(|r| {
+            let before = source.get(..r.start)?;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            Some(before[line_start..].chars().count() + 1)
+        }),
         message: describe(&e),
+        unknown_filter: e.kind() == minijinja::ErrorKind::UnknownFilter,
     };
     let tmpl = env.template_from_str(source).map_err(syntax_error)?;
 

@@ -8,6 +8,17 @@ use kbuild::store::Store;
 use super::Terminal;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Without --keep no generation is removed: gc deletes only what no generation and no root
+needs (objects of removed generations, leftovers of interrupted builds), and input archives
+no generation pins. With --keep N the newest N generations stay, and the one each known root
+is on always stays.
+
+Examples:
+  kbuild gc --dry-run --keep 3       # what would go; removes nothing
+  kbuild gc --keep 3
+  kbuild gc --drop-archives          # offline rebuilds will fetch again"
+)]
 pub struct GcArgs {
     /// Keep only the newest N generations of each profile (the active one of every known
     /// root is always kept)
@@ -33,6 +44,11 @@ pub struct GcArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kbuild verify                      # re-hash every store object
+  kbuild verify --root /             # also report drift of the root's links
+  kbuild verify --repair
+  kbuild verify --json               # schema: docs/json.md")]
 pub struct VerifyArgs {
     /// Repair what is found: a damaged object a generation uses is replaced, in one step, by
     /// a copy rebuilt from that generation's recipes and locked inputs (or left in place and
@@ -57,6 +73,11 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kbuild diff                        # the root's active generation against the newest
+  kbuild diff 2 3
+  kbuild diff 2 3 --exit-code >/dev/null || echo differ
+  kbuild diff --json                 # schema: docs/json.md")]
 pub struct DiffArgs {
     /// From this generation [default: the root's active one, else the one before the newest]
     #[arg(value_name = "A")]

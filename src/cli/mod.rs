@@ -116,6 +116,9 @@ pub enum Command {
     /// Re-resolve inputs (all, or the ones named) and rewrite their pins
     Update(lock::UpdateArgs),
     /// List the recorded generations (the active one of `--root` marked `*`)
+    #[command(after_help = "Examples:
+  kbuild generations
+  kbuild generations --root /srv/m1     # mark the generation that root is on")]
     Generations(generations::Args),
     /// Activate a generation on the root: atomic, crash-safe, reversible
     Switch(switch::SwitchArgs),

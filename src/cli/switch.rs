@@ -22,14 +22,16 @@ An interrupted switch (crash, kill -9, power loss) is completed by the next swit
 or undone when it cannot be completed (its generation gone from the store, a file made by hand in
 the way). `kbuild verify --root DIR` names the command that repairs whatever it finds.
 A store that moved keeps its roots (it is known by its id, store/.kbuild/id): one switch from
-its new place re-points the root's flip point (`kbuild verify --root DIR` names it).")]
+its new place re-points the root's flip point (`kbuild verify --root DIR` names it).
+Unit actions are run when the root is `/` and systemd is running; otherwise they are printed
+as \"not run\" (after a switch) or \"would run\" (with --dry-run).")]
 pub struct SwitchArgs {
     /// Generation to activate, in the root's profile [default: its newest]
     #[arg(value_name = "GENERATION")]
     generation: Option<u64>,
     #[command(flatten)]
     profile: super::ProfileArgs,
-    /// Print the full plan and change nothing
+    /// Print the plan (files, prerequisites, unit actions as "would run") and change nothing
     #[arg(long)]
     dry_run: bool,
     /// With --dry-run: print the plan as JSON (schema: docs/json.md, "plan")
@@ -43,8 +45,15 @@ pub struct SwitchArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kbuild rollback --dry-run          # the plan: files, prerequisites, unit actions
+  kbuild rollback                    # back to the generation before the active one, on /
+  kbuild rollback --root /srv/m1
+
+Unit actions are run when the root is `/` and systemd is running; otherwise they are printed
+as \"not run\" (after a switch) or \"would run\" (with --dry-run).")]
 pub struct RollbackArgs {
-    /// Print the plan and change nothing
+    /// Print the plan (files, prerequisites, unit actions as "would run") and change nothing
     #[arg(long)]
     dry_run: bool,
     /// With --dry-run: print the plan as JSON (schema: docs/json.md, "plan")
