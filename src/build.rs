@@ -24,6 +24,9 @@ pub struct Context {
     pub store_dir: PathBuf,
     pub recipes_dir: PathBuf,
     pub lock_path: PathBuf,
+    /// `lock_path` was not given but derived from `recipes_dir` (the file beside it): errors
+    /// about the lock file then say where it was looked for.
+    pub lock_path_derived: bool,
     pub offline: bool,
     pub max_unpacked: u64,
 }
@@ -105,7 +108,11 @@ pub enum BuildError {
     LockWouldChange { path: PathBuf, reason: String },
     /// `--locked` without a lock file at all.
     #[error("the lock file `{}` is missing, and `--locked` was given{}", path.display(), beside(path, recipes))]
-    LockMissing { path: PathBuf, recipes: PathBuf },
+    LockMissing {
+        path: PathBuf,
+        /// The recipes directory, when the path was derived from it.
+        recipes: Option<PathBuf>,
+    },
     #[error(
         "input `{input}`: member `{member}` is kept with two different modes ({origin} gives another `mode` than a file selecting it elsewhere)"
     )]
@@ -130,7 +137,10 @@ pub enum BuildError {
 
 /// For a lock file looked for beside a recipes directory elsewhere than `.`: says where it
 /// was looked for, and why there.
-fn beside(lock: &Path, recipes: &Path) -> String {
+fn beside(lock: &Path, recipes: &Option<PathBuf>) -> String {
+    let Some(recipes) = recipes else {
+        return String::new();
+    };
     let parent = recipes.parent().filter(|p| !p.as_os_str().is_empty());
     match parent {
         Some(p) if lock.parent() == Some(p) => format!(
@@ -244,6 +254,13 @@ pub fn build(
     // The recipes' rules over what was rendered, before anything is written.
     check_rules(&set, &vars, &components, req)?;
 
+    // `--locked` with no lock file at all: say that, not that one input is unpinned.
+    if req.locked && !set.inputs.is_empty() && ctx.lock_path.symlink_metadata().is_err() {
+        return Err(BuildError::LockMissing {
+            path: ctx.lock_path.clone(),
+            recipes: ctx.lock_path_derived.then(|| ctx.recipes_dir.clone()),
+        });
+    }
     let original = LockFile::load(&ctx.lock_path)?;
     let lock = original.clone();
     let plans = plan_inputs(ctx, &set, &lock, req)?;
@@ -311,12 +328,6 @@ pub fn rebuild(
     }
     let components = render_files(&set, &vars, &req.hosts)?;
     check_reload(&set, &components)?;
-    if req.locked && !set.inputs.is_empty() && ctx.lock_path.symlink_metadata().is_err() {
-        return Err(BuildError::LockMissing {
-            path: ctx.lock_path.clone(),
-            recipes: ctx.recipes_dir.clone(),
-        });
-    }
     let original = LockFile::load(&ctx.lock_path)?;
     let plans = plan_inputs(ctx, &set, &original, &req)?;
     let mut changes = StoreChanges::default();

@@ -17,6 +17,15 @@ pub fn location(template: &str, line: usize) -> String {
     }
 }
 
+/// [`location`] with a column when known: `FILE:LINE:COLUMN`, or `…, line L, column C`.
+pub fn location_at(template: &str, line: usize, column: Option<usize>) -> String {
+    match (column, template.contains('\0')) {
+        (None, _) => location(template, line),
+        (Some(c), true) => format!("{}, column {c}", location(template, line)),
+        (Some(c), false) => format!("{}:{c}", location(template, line)),
+    }
+}
+
 /// The name `render` expects for a literal `text` declared at `loc` for `target`.
 pub fn text_name(loc: &str, target: &str) -> String {
     format!("{loc}\0{target}")
@@ -31,7 +40,7 @@ pub enum RenderError {
         name: String,
         known: Vec<String>,
     },
-    #[error("{}{}: {message}", location(template, *line), column.map(|c| format!(":{c}")).unwrap_or_default())]
+    #[error("{}: {message}", location_at(template, *line, *column))]
     Template {
         template: String,
         line: usize,

@@ -184,6 +184,7 @@ impl Global {
             store_dir: self.store.clone(),
             recipes_dir: self.recipes.clone(),
             lock_path,
+            lock_path_derived: self.lock_file.is_none(),
             offline: self.offline,
             max_unpacked,
         }
