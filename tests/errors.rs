@@ -346,7 +346,8 @@ fn http_404_is_reported_once_without_retries() {
         "    Fetching kubernetes-server from {u}\n\
          error: cannot build master\n\
          \x20 caused by: cannot fetch input `kubernetes-server`\n\
-         \x20 caused by: `{u}`: HTTP status 404\n",
+         \x20 caused by: `{u}`: HTTP status 404\n\
+         help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n",
     ));
     assert_eq!(server.request_count(), 1);
     assert_store_empty(&sb.store);
@@ -386,9 +387,9 @@ fn offline_with_an_input_not_in_the_store_names_it() {
     let before = snapshot(&sb);
     let r = sb.kbuild(&["--offline", "build", "master"]);
     let u = url_line(&sb);
+    // Offline, no "Fetching" line announces a fetch that cannot happen.
     r.assert_error(&format!(
-        "    Fetching kubernetes-server from {u}\n\
-         error: cannot build master\n\
+        "error: cannot build master\n\
          \x20 caused by: cannot fetch input `kubernetes-server`\n\
          \x20 caused by: `{u}` needs the network, and `--offline` was given\n\
          help: build once with network access, or point the input at a local copy: `--override-input kubernetes-server=file:///path/to/file`\n",
@@ -406,8 +407,8 @@ fn locked_without_a_pin_fails_before_fetching() {
     let r = sb.kbuild(&["build", "master", "--locked"]);
     r.assert_error(
         "error: cannot build master\n\
-         \x20 caused by: the lock file `$SANDBOX/flake-like.lock.json` would change (input `kubernetes-server` is not pinned yet), and `--locked` was given\n\
-         help: run `kbuild lock` (or the build without `--locked`) and commit the lock file\n",
+         \x20 caused by: the lock file `$SANDBOX/flake-like.lock.json` is missing, and `--locked` was given\n\
+         help: point `--lock-file PATH` at the project's lock file, or pin the inputs from local copies without the network: `kbuild build RECIPE --override-input NAME=file:///path/to/file --write-lock`\n",
     );
     assert_eq!(server.request_count(), 0);
     assert_eq!(sb.lock_bytes(), None);
@@ -472,8 +473,8 @@ fn corrupt_lock_file_points_at_the_error() {
     let r = sb.kbuild(&["build", "master"]);
     r.assert_error(
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/flake-like.lock.json:4:5: invalid lock file: key must be a string at line 4 column 5\n\
-         help: fix the file by hand, or delete it and run `kbuild lock` to pin the inputs again\n",
+         \x20 caused by: $SANDBOX/flake-like.lock.json:4:5: invalid lock file: key must be a string\n\
+         help: fix the file by hand at that line and column, or delete it and pin the inputs again: `kbuild lock` (without the network: `kbuild lock --override-input NAME=file:///path/to/file`)\n",
     );
     assert_unchanged(&sb, &before);
     assert!(!sb.store.exists());
@@ -715,7 +716,7 @@ fn template_syntax_error_names_template_and_line() {
             std::fs::write(&path, text.replace("# Add your own!", "# Add {{ your own!")).unwrap();
         },
         "error: cannot build master\n\
-         \x20 caused by: $SANDBOX/recipes/templates/scheduler.j2:6: syntax error: unexpected identifier, expected end of variable block\n",
+         \x20 caused by: $SANDBOX/recipes/templates/scheduler.j2:6:15: syntax error: unexpected identifier, expected end of variable block\n",
     );
 }
 

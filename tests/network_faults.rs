@@ -128,8 +128,12 @@ fn failed(causes: &[&str]) -> String {
     for c in causes {
         s.push_str(&format!("  caused by: {c}\n"));
     }
+    // Every failed download says what to do (issue 13): a mirror or a local copy.
+    s.push_str(FETCH_HELP);
     s
 }
+
+const FETCH_HELP: &str = "help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n";
 
 const BUILT: &str = "       Built generation 1\n";
 const U: &str = "$SERVER/k/kubernetes-server-linux-amd64.tar.gz";
@@ -560,7 +564,7 @@ fn server_stalls_after_the_headers() {
         "{attempt}{}{attempt}{}{attempt}{}",
         retrying(STALL_BODY, 2),
         retrying(STALL_BODY, 3),
-        failed(&["cannot fetch input `kubernetes-server`"]),
+        failed(&["cannot fetch input `kubernetes-server`"]).replace(FETCH_HELP, ""),
     );
     assert!(
         stderr.starts_with(&head)
@@ -569,7 +573,10 @@ fn server_stalls_after_the_headers() {
     );
     let last = &stderr[head.len()..];
     assert!(
-        last.contains("1 s") && last.contains("KBUILD_HTTP_TIMEOUT") && last.lines().count() == 1,
+        last.contains("1 s")
+            && last.contains("KBUILD_HTTP_TIMEOUT")
+            && last.lines().count() == 2
+            && last.ends_with(FETCH_HELP),
         "the timeout message does not name the limit: {last}"
     );
     assert_failed(
@@ -679,13 +686,14 @@ fn redirect_to_a_file_url() {
         let head = format!(
             "{}{}",
             fetching(U),
-            failed(&["cannot fetch input `kubernetes-server`"])
+            failed(&["cannot fetch input `kubernetes-server`"]).replace(FETCH_HELP, "")
         );
         assert!(
             stderr.starts_with(&head)
                 && stderr[head.len()..].starts_with(&format!("  caused by: `{U}`: "))
                 && stderr[head.len()..].contains("file")
-                && stderr[head.len()..].lines().count() == 1,
+                && stderr[head.len()..].lines().count() == 2
+                && stderr.ends_with(FETCH_HELP),
             "redirect to {target}:\n{stderr}"
         );
         assert_failed("redirect_to_a_file_url", &sb, &lock, &r, &stderr, &stderr);
