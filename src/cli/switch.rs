@@ -117,6 +117,7 @@ fn run(
     adopt: bool,
     term: &Terminal,
 ) -> anyhow::Result<()> {
+    warn_store_place(ctx, root);
     let store = open(ctx)?;
     let what = if target == Target::Previous {
         "roll back"
@@ -247,6 +248,32 @@ fn finish(
         );
     }
     Ok(())
+}
+
+/// Warns when the host's `/` is switched to a store inside a home directory or a git
+/// checkout: the host's /etc would then hang on links into a place that is easily moved,
+/// cleaned or deleted (README, "Production layout").
+fn warn_store_place(ctx: &Context, root: &Root) {
+    if root.dir().canonicalize().ok().as_deref() != Some(std::path::Path::new("/")) {
+        return;
+    }
+    let store = std::path::absolute(&ctx.store_dir).unwrap_or_else(|_| ctx.store_dir.clone());
+    let store = store.canonicalize().unwrap_or(store);
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty() && h != "/")
+        .map(std::path::PathBuf::from)
+        .map(|h| h.canonicalize().unwrap_or(h));
+    let place = if let Some(h) = home.filter(|h| store.starts_with(h)) {
+        format!("inside the home directory `{}`", h.display())
+    } else if let Some(checkout) = store.ancestors().find(|a| a.join(".git").exists()) {
+        format!("inside the git checkout `{}`", checkout.display())
+    } else {
+        return;
+    };
+    errln!(
+        "warning: `/` is switched to store `{}`, {place}: the host's /etc and /usr/local/bin will link into it, so moving or cleaning it breaks the host; use a store under /var/lib/kbuild/store (`KBUILD_STORE=/var/lib/kbuild/store`, see README \"Production layout\")",
+        store.display()
+    );
 }
 
 /// Warns on stderr about prerequisites that are present but unsafe (a private key group or
