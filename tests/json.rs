@@ -184,7 +184,13 @@ fn gc_dry_run_lists_what_would_go_and_writes_nothing() {
     let r = w.run(&["gc", "--dry-run", "--keep", "1", "--json"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let dry = parse(&r);
-    assert_eq!(dry["generations_removed"], json!([1, 2]));
+    assert_eq!(
+        dry["generations_removed"],
+        json!([
+            {"profile": "default", "generation": 1},
+            {"profile": "default", "generation": 2}
+        ])
+    );
     let objects = dry["objects_removed"].as_array().unwrap().clone();
     assert!(objects.contains(&json!(g1.object())) && objects.contains(&json!(g2.object())));
     assert_eq!(
