@@ -65,6 +65,24 @@ pub struct RollbackArgs {
     adopt: bool,
 }
 
+/// A real switch, or a dry run printing the plan as text or as JSON.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dry {
+    No,
+    Text,
+    Json,
+}
+
+impl Dry {
+    fn of(dry_run: bool, json: bool) -> Dry {
+        match (dry_run, json) {
+            (false, _) => Dry::No,
+            (true, false) => Dry::Text,
+            (true, true) => Dry::Json,
+        }
+    }
+}
+
 fn open(ctx: &Context) -> anyhow::Result<Store> {
     Store::open_existing(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))
@@ -82,8 +100,7 @@ pub fn run_switch(
         root,
         target,
         &args.profile.choice(),
-        args.dry_run,
-        args.json,
+        Dry::of(args.dry_run, args.json),
         args.adopt,
         term,
     )
@@ -100,8 +117,7 @@ pub fn run_rollback(
         root,
         Target::Previous,
         &activate::Choice::Root,
-        args.dry_run,
-        args.json,
+        Dry::of(args.dry_run, args.json),
         args.adopt,
         term,
     )
@@ -112,8 +128,7 @@ fn run(
     root: &Root,
     target: Target,
     choice: &activate::Choice,
-    dry_run: bool,
-    json: bool,
+    dry: Dry,
     adopt: bool,
     term: &Terminal,
 ) -> anyhow::Result<()> {
@@ -124,7 +139,7 @@ fn run(
     } else {
         "switch"
     };
-    if dry_run {
+    if dry != Dry::No {
         let plan = activate::dry_run(&store, root, target, choice, adopt)
             .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?;
         // The dry run fails where the switch would, with the same message.
@@ -137,7 +152,7 @@ fn run(
                     root.dir().display()
                 )
             });
-        if json {
+        if dry == Dry::Json {
             let refusal = refused.as_ref().err().map(|e| super::json::Refusal {
                 error: e
                     .chain()
