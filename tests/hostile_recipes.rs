@@ -555,7 +555,7 @@ fn template_including_a_host_file() {
     template_error(
         "template_including_a_host_file",
         "KUBE_X=1\n{% include \"/etc/passwd\" %}\n",
-        "$SANDBOX/recipes/templates/evil.j2:2: syntax error: unknown statement include",
+        "$SANDBOX/recipes/templates/evil.j2:2:4: syntax error: unknown statement include",
     );
 }
 
@@ -564,7 +564,7 @@ fn template_range_bomb() {
     template_error(
         "template_range_bomb",
         "a\n{% for i in range(100000000) %}x{% endfor %}\n",
-        "$SANDBOX/recipes/templates/evil.j2:2: invalid operation: range has too many elements",
+        "$SANDBOX/recipes/templates/evil.j2:2:13: invalid operation: range has too many elements",
     );
 }
 
@@ -573,7 +573,7 @@ fn template_string_bomb() {
     template_error(
         "template_string_bomb",
         "a\nb\n{{ \"x\" * 1000000000 }}\n",
-        "$SANDBOX/recipes/templates/evil.j2:3: invalid operation: repeated string is too large",
+        "$SANDBOX/recipes/templates/evil.j2:3:4: invalid operation: repeated string is too large",
     );
 }
 
