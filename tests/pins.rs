@@ -405,7 +405,8 @@ fn oversized_download_with_a_length_is_refused_before_reading() {
         "    Fetching {INPUT} from $SERVER{TARBALL_PATH}\n\
          error: cannot build master\n\
          \x20 caused by: cannot fetch input `{INPUT}`\n\
-         \x20 caused by: `$SERVER{TARBALL_PATH}`: announces {} bytes, more than the pinned {size} (nothing was read)\n",
+         \x20 caused by: `$SERVER{TARBALL_PATH}`: announces {} bytes, more than the pinned {size} (nothing was read)\n\
+         help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n",
         big.len()
     ));
     // Let the server notice the closed connection.
@@ -433,7 +434,8 @@ fn oversized_download_without_a_length_stops_one_byte_past_the_pin() {
     let expected_tail = format!(
         "error: cannot build master\n\
          \x20 caused by: cannot fetch input `{INPUT}`\n\
-         \x20 caused by: `$SERVER{TARBALL_PATH}`: delivers more than the pinned {size} bytes (reading stopped at byte {})\n",
+         \x20 caused by: `$SERVER{TARBALL_PATH}`: delivers more than the pinned {size} bytes (reading stopped at byte {})\n\
+         help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n",
         size + 1
     );
     assert_eq!(r.code, Some(1), "{stderr}");
