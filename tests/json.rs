@@ -72,6 +72,8 @@ fn switch_and_rollback_dry_run_json_is_the_whole_plan() {
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["from"], Value::Null);
     assert_eq!(plan["to"], 2);
+    assert_eq!(plan["from_profile"], Value::Null);
+    assert_eq!(plan["to_profile"], "default");
     assert_eq!(plan["refused"], Value::Null);
     let added: Vec<&str> = plan["added"]
         .as_array()

@@ -91,6 +91,9 @@ impl Diff {
 pub struct Plan {
     pub version: u32,
     pub root: String,
+    /// The profiles of `from` and `to` (null with the generation).
+    pub from_profile: Option<String>,
+    pub to_profile: Option<String>,
     /// The generation the root is on now (null: none, unmanaged).
     pub from: Option<u64>,
     /// The generation it would be on.
@@ -155,6 +158,8 @@ impl Plan {
         Plan {
             version: VERSION,
             root: p.root.display().to_string(),
+            from_profile: p.from.generation.map(|_| p.from.profile_name().to_owned()),
+            to_profile: p.to.generation.map(|_| p.to.profile_name().to_owned()),
             from: p.from.generation,
             to: p.to.generation,
             added: p.added.clone(),
