@@ -189,6 +189,7 @@ fn help_lists_global_options_apart_and_every_command_has_examples() {
         "build",
         "lock",
         "update",
+        "inputs",
         "generations",
         "switch",
         "rollback",
