@@ -297,7 +297,7 @@ fn members_honour_offline_override_and_the_pin() {
     sb.write_recipe("t", &recipe("t", url, Some(&sha)));
 
     sb.kbuild(&["inputs", "t", "--members", "--offline"]).assert_error(&format!(
-        "    Fetching t from {url}\nerror: cannot list the members of input `t`\n  caused by: cannot fetch input `t`\n  caused by: `{url}` needs the network, and `--offline` was given\nhelp: build once with network access, or point the input at a local copy: `--override-input t=file:///path/to/file`\n"
+        "error: cannot list the members of input `t`\n  caused by: cannot fetch input `t`\n  caused by: `{url}` needs the network, and `--offline` was given\nhelp: build once with network access, or point the input at a local copy: `--override-input t=file:///path/to/file`\n"
     ));
 
     let local = d.join("t.tar.gz");
