@@ -472,6 +472,49 @@ fn a_bare_template_is_never_started_enabled_or_restarted() {
     }
 }
 
+/// The instance a template's generation enables (`DefaultInstance=`, linked from
+/// `multi-user.target.wants/`) is started, restarted when the template changes, and stopped
+/// when the generation drops it; the bare template never gets an action of its own.
+#[test]
+fn an_enabled_instance_follows_its_template() {
+    let w = World::bare();
+    let template = |flag: &str| {
+        format!(
+            "[Service]\nExecStart=/usr/local/bin/etcd --name %i{flag}\n\n[Install]\nWantedBy=multi-user.target\nDefaultInstance=a\n"
+        )
+    };
+    let (t1, t2) = (template(""), template(" -v"));
+    for (n, unit) in [(1, &t1), (2, &t2)] {
+        let files = [
+            (
+                "/etc/systemd/system/etcd-member@.service",
+                unit.as_str(),
+                "",
+            ),
+            ("/usr/local/bin/etcd", BIN, X),
+        ];
+        build(&w, "member", &files, n);
+    }
+    build(&w, "member", &[("/etc/etcd/other", "x\n", "")], 3);
+    let inst = "etcd-member@a.service";
+    assert_eq!(
+        switch(&w, 1),
+        format!("  start   {inst} (new)\n{NOT_RUN}  systemctl start {inst}\n")
+    );
+    assert_eq!(
+        switch(&w, 2),
+        format!(
+            "  restart {inst} (/etc/systemd/system/etcd-member@.service changed)\n{NOT_RUN}  systemctl restart {inst}\n"
+        )
+    );
+    assert_eq!(
+        switch(&w, 3),
+        format!(
+            "  stop    {inst} (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop {inst}\n  systemctl daemon-reload\n"
+        )
+    );
+}
+
 #[test]
 fn unit_file_names_systemd_cannot_load_are_refused_at_build() {
     let w = World::bare();
