@@ -125,6 +125,17 @@ pub enum BuildError {
         "{origin}: `on_change = \"reload\"` for `{target}`, but the unit has no `ExecReload=` (`systemctl reload` would fail)"
     )]
     NoExecReload { target: String, origin: String },
+    #[error(
+        "{} mismatch for input `{input}` from `{url}`: the recipe pins it ({})\n  expected: {}\n    actual: {}",
+        expected.algo(), at.loc, at.written(expected), at.written(actual)
+    )]
+    RecipePinMismatch {
+        input: String,
+        url: String,
+        expected: Box<Pin>,
+        actual: Box<Pin>,
+        at: Box<crate::recipe::PinAt>,
+    },
     #[error("input `{input}`: {recipe_origin} pins {recipe}, but `{}` pins {}", lock_path.display(), lock.hex())]
     LockDisagrees {
         input: String,
@@ -194,6 +205,12 @@ impl BuildError {
             BuildError::MemberModes { member, .. } => Some(format!(
                 "give every file selecting `{member}` the same `mode` (or none, to keep the archive's), then run `kbuild build` again"
             )),
+            BuildError::RecipePinMismatch { actual, at, .. } => Some(format!(
+                "the recipe's pin is what the file must match (an override or a mirror too): fix the mirror, or, if the new file is trusted, set `{} = \"{}\"` at {} and run `kbuild build` again",
+                at.key,
+                at.written(actual),
+                at.loc
+            )),
             BuildError::LockDisagrees { input, recipe, .. } => Some(format!(
                 "if the recipe is right, run `kbuild update {input}`; otherwise fix the recipe's `{}`",
                 recipe.algo()
@@ -217,6 +234,45 @@ pub(crate) struct Plan {
     pub(crate) overridden: bool,
     /// Overridden, but read earlier in this command (its `pin` is what was read).
     pub(crate) read_already: bool,
+    /// Where the recipe writes `pin`, when `pin` is the recipe's: a mismatch is fixed there.
+    pub(crate) pinned_at: Option<crate::recipe::PinAt>,
+}
+
+/// Where the recipe writes `pin`, if the recipe pins `decl` with exactly `pin`.
+fn pinned_at(decl: &crate::recipe::InputDecl, pin: Option<&Pin>) -> Option<crate::recipe::PinAt> {
+    decl.pin_at
+        .clone()
+        .filter(|_| pin.is_some() && decl.pin.as_ref() == pin)
+}
+
+/// `e` as read from the kept copy at `kept`, naming the input's `upstream` URL instead of the
+/// store path (the copy is an implementation detail; the URL is what the recipe names).
+pub(crate) fn from_upstream(e: UnpackError, kept: &str, upstream: Option<&String>) -> UnpackError {
+    let Some(upstream) = upstream else {
+        return e;
+    };
+    let fix = |url: String| if url == kept { upstream.clone() } else { url };
+    match e {
+        UnpackError::Archive {
+            input,
+            url,
+            message,
+        } => UnpackError::Archive {
+            input,
+            url: fix(url),
+            message,
+        },
+        UnpackError::MissingMembers {
+            input,
+            url,
+            missing,
+        } => UnpackError::MissingMembers {
+            input,
+            url: fix(url),
+            missing,
+        },
+        other => other,
+    }
 }
 
 /// A rootfs file's content, ready to be placed.
@@ -394,6 +450,14 @@ fn build_in(
                 entry.size = None;
             }
             entry.pin = pin.clone();
+            // Found through the index (an earlier build read it, through an override say):
+            // the kept archive's size still bounds the next download of it.
+            let size = size.or_else(|| {
+                store
+                    .kept_object(&pin)
+                    .and_then(|o| std::fs::symlink_metadata(store.path_of(&o)).ok())
+                    .map(|m| m.len())
+            });
             if size.is_some() {
                 entry.size = size;
             }
@@ -640,11 +704,19 @@ pub(crate) fn plan_inputs(
                 Plan {
                     urls: vec![url.clone()],
                     lock_urls: decl.urls.clone(),
-                    pin: req.read_overrides.get(name).and_then(|k| Pin::from_key(k)),
+                    // A pin written in the recipe is the trust anchor (as a fixed-output hash in
+                    // Nix): the override's bytes must match it. A lock pin is not: an override
+                    // (with `--write-lock`) is how a lock entry is re-pinned.
+                    pin: req
+                        .read_overrides
+                        .get(name)
+                        .and_then(|k| Pin::from_key(k))
+                        .or_else(|| decl.pin.clone()),
                     algo: recipe_algo(decl),
                     size: None,
                     overridden: true,
                     read_already: req.read_overrides.contains_key(name),
+                    pinned_at: decl.pin_at.clone().filter(|_| decl.pin.is_some()),
                 },
             );
             continue;
@@ -705,6 +777,7 @@ pub(crate) fn plan_inputs(
                 size: locked
                     .filter(|l| Some(&l.pin) == pin.as_ref())
                     .and_then(|l| l.size),
+                pinned_at: pinned_at(decl, pin.as_ref()),
                 pin,
                 algo: recipe_algo(decl),
                 overridden: false,
@@ -892,7 +965,8 @@ fn realise_unpack(
             },
             scratch.path(),
             observer,
-        )?,
+        )
+        .map_err(|e| recipe_pin_error(e, plan))?,
     };
     if let Some(kept) = &unpacked.kept {
         let name = plan
@@ -1026,12 +1100,35 @@ fn read_kept(
             changes.set_aside.push((object, message));
             Ok(None)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(from_upstream(e, &urls[0], plan.lock_urls.first()).into()),
+    }
+}
+
+/// A hash mismatch against a pin the recipe writes, as [`BuildError::RecipePinMismatch`]
+/// (its help names the recipe line to edit: `kbuild update` would fail the same way).
+pub(crate) fn recipe_pin_error(e: UnpackError, plan: &Plan) -> BuildError {
+    match (e, &plan.pinned_at) {
+        (
+            UnpackError::HashMismatch {
+                input,
+                url,
+                expected,
+                actual,
+            },
+            Some(at),
+        ) if plan.pin.as_ref() == Some(&expected) => BuildError::RecipePinMismatch {
+            input,
+            url,
+            expected: Box::new(expected),
+            actual: Box::new(actual),
+            at: Box::new(at.clone()),
+        },
+        (e, _) => e.into(),
     }
 }
 
 /// The store name of a kept archive: the URL's last path component, made a valid name.
-fn archive_name(url: &str) -> String {
+pub(crate) fn archive_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     sanitize_name(path.rsplit('/').next().unwrap_or("input"))
 }
@@ -1403,6 +1500,7 @@ pub fn lock(
             size: None,
             overridden: overrides.contains_key(name),
             read_already: false,
+            pinned_at: decl.pin_at.clone().filter(|_| decl.pin.is_some()),
         };
         plans.insert(name.clone(), plan);
         jobs.push((name.clone(), wanted.get(name).cloned().unwrap_or_default()));

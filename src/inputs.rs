@@ -61,7 +61,8 @@ pub fn list(ctx: &Context) -> Result<Vec<InputInfo>, BuildError> {
 
 /// The members of input `name`'s archive, with the decoder a build uses: read from the
 /// archive the store keeps for its pin when there is one, else fetched from its URLs (or
-/// the override) and checked against its pin. Nothing is written to the store.
+/// the override) and checked against its pin. An archive fetched is kept in the store, as a
+/// build keeps it, so the build that follows does not fetch it again.
 pub fn members(
     ctx: &Context,
     name: &str,
@@ -103,7 +104,7 @@ pub fn members(
         (Some(pin), false) => store.kept_object(pin),
         _ => None,
     };
-    let urls = match kept {
+    let urls = match &kept {
         Some(object) => vec![format!(
             "file://{}",
             std::path::absolute(store.path_of(&object))?.display()
@@ -120,10 +121,22 @@ pub fn members(
             offline: ctx.offline,
             max_unpacked: ctx.max_unpacked,
             expected_size: plan.size,
-            keep: false,
+            keep: kept.is_none(),
         },
         scratch.path(),
         observer,
-    )?;
+    )
+    .map_err(|e| match &kept {
+        Some(_) => crate::build::from_upstream(e, &urls[0], plan.lock_urls.first()).into(),
+        None => crate::build::recipe_pin_error(e, plan),
+    })?;
+    if let Some(archive) = &unpacked.kept {
+        let file_name = plan
+            .lock_urls
+            .first()
+            .map(|u| crate::build::archive_name(u))
+            .unwrap_or_else(|| "input".into());
+        store.add_kept(archive, &unpacked.pin, &file_name, unpacked.size)?;
+    }
     Ok(unpacked.members)
 }

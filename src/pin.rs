@@ -145,6 +145,14 @@ impl Pin {
         &self.hex
     }
 
+    /// The pin as a Subresource Integrity string, `sha512-<base64>` (as `hash = "…"` holds it).
+    pub fn sri(&self) -> String {
+        let bytes: Vec<u8> = (0..self.hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&self.hex[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        format!("{}-{}", self.algo, base64_encode(&bytes))
+    }
+
     /// The pin in derivation keys and generation records: the bare hex for sha256 (as before
     /// other algorithms existed, so existing keys and records stay valid), `sha512:<hex>`
     /// otherwise (a sha256 hex never holds `:`, so the two never meet).
@@ -178,6 +186,28 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Standard base64 (RFC 4648 §4, as SRI uses), padded.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Standard base64 (RFC 4648 §4, as SRI uses), padding optional; `None` when malformed.
@@ -214,6 +244,14 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sri_round_trips() {
+        let s = "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
+        assert_eq!(Pin::from_sri(s).unwrap().sri(), s);
+        let s = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        assert_eq!(Pin::from_sri(s).unwrap().sri(), s);
+    }
 
     #[test]
     fn sri_of_empty_input() {

@@ -265,21 +265,187 @@ fn sri_sha256_pin_builds_and_locks_sha256() {
     );
 }
 
+/// The help for a wrong pin written in the recipe: set the actual hash, in the recipe's own
+/// form (`key`, `written`), at the pin's line — `kbuild update` would fail the same way.
+fn recipe_pin_help(key: &str, written: &str) -> String {
+    format!(
+        "help: the recipe's pin is what the file must match (an override or a mirror too): fix the mirror, or, if the new file is trusted, set `{key} = \"{written}\"` at $SANDBOX/recipes/tool.toml:3:10 and run `kbuild build` again\n"
+    )
+}
+
+/// Review finding 6: a wrong pin in the recipe names the recipe line, for `build` and
+/// `update` alike (no loop through `kbuild update`).
 #[test]
-fn wrong_sha512_is_a_mismatch_naming_the_algorithm() {
+fn wrong_sha512_is_a_mismatch_naming_the_recipe_line() {
     let server = Server::start();
     let other = sha512_hex(b"another file");
+    let actual = sha512_hex(&fixture().gz);
     let sb = sandbox(&server, &format!("sha512 = \"{other}\""));
-    sb.kbuild(&["build", "tool"]).assert_error(&format!(
-        "{}error: cannot build tool\n\
-         \x20 caused by: sha512 mismatch for input `server` from `$SERVER{PATH}`\n\
+    let cause = format!(
+        "\x20 caused by: sha512 mismatch for input `server` from `$SERVER{PATH}`: the recipe pins it ($SANDBOX/recipes/tool.toml:3:10)\n\
          \x20 expected: {other}\n\
-         \x20   actual: {}\n\
-         help: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update server`\n",
-        fetched_server(),
-        sha512_hex(&fixture().gz)
+         \x20   actual: {actual}\n{}",
+        recipe_pin_help("sha512", &actual)
+    );
+    sb.kbuild(&["build", "tool"]).assert_error(&format!(
+        "{}error: cannot build tool\n{cause}",
+        fetched_server()
+    ));
+    sb.kbuild(&["update", "server"]).assert_error(&format!(
+        "{}error: cannot update inputs\n{cause}",
+        fetched_server()
     ));
     assert!(sb.lock_bytes().is_none());
+    // Doing what the help says builds.
+    write_tool(&sb, &server.url(PATH), &format!("sha512 = \"{actual}\""));
+    let b = sb.kbuild(&["build", "tool"]);
+    assert_eq!(built(&sb, &b), fixture().tarball.member(MEMBER));
+}
+
+/// Review findings 6 and 13: a wrong SRI pin is shown as SRI, the form the recipe holds.
+#[test]
+fn wrong_sri_pin_is_shown_as_sri() {
+    let server = Server::start();
+    let other = format!("sha512-{}", base64(&Sha512::digest(b"another file")));
+    let actual = format!("sha512-{}", base64(&Sha512::digest(&fixture().gz)));
+    let sb = sandbox(&server, &format!("hash = \"{other}\""));
+    sb.kbuild(&["build", "tool"]).assert_error(&format!(
+        "{}error: cannot build tool\n\
+         \x20 caused by: sha512 mismatch for input `server` from `$SERVER{PATH}`: the recipe pins it ($SANDBOX/recipes/tool.toml:3:8)\n\
+         \x20 expected: {other}\n\
+         \x20   actual: {actual}\n{}",
+        fetched_server(),
+        recipe_pin_help("hash", &actual).replace("tool.toml:3:10", "tool.toml:3:8")
+    ));
+}
+
+/// A tarball with the fixture's member names but another kubectl: a tampered mirror.
+fn tampered() -> Vec<u8> {
+    Tarball::kubernetes_server()
+        .with_changed(MEMBER, b"tampered kubectl\n")
+        .build(Compression::Gzip)
+}
+
+/// Review finding 1: a pin written in the recipe is checked against an `--override-input`
+/// file, with or without `--write-lock`; the right file builds and is locked with it.
+#[test]
+fn override_input_must_match_the_recipe_pin() {
+    let server = Server::start();
+    let hex512 = sha512_hex(&fixture().gz);
+    let sb = sandbox(
+        &server,
+        &format!("sha512 = \"{}\"", hex512.to_ascii_uppercase()),
+    );
+    let bad = sb.dir.join("k2.tar.gz");
+    let bad_bytes = tampered();
+    std::fs::write(&bad, &bad_bytes).unwrap();
+    let arg = format!("server=file://{}", bad.display());
+    for extra in [&[][..], &["--write-lock"][..]] {
+        let mut args = vec!["build", "tool", "--override-input", &arg];
+        args.extend_from_slice(extra);
+        sb.kbuild(&args).assert_error(&format!(
+            "     Reading server from file://$SANDBOX/k2.tar.gz\n        Read server: {:.1} MiB in $TIME\n\
+             error: cannot build tool\n\
+             \x20 caused by: sha512 mismatch for input `server` from `file://$SANDBOX/k2.tar.gz`: the recipe pins it ($SANDBOX/recipes/tool.toml:3:10)\n\
+             \x20 expected: {hex512}\n\
+             \x20   actual: {}\n{}",
+            bad_bytes.len() as f64 / (1u64 << 20) as f64,
+            sha512_hex(&bad_bytes),
+            recipe_pin_help("sha512", &sha512_hex(&bad_bytes))
+        ));
+        assert!(sb.lock_bytes().is_none(), "{extra:?}: no lock written");
+        assert!(
+            !sb.dir.join("profiles").exists() || !sb.dir.join("profiles/default/1.json").exists()
+        );
+    }
+    assert_eq!(server.request_count(), 0);
+    // The right file (a local mirror) builds, and `--write-lock` locks the recipe's pin under
+    // the recipe's URL.
+    let good = sb.dir.join("k.tar.gz");
+    std::fs::write(&good, &fixture().gz).unwrap();
+    let arg = format!("server=file://{}", good.display());
+    let r = sb.kbuild(&["build", "tool", "--override-input", &arg, "--write-lock"]);
+    assert_eq!(built(&sb, &r), fixture().tarball.member(MEMBER));
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        lock_with("sha512", &hex512, &server.url(PATH), fixture().gz.len())
+    );
+    assert_eq!(server.request_count(), 0);
+}
+
+/// A pin only in the lock file is not a trust anchor: an override with `--write-lock`
+/// re-pins it (the documented way to move to a new file from a local copy).
+#[test]
+fn override_with_write_lock_repins_a_lock_only_pin() {
+    let server = Server::start();
+    let sb = sandbox(&server, "");
+    sb.kbuild(&["lock"]).assert_success();
+    let other = sb.dir.join("k2.tar.gz");
+    let other_bytes = tampered();
+    std::fs::write(&other, &other_bytes).unwrap();
+    let arg = format!("server=file://{}", other.display());
+    let r = sb.kbuild(&["build", "tool", "--override-input", &arg, "--write-lock"]);
+    assert_eq!(built(&sb, &r), b"tampered kubectl\n");
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        lock_with(
+            "sha256",
+            &sha256_hex(&other_bytes),
+            &server.url(PATH),
+            other_bytes.len()
+        )
+    );
+}
+
+/// Review finding 10: the lock pins sha256, the recipe now upstream's sha512. An override of
+/// another file with `--write-lock` is a mismatch against the recipe (the lock is not blamed
+/// for a hash it does not hold); after a plain override build of the right file, the
+/// offline build re-pins the lock with sha512 and keeps the entry's `size`.
+#[test]
+fn repinning_sha256_to_sha512_blames_the_recipe_and_keeps_the_size() {
+    let server = Server::start();
+    let hex512 = sha512_hex(&fixture().gz);
+    let sb = sandbox(&server, "");
+    sb.kbuild(&["lock"]).assert_success();
+    let url = server.url(PATH);
+    write_tool(&sb, &url, &format!("sha512 = \"{hex512}\""));
+    let bad = sb.dir.join("k2.tar.gz");
+    let bad_bytes = tampered();
+    std::fs::write(&bad, &bad_bytes).unwrap();
+    let arg = format!("server=file://{}", bad.display());
+    sb.kbuild(&["build", "tool", "--override-input", &arg, "--write-lock"])
+        .assert_error(&format!(
+            "     Reading server from file://$SANDBOX/k2.tar.gz\n        Read server: {:.1} MiB in $TIME\n\
+             error: cannot build tool\n\
+             \x20 caused by: sha512 mismatch for input `server` from `file://$SANDBOX/k2.tar.gz`: the recipe pins it ($SANDBOX/recipes/tool.toml:3:10)\n\
+             \x20 expected: {hex512}\n\
+             \x20   actual: {}\n{}",
+            bad_bytes.len() as f64 / (1u64 << 20) as f64,
+            sha512_hex(&bad_bytes),
+            recipe_pin_help("sha512", &sha512_hex(&bad_bytes))
+        ));
+    let sha256_lock = lock_with("sha256", &fixture().sha256, &url, fixture().gz.len());
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        sha256_lock
+    );
+
+    let good = sb.dir.join("k.tar.gz");
+    std::fs::write(&good, &fixture().gz).unwrap();
+    let arg = format!("server=file://{}", good.display());
+    sb.kbuild(&["build", "tool", "--override-input", &arg])
+        .assert_success();
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        sha256_lock
+    );
+    let r = sb.kbuild(&["build", "tool", "--offline"]);
+    r.assert_success();
+    assert_eq!(
+        String::from_utf8(sb.lock_bytes().unwrap()).unwrap(),
+        lock_with("sha512", &hex512, &url, fixture().gz.len())
+    );
+    assert_eq!(server.request_count(), 1, "only `kbuild lock` fetched");
 }
 
 #[test]

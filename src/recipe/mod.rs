@@ -187,7 +187,28 @@ pub struct InputDecl {
     /// Pin written in the recipe itself (`sha256`, `sha512` or `hash`; the lock may pin it
     /// instead).
     pub pin: Option<crate::pin::Pin>,
+    /// Where the recipe writes [`InputDecl::pin`], and with which key.
+    pub pin_at: Option<PinAt>,
     pub origin: Origin,
+}
+
+/// Where a recipe writes an input's pin: a wrong one is fixed there, not with `kbuild update`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinAt {
+    /// `sha256`, `sha512` or `hash` (SRI).
+    pub key: &'static str,
+    pub loc: Loc,
+}
+
+impl PinAt {
+    /// `pin` as this key writes it: hex for `sha256`/`sha512`, SRI for `hash`.
+    pub fn written(&self, pin: &crate::pin::Pin) -> String {
+        if self.key == "hash" {
+            pin.sri()
+        } else {
+            pin.hex().to_owned()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -773,21 +794,26 @@ fn parse_input(
             "keep the pin upstream publishes (`sha512 = \"…\"`, or `hash = \"sha512-…\"`) and delete the other, then run `kbuild build` again",
         ));
     }
-    let pin = match given.into_iter().next() {
-        None => None,
+    let (pin, pin_at) = match given.into_iter().next() {
+        None => (None, None),
         Some((key, s)) => {
             let parsed = match key {
                 "sha256" => Pin::from_hex(Algo::Sha256, s.get_ref()),
                 "sha512" => Pin::from_hex(Algo::Sha512, s.get_ref()),
                 _ => Pin::from_sri(s.get_ref()),
             };
-            Some(parsed.or_else(|m| src.err(s.span(), m))?)
+            let at = PinAt {
+                key,
+                loc: src.loc(s.span()),
+            };
+            (Some(parsed.or_else(|m| src.err(s.span(), m))?), Some(at))
         }
     };
     Ok(InputDecl {
         name: name.get_ref().clone(),
         urls,
         pin,
+        pin_at,
         origin: src.origin(name.span()),
     })
 }
