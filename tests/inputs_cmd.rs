@@ -164,8 +164,24 @@ fn members_of_a_tarball_with_type_mode_size_and_links() {
         r.stderr().replace(server.base(), "$SERVER"),
         "    Fetching t from $SERVER/t.tar.xz\n        Read t: 0.0 MiB in $TIME\n"
     );
-    // Nothing was kept: listing writes no object.
-    assert_eq!(common::top_level(&sb.store), [".kbuild"]);
+    // The archive is kept, as a build keeps it (review finding 9): the build that follows
+    // needs no network.
+    let kept = common::kept_name("sha256", &sha256_hex(&bytes), "t.tar.xz");
+    assert_eq!(common::top_level(&sb.store), [".kbuild", kept.as_str()]);
+    sb.write_recipe(
+        "t",
+        &format!(
+            "{}\n[files.\"/usr/local/bin/tool\"]\ninput = \"t\"\nmember = \"pkg/tool\"\n",
+            recipe("t", &server.url("/t.tar.xz"), Some(&sha256_hex(&bytes)))
+        ),
+    );
+    let b = sb.kbuild(&["build", "t", "--offline"]);
+    b.assert_success();
+    assert_eq!(
+        std::fs::read(b.rootfs().join("usr/local/bin/tool")).unwrap(),
+        b"#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(server.request_count(), 1, "the archive was fetched once");
 }
 
 /// Every supported format lists the names `tar -t` / `dpkg-deb -c` show (without `./`).
@@ -316,8 +332,13 @@ fn members_honour_offline_override_and_the_pin() {
         "{}",
         r.stdout
     );
+    // The override's file is kept under the recipe's pin and URL name (review finding 9).
+    let kept = common::kept_name("sha256", &sha, "t.tar.gz");
+    assert_eq!(common::top_level(&sb.store), [".kbuild", kept.as_str()]);
 
-    // Another file at the pinned URL: the listing is refused, as a build would be.
+    // Another file at the pinned URL (a fresh store: nothing kept): the listing is refused,
+    // as a build would be, naming the recipe's pin.
+    let sb = bare_sandbox();
     let server = Server::start();
     server.serve("/t.tar.gz", b"\x1f\x8b not the pinned file");
     sb.write_recipe("t", &recipe("t", &server.url("/t.tar.gz"), Some(&sha)));
@@ -326,8 +347,8 @@ fn members_honour_offline_override_and_the_pin() {
     let err = r.stderr().replace(server.base(), "$SERVER");
     assert!(
         err.ends_with(&format!(
-            "error: cannot list the members of input `t`\n  caused by: sha256 mismatch for input `t` from `$SERVER/t.tar.gz`\n  expected: {sha}\n    actual: {}\nhelp: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update t`\n",
-            sha256_hex(b"\x1f\x8b not the pinned file")
+            "error: cannot list the members of input `t`\n  caused by: sha256 mismatch for input `t` from `$SERVER/t.tar.gz`: the recipe pins it ($SANDBOX/recipes/t.toml:3:10)\n  expected: {sha}\n    actual: {actual}\nhelp: the recipe's pin is what the file must match (an override or a mirror too): fix the mirror, or, if the new file is trusted, set `sha256 = \"{actual}\"` at $SANDBOX/recipes/t.toml:3:10 and run `kbuild build` again\n",
+            actual = sha256_hex(b"\x1f\x8b not the pinned file")
         )),
         "{err}"
     );
