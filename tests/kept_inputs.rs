@@ -411,3 +411,27 @@ fn repair_deletes_a_damaged_kept_archive_and_a_build_keeps_it_again() {
     );
     assert_eq!(std::fs::read(&kept).unwrap(), fixture().gz);
 }
+
+/// Review finding 13: a member the kept archive lacks is reported against the input's URL (what
+/// the recipe names), not the store's copy it was read from.
+#[test]
+fn a_missing_member_of_a_kept_archive_names_the_upstream_url() {
+    let server = Server::start();
+    let sb = Sandbox::pinned(&server);
+    build_master(&sb, &[]).assert_success();
+    drop(server);
+    sb.write_recipe(
+        "plus",
+        &format!(
+            "imports = [\"master\"]\n\n[files.\"/usr/local/bin/kubeadm\"]\ninput = \"{INPUT}\"\nmember = \"kubeadm\"\n"
+        ),
+    );
+    let r = sb.kbuild(&["build", "plus", "--offline", "--locked"]);
+    r.assert_error(&format!(
+        "{}error: cannot build plus\n\
+         \x20 caused by: input `{INPUT}` from `$SERVER/kubernetes-server-linux-amd64.tar.gz` lacks `kubeadm`\n\
+         \x20 `kubeadm`: closest in the archive: `kubernetes/server/bin/kubeadm`, `kubernetes/server/bin/kubectl`, `kubernetes/server/bin/kubelet`, `kubernetes/server/bin/kube-proxy`, `kubernetes/LICENSES`\n\
+         help: fix the `member` paths in the recipe; `kbuild inputs {INPUT} --members` lists the archive's members\n",
+        from_store(),
+    ));
+}
