@@ -144,11 +144,11 @@ fn a_failing_input_keeps_what_the_other_fetched() {
     assert!(
         stderr.ends_with(&format!(
             "error: cannot build set\n\
-             \x20 caused by: sha256 mismatch for input `beta` from `$SERVER/beta.tar.gz`\n\
+             \x20 caused by: sha256 mismatch for input `beta` from `$SERVER/beta.tar.gz`: the recipe pins it ($SANDBOX/recipes/set.toml:11:10)\n\
              \x20 expected: {wrong}\n\
-             \x20   actual: {}\n\
-             help: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update beta`\n",
-            sha256_hex(&archive("beta").0)
+             \x20   actual: {actual}\n\
+             help: the recipe's pin is what the file must match (an override or a mirror too): fix the mirror, or, if the new file is trusted, set `sha256 = \"{actual}\"` at $SANDBOX/recipes/set.toml:11:10 and run `kbuild build` again\n",
+            actual = sha256_hex(&archive("beta").0)
         )),
         "{stderr}"
     );
