@@ -107,7 +107,7 @@ pub fn members(
     let urls = match &kept {
         Some(object) => vec![format!(
             "file://{}",
-            std::path::absolute(store.path_of(&object))?.display()
+            std::path::absolute(store.path_of(object))?.display()
         )],
         None => plan.urls.clone(),
     };
