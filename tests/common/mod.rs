@@ -476,11 +476,21 @@ fn serve_one(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
             );
             let mut r = out.write_all(head.as_bytes());
+            // The request stops counting as active before its last bytes go out: once the
+            // client has them it may start its next request, which must not overlap this one
+            // in the count (the pause after a chunk would otherwise over-count).
+            let mut active = true;
+            let chunks = body.chunks(64 << 10);
+            let last = chunks.len().saturating_sub(1);
             // In chunks, counting what the kernel accepted: a client that stops reading
             // stops the count (at most the socket buffers past what it read).
-            for chunk in body.chunks(64 << 10) {
+            for (i, chunk) in chunks.enumerate() {
                 if r.is_err() {
                     break;
+                }
+                if i == last && active {
+                    stats.active.fetch_sub(1, Ordering::SeqCst);
+                    active = false;
                 }
                 r = out.write_all(chunk);
                 if r.is_ok() {
@@ -491,7 +501,9 @@ fn serve_one(
                     std::thread::sleep(std::time::Duration::from_micros(pause));
                 }
             }
-            stats.active.fetch_sub(1, Ordering::SeqCst);
+            if active {
+                stats.active.fetch_sub(1, Ordering::SeqCst);
+            }
             r
         }
         None => out.write_all(
