@@ -127,17 +127,77 @@ pub struct Build<'a> {
     pub host: Option<&'a str>,
 }
 
-/// `--name=value` (or a bare `--name`, read as `true`) in the non-comment lines of `text`.
-fn flags(text: &str) -> Vec<(String, String)> {
+/// How a flag is written, as the Kubernetes components' flag parser (pflag) reads it.
+#[derive(Clone, Debug, PartialEq)]
+enum Given {
+    /// `--name=value`: read so by every flag.
+    Eq(String),
+    /// `--name value`: a non-boolean flag reads `value`; a boolean one is `true` and
+    /// `value` a stray argument (which the components refuse).
+    Space(String),
+    /// `--name` alone: `true` for a boolean flag; a non-boolean one has no value.
+    Bare,
+}
+
+impl Given {
+    /// The value a non-boolean flag gets (`None`: none given).
+    fn value(&self) -> Option<&str> {
+        match self {
+            Given::Eq(v) | Given::Space(v) => Some(v),
+            Given::Bare => None,
+        }
+    }
+
+    /// How the flag is spelled in the file, for messages.
+    fn spelled(&self, name: &str) -> String {
+        match self {
+            Given::Eq(v) => format!("{name}={v}"),
+            Given::Space(v) => format!("{name} {v}"),
+            Given::Bare => name.to_owned(),
+        }
+    }
+}
+
+/// Go's `strconv.ParseBool`, which pflag uses for boolean flags.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The flags in the non-comment lines of `text`: `--name=value`, `--name value` (the next word
+/// of the same quoted or unquoted stretch, when it is not itself a flag) and a bare `--name`.
+/// A single-dash `-name` is not read: pflag takes it as shorthand letters and the component
+/// refuses to start, so it cannot carry a value past a check.
+fn flags(text: &str) -> Vec<(String, Given)> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.trim_start().starts_with('#') {
             continue;
         }
-        for token in line.split(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-            if let Some(rest) = token.strip_prefix("--") {
-                let (name, value) = rest.split_once('=').unwrap_or((rest, "true"));
-                out.push((format!("--{name}"), value.to_owned()));
+        // Quotes delimit stretches: a value never comes from the next variable's quotes.
+        for stretch in line.split(['"', '\'']) {
+            let words: Vec<&str> = stretch.split_whitespace().collect();
+            let mut i = 0;
+            while i < words.len() {
+                let Some(rest) = words[i].strip_prefix("--").filter(|r| !r.is_empty()) else {
+                    i += 1;
+                    continue;
+                };
+                let (name, given) = match rest.split_once('=') {
+                    Some((n, v)) => (n, Given::Eq(v.to_owned())),
+                    None => match words.get(i + 1).filter(|w| !w.starts_with('-')) {
+                        Some(v) => {
+                            i += 1;
+                            (rest, Given::Space((*v).to_owned()))
+                        }
+                        None => (rest, Given::Bare),
+                    },
+                };
+                out.push((format!("--{name}"), given));
+                i += 1;
             }
         }
     }
@@ -203,13 +263,22 @@ fn network(value: &str) -> Option<(IpAddr, u32)> {
 }
 
 impl Build<'_> {
-    fn flag_values(&self, name: &str, file: Option<&str>) -> Vec<String> {
+    /// Every occurrence of flag `name` (in `file` only, if given).
+    fn flag_given(&self, name: &str, file: Option<&str>) -> Vec<Given> {
         self.files
             .iter()
             .filter(|(t, _)| file.is_none_or(|f| f == t.as_str()))
             .flat_map(|(_, text)| flags(text))
             .filter(|(n, _)| n == name)
-            .map(|(_, v)| v)
+            .map(|(_, g)| g)
+            .collect()
+    }
+
+    /// The values flag `name` is given (a bare flag read as `true`, as `when` needs it).
+    fn flag_values(&self, name: &str, file: Option<&str>) -> Vec<String> {
+        self.flag_given(name, file)
+            .iter()
+            .map(|g| g.value().unwrap_or("true").to_owned())
             .collect()
     }
 
@@ -287,8 +356,57 @@ impl Build<'_> {
         {
             return None;
         }
+        // A check whose `equals` is `true` or `false` is about a boolean flag: pflag reads
+        // its value with ParseBool, and only after `=`.
+        let boolean = r.flag.is_some()
+            && r
+                .equals
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case("true") || e.eq_ignore_ascii_case("false"));
+        let valued = r.contains.is_some()
+            || r.equals.is_some()
+            || r.not_loopback
+            || r.network_cidr
+            || !r.not_containing.is_empty()
+            || r.equals_count.is_some()
+            || r.unique
+            || r.lists_all.is_some();
         let (name, values) = match (&r.flag, &r.variable) {
-            (Some(f), _) => (format!("`{f}`"), self.flag_values(f, r.file.as_deref())),
+            (Some(f), _) => {
+                let mut values = Vec::new();
+                for g in self.flag_given(f, r.file.as_deref()) {
+                    let value = match (&g, boolean) {
+                        (Given::Bare, true) => "true".to_owned(),
+                        (Given::Eq(v), true) => match parse_bool(v) {
+                            Some(b) => b.to_string(),
+                            None => {
+                                return Some(format!(
+                                    "`{}`: `{v}` is not a boolean (write `{f}=true` or `{f}=false`)",
+                                    g.spelled(f)
+                                ));
+                            }
+                        },
+                        (Given::Space(v), true) => {
+                            return Some(format!(
+                                "`{}`: a boolean flag takes its value only after `=`; the component reads `{f}` as `true` and `{v}` as a stray argument (write `{f}={v}`)",
+                                g.spelled(f)
+                            ));
+                        }
+                        (_, false) => match g.value() {
+                            Some(v) => v.to_owned(),
+                            // A check about presence alone (`excludes`) is met by a bare flag.
+                            None if !valued => "true".to_owned(),
+                            None => {
+                                return Some(format!(
+                                    "`{f}` is given without a value (write `{f}=VALUE`)"
+                                ));
+                            }
+                        },
+                    };
+                    values.push(value);
+                }
+                (format!("`{f}`"), values)
+            }
             (None, Some(v)) => (
                 format!("variable `{v}`"),
                 self.variables.get(v).cloned().into_iter().collect(),
@@ -310,6 +428,7 @@ impl Build<'_> {
             }
             if let Some(e) = &r.equals
                 && value != e
+                && !(boolean && value.eq_ignore_ascii_case(e))
             {
                 return Some(format!("{name} = `{value}`, it must be `{e}`"));
             }

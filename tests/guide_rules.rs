@@ -193,3 +193,83 @@ fn the_hosts_file_rules_name_the_host() {
     );
     assert!(!w.sb.store.join(".kbuild/profiles/master-1").exists());
 }
+
+/// Finding 8: a check reads a flag however pflag reads it — `--flag value` as well as
+/// `--flag=value` — and a boolean check takes every value Go's ParseBool takes.
+#[test]
+fn a_flag_spelled_with_a_space_or_a_go_boolean_is_read_as_the_component_reads_it() {
+    let w = World::new();
+    // The review's example: the space form no longer hides a loopback bind address.
+    with_flags(&w, "--advertise-address=10.72.84.160 --bind-address 127.0.0.1");
+    expect(
+        &w,
+        &["build", "bad"],
+        "bad",
+        "kube-apiserver",
+        "bind-address",
+        "this build: `--bind-address` = `127.0.0.1` is a loopback address",
+    );
+    with_flags(&w, "--runtime-config batch/v2alpha1");
+    expect(
+        &w,
+        &["build", "bad"],
+        "bad",
+        "kube-apiserver",
+        "runtime-config",
+        "this build: `--runtime-config` = `batch/v2alpha1` lacks `rbac.authorization.k8s.io/v1beta1`",
+    );
+    // A value flag given without a value cannot pass a value check.
+    with_flags(&w, "--bind-address --secure-port=6443");
+    expect(
+        &w,
+        &["build", "bad"],
+        "bad",
+        "kube-apiserver",
+        "bind-address",
+        "this build: `--bind-address` is given without a value (write `--bind-address=VALUE`)",
+    );
+    // Boolean checks: `=1` and `=T` are true, `=0` is false, `=yes` is no boolean, and the
+    // space form gives the flag no value (pflag reads `--leader-elect` as true, `false` as an
+    // argument).
+    let hosts = HOSTS.replace("recipes = [\"master\"]", "recipes = [\"bad\"]");
+    std::fs::write(w.sb.dir.join("hosts.toml"), hosts).unwrap();
+    let scheduler = w.sb.recipes.join("templates/scheduler.j2");
+    let text = std::fs::read_to_string(&scheduler).unwrap();
+    let spell = |s: &str| {
+        std::fs::write(
+            &scheduler,
+            text.replace("--leader-elect=true ", &format!("{s} ")),
+        )
+        .unwrap()
+    };
+    with_flags(&w, "--v=2");
+    for ok in ["--leader-elect=1", "--leader-elect=T", "--leader-elect"] {
+        spell(ok);
+        w.ok(&["build", "--host", "master-3"]);
+    }
+    let fails = [
+        (
+            "--leader-elect=0",
+            "`--leader-elect` = `false`, it must be `true`",
+        ),
+        (
+            "--leader-elect=yes",
+            "`--leader-elect=yes`: `yes` is not a boolean (write `--leader-elect=true` or `--leader-elect=false`)",
+        ),
+        (
+            "--leader-elect false",
+            "`--leader-elect false`: a boolean flag takes its value only after `=`; the component reads `--leader-elect` as `true` and `false` as a stray argument (write `--leader-elect=false`)",
+        ),
+    ];
+    for (spelled, problem) in fails {
+        spell(spelled);
+        expect(
+            &w,
+            &["build", "--host", "master-3"],
+            "host `master-3`",
+            "kube-scheduler",
+            "leader-elect",
+            &format!("host `master-3`: {problem}"),
+        );
+    }
+}
