@@ -15,7 +15,8 @@
 //! name beside the unit), `Also=` (the named units are enabled too: they must be in the
 //! generation) and `DefaultInstance=` (the instance a template is enabled as; a template
 //! without one gets no links, as with `systemctl enable`). Specifiers `%n %N %p %i %j %%` are
-//! expanded; any other is refused, as is every name systemd could not load.
+//! expanded (in `DefaultInstance=` too, as systemd does); any other is refused naming it (the
+//! machine's `%H`, `%m` are not known at build time), as is every name systemd could not load.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,15 @@ pub enum InstallError {
         value: String,
         why: String,
     },
+    #[error(
+        "unit `{unit}`: `{key}={value}` uses the specifier `%{spec}`, which kbuild does not support (it expands {SUPPORTED} in `[Install]`)"
+    )]
+    Specifier {
+        unit: String,
+        key: &'static str,
+        value: String,
+        spec: char,
+    },
     #[error("unit `{unit}`: `Also={also}` names a unit this generation does not provide")]
     AlsoMissing { unit: String, also: String },
     #[error("unit `{unit}` is enabled through `/{path}`, but the recipes already put a file there")]
@@ -58,8 +68,23 @@ impl InstallError {
     /// What to change in the recipes.
     pub fn help(&self) -> String {
         match self {
-            InstallError::BadName { unit, key, .. } => format!(
-                "fix `{key}=` in the `[Install]` section of `{unit}` (a unit name such as `multi-user.target`), then run `kbuild build` again"
+            InstallError::BadName { unit, key, .. } => {
+                let example = match *key {
+                    "DefaultInstance" => format!(
+                        "an instance string such as `main`, enabling `{}`",
+                        unit.replacen("@.", "@main.", 1)
+                    ),
+                    "Alias" => format!("another name of the same type, such as `other{}`", suffix(unit)),
+                    _ => "a unit name such as `multi-user.target`".to_owned(),
+                };
+                format!(
+                    "fix `{key}=` in the `[Install]` section of `{unit}` ({example}), then run `kbuild build` again"
+                )
+            }
+            InstallError::Specifier {
+                unit, key, spec, ..
+            } => format!(
+                "write the value of `%{spec}` out in `{key}=` of `{unit}` (or use one of {SUPPORTED}), then run `kbuild build` again"
             ),
             InstallError::AlsoMissing { also, unit } => format!(
                 "add `/{UNIT_DIR}/{also}` to the recipes, or remove `Also={also}` from `{unit}`, then run `kbuild build` again"
@@ -73,6 +98,9 @@ impl InstallError {
         }
     }
 }
+
+/// The specifiers kbuild expands in `[Install]`, as messages list them.
+const SUPPORTED: &str = "`%n`, `%N`, `%p`, `%i`, `%j` and `%%`";
 
 /// The `[Install]` keys of one unit file, as systemd reads them (last `DefaultInstance=`
 /// wins; an empty assignment empties a list).
@@ -194,12 +222,14 @@ fn unit_links(unit: &str, install: &Install) -> Result<Vec<(String, String)>, In
     // The name the unit is enabled under: a template only through its default instance.
     let enabled_as = if template {
         match &install.default_instance {
-            Some(i) => {
+            Some(raw) => {
+                // systemd expands specifiers here too, as for the template itself.
+                let i = specifiers(unit, unit, "DefaultInstance", raw)?;
                 let name = unit.replacen("@.", &format!("@{i}."), 1);
                 check_name(&name).map_err(|why| InstallError::BadName {
                     unit: unit.to_owned(),
                     key: "DefaultInstance",
-                    value: i.clone(),
+                    value: raw.clone(),
                     why,
                 })?;
                 Some(name)
@@ -253,6 +283,23 @@ fn unit_links(unit: &str, install: &Install) -> Result<Vec<(String, String)>, In
 /// `value` of `unit`'s `key` with the specifiers systemd expands in `[Install]` replaced (for
 /// `name`, the name being enabled: a template's default instance), checked to be a unit name.
 fn expand(unit: &str, name: &str, key: &'static str, value: &str) -> Result<String, InstallError> {
+    let out = specifiers(unit, name, key, value)?;
+    check_name(&out).map_err(|why| InstallError::BadName {
+        unit: unit.to_owned(),
+        key,
+        value: value.to_owned(),
+        why,
+    })?;
+    Ok(out)
+}
+
+/// `value` with the specifiers kbuild supports expanded for `name`; any other is refused.
+fn specifiers(
+    unit: &str,
+    name: &str,
+    key: &'static str,
+    value: &str,
+) -> Result<String, InstallError> {
     let bad = |why: String| InstallError::BadName {
         unit: unit.to_owned(),
         key,
@@ -275,11 +322,17 @@ fn expand(unit: &str, name: &str, key: &'static str, value: &str) -> Result<Stri
             Some('i') => out.push_str(instance),
             Some('j') => out.push_str(prefix.rsplit('-').next().unwrap_or(prefix)),
             Some('%') => out.push('%'),
-            Some(o) => return Err(bad(format!("kbuild does not expand the specifier `%{o}`"))),
+            Some(spec) => {
+                return Err(InstallError::Specifier {
+                    unit: unit.to_owned(),
+                    key,
+                    value: value.to_owned(),
+                    spec,
+                });
+            }
             None => return Err(bad("it ends in a lone `%`".into())),
         }
     }
-    check_name(&out).map_err(bad)?;
     Ok(out)
 }
 
@@ -371,7 +424,7 @@ mod tests {
             ("WantedBy=multi-user", "it has no unit type suffix"),
             (
                 "WantedBy=%H.target",
-                "kbuild does not expand the specifier `%H`",
+                "uses the specifier `%H`, which kbuild does not support",
             ),
             ("Alias=kv.socket", "an alias has the unit's own type suffix"),
         ];

@@ -668,3 +668,40 @@ fn the_journal_records_the_new_actions_and_a_completed_switch_runs_them() {
         w.ok(&["switch", "1"]);
     }
 }
+
+/// Finding 13: `DefaultInstance=` with a specifier kbuild does not expand names the specifier
+/// and the ones it does; a bad instance's help asks for an instance string, not a unit name;
+/// a supported specifier is expanded there as systemd does.
+#[test]
+fn default_instance_names_an_unsupported_specifier_and_asks_for_an_instance() {
+    let w = World::bare();
+    let template = |instance: &str| {
+        format!(
+            "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\nDefaultInstance={instance}\n"
+        )
+    };
+    let unit = "/etc/systemd/system/member@.service";
+    recipe(&w, "bad", &[(unit, &template("%H"), "")]);
+    w.run(&["build", "bad"]).assert_error(
+        "error: cannot build bad\n  caused by: unit `member@.service`: `DefaultInstance=%H` uses the specifier `%H`, which kbuild does not support (it expands `%n`, `%N`, `%p`, `%i`, `%j` and `%%` in `[Install]`)\n\
+         help: write the value of `%H` out in `DefaultInstance=` of `member@.service` (or use one of `%n`, `%N`, `%p`, `%i`, `%j` and `%%`), then run `kbuild build` again\n",
+    );
+    recipe(&w, "bad", &[(unit, &template("a/b"), "")]);
+    w.run(&["build", "bad"]).assert_error(
+        "error: cannot build bad\n  caused by: unit `member@.service`: `DefaultInstance=a/b` names no unit systemd can load: `/` is not allowed in a unit name (only letters, digits and `:-_.\\@`; `systemd-escape` makes a name from any text)\n\
+         help: fix `DefaultInstance=` in the `[Install]` section of `member@.service` (an instance string such as `main`, enabling `member@main.service`), then run `kbuild build` again\n",
+    );
+    assert!(!w.sb.store.join("generations").exists());
+    recipe(&w, "good", &[(unit, &template("%p-1"), "")]);
+    let g = w.build(&["good"], &[], 1);
+    assert_eq!(
+        std::fs::read_link(
+            g.rootfs
+                .join("etc/systemd/system/multi-user.target.wants/member@member-1.service")
+        )
+        .unwrap()
+        .display()
+        .to_string(),
+        "../member@.service"
+    );
+}
