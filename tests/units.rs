@@ -262,7 +262,7 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     // The service is never started directly: the socket starts it on the first connection.
     assert_eq!(
         switch(&w, 1),
-        format!("  start   app.socket (new)\n{NOT_RUN}  systemctl start app.socket\n")
+        format!("  start   app.socket (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start app.socket\n")
     );
     assert_eq!(
         switch(&w, 2),
@@ -279,7 +279,7 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     );
     assert_eq!(
         switch(&w, 4),
-        "  start   app.service (new)\n  stop    app.socket (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop app.socket\n  systemctl daemon-reload\n  systemctl start app.service\n"
+        "  start   app.service (new; not enabled: boot starts it only if another unit pulls it in)\n  stop    app.socket (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop app.socket\n  systemctl daemon-reload\n  systemctl start app.service\n"
     );
 }
 
@@ -311,7 +311,7 @@ fn a_service_a_timer_starts_is_restarted_only_if_running() {
     );
     assert_eq!(
         switch(&w, 1),
-        format!("  start   backup.timer (new)\n{NOT_RUN}  systemctl start backup.timer\n")
+        format!("  start   backup.timer (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start backup.timer\n")
     );
     assert_eq!(
         switch(&w, 2),
@@ -364,7 +364,7 @@ fn on_change_asks_for_a_reload_or_for_nothing() {
     assert_eq!(
         switch(&w, 2),
         format!(
-            "  reload  etcd.service (/etc/etcd/etcd.env changed; on_change = \"reload\")\n{NOT_RUN}  systemctl reload etcd.service\n"
+            "  reload  etcd.service (/etc/etcd/etcd.env changed; on_change = \"reload\": a reload does not give the running process a new `ExecStart=`, environment or binary, `systemctl restart etcd.service` does)\n{NOT_RUN}  systemctl reload etcd.service\n"
         )
     );
     assert_eq!(
@@ -600,7 +600,7 @@ fn printed_commands_are_shell_quoted() {
     let r = w.ok(&["switch", "1", "--dry-run"]);
     assert_eq!(
         units(&r.stdout),
-        "  start   kube\\x20proxy.service (new)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl start 'kube\\x20proxy.service'\n"
+        "  start   kube\\x20proxy.service (new; not enabled: boot starts it only if another unit pulls it in)\nunit actions (would run: root is not `/`):\n  systemctl daemon-reload\n  systemctl start 'kube\\x20proxy.service'\n"
     );
 }
 
@@ -703,5 +703,47 @@ fn default_instance_names_an_unsupported_specifier_and_asks_for_an_instance() {
         .display()
         .to_string(),
         "../member@.service"
+    );
+}
+
+/// Finding 7: a new unit the generation does not enable is started, and the plan says boot
+/// will not start it by itself; one it enables is plainly new.
+#[test]
+fn a_new_unit_without_install_links_is_started_and_said_not_enabled() {
+    let w = World::bare();
+    let service = |install: &str| format!("[Service]\nExecStart=/usr/local/bin/x\n{install}");
+    let enabled = service("[Install]\nWantedBy=multi-user.target\n");
+    let plain = service("");
+    build(
+        &w,
+        "two",
+        &[
+            ("/etc/systemd/system/a.service", enabled.as_str(), ""),
+            ("/etc/systemd/system/b.service", plain.as_str(), ""),
+            ("/usr/local/bin/x", BIN, X),
+        ],
+        1,
+    );
+    assert_eq!(
+        switch(&w, 1),
+        format!(
+            "  start   a.service (new)\n  start   b.service (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start a.service\n  systemctl start b.service\n"
+        )
+    );
+}
+
+/// Finding 7: a default-profile plan names the variables that changed (not all of them on a
+/// first switch), as a host's plan does.
+#[test]
+fn a_default_profile_plan_names_the_variables_that_changed() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let first = w.ok(&["switch", "1"]).stdout;
+    assert!(!first.contains("variables"), "{first}");
+    w.build(&["master"], &["--set", "SERVICE_CIDR=10.253.0.0/16"], 2);
+    let second = w.ok(&["switch", "2"]).stdout;
+    assert!(
+        second.contains("\n  variables changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)\n"),
+        "{second}"
     );
 }

@@ -179,9 +179,17 @@ fn expand_specifiers(value: &str, name: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum UnitAction {
-    /// New in the generation: start. (Enabled already: its `[Install]` links are part of the
-    /// generation, see [`crate::install`].)
-    Start { unit: String },
+    /// New in the generation: start. Kept as systemd would have it after `systemctl start`:
+    /// started whether or not the generation enables it (its `[Install]` links, see
+    /// [`crate::install`], are part of the generation), and the plan says when it is not, since
+    /// then boot starts it only if another unit pulls it in.
+    Start {
+        unit: String,
+        /// A `.wants/`, `.requires/` or `.upholds/` link of the generation names it. (Absent
+        /// in journals written before this was recorded: read as enabled, which they claimed.)
+        #[serde(default = "enabled_by_default")]
+        enabled: bool,
+    },
     /// Gone from the generation: stop. (Its links went with the generation.)
     Stop { unit: String },
     /// Its unit file or a file it reads changed.
@@ -205,12 +213,20 @@ pub enum UnitAction {
     },
 }
 
+fn enabled_by_default() -> bool {
+    true
+}
+
 impl UnitAction {
     /// The action that undoes this one (a switch undone after a crash owes these).
     pub fn reversed(&self) -> UnitAction {
         match self {
-            UnitAction::Start { unit } => UnitAction::Stop { unit: unit.clone() },
-            UnitAction::Stop { unit } => UnitAction::Start { unit: unit.clone() },
+            UnitAction::Start { unit, .. } => UnitAction::Stop { unit: unit.clone() },
+            // Restarting a unit the undone generation had: its enablement is that generation's.
+            UnitAction::Stop { unit } => UnitAction::Start {
+                unit: unit.clone(),
+                enabled: true,
+            },
             // Going back changes the same files back: the same treatment applies.
             _ => self.clone(),
         }
@@ -218,7 +234,7 @@ impl UnitAction {
 
     pub fn unit(&self) -> &str {
         match self {
-            UnitAction::Start { unit }
+            UnitAction::Start { unit, .. }
             | UnitAction::Stop { unit }
             | UnitAction::Restart { unit, .. }
             | UnitAction::Reload { unit, .. }
@@ -233,7 +249,7 @@ impl UnitAction {
     pub fn commands(&self) -> Vec<Vec<String>> {
         let c = |verb: &str, unit: &str| vec![verb.to_owned(), unit.to_owned()];
         match self {
-            UnitAction::Start { unit } => vec![c("start", unit)],
+            UnitAction::Start { unit, .. } => vec![c("start", unit)],
             UnitAction::Stop { unit } => vec![c("stop", unit)],
             UnitAction::Restart { unit, .. } => vec![c("restart", unit)],
             UnitAction::Reload { unit, .. } => vec![c("reload", unit)],
@@ -259,15 +275,28 @@ impl fmt::Display for UnitAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let changed = |because: &[String]| format!("{} changed", because.join(", "));
         match self {
-            UnitAction::Start { unit } => write!(f, "start   {unit} (new)"),
+            UnitAction::Start {
+                unit,
+                enabled: true,
+            } => write!(f, "start   {unit} (new)"),
+            UnitAction::Start {
+                unit,
+                enabled: false,
+            } => write!(
+                f,
+                "start   {unit} (new; not enabled: boot starts it only if another unit pulls it in)"
+            ),
             UnitAction::Stop { unit } => write!(f, "stop    {unit} (removed)"),
             UnitAction::Restart { unit, because } => {
                 write!(f, "restart {unit} ({})", changed(because))
             }
+            // Everything a unit is acted on for (its unit file, drop-ins, environment files,
+            // binaries) is what a reload does not give the running process.
             UnitAction::Reload { unit, because } => write!(
                 f,
-                "reload  {unit} ({}; on_change = \"reload\")",
-                changed(because)
+                "reload  {unit} ({}; on_change = \"reload\": a reload does not give the running process a new `ExecStart=`, environment or binary, `{}` does)",
+                changed(because),
+                shell_line(&["systemctl", "restart", unit])
             ),
             UnitAction::Keep { unit, because } => write!(
                 f,
@@ -310,6 +339,8 @@ struct Generation<'a> {
     triggered: BTreeMap<String, String>,
     /// `on_change` of the recipes, by unit file name.
     on_change: BTreeMap<String, OnChange>,
+    /// The units the dependency directories (`*.wants/`, …) name: enabled at boot.
+    enabled: BTreeSet<String>,
 }
 
 fn acted(name: &str) -> bool {
@@ -345,6 +376,7 @@ impl<'a> Generation<'a> {
             direct: BTreeSet::new(),
             triggered: BTreeMap::new(),
             on_change: read_on_change(root),
+            enabled: BTreeSet::new(),
         };
         let mut enabled = BTreeSet::new();
         for (name, ty) in list(&dir)? {
@@ -370,6 +402,7 @@ impl<'a> Generation<'a> {
                 g.direct.insert(name.clone());
             }
         }
+        g.enabled.clone_from(&enabled);
         for name in enabled {
             if acted(&name)
                 && unit_name::check(&name) == Ok(NameKind::Instance)
@@ -633,7 +666,10 @@ pub fn plan(old: Option<&Path>, new: &Path) -> io::Result<Vec<UnitAction>> {
         let trigger = new_g.triggered.get(unit);
         if !old_g.has(unit) {
             if trigger.is_none() {
-                actions.push(UnitAction::Start { unit: unit.clone() });
+                actions.push(UnitAction::Start {
+                    unit: unit.clone(),
+                    enabled: new_g.enabled.contains(unit),
+                });
             }
             continue;
         }
@@ -641,7 +677,10 @@ pub fn plan(old: Option<&Path>, new: &Path) -> io::Result<Vec<UnitAction>> {
         let newly_direct = trigger.is_none() && !old_g.direct.contains(unit);
         if because.is_empty() {
             if newly_direct {
-                actions.push(UnitAction::Start { unit: unit.clone() });
+                actions.push(UnitAction::Start {
+                    unit: unit.clone(),
+                    enabled: new_g.enabled.contains(unit),
+                });
             }
             continue;
         }
