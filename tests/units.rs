@@ -731,19 +731,3 @@ fn a_new_unit_without_install_links_is_started_and_said_not_enabled() {
         )
     );
 }
-
-/// Finding 7: a default-profile plan names the variables that changed (not all of them on a
-/// first switch), as a host's plan does.
-#[test]
-fn a_default_profile_plan_names_the_variables_that_changed() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
-    let first = w.ok(&["switch", "1"]).stdout;
-    assert!(!first.contains("variables"), "{first}");
-    w.build(&["master"], &["--set", "SERVICE_CIDR=10.253.0.0/16"], 2);
-    let second = w.ok(&["switch", "2"]).stdout;
-    assert!(
-        second.contains("\n  variables changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)\n"),
-        "{second}"
-    );
-}

@@ -160,11 +160,9 @@ impl fmt::Display for Plan {
             )?;
         }
         // A host's generation names its variables: the wrong host's address shows at once.
-        // Any other plan names the variables that changed (the why of its file changes), not
-        // every variable of a first switch.
         let hosts = self.from.profile.is_some() || self.to.profile.is_some();
-        let first = self.from.generation.is_none();
-        if (hosts || !first) && !self.variables_change.is_empty() {
+        if hosts && !self.variables_change.is_empty() {
+            let first = self.from.generation.is_none();
             let parts: Vec<String> = self
                 .variables_change
                 .iter()
