@@ -359,8 +359,7 @@ impl Build<'_> {
         // A check whose `equals` is `true` or `false` is about a boolean flag: pflag reads
         // its value with ParseBool, and only after `=`.
         let boolean = r.flag.is_some()
-            && r
-                .equals
+            && r.equals
                 .as_deref()
                 .is_some_and(|e| e.eq_ignore_ascii_case("true") || e.eq_ignore_ascii_case("false"));
         let valued = r.contains.is_some()

@@ -74,7 +74,10 @@ impl InstallError {
                         "an instance string such as `main`, enabling `{}`",
                         unit.replacen("@.", "@main.", 1)
                     ),
-                    "Alias" => format!("another name of the same type, such as `other{}`", suffix(unit)),
+                    "Alias" => format!(
+                        "another name of the same type, such as `other{}`",
+                        suffix(unit)
+                    ),
                     _ => "a unit name such as `multi-user.target`".to_owned(),
                 };
                 format!(

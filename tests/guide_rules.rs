@@ -200,7 +200,10 @@ fn the_hosts_file_rules_name_the_host() {
 fn a_flag_spelled_with_a_space_or_a_go_boolean_is_read_as_the_component_reads_it() {
     let w = World::new();
     // The review's example: the space form no longer hides a loopback bind address.
-    with_flags(&w, "--advertise-address=10.72.84.160 --bind-address 127.0.0.1");
+    with_flags(
+        &w,
+        "--advertise-address=10.72.84.160 --bind-address 127.0.0.1",
+    );
     expect(
         &w,
         &["build", "bad"],

@@ -262,7 +262,9 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     // The service is never started directly: the socket starts it on the first connection.
     assert_eq!(
         switch(&w, 1),
-        format!("  start   app.socket (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start app.socket\n")
+        format!(
+            "  start   app.socket (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start app.socket\n"
+        )
     );
     assert_eq!(
         switch(&w, 2),
@@ -311,7 +313,9 @@ fn a_service_a_timer_starts_is_restarted_only_if_running() {
     );
     assert_eq!(
         switch(&w, 1),
-        format!("  start   backup.timer (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start backup.timer\n")
+        format!(
+            "  start   backup.timer (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start backup.timer\n"
+        )
     );
     assert_eq!(
         switch(&w, 2),
