@@ -54,6 +54,9 @@ pub struct Host {
     pub variable_locs: BTreeMap<String, Loc>,
     /// Where the host's recipes were named.
     pub recipes_loc: Loc,
+    /// The variables this host sets for itself (its address, its own `variables`): a `--set`
+    /// of one of them cannot apply to several hosts at once.
+    pub own: BTreeSet<String>,
 }
 
 /// A parsed hosts file.
@@ -64,6 +67,8 @@ pub struct Hosts {
     pub hosts: Vec<Host>,
     /// The first host table (named by errors about the file as a whole).
     first: Loc,
+    /// The variable each host's address is given to (`address_variable`), if any.
+    pub address_variable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -246,7 +251,9 @@ impl Hosts {
             };
             let mut variables = shared.clone();
             let mut variable_locs = shared_locs.clone();
+            let mut own = BTreeSet::new();
             if let Some(v) = &raw.address_variable {
+                own.insert(v.get_ref().clone());
                 variables.insert(v.get_ref().clone(), address.to_string());
                 variable_locs.insert(v.get_ref().clone(), loc(shift(host.address.span())));
             }
@@ -263,6 +270,7 @@ impl Hosts {
                 })?;
                 variables.insert(k.get_ref().clone(), value);
                 variable_locs.insert(k.get_ref().clone(), loc(shift(k.span())));
+                own.insert(k.get_ref().clone());
             }
             hosts.push(Host {
                 entry: HostEntry {
@@ -275,6 +283,7 @@ impl Hosts {
                 variables,
                 variable_locs,
                 recipes_loc,
+                own,
             });
         }
         if hosts.is_empty() {
@@ -288,7 +297,64 @@ impl Hosts {
             path: path.to_owned(),
             hosts,
             first,
+            address_variable: raw.address_variable.map(|v| v.into_inner()),
         })
+    }
+
+    /// Refuses `--set` values that cannot hold for the hosts chosen: a variable the file sets
+    /// per host given to several hosts at once (they would all get the same value, e.g. one
+    /// address for three masters), and an address given to one host that another host has.
+    pub fn check_sets(
+        &self,
+        chosen: &[&Host],
+        sets: &[(String, String)],
+    ) -> Result<(), RecipeError> {
+        for (name, value) in sets {
+            if chosen.len() > 1
+                && let Some(h) = chosen.iter().find(|h| h.own.contains(name))
+            {
+                return Err(RecipeError::At {
+                    loc: h.variable_locs[name].clone(),
+                    message: format!(
+                        "`--set {name}=…` would give every host built ({}) the same `{name}`, which the hosts file sets per host (here for host `{}`)",
+                        chosen
+                            .iter()
+                            .map(|h| h.entry.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        h.entry.name
+                    ),
+                    help: Some(format!(
+                        "build one host with `kbuild build --host NAME --set {name}=…`, or edit `{}`",
+                        self.path.display()
+                    )),
+                });
+            }
+            if self.address_variable.as_deref() == Some(name.as_str()) {
+                let Ok(address) = value.parse::<IpAddr>() else {
+                    continue;
+                };
+                for h in chosen {
+                    if let Some(other) = self.hosts.iter().find(|o| {
+                        o.entry.name != h.entry.name
+                            && o.entry.address.parse::<IpAddr>().ok() == Some(address)
+                    }) {
+                        return Err(RecipeError::At {
+                            loc: other.variable_locs[name].clone(),
+                            message: format!(
+                                "`--set {name}={value}` gives host `{}` the address {address}, which host `{}` has",
+                                h.entry.name, other.entry.name
+                            ),
+                            help: Some(format!(
+                                "every host needs its own address: set another one, or edit `{}`",
+                                self.path.display()
+                            )),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What templates read as `hosts`.

@@ -291,3 +291,56 @@ fn an_override_is_read_once_for_all_hosts() {
     assert_eq!(reads.len(), 1, "stderr:\n{}", r.stderr);
     assert_eq!(r.stdout.lines().count(), 3);
 }
+
+/// Finding 2: `--set` of a variable the hosts file sets per host (the address) is refused
+/// for several hosts at once, naming where it is set per host; for one host, a `--set`
+/// address that another host has is refused naming both; nothing is written either way.
+#[test]
+fn set_of_a_per_host_variable_is_refused_for_several_hosts_or_a_taken_address() {
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "all hosts, the address",
+            &["--all-hosts", "--set", "IP=10.72.84.170"],
+            "error: cannot build hosts master-1, master-2, master-3\n  caused by: $SANDBOX/hosts.toml:15:11: `--set IP=…` would give every host built (master-1, master-2, master-3) the same `IP`, which the hosts file sets per host (here for host `master-1`)\nhelp: build one host with `kbuild build --host NAME --set IP=…`, or edit `$SANDBOX/hosts.toml`\n",
+        ),
+        (
+            "two hosts, the address",
+            &[
+                "--host",
+                "master-3",
+                "--host",
+                "master-2",
+                "--set",
+                "IP=10.72.84.170",
+            ],
+            "error: cannot build hosts master-3, master-2\n  caused by: $SANDBOX/hosts.toml:23:11: `--set IP=…` would give every host built (master-3, master-2) the same `IP`, which the hosts file sets per host (here for host `master-3`)\nhelp: build one host with `kbuild build --host NAME --set IP=…`, or edit `$SANDBOX/hosts.toml`\n",
+        ),
+        (
+            "one host, another host's address",
+            &["--host", "master-2", "--set", "IP=10.72.84.160"],
+            "error: cannot build host `master-2`\n  caused by: $SANDBOX/hosts.toml:15:11: `--set IP=10.72.84.160` gives host `master-2` the address 10.72.84.160, which host `master-1` has\nhelp: every host needs its own address: set another one, or edit `$SANDBOX/hosts.toml`\n",
+        ),
+    ];
+    for (what, args, expected) in cases {
+        let w = world_with(HOSTS);
+        let mut a = vec!["build"];
+        a.extend_from_slice(args);
+        let r = w.run(&a);
+        assert_eq!(r.stderr(), expected, "{what}");
+        assert_eq!(r.code, Some(1), "{what}");
+        assert_eq!(
+            store_entries(&w.store()),
+            Vec::<String>::new(),
+            "{what}: nothing written"
+        );
+    }
+    // A shared variable still applies to every host, and one host may take a new address.
+    let w = world_with(HOSTS);
+    w.ok(&["build", "--all-hosts", "--set", "SERVICE_CIDR=10.99.0.0/16"]);
+    let r = w.ok(&["build", "--host", "master-2", "--set", "IP=10.72.84.170"]);
+    let rootfs = std::path::PathBuf::from(r.stdout.trim());
+    assert!(
+        line_of(&rootfs, "etc/kubernetes/apiserver", "KUBE_API_ADDRESS=")
+            .contains("=10.72.84.170 ")
+    );
+}

@@ -100,6 +100,9 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
             .select(&args.host)
             .with_context(|| format!("cannot read hosts file `{}`", path.display()))?
     };
+    hosts
+        .check_sets(&chosen, &args.sets)
+        .with_context(|| format!("cannot build {}", describe(&chosen)))?;
     let mut requests = Vec::new();
     for h in &chosen {
         let set = kbuild::recipe::load(&ctx.recipes_dir, &h.recipes)
@@ -147,6 +150,20 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         report(ctx, &req, outcome, term)?;
     }
     Ok(())
+}
+
+/// "host `a`" or "hosts a, b" for errors about the hosts chosen.
+fn describe(chosen: &[&kbuild::hosts::Host]) -> String {
+    match chosen {
+        [one] => format!("host `{}`", one.entry.name),
+        many => format!(
+            "hosts {}",
+            many.iter()
+                .map(|h| h.entry.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Reports one build: lock changes, objects re-created, the generation, the rootfs path.
