@@ -177,6 +177,28 @@ pub fn newest_number(store: &Store, profile: &str) -> Result<u64, StoreError> {
     Ok(numbers(store, profile)?.last().copied().unwrap_or(0))
 }
 
+/// The file in a profile's directory holding the highest generation number it ever recorded.
+const HIGH_WATER: &str = ".last";
+
+/// The profile's high-water mark (0: none written; an unreadable one is an error, since
+/// guessing low could reuse a number).
+fn high_water(dir: &std::path::Path) -> Result<u64, StoreError> {
+    let path = dir.join(HIGH_WATER);
+    match fs_err::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            StoreError::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "`{}` does not hold a generation number (it keeps numbers from being reused; write the highest number the profile ever had into it)",
+                    path.display()
+                ),
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Records `new` as the next generation of `profile` unless its newest one is identical.
 pub fn record(
     store: &Store,
@@ -203,7 +225,11 @@ pub fn record(
     {
         return Ok(Recorded::Unchanged(newest));
     }
-    let number = newest + 1;
+    // Numbers are never reused, even after gc removed the newest records (a number in a log
+    // or in a root's state must keep meaning one rootfs): the high-water mark is written,
+    // synced, before the record, so a crash between the two skips a number, never reuses it.
+    let number = newest.max(high_water(&d)?) + 1;
+    crate::fs::write_atomic(&d.join(HIGH_WATER), format!("{number}\n").as_bytes())?;
     let g = Generation {
         profile: profile.to_owned(),
         version: 1,

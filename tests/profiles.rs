@@ -461,3 +461,50 @@ fn generations_tell_the_hosts_apart() {
         vec!["profile master-1", "profile master-2", "profile master-3"]
     );
 }
+
+/// Finding 5: a number is never reused in a profile, even after gc removed every record: the
+/// next build gets the next number, and another profile's numbers are its own.
+#[test]
+fn generation_numbers_are_never_reused_after_gc() {
+    let w = world();
+    w.ok(&["build", "--host", "master-3"]);
+    w.ok(&[
+        "build",
+        "--host",
+        "master-3",
+        "--set",
+        "SERVICE_CIDR=10.252.0.0/16",
+    ]);
+    w.build(&["master"], &[], 1);
+    let r = w.ok(&["gc", "--keep", "0"]);
+    assert!(
+        r.stderr()
+            .starts_with("     Removed generation 1 of profile `default`\n     Removed generation 1 of profile `master-3`\n     Removed generation 2 of profile `master-3`\n"),
+        "{}",
+        r.stderr()
+    );
+    let r = w.ok(&["build", "--host", "master-3"]);
+    assert!(
+        r.stderr().contains("     Built generation 3 of master-3\n"),
+        "{}",
+        r.stderr()
+    );
+    w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let p = w.store().join(".kbuild/profiles");
+    assert_eq!(
+        std::fs::read_to_string(p.join("master-3/.last")).unwrap(),
+        "3\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("default/.last")).unwrap(),
+        "2\n"
+    );
+    let r = w.ok(&["generations", "--host", "master-3"]);
+    let numbers: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().find(|t| t.parse::<u64>().is_ok()))
+        .collect();
+    assert_eq!(numbers, vec!["3"], "{}", r.stdout);
+}

@@ -133,8 +133,12 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     } else {
         ("Removed", "Deleted", "Forgot")
     };
+    // With several profiles every removal names its profile, `default` too, so that no line
+    // reads as if it were about another profile; a store of one line of history keeps the
+    // short form.
+    let several = kbuild::generation::profiles(&store).map_or(true, |p| p.len() > 1);
     for (p, n) in &report.generations_removed {
-        if p == kbuild::generation::DEFAULT_PROFILE {
+        if p == kbuild::generation::DEFAULT_PROFILE && !several {
             term.status(removed, &format!("generation {n}"));
         } else {
             term.status(removed, &format!("generation {n} of profile `{p}`"));
