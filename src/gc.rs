@@ -61,6 +61,7 @@ pub fn gc(
     dry_run: bool,
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
+    store.require_writable_layout()?;
     let _lock = store.lock(LockMode::Exclusive, observer)?;
     let mut report = Report {
         roots_forgotten: activate::forget_stale_roots(store, dry_run)?,

@@ -93,6 +93,16 @@ pub fn profiles_dir(store: &Store) -> PathBuf {
 }
 
 fn dir(store: &Store, profile: &str) -> PathBuf {
+    // A v1 store read in place: its one list is profile `default` (no other profile exists).
+    if store.is_v1_read_only() {
+        if profile == DEFAULT_PROFILE {
+            return store.bookkeeping().join("generations");
+        }
+        return store
+            .bookkeeping()
+            .join("generations")
+            .join(".no-such-profile");
+    }
     profiles_dir(store).join(profile)
 }
 
@@ -103,6 +113,9 @@ pub fn record_path(store: &Store, profile: &str, number: u64) -> PathBuf {
 
 /// The profiles that exist, sorted (`default` among them once anything was built plainly).
 pub fn profiles(store: &Store) -> Result<Vec<String>, StoreError> {
+    if store.is_v1_read_only() {
+        return Ok(vec![DEFAULT_PROFILE.to_owned()]);
+    }
     let mut out: Vec<String> = match fs_err::read_dir(profiles_dir(store)) {
         Ok(entries) => entries
             .filter_map(|e| {
@@ -206,6 +219,7 @@ pub fn record(
     new: NewGeneration,
     observer: &dyn Observer,
 ) -> Result<Recorded, StoreError> {
+    store.require_writable_layout()?;
     let d = dir(store, profile);
     if !d.is_dir() {
         fs_err::create_dir_all(&d)?;

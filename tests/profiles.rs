@@ -508,3 +508,104 @@ fn generation_numbers_are_never_reused_after_gc() {
         .collect();
     assert_eq!(numbers, vec!["3"], "{}", r.stdout);
 }
+
+/// A read-only bind mount of a directory onto itself, undone on drop (even when the test
+/// fails), so that writes really return EROFS — for root too.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Result<ReadOnlyMount, String> {
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .output()
+                .map_err(|e| format!("mount: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        };
+        let d = dir.to_str().unwrap();
+        run(&["--bind", d, d])?;
+        let m = ReadOnlyMount(dir.to_owned());
+        run(&["-o", "remount,ro,bind", d])?;
+        Ok(m)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Finding 3: a store from before profiles that cannot be written (a read-only mount) stays
+/// usable for what only reads it — generations, rollback and switch of its root, verify,
+/// diff — read in place as profile `default`; what must write it says it needs the upgrade
+/// and how; nothing in it changes. Writable again, the next command upgrades it.
+#[test]
+fn a_read_only_store_from_before_profiles_is_read_in_place() {
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    if uid != 0 {
+        eprintln!("skipped: a read-only bind mount needs root (CI runs the tests as root)");
+        return;
+    }
+    let w = world();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "2"]);
+    make_v1(&w.store());
+    let records = v1_records(&w.store());
+    let before = {
+        let mut v: Vec<String> = walkdir::WalkDir::new(w.store().join(".kbuild"))
+            .into_iter()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    {
+        let _ro = match ReadOnlyMount::new(&w.store()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: cannot make a read-only bind mount: {e}");
+                return;
+            }
+        };
+        w.assert_generations(&[1, 2], Some(2));
+        let r = w.ok(&["diff", "1", "2"]);
+        assert!(r.stdout.starts_with("generation 1 -> 2\n"), "{}", r.stdout);
+        w.ok(&["verify"]);
+        w.ok(&["rollback"]);
+        w.assert_resolves(&g1, "rolled back from the read-only v1 store");
+        w.ok(&["switch"]);
+        w.assert_resolves(&g2, "switched from the read-only v1 store");
+        let help = "help: upgrade it once where it is writable (e.g. `kbuild generations --store $SANDBOX/store` on a writable mount; a few hardlinks, nothing copied); commands that only read it (generations, switch, rollback, verify, diff) work as it is\n";
+        let needs = "store `$SANDBOX/store` has the layout of an older kbuild (`kbuild-store-v1`) and cannot be upgraded here: it cannot be written";
+        let r = w.run(&["build", "master", "--set", "IP=10.72.84.171"]);
+        assert_eq!(r.code, Some(1));
+        assert!(
+            r.stderr().contains(&format!("caused by: {needs}\n")) && r.stderr().ends_with(help),
+            "{}",
+            r.stderr()
+        );
+        let r = w.run(&["gc", "--keep", "1"]);
+        assert_eq!(r.code, Some(1));
+        assert!(
+            r.stderr().contains(&format!("caused by: {needs}\n")) && r.stderr().ends_with(help),
+            "{}",
+            r.stderr()
+        );
+        let r = w.run(&["generations", "--host", "master-1"]);
+        assert_eq!(r.code, Some(0), "{}", r.stderr());
+    }
+    let mut after: Vec<String> = walkdir::WalkDir::new(w.store().join(".kbuild"))
+        .into_iter()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    after.sort();
+    assert_eq!(before, after, "the read-only store is as it was");
+    w.assert_generations(&[1, 2], Some(2));
+    assert_upgraded(&w.store(), &records);
+}

@@ -227,6 +227,11 @@ pub fn run_verify(
     term: &Terminal,
 ) -> anyhow::Result<()> {
     let store = open(ctx)?;
+    if args.repair {
+        store
+            .require_writable_layout()
+            .context("cannot repair the store")?;
+    }
     // Shared, like a build: gc cannot delete objects while they are being checked. Repairing
     // deletes objects, so it excludes builds as gc does.
     let mode = if args.repair {

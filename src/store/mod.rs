@@ -63,6 +63,12 @@ pub enum StoreError {
     Missing { path: PathBuf },
     #[error("store `{}` has layout `{found}`, this kbuild understands `{LAYOUT_VERSION}`", path.display())]
     Layout { path: PathBuf, found: String },
+    #[error("store `{}` has the layout of an older kbuild (`{LAYOUT_V1}`) and cannot be upgraded here: it cannot be written", path.display())]
+    NeedsUpgrade {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error("store object `{}` was modified after it was added ({what})", path.display())]
@@ -335,6 +341,10 @@ struct IndexEntry {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// A `kbuild-store-v1` store that could not be upgraded because it cannot be written (a
+    /// read-only mount, no permission): read in place, its generations as profile `default`.
+    /// Commands that must write the store refuse it ([`StoreError::NeedsUpgrade`]).
+    v1_read_only: bool,
 }
 
 impl Store {
@@ -413,8 +423,9 @@ impl Store {
             }
         }
         let version = meta_dir.join("version");
-        let store = Store {
+        let mut store = Store {
             dir: dir.to_owned(),
+            v1_read_only: false,
         };
         // A new store gets its id before `version` marks it complete; an existing store
         // without one gets it when a root first registers (see `Store::id`).
@@ -428,7 +439,20 @@ impl Store {
                     finish_upgrade(&meta_dir).map_err(open_err)?;
                 }
             }
-            Ok(v) if v.trim() == LAYOUT_V1 => upgrade_v1(&meta_dir).map_err(open_err)?,
+            Ok(v) if v.trim() == LAYOUT_V1 => match upgrade_v1(&meta_dir) {
+                Ok(()) => {}
+                // A store that cannot be written stays usable for what only reads it
+                // (generations, switch/rollback of a root, verify, diff): its v1 layout is
+                // read in place; what must write it (build, gc) gets `NeedsUpgrade`.
+                Err(e) if !create && cannot_write(&e) => store.v1_read_only = true,
+                Err(e) if cannot_write(&e) => {
+                    return Err(StoreError::NeedsUpgrade {
+                        path: dir.to_owned(),
+                        source: e,
+                    });
+                }
+                Err(e) => return Err(open_err(e)),
+            },
             Ok(v) => {
                 return Err(StoreError::Layout {
                     path: dir.to_owned(),
@@ -488,6 +512,10 @@ impl Store {
     /// A `help:` line for store errors.
     pub fn help(e: &StoreError) -> Option<String> {
         match e {
+            StoreError::NeedsUpgrade { path, .. } => Some(format!(
+                "upgrade it once where it is writable (e.g. `kbuild generations --store {}` on a writable mount; a few hardlinks, nothing copied); commands that only read it (generations, switch, rollback, verify, diff) work as it is",
+                path.display()
+            )),
             StoreError::NotAStore { creating: true, .. } => Some(
                 "the directory holds other files; pass `--store` a new or empty directory (default `./store`)".into(),
             ),
@@ -739,6 +767,23 @@ impl Store {
         self.sync_dir()?;
         // `tmp` now holds the damaged object: a `.tmp-*` entry, deleted now or by the next gc.
         crate::fs::remove_tree(tmp)
+    }
+
+    /// Whether this is a v1 store read in place because it cannot be upgraded (see
+    /// [`StoreError::NeedsUpgrade`]).
+    pub fn is_v1_read_only(&self) -> bool {
+        self.v1_read_only
+    }
+
+    /// Refuses a v1 store read in place: for commands that must write the store.
+    pub fn require_writable_layout(&self) -> Result<(), StoreError> {
+        if self.v1_read_only {
+            return Err(StoreError::NeedsUpgrade {
+                path: self.dir.clone(),
+                source: io::Error::from(io::ErrorKind::ReadOnlyFilesystem),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn bookkeeping(&self) -> PathBuf {
@@ -1008,6 +1053,15 @@ fn upgrade_v1(meta_dir: &Path) -> io::Result<()> {
     )?;
     crate::activate::fault::point("store upgrade: version written");
     finish_upgrade(meta_dir)
+}
+
+/// The upgrade failed because the store cannot be written (a read-only mount, no
+/// permission), not because something is wrong with it.
+fn cannot_write(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// `tmp/default/<N>.json` for every v1 record (hardlinks: nothing is copied), synced.
