@@ -35,6 +35,8 @@ pub enum Change {
 
 #[derive(Debug)]
 pub struct Diff {
+    /// The profile both generations belong to (named in the headers unless `default`).
+    pub profile: String,
     pub from: u64,
     pub to: u64,
     pub changes: Vec<Change>,
@@ -92,6 +94,7 @@ pub fn diff(store: &Store, profile: &str, from: u64, to: u64) -> Result<Diff, Sw
         }
     }
     Ok(Diff {
+        profile: profile.to_owned(),
         from,
         to,
         changes,
@@ -129,7 +132,13 @@ fn compare(path: &str, a: &Path, b: &Path) -> io::Result<Change> {
 
 impl fmt::Display for Diff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "generation {} -> {}", self.from, self.to)?;
+        // A host's generations are named with their profile, as `build` and `switch` name them.
+        let of = if self.profile == generation::DEFAULT_PROFILE {
+            String::new()
+        } else {
+            format!(" of {}", self.profile)
+        };
+        writeln!(f, "generation {}{of} -> {}{of}", self.from, self.to)?;
         if self.changes.is_empty() {
             writeln!(f, "no file differs")?;
         }
@@ -151,7 +160,11 @@ impl fmt::Display for Diff {
             }
         }
         if !self.units.is_empty() {
-            writeln!(f, "unit actions of a switch {} -> {}:", self.from, self.to)?;
+            writeln!(
+                f,
+                "unit actions of a switch {}{of} -> {}{of}:",
+                self.from, self.to
+            )?;
             for u in &self.units {
                 writeln!(f, "  {u}")?;
             }

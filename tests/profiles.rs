@@ -609,3 +609,61 @@ fn a_read_only_store_from_before_profiles_is_read_in_place() {
     w.assert_generations(&[1, 2], Some(2));
     assert_upgraded(&w.store(), &records);
 }
+
+/// Findings 12, 13, 11 and 4: an unknown `--host` is an error naming the hosts file; help
+/// never offers a profile without generations; `generations` on a store of host profiles
+/// only names them; `diff` names the profile and refuses to compare across profiles; the plan
+/// of a move to another profile says how to go back.
+#[test]
+fn hosts_and_profiles_messages_name_what_works() {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    w.ok(&[
+        "build",
+        "--host",
+        "master-2",
+        "--set",
+        "SERVICE_CIDR=10.253.0.0/16",
+    ]);
+    let unknown = "error: no host `nosuch` in `$SANDBOX/hosts.toml`, and no profile `nosuch` with generations in the store\nhelp: hosts: master-1, master-2, master-3; `kbuild generations --all` lists the store's profiles\n";
+    for args in [
+        &["generations", "--host", "nosuch"][..],
+        &["switch", "--host", "nosuch", "--dry-run"],
+        &["diff", "--host", "nosuch"],
+        &["gc", "--keep", "1", "--host", "nosuch"],
+    ] {
+        w.run(args).assert_error(unknown);
+    }
+    // A root never switched, a store of host profiles only.
+    let r = w.ok(&["generations"]);
+    assert_eq!(
+        r.stderr(),
+        "no generations in profile `default`; profiles with generations: master-1, master-2, master-3 (`kbuild generations --all`, or `--profile NAME`)\n"
+    );
+    // gc leaves master-3 without generations: it is not offered.
+    w.ok(&["gc", "--keep", "0", "--host", "master-3"]);
+    w.run(&["switch", "--dry-run"]).assert_error(
+        "error: cannot plan to switch root `$SANDBOX/host`\n  caused by: profile `default` has no generations\nhelp: build it (`kbuild build RECIPE`), or name the profile to switch to: `--profile master-1`, `--profile master-2`\n",
+    );
+    // A diff names the profile.
+    let r = w.ok(&["diff", "1", "2", "--host", "master-2"]);
+    assert!(
+        r.stdout
+            .starts_with("generation 1 of master-2 -> 2 of master-2\n"),
+        "{}",
+        r.stdout
+    );
+    // The root on master-2's generation 2; a diff against master-1 is a move: refused.
+    w.ok(&["switch", "--host", "master-2"]);
+    w.run(&["diff", "--profile", "master-1"]).assert_error(
+        "error: root `$SANDBOX/host` is on generation 2 of profile `master-2`, not on a generation of profile `master-1`: `diff` compares two generations of one profile\nhelp: `kbuild switch --profile master-1 --root $SANDBOX/host --dry-run` shows what moving the root to `master-1` changes; `kbuild diff A B --profile master-1` compares two of its generations\n",
+    );
+    let r = w.ok(&["switch", "--profile", "master-1", "--dry-run"]);
+    assert!(
+        r.stdout.replace(&w.sb.dir.display().to_string(), "$SANDBOX").starts_with(
+            "root $SANDBOX/host: generation 2 of master-2 -> generation 1 of master-1\n  the root moves from profile `master-2` to `master-1`; `kbuild switch --profile master-2 2 --root $SANDBOX/host` returns it (`kbuild rollback` stays in `master-1`)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+}

@@ -202,7 +202,12 @@ impl SwitchError {
                 Some("run `kbuild build master` first".into())
             }
             SwitchError::NoGenerations { profile, others } => Some(format!(
-                "build it (`kbuild build --host {profile}`), or name the profile to switch to: {}",
+                "build it (`kbuild build {}`), or name the profile to switch to: {}",
+                if profile == crate::generation::DEFAULT_PROFILE {
+                    "RECIPE".to_owned()
+                } else {
+                    format!("--host {profile}")
+                },
                 others
                     .iter()
                     .map(|o| format!("`--profile {o}`"))

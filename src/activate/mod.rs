@@ -231,9 +231,12 @@ pub fn newest(store: &Store, profile: &str) -> Result<u64, SwitchError> {
     match generation::newest_number(store, profile)? {
         0 => Err(SwitchError::NoGenerations {
             profile: profile.to_owned(),
+            // Only profiles that have a generation to switch to (gc may leave empty ones).
             others: generation::profiles(store)?
                 .into_iter()
-                .filter(|p| p != profile)
+                .filter(|p| {
+                    p != profile && generation::newest_number(store, p).is_ok_and(|n| n > 0)
+                })
                 .collect(),
         }),
         n => Ok(n),

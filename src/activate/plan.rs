@@ -139,6 +139,25 @@ impl fmt::Display for Plan {
             gen_name(&self.from),
             gen_name(&self.to)
         )?;
+        // A move to another profile: rollback stays in the new one, so say how to go back.
+        let profile_of = |s: &State| {
+            s.profile
+                .clone()
+                .unwrap_or_else(|| crate::generation::DEFAULT_PROFILE.to_owned())
+        };
+        if let Some(n) = self.from.generation
+            && profile_of(&self.from) != profile_of(&self.to)
+        {
+            writeln!(
+                f,
+                "  the root moves from profile `{}` to `{}`; `kbuild switch --profile {} {n} --root {}` returns it (`kbuild rollback` stays in `{}`)",
+                profile_of(&self.from),
+                profile_of(&self.to),
+                profile_of(&self.from),
+                self.root.display(),
+                profile_of(&self.to),
+            )?;
+        }
         if self.undoes {
             writeln!(
                 f,

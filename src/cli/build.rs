@@ -7,6 +7,9 @@ use kbuild::generation::Recorded;
 use super::Terminal;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "kbuild build [OPTIONS] <RECIPE>...\n       kbuild build [OPTIONS] --host <NAME>...\n       kbuild build [OPTIONS] --all-hosts"
+)]
 #[command(after_help = "Examples:
   kbuild build master
   kbuild build master --set IP=10.72.84.170 --set ETCD2=10.72.84.171
@@ -75,7 +78,7 @@ pub fn run(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
 }
 
 /// The hosts file: `--hosts`, else `hosts.toml` beside the recipes directory.
-fn hosts_path(ctx: &Context, given: Option<std::path::PathBuf>) -> std::path::PathBuf {
+pub(super) fn hosts_path(ctx: &Context, given: Option<std::path::PathBuf>) -> std::path::PathBuf {
     given.unwrap_or_else(|| {
         let parent = ctx
             .recipes_dir

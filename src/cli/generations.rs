@@ -60,6 +60,9 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
     }
     let store = Store::open_existing(&ctx.store_dir)
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
+    if let Some(h) = &args.profile.host {
+        super::check_host(ctx, &store, h)?;
+    }
     let profiles = if args.all {
         kbuild::generation::profiles(&store).context("cannot list profiles")?
     } else {
@@ -142,7 +145,22 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
             [p] if p != kbuild::generation::DEFAULT_PROFILE => errln!(
                 "no generations in profile `{p}` yet; run `kbuild build --host {p}` (or `kbuild generations --all`)"
             ),
-            _ => errln!("no generations yet; run `kbuild build master`"),
+            _ => {
+                // A store of host profiles only: point at them, not at a plain build.
+                let others: Vec<String> = kbuild::generation::profiles(&store)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| kbuild::generation::newest_number(&store, p).is_ok_and(|n| n > 0))
+                    .collect();
+                if others.is_empty() {
+                    errln!("no generations yet; run `kbuild build master`")
+                } else {
+                    errln!(
+                        "no generations in profile `default`; profiles with generations: {} (`kbuild generations --all`, or `--profile NAME`)",
+                        others.join(", ")
+                    )
+                }
+            }
         }
         return Ok(());
     }

@@ -120,6 +120,9 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
     } else {
         kbuild::gc::Archives::WhilePinned
     };
+    if let Some(h) = &args.host {
+        super::check_host(ctx, &store, h)?;
+    }
     let only = args.profile.as_deref().or(args.host.as_deref());
     let report = kbuild::gc::gc(&store, args.keep, only, archives, args.dry_run, term)
         .context("garbage collection failed")?;
@@ -472,7 +475,30 @@ fn missing_rootfs(store: &Store) -> anyhow::Result<Vec<kbuild::generation::Gener
 
 pub fn run_diff(ctx: &Context, root: &Root, args: DiffArgs) -> anyhow::Result<()> {
     let store = open(ctx)?;
+    if let Some(h) = &args.profile.host {
+        super::check_host(ctx, &store, h)?;
+    }
     let profile = args.profile.resolve(&store, root);
+    // Without A, A is the root's active generation: of another profile than the one named,
+    // that is a move between profiles, which a diff of one profile cannot show (a switch's
+    // dry run does).
+    if args.from.is_none()
+        && let Some((p, a)) = kbuild::activate::active_generation(&store, root)
+        && p != profile
+    {
+        return Err(super::Refused {
+            message: format!(
+                "root `{}` is on generation {a}{}, not on a generation of profile `{profile}`: `diff` compares two generations of one profile",
+                root.dir().display(),
+                of_profile(&p),
+            ),
+            help: format!(
+                "`kbuild switch --profile {profile} --root {} --dry-run` shows what moving the root to `{profile}` changes; `kbuild diff A B --profile {profile}` compares two of its generations",
+                root.dir().display(),
+            ),
+        }
+        .into());
+    }
     let to = match args.to {
         Some(n) => n,
         None => kbuild::activate::newest(&store, &profile)?,

@@ -224,6 +224,55 @@ impl ProfileArgs {
     }
 }
 
+/// `--host NAME` must name a host: one whose profile has generations in the store (the hosts
+/// file may have changed since), or one the hosts file lists (env KBUILD_HOSTS, else
+/// `hosts.toml` beside the recipes directory). An unknown name is an error naming the file
+/// and its hosts, not advice to build a host that does not exist.
+pub fn check_host(
+    ctx: &kbuild::build::Context,
+    store: &kbuild::store::Store,
+    host: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if kbuild::generation::newest_number(store, host).unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    let path = build::hosts_path(ctx, std::env::var_os("KBUILD_HOSTS").map(Into::into));
+    let hosts = kbuild::hosts::Hosts::load(&path, &ctx.recipes_dir).with_context(|| {
+        format!(
+            "`--host {host}`: cannot read hosts file `{}`",
+            path.display()
+        )
+    })?;
+    if hosts.hosts.iter().any(|h| h.entry.name == host) {
+        return Ok(());
+    }
+    Err(Refused {
+        message: format!(
+            "no host `{host}` in `{}`, and no profile `{host}` with generations in the store",
+            path.display()
+        ),
+        help: format!(
+            "hosts: {}; `kbuild generations --all` lists the store's profiles",
+            hosts
+                .hosts
+                .iter()
+                .map(|h| h.entry.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    .into())
+}
+
+/// A refusal decided by the command line itself, with its `help:` line.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub message: String,
+    pub help: String,
+}
+
 /// A profile name: what is safe as a directory name in the store.
 pub fn parse_profile(s: &str) -> Result<String, String> {
     if kbuild::generation::valid_profile(s) {
@@ -299,6 +348,9 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
             && let Some(h) = kbuild::store::Store::help(e)
         {
             return Some(h);
+        }
+        if let Some(e) = cause.downcast_ref::<Refused>() {
+            return Some(e.help.clone());
         }
         if cause.downcast_ref::<maint::VerifyFailed>().is_some() {
             return Some(

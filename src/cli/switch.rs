@@ -134,6 +134,9 @@ fn run(
 ) -> anyhow::Result<()> {
     warn_store_place(ctx, root);
     let store = open(ctx)?;
+    if let activate::Choice::Host(h) = choice {
+        super::check_host(ctx, &store, h)?;
+    }
     let what = if target == Target::Previous {
         "roll back"
     } else {
