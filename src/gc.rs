@@ -61,7 +61,10 @@ pub fn gc(
     dry_run: bool,
     observer: &dyn Observer,
 ) -> Result<Report, SwitchError> {
-    store.require_writable_layout()?;
+    // A v1 store read in place (it cannot be written) can be looked at, not collected.
+    if !dry_run {
+        store.require_writable_layout()?;
+    }
     let _lock = store.lock(LockMode::Exclusive, observer)?;
     let mut report = Report {
         roots_forgotten: activate::forget_stale_roots(store, dry_run)?,
