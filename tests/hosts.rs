@@ -343,4 +343,9 @@ fn set_of_a_per_host_variable_is_refused_for_several_hosts_or_a_taken_address() 
         line_of(&rootfs, "etc/kubernetes/apiserver", "KUBE_API_ADDRESS=")
             .contains("=10.72.84.170 ")
     );
+    // The hosts list agrees: master-2's etcd member is at its new address.
+    assert_eq!(
+        line_of(&rootfs, "etc/kubernetes/apiserver", "KUBE_ETCD_SERVERS="),
+        "KUBE_ETCD_SERVERS=\"--etcd-servers=https://10.72.84.160:2379,https://10.72.84.170:2379,https://10.72.84.162:2379\""
+    );
 }

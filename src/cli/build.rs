@@ -124,7 +124,7 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
                 locked: args.locked,
                 write_lock: args.write_lock,
                 profile: Some(h.entry.name.clone()),
-                hosts: hosts.entries(),
+                hosts: entries_with_sets(&hosts, &h.entry.name, &args.sets),
                 read_overrides: Default::default(),
             },
         ));
@@ -153,6 +153,28 @@ fn run_hosts(ctx: &Context, args: Args, term: &Terminal) -> anyhow::Result<()> {
         report(ctx, &req, outcome, term)?;
     }
     Ok(())
+}
+
+/// The list templates read, with the host's address replaced by a `--set` of the address
+/// variable (allowed for one host only), so that the cluster-wide flags (`--etcd-servers`)
+/// name the address the host binds.
+fn entries_with_sets(
+    hosts: &kbuild::hosts::Hosts,
+    host: &str,
+    sets: &[(String, String)],
+) -> Vec<kbuild::hosts::HostEntry> {
+    let mut entries = hosts.entries();
+    let address = sets
+        .iter()
+        .rev()
+        .find(|(k, _)| hosts.address_variable.as_deref() == Some(k.as_str()))
+        .map(|(_, v)| v.clone());
+    if let Some(address) = address {
+        for e in entries.iter_mut().filter(|e| e.name == host) {
+            e.address = address.clone();
+        }
+    }
+    entries
 }
 
 /// "host `a`" or "hosts a, b" for errors about the hosts chosen.
