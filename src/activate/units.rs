@@ -947,7 +947,9 @@ mod tests {
         );
         assert_eq!(
             names(&plan(Some(old.path()), new.path()).unwrap()),
-            vec!["reload  etcd-member@a.service (/etc/etcd/a.env changed; on_change = \"reload\")"]
+            vec![
+                "reload  etcd-member@a.service (/etc/etcd/a.env changed; on_change = \"reload\": a reload does not give the running process a new `ExecStart=`, environment or binary, `systemctl restart etcd-member@a.service` does)"
+            ]
         );
     }
 
@@ -959,7 +961,9 @@ mod tests {
         );
         assert_eq!(
             names(&plan(None, g.path()).unwrap()),
-            vec!["start   etcd.service (new)"]
+            vec![
+                "start   etcd.service (new; not enabled: boot starts it only if another unit pulls it in)"
+            ]
         );
     }
 }
