@@ -551,6 +551,7 @@ fn build_in(
             inputs: used_inputs,
             prerequisites: set.prerequisites.iter().cloned().collect(),
             hosts: req.hosts.clone(),
+            origins: origins(&set, &links),
         },
         observer,
     )?;
@@ -1181,6 +1182,32 @@ fn manifest(set: &RecipeSet) -> Vec<u8> {
 }
 
 const MANIFEST: &str = "kbuild.json";
+
+/// Where each rootfs entry comes from, for the generation record (`kbuild show`).
+fn origins(set: &RecipeSet, links: &[InstallLink]) -> BTreeMap<String, generation::Origin> {
+    use generation::Origin;
+    let mut out: BTreeMap<String, Origin> = set
+        .files
+        .values()
+        .map(|f| {
+            let o = match &f.source {
+                FileSource::Member { input, member } => Origin::Input {
+                    input: input.clone(),
+                    member: member.clone(),
+                },
+                FileSource::Template { name, .. } => Origin::Template { path: name.clone() },
+                FileSource::Text(_) => Origin::Text,
+            };
+            (f.target.relative().to_owned(), o)
+        })
+        .collect();
+    for l in links {
+        let unit = l.target.rsplit('/').next().unwrap_or(&l.target).to_owned();
+        out.insert(l.path.clone(), Origin::Install { unit });
+    }
+    out.insert(MANIFEST.to_owned(), Origin::Manifest);
+    out
+}
 
 /// The enablement links of the units among `components` (see [`crate::install`]): unit files
 /// directly in `etc/systemd/system`, read from memory or from their store object.

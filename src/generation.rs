@@ -37,6 +37,39 @@ pub struct Generation {
     /// The hosts file's hosts the templates read (absent for a plain build).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<crate::hosts::HostEntry>,
+    /// Where each rootfs entry came from, by its path in the rootfs (absent in records made
+    /// before kbuild recorded origins). Not part of any digest: the rootfs is the same tree
+    /// whatever the recipes called its files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origins: BTreeMap<String, Origin>,
+}
+
+/// Where one rootfs entry came from (`kbuild show`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "lowercase")]
+pub enum Origin {
+    /// A member of an input's archive.
+    Input { input: String, member: String },
+    /// A rendered template, by its path as the recipe names it.
+    Template { path: String },
+    /// A recipe's literal text.
+    Text,
+    /// An enablement link made from the `[Install]` section of `unit`.
+    Install { unit: String },
+    /// The rootfs's own `kbuild.json`.
+    Manifest,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Input { input, member } => write!(f, "input {input} member {member}"),
+            Origin::Template { path } => write!(f, "template {path}"),
+            Origin::Text => f.write_str("literal text"),
+            Origin::Install { unit } => write!(f, "[Install] link of {unit}"),
+            Origin::Manifest => f.write_str("kbuild manifest"),
+        }
+    }
 }
 
 /// What a build wants recorded.
@@ -48,6 +81,8 @@ pub struct NewGeneration {
     pub inputs: BTreeMap<String, String>,
     pub prerequisites: Vec<String>,
     pub hosts: Vec<crate::hosts::HostEntry>,
+    /// Where each rootfs entry came from (not compared: it names what the tree is built of).
+    pub origins: BTreeMap<String, Origin>,
 }
 
 impl NewGeneration {
@@ -254,10 +289,123 @@ pub fn record(
         inputs: new.inputs,
         prerequisites: new.prerequisites,
         hosts: new.hosts,
+        origins: new.origins,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let mut json = serde_json::to_vec_pretty(&g).map_err(std::io::Error::other)?;
     json.push(b'\n');
     crate::fs::write_atomic(&d.join(format!("{number}.json")), &json)?;
     Ok(Recorded::New(number))
+}
+
+/// What one rootfs entry is, for `kbuild show`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Executable,
+    Symlink,
+    Dir,
+}
+
+impl EntryKind {
+    /// The word `kbuild show` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Executable => "executable",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Dir => "dir",
+        }
+    }
+}
+
+/// One entry of a generation's rootfs, read from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path relative to the rootfs (`/` separated).
+    pub path: String,
+    pub kind: EntryKind,
+    /// Bytes of a file; the target's length for a symlink; 0 for a directory.
+    pub size: u64,
+    /// The symlink's target.
+    pub target: Option<String>,
+    /// Where it came from (`None`: not recorded, or a directory).
+    pub origin: Option<Origin>,
+}
+
+/// The entries of `g`'s rootfs, sorted by path (the rootfs directory itself left out).
+/// Read with `symlink_metadata`, so no link is followed out of the store.
+pub fn entries(store: &Store, g: &Generation) -> Result<Vec<Entry>, StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let top = store.path_of(&g.rootfs);
+    let mut out = Vec::new();
+    let mut stack = vec![(top.clone(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for e in fs_err::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let md = fs_err::symlink_metadata(e.path())?;
+            let (kind, size, target) = if md.is_dir() {
+                stack.push((e.path(), path.clone()));
+                (EntryKind::Dir, 0, None)
+            } else if md.file_type().is_symlink() {
+                let t = fs_err::read_link(e.path())?;
+                (
+                    EntryKind::Symlink,
+                    md.len(),
+                    Some(t.to_string_lossy().into_owned()),
+                )
+            } else if md.permissions().mode() & 0o111 != 0 {
+                (EntryKind::Executable, md.len(), None)
+            } else {
+                (EntryKind::File, md.len(), None)
+            };
+            let origin = g.origins.get(&path).cloned();
+            out.push(Entry {
+                path,
+                kind,
+                size,
+                target,
+                origin,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The bytes of `g`'s closure: its rootfs and the objects it references, every inode
+/// counted once (a rootfs hardlinks its components, so they cost nothing twice). Regular
+/// files only: directories and symlinks are filesystem overhead, not content.
+pub fn closure_bytes(store: &Store, g: &Generation) -> Result<u64, StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut roots = vec![store.path_of(&g.rootfs)];
+    if let Some(meta) = store.meta(&g.rootfs)? {
+        roots.extend(meta.references.iter().map(|r| store.path_of(r)));
+    }
+    let mut stack = roots;
+    while let Some(p) = stack.pop() {
+        let md = match fs_err::symlink_metadata(&p) {
+            Ok(md) => md,
+            // A missing component (gc'd, or damaged) costs nothing; `verify` reports it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if md.is_dir() {
+            for e in fs_err::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        } else if md.is_file() && seen.insert((md.dev(), md.ino())) {
+            total += md.len();
+        }
+    }
+    Ok(total)
 }

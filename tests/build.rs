@@ -1020,7 +1020,7 @@ fn changing_ip_makes_a_new_rootfs_sharing_unchanged_objects() {
     assert_eq!(
         lines,
         vec![
-            "  GEN  CREATED               RECIPES           ROOTFS".to_owned(),
+            "  GEN  CREATED                     SIZE  RECIPES           ROOTFS".to_owned(),
             format!(
                 "    1  <created>             master            {}",
                 gen1.display()

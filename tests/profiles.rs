@@ -421,7 +421,7 @@ fn generations_tell_the_hosts_apart() {
         lines,
         vec![
             "profile master-2".to_owned(),
-            "  GEN  CREATED               RECIPES           ROOTFS".to_owned(),
+            "  GEN  CREATED                     SIZE  RECIPES           ROOTFS".to_owned(),
             format!("    1  <created>  master            {}", rootfs(1)),
             format!("*   2  <created>  master            {}", rootfs(2)),
             "       changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)".to_owned(),

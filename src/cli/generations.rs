@@ -86,6 +86,9 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
                     .to_string()
                     .into();
                 v["active"] = is_active(g).into();
+                v["size"] = kbuild::generation::closure_bytes(&store, g)
+                    .context("cannot measure a generation")?
+                    .into();
                 let before = i.checked_sub(1).map(|j| &gens[j]);
                 v["previous"] = before.map(|b| b.number).into();
                 v["changed"] = changed(before, g)
@@ -105,15 +108,18 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
             lines.push(format!("profile {profile}"));
         }
         lines.push(format!(
-            "{:>5}  {:<20}  {:<16}  ROOTFS",
-            "GEN", "CREATED", "RECIPES"
+            "{:>5}  {:<20}  {:>10}  {:<16}  ROOTFS",
+            "GEN", "CREATED", "SIZE", "RECIPES"
         ));
         for (i, g) in gens.iter().enumerate() {
             let mark = if is_active(g) { "*" } else { " " };
+            let size = kbuild::generation::closure_bytes(&store, g)
+                .context("cannot measure a generation")?;
             lines.push(format!(
-                "{mark}{:>4}  {:<20}  {:<16}  {}",
+                "{mark}{:>4}  {:<20}  {:>10}  {:<16}  {}",
                 g.number,
                 g.created,
+                super::show::human_bytes(size),
                 g.recipes.join(" "),
                 store_dir.join(g.rootfs.as_str()).display()
             ));

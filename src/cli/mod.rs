@@ -31,6 +31,7 @@ mod inputs;
 mod json;
 mod lock;
 mod maint;
+mod show;
 mod switch;
 mod term;
 
@@ -120,6 +121,8 @@ pub enum Command {
   kbuild generations
   kbuild generations --root /srv/m1     # mark the generation that root is on")]
     Generations(generations::Args),
+    /// List a generation: its profile, recipes, variables, and every file with where it came from
+    Show(show::Args),
     /// Activate a generation on the root: atomic, crash-safe, reversible
     Switch(switch::SwitchArgs),
     /// Switch the root back to the generation before the active one
@@ -146,6 +149,7 @@ impl Cli {
             Command::Lock(a) => lock::run_lock(&ctx, a, term),
             Command::Update(a) => lock::run_update(&ctx, a, term),
             Command::Generations(a) => generations::run(&ctx, &self.global.root_dir(), a),
+            Command::Show(a) => show::run(&ctx, &self.global.root_dir(), a),
             Command::Switch(a) => switch::run_switch(&ctx, &self.global.root_dir(), a, term),
             Command::Rollback(a) => switch::run_rollback(&ctx, &self.global.root_dir(), a, term),
             Command::Diff(a) => maint::run_diff(&ctx, &self.global.root_dir(), a),

@@ -349,7 +349,7 @@ impl World {
         let mut lines = r.stdout.lines();
         assert_eq!(
             lines.next(),
-            Some("  GEN  CREATED               RECIPES           ROOTFS")
+            Some("  GEN  CREATED                     SIZE  RECIPES           ROOTFS")
         );
         let mut seen = Vec::new();
         let mut marked = Vec::new();
