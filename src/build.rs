@@ -551,7 +551,7 @@ fn build_in(
             inputs: used_inputs,
             prerequisites: set.prerequisites.iter().cloned().collect(),
             hosts: req.hosts.clone(),
-            origins: origins(&set, &links),
+            origins: origins(&set, &links, &ctx.recipes_dir),
         },
         observer,
     )?;
@@ -1184,7 +1184,13 @@ fn manifest(set: &RecipeSet) -> Vec<u8> {
 const MANIFEST: &str = "kbuild.json";
 
 /// Where each rootfs entry comes from, for the generation record (`kbuild show`).
-fn origins(set: &RecipeSet, links: &[InstallLink]) -> BTreeMap<String, generation::Origin> {
+/// Template paths are recorded relative to the recipes directory (as the recipes name them), so
+/// the same recipes built from two checkouts record the same generation.
+fn origins(
+    set: &RecipeSet,
+    links: &[InstallLink],
+    recipes_dir: &Path,
+) -> BTreeMap<String, generation::Origin> {
     use generation::Origin;
     let mut out: BTreeMap<String, Origin> = set
         .files
@@ -1195,7 +1201,11 @@ fn origins(set: &RecipeSet, links: &[InstallLink]) -> BTreeMap<String, generatio
                     input: input.clone(),
                     member: member.clone(),
                 },
-                FileSource::Template { name, .. } => Origin::Template { path: name.clone() },
+                FileSource::Template { name, .. } => Origin::Template {
+                    path: Path::new(name)
+                        .strip_prefix(recipes_dir)
+                        .map_or_else(|_| name.clone(), |p| p.display().to_string()),
+                },
                 FileSource::Text(_) => Origin::Text,
             };
             (f.target.relative().to_owned(), o)

@@ -1022,11 +1022,11 @@ fn changing_ip_makes_a_new_rootfs_sharing_unchanged_objects() {
         vec![
             "  GEN  CREATED                     SIZE  RECIPES           ROOTFS".to_owned(),
             format!(
-                "    1  <created>             master            {}",
+                "    1  <created>                1.3 MiB  master            {}",
                 gen1.display()
             ),
             format!(
-                "    2  <created>             master            {}",
+                "    2  <created>                1.3 MiB  master            {}",
                 gen2.display()
             ),
             "       changed: IP=10.72.84.170 (was 10.72.84.160)".to_owned(),

@@ -422,8 +422,14 @@ fn generations_tell_the_hosts_apart() {
         vec![
             "profile master-2".to_owned(),
             "  GEN  CREATED                     SIZE  RECIPES           ROOTFS".to_owned(),
-            format!("    1  <created>  master            {}", rootfs(1)),
-            format!("*   2  <created>  master            {}", rootfs(2)),
+            format!(
+                "    1  <created>     1.3 MiB  master            {}",
+                rootfs(1)
+            ),
+            format!(
+                "*   2  <created>     1.3 MiB  master            {}",
+                rootfs(2)
+            ),
             "       changed: SERVICE_CIDR=10.253.0.0/16 (was 10.254.0.0/16)".to_owned(),
         ]
     );

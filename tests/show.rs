@@ -51,16 +51,16 @@ variables
 files
   dir                  /etc
   dir                  /etc/kubernetes
-  file           1625  /etc/kubernetes/apiserver  from template $SANDBOX/recipes/templates/apiserver.j2
-  file            681  /etc/kubernetes/config  from template $SANDBOX/recipes/templates/config.j2
-  file            516  /etc/kubernetes/controller-manager  from template $SANDBOX/recipes/templates/controller-manager.j2
-  file            150  /etc/kubernetes/scheduler  from template $SANDBOX/recipes/templates/scheduler.j2
+  file           1625  /etc/kubernetes/apiserver  from template templates/apiserver.j2
+  file            681  /etc/kubernetes/config  from template templates/config.j2
+  file            516  /etc/kubernetes/controller-manager  from template templates/controller-manager.j2
+  file            150  /etc/kubernetes/scheduler  from template templates/scheduler.j2
   file              6  /etc/motd  from literal text
   dir                  /etc/systemd
   dir                  /etc/systemd/system
-  file            647  /etc/systemd/system/kube-apiserver.service  from template $SANDBOX/recipes/templates/kube-apiserver.service.j2
-  file            457  /etc/systemd/system/kube-controller-manager.service  from template $SANDBOX/recipes/templates/kube-controller-manager.service.j2
-  file            428  /etc/systemd/system/kube-scheduler.service  from template $SANDBOX/recipes/templates/kube-scheduler.service.j2
+  file            647  /etc/systemd/system/kube-apiserver.service  from template templates/kube-apiserver.service.j2
+  file            457  /etc/systemd/system/kube-controller-manager.service  from template templates/kube-controller-manager.service.j2
+  file            428  /etc/systemd/system/kube-scheduler.service  from template templates/kube-scheduler.service.j2
   dir                  /etc/systemd/system/multi-user.target.wants
   symlink          25  /etc/systemd/system/multi-user.target.wants/kube-apiserver.service -> ../kube-apiserver.service  from [Install] link of kube-apiserver.service
   symlink          34  /etc/systemd/system/multi-user.target.wants/kube-controller-manager.service -> ../kube-controller-manager.service  from [Install] link of kube-controller-manager.service
