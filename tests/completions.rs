@@ -14,6 +14,7 @@ const COMMANDS: &[&str] = &[
     "lock",
     "update",
     "generations",
+    "show",
     "switch",
     "rollback",
     "diff",
