@@ -117,6 +117,11 @@ fn show_json_parses_with_version_1() {
     let g: serde_json::Value =
         serde_json::from_str(&w.ok(&["generations", "--json"]).stdout).unwrap();
     assert_eq!(g[0]["size"], v["size"]);
+    assert_eq!(
+        g[0].get("origins"),
+        None,
+        "origins are show's, not generations'"
+    );
     assert!(v["size"].as_u64().unwrap() > 1_348_599);
 }
 

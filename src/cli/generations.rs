@@ -78,6 +78,10 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
         if args.json {
             for (i, g) in gens.iter().enumerate() {
                 let mut v = serde_json::to_value(g).expect("generation serializes");
+                // Per-file origins are `kbuild show`'s: they would swamp this list.
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("origins");
+                }
                 v["schema"] = "kbuild-generations-v2".into();
                 v["profile"] = profile.as_str().into();
                 v["path"] = store_dir
