@@ -52,7 +52,8 @@ fn walk(name: &str) -> String {
     found[0].clone()
 }
 
-/// A new user's checkout: the recipes, the committed lock file and the fixture maker, and
+/// A new user's checkout: the recipes, the committed lock file, the hosts file and the fixture
+/// maker, and
 /// `kbuild` on PATH.
 fn checkout() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
@@ -73,6 +74,7 @@ fn checkout() -> tempfile::TempDir {
     };
     copy("recipes");
     copy("flake-like.lock.json");
+    copy("hosts.toml");
     copy("bench/make-fixture.py");
     for sub in ["bin", "home", "tmp"] {
         std::fs::create_dir(d.join(sub)).unwrap();
@@ -130,6 +132,13 @@ fn walks_in_order(order: &[&str]) {
     let stand_in = std::fs::read(d.join("tmp/k.tar.gz")).unwrap();
     assert!(private.contains(&sha256_hex(&stand_in)), "{private}");
     assert!(private.contains(UPSTREAM_URL), "{private}");
+    // The hosts walk leaves its root in master-2's profile, rolled back to master-2's first
+    // generation, whose apiserver advertises master-2's address.
+    let state = std::fs::read_to_string(d.join("tmp/m161/etc/.kbuild/state.json")).unwrap();
+    assert!(state.contains("\"master-2\""), "{state}");
+    let apiserver = std::fs::read_to_string(d.join("tmp/m161/etc/kubernetes/apiserver")).unwrap();
+    assert!(apiserver.contains("10.72.84.161"), "{apiserver}");
+    assert!(apiserver.contains("10.254.0.0/16"), "{apiserver}");
     // The switch walk ends rolled back, on a managed root.
     assert!(
         d.join("tmp/root/etc/.kbuild/current")
@@ -147,7 +156,7 @@ fn every_sh_block_is_a_walk_or_says_why_it_is_skipped() {
         .iter()
         .filter_map(|(m, _)| m.strip_prefix("walk "))
         .collect();
-    assert_eq!(walks, ["offline", "switch"]);
+    assert_eq!(walks, ["offline", "hosts", "switch"]);
     for (m, _) in &b {
         assert!(
             m.starts_with("walk ") || (m.starts_with("skip (") && m.ends_with(')')),
@@ -158,12 +167,12 @@ fn every_sh_block_is_a_walk_or_says_why_it_is_skipped() {
 
 #[test]
 fn offline_walk_then_switch_walk() {
-    walks_in_order(&["offline", "switch"]);
+    walks_in_order(&["offline", "hosts", "switch"]);
 }
 
 #[test]
 fn switch_walk_then_offline_walk() {
-    walks_in_order(&["switch", "offline"]);
+    walks_in_order(&["switch", "hosts", "offline"]);
 }
 
 #[test]
