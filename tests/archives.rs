@@ -770,6 +770,8 @@ const CACHE: &str = "/var/cache/kbuild-test";
 const PERL_DEB: &str = "perl-base";
 const ESBUILD: &str = "@esbuild/linux-x64@0.25.0";
 const ESBUILD_FILE: &str = "esbuild-linux-x64-0.25.0.tgz";
+const BIOME: &str = "@biomejs/cli-linux-x64@1.9.4";
+const BIOME_FILE: &str = "biomejs-cli-linux-x64-1.9.4.tgz";
 
 /// Whether the real-archive test may run: as root (CI runs as root) or with CI=1, it must.
 fn may_fetch_real_archives() -> bool {
@@ -805,8 +807,9 @@ fn cached(dir: &str, prefix: &str, suffix: &str, fetch: &[&str]) -> PathBuf {
 
 /// perl-base's `usr/bin/perl5.36.0` is a hard link to `usr/bin/perl`: selected alone, it
 /// builds byte-exact with `dpkg-deb -x`, runs from the switched root, and rebuilds to the
-/// same store path. etcd-server's etcd the same way; an npm tarball's `bin/esbuild` gets the
-/// suggestion `package/bin/esbuild`.
+/// same store path. etcd-server's etcd, etcd-client's etcdctl, kubernetes-client's kubectl and
+/// npm's `@biomejs/cli-linux-x64` biome the same way (each byte-exact and run from the root);
+/// an npm tarball's `bin/esbuild` gets the suggestion `package/bin/esbuild`.
 #[test]
 fn real_debian_packages_and_an_npm_tarball() {
     if !may_fetch_real_archives() {
@@ -824,12 +827,31 @@ fn real_debian_packages_and_an_npm_tarball() {
         ".deb",
         &["apt-get", "download", "etcd-server"],
     );
+    let etcdctl = cached(
+        "debs",
+        "etcd-client_",
+        ".deb",
+        &["apt-get", "download", "etcd-client"],
+    );
+    let kubectl = cached(
+        "debs",
+        "kubernetes-client_",
+        ".deb",
+        &["apt-get", "download", "kubernetes-client"],
+    );
     let esbuild = cached("npm", ESBUILD_FILE, "", &["npm", "pack", ESBUILD]);
+    let biome = cached("npm", BIOME_FILE, "", &["npm", "pack", BIOME]);
 
     let server = Server::start();
     let w = World::bare();
     let mut text = String::new();
-    for (name, path) in [("perl-base", &perl), ("etcd-server", &etcd)] {
+    for (name, path) in [
+        ("perl-base", &perl),
+        ("etcd-server", &etcd),
+        ("etcd-client", &etcdctl),
+        ("kubernetes-client", &kubectl),
+        ("biome", &biome),
+    ] {
         let bytes = std::fs::read(path).unwrap();
         let url_path = format!("/{}", path.file_name().unwrap().to_string_lossy());
         server.serve(&url_path, &bytes);
@@ -841,14 +863,29 @@ fn real_debian_packages_and_an_npm_tarball() {
     }
     text.push_str(
         "[files.\"/usr/local/bin/perl\"]\ninput = \"perl-base\"\nmember = \"./usr/bin/perl5.36.0\"\n\n\
-         [files.\"/usr/local/bin/etcd\"]\ninput = \"etcd-server\"\nmember = \"usr/bin/etcd\"\n",
+         [files.\"/usr/local/bin/etcd\"]\ninput = \"etcd-server\"\nmember = \"usr/bin/etcd\"\n\n\
+         [files.\"/usr/local/bin/etcdctl\"]\ninput = \"etcd-client\"\nmember = \"./usr/bin/etcdctl\"\n\n\
+         [files.\"/usr/local/bin/kubectl\"]\ninput = \"kubernetes-client\"\nmember = \"usr/bin/kubectl\"\n\n\
+         [files.\"/usr/local/bin/biome\"]\ninput = \"biome\"\nmember = \"package/biome\"\n",
     );
     w.sb.write_recipe("upstream", &text);
     let g = w.build(&["upstream"], &[], 1);
 
     let x = tempfile::tempdir().unwrap();
-    for deb in [&perl, &etcd] {
+    for deb in [&perl, &etcd, &etcdctl, &kubectl] {
         sh(x.path(), "dpkg-deb", &["-x", deb.to_str().unwrap(), "."]);
+    }
+    sh(x.path(), "tar", &["-xzf", biome.to_str().unwrap()]);
+    for (ours, theirs) in [
+        ("etcdctl", "usr/bin/etcdctl"),
+        ("kubectl", "usr/bin/kubectl"),
+        ("biome", "package/biome"),
+    ] {
+        assert!(
+            std::fs::read(g.rootfs.join("usr/local/bin").join(ours)).unwrap()
+                == std::fs::read(x.path().join(theirs)).unwrap(),
+            "{ours} differs from {theirs}"
+        );
     }
     assert_eq!(
         std::fs::read(g.rootfs.join("usr/local/bin/perl")).unwrap(),
@@ -872,6 +909,23 @@ fn real_debian_packages_and_an_npm_tarball() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("etcd Version: 3."));
+    for (bin, args, expected) in [
+        ("etcdctl", &["version"][..], "etcdctl version: 3.4.23"),
+        (
+            "kubectl",
+            &["version", "--client"][..],
+            "GitVersion:\"v1.20.2",
+        ),
+        ("biome", &["--version"][..], "Version: 1.9.4"),
+    ] {
+        let out = Command::new(w.root.join("usr/local/bin").join(bin))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(expected), "{bin}: {stdout}");
+    }
 
     // A rebuild in another store gives the same rootfs path.
     let other = w.sb.dir.join("store2");
