@@ -309,34 +309,17 @@ fn specifiers(
         value: value.to_owned(),
         why,
     };
-    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-    let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
-    let mut out = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
+    crate::unit_name::expand_specifiers(value, |c| match c {
+        Some(spec) => {
+            crate::unit_name::name_specifier(spec, name).ok_or_else(|| InstallError::Specifier {
+                unit: unit.to_owned(),
+                key,
+                value: value.to_owned(),
+                spec,
+            })
         }
-        match chars.next() {
-            Some('n') => out.push_str(name),
-            Some('N') => out.push_str(stem),
-            Some('p') => out.push_str(prefix),
-            Some('i') => out.push_str(instance),
-            Some('j') => out.push_str(prefix.rsplit('-').next().unwrap_or(prefix)),
-            Some('%') => out.push('%'),
-            Some(spec) => {
-                return Err(InstallError::Specifier {
-                    unit: unit.to_owned(),
-                    key,
-                    value: value.to_owned(),
-                    spec,
-                });
-            }
-            None => return Err(bad("it ends in a lone `%`".into())),
-        }
-    }
-    Ok(out)
+        None => Err(bad("it ends in a lone `%`".into())),
+    })
 }
 
 fn suffix(name: &str) -> &str {

@@ -85,6 +85,42 @@ fn describe_char(c: char) -> String {
 }
 
 /// The template of an instance: `foo@bar.service` → `foo@.service`.
+/// What `%` followed by `c` means in a setting of unit `name` (systemd.unit(5), "Specifiers"),
+/// for the specifiers that depend only on the unit's name: `%n` (full name), `%N` (name
+/// without the type suffix), `%p` (prefix before `@`), `%i` (instance), `%j` (the prefix's
+/// last `-` component) and `%%`. `None` for any other specifier.
+pub fn name_specifier(c: char, name: &str) -> Option<String> {
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+    let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
+    Some(match c {
+        'n' => name.to_owned(),
+        'N' => stem.to_owned(),
+        'p' => prefix.to_owned(),
+        'i' => instance.to_owned(),
+        'j' => prefix.rsplit('-').next().unwrap_or(prefix).to_owned(),
+        '%' => "%".to_owned(),
+        _ => return None,
+    })
+}
+
+/// Expands `%` specifiers in `value` with `expand`, which gets the character after each `%`
+/// (`None` for a lone `%` at the end) and says what it stands for, or fails.
+pub fn expand_specifiers<E>(
+    value: &str,
+    mut expand: impl FnMut(Option<char>) -> Result<String, E>,
+) -> Result<String, E> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            out.push_str(&expand(chars.next())?);
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 pub fn template_of(name: &str) -> Option<String> {
     let (stem, suffix) = name.rsplit_once('.')?;
     let (prefix, instance) = stem.split_once('@')?;

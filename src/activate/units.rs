@@ -145,34 +145,25 @@ fn executable(value: &str) -> Vec<String> {
     }
 }
 
-/// Expands the unit specifiers that name files (systemd.unit(5), "Specifiers").
+/// Expands the unit specifiers that name files (systemd.unit(5), "Specifiers"); one this
+/// reader does not know is left as written.
 fn expand_specifiers(value: &str, name: &str) -> String {
     if !value.contains('%') || name.is_empty() {
         return value.to_owned();
     }
-    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-    let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
-    let mut out = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push_str(name),
-            Some('N') => out.push_str(stem),
-            Some('p') => out.push_str(prefix),
-            Some('i') | Some('I') => out.push_str(instance),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
+    let expanded = crate::unit_name::expand_specifiers(value, |c| {
+        Ok::<_, std::convert::Infallible>(match c {
+            // `%j` is not read here (as before); `%I` is the instance, unescaped.
+            Some('j') => "%j".to_owned(),
+            Some('I') => crate::unit_name::name_specifier('i', name).unwrap_or_default(),
+            Some(c) => crate::unit_name::name_specifier(c, name).unwrap_or_else(|| format!("%{c}")),
+            None => "%".to_owned(),
+        })
+    });
+    match expanded {
+        Ok(v) => v,
+        Err(never) => match never {},
     }
-    out
 }
 
 /// What a switch does to one unit.
