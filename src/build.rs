@@ -306,6 +306,7 @@ pub fn build(
     }
     // Render first: template errors need no store and no network.
     let components = render_files(&set, &vars, &req.hosts)?;
+    recipe::render_health(&set, &vars)?;
     check_reload(&set, &components)?;
     // The recipes' rules over what was rendered, before anything is written.
     check_rules(&set, &vars, &components, req)?;
@@ -530,7 +531,7 @@ fn build_in(
             store.check_unmodified(&c.path, size)?;
         }
     }
-    let manifest = manifest(&set);
+    let manifest = manifest(&set, &recipe::render_health(&set, &vars)?);
     let links = install_links(store, &components)?;
     let rootfs = assemble_rootfs(store, &set, &components, &links, &manifest, repair, changes)?;
     if repair.is_some() {
@@ -567,6 +568,7 @@ pub fn check_only(ctx: &Context, req: &BuildRequest) -> Result<(), BuildError> {
     let set = recipe::load(&ctx.recipes_dir, &recipes)?;
     let vars = recipe::resolve_variables(&set, &req.sets)?;
     let components = render_files(&set, &vars, &req.hosts)?;
+    recipe::render_health(&set, &vars)?;
     check_reload(&set, &components)?;
     check_rules(&set, &vars, &components, req)
 }
@@ -1155,11 +1157,16 @@ fn sanitize_name(s: &str) -> String {
 }
 
 /// `kbuild.json` at the top of every rootfs: what a host needs to know to activate it.
-fn manifest(set: &RecipeSet) -> Vec<u8> {
+fn manifest(set: &RecipeSet, health: &[crate::health::Check]) -> Vec<u8> {
     let mut value = serde_json::json!({
         "version": 1,
         "prerequisites": set.prerequisites.iter().collect::<Vec<_>>(),
     });
+    // The rendered health checks (`kbuild check` and the switch's gate read them from the
+    // generation, without recipes); absent when none, so rootfs without them keep their digest.
+    if !health.is_empty() {
+        value["health"] = serde_json::to_value(health).expect("checks serialize");
+    }
     // What a switch does to a changed service, when a recipe says (`on_change`); absent
     // otherwise, so that rootfs without it keep their digest.
     let units: serde_json::Map<String, serde_json::Value> = set

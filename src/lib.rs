@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod fs;
 pub mod gc;
 pub mod generation;
+pub mod health;
 pub mod hosts;
 pub mod inputs;
 pub mod install;

@@ -116,7 +116,7 @@ fn main() {
         if let Some(help) = cli::help_for(&err) {
             errln!("help: {help}");
         }
-        code = 1;
+        code = err.downcast_ref::<cli::Coded>().map_or(1, |c| c.code);
     }
     // Output a script did not get is a failure, even when the command itself succeeded.
     exit_with(code)

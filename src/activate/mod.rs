@@ -34,6 +34,7 @@ mod disk;
 mod drift;
 mod error;
 pub mod fault;
+pub mod health;
 mod journal;
 mod plan;
 mod prerequisites;
@@ -45,7 +46,7 @@ pub mod units;
 
 use crate::generation;
 use crate::observe::Observer;
-use crate::store::{LockMode, Store};
+use crate::store::{FileLock, LockMode, Store};
 
 pub use drift::drift;
 pub use error::SwitchError;
@@ -195,10 +196,10 @@ fn check_objects(store: &Store, g: &generation::Generation) -> Result<(), Switch
     Ok(())
 }
 
-/// Switches `root` to `target`. An interrupted switch is completed (or undone) first and
-/// reported to `recovered`, whatever happens next. `before_flip` runs once the plan is
-/// accepted and before the root changes (the CLI stops removed units there, while their unit
-/// files still exist).
+/// Switches `root` to `target` (a [`Session`] of one switch). An interrupted switch is
+/// completed (or undone) first and reported to `recovered`, whatever happens next.
+/// `before_flip` runs once the plan is accepted and before the root changes (the CLI stops
+/// removed units there, while their unit files still exist).
 // The target and its profile are separate arguments, as the CLI reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn switch(
@@ -211,19 +212,58 @@ pub fn switch(
     recovered: &dyn Fn(&Recovered),
     before_flip: &dyn Fn(&Plan),
 ) -> Result<(Plan, Applied), SwitchError> {
-    let _root_lock = root.lock(observer)?;
+    Session::open(store, root, observer)?.switch(target, choice, adopt, recovered, before_flip)
+}
+
+/// A root held for a sequence of switches: its exclusive lock and the store's shared lock
+/// are taken once, so that a switch, its health gate and the rollback a failed gate makes
+/// happen with no other kbuild acting on the root in between (a gate can wait for minutes).
+pub struct Session<'a> {
+    store: &'a Store,
+    root: &'a Root,
+    _root_lock: FileLock,
     // Shared store lock: gc cannot delete the generation while it is being activated.
-    let _store_lock = store.lock(LockMode::Shared, observer)?;
-    // A store written by an older kbuild gets its id now, so the new state records it.
-    store.id()?;
-    let r = recover(store, root)?;
-    if r.happened {
-        recovered(&r);
+    _store_lock: FileLock,
+}
+
+impl<'a> Session<'a> {
+    /// Takes the root's lock, then the store's (shared), waiting and saying so when busy.
+    pub fn open(
+        store: &'a Store,
+        root: &'a Root,
+        observer: &dyn Observer,
+    ) -> Result<Session<'a>, SwitchError> {
+        let root_lock = root.lock(observer)?;
+        let store_lock = store.lock(LockMode::Shared, observer)?;
+        // A store written by an older kbuild gets its id now, so the new state records it.
+        store.id()?;
+        Ok(Session {
+            store,
+            root,
+            _root_lock: root_lock,
+            _store_lock: store_lock,
+        })
     }
-    let g = resolve(store, root, target, choice)?;
-    check_objects(store, &g)?;
-    let plan = plan(store, root, &g, adopt)?;
-    apply(store, root, plan, before_flip)
+
+    /// One switch to `target`, as [`switch`] describes.
+    pub fn switch(
+        &self,
+        target: Target,
+        choice: &Choice,
+        adopt: bool,
+        recovered: &dyn Fn(&Recovered),
+        before_flip: &dyn Fn(&Plan),
+    ) -> Result<(Plan, Applied), SwitchError> {
+        let (store, root) = (self.store, self.root);
+        let r = recover(store, root)?;
+        if r.happened {
+            recovered(&r);
+        }
+        let g = resolve(store, root, target, choice)?;
+        check_objects(store, &g)?;
+        let plan = plan(store, root, &g, adopt)?;
+        apply(store, root, plan, before_flip)
+    }
 }
 
 /// The newest generation's number in `profile`.

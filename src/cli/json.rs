@@ -119,9 +119,73 @@ pub struct Plan {
     pub systemctl: Systemctl,
     pub resumes: bool,
     pub undoes: bool,
+    /// The target generation's health checks, and whether they would run.
+    pub health: Health,
     /// Null when the switch would go ahead; otherwise why it would be refused (the exit code
     /// is then 1, as for the switch itself).
     pub refused: Option<Refusal>,
+}
+
+/// The health checks of a plan's target generation.
+#[derive(Serialize)]
+pub struct Health {
+    /// Whether the checks would run (root `/` with a running systemd).
+    pub run: bool,
+    /// Why they would not (null when they would, or when there are none).
+    pub not_run: Option<String>,
+    pub checks: Vec<kbuild::health::Check>,
+}
+
+impl Health {
+    pub fn new(root: &kbuild::activate::Root, checks: &[kbuild::health::Check]) -> Health {
+        let live = kbuild::activate::systemd_is_live(root);
+        Health {
+            run: live && !checks.is_empty(),
+            not_run: (!live && !checks.is_empty()).then(|| not_run_reason(root).to_owned()),
+            checks: checks.to_vec(),
+        }
+    }
+}
+
+/// Why health checks and unit actions are not run on `root`.
+pub fn not_run_reason(root: &kbuild::activate::Root) -> &'static str {
+    if root.dir() != std::path::Path::new("/") {
+        "root is not `/`"
+    } else {
+        "systemd is not running"
+    }
+}
+
+/// `kbuild check --json`.
+#[derive(Serialize)]
+pub struct Check {
+    pub version: u32,
+    pub root: String,
+    /// The active generation and its profile.
+    pub profile: String,
+    pub generation: u64,
+    /// `passed`, `failed`, `not run` (no live systemd here) or `none` (no checks).
+    pub status: &'static str,
+    /// Why the checks were not run (null otherwise).
+    pub not_run: Option<String>,
+    /// The generation whose gate was interrupted (null: none).
+    pub pending: Option<kbuild::activate::health::Pending>,
+    /// The generation that last passed its gate (null: none recorded).
+    pub last_good: Option<kbuild::activate::health::GenerationRef>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// One check of `kbuild check --json`.
+#[derive(Serialize)]
+pub struct CheckResult {
+    /// The check as the generation records it.
+    pub check: kbuild::health::Check,
+    /// `passed`, `failed` or `not run`.
+    pub status: &'static str,
+    /// The last attempt's answer (null when not run).
+    pub answer: Option<String>,
+    pub attempts: u32,
+    pub elapsed_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -153,7 +217,7 @@ pub struct Refusal {
 }
 
 impl Plan {
-    pub fn new(p: &kbuild::activate::Plan, refused: Option<Refusal>) -> Plan {
+    pub fn new(p: &kbuild::activate::Plan, refused: Option<Refusal>, health: Health) -> Plan {
         let (before, after) = kbuild::activate::systemctl_commands(&p.units);
         Plan {
             version: VERSION,
@@ -193,6 +257,7 @@ impl Plan {
             systemctl: Systemctl { before, after },
             resumes: p.resumes,
             undoes: p.undoes,
+            health,
             refused,
         }
     }

@@ -25,6 +25,7 @@ macro_rules! errln {
 }
 
 mod build;
+mod check;
 mod docs;
 mod generations;
 mod inputs;
@@ -127,6 +128,8 @@ pub enum Command {
     Switch(switch::SwitchArgs),
     /// Switch the root back to the generation before the active one
     Rollback(switch::RollbackArgs),
+    /// Run the active generation's health checks on the root (`--json` too)
+    Check(check::Args),
     /// Show what differs between two generations, and the unit actions a switch would take
     Diff(maint::DiffArgs),
     /// List the recipes' inputs (URL, pin, kept in the store), or an input's archive members
@@ -152,6 +155,7 @@ impl Cli {
             Command::Show(a) => show::run(&ctx, &self.global.root_dir(), a),
             Command::Switch(a) => switch::run_switch(&ctx, &self.global.root_dir(), a, term),
             Command::Rollback(a) => switch::run_rollback(&ctx, &self.global.root_dir(), a, term),
+            Command::Check(a) => check::run(&self.global.root_dir(), a, term),
             Command::Diff(a) => maint::run_diff(&ctx, &self.global.root_dir(), a),
             Command::Inputs(a) => inputs::run(&ctx, a, term),
             Command::Gc(a) => maint::run_gc(&ctx, a, term),
@@ -329,6 +333,16 @@ pub fn write_stderr(text: &str) {
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
+/// An error with its own exit code: a failed health gate (3: rolled back to the last good
+/// generation; 4: the root is left on a generation that failed its gate). README lists them.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    pub code: i32,
+    pub message: String,
+    pub help: Option<String>,
+}
+
 /// An exit code given without an error message (`diff --exit-code` finding differences).
 #[derive(Debug, thiserror::Error)]
 #[error("exit code {0}")]
@@ -337,6 +351,9 @@ pub struct Quiet(pub i32);
 /// Finds a `help:` line for an error anywhere in the chain.
 pub fn help_for(err: &anyhow::Error) -> Option<String> {
     use kbuild::build::BuildError;
+    if let Some(c) = err.downcast_ref::<Coded>() {
+        return c.help.clone();
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<BuildError>()
             && let Some(h) = e.help()

@@ -1,7 +1,7 @@
 //! `kbuild switch` and `kbuild rollback`.
 
 use anyhow::Context as _;
-use kbuild::activate::{self, Plan, Root, Target};
+use kbuild::activate::{self, Plan, Root, Target, health};
 use kbuild::build::Context;
 use kbuild::store::Store;
 
@@ -24,7 +24,12 @@ the way). `kbuild verify --root DIR` names the command that repairs whatever it 
 A store that moved keeps its roots (it is known by its id, store/.kbuild/id): one switch from
 its new place re-points the root's flip point (`kbuild verify --root DIR` names it).
 Unit actions are run when the root is `/` and systemd is running; otherwise they are printed
-as \"not run\" (after a switch) or \"would run\" (with --dry-run).")]
+as \"not run\" (after a switch) or \"would run\" (with --dry-run).
+Health gate (a generation whose recipes declare [[health]] checks, on a live root): after the
+unit actions, kbuild waits for the units to be active and settled and for the checks to pass;
+if one fails it switches back to the last generation that passed its gate and exits 3 (4: the
+root is left on a generation that failed its gate, e.g. with --no-rollback). Elsewhere the
+checks are reported as not run.")]
 pub struct SwitchArgs {
     /// Generation to activate, in the root's profile [default: its newest]
     #[arg(value_name = "GENERATION")]
@@ -42,6 +47,10 @@ pub struct SwitchArgs {
     /// from another store
     #[arg(long)]
     adopt: bool,
+    /// When the health gate fails, keep the new generation (exit code 4) instead of rolling
+    /// back to the last generation that passed its gate
+    #[arg(long)]
+    no_rollback: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +60,8 @@ pub struct SwitchArgs {
   kbuild rollback --root /srv/m1
 
 Unit actions are run when the root is `/` and systemd is running; otherwise they are printed
-as \"not run\" (after a switch) or \"would run\" (with --dry-run).")]
+as \"not run\" (after a switch) or \"would run\" (with --dry-run). The generation rolled back
+to is health-gated as `kbuild switch` describes (exit code 3 or 4 when its gate fails).")]
 pub struct RollbackArgs {
     /// Print the plan (files, prerequisites, unit actions as "would run") and change nothing
     #[arg(long)]
@@ -63,6 +73,10 @@ pub struct RollbackArgs {
     /// when kbuild stops managing the path); also takes over a root managed from another store
     #[arg(long)]
     adopt: bool,
+    /// As for `switch`: when the health gate fails, stay (exit code 4) instead of going back
+    /// to the last generation that passed its gate
+    #[arg(long)]
+    no_rollback: bool,
 }
 
 /// A real switch, or a dry run printing the plan as text or as JSON.
@@ -102,6 +116,7 @@ pub fn run_switch(
         &args.profile.choice(),
         Dry::of(args.dry_run, args.json),
         args.adopt,
+        args.no_rollback,
         term,
     )
 }
@@ -119,10 +134,13 @@ pub fn run_rollback(
         &activate::Choice::Root,
         Dry::of(args.dry_run, args.json),
         args.adopt,
+        args.no_rollback,
         term,
     )
 }
 
+// The flags of a switch, as the command line gives them.
+#[allow(clippy::too_many_arguments)]
 fn run(
     ctx: &Context,
     root: &Root,
@@ -130,6 +148,7 @@ fn run(
     choice: &activate::Choice,
     dry: Dry,
     adopt: bool,
+    no_rollback: bool,
     term: &Terminal,
 ) -> anyhow::Result<()> {
     warn_store_place(ctx, root);
@@ -164,11 +183,13 @@ fn run(
                     .join(": "),
                 help: super::help_for(e),
             });
-            super::json::print(&super::json::Plan::new(&plan, refusal));
+            let health = super::json::Health::new(root, &checks_of(&plan));
+            super::json::print(&super::json::Plan::new(&plan, refusal, health));
         } else {
             warn_prerequisites(&plan);
             out!("{plan}");
             print_units(root, &plan, false);
+            print_checks(root, &checks_of(&plan), false);
         }
         return refused;
     }
@@ -211,22 +232,342 @@ fn run(
                 .extend(activate::run_systemctl(&plan.units, true));
         }
     };
-    let (plan, applied) = activate::switch(
-        &store, root, target, choice, adopt, term, &recovered, &before,
-    )
-    .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    let session = activate::Session::open(&store, root, term)
+        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    let pending = health::record(root)?.and_then(|r| r.pending);
+    if let Some(p) = &pending {
+        term.status(
+            "Pending",
+            &format!(
+                "the health gate of generation {} ({}) was interrupted (kbuild stopped while waiting): it is not marked good; {}",
+                p.generation,
+                p.profile,
+                "a switch to it runs the gate again, another switch leaves it"
+            ),
+        );
+    }
+    let (plan, applied) = session
+        .switch(target, choice, adopt, &recovered, &before)
+        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
     warn_prerequisites(&plan);
-    finish(root, &plan, applied, live, failures.into_inner(), term)
+    let failures_cell = &failures;
+    let mut failures = failures.take();
+    finish(root, &plan, &applied, live, &mut failures, term);
+    let to = health::GenerationRef {
+        profile: plan.to.profile_name().to_owned(),
+        generation: applied.generation,
+    };
+    let before_ref = plan.from.generation.map(|n| health::GenerationRef {
+        profile: plan.from.profile_name().to_owned(),
+        generation: n,
+    });
+    let good = health::last_good(root, before_ref)?;
+    let checks = checks_of(&plan);
+    if checks.is_empty() || !live {
+        if checks.is_empty() && failures.is_empty() {
+            // No checks and a switch that succeeded: the generation counts as good.
+            health::mark_good(root, &to)?;
+        } else {
+            health::end_pending(root, good)?;
+            print_checks(root, &checks, true);
+        }
+        return unit_failures(failures);
+    }
+    if !applied.changed_anything && pending.is_none() && good.as_ref() == Some(&to) {
+        // Already active and already passed its gate.
+        return unit_failures(failures);
+    }
+    let acted = acted_units(&plan.units, pending.as_ref());
+    match gate(root, &to, good.clone(), &acted, &checks, failures, term)? {
+        None => Ok(()),
+        Some(failure) if no_rollback => {
+            health::end_pending(root, good.clone())?;
+            Err(gate_error(
+                4,
+                format!(
+                    "generation {} failed its health gate; kept, as --no-rollback asks",
+                    to.generation
+                ),
+                good.map(|g| {
+                    format!(
+                        "`kbuild switch --profile {} {}` goes back to the last generation that passed its gate",
+                        g.profile, g.generation
+                    )
+                }),
+                &failure,
+            ))
+        }
+        Some(failure) => {
+            let hooks = Hooks {
+                recovered: &recovered,
+                before: &before,
+                failures: &failures_cell,
+            };
+            roll_back(&session, root, &to, good, &failure, live, term, &hooks)
+        }
+    }
+}
+
+/// The generation's health checks, read from its rootfs (none for a rootfs without them).
+fn checks_of(plan: &Plan) -> Vec<kbuild::health::Check> {
+    plan.to
+        .rootfs
+        .as_deref()
+        .map(kbuild::health::of_rootfs)
+        .unwrap_or_default()
+}
+
+/// The units a switch started, restarted or reloaded (what its gate waits for); after an
+/// interrupted gate, also the units it was waiting for.
+fn acted_units(actions: &[activate::UnitAction], pending: Option<&health::Pending>) -> Vec<String> {
+    use activate::UnitAction as A;
+    let mut out: Vec<String> = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                A::Start { .. } | A::Restart { .. } | A::Reload { .. } | A::TryRestart { .. }
+            )
+        })
+        .map(|a| a.unit().to_owned())
+        .collect();
+    out.extend(pending.into_iter().flat_map(|p| p.units.iter().cloned()));
+    out
+}
+
+/// Runs the health gate of `to` (recorded as pending first) and records the outcome: good
+/// when it passed. Prints every check's result; on failure the failure, and the journal of
+/// the units concerned. `failures`: unit actions that failed (the gate fails at once).
+fn gate(
+    root: &Root,
+    to: &health::GenerationRef,
+    good: Option<health::GenerationRef>,
+    acted: &[String],
+    checks: &[kbuild::health::Check],
+    failures: Vec<String>,
+    term: &Terminal,
+) -> anyhow::Result<Option<health::Failure>> {
+    let units = health::gate_units(acted, checks);
+    health::begin(root, to, &units, good)?;
+    let report = if failures.is_empty() {
+        health::gate(&units, checks, &|m| term.status("Waiting", m))
+    } else {
+        let failed: Vec<String> = units
+            .iter()
+            .filter(|u| failures.iter().any(|f| f.contains(&format!(" {u}`"))))
+            .cloned()
+            .collect();
+        health::Report {
+            failure: Some(health::Failure::Actions {
+                messages: failures,
+                units: failed,
+            }),
+            ..Default::default()
+        }
+    };
+    outln!("health gate of generation {}:", to.generation);
+    for (c, o) in &report.checks {
+        outln!(
+            "  {:<7} {}  {}: {} ({} attempt{}, {})",
+            if o.passed { "passed" } else { "failed" },
+            c.unit,
+            c.describe(),
+            o.answer,
+            o.attempts,
+            if o.attempts == 1 { "" } else { "s" },
+            humantime::format_duration(std::time::Duration::from_millis(
+                u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)
+            ))
+        );
+    }
+    match report.failure {
+        None => {
+            health::mark_good(root, to)?;
+            term.status(
+                "Healthy",
+                &format!(
+                    "generation {} passed its health gate ({} check{})",
+                    to.generation,
+                    checks.len(),
+                    if checks.len() == 1 { "" } else { "s" }
+                ),
+            );
+            Ok(None)
+        }
+        Some(f) => {
+            errln!("error: the health gate of generation {} failed: {f}", to.generation);
+            for unit in f.units() {
+                errln!("journalctl -u {unit} --no-pager -n 20:");
+                for line in health::journal_tail(&unit).lines() {
+                    errln!("  {line}");
+                }
+            }
+            Ok(Some(f))
+        }
+    }
+}
+
+/// What a switch of the session calls back (see [`activate::Session::switch`]), and where
+/// the unit actions it runs record their failures.
+struct Hooks<'a> {
+    recovered: &'a dyn Fn(&activate::Recovered),
+    before: &'a dyn Fn(&Plan),
+    failures: &'a std::cell::RefCell<Vec<String>>,
+}
+
+/// After a failed gate: switches back to `good` (the last generation that passed its gate),
+/// runs its unit actions and gates it again. Exit code 3 when it passed, 4 otherwise.
+fn roll_back(
+    session: &activate::Session,
+    root: &Root,
+    to: &health::GenerationRef,
+    good: Option<health::GenerationRef>,
+    failure: &health::Failure,
+    live: bool,
+    term: &Terminal,
+    hooks: &Hooks,
+) -> anyhow::Result<()> {
+    let Some(good) = good.filter(|g| g != to) else {
+        health::end_pending(root, None)?;
+        return Err(gate_error(
+            4,
+            format!(
+                "generation {} failed its health gate, and the root has no other generation that passed one to go back to; it stays on generation {}",
+                to.generation, to.generation
+            ),
+            Some("fix the generation and switch again, or switch to a generation that works (`kbuild generations` lists them)".to_owned()),
+            failure,
+        ));
+    };
+    term.status(
+        "Rolling back",
+        &format!(
+            "to generation {} ({}), the last that passed its health gate",
+            good.generation, good.profile
+        ),
+    );
+    let switched = session.switch(
+        Target::Number(good.generation),
+        &activate::Choice::Profile(good.profile.clone()),
+        false,
+        hooks.recovered,
+        hooks.before,
+    );
+    let (plan, applied) = match switched {
+        Ok(s) => s,
+        Err(e) => {
+            health::end_pending(root, Some(good.clone()))?;
+            return Err(gate_error(
+                4,
+                format!(
+                    "generation {} failed its health gate, and the switch back to generation {} failed ({e}); the root stays on generation {}",
+                    to.generation, good.generation, to.generation
+                ),
+                None,
+                failure,
+            ));
+        }
+    };
+    let mut failures = hooks.failures.take();
+    finish(root, &plan, &applied, live, &mut failures, term);
+    let checks = checks_of(&plan);
+    let again = if checks.is_empty() {
+        if failures.is_empty() {
+            health::mark_good(root, &good)?;
+            None
+        } else {
+            Some(health::Failure::Actions {
+                messages: failures,
+                units: Vec::new(),
+            })
+        }
+    } else {
+        let acted = acted_units(&plan.units, None);
+        gate(root, &good, Some(good.clone()), &acted, &checks, failures, term)?
+    };
+    match again {
+        None => Err(gate_error(
+            3,
+            format!(
+                "generation {} failed its health gate; rolled back to generation {}, which passed its gate again",
+                to.generation, good.generation
+            ),
+            None,
+            failure,
+        )),
+        Some(f) => {
+            health::end_pending(root, Some(good.clone()))?;
+            Err(gate_error(
+                4,
+                format!(
+                    "generation {} failed its health gate, and generation {} it rolled back to failed its gate too ({f})",
+                    to.generation, good.generation
+                ),
+                None,
+                failure,
+            ))
+        }
+    }
+}
+
+/// A failed gate as the command's error: its exit code and message, the failure as cause.
+fn gate_error(
+    code: i32,
+    message: String,
+    help: Option<String>,
+    failure: &health::Failure,
+) -> anyhow::Error {
+    anyhow::Error::msg(failure.to_string()).context(super::Coded {
+        code,
+        message,
+        help,
+    })
+}
+
+/// The unit actions that failed, as the command's error.
+fn unit_failures(failures: Vec<String>) -> anyhow::Result<()> {
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "the switch is done, but unit actions failed:\n  {}",
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Lists the checks a generation declares when they are not run here (or, for a dry run,
+/// whether they would be).
+fn print_checks(root: &Root, checks: &[kbuild::health::Check], switched: bool) {
+    if checks.is_empty() {
+        return;
+    }
+    let live = activate::systemd_is_live(root);
+    let head = match (live, switched) {
+        (true, false) => "would run after the unit actions".to_owned(),
+        _ => format!(
+            "{}: {}",
+            if switched { "not run" } else { "would not run" },
+            if root.dir() != std::path::Path::new("/") {
+                "root is not `/`"
+            } else {
+                "systemd is not running"
+            }
+        ),
+    };
+    outln!("health checks ({head}):");
+    for c in checks {
+        outln!("  {}  {} ({})", c.unit, c.describe(), c.times());
+    }
 }
 
 fn finish(
     root: &Root,
     plan: &Plan,
-    applied: activate::Applied,
+    applied: &activate::Applied,
     live: bool,
-    mut failures: Vec<String>,
+    failures: &mut Vec<String>,
     term: &Terminal,
-) -> anyhow::Result<()> {
+) {
     if !applied.changed_anything && plan.from.generation != Some(applied.generation) {
         // Same rootfs under another number: nothing in the root changed but the record.
         term.status(
@@ -259,13 +600,6 @@ fn finish(
             print_units(root, plan, true);
         }
     }
-    if !failures.is_empty() {
-        anyhow::bail!(
-            "the switch is done, but unit actions failed:\n  {}",
-            failures.join("\n  ")
-        );
-    }
-    Ok(())
 }
 
 /// Warns when the host's `/` is switched to a store inside a home directory or a git

@@ -81,7 +81,7 @@ impl RecipeError {
         }
     }
 
-    fn with_help(self, h: impl Into<String>) -> RecipeError {
+    pub(crate) fn with_help(self, h: impl Into<String>) -> RecipeError {
         match self {
             RecipeError::At { loc, message, .. } => RecipeError::At {
                 loc,
@@ -133,6 +133,23 @@ struct RawRecipe {
     /// Rules a build must satisfy (see [`crate::check`]).
     #[serde(default)]
     checks: Vec<Spanned<crate::check::Rule>>,
+    /// Health checks of the recipe's services (see [`crate::health`]).
+    #[serde(default)]
+    health: Vec<Spanned<RawHealth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    unit: Spanned<String>,
+    http: Option<Spanned<String>>,
+    status: Option<Spanned<i64>>,
+    body: Option<Spanned<String>>,
+    tcp: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    settle: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +315,18 @@ pub struct RecipeSet {
     pub prerequisites: BTreeSet<String>,
     /// The recipes' checks, each with where it is declared.
     pub checks: Vec<(crate::check::Rule, Loc)>,
+    /// The recipes' health checks, in load order; their values are still templates.
+    pub health: Vec<HealthDecl>,
+}
+
+/// A `[[health]]` entry of a recipe: a [`crate::health::Check`] whose URL, address or
+/// command words are templates, rendered with the build's variables by [`render_health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthDecl {
+    pub check: crate::health::Check,
+    /// Where its `http`, `tcp` or `command` value is written (errors of the rendered value
+    /// point there).
+    pub value: Loc,
 }
 
 /// Recipes and templates are small; anything bigger is a mistake or an attack.
@@ -471,6 +500,10 @@ impl Loader<'_> {
                 return src.err(c.span(), m);
             }
             self.set.checks.push((c.into_inner(), loc));
+        }
+        for h in raw.health {
+            let decl = parse_health(src, h)?;
+            self.set.health.push(decl);
         }
         for p in raw.prerequisites {
             let path = p.get_ref();
@@ -916,6 +949,170 @@ fn insert_unique<T: Declared>(
     }
     map.insert(key, value);
     Ok(())
+}
+
+/// Validates one `[[health]]` entry (values stay templates; see [`render_health`]).
+fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, RecipeError> {
+    use crate::health::{Check, Probe};
+    let span = h.span();
+    let h = h.into_inner();
+    let help = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
+    let unit = h.unit.get_ref();
+    if let Err(m) = crate::unit_name::check(unit) {
+        return Err(RecipeError::at(
+            src.loc(h.unit.span()),
+            format!("health check unit `{unit}` is not a unit name: {m}"),
+        )
+        .with_help("name the systemd unit the check belongs to, such as `kube-apiserver.service`"));
+    }
+    let given = [h.http.is_some(), h.tcp.is_some(), h.command.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(RecipeError::at(
+            src.loc(span),
+            "a health check needs exactly one of `http`, `tcp` and `command`",
+        )
+        .with_help(help));
+    }
+    if h.http.is_none()
+        && let Some(k) = h.status.as_ref().map(|s| s.span()).or(h.body.as_ref().map(|b| b.span()))
+    {
+        return Err(RecipeError::at(
+            src.loc(k),
+            "`status` and `body` belong to an `http` check",
+        )
+        .with_help(help));
+    }
+    let (probe, value) = if let Some(url) = h.http {
+        let status = match h.status {
+            None => 200,
+            Some(s) => match u16::try_from(*s.get_ref()) {
+                Ok(v) if (100..=599).contains(&v) => v,
+                _ => {
+                    return Err(RecipeError::at(
+                        src.loc(s.span()),
+                        format!("`status = {}` is not an HTTP status (100 to 599)", s.get_ref()),
+                    )
+                    .with_help(help));
+                }
+            },
+        };
+        (
+            Probe::Http {
+                url: url.get_ref().clone(),
+                status,
+                body: h.body.map(Spanned::into_inner),
+            },
+            src.loc(url.span()),
+        )
+    } else if let Some(address) = h.tcp {
+        (
+            Probe::Tcp {
+                address: address.get_ref().clone(),
+            },
+            src.loc(address.span()),
+        )
+    } else {
+        let argv = h.command.expect("one of the three is given");
+        if argv.get_ref().is_empty() {
+            return Err(RecipeError::at(src.loc(argv.span()), "`command` is empty").with_help(help));
+        }
+        (
+            Probe::Command {
+                argv: argv.get_ref().clone(),
+            },
+            src.loc(argv.span()),
+        )
+    };
+    let time = |d: Option<Spanned<String>>, default, key: &str| -> Result<u64, RecipeError> {
+        let Some(d) = d else {
+            return Ok(u64::try_from(std::time::Duration::as_millis(&default)).unwrap_or(u64::MAX));
+        };
+        let parsed = crate::health::parse_duration(d.get_ref())
+            .map_err(|m| RecipeError::at(src.loc(d.span()), format!("`{key}`: {m}")))?;
+        if parsed.is_zero() && key != "settle" {
+            return Err(RecipeError::at(src.loc(d.span()), format!("`{key}` must be more than 0")));
+        }
+        if parsed > std::time::Duration::from_secs(3600) {
+            return Err(RecipeError::at(src.loc(d.span()), format!("`{key}` is over an hour")));
+        }
+        Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
+    };
+    use crate::health::{DEFAULT_INTERVAL, DEFAULT_SETTLE, DEFAULT_TIMEOUT};
+    Ok(HealthDecl {
+        check: Check {
+            unit: unit.clone(),
+            probe,
+            timeout_ms: time(h.timeout, DEFAULT_TIMEOUT, "timeout")?,
+            interval_ms: time(h.interval, DEFAULT_INTERVAL, "interval")?,
+            settle_ms: time(h.settle, DEFAULT_SETTLE, "settle")?,
+        },
+        value,
+    })
+}
+
+/// The recipes' health checks with their values rendered from `vars` and checked: an HTTP
+/// check's URL must be `http://` or `https://` with a host, a TCP check's address `HOST:PORT`,
+/// a command's program an absolute path. Errors point at the value in the recipe.
+pub fn render_health(
+    set: &RecipeSet,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<crate::health::Check>, RecipeError> {
+    use crate::health::Probe;
+    let render = |d: &HealthDecl, text: &str| -> Result<String, RecipeError> {
+        crate::render::render("health", text, vars).map_err(|e| {
+            let message = match &e {
+                crate::render::RenderError::Undefined { name, .. } => {
+                    format!("undefined variable `{name}`")
+                }
+                crate::render::RenderError::Template { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            let err = RecipeError::at(d.value.clone(), format!("health check of `{}`: {message}", d.check.unit));
+            match e.help() {
+                Some(h) => err.with_help(h),
+                None => err,
+            }
+        })
+    };
+    let bad = |d: &HealthDecl, m: String, h: &str| {
+        Err(RecipeError::at(d.value.clone(), format!("health check of `{}`: {m}", d.check.unit)).with_help(h))
+    };
+    let mut out = Vec::new();
+    for d in &set.health {
+        let mut c = d.check.clone();
+        match &mut c.probe {
+            Probe::Http { url, body, .. } => {
+                *url = render(d, url)?;
+                if let Some(b) = body {
+                    *b = render(d, b)?;
+                }
+                let host = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"))
+                    .map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+                if host.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
+                    return bad(d, format!("`{url}` is not an http:// or https:// URL"), "write the URL the service answers on, such as \"http://{{ IP }}:8080/healthz\"");
+                }
+            }
+            Probe::Tcp { address } => {
+                *address = render(d, address)?;
+                let port = address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+                if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                    return bad(d, format!("`{address}` is not HOST:PORT"), "write the address the service listens on, such as \"127.0.0.1:10251\" (IPv6 in brackets: \"[::1]:10251\")");
+                }
+            }
+            Probe::Command { argv } => {
+                for a in argv.iter_mut() {
+                    *a = render(d, a)?;
+                }
+                if !argv[0].starts_with('/') {
+                    return bad(d, format!("the command's program `{}` is not an absolute path", argv[0]), "name the program by its absolute path (no shell runs the command, and no PATH is searched)");
+                }
+            }
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// Resolves the final variable values: defaults, then `--set` overrides, all type-checked.

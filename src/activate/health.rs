@@ -1,0 +1,430 @@
+//! The health gate: after a switch's unit actions, wait until the units it acted on are
+//! `active` and stay so without a restart for the settle time, then run the generation's
+//! health checks (see [`crate::health`]); and the root's record of which generation last
+//! passed its gate.
+//!
+//! ```text
+//! <root>/etc/.kbuild/health.json
+//!   {"version": 1,
+//!    "last_good": {"profile": "master-1", "generation": 4},     the rollback target
+//!    "pending":   {"profile": "master-1", "generation": 5,      written (fsync'd) before the
+//!                  "units": ["kube-apiserver.service"]}}        gate waits; gone once it ends
+//! ```
+//!
+//! The record is written like `state.json` (temp file, fsync, rename, fsync of the
+//! directory), so it survives a crash or a reboot. A kbuild killed while waiting leaves
+//! `pending`: the next `switch`, `rollback` or `check` says so, and a switch to the same
+//! generation (`kbuild switch`) runs its gate again. A generation without checks whose switch
+//! succeeded counts as good; a root switched before gates existed (no record) counts its
+//! active generation as good. Not run without a live systemd: a gate never reports "passed"
+//! for checks it did not run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::root::{Root, read_json, write_json};
+use super::SwitchError;
+use crate::health::{Check, Outcome};
+
+/// The record's file name in the root's state directory.
+const FILE: &str = "health.json";
+
+/// A generation of a profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRef {
+    pub profile: String,
+    pub generation: u64,
+}
+
+/// A gate that started and has not ended (the kbuild running it was killed, or is running).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub profile: String,
+    pub generation: u64,
+    /// The units the gate waits for (those the switch started, restarted or reloaded, and
+    /// those with checks).
+    pub units: Vec<String>,
+}
+
+/// `etc/.kbuild/health.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    /// The generation that last passed its gate (or switched without checks).
+    pub last_good: Option<GenerationRef>,
+    /// A gate that has not ended.
+    pub pending: Option<Pending>,
+}
+
+fn path(root: &Root) -> PathBuf {
+    root.state_dir().join(FILE)
+}
+
+/// The root's health record; `None` when it has none (never gated, or switched before gates).
+pub fn record(root: &Root) -> Result<Option<Record>, SwitchError> {
+    root.check_state_dir()?;
+    read_json(&path(root))
+}
+
+fn write(root: &Root, r: &Record) -> Result<(), SwitchError> {
+    root.ensure_state_dir()?;
+    write_json(&path(root), r)?;
+    crate::fs::fsync_dir(&root.state_dir())?;
+    Ok(())
+}
+
+/// The generation a failed gate goes back to: the record's last good one; for a root with no
+/// record (switched before gates existed), `before`, the generation it was on before the
+/// switch that failed.
+pub fn last_good(root: &Root, before: Option<GenerationRef>) -> Result<Option<GenerationRef>, SwitchError> {
+    Ok(match record(root)? {
+        Some(r) => r.last_good,
+        None => before,
+    })
+}
+
+/// Records that the gate of `g` starts, waiting for `units`: written before waiting, so a
+/// kbuild killed meanwhile leaves a trace the next command finds.
+pub fn begin(root: &Root, g: &GenerationRef, units: &[String], before: Option<GenerationRef>) -> Result<(), SwitchError> {
+    let mut r = record(root)?.unwrap_or_else(|| Record {
+        last_good: before,
+        ..Record::default()
+    });
+    r.version = 1;
+    r.pending = Some(Pending {
+        profile: g.profile.clone(),
+        generation: g.generation,
+        units: units.to_vec(),
+    });
+    write(root, &r)
+}
+
+/// Records that `g` is good (its gate passed, or it has no checks and its switch succeeded).
+pub fn mark_good(root: &Root, g: &GenerationRef) -> Result<(), SwitchError> {
+    let r = Record {
+        version: 1,
+        last_good: Some(g.clone()),
+        pending: None,
+    };
+    if record(root)?.as_ref() == Some(&r) {
+        return Ok(());
+    }
+    write(root, &r)
+}
+
+/// Ends a pending gate without marking its generation good (it failed and was kept, or the
+/// root went elsewhere). `before` is the last good generation when the root has no record yet.
+pub fn end_pending(root: &Root, before: Option<GenerationRef>) -> Result<(), SwitchError> {
+    let r = match record(root)? {
+        Some(r) if r.pending.is_none() => return Ok(()),
+        Some(r) => r,
+        None => Record {
+            last_good: before,
+            ..Record::default()
+        },
+    };
+    write(
+        root,
+        &Record {
+            version: 1,
+            pending: None,
+            ..r
+        },
+    )
+}
+
+/// A unit as `systemctl show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnitState {
+    pub unit: String,
+    pub active: String,
+    pub sub: String,
+    pub restarts: u64,
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ActiveState={} SubState={} NRestarts={}",
+            self.active, self.sub, self.restarts
+        )
+    }
+}
+
+/// Asks systemd: `systemctl show -p ActiveState,SubState,NRestarts UNIT`.
+pub fn unit_state(unit: &str) -> UnitState {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "-p", "ActiveState,SubState,NRestarts", "--", unit])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or("unknown")
+            .to_owned()
+    };
+    UnitState {
+        unit: unit.to_owned(),
+        active: get("ActiveState"),
+        sub: get("SubState"),
+        restarts: get("NRestarts").parse().unwrap_or(0),
+    }
+}
+
+/// The last 20 lines of a unit's journal (`journalctl -u UNIT --no-pager -n 20`), or why
+/// they could not be read.
+pub fn journal_tail(unit: &str) -> String {
+    match std::process::Command::new("journalctl")
+        .args(["-u", unit, "--no-pager", "-n", "20"])
+        .output()
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(cannot run journalctl: {e})\n"),
+    }
+}
+
+/// Why a gate failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Unit actions failed (`systemctl start` exited non-zero): the messages, and the units.
+    Actions {
+        messages: Vec<String>,
+        units: Vec<String>,
+    },
+    /// A unit did not become active, or kept restarting, within the time.
+    Unit { state: UnitState, why: String },
+    /// A check did not pass within its timeout.
+    Check { check: Check, outcome: Outcome },
+}
+
+impl Failure {
+    /// The units whose journal explains the failure.
+    pub fn units(&self) -> Vec<String> {
+        match self {
+            Failure::Actions { units, .. } => units.clone(),
+            Failure::Unit { state, .. } => vec![state.unit.clone()],
+            Failure::Check { check, .. } => vec![check.unit.clone()],
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Actions { messages, .. } => {
+                write!(f, "unit actions failed: {}", messages.join("; "))
+            }
+            Failure::Unit { state, why } => write!(f, "`{}` {why} ({state})", state.unit),
+            Failure::Check { check, outcome } => write!(
+                f,
+                "health check of `{}` failed: {} did not pass within {} ({} attempts); last answer: {}",
+                check.unit,
+                check.describe(),
+                humantime::format_duration(check.timeout()),
+                outcome.attempts,
+                outcome.answer
+            ),
+        }
+    }
+}
+
+/// What a gate found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The units waited for, as last seen.
+    pub units: Vec<UnitState>,
+    /// The checks run, each with its outcome (none when a unit failed first).
+    pub checks: Vec<(Check, Outcome)>,
+    pub failure: Option<Failure>,
+}
+
+/// The units a gate waits for: `acted` (started, restarted, reloaded by the switch) and the
+/// units the checks belong to, each once, in that order.
+pub fn gate_units(acted: &[String], checks: &[Check]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in acted.iter().chain(checks.iter().map(|c| &c.unit)) {
+        if !out.contains(u) {
+            out.push(u.clone());
+        }
+    }
+    out
+}
+
+/// Runs the gate on a live systemd: waits until every unit of `units` is `active` with
+/// `NRestarts` unchanged for the longest `settle` of the checks (failing at once on
+/// `ActiveState=failed`, and when the longest `timeout` has gone by), then runs every check
+/// (concurrently) until it passes or its own timeout ends. `status` hears what it waits for.
+pub fn gate(units: &[String], checks: &[Check], status: &dyn Fn(&str)) -> Report {
+    let mut report = Report::default();
+    let settle = checks.iter().map(Check::settle).max().unwrap_or_default();
+    let timeout = checks
+        .iter()
+        .map(Check::timeout)
+        .max()
+        .unwrap_or(crate::health::DEFAULT_TIMEOUT);
+    let poll = checks
+        .iter()
+        .map(Check::interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    if !units.is_empty() {
+        status(&format!(
+            "for {} to be active and settle ({})",
+            units.join(", "),
+            humantime::format_duration(settle)
+        ));
+    }
+    let start = Instant::now();
+    // Per unit: since when it has been active, and its NRestarts then.
+    let mut since: Vec<Option<(Instant, u64)>> = vec![None; units.len()];
+    loop {
+        let now = Instant::now();
+        let states: Vec<UnitState> = units.iter().map(|u| unit_state(u)).collect();
+        let mut settled = true;
+        for (s, since) in states.iter().zip(since.iter_mut()) {
+            if s.active == "active" {
+                match since {
+                    Some((_, n)) if *n == s.restarts => {}
+                    // Restarted since it was seen active: the settle time starts again.
+                    _ => *since = Some((now, s.restarts)),
+                }
+                settled &= since.is_some_and(|(t, _)| now - t >= settle);
+            } else {
+                *since = None;
+                settled = false;
+            }
+        }
+        let failed = states.iter().find(|s| s.active == "failed").cloned();
+        report.units = states;
+        if let Some(state) = failed {
+            report.failure = Some(Failure::Unit {
+                state,
+                why: "failed".to_owned(),
+            });
+            return report;
+        }
+        if settled {
+            break;
+        }
+        if now - start >= timeout {
+            let (state, stayed) = report
+                .units
+                .iter()
+                .zip(&since)
+                .find(|(s, t)| s.active != "active" || t.is_none_or(|(t, _)| now - t < settle))
+                .map(|(s, t)| (s.clone(), t.is_some()))
+                .expect("an unsettled unit");
+            let why = if stayed {
+                format!(
+                    "did not stay active without a restart for {} within {}",
+                    humantime::format_duration(settle),
+                    humantime::format_duration(timeout)
+                )
+            } else {
+                format!(
+                    "did not become active within {}",
+                    humantime::format_duration(timeout)
+                )
+            };
+            report.failure = Some(Failure::Unit { state, why });
+            return report;
+        }
+        std::thread::sleep(poll);
+    }
+    if !checks.is_empty() {
+        status(&format!(
+            "{} health check{}",
+            checks.len(),
+            if checks.len() == 1 { "" } else { "s" }
+        ));
+    }
+    report.checks = checks.iter().cloned().zip(run_checks(checks)).collect();
+    report.failure = report
+        .checks
+        .iter()
+        .find(|(_, o)| !o.passed)
+        .map(|(c, o)| Failure::Check {
+            check: c.clone(),
+            outcome: o.clone(),
+        });
+    report
+}
+
+/// Runs every check concurrently until it passes or its timeout ends (`kbuild check`, and
+/// the gate once its units settled); the outcomes in the checks' order.
+pub fn run_checks(checks: &[Check]) -> Vec<Outcome> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = checks.iter().map(|c| s.spawn(|| c.run())).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a check does not panic"))
+            .collect()
+    })
+}
+
+/// Takes the root's lock for a command that reads and records health (`kbuild check`): it
+/// waits while a switch (and its gate) holds the root.
+pub fn lock_root(
+    root: &Root,
+    observer: &dyn crate::observe::Observer,
+) -> Result<crate::store::FileLock, SwitchError> {
+    root.lock(observer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        assert_eq!(record(&root).unwrap(), None);
+        let before = GenerationRef {
+            profile: "default".into(),
+            generation: 1,
+        };
+        let g2 = GenerationRef {
+            profile: "default".into(),
+            generation: 2,
+        };
+        // A root with no record counts the generation it was on as good.
+        assert_eq!(last_good(&root, Some(before.clone())).unwrap(), Some(before.clone()));
+        begin(&root, &g2, &["a.service".into()], Some(before.clone())).unwrap();
+        let r = record(&root).unwrap().unwrap();
+        assert_eq!(r.last_good, Some(before.clone()));
+        assert_eq!(r.pending.unwrap().generation, 2);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/.kbuild/health.json")).unwrap(),
+            "{\n  \"version\": 1,\n  \"last_good\": {\n    \"profile\": \"default\",\n    \"generation\": 1\n  },\n  \"pending\": {\n    \"profile\": \"default\",\n    \"generation\": 2,\n    \"units\": [\n      \"a.service\"\n    ]\n  }\n}\n"
+        );
+        end_pending(&root, None).unwrap();
+        let r = record(&root).unwrap().unwrap();
+        assert_eq!((r.last_good, r.pending), (Some(before), None));
+        mark_good(&root, &g2).unwrap();
+        assert_eq!(last_good(&root, None).unwrap(), Some(g2));
+    }
+
+    #[test]
+    fn gate_units_are_acted_then_checked_once_each() {
+        let c = |u: &str| Check {
+            unit: u.into(),
+            probe: crate::health::Probe::Tcp {
+                address: "127.0.0.1:1".into(),
+            },
+            timeout_ms: 1,
+            interval_ms: 1,
+            settle_ms: 0,
+        };
+        assert_eq!(
+            gate_units(&["b.service".into(), "a.service".into()], &[c("a.service"), c("c.service")]),
+            ["b.service", "a.service", "c.service"]
+        );
+    }
+}

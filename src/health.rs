@@ -1,0 +1,557 @@
+//! Health checks: what a recipe's `[[health]]` entries become once rendered, how a generation
+//! records them, and how one check is tried.
+//!
+//! A check belongs to a systemd unit and probes it in one of three ways: an HTTP(S) GET that
+//! must answer an expected status (and optionally contain a body substring), a TCP connect,
+//! or a command that must exit 0. Its `timeout` is how long kbuild keeps trying before the
+//! check fails, `interval` the pause between attempts, `settle` how long its unit must stay
+//! `active` without a restart before the check counts (see `crate::activate::health`, the
+//! gate that uses them).
+//!
+//! The build renders the recipe's values with the variables and records the result in the
+//! rootfs's `kbuild.json` (`"health": [...]`, absent when no recipe declares a check, so
+//! rootfs without checks keep their digest): `kbuild check` and a rollback read the checks
+//! from the generation itself and need no recipes. The recipe format is in
+//! `docs/recipes.md` ("Health checks").
+
+use std::io::Read as _;
+use std::net::{TcpStream, ToSocketAddrs as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Defaults of a check's times when the recipe leaves them out.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// See [`DEFAULT_TIMEOUT`].
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// See [`DEFAULT_TIMEOUT`].
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(3);
+/// The most of an HTTP body or a command's output kept as a check's answer.
+const ANSWER_BYTES: usize = 512;
+/// The most of an HTTP body read to look for the expected substring.
+const BODY_LIMIT: u64 = 1 << 20;
+
+/// One health check of a generation, as recorded in its `kbuild.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The systemd unit the check belongs to (`kube-apiserver.service`).
+    pub unit: String,
+    /// How the unit is probed.
+    pub probe: Probe,
+    /// How long kbuild keeps trying before the check fails, in milliseconds.
+    pub timeout_ms: u64,
+    /// The pause between two attempts, in milliseconds.
+    pub interval_ms: u64,
+    /// How long the unit must stay `active` with `NRestarts` unchanged first, in milliseconds.
+    pub settle_ms: u64,
+}
+
+/// How a check probes its unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Probe {
+    /// `GET url` must answer `status` (redirects are not followed) and, when `body` is set,
+    /// a body containing it.
+    Http {
+        url: String,
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+    },
+    /// A TCP connection to `address` (`HOST:PORT`) must be accepted.
+    Tcp { address: String },
+    /// `argv` (run directly, no shell) must exit 0.
+    Command { argv: Vec<String> },
+}
+
+impl Check {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+
+    /// What the check does, in one line: `GET http://127.0.0.1:8080/healthz → 200`.
+    pub fn describe(&self) -> String {
+        match &self.probe {
+            Probe::Http { url, status, body } => match body {
+                Some(b) => format!("GET {url} → {status}, body contains {b:?}"),
+                None => format!("GET {url} → {status}"),
+            },
+            Probe::Tcp { address } => format!("TCP connect {address}"),
+            Probe::Command { argv } => {
+                format!("command `{}` exits 0", crate::unit_name::shell_line(argv))
+            }
+        }
+    }
+
+    /// The times, as a plan shows them: `timeout 30s, interval 1s, settle 3s`.
+    pub fn times(&self) -> String {
+        let h = |d: Duration| humantime::format_duration(d).to_string();
+        format!(
+            "timeout {}, interval {}, settle {}",
+            h(self.timeout()),
+            h(self.interval()),
+            h(self.settle())
+        )
+    }
+
+    /// One attempt, given at most `limit`.
+    pub fn attempt(&self, limit: Duration) -> Answer {
+        let limit = limit.max(Duration::from_millis(1));
+        match &self.probe {
+            Probe::Http { url, status, body } => http(url, *status, body.as_deref(), limit),
+            Probe::Tcp { address } => tcp(address, limit),
+            Probe::Command { argv } => command(argv, limit),
+        }
+    }
+
+    /// Tries the check until it passes or its timeout has gone by (each attempt bounded by
+    /// the time left, `interval` between attempts). `stop` is asked before each attempt: a
+    /// gate stops the other checks once one failed.
+    pub fn run(&self) -> Outcome {
+        let start = Instant::now();
+        let deadline = start + self.timeout();
+        let mut attempts = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self.attempt(left);
+            attempts += 1;
+            let now = Instant::now();
+            if answer.passed || now >= deadline {
+                return Outcome {
+                    passed: answer.passed,
+                    answer: answer.text,
+                    attempts,
+                    elapsed: now - start,
+                };
+            }
+            std::thread::sleep(self.interval().min(deadline - now));
+        }
+    }
+}
+
+/// The result of one attempt: whether it passed, and what the probe saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub passed: bool,
+    /// `HTTP 503: {"health":"false"}`, `connection refused`, `exit status: 1: …`.
+    pub text: String,
+}
+
+impl Answer {
+    fn fail(text: impl Into<String>) -> Answer {
+        Answer {
+            passed: false,
+            text: text.into(),
+        }
+    }
+}
+
+/// The result of trying a check until it passed or timed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub passed: bool,
+    /// The last attempt's answer.
+    pub answer: String,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// `text` cut to [`ANSWER_BYTES`] on a character boundary, blanks at the ends trimmed.
+fn clip(text: &str) -> String {
+    let t = text.trim();
+    if t.len() <= ANSWER_BYTES {
+        return t.to_owned();
+    }
+    let mut end = ANSWER_BYTES;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &t[..end])
+}
+
+fn http(url: &str, expected: u16, body: Option<&str>, limit: Duration) -> Answer {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .http_status_as_error(false)
+        // A health endpoint answers itself: a redirect is an answer, not a hop to follow,
+        // and no proxy of the environment stands between kbuild and a local daemon.
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into();
+    let mut response = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Timeout(_)) => {
+            return Answer::fail(format!(
+                "no answer within {}",
+                humantime::format_duration(limit)
+            ));
+        }
+        Err(ureq::Error::Io(e)) => return Answer::fail(e.to_string()),
+        Err(e) => return Answer::fail(e.to_string()),
+    };
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(BODY_LIMIT)
+        .read_to_string()
+        .unwrap_or_else(|e| format!("(body unreadable: {e})"));
+    let passed = status == expected && body.is_none_or(|b| text.contains(b));
+    let mut answer = format!("HTTP {status}");
+    if !text.trim().is_empty() {
+        answer.push_str(": ");
+        answer.push_str(&clip(&text));
+    }
+    Answer {
+        passed,
+        text: answer,
+    }
+}
+
+fn tcp(address: &str, limit: Duration) -> Answer {
+    let addrs = match address.to_socket_addrs() {
+        Ok(a) => a.collect::<Vec<_>>(),
+        Err(e) => return Answer::fail(format!("cannot resolve `{address}`: {e}")),
+    };
+    let mut last = format!("`{address}` resolves to no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, limit) {
+            Ok(_) => {
+                return Answer {
+                    passed: true,
+                    text: format!("connected to {a}"),
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = format!(
+                    "{a}: no answer within {}",
+                    humantime::format_duration(limit)
+                );
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Answer::fail(last)
+}
+
+fn command(argv: &[String], limit: Duration) -> Answer {
+    let Some((program, args)) = argv.split_first() else {
+        return Answer::fail("empty command");
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Answer::fail(format!("cannot run `{program}`: {e}")),
+    };
+    // Read both pipes while the command runs, so a chatty command cannot block on a full pipe.
+    let reader = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(p) = p {
+                let _ = p.take(64 * 1024).read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if Instant::now() >= deadline => {
+                // Only the child this attempt started.
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!(
+                    "still running after {}; killed",
+                    humantime::format_duration(limit)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    // A killed command's grandchildren may hold the pipes open: their output is not waited for.
+    let output = if status.is_ok() {
+        let mut o = out.join().unwrap_or_default();
+        o.extend(err.join().unwrap_or_default());
+        String::from_utf8_lossy(&o).into_owned()
+    } else {
+        String::new()
+    };
+    match status {
+        Ok(s) if s.success() => Answer {
+            passed: true,
+            text: clip(&format!("{s}: {output}")).trim_end_matches(": ").to_owned(),
+        },
+        Ok(s) => Answer::fail(clip(&format!("{s}: {output}")).trim_end_matches(": ")),
+        Err(e) => Answer::fail(e),
+    }
+}
+
+/// The health checks a rootfs records (its `kbuild.json`); none when it records none or
+/// the manifest cannot be read (a rootfs built before checks existed).
+pub fn of_rootfs(rootfs: &Path) -> Vec<Check> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        #[serde(default)]
+        health: Vec<Check>,
+    }
+    std::fs::read(rootfs.join("kbuild.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .map(|m| m.health)
+        .unwrap_or_default()
+}
+
+/// Parses a recipe's duration (`"30s"`, `"500ms"`, `"2m"`; humantime's syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write a number and a unit, such as \"30s\" or \"500ms\"")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::net::TcpListener;
+
+    fn check(probe: Probe, timeout_ms: u64) -> Check {
+        Check {
+            unit: "x.service".into(),
+            probe,
+            timeout_ms,
+            interval_ms: 50,
+            settle_ms: 0,
+        }
+    }
+
+    /// A server on 127.0.0.1 that answers every connection with `response`, for `n`
+    /// connections; its address.
+    fn serve(response: &'static str, n: usize) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(n) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(response.as_bytes());
+            }
+        });
+        addr
+    }
+
+    /// A port nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn http_check(addr: &str, status: u16, body: Option<&str>) -> Check {
+        check(
+            Probe::Http {
+                url: format!("http://{addr}/health"),
+                status,
+                body: body.map(str::to_owned),
+            },
+            2000,
+        )
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"health\":\"true\"}";
+    const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"health\":\"false\"}";
+
+    #[test]
+    fn http_status_and_body() {
+        let a = http_check(&serve(OK, 1), 200, Some("\"true\"")).attempt(Duration::from_secs(2));
+        assert_eq!(
+            a,
+            Answer {
+                passed: true,
+                text: "HTTP 200: {\"health\":\"true\"}".into()
+            }
+        );
+        let a = http_check(&serve(OK, 1), 200, Some("ok")).attempt(Duration::from_secs(2));
+        assert!(!a.passed, "{a:?}");
+        let a = http_check(&serve(UNAVAILABLE, 1), 200, None).attempt(Duration::from_secs(2));
+        assert_eq!(
+            a,
+            Answer {
+                passed: false,
+                text: "HTTP 503: {\"health\":\"false\"}".into()
+            }
+        );
+        // The expected status may be another one than 200.
+        let a = http_check(&serve(UNAVAILABLE, 1), 503, None).attempt(Duration::from_secs(2));
+        assert!(a.passed, "{a:?}");
+    }
+
+    #[test]
+    fn http_refused_and_silent() {
+        let a = http_check(&format!("127.0.0.1:{}", closed_port()), 200, None)
+            .attempt(Duration::from_secs(2));
+        assert!(!a.passed);
+        assert!(a.text.to_lowercase().contains("refused"), "{a:?}");
+        // A server that accepts and never answers: the attempt ends at its limit.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let start = Instant::now();
+        let a = http_check(&addr, 200, None).attempt(Duration::from_millis(300));
+        assert!(!a.passed);
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        drop(l);
+    }
+
+    #[test]
+    fn run_retries_until_it_passes_and_gives_up_at_the_timeout() {
+        // The first two connections get 503, the third 200.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(3).enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let r = if i < 2 { UNAVAILABLE } else { OK };
+                let _ = s.write_all(r.as_bytes());
+            }
+        });
+        let o = http_check(&addr, 200, None).run();
+        assert!(o.passed, "{o:?}");
+        assert_eq!(o.attempts, 3);
+
+        let mut c = http_check(&format!("127.0.0.1:{}", closed_port()), 200, None);
+        c.timeout_ms = 400;
+        c.interval_ms = 100;
+        let o = c.run();
+        assert!(!o.passed);
+        assert!(o.attempts >= 2, "{o:?}");
+        assert!(o.elapsed >= Duration::from_millis(400), "{o:?}");
+        assert!(o.elapsed < Duration::from_secs(2), "{o:?}");
+    }
+
+    #[test]
+    fn tcp_connect() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let a = check(Probe::Tcp { address: addr.clone() }, 1000).attempt(Duration::from_secs(1));
+        assert_eq!(a.text, format!("connected to {addr}"));
+        assert!(a.passed);
+        let a = check(
+            Probe::Tcp {
+                address: format!("127.0.0.1:{}", closed_port()),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(1));
+        assert!(!a.passed);
+        assert!(a.text.contains("refused"), "{a:?}");
+        let a = check(
+            Probe::Tcp {
+                address: "no-port".into(),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(1));
+        assert!(a.text.starts_with("cannot resolve `no-port`"), "{a:?}");
+    }
+
+    #[test]
+    fn command_exit_output_and_timeout() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/bin/sh", "-c", "echo fine"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Answer {
+                passed: true,
+                text: "exit status: 0: fine".into()
+            }
+        );
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/bin/sh", "-c", "echo broken >&2; exit 3"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Answer {
+                passed: false,
+                text: "exit status: 3: broken".into()
+            }
+        );
+        let start = Instant::now();
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/bin/sleep", "30"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_millis(200));
+        assert_eq!(a.text, "still running after 200ms; killed");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/nonexistent/probe"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(1));
+        assert!(a.text.starts_with("cannot run `/nonexistent/probe`"), "{a:?}");
+    }
+
+    #[test]
+    fn recorded_form() {
+        let c = Check {
+            unit: "kube-apiserver.service".into(),
+            probe: Probe::Http {
+                url: "http://10.0.0.1:8080/healthz".into(),
+                status: 200,
+                body: None,
+            },
+            timeout_ms: 60000,
+            interval_ms: 1000,
+            settle_ms: 3000,
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"unit":"kube-apiserver.service","probe":{"kind":"http","url":"http://10.0.0.1:8080/healthz","status":200},"timeout_ms":60000,"interval_ms":1000,"settle_ms":3000}"#
+        );
+        assert_eq!(
+            c.describe(),
+            "GET http://10.0.0.1:8080/healthz → 200".to_owned()
+        );
+        assert_eq!(c.times(), "timeout 1m, interval 1s, settle 3s");
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("5").unwrap_err().contains("not a duration"));
+    }
+}
