@@ -234,7 +234,8 @@ pub struct InUse {
 }
 
 /// What this store's registered roots use: the active generation of every root that switched
-/// from it, both ends of an interrupted switch (its journal), and the rootfs object each
+/// from it, both ends of an interrupted switch (its journal), the last generation that passed
+/// its health gate (`health.json`), and the rootfs object each
 /// root's `etc/.kbuild/current` resolves to in this store — known by the store's id and the
 /// object's name, not by the path the link spells (the store may have moved since).
 pub fn in_use(store: &Store) -> Result<InUse, SwitchError> {
@@ -263,6 +264,16 @@ pub fn in_use_without(store: &Store, skip: &[PathBuf]) -> Result<InUse, SwitchEr
         );
         out.objects
             .extend(ours.iter().filter_map(|s| object_name(s.rootfs.as_deref())));
+        // The generation a failed health gate goes back to (`health.json`): a rollback
+        // target must not be collected while the root may need it.
+        if !ours.is_empty()
+            && let Ok(Some(good)) = super::health::record(&root).map(|r| r.and_then(|r| r.last_good))
+        {
+            if let Ok(Some(g)) = generation::get(store, &good.profile, good.generation) {
+                out.objects.insert(g.rootfs.clone());
+            }
+            out.generations.insert((good.profile, good.generation));
+        }
         if let Some(o) = current_object(store, &root, !ours.is_empty()) {
             out.objects.insert(o);
         }

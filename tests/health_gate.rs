@@ -1,0 +1,336 @@
+//! The health gate against a real systemd (the container tier of `tests/systemd.rs`: Debian
+//! 12, systemd 252 as PID 1, etcd from Debian's `etcd-server` package, kbuild run with root
+//! `/` inside). etcd's `/health` on its client port is the endpoint checked; a bad flag
+//! makes etcd fail to start.
+//!
+//! Scenarios, in sequence on one container: a generation that starts and answers passes and
+//! becomes the last good one; a flag etcd rejects rolls back automatically (exit code 3) and
+//! the old etcd answers again; a check on the wrong port rolls back the same way;
+//! `--no-rollback` stays (exit code 4); a kbuild killed (SIGKILL) during the gate leaves it
+//! pending, and the next `kbuild switch` completes it.
+//!
+//! Without root or systemd-nspawn the tier says why it skipped and passes; with `CI` set it
+//! must run.
+
+mod common;
+
+use common::container::{self, Container, Out};
+use common::world::kbuild_bin;
+
+const KB: &str = "/opt/kbuild/kbuild --store /kb/store --recipes /kb/recipes --root /";
+
+/// etcd listening on `port`, `peer` its peer URL (a bogus one makes etcd exit at start),
+/// `extra` appended to the unit's `[Service]`, and `health` the recipe's `[[health]]` entries.
+fn recipe(port: u16, peer: &str, extra: &str, health: &str) -> String {
+    format!(
+        r#"[inputs.etcd]
+url = "file:///kb/etcd.tar"
+
+[variables.PORT]
+type = "port"
+default = "{port}"
+
+[files."/usr/local/bin/etcd"]
+input = "etcd"
+member = "usr/bin/etcd"
+mode = "0555"
+
+[files."/etc/etcd/etcd.env"]
+format = "env"
+text = """
+ETCD_NAME=kb
+ETCD_DATA_DIR=/var/lib/kb-etcd
+ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:{{{{ PORT }}}}
+ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:{{{{ PORT }}}}
+ETCD_LISTEN_PEER_URLS={peer}
+ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380
+ETCD_INITIAL_CLUSTER=kb=http://127.0.0.1:2380
+"""
+
+[files."/etc/systemd/system/etcd.service"]
+text = """
+[Unit]
+Description=etcd managed by kbuild
+
+[Service]
+Type=notify
+EnvironmentFile=/etc/etcd/etcd.env
+ExecStart=/usr/local/bin/etcd
+Restart=on-failure
+{extra}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+{health}
+"#
+    )
+}
+
+const PEER: &str = "http://127.0.0.1:2380";
+
+/// The HTTP check of etcd's `/health` on `port` (a few seconds: the tier stays quick).
+fn http_check(port: &str) -> String {
+    format!(
+        "[[health]]\nunit = \"etcd.service\"\nhttp = \"http://127.0.0.1:{port}/health\"\nbody = \"true\"\ntimeout = \"3s\"\ninterval = \"250ms\"\nsettle = \"1s\"\n"
+    )
+}
+
+fn kb(c: &Container, args: &str) -> Out {
+    c.sh(&format!("{KB} {args}"))
+}
+
+#[track_caller]
+fn build(c: &Container, number: u64) {
+    let o = kb(c, "build etcd");
+    assert_eq!(o.code, Some(0), "build: {o:?}");
+    assert!(
+        o.stderr.contains(&format!("Built generation {number}")),
+        "{o:?}"
+    );
+}
+
+/// etcd's `/health` on `port`: its body, or `None` when nothing listens.
+fn health(c: &Container, port: u16) -> Option<String> {
+    let o = c.sh(&format!(
+        "curl -sS --max-time 5 http://127.0.0.1:{port}/health"
+    ));
+    (o.code == Some(0)).then_some(o.stdout)
+}
+
+/// The generation `state.json` records as active, and the health record's last good one
+/// and pending one.
+fn recorded(c: &Container) -> (u64, Option<u64>, Option<u64>) {
+    let state: serde_json::Value =
+        serde_json::from_str(&c.ok("cat /etc/.kbuild/state.json")).unwrap();
+    let h: serde_json::Value =
+        serde_json::from_str(&c.ok("cat /etc/.kbuild/health.json")).unwrap();
+    (
+        state["generation"].as_u64().unwrap(),
+        h["last_good"]["generation"].as_u64(),
+        h["pending"]["generation"].as_u64(),
+    )
+}
+
+#[track_caller]
+fn assert_answers(c: &Container, port: u16, when: &str) {
+    assert_eq!(
+        health(c, port).as_deref(),
+        Some(r#"{"health":"true"}"#),
+        "{when}"
+    );
+}
+
+#[test]
+fn health_gate_under_real_systemd() {
+    if let Some(why) = container::unavailable() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the real-systemd tier must run in CI, but: {why}"
+        );
+        eprintln!("skipped: the real-systemd tier cannot run here: {why}");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let (base, deb) = container::prepare("etcd-server");
+    let tmp = tempfile::Builder::new()
+        .prefix("kbuild-health-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let kbdir = tmp.path().join("kb");
+    std::fs::create_dir_all(kbdir.join("recipes")).unwrap();
+    container::host_sh(&format!(
+        "dpkg-deb --fsys-tarfile '{}' > '{}/etcd.tar'",
+        deb.display(),
+        kbdir.display()
+    ));
+    let tree = tmp.path().join("tree");
+    container::host_sh(&format!("cp -a '{}' '{}'", base.display(), tree.display()));
+    let binds = vec![
+        format!("--bind={}:/kb", kbdir.display()),
+        format!("--bind-ro={}:/opt/kbuild/kbuild", kbuild_bin().display()),
+    ];
+    let c = Container::boot(&tree, &format!("kbhealth-{}", std::process::id()), &binds);
+    let write = |text: &str| std::fs::write(kbdir.join("recipes/etcd.toml"), text).unwrap();
+
+    // 1. A generation that starts and answers passes its gate and becomes the last good one.
+    write(&recipe(2379, PEER, "", &http_check("{{ PORT }}")));
+    build(&c, 1);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stdout.contains(
+            "health gate of generation 1:\n  passed  etcd.service  GET http://127.0.0.1:2379/health → 200, body contains \"true\": HTTP 200: {\"health\":\"true\"} ("
+        ),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr
+            .contains("Healthy generation 1 passed its health gate (1 check)"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (1, Some(1), None));
+    assert_answers(&c, 2379, "after generation 1");
+    let o = kb(&c, "check");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stdout
+            .starts_with("health checks of generation 1:\n  passed   etcd.service  GET http://127.0.0.1:2379/health"),
+        "{}",
+        o.stdout
+    );
+
+    // 2. A flag etcd rejects: it fails to start; the switch rolls back on its own, the old
+    // etcd answers again, exit code 3.
+    write(&recipe(2379, "bogus", "", &http_check("{{ PORT }}")));
+    build(&c, 2);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(3), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "error: the health gate of generation 2 failed: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("journalctl -u etcd.service --no-pager -n 20:\n  "),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("Rolling back to generation 1 (default), the last that passed its health gate"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.ends_with(
+            "error: generation 2 failed its health gate; rolled back to generation 1, which passed its gate again\n  caused by: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (1, Some(1), None));
+    assert_answers(&c, 2379, "after the automatic rollback from a bad flag");
+    assert_eq!(
+        c.ok("systemctl show -p ActiveState --value etcd.service").trim(),
+        "active"
+    );
+
+    // 3. A generation that starts but fails its HTTP check (the check asks the wrong port):
+    // rolled back the same way, with the check, its last answer and the unit's journal.
+    write(&recipe(
+        2379,
+        PEER,
+        "Environment=KB_GEN=3",
+        &http_check("2399"),
+    ));
+    build(&c, 3);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(3), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "error: the health gate of generation 3 failed: health check of `etcd.service` failed: GET http://127.0.0.1:2399/health → 200, body contains \"true\" did not pass within 3s ("
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("last answer: ") && o.stderr.to_lowercase().contains("refused"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("journalctl -u etcd.service --no-pager -n 20:"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stdout.contains("  failed  etcd.service  GET http://127.0.0.1:2399/health"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(recorded(&c), (1, Some(1), None));
+    assert_answers(&c, 2379, "after the rollback from a failed check");
+    let pid = c.ok("systemctl show -p MainPID --value etcd.service");
+    assert_eq!(
+        c.sh(&format!("tr '\\0' '\\n' < /proc/{}/environ | grep KB_GEN", pid.trim()))
+            .stdout,
+        "",
+        "the running etcd is generation 1's"
+    );
+
+    // 4. `--no-rollback` keeps the generation and only reports: exit code 4.
+    let o = kb(&c, "switch 3 --no-rollback");
+    assert_eq!(o.code, Some(4), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "error: generation 3 failed its health gate; kept, as --no-rollback asks\n  caused by: health check of `etcd.service` failed"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.ends_with(
+            "help: `kbuild switch --profile default 1` goes back to the last generation that passed its gate\n"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (3, Some(1), None));
+    let o = kb(&c, "check --json");
+    assert_eq!(o.code, Some(1), "{o:?}");
+    let j: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(j["status"], "failed");
+    assert_eq!(j["generation"], 3);
+    assert_eq!(j["last_good"]["generation"], 1);
+    assert_eq!(j["checks"][0]["status"], "failed");
+    // Back by hand: generation 1 passes its gate again.
+    let o = kb(&c, "switch 1");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(recorded(&c), (1, Some(1), None));
+
+    // 5. kbuild killed (SIGKILL) during the gate: the root is on the new generation, not
+    // marked good, and the next `kbuild switch` says so and completes the gate.
+    let gate_extra = "[[health]]\nunit = \"etcd.service\"\ncommand = [\"/bin/test\", \"-e\", \"/run/kb-ready\"]\ntimeout = \"20s\"\ninterval = \"200ms\"\n";
+    write(&recipe(
+        2379,
+        PEER,
+        "Environment=KB_GEN=4",
+        &format!("{}{gate_extra}", http_check("{{ PORT }}")),
+    ));
+    build(&c, 4);
+    c.ok(&format!("rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !c.ok("cat /etc/.kbuild/health.json").contains("\"pending\": {") {
+        assert!(std::time::Instant::now() < deadline, "no pending gate");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.ok("kill -KILL $(cat /kb/bg.pid)");
+    assert_eq!(recorded(&c), (4, Some(1), Some(4)));
+    c.ok("touch /run/kb-ready");
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "Pending the health gate of generation 4 (default) was interrupted (kbuild stopped while waiting)"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("Healthy generation 4 passed its health gate (2 checks)"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (4, Some(4), None));
+    assert_answers(&c, 2379, "after the completed gate");
+
+    drop(c);
+    eprintln!("health-gate tier: total {:?}", started.elapsed());
+}
