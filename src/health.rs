@@ -115,8 +115,7 @@ impl Check {
     }
 
     /// Tries the check until it passes or its timeout has gone by (each attempt bounded by
-    /// the time left, `interval` between attempts). `stop` is asked before each attempt: a
-    /// gate stops the other checks once one failed.
+    /// the time left, `interval` between attempts).
     pub fn run(&self) -> Outcome {
         let start = Instant::now();
         let deadline = start + self.timeout();
@@ -197,7 +196,6 @@ fn http(url: &str, expected: u16, body: Option<&str>, limit: Duration) -> Answer
                 humantime::format_duration(limit)
             ));
         }
-        Err(ureq::Error::Io(e)) => return Answer::fail(e.to_string()),
         Err(e) => return Answer::fail(e.to_string()),
     };
     let status = response.status().as_u16();
@@ -299,7 +297,9 @@ fn command(argv: &[String], limit: Duration) -> Answer {
     match status {
         Ok(s) if s.success() => Answer {
             passed: true,
-            text: clip(&format!("{s}: {output}")).trim_end_matches(": ").to_owned(),
+            text: clip(&format!("{s}: {output}"))
+                .trim_end_matches(": ")
+                .to_owned(),
         },
         Ok(s) => Answer::fail(clip(&format!("{s}: {output}")).trim_end_matches(": ")),
         Err(e) => Answer::fail(e),
@@ -324,7 +324,9 @@ pub fn of_rootfs(rootfs: &Path) -> Vec<Check> {
 /// Parses a recipe's duration (`"30s"`, `"500ms"`, `"2m"`; humantime's syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| {
-        format!("`{s}` is not a duration ({e}); write a number and a unit, such as \"30s\" or \"500ms\"")
+        format!(
+            "`{s}` is not a duration ({e}); write a number and a unit, such as \"30s\" or \"500ms\""
+        )
     })
 }
 
@@ -380,8 +382,9 @@ mod tests {
         )
     }
 
-    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"health\":\"true\"}";
-    const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"health\":\"false\"}";
+    const OK: &str =
+        "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"health\":\"true\"}";
+    const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"health\":\"false\"}";
 
     #[test]
     fn http_status_and_body() {
@@ -420,7 +423,11 @@ mod tests {
         let start = Instant::now();
         let a = http_check(&addr, 200, None).attempt(Duration::from_millis(300));
         assert!(!a.passed);
-        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
         drop(l);
     }
 
@@ -456,7 +463,13 @@ mod tests {
     fn tcp_connect() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        let a = check(Probe::Tcp { address: addr.clone() }, 1000).attempt(Duration::from_secs(1));
+        let a = check(
+            Probe::Tcp {
+                address: addr.clone(),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(1));
         assert_eq!(a.text, format!("connected to {addr}"));
         assert!(a.passed);
         let a = check(
@@ -526,7 +539,10 @@ mod tests {
             1000,
         )
         .attempt(Duration::from_secs(1));
-        assert!(a.text.starts_with("cannot run `/nonexistent/probe`"), "{a:?}");
+        assert!(
+            a.text.starts_with("cannot run `/nonexistent/probe`"),
+            "{a:?}"
+        );
     }
 
     #[test]

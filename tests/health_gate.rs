@@ -104,8 +104,7 @@ fn health(c: &Container, port: u16) -> Option<String> {
 fn recorded(c: &Container) -> (u64, Option<u64>, Option<u64>) {
     let state: serde_json::Value =
         serde_json::from_str(&c.ok("cat /etc/.kbuild/state.json")).unwrap();
-    let h: serde_json::Value =
-        serde_json::from_str(&c.ok("cat /etc/.kbuild/health.json")).unwrap();
+    let h: serde_json::Value = serde_json::from_str(&c.ok("cat /etc/.kbuild/health.json")).unwrap();
     (
         state["generation"].as_u64().unwrap(),
         h["last_good"]["generation"].as_u64(),
@@ -203,7 +202,9 @@ fn health_gate_under_real_systemd() {
         o.stderr
     );
     assert!(
-        o.stderr.contains("Rolling back to generation 1 (default), the last that passed its health gate"),
+        o.stderr.contains(
+            "Rolling back to generation 1 (default), the last that passed its health gate"
+        ),
         "{}",
         o.stderr
     );
@@ -217,7 +218,8 @@ fn health_gate_under_real_systemd() {
     assert_eq!(recorded(&c), (1, Some(1), None));
     assert_answers(&c, 2379, "after the automatic rollback from a bad flag");
     assert_eq!(
-        c.ok("systemctl show -p ActiveState --value etcd.service").trim(),
+        c.ok("systemctl show -p ActiveState --value etcd.service")
+            .trim(),
         "active"
     );
 
@@ -245,12 +247,14 @@ fn health_gate_under_real_systemd() {
         o.stderr
     );
     assert!(
-        o.stderr.contains("journalctl -u etcd.service --no-pager -n 20:"),
+        o.stderr
+            .contains("journalctl -u etcd.service --no-pager -n 20:"),
         "{}",
         o.stderr
     );
     assert!(
-        o.stdout.contains("  failed  etcd.service  GET http://127.0.0.1:2399/health"),
+        o.stdout
+            .contains("  failed  etcd.service  GET http://127.0.0.1:2399/health"),
         "{}",
         o.stdout
     );
@@ -258,8 +262,11 @@ fn health_gate_under_real_systemd() {
     assert_answers(&c, 2379, "after the rollback from a failed check");
     let pid = c.ok("systemctl show -p MainPID --value etcd.service");
     assert_eq!(
-        c.sh(&format!("tr '\\0' '\\n' < /proc/{}/environ | grep KB_GEN", pid.trim()))
-            .stdout,
+        c.sh(&format!(
+            "tr '\\0' '\\n' < /proc/{}/environ | grep KB_GEN",
+            pid.trim()
+        ))
+        .stdout,
         "",
         "the running etcd is generation 1's"
     );
@@ -304,9 +311,14 @@ fn health_gate_under_real_systemd() {
         &format!("{}{gate_extra}", http_check("{{ PORT }}")),
     ));
     build(&c, 4);
-    c.ok(&format!("rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"));
+    c.ok(&format!(
+        "rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !c.ok("cat /etc/.kbuild/health.json").contains("\"pending\": {") {
+    while !c
+        .ok("cat /etc/.kbuild/health.json")
+        .contains("\"pending\": {")
+    {
         assert!(std::time::Instant::now() < deadline, "no pending gate");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -324,7 +336,8 @@ fn health_gate_under_real_systemd() {
         o.stderr
     );
     assert!(
-        o.stderr.contains("Healthy generation 4 passed its health gate (2 checks)"),
+        o.stderr
+            .contains("Healthy generation 4 passed its health gate (2 checks)"),
         "{}",
         o.stderr
     );

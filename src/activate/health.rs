@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::root::{Root, read_json, write_json};
 use super::SwitchError;
+use super::root::{Root, read_json, write_json};
 use crate::health::{Check, Outcome};
 
 /// The record's file name in the root's state directory.
@@ -78,7 +78,10 @@ fn write(root: &Root, r: &Record) -> Result<(), SwitchError> {
 /// The generation a failed gate goes back to: the record's last good one; for a root with no
 /// record (switched before gates existed), `before`, the generation it was on before the
 /// switch that failed.
-pub fn last_good(root: &Root, before: Option<GenerationRef>) -> Result<Option<GenerationRef>, SwitchError> {
+pub fn last_good(
+    root: &Root,
+    before: Option<GenerationRef>,
+) -> Result<Option<GenerationRef>, SwitchError> {
     Ok(match record(root)? {
         Some(r) => r.last_good,
         None => before,
@@ -87,7 +90,12 @@ pub fn last_good(root: &Root, before: Option<GenerationRef>) -> Result<Option<Ge
 
 /// Records that the gate of `g` starts, waiting for `units`: written before waiting, so a
 /// kbuild killed meanwhile leaves a trace the next command finds.
-pub fn begin(root: &Root, g: &GenerationRef, units: &[String], before: Option<GenerationRef>) -> Result<(), SwitchError> {
+pub fn begin(
+    root: &Root,
+    g: &GenerationRef,
+    units: &[String],
+    before: Option<GenerationRef>,
+) -> Result<(), SwitchError> {
     let mut r = record(root)?.unwrap_or_else(|| Record {
         last_good: before,
         ..Record::default()
@@ -395,7 +403,10 @@ mod tests {
             generation: 2,
         };
         // A root with no record counts the generation it was on as good.
-        assert_eq!(last_good(&root, Some(before.clone())).unwrap(), Some(before.clone()));
+        assert_eq!(
+            last_good(&root, Some(before.clone())).unwrap(),
+            Some(before.clone())
+        );
         begin(&root, &g2, &["a.service".into()], Some(before.clone())).unwrap();
         let r = record(&root).unwrap().unwrap();
         assert_eq!(r.last_good, Some(before.clone()));
@@ -423,7 +434,10 @@ mod tests {
             settle_ms: 0,
         };
         assert_eq!(
-            gate_units(&["b.service".into(), "a.service".into()], &[c("a.service"), c("c.service")]),
+            gate_units(
+                &["b.service".into(), "a.service".into()],
+                &[c("a.service"), c("c.service")]
+            ),
             ["b.service", "a.service", "c.service"]
         );
     }

@@ -267,7 +267,8 @@ pub fn in_use_without(store: &Store, skip: &[PathBuf]) -> Result<InUse, SwitchEr
         // The generation a failed health gate goes back to (`health.json`): a rollback
         // target must not be collected while the root may need it.
         if !ours.is_empty()
-            && let Ok(Some(good)) = super::health::record(&root).map(|r| r.and_then(|r| r.last_good))
+            && let Ok(Some(good)) =
+                super::health::record(&root).map(|r| r.and_then(|r| r.last_good))
         {
             if let Ok(Some(g)) = generation::get(store, &good.profile, good.generation) {
                 out.objects.insert(g.rootfs.clone());

@@ -34,7 +34,9 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
     };
     let profile = state.profile_name().to_owned();
     let checks = kbuild::health::of_rootfs(rootfs);
-    let record = health::record(root).with_context(cannot)?.unwrap_or_default();
+    let record = health::record(root)
+        .with_context(cannot)?
+        .unwrap_or_default();
     let pending = record
         .pending
         .clone()
@@ -83,7 +85,9 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
                     },
                     answer: o.map(|o| o.answer.clone()),
                     attempts: o.map_or(0, |o| o.attempts),
-                    elapsed_ms: o.map_or(0, |o| u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
+                    elapsed_ms: o.map_or(0, |o| {
+                        u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)
+                    }),
                 }
             })
             .collect();
@@ -95,7 +99,10 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
             status,
             not_run: (status == "not run").then(|| super::json::not_run_reason(root).to_owned()),
             pending: pending.clone(),
-            last_good: health::record(root).ok().flatten().and_then(|r| r.last_good),
+            last_good: health::record(root)
+                .ok()
+                .flatten()
+                .and_then(|r| r.last_good),
             checks: results,
         });
     } else if checks.is_empty() {

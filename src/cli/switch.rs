@@ -395,7 +395,10 @@ fn gate(
             Ok(None)
         }
         Some(f) => {
-            errln!("error: the health gate of generation {} failed: {f}", to.generation);
+            errln!(
+                "error: the health gate of generation {} failed: {f}",
+                to.generation
+            );
             for unit in f.units() {
                 errln!("journalctl -u {unit} --no-pager -n 20:");
                 for line in health::journal_tail(&unit).lines() {
@@ -483,7 +486,15 @@ fn roll_back(
         }
     } else {
         let acted = acted_units(&plan.units, None);
-        gate(root, &good, Some(good.clone()), &acted, &checks, failures, term)?
+        gate(
+            root,
+            &good,
+            Some(good.clone()),
+            &acted,
+            &checks,
+            failures,
+            term,
+        )?
     };
     match again {
         None => Err(gate_error(

@@ -963,7 +963,9 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
             src.loc(h.unit.span()),
             format!("health check unit `{unit}` is not a unit name: {m}"),
         )
-        .with_help("name the systemd unit the check belongs to, such as `kube-apiserver.service`"));
+        .with_help(
+            "name the systemd unit the check belongs to, such as `kube-apiserver.service`",
+        ));
     }
     let given = [h.http.is_some(), h.tcp.is_some(), h.command.is_some()];
     if given.iter().filter(|g| **g).count() != 1 {
@@ -974,13 +976,16 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         .with_help(help));
     }
     if h.http.is_none()
-        && let Some(k) = h.status.as_ref().map(|s| s.span()).or(h.body.as_ref().map(|b| b.span()))
+        && let Some(k) = h
+            .status
+            .as_ref()
+            .map(|s| s.span())
+            .or(h.body.as_ref().map(|b| b.span()))
     {
-        return Err(RecipeError::at(
-            src.loc(k),
-            "`status` and `body` belong to an `http` check",
-        )
-        .with_help(help));
+        return Err(
+            RecipeError::at(src.loc(k), "`status` and `body` belong to an `http` check")
+                .with_help(help),
+        );
     }
     let (probe, value) = if let Some(url) = h.http {
         let status = match h.status {
@@ -990,7 +995,10 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
                 _ => {
                     return Err(RecipeError::at(
                         src.loc(s.span()),
-                        format!("`status = {}` is not an HTTP status (100 to 599)", s.get_ref()),
+                        format!(
+                            "`status = {}` is not an HTTP status (100 to 599)",
+                            s.get_ref()
+                        ),
                     )
                     .with_help(help));
                 }
@@ -1030,10 +1038,16 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         let parsed = crate::health::parse_duration(d.get_ref())
             .map_err(|m| RecipeError::at(src.loc(d.span()), format!("`{key}`: {m}")))?;
         if parsed.is_zero() && key != "settle" {
-            return Err(RecipeError::at(src.loc(d.span()), format!("`{key}` must be more than 0")));
+            return Err(RecipeError::at(
+                src.loc(d.span()),
+                format!("`{key}` must be more than 0"),
+            ));
         }
         if parsed > std::time::Duration::from_secs(3600) {
-            return Err(RecipeError::at(src.loc(d.span()), format!("`{key}` is over an hour")));
+            return Err(RecipeError::at(
+                src.loc(d.span()),
+                format!("`{key}` is over an hour"),
+            ));
         }
         Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
     };
@@ -1067,7 +1081,10 @@ pub fn render_health(
                 crate::render::RenderError::Template { message, .. } => message.clone(),
                 other => other.to_string(),
             };
-            let err = RecipeError::at(d.value.clone(), format!("health check of `{}`: {message}", d.check.unit));
+            let err = RecipeError::at(
+                d.value.clone(),
+                format!("health check of `{}`: {message}", d.check.unit),
+            );
             match e.help() {
                 Some(h) => err.with_help(h),
                 None => err,
@@ -1075,7 +1092,11 @@ pub fn render_health(
         })
     };
     let bad = |d: &HealthDecl, m: String, h: &str| {
-        Err(RecipeError::at(d.value.clone(), format!("health check of `{}`: {m}", d.check.unit)).with_help(h))
+        Err(RecipeError::at(
+            d.value.clone(),
+            format!("health check of `{}`: {m}", d.check.unit),
+        )
+        .with_help(h))
     };
     let mut out = Vec::new();
     for d in &set.health {
@@ -1091,14 +1112,22 @@ pub fn render_health(
                     .or_else(|| url.strip_prefix("https://"))
                     .map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
                 if host.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
-                    return bad(d, format!("`{url}` is not an http:// or https:// URL"), "write the URL the service answers on, such as \"http://{{ IP }}:8080/healthz\"");
+                    return bad(
+                        d,
+                        format!("`{url}` is not an http:// or https:// URL"),
+                        "write the URL the service answers on, such as \"http://{{ IP }}:8080/healthz\"",
+                    );
                 }
             }
             Probe::Tcp { address } => {
                 *address = render(d, address)?;
                 let port = address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
                 if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
-                    return bad(d, format!("`{address}` is not HOST:PORT"), "write the address the service listens on, such as \"127.0.0.1:10251\" (IPv6 in brackets: \"[::1]:10251\")");
+                    return bad(
+                        d,
+                        format!("`{address}` is not HOST:PORT"),
+                        "write the address the service listens on, such as \"127.0.0.1:10251\" (IPv6 in brackets: \"[::1]:10251\")",
+                    );
                 }
             }
             Probe::Command { argv } => {
@@ -1106,7 +1135,14 @@ pub fn render_health(
                     *a = render(d, a)?;
                 }
                 if !argv[0].starts_with('/') {
-                    return bad(d, format!("the command's program `{}` is not an absolute path", argv[0]), "name the program by its absolute path (no shell runs the command, and no PATH is searched)");
+                    return bad(
+                        d,
+                        format!(
+                            "the command's program `{}` is not an absolute path",
+                            argv[0]
+                        ),
+                        "name the program by its absolute path (no shell runs the command, and no PATH is searched)",
+                    );
                 }
             }
         }

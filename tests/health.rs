@@ -1,0 +1,191 @@
+//! Health checks (`[[health]]`) in a temp root: recorded in the generation with their values
+//! rendered, listed by `--dry-run` (text and JSON), reported as "not run" (never as passed)
+//! after a switch and by `kbuild check` on a root that is not `/`, and recipe errors at
+//! their `file:line:column`. The gate itself runs against a real systemd in
+//! `tests/health_gate.rs`.
+
+mod common;
+
+use common::world::World;
+
+/// The three checks of the seed master, rendered with its default `IP`.
+const MASTER_CHECKS: &str = "  kube-apiserver.service  GET http://10.72.84.160:8080/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n  \
+     kube-controller-manager.service  GET http://127.0.0.1:10252/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n  \
+     kube-scheduler.service  GET http://127.0.0.1:10251/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n";
+
+#[test]
+fn master_checks_are_recorded_listed_and_not_run_off_slash() {
+    let w = World::new();
+    let g = w.build(&["master"], &["--set", "IP=10.72.84.160"], 1);
+    // Recorded in the generation, rendered: check and rollback need no recipes.
+    let manifest: serde_json::Value = serde_json::from_slice(&g.bytes("kbuild.json")).unwrap();
+    assert_eq!(
+        manifest["health"][0],
+        serde_json::json!({
+            "unit": "kube-apiserver.service",
+            "probe": {"kind": "http", "url": "http://10.72.84.160:8080/healthz", "status": 200, "body": "ok"},
+            "timeout_ms": 60000, "interval_ms": 1000, "settle_ms": 3000
+        })
+    );
+
+    // --dry-run lists them, and says they would not run here.
+    let r = w.ok(&["switch", "--dry-run"]);
+    assert!(
+        r.stdout.ends_with(&format!(
+            "health checks (would not run: root is not `/`):\n{MASTER_CHECKS}"
+        )),
+        "{}",
+        r.stdout
+    );
+    let r = w.ok(&["switch", "--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["health"]["run"], false);
+    assert_eq!(plan["health"]["not_run"], "root is not `/`");
+    assert_eq!(plan["health"]["checks"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        plan["health"]["checks"][2]["probe"]["url"],
+        "http://127.0.0.1:10251/healthz"
+    );
+    assert!(
+        !w.root.join("etc/.kbuild").exists(),
+        "a dry run writes nothing"
+    );
+
+    // A real switch on a root that is not `/`: not run, and never recorded as good.
+    let r = w.ok(&["switch"]);
+    assert!(
+        r.stdout.ends_with(&format!(
+            "health checks (not run: root is not `/`):\n{MASTER_CHECKS}"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("passed") && !r.stderr.contains("Healthy"),
+        "{r:?}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.root.join("etc/.kbuild/health.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record,
+        serde_json::json!({"version": 1, "last_good": null, "pending": null})
+    );
+
+    let r = w.ok(&["check"]);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "health checks of generation 1 (not run: root is not `/`):\n{}",
+            MASTER_CHECKS
+                .replace("\n  ", "\n  not run  ")
+                .replacen("  ", "  not run  ", 1)
+        )
+    );
+    let r = w.ok(&["check", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["status"], "not run");
+    assert_eq!(j["not_run"], "root is not `/`");
+    assert_eq!(j["generation"], 1);
+    assert_eq!(j["last_good"], serde_json::Value::Null);
+    let statuses: Vec<&str> = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["not run", "not run", "not run"]);
+}
+
+#[test]
+fn a_generation_without_checks_is_good_after_its_switch() {
+    let w = World::bare();
+    w.sb.write_recipe("plain", "[files.\"/etc/plain\"]\ntext = \"x\\n\"\n");
+    w.build(&["plain"], &[], 1);
+    let r = w.ok(&["switch"]);
+    assert!(!r.stdout.contains("health"), "{}", r.stdout);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.root.join("etc/.kbuild/health.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["last_good"]["generation"], 1);
+    assert_eq!(
+        w.ok(&["check"]).stdout,
+        "generation 1 declares no health checks\n"
+    );
+    // A root with no active generation has nothing to check.
+    let empty = World::bare();
+    let r = empty.run(&["check"]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr().contains("has no active generation")
+            && r.stderr()
+                .contains("help: `kbuild switch --root DIR` activates one"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn recipe_errors_point_at_the_entry() {
+    let w = World::bare();
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:1:1: a health check needs exactly one of `http`, `tcp` and `command`\n",
+        ),
+        (
+            "[[health]]\nunit = \"a\"\ntcp = \"x:1\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:2:8: health check unit `a` is not a unit name: it has no unit type suffix",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nstatus = 200\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:10: `status` and `body` belong to an `http` check\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://x/\"\nstatus = 700\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:10: `status = 700` is not an HTTP status (100 to 599)\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\ntimeout = \"5\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:11: `timeout`: `5` is not a duration",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://{{ NOPE }}:8080/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: undefined variable `NOPE`\nhelp: declare `[variables.NOPE]` in a recipe",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"ftp://x/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: `ftp://x/` is not an http:// or https:// URL\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"localhost\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `localhost` is not HOST:PORT\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ncommand = [\"curl\", \"x\"]\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:11: health check of `a.service`: the command's program `curl` is not an absolute path\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nretries = 3\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:1: unknown field `retries`",
+        ),
+    ];
+    for (recipe, expected) in cases {
+        w.sb.write_recipe("bad", recipe);
+        let r = w.run(&["build", "bad"]);
+        assert_eq!(r.code, Some(1), "{recipe}\n{r:?}");
+        assert!(
+            r.stderr().starts_with(expected),
+            "{recipe}\nexpected the start:\n{expected}\ngot:\n{}",
+            r.stderr()
+        );
+        assert!(
+            !w.sb.dir.join("store").exists()
+                || std::fs::read_dir(w.sb.dir.join("store"))
+                    .unwrap()
+                    .flatten()
+                    .all(|e| !e.file_name().to_string_lossy().contains("rootfs")),
+            "nothing built"
+        );
+    }
+}
