@@ -17,6 +17,7 @@ const COMMANDS: &[&str] = &[
     "show",
     "switch",
     "rollback",
+    "check",
     "diff",
     "inputs",
     "gc",

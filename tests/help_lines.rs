@@ -193,6 +193,7 @@ fn help_lists_global_options_apart_and_every_command_has_examples() {
         "generations",
         "switch",
         "rollback",
+        "check",
         "diff",
         "gc",
         "verify",
@@ -231,5 +232,14 @@ fn help_lists_global_options_apart_and_every_command_has_examples() {
             out.contains("as \"not run\" (after a switch) or \"would run\" (with --dry-run)"),
             "{c}: {out}"
         );
+        assert!(
+            out.contains("--no-rollback") && out.contains("health gate"),
+            "{c}: {out}"
+        );
     }
+    let out = with_env(&sb, &["check", "--help"]).stdout;
+    assert!(
+        out.contains("elsewhere they are listed as \"not run\"\n(never as passed)"),
+        "{out}"
+    );
 }

@@ -301,9 +301,11 @@ fn run(
             let hooks = Hooks {
                 recovered: &recovered,
                 before: &before,
-                failures: &failures_cell,
+                failures: failures_cell,
+                live,
+                term,
             };
-            roll_back(&session, root, &to, good, &failure, live, term, &hooks)
+            roll_back(&session, root, &to, good, &failure, &hooks)
         }
     }
 }
@@ -416,6 +418,9 @@ struct Hooks<'a> {
     recovered: &'a dyn Fn(&activate::Recovered),
     before: &'a dyn Fn(&Plan),
     failures: &'a std::cell::RefCell<Vec<String>>,
+    /// Whether unit actions and gates run (root `/`, systemd running).
+    live: bool,
+    term: &'a Terminal,
 }
 
 /// After a failed gate: switches back to `good` (the last generation that passed its gate),
@@ -426,10 +431,9 @@ fn roll_back(
     to: &health::GenerationRef,
     good: Option<health::GenerationRef>,
     failure: &health::Failure,
-    live: bool,
-    term: &Terminal,
     hooks: &Hooks,
 ) -> anyhow::Result<()> {
+    let (live, term) = (hooks.live, hooks.term);
     let Some(good) = good.filter(|g| g != to) else {
         health::end_pending(root, None)?;
         return Err(gate_error(
