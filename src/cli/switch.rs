@@ -234,7 +234,9 @@ fn run(
     };
     let session = activate::Session::open(&store, root, term)
         .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
-    let pending = health::record(root)?.and_then(|r| r.pending);
+    let pending = health::record(root)
+        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?
+        .and_then(|r| r.pending);
     if let Some(p) = &pending {
         term.status(
             "Pending",
@@ -261,20 +263,29 @@ fn run(
         profile: plan.from.profile_name().to_owned(),
         generation: n,
     });
-    let good = health::last_good(root, before_ref)?;
     let checks = checks_of(&plan);
-    if checks.is_empty() || !live {
-        if checks.is_empty() && failures.is_empty() {
+    if !live {
+        // Nothing was run here, so nothing is known about the generation's health: the
+        // checks are listed as not run, and the root's health record is left as it is.
+        print_checks(root, &checks, true);
+        return unit_failures(failures);
+    }
+    let good = health::last_good(root, before_ref)?;
+    if checks.is_empty() {
+        if failures.is_empty() {
             // No checks and a switch that succeeded: the generation counts as good.
             health::mark_good(root, &to)?;
         } else {
             health::end_pending(root, good)?;
-            print_checks(root, &checks, true);
         }
         return unit_failures(failures);
     }
+    // A gate of this generation that a killed kbuild left: run again (its units included).
+    let pending = pending.filter(|p| p.generation == to.generation && p.profile == to.profile);
     if !applied.changed_anything && pending.is_none() && good.as_ref() == Some(&to) {
-        // Already active and already passed its gate.
+        // Already active and already passed its gate; a gate of another generation left
+        // pending is dropped (the root is not on it).
+        health::end_pending(root, good)?;
         return unit_failures(failures);
     }
     let acted = acted_units(&plan.units, pending.as_ref());
