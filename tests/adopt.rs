@@ -175,7 +175,10 @@ fn a_dropped_path_replaced_by_hand_is_left_and_the_plan_says_so() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: extra -> master\n  prerequisites: 5 present\n  leave   /etc/kubernetes/extra (replaced by hand; no longer managed, left as it is)\n"
+        format!(
+            "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: extra -> master\n  prerequisites: 5 present\n  leave   /etc/kubernetes/extra (replaced by hand; no longer managed, left as it is)\n{}",
+            master_checks("not run")
+        )
     );
     let mut expected = w.expect(&base, &g2, &MASTER_DIRS, &[]);
     expected.link("etc/kubernetes/extra", "/opt/extra");
@@ -388,9 +391,12 @@ fn a_corrupt_state_moved_away_is_rebuilt_from_the_disk_and_no_original_is_strand
     );
     let dry = w.ok(&["switch", "2", "--dry-run"]);
     let plan = "root $SANDBOX/host: generation 2 -> generation 2\n  prerequisites: 5 present\n  record  the root's state again (rebuilt from the disk: kbuild's links, the directories holding only them, the originals in /etc/.kbuild/adopted)\n  keep    /etc/kb1 (original found in /etc/.kbuild/adopted/etc/kb1, recorded again)\n";
-    assert_eq!(dry.stdout(), plan);
+    assert_eq!(
+        dry.stdout(),
+        format!("{plan}{}", master_checks("would not run"))
+    );
     let r = w.ok(&["switch", "2"]);
-    assert_eq!(r.stdout(), plan);
+    assert_eq!(r.stdout(), format!("{plan}{}", master_checks("not run")));
     w.assert_root(&k.l2, &k.g2, "recorded again");
     k.all_reachable(&[], "after the record was rebuilt on 2");
 }
@@ -488,7 +494,10 @@ fn adopt_keeps_a_hand_made_file_where_a_directory_goes() {
     let dry = w.ok(&["switch", "3", "--adopt", "--dry-run"]);
     assert_eq!(
         dry.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 3\n  recipes: master -> e1d\n  prerequisites: 5 present\n  adopt   /etc/kb1 (original kept in /etc/.kbuild/adopted/etc/kb1)\n  add     /etc/kb1/a/b/c\n"
+        format!(
+            "root $SANDBOX/host: generation 1 -> generation 3\n  recipes: master -> e1d\n  prerequisites: 5 present\n  adopt   /etc/kb1 (original kept in /etc/.kbuild/adopted/etc/kb1)\n  add     /etc/kb1/a/b/c\n{}",
+            master_checks("would not run")
+        )
     );
     assert_eq!(full_listing(&w.root), before);
     w.ok(&["switch", "3", "--adopt"]);

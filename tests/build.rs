@@ -211,7 +211,32 @@ LimitNOFILE=65536
 WantedBy=multi-user.target
 "#;
 
-const EXPECTED_MANIFEST: &str = r#"{
+/// The master rootfs's `kbuild.json`: its prerequisites and its three health checks (the
+/// apiserver's at the host's address).
+fn expected_manifest(v: &Vars) -> String {
+    let check = |unit: &str, url: &str| {
+        format!(
+            r#"    {{
+      "interval_ms": 1000,
+      "probe": {{
+        "body": "ok",
+        "kind": "http",
+        "status": 200,
+        "url": "{url}"
+      }},
+      "settle_ms": 3000,
+      "timeout_ms": 60000,
+      "unit": "{unit}"
+    }}"#
+        )
+    };
+    format!(
+        r#"{{
+  "health": [
+{},
+{},
+{}
+  ],
   "prerequisites": [
     "/etc/kubernetes/ssl/ca-key.pem",
     "/etc/kubernetes/ssl/ca.pem",
@@ -220,8 +245,19 @@ const EXPECTED_MANIFEST: &str = r#"{
     "/etc/kubernetes/token.csv"
   ],
   "version": 1
+}}
+"#,
+        check(
+            "kube-apiserver.service",
+            &format!("http://{}:8080/healthz", v.ip)
+        ),
+        check(
+            "kube-controller-manager.service",
+            "http://127.0.0.1:10252/healthz"
+        ),
+        check("kube-scheduler.service", "http://127.0.0.1:10251/healthz"),
+    )
 }
-"#;
 
 /// Every rendered file of a master rootfs: relative path → bytes.
 fn expected_rendered(v: &Vars) -> BTreeMap<&'static str, String> {
@@ -256,7 +292,7 @@ fn expected_rootfs_shape(v: &Vars) -> Vec<(String, Kind, u32, String)> {
         .collect();
     files.insert(
         "kbuild.json".into(),
-        (0o444, EXPECTED_MANIFEST.as_bytes().to_vec()),
+        (0o444, expected_manifest(v).into_bytes()),
     );
     for b in MASTER_BINARIES {
         files.insert(
@@ -328,7 +364,7 @@ fn assert_master_rootfs(store: &Path, rootfs: &Path, v: &Vars) {
     for (rel, text) in expected_rendered(v) {
         assert_eq!(read(&rootfs.join(rel)), text, "{rel}");
     }
-    assert_eq!(read(&rootfs.join("kbuild.json")), EXPECTED_MANIFEST);
+    assert_eq!(read(&rootfs.join("kbuild.json")), expected_manifest(v));
     for b in MASTER_BINARIES {
         assert!(
             std::fs::read(rootfs.join("usr/local/bin").join(b)).unwrap()
@@ -662,7 +698,8 @@ fn recipe_subsets_and_text_files() {
         ..SEED
     };
     let script = b"#!/bin/sh\nexec curl -fsS http://10.1.2.3:8080/healthz\n";
-    let manifest = "{\n  \"prerequisites\": [],\n  \"version\": 1\n}\n";
+    // kube-scheduler's health check comes with its recipe.
+    let manifest = "{\n  \"health\": [\n    {\n      \"interval_ms\": 1000,\n      \"probe\": {\n        \"body\": \"ok\",\n        \"kind\": \"http\",\n        \"status\": 200,\n        \"url\": \"http://127.0.0.1:10251/healthz\"\n      },\n      \"settle_ms\": 3000,\n      \"timeout_ms\": 60000,\n      \"unit\": \"kube-scheduler.service\"\n    }\n  ],\n  \"prerequisites\": [],\n  \"version\": 1\n}\n";
     let d = |p: &str| (p.to_owned(), Kind::Dir, 0o555, String::new());
     let f = |p: &str, mode: u32, bytes: &[u8]| (p.to_owned(), Kind::File, mode, blake3_hex(bytes));
     let bin = |b: &str| {

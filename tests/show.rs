@@ -41,7 +41,7 @@ profile    default
 generation 1
 created    <created>
 size       1.3 MiB
-rootfs     $SANDBOX/store/28395d0735b5a1ca37a5122d5720482f-rootfs-extra
+rootfs     $SANDBOX/store/e579ded74b0bf65c338413935394b75e-rootfs-extra
 recipes    extra
 variables
   ETCD2=10.72.84.161
@@ -65,7 +65,7 @@ files
   symlink          25  /etc/systemd/system/multi-user.target.wants/kube-apiserver.service -> ../kube-apiserver.service  from [Install] link of kube-apiserver.service
   symlink          34  /etc/systemd/system/multi-user.target.wants/kube-controller-manager.service -> ../kube-controller-manager.service  from [Install] link of kube-controller-manager.service
   symlink          25  /etc/systemd/system/multi-user.target.wants/kube-scheduler.service -> ../kube-scheduler.service  from [Install] link of kube-scheduler.service
-  file            237  /kbuild.json  from kbuild manifest
+  file           1088  /kbuild.json  from kbuild manifest
   dir                  /usr
   dir                  /usr/local
   dir                  /usr/local/bin

@@ -157,7 +157,10 @@ fn a_file_becomes_a_directory_and_back_by_switch_and_rollback() {
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: addons-file -> addons-dir\n  prerequisites: 5 present\n  add     /etc/kubernetes/addons/dns.yaml\n  remove  /etc/kubernetes/addons\n"
+        format!(
+            "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: addons-file -> addons-dir\n  prerequisites: 5 present\n  add     /etc/kubernetes/addons/dns.yaml\n  remove  /etc/kubernetes/addons\n{}",
+            master_checks("not run")
+        )
     );
     assert_eq!(
         r.stderr(),
@@ -176,7 +179,10 @@ fn a_file_becomes_a_directory_and_back_by_switch_and_rollback() {
     let r = w.ok(&["rollback"]);
     assert_eq!(
         r.stdout(),
-        "root $SANDBOX/host: generation 2 -> generation 1\n  recipes: addons-dir -> addons-file\n  prerequisites: 5 present\n  add     /etc/kubernetes/addons\n  remove  /etc/kubernetes/addons/dns.yaml\n"
+        format!(
+            "root $SANDBOX/host: generation 2 -> generation 1\n  recipes: addons-dir -> addons-file\n  prerequisites: 5 present\n  add     /etc/kubernetes/addons\n  remove  /etc/kubernetes/addons/dns.yaml\n{}",
+            master_checks("not run")
+        )
     );
     w.assert_root(&l1, &g1, "after rollback");
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
@@ -501,7 +507,10 @@ fn an_interrupted_switch_whose_target_is_gone_from_the_store_is_undone() {
     let dry = w.ok(&["switch", "1", "--dry-run"]);
     assert_eq!(
         dry.stdout(),
-        "root $SANDBOX/host: generation 1 -> generation 1\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n"
+        format!(
+            "root $SANDBOX/host: generation 1 -> generation 1\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n{}",
+            master_checks("would not run")
+        )
     );
     let r = w.ok(&["switch", "1"]);
     assert_eq!(
@@ -1148,7 +1157,10 @@ fn the_dry_run_of_an_undo_predicts_it_and_a_missing_rootfs_names_its_repair() {
     let dry = w.ok(&["switch", "2", "--dry-run"]);
     assert_eq!(
         dry.stdout(),
-        "root $SANDBOX/host: generation 2 -> generation 2\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n"
+        format!(
+            "root $SANDBOX/host: generation 2 -> generation 2\n  an interrupted switch is undone first (it cannot be completed)\n  prerequisites: 5 present\n{}",
+            master_checks("would not run")
+        )
     );
     let dry = w.run(&["switch", "--dry-run"]);
     dry.assert_error(&format!(

@@ -5,6 +5,7 @@
 //! ├── current          → /abs/store/<hash>-rootfs-master   (the flip point)
 //! ├── state.json       active generation, managed paths, directories kbuild created, adopted files
 //! ├── journal.json     present only while a switch is in progress (the target state)
+//! ├── health.json      the last generation that passed its health gate; a gate in progress
 //! └── adopted/<path>   originals moved aside by `--adopt`, restored when no longer managed
 //! <root>/etc/kubernetes/apiserver → ../../etc/.kbuild/current/etc/kubernetes/apiserver
 //! <root>/usr/local/bin/kubectl    → ../../../etc/.kbuild/current/usr/local/bin/kubectl
@@ -25,7 +26,8 @@
 //! only), `journal` (recording a switch and the idempotent steps that carry it out),
 //! `prerequisites` (host files checked, never copied), `roots` (the store's registry of
 //! roots, for gc), `units` (what a unit reads; start/stop/restart), `systemctl` (running
-//! them), `drift` (a root against its record), `reconstruct` (a lost or stale record
+//! them), `health` (the health gate after the unit actions, and `health.json`: the last
+//! generation that passed it, a gate in progress), `drift` (a root against its record), `reconstruct` (a lost or stale record
 //! completed from the disk), `beneath` (no-follow file operations), `fault`
 //! (crash injection for tests). This file ties them together: resolve, plan, apply.
 

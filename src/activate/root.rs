@@ -112,7 +112,8 @@ impl Root {
 
     /// State is read only from a real `etc/.kbuild` directory: a journal planted behind a
     /// symlink would otherwise be executed. kbuild's own entries must be of their kind too
-    /// (`current` a symlink, `state.json` and `journal.json` files, `adopted` a directory):
+    /// (`current` a symlink, `state.json`, `journal.json` and `health.json` files, `adopted` a
+    /// directory):
     /// anything else is found here, before a plan is made or a journal written, and named
     /// with the way out.
     pub(crate) fn check_state_dir(&self) -> Result<(), SwitchError> {
@@ -129,12 +130,18 @@ impl Root {
                 ));
             }
         }
-        for name in ["current", "state.json", "journal.json", "adopted"] {
+        for name in [
+            "current",
+            "state.json",
+            "journal.json",
+            "health.json",
+            "adopted",
+        ] {
             let entry = fs.entry(&format!("/{STATE_DIR}/{name}"))?;
             let found = match (&entry, name) {
                 (Entry::Missing, _)
                 | (Entry::Symlink(_), "current")
-                | (Entry::Other, "state.json" | "journal.json")
+                | (Entry::Other, "state.json" | "journal.json" | "health.json")
                 | (Entry::Directory, "adopted") => continue,
                 (Entry::Directory, _) => "a directory",
                 (Entry::Symlink(_), _) => "a symlink",
@@ -184,6 +191,9 @@ impl Root {
             "state.json" => format!(
                 "then `kbuild switch N --root {root}` records the root again on generation N (kbuild's own links are recognised)"
             ),
+            "health.json" => {
+                "then run the command again (the next gated switch records the last good generation anew)".to_owned()
+            }
             "journal.json" => format!(
                 "then `kbuild switch N --root {root}` puts the root on generation N (kbuild's links are recognised)"
             ),

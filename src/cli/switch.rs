@@ -189,7 +189,10 @@ fn run(
             warn_prerequisites(&plan);
             out!("{plan}");
             print_units(root, &plan, false);
-            print_checks(root, &checks_of(&plan), false);
+            // As after the switch: listed when the switch would change something.
+            if !plan.is_noop() {
+                print_checks(root, &checks_of(&plan), false);
+            }
         }
         return refused;
     }
@@ -266,8 +269,11 @@ fn run(
     let checks = checks_of(&plan);
     if !live {
         // Nothing was run here, so nothing is known about the generation's health: the
-        // checks are listed as not run, and the root's health record is left as it is.
-        print_checks(root, &checks, true);
+        // checks are listed as not run (after a switch that changed something, as its unit
+        // actions are), and the root's health record is left as it is.
+        if applied.changed_anything {
+            print_checks(root, &checks, true);
+        }
         return unit_failures(failures);
     }
     let good = health::last_good(root, before_ref)?;

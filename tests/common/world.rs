@@ -766,3 +766,15 @@ pub fn reachable(store: &Path, g: &Gen) -> BTreeSet<String> {
     }
     out
 }
+
+/// What a switch of the seed master prints after its plan on a root that is not `/`: its
+/// three health checks, `verb` being "not run" after a switch and "would not run" in a dry
+/// run (never "passed": nothing was checked).
+pub fn master_checks(verb: &str) -> String {
+    format!(
+        "health checks ({verb}: root is not `/`):\n  \
+         kube-apiserver.service  GET http://10.72.84.160:8080/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n  \
+         kube-controller-manager.service  GET http://127.0.0.1:10252/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n  \
+         kube-scheduler.service  GET http://127.0.0.1:10251/healthz → 200, body contains \"ok\" (timeout 1m, interval 1s, settle 3s)\n"
+    )
+}
