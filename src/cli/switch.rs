@@ -384,7 +384,9 @@ fn gate(
             ..Default::default()
         }
     };
-    outln!("health gate of generation {}:", to.generation);
+    if !report.checks.is_empty() {
+        outln!("health gate of generation {}:", to.generation);
+    }
     for (c, o) in &report.checks {
         outln!(
             "  {:<7} {}  {}: {} ({} attempt{}, {})",
