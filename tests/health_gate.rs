@@ -7,7 +7,8 @@
 //! becomes the last good one; a flag etcd rejects rolls back automatically (exit code 3) and
 //! the old etcd answers again; a check on the wrong port rolls back the same way;
 //! `--no-rollback` stays (exit code 4); a kbuild killed (SIGKILL) during the gate leaves it
-//! pending, and the next `kbuild switch` completes it.
+//! pending, and the next `kbuild switch` completes it (or `kbuild check`, whose passing checks
+//! complete it).
 //!
 //! Without root or systemd-nspawn the tier says why it skipped and passes; with `CI` set it
 //! must run.
@@ -343,6 +344,39 @@ fn health_gate_under_real_systemd() {
     );
     assert_eq!(recorded(&c), (4, Some(4), None));
     assert_answers(&c, 2379, "after the completed gate");
+
+    // 6. Killed again during a gate; this time `kbuild check` says so, runs the checks, and
+    // passing them completes the gate.
+    write(&recipe(
+        2379,
+        PEER,
+        "Environment=KB_GEN=5",
+        &format!("{}{gate_extra}", http_check("{{ PORT }}")),
+    ));
+    build(&c, 5);
+    c.ok(&format!(
+        "rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while recorded(&c).2 != Some(5) {
+        assert!(std::time::Instant::now() < deadline, "no pending gate");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    c.ok("kill -KILL $(cat /kb/bg.pid)");
+    assert_eq!(recorded(&c), (5, Some(4), Some(5)));
+    c.ok("touch /run/kb-ready");
+    let o = kb(&c, "check");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "Pending the health gate of generation 5 was interrupted (kbuild stopped while waiting); passing checks complete it"
+        ) && o.stderr.contains(
+            "Healthy generation 5 passed its checks: its interrupted gate is complete"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (5, Some(5), None));
 
     drop(c);
     eprintln!("health-gate tier: total {:?}", started.elapsed());

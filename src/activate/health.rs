@@ -251,6 +251,24 @@ pub struct Report {
     pub failure: Option<Failure>,
 }
 
+/// The units a switch started, restarted or reloaded (what its gate waits for); after an
+/// interrupted gate of the same generation (`pending`), also the units it was waiting for.
+pub fn acted_units(actions: &[super::UnitAction], pending: Option<&Pending>) -> Vec<String> {
+    use super::UnitAction as A;
+    let mut out: Vec<String> = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                A::Start { .. } | A::Restart { .. } | A::Reload { .. } | A::TryRestart { .. }
+            )
+        })
+        .map(|a| a.unit().to_owned())
+        .collect();
+    out.extend(pending.into_iter().flat_map(|p| p.units.iter().cloned()));
+    out
+}
+
 /// The units a gate waits for: `acted` (started, restarted, reloaded by the switch) and the
 /// units the checks belong to, each once, in that order.
 pub fn gate_units(acted: &[String], checks: &[Check]) -> Vec<String> {

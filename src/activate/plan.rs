@@ -65,6 +65,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The target generation's health checks, read from its rootfs (none for a rootfs
+    /// without them; see [`crate::health::of_rootfs`]).
+    pub fn health_checks(&self) -> Vec<crate::health::Check> {
+        self.to
+            .rootfs
+            .as_deref()
+            .map(crate::health::of_rootfs)
+            .unwrap_or_default()
+    }
+
     pub fn is_noop(&self) -> bool {
         self.from.rootfs == self.to.rootfs
             && self.from.managed == self.to.managed

@@ -183,7 +183,7 @@ fn run(
                     .join(": "),
                 help: super::help_for(e),
             });
-            let health = super::json::Health::new(root, &checks_of(&plan));
+            let health = super::json::Health::new(root, &plan.health_checks());
             super::json::print(&super::json::Plan::new(&plan, refusal, health));
         } else {
             warn_prerequisites(&plan);
@@ -191,7 +191,7 @@ fn run(
             print_units(root, &plan, false);
             // As after the switch: listed when the switch would change something.
             if !plan.is_noop() {
-                print_checks(root, &checks_of(&plan), false);
+                print_checks(root, &plan.health_checks(), false);
             }
         }
         return refused;
@@ -266,7 +266,7 @@ fn run(
         profile: plan.from.profile_name().to_owned(),
         generation: n,
     });
-    let checks = checks_of(&plan);
+    let checks = plan.health_checks();
     if !live {
         // Nothing was run here, so nothing is known about the generation's health: the
         // checks are listed as not run (after a switch that changed something, as its unit
@@ -294,7 +294,7 @@ fn run(
         health::end_pending(root, good)?;
         return unit_failures(failures);
     }
-    let acted = acted_units(&plan.units, pending.as_ref());
+    let acted = health::acted_units(&plan.units, pending.as_ref());
     match gate(root, &to, good.clone(), &acted, &checks, failures, term)? {
         None => Ok(()),
         Some(failure) if no_rollback => {
@@ -325,33 +325,6 @@ fn run(
             roll_back(&session, root, &to, good, &failure, &hooks)
         }
     }
-}
-
-/// The generation's health checks, read from its rootfs (none for a rootfs without them).
-fn checks_of(plan: &Plan) -> Vec<kbuild::health::Check> {
-    plan.to
-        .rootfs
-        .as_deref()
-        .map(kbuild::health::of_rootfs)
-        .unwrap_or_default()
-}
-
-/// The units a switch started, restarted or reloaded (what its gate waits for); after an
-/// interrupted gate, also the units it was waiting for.
-fn acted_units(actions: &[activate::UnitAction], pending: Option<&health::Pending>) -> Vec<String> {
-    use activate::UnitAction as A;
-    let mut out: Vec<String> = actions
-        .iter()
-        .filter(|a| {
-            matches!(
-                a,
-                A::Start { .. } | A::Restart { .. } | A::Reload { .. } | A::TryRestart { .. }
-            )
-        })
-        .map(|a| a.unit().to_owned())
-        .collect();
-    out.extend(pending.into_iter().flat_map(|p| p.units.iter().cloned()));
-    out
 }
 
 /// Runs the health gate of `to` (recorded as pending first) and records the outcome: good
@@ -496,7 +469,7 @@ fn roll_back(
     };
     let mut failures = hooks.failures.take();
     finish(root, &plan, &applied, live, &mut failures, term);
-    let checks = checks_of(&plan);
+    let checks = plan.health_checks();
     let again = if checks.is_empty() {
         if failures.is_empty() {
             health::mark_good(root, &good)?;
@@ -508,7 +481,7 @@ fn roll_back(
             })
         }
     } else {
-        let acted = acted_units(&plan.units, None);
+        let acted = health::acted_units(&plan.units, None);
         gate(
             root,
             &good,
