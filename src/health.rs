@@ -125,15 +125,20 @@ impl Check {
             let answer = self.attempt(left);
             attempts += 1;
             let now = Instant::now();
-            if answer.passed || now >= deadline {
+            // A pause that reaches the deadline ends the check: an attempt started with no
+            // time left could only answer that it had none, hiding the real last answer.
+            if answer.passed || now + self.interval() >= deadline {
+                if !answer.passed {
+                    std::thread::sleep(deadline.saturating_duration_since(now));
+                }
                 return Outcome {
                     passed: answer.passed,
                     answer: answer.text,
                     attempts,
-                    elapsed: now - start,
+                    elapsed: start.elapsed(),
                 };
             }
-            std::thread::sleep(self.interval().min(deadline - now));
+            std::thread::sleep(self.interval());
         }
     }
 }
@@ -457,6 +462,8 @@ mod tests {
         assert!(o.attempts >= 2, "{o:?}");
         assert!(o.elapsed >= Duration::from_millis(400), "{o:?}");
         assert!(o.elapsed < Duration::from_secs(2), "{o:?}");
+        // The last answer is the probe's, never an attempt started with no time left.
+        assert!(o.answer.contains("refused"), "{o:?}");
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::SwitchError;
 use super::root::{Root, read_json, write_json};
+use super::{Applied, Choice, Plan, Recovered, Session, SwitchError, Target};
 use crate::health::{Check, Outcome};
 
 /// The record's file name in the root's state directory.
@@ -401,6 +401,262 @@ pub fn lock_root(
     observer: &dyn crate::observe::Observer,
 ) -> Result<crate::store::FileLock, SwitchError> {
     root.lock(observer)
+}
+
+/// What a gated switch needs from its caller: the terminal, and the unit actions, which the
+/// command line runs (or prints) as for any switch.
+pub trait Driver {
+    /// A status line (`Pending`, `Waiting`, `Healthy`, `Rolling back`).
+    fn status(&self, verb: &str, message: &str);
+    /// An interrupted switch was completed or undone first (see [`Session::switch`]).
+    fn recovered(&self, r: &Recovered);
+    /// The plan is accepted and the root changes next (removed units are stopped here).
+    fn before_flip(&self, plan: &Plan);
+    /// The switch is applied: runs (or prints) its remaining unit actions and returns every
+    /// unit action of this switch that failed (as [`super::run_systemctl`] words them).
+    fn applied(&self, plan: &Plan, applied: &Applied) -> Vec<String>;
+    /// The gate of `to` ended: every check run with its outcome, and the failure if any.
+    fn gated(&self, to: &GenerationRef, report: &Report);
+}
+
+/// How a gated switch ended.
+#[derive(Debug)]
+pub enum Gated {
+    /// No gate ran: the root is not live (`not_run`: the generation has checks that were
+    /// not run), the generation has no checks, or it is active and passed its gate already.
+    /// `failures`: the unit actions that failed.
+    Ungated {
+        failures: Vec<String>,
+        not_run: bool,
+    },
+    /// The gate passed: the generation is recorded as the last good one.
+    Passed,
+    /// The gate of `to` failed; `end` says where the root is now.
+    Failed {
+        to: GenerationRef,
+        failure: Box<Failure>,
+        end: Box<End>,
+    },
+}
+
+/// Where a failed gate leaves the root.
+#[derive(Debug)]
+pub enum End {
+    /// On the failed generation, as `--no-rollback` asks; `good` is the way back.
+    Kept { good: Option<GenerationRef> },
+    /// Back on `good`, which passed its gate again.
+    RolledBack { good: GenerationRef },
+    /// On the failed generation: the root has no other generation that passed a gate.
+    NoGood,
+    /// On the failed generation: the switch back to `good` was refused or failed.
+    BackFailed {
+        good: GenerationRef,
+        error: Box<SwitchError>,
+    },
+    /// On `good`, which failed its gate too.
+    BackUnhealthy {
+        good: GenerationRef,
+        failure: Failure,
+    },
+}
+
+/// A switch to `target` followed by its health gate (docs/switch.md, "Health gate"): on a
+/// live root (`live`), a generation with checks is gated, and when the gate fails the root
+/// goes back to the last good generation (unless `no_rollback`), whose gate runs again. An
+/// interrupted gate of the same generation is run again even when the switch changes
+/// nothing. Errors are those of the switch asked for; what happens after it is the
+/// [`Gated`].
+// The target, profile and flags are separate arguments, as the command line reads them.
+#[allow(clippy::too_many_arguments)]
+pub fn switch(
+    session: &Session,
+    target: Target,
+    choice: &Choice,
+    adopt: bool,
+    live: bool,
+    no_rollback: bool,
+    driver: &dyn Driver,
+) -> Result<(Plan, Applied, Gated), SwitchError> {
+    let root = session.root();
+    let pending = record(root)?.and_then(|r| r.pending);
+    if let Some(p) = &pending {
+        driver.status(
+            "Pending",
+            &format!(
+                "the health gate of generation {} ({}) was interrupted (kbuild stopped while waiting): it is not marked good; a switch to it runs the gate again, another switch leaves it",
+                p.generation, p.profile
+            ),
+        );
+    }
+    let (plan, applied) =
+        session.switch(target, choice, adopt, &|r| driver.recovered(r), &|p| {
+            driver.before_flip(p)
+        })?;
+    let failures = driver.applied(&plan, &applied);
+    let to = GenerationRef {
+        profile: plan.to.profile_name().to_owned(),
+        generation: applied.generation,
+    };
+    let checks = plan.health_checks();
+    if !live {
+        // Nothing was run here, so nothing is known of the generation's health: the root's
+        // record stays as it is.
+        let not_run = !checks.is_empty() && applied.changed_anything;
+        return Ok((plan, applied, Gated::Ungated { failures, not_run }));
+    }
+    let before = plan.from.generation.map(|n| GenerationRef {
+        profile: plan.from.profile_name().to_owned(),
+        generation: n,
+    });
+    let good = last_good(root, before)?;
+    if checks.is_empty() {
+        if failures.is_empty() {
+            // No checks and a switch that succeeded: the generation counts as good.
+            mark_good(root, &to)?;
+        } else {
+            end_pending(root, good)?;
+        }
+        let not_run = false;
+        return Ok((plan, applied, Gated::Ungated { failures, not_run }));
+    }
+    // A gate of this generation that a killed kbuild left is run again, its units included.
+    let pending = pending.filter(|p| p.generation == to.generation && p.profile == to.profile);
+    if !applied.changed_anything && pending.is_none() && good.as_ref() == Some(&to) {
+        // Already active and already good; a gate of another generation left pending is
+        // dropped (the root is not on it).
+        end_pending(root, good)?;
+        let not_run = false;
+        return Ok((plan, applied, Gated::Ungated { failures, not_run }));
+    }
+    let acted = acted_units(&plan.units, pending.as_ref());
+    let Some(failure) = gate_one(root, &to, good.clone(), &acted, &checks, failures, driver)?
+    else {
+        return Ok((plan, applied, Gated::Passed));
+    };
+    let end = if no_rollback {
+        end_pending(root, good.clone())?;
+        End::Kept { good }
+    } else {
+        roll_back(session, &to, good, driver)?
+    };
+    let (failure, end) = (Box::new(failure), Box::new(end));
+    Ok((plan, applied, Gated::Failed { to, failure, end }))
+}
+
+/// Runs the gate of `to` (recorded as pending first) and records it good when it passed.
+/// `failures`: unit actions that failed (the gate then fails at once).
+fn gate_one(
+    root: &Root,
+    to: &GenerationRef,
+    good: Option<GenerationRef>,
+    acted: &[String],
+    checks: &[Check],
+    failures: Vec<String>,
+    driver: &dyn Driver,
+) -> Result<Option<Failure>, SwitchError> {
+    let units = gate_units(acted, checks);
+    begin(root, to, &units, good)?;
+    let report = if failures.is_empty() {
+        gate(&units, checks, &|m| driver.status("Waiting", m))
+    } else {
+        // The units whose action failed (`systemctl restart etcd.service` exited …).
+        let failed = units
+            .iter()
+            .filter(|u| failures.iter().any(|f| f.contains(&format!(" {u}`"))))
+            .cloned()
+            .collect();
+        Report {
+            failure: Some(Failure::Actions {
+                messages: failures,
+                units: failed,
+            }),
+            ..Report::default()
+        }
+    };
+    driver.gated(to, &report);
+    if report.failure.is_none() {
+        mark_good(root, to)?;
+        driver.status(
+            "Healthy",
+            &format!(
+                "generation {} passed its health gate ({} check{})",
+                to.generation,
+                checks.len(),
+                if checks.len() == 1 { "" } else { "s" }
+            ),
+        );
+    }
+    Ok(report.failure)
+}
+
+/// After the gate of `to` failed: switches back to `good`, carries out that switch's unit
+/// actions and gates it again.
+fn roll_back(
+    session: &Session,
+    to: &GenerationRef,
+    good: Option<GenerationRef>,
+    driver: &dyn Driver,
+) -> Result<End, SwitchError> {
+    let root = session.root();
+    let Some(good) = good.filter(|g| g != to) else {
+        end_pending(root, None)?;
+        return Ok(End::NoGood);
+    };
+    driver.status(
+        "Rolling back",
+        &format!(
+            "to generation {} ({}), the last that passed its health gate",
+            good.generation, good.profile
+        ),
+    );
+    let switched = session.switch(
+        Target::Number(good.generation),
+        &Choice::Profile(good.profile.clone()),
+        false,
+        &|r| driver.recovered(r),
+        &|p| driver.before_flip(p),
+    );
+    let (plan, applied) = match switched {
+        Ok(s) => s,
+        Err(error) => {
+            end_pending(root, Some(good.clone()))?;
+            return Ok(End::BackFailed {
+                good,
+                error: Box::new(error),
+            });
+        }
+    };
+    let failures = driver.applied(&plan, &applied);
+    let checks = plan.health_checks();
+    let again = if checks.is_empty() {
+        if failures.is_empty() {
+            mark_good(root, &good)?;
+            None
+        } else {
+            Some(Failure::Actions {
+                messages: failures,
+                units: Vec::new(),
+            })
+        }
+    } else {
+        let acted = acted_units(&plan.units, None);
+        gate_one(
+            root,
+            &good,
+            Some(good.clone()),
+            &acted,
+            &checks,
+            failures,
+            driver,
+        )?
+    };
+    match again {
+        None => Ok(End::RolledBack { good }),
+        Some(failure) => {
+            end_pending(root, Some(good.clone()))?;
+            Ok(End::BackUnhealthy { good, failure })
+        }
+    }
 }
 
 #[cfg(test)]

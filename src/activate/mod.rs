@@ -247,6 +247,11 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The root this session holds.
+    pub fn root(&self) -> &Root {
+        self.root
+    }
+
     /// One switch to `target`, as [`switch`] describes.
     pub fn switch(
         &self,

@@ -197,20 +197,109 @@ fn run(
         return refused;
     }
     let live = activate::systemd_is_live(root);
-    let failures = std::cell::RefCell::new(Vec::new());
-    // An interrupted switch completed (or undone) first still owes its unit actions; they
-    // are reported and run at once, whatever the requested switch does next.
-    let recovered = |r: &activate::Recovered| {
+    let session = activate::Session::open(&store, root, term)
+        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    let driver = Driver {
+        root,
+        term,
+        live,
+        failures: std::cell::RefCell::new(Vec::new()),
+    };
+    let (plan, _, gated) =
+        health::switch(&session, target, choice, adopt, live, no_rollback, &driver)
+            .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
+    let (to, failure, end) = match gated {
+        health::Gated::Ungated { failures, not_run } => {
+            if not_run {
+                print_checks(root, &plan.health_checks(), true);
+            }
+            return unit_failures(failures);
+        }
+        health::Gated::Passed => return Ok(()),
+        health::Gated::Failed { to, failure, end } => (to, failure, end),
+    };
+    let n = to.generation;
+    let back = |g: &health::GenerationRef| {
+        format!(
+            "`kbuild switch --profile {} {}` goes back to the last generation that passed its gate",
+            g.profile, g.generation
+        )
+    };
+    let (code, message, help) = match *end {
+        health::End::RolledBack { good } => (
+            3,
+            format!(
+                "generation {n} failed its health gate; rolled back to generation {}, which passed its gate again",
+                good.generation
+            ),
+            None,
+        ),
+        health::End::Kept { good } => (
+            4,
+            format!("generation {n} failed its health gate; kept, as --no-rollback asks"),
+            good.as_ref().map(back),
+        ),
+        health::End::NoGood => (
+            4,
+            format!(
+                "generation {n} failed its health gate, and the root has no other generation that passed one to go back to; it stays on generation {n}"
+            ),
+            Some("fix the generation and switch again, or switch to a generation that works (`kbuild generations` lists them)".to_owned()),
+        ),
+        health::End::BackFailed { good, error } => (
+            4,
+            format!(
+                "generation {n} failed its health gate, and the switch back to generation {} failed ({error}); the root stays on generation {n}",
+                good.generation
+            ),
+            error.help(),
+        ),
+        health::End::BackUnhealthy { good, failure } => (
+            4,
+            format!(
+                "generation {n} failed its health gate, and generation {} it rolled back to failed its gate too ({failure})",
+                good.generation
+            ),
+            None,
+        ),
+    };
+    Err(
+        anyhow::Error::msg(failure.to_string()).context(super::Coded {
+            code,
+            message,
+            help,
+        }),
+    )
+}
+
+/// The command line's side of a gated switch: status lines, plans and check results on the
+/// terminal, and the unit actions run (live) or printed as not run.
+struct Driver<'a> {
+    root: &'a Root,
+    term: &'a Terminal,
+    live: bool,
+    /// Unit actions that failed since the last [`health::Driver::applied`].
+    failures: std::cell::RefCell<Vec<String>>,
+}
+
+impl health::Driver for Driver<'_> {
+    fn status(&self, verb: &str, message: &str) {
+        self.term.status(verb, message);
+    }
+
+    /// An interrupted switch completed (or undone) first still owes its unit actions; they
+    /// are reported and run at once, whatever the requested switch does next.
+    fn recovered(&self, r: &activate::Recovered) {
         let now = match r.generation {
             Some(n) => format!("generation {n}"),
             None => "no generation (unmanaged again)".to_owned(),
         };
         match &r.undone {
-            None => term.status(
+            None => self.term.status(
                 "Completed",
                 "an interrupted switch; running its unit actions",
             ),
-            Some(why) => term.status(
+            Some(why) => self.term.status(
                 "Undone",
                 &format!(
                     "an interrupted switch, which could not be completed ({why}); the root is back on {now}"
@@ -220,175 +309,57 @@ fn run(
         if r.units.is_empty() {
             return;
         }
-        if live {
-            let mut f = failures.borrow_mut();
+        if self.live {
+            let mut f = self.failures.borrow_mut();
             f.extend(activate::run_systemctl(&r.units, true));
             f.extend(activate::run_systemctl(&r.units, false));
         } else {
-            print_commands(root, &r.units, true);
+            print_commands(self.root, &r.units, true);
         }
-    };
-    let before = |plan: &Plan| {
-        if live {
-            failures
+    }
+
+    fn before_flip(&self, plan: &Plan) {
+        if self.live {
+            self.failures
                 .borrow_mut()
                 .extend(activate::run_systemctl(&plan.units, true));
         }
-    };
-    let session = activate::Session::open(&store, root, term)
-        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
-    let pending = health::record(root)
-        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?
-        .and_then(|r| r.pending);
-    if let Some(p) = &pending {
-        term.status(
-            "Pending",
-            &format!(
-                "the health gate of generation {} ({}) was interrupted (kbuild stopped while waiting): it is not marked good; {}",
-                p.generation,
-                p.profile,
-                "a switch to it runs the gate again, another switch leaves it"
-            ),
-        );
     }
-    let (plan, applied) = session
-        .switch(target, choice, adopt, &recovered, &before)
-        .with_context(|| format!("cannot {what} root `{}`", root.dir().display()))?;
-    warn_prerequisites(&plan);
-    let failures_cell = &failures;
-    let mut failures = failures.take();
-    finish(root, &plan, &applied, live, &mut failures, term);
-    let to = health::GenerationRef {
-        profile: plan.to.profile_name().to_owned(),
-        generation: applied.generation,
-    };
-    let before_ref = plan.from.generation.map(|n| health::GenerationRef {
-        profile: plan.from.profile_name().to_owned(),
-        generation: n,
-    });
-    let checks = plan.health_checks();
-    if !live {
-        // Nothing was run here, so nothing is known about the generation's health: the
-        // checks are listed as not run (after a switch that changed something, as its unit
-        // actions are), and the root's health record is left as it is.
-        if applied.changed_anything {
-            print_checks(root, &checks, true);
-        }
-        return unit_failures(failures);
-    }
-    let good = health::last_good(root, before_ref)?;
-    if checks.is_empty() {
-        if failures.is_empty() {
-            // No checks and a switch that succeeded: the generation counts as good.
-            health::mark_good(root, &to)?;
-        } else {
-            health::end_pending(root, good)?;
-        }
-        return unit_failures(failures);
-    }
-    // A gate of this generation that a killed kbuild left: run again (its units included).
-    let pending = pending.filter(|p| p.generation == to.generation && p.profile == to.profile);
-    if !applied.changed_anything && pending.is_none() && good.as_ref() == Some(&to) {
-        // Already active and already passed its gate; a gate of another generation left
-        // pending is dropped (the root is not on it).
-        health::end_pending(root, good)?;
-        return unit_failures(failures);
-    }
-    let acted = health::acted_units(&plan.units, pending.as_ref());
-    match gate(root, &to, good.clone(), &acted, &checks, failures, term)? {
-        None => Ok(()),
-        Some(failure) if no_rollback => {
-            health::end_pending(root, good.clone())?;
-            Err(gate_error(
-                4,
-                format!(
-                    "generation {} failed its health gate; kept, as --no-rollback asks",
-                    to.generation
-                ),
-                good.map(|g| {
-                    format!(
-                        "`kbuild switch --profile {} {}` goes back to the last generation that passed its gate",
-                        g.profile, g.generation
-                    )
-                }),
-                &failure,
-            ))
-        }
-        Some(failure) => {
-            let hooks = Hooks {
-                recovered: &recovered,
-                before: &before,
-                failures: failures_cell,
-                live,
-                term,
-            };
-            roll_back(&session, root, &to, good, &failure, &hooks)
-        }
-    }
-}
 
-/// Runs the health gate of `to` (recorded as pending first) and records the outcome: good
-/// when it passed. Prints every check's result; on failure the failure, and the journal of
-/// the units concerned. `failures`: unit actions that failed (the gate fails at once).
-fn gate(
-    root: &Root,
-    to: &health::GenerationRef,
-    good: Option<health::GenerationRef>,
-    acted: &[String],
-    checks: &[kbuild::health::Check],
-    failures: Vec<String>,
-    term: &Terminal,
-) -> anyhow::Result<Option<health::Failure>> {
-    let units = health::gate_units(acted, checks);
-    health::begin(root, to, &units, good)?;
-    let report = if failures.is_empty() {
-        health::gate(&units, checks, &|m| term.status("Waiting", m))
-    } else {
-        let failed: Vec<String> = units
-            .iter()
-            .filter(|u| failures.iter().any(|f| f.contains(&format!(" {u}`"))))
-            .cloned()
-            .collect();
-        health::Report {
-            failure: Some(health::Failure::Actions {
-                messages: failures,
-                units: failed,
-            }),
-            ..Default::default()
-        }
-    };
-    if !report.checks.is_empty() {
-        outln!("health gate of generation {}:", to.generation);
-    }
-    for (c, o) in &report.checks {
-        outln!(
-            "  {:<7} {}  {}: {} ({} attempt{}, {})",
-            if o.passed { "passed" } else { "failed" },
-            c.unit,
-            c.describe(),
-            o.answer,
-            o.attempts,
-            if o.attempts == 1 { "" } else { "s" },
-            humantime::format_duration(std::time::Duration::from_millis(
-                u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)
-            ))
+    fn applied(&self, plan: &Plan, applied: &activate::Applied) -> Vec<String> {
+        warn_prerequisites(plan);
+        let mut failures = self.failures.take();
+        finish(
+            self.root,
+            plan,
+            applied,
+            self.live,
+            &mut failures,
+            self.term,
         );
+        failures
     }
-    match report.failure {
-        None => {
-            health::mark_good(root, to)?;
-            term.status(
-                "Healthy",
-                &format!(
-                    "generation {} passed its health gate ({} check{})",
-                    to.generation,
-                    checks.len(),
-                    if checks.len() == 1 { "" } else { "s" }
-                ),
-            );
-            Ok(None)
+
+    /// Every check's result on stdout; a failure on stderr with the journal of its units.
+    fn gated(&self, to: &health::GenerationRef, report: &health::Report) {
+        if !report.checks.is_empty() {
+            outln!("health gate of generation {}:", to.generation);
         }
-        Some(f) => {
+        for (c, o) in &report.checks {
+            outln!(
+                "  {:<7} {}  {}: {} ({} attempt{}, {})",
+                if o.passed { "passed" } else { "failed" },
+                c.unit,
+                c.describe(),
+                o.answer,
+                o.attempts,
+                if o.attempts == 1 { "" } else { "s" },
+                humantime::format_duration(std::time::Duration::from_millis(
+                    u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)
+                ))
+            );
+        }
+        if let Some(f) = &report.failure {
             errln!(
                 "error: the health gate of generation {} failed: {f}",
                 to.generation
@@ -399,136 +370,8 @@ fn gate(
                     errln!("  {line}");
                 }
             }
-            Ok(Some(f))
         }
     }
-}
-
-/// What a switch of the session calls back (see [`activate::Session::switch`]), and where
-/// the unit actions it runs record their failures.
-struct Hooks<'a> {
-    recovered: &'a dyn Fn(&activate::Recovered),
-    before: &'a dyn Fn(&Plan),
-    failures: &'a std::cell::RefCell<Vec<String>>,
-    /// Whether unit actions and gates run (root `/`, systemd running).
-    live: bool,
-    term: &'a Terminal,
-}
-
-/// After a failed gate: switches back to `good` (the last generation that passed its gate),
-/// runs its unit actions and gates it again. Exit code 3 when it passed, 4 otherwise.
-fn roll_back(
-    session: &activate::Session,
-    root: &Root,
-    to: &health::GenerationRef,
-    good: Option<health::GenerationRef>,
-    failure: &health::Failure,
-    hooks: &Hooks,
-) -> anyhow::Result<()> {
-    let (live, term) = (hooks.live, hooks.term);
-    let Some(good) = good.filter(|g| g != to) else {
-        health::end_pending(root, None)?;
-        return Err(gate_error(
-            4,
-            format!(
-                "generation {} failed its health gate, and the root has no other generation that passed one to go back to; it stays on generation {}",
-                to.generation, to.generation
-            ),
-            Some("fix the generation and switch again, or switch to a generation that works (`kbuild generations` lists them)".to_owned()),
-            failure,
-        ));
-    };
-    term.status(
-        "Rolling back",
-        &format!(
-            "to generation {} ({}), the last that passed its health gate",
-            good.generation, good.profile
-        ),
-    );
-    let switched = session.switch(
-        Target::Number(good.generation),
-        &activate::Choice::Profile(good.profile.clone()),
-        false,
-        hooks.recovered,
-        hooks.before,
-    );
-    let (plan, applied) = match switched {
-        Ok(s) => s,
-        Err(e) => {
-            health::end_pending(root, Some(good.clone()))?;
-            return Err(gate_error(
-                4,
-                format!(
-                    "generation {} failed its health gate, and the switch back to generation {} failed ({e}); the root stays on generation {}",
-                    to.generation, good.generation, to.generation
-                ),
-                None,
-                failure,
-            ));
-        }
-    };
-    let mut failures = hooks.failures.take();
-    finish(root, &plan, &applied, live, &mut failures, term);
-    let checks = plan.health_checks();
-    let again = if checks.is_empty() {
-        if failures.is_empty() {
-            health::mark_good(root, &good)?;
-            None
-        } else {
-            Some(health::Failure::Actions {
-                messages: failures,
-                units: Vec::new(),
-            })
-        }
-    } else {
-        let acted = health::acted_units(&plan.units, None);
-        gate(
-            root,
-            &good,
-            Some(good.clone()),
-            &acted,
-            &checks,
-            failures,
-            term,
-        )?
-    };
-    match again {
-        None => Err(gate_error(
-            3,
-            format!(
-                "generation {} failed its health gate; rolled back to generation {}, which passed its gate again",
-                to.generation, good.generation
-            ),
-            None,
-            failure,
-        )),
-        Some(f) => {
-            health::end_pending(root, Some(good.clone()))?;
-            Err(gate_error(
-                4,
-                format!(
-                    "generation {} failed its health gate, and generation {} it rolled back to failed its gate too ({f})",
-                    to.generation, good.generation
-                ),
-                None,
-                failure,
-            ))
-        }
-    }
-}
-
-/// A failed gate as the command's error: its exit code and message, the failure as cause.
-fn gate_error(
-    code: i32,
-    message: String,
-    help: Option<String>,
-    failure: &health::Failure,
-) -> anyhow::Error {
-    anyhow::Error::msg(failure.to_string()).context(super::Coded {
-        code,
-        message,
-        help,
-    })
 }
 
 /// The unit actions that failed, as the command's error.
