@@ -180,3 +180,23 @@ fn recipe_errors_point_at_the_entry() {
         );
     }
 }
+
+#[test]
+fn gc_keeps_the_last_good_generation_a_failed_gate_goes_back_to() {
+    let w = World::bare();
+    for n in 1..=3 {
+        w.sb.write_recipe("plain", &format!("[files.\"/etc/plain\"]\ntext = \"{n}\\n\"\n"));
+        w.build(&["plain"], &[], n);
+    }
+    w.ok(&["switch"]);
+    // As a live switch records it: generation 1 passed its gate last.
+    std::fs::write(
+        w.root.join("etc/.kbuild/health.json"),
+        r#"{"version": 1, "last_good": {"profile": "default", "generation": 1}, "pending": null}"#,
+    )
+    .unwrap();
+    let r = w.ok(&["gc", "--keep", "1"]);
+    assert!(r.stderr.contains("Removed generation 2\n"), "{}", r.stderr);
+    assert!(!r.stderr.contains("Removed generation 1\n"), "{}", r.stderr);
+    w.assert_generations(&[1, 3], Some(3));
+}
