@@ -185,7 +185,10 @@ fn recipe_errors_point_at_the_entry() {
 fn gc_keeps_the_last_good_generation_a_failed_gate_goes_back_to() {
     let w = World::bare();
     for n in 1..=3 {
-        w.sb.write_recipe("plain", &format!("[files.\"/etc/plain\"]\ntext = \"{n}\\n\"\n"));
+        w.sb.write_recipe(
+            "plain",
+            &format!("[files.\"/etc/plain\"]\ntext = \"{n}\\n\"\n"),
+        );
         w.build(&["plain"], &[], n);
     }
     w.ok(&["switch"]);
