@@ -394,15 +394,6 @@ pub fn run_checks(checks: &[Check]) -> Vec<Outcome> {
     })
 }
 
-/// Takes the root's lock for a command that reads and records health (`kbuild check`): it
-/// waits while a switch (and its gate) holds the root.
-pub fn lock_root(
-    root: &Root,
-    observer: &dyn crate::observe::Observer,
-) -> Result<crate::store::FileLock, SwitchError> {
-    root.lock(observer)
-}
-
 /// What a gated switch needs from its caller: the terminal, and the unit actions, which the
 /// command line runs (or prints) as for any switch.
 pub trait Driver {
@@ -657,6 +648,84 @@ fn roll_back(
             Ok(End::BackUnhealthy { good, failure })
         }
     }
+}
+
+/// What `kbuild check` found on a root.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The active generation.
+    pub active: GenerationRef,
+    /// Its checks (none: it declares none).
+    pub checks: Vec<Check>,
+    /// Each check's outcome, in order; empty when the checks were not run (not live).
+    pub outcomes: Vec<Outcome>,
+    /// The active generation's gate a killed kbuild left, if any.
+    pub pending: Option<Pending>,
+    /// The last generation that passed its gate (after this check: the active one, when its
+    /// checks completed an interrupted gate).
+    pub last_good: Option<GenerationRef>,
+}
+
+impl Checked {
+    /// Whether every check ran and passed.
+    pub fn passed(&self) -> bool {
+        self.outcomes.len() == self.checks.len() && self.outcomes.iter().all(|o| o.passed)
+    }
+}
+
+/// Runs the active generation's checks on `root` (`kbuild check`), holding the root's lock:
+/// only when `live` (never reported as passed otherwise). A gate of the active generation
+/// that a killed kbuild left is said so to `observer`, and checks that all pass complete it
+/// (the generation is recorded good). `None`: the root has no active generation.
+pub fn check(
+    root: &Root,
+    live: bool,
+    observer: &dyn crate::observe::Observer,
+) -> Result<Option<Checked>, SwitchError> {
+    let _lock = root.lock(observer)?;
+    let state = root.state()?;
+    let (Some(generation), Some(rootfs)) = (state.generation, state.rootfs.as_deref()) else {
+        return Ok(None);
+    };
+    let active = GenerationRef {
+        profile: state.profile_name().to_owned(),
+        generation,
+    };
+    let checks = crate::health::of_rootfs(rootfs);
+    let recorded = record(root)?.unwrap_or_default();
+    let pending = recorded
+        .pending
+        .filter(|p| p.generation == generation && p.profile == active.profile);
+    if let Some(p) = &pending {
+        observer.status(
+            "Pending",
+            &format!(
+                "the health gate of generation {} was interrupted (kbuild stopped while waiting); passing checks complete it",
+                p.generation
+            ),
+        );
+    }
+    let outcomes = if live {
+        run_checks(&checks)
+    } else {
+        Vec::new()
+    };
+    let mut checked = Checked {
+        active,
+        checks,
+        outcomes,
+        pending,
+        last_good: recorded.last_good,
+    };
+    if live && checked.pending.is_some() && checked.passed() {
+        mark_good(root, &checked.active)?;
+        checked.last_good = Some(checked.active.clone());
+        observer.status(
+            "Healthy",
+            &format!("generation {generation} passed its checks: its interrupted gate is complete"),
+        );
+    }
+    Ok(Some(checked))
 }
 
 #[cfg(test)]

@@ -22,60 +22,28 @@ pub struct Args {
 }
 
 pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
-    let cannot = || format!("cannot check root `{}`", root.dir().display());
-    let _lock = health::lock_root(root, term).with_context(cannot)?;
-    let state = root.state().with_context(cannot)?;
-    let (Some(generation), Some(rootfs)) = (state.generation, state.rootfs.as_deref()) else {
-        return Err(super::Refused {
+    let live = activate::systemd_is_live(root);
+    let checked = health::check(root, live, term)
+        .with_context(|| format!("cannot check root `{}`", root.dir().display()))?
+        .ok_or_else(|| super::Refused {
             message: format!("root `{}` has no active generation", root.dir().display()),
             help: "`kbuild switch --root DIR` activates one".to_owned(),
-        })
-        .with_context(cannot);
-    };
-    let profile = state.profile_name().to_owned();
-    let checks = kbuild::health::of_rootfs(rootfs);
-    let record = health::record(root)
-        .with_context(cannot)?
-        .unwrap_or_default();
-    let pending = record
-        .pending
-        .clone()
-        .filter(|p| p.generation == generation && p.profile == profile);
-    if let Some(p) = &pending {
-        term.status(
-            "Pending",
-            &format!(
-                "the health gate of generation {} was interrupted (kbuild stopped while waiting); passing checks complete it",
-                p.generation
-            ),
-        );
-    }
-    let live = activate::systemd_is_live(root);
-    let outcomes = if live {
-        health::run_checks(&checks)
-    } else {
-        Vec::new()
-    };
-    let passed = live && outcomes.iter().all(|o| o.passed);
-    let status = match (checks.is_empty(), live, passed) {
+        })?;
+    let generation = checked.active.generation;
+    let status = match (checked.checks.is_empty(), live, checked.passed()) {
         (true, _, _) => "none",
         (false, false, _) => "not run",
         (false, true, true) => "passed",
         (false, true, false) => "failed",
     };
-    let me = health::GenerationRef {
-        profile: profile.clone(),
-        generation,
-    };
-    if pending.is_some() && live && passed {
-        health::mark_good(root, &me).with_context(cannot)?;
-    }
+    let not_run = super::json::not_run_reason(root);
     if args.json {
-        let results = checks
+        let results = checked
+            .checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let o = outcomes.get(i);
+                let o = checked.outcomes.get(i);
                 super::json::CheckResult {
                     check: c.clone(),
                     status: match o {
@@ -94,30 +62,24 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
         super::json::print(&super::json::Check {
             version: super::json::VERSION,
             root: root.dir().display().to_string(),
-            profile,
+            profile: checked.active.profile.clone(),
             generation,
             status,
-            not_run: (status == "not run").then(|| super::json::not_run_reason(root).to_owned()),
-            pending: pending.clone(),
-            last_good: health::record(root)
-                .ok()
-                .flatten()
-                .and_then(|r| r.last_good),
+            not_run: (status == "not run").then(|| not_run.to_owned()),
+            pending: checked.pending.clone(),
+            last_good: checked.last_good.clone(),
             checks: results,
         });
-    } else if checks.is_empty() {
+    } else if checked.checks.is_empty() {
         outln!("generation {generation} declares no health checks");
     } else if !live {
-        outln!(
-            "health checks of generation {generation} (not run: {}):",
-            super::json::not_run_reason(root)
-        );
-        for c in &checks {
+        outln!("health checks of generation {generation} (not run: {not_run}):");
+        for c in &checked.checks {
             outln!("  not run  {}  {} ({})", c.unit, c.describe(), c.times());
         }
     } else {
         outln!("health checks of generation {generation}:");
-        for (c, o) in checks.iter().zip(&outcomes) {
+        for (c, o) in checked.checks.iter().zip(&checked.outcomes) {
             outln!(
                 "  {:<7}  {}  {}: {}",
                 if o.passed { "passed" } else { "failed" },
@@ -128,22 +90,21 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
         }
     }
     if status == "failed" {
-        let back = record
+        let help = checked
             .last_good
-            .filter(|g| *g != me)
-            .map(|g| format!("`kbuild switch --profile {} {}` goes back to generation {}, the last that passed its gate", g.profile, g.generation, g.generation))
+            .filter(|g| *g != checked.active)
+            .map(|g| {
+                format!(
+                    "`kbuild switch --profile {} {}` goes back to generation {}, the last that passed its gate",
+                    g.profile, g.generation, g.generation
+                )
+            })
             .unwrap_or_else(|| "`journalctl -u UNIT` says why a service does not answer".to_owned());
         return Err(super::Refused {
             message: format!("generation {generation} fails its health checks"),
-            help: back,
+            help,
         }
         .into());
-    }
-    if pending.is_some() && passed {
-        term.status(
-            "Healthy",
-            &format!("generation {generation} passed its checks: its interrupted gate is complete"),
-        );
     }
     Ok(())
 }
