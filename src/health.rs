@@ -16,6 +16,7 @@
 
 use std::io::Read as _;
 use std::net::{TcpStream, ToSocketAddrs as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -252,11 +253,15 @@ fn command(argv: &[String], limit: Duration) -> Answer {
     let Some((program, args)) = argv.split_first() else {
         return Answer::fail("empty command");
     };
+    // Its own process group, so that what it leaves behind (`daemon &`, a forking helper) can
+    // be killed with it: otherwise such a child holds the output pipes open and the check
+    // outlives its timeout, with the root's lock held.
     let mut child = match Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -264,22 +269,25 @@ fn command(argv: &[String], limit: Duration) -> Answer {
     };
     // Read both pipes while the command runs, so a chatty command cannot block on a full pipe.
     let reader = |p: Option<Box<dyn std::io::Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         std::thread::spawn(move || {
             let mut out = Vec::new();
             if let Some(p) = p {
                 let _ = p.take(64 * 1024).read_to_end(&mut out);
             }
-            out
-        })
+            let _ = tx.send(out);
+        });
+        rx
     };
-    let out = reader(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    let pipes = [
+        reader(child.stdout.take().map(|p| Box::new(p) as _)),
+        reader(child.stderr.take().map(|p| Box::new(p) as _)),
+    ];
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
             Ok(None) if Instant::now() >= deadline => {
-                // Only the child this attempt started.
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(format!(
@@ -291,14 +299,21 @@ fn command(argv: &[String], limit: Duration) -> Answer {
             Err(e) => break Err(e.to_string()),
         }
     };
-    // A killed command's grandchildren may hold the pipes open: their output is not waited for.
-    let output = if status.is_ok() {
-        let mut o = out.join().unwrap_or_default();
-        o.extend(err.join().unwrap_or_default());
-        String::from_utf8_lossy(&o).into_owned()
-    } else {
-        String::new()
-    };
+    // The check is over: whatever it started goes with it. The group is the child's pid
+    // (`process_group(0)`); it may be gone already (ESRCH), which is fine.
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    // A child that left the group (setsid) can still hold a pipe: its output is not waited
+    // for beyond the attempt's deadline.
+    let mut output = Vec::new();
+    for rx in pipes {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        output.extend(rx.recv_timeout(wait).unwrap_or_default());
+    }
+    let output = String::from_utf8_lossy(&output).into_owned();
     match status {
         Ok(s) if s.success() => Answer {
             passed: true,
@@ -539,6 +554,36 @@ mod tests {
         .attempt(Duration::from_millis(200));
         assert_eq!(a.text, "still running after 200ms; killed");
         assert!(start.elapsed() < Duration::from_secs(5));
+        // What the command leaves running is killed with it, not waited for (review 16).
+        let start = Instant::now();
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/bin/sh", "-c", "sleep 25 & echo hi"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(3));
+        assert_eq!(a.text, "exit status: 0: hi");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        // One that left the group (setsid) is not waited for past the attempt's deadline.
+        let start = Instant::now();
+        let a = check(
+            Probe::Command {
+                argv: argv(&["/bin/sh", "-c", "setsid sleep 25 & echo hi"]),
+            },
+            1000,
+        )
+        .attempt(Duration::from_secs(1));
+        assert!(a.passed, "{a:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
         let a = check(
             Probe::Command {
                 argv: argv(&["/nonexistent/probe"]),
