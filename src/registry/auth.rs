@@ -40,24 +40,28 @@ pub struct Resolved {
     /// The files consulted, in order; the last one is where the credentials came from when
     /// there are any.
     pub consulted: Vec<PathBuf>,
+    /// Every file looked for, found or not.
+    pub looked: Vec<PathBuf>,
 }
 
 impl Resolved {
     /// "credentials of `user` from `FILE`" / "no credentials for HOST in `A`, `B`".
     pub fn describe(&self, registry: &str) -> String {
-        let files = || {
-            if self.consulted.is_empty() {
-                "no credentials file exists".to_owned()
-            } else {
-                self.consulted
-                    .iter()
-                    .map(|p| format!("`{}`", p.display()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         match &self.credentials {
-            Credentials::Anonymous => format!("no credentials for `{registry}` in {}", files()),
+            Credentials::Anonymous if self.consulted.is_empty() => format!(
+                "no credentials for `{registry}`: no credentials file found, looked for {}",
+                list(&self.looked)
+            ),
+            Credentials::Anonymous => format!(
+                "no credentials for `{registry}` in {}",
+                list(&self.consulted)
+            ),
             Credentials::Basic { username, .. } => format!(
                 "user `{username}` from `{}`",
                 self.consulted
@@ -118,7 +122,8 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
 /// error naming it.
 pub fn resolve(registry: &str, explicit: Option<&Path>) -> Result<Resolved, RegistryError> {
     let mut consulted = Vec::new();
-    for path in candidates(explicit) {
+    let looked = candidates(explicit);
+    for path in looked.clone() {
         let text = match fs_err::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => continue,
@@ -137,12 +142,14 @@ pub fn resolve(registry: &str, explicit: Option<&Path>) -> Result<Resolved, Regi
             return Ok(Resolved {
                 credentials: c,
                 consulted,
+                looked,
             });
         }
     }
     Ok(Resolved {
         credentials: Credentials::Anonymous,
         consulted,
+        looked,
     })
 }
 

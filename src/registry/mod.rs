@@ -76,7 +76,7 @@ pub enum RegistryError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{what} failed at `{reference}`")]
+    #[error("{what}: the request to the registry of `{reference}` failed")]
     Remote {
         what: String,
         reference: String,
@@ -129,7 +129,18 @@ impl RegistryError {
             }
             RegistryError::Remote { source, .. } => {
                 let text = source.to_string();
-                if text.contains("certificate") || text.contains("UnknownIssuer") {
+                let chain = {
+                    let mut all = text.clone();
+                    let mut cause = source.source();
+                    while let Some(c) = cause {
+                        all.push_str(&c.to_string());
+                        cause = c.source();
+                    }
+                    all
+                };
+                if chain.contains("InvalidContentType") {
+                    "the registry seems to speak plain HTTP: add `--plain-http` if that is expected".to_owned()
+                } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
                     "give the registry's CA with `--ca-file`, or `--plain-http` for a registry without TLS".to_owned()
                 } else {
                     "check that the registry is up; a rerun sends or fetches only what did not arrive".to_owned()

@@ -161,25 +161,35 @@ fn remote(
     resolved: &Resolved,
     e: OciDistributionError,
 ) -> RegistryError {
-    let unauthorized = match &e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+    use oci_client::errors::OciErrorCode as Code;
+    let codes: Vec<&Code> = match &e {
         OciDistributionError::RegistryError { envelope, .. } => {
-            let text = envelope.to_string();
-            text.contains("UNAUTHORIZED") || text.contains("DENIED")
+            envelope.errors.iter().map(|x| &x.code).collect()
         }
-        _ => false,
+        _ => Vec::new(),
     };
-    let not_found = match &e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let text = envelope.to_string();
-            text.contains("MANIFEST_UNKNOWN") || text.contains("NAME_UNKNOWN")
-        }
-        _ => false,
+    let status = match &e {
+        OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
+        _ => None,
     };
+    let unauthorized = status == Some(401)
+        || status == Some(403)
+        || match &e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => true,
+            OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+            _ => codes
+                .iter()
+                .any(|c| matches!(c, Code::Unauthorized | Code::Denied)),
+        };
+    let not_found = status == Some(404)
+        || match &e {
+            OciDistributionError::ImageManifestNotFoundError(_) => true,
+            OciDistributionError::ServerError { code, .. } => *code == 404,
+            _ => codes
+                .iter()
+                .any(|c| matches!(c, Code::ManifestUnknown | Code::NameUnknown)),
+        };
     if unauthorized {
         RegistryError::Unauthorized {
             what: what.to_owned(),
@@ -391,8 +401,15 @@ fn fetch_blob(
     if let Ok(md) = fs_err::metadata(&dest)
         && md.len() == size
     {
-        // Renamed in only after its digest matched (and the store's import checks again).
-        return Ok(Fetched::Staged);
+        // Renamed in only after its digest matched; checked again, since a staged file is
+        // not read-only: a damaged one is fetched anew instead of failing every rerun.
+        let mut f = fs_err::File::open(&dest)?;
+        let mut w = artifact::HashingWriter::new(std::io::sink());
+        std::io::copy(&mut f, &mut w)?;
+        if w.finish().0 == d.digest {
+            return Ok(Fetched::Staged);
+        }
+        fs_err::remove_file(&dest)?;
     }
     let part = dest.with_extension("part");
     observer.transfer_start(&d.digest, Some(size));
@@ -419,7 +436,12 @@ fn fetch_blob(
                     OciDistributionError::DigestError(de) => RegistryError::DigestMismatch {
                         what: format!("`{}`", session.reference),
                         digest: d.digest.clone(),
-                        actual: de.to_string(),
+                        actual: match de {
+                            oci_client::errors::DigestError::VerificationError {
+                                actual, ..
+                            } => actual,
+                            other => other.to_string(),
+                        },
                     },
                     other => session.err("pull", other),
                 },
