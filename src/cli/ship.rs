@@ -227,8 +227,13 @@ pub fn run_push(
             )
         })?;
     let t: Transfer = report.transfer;
+    let mounted = if t.mounted_blobs > 0 {
+        format!(", {} mounted from other repositories", t.mounted_blobs)
+    } else {
+        String::new()
+    };
     errln!(
-        "uploaded {} {} ({}), {} already in the registry",
+        "uploaded {} {} ({}), {} already in the registry{mounted}",
         t.sent_blobs,
         blobs(t.sent_blobs),
         human_bytes(t.sent_bytes),

@@ -7,6 +7,7 @@
 //!              one zstd blob per content object; deterministic bytes
 //! layout.rs    OCI image layout directories (oci-layout, index.json, blobs/sha256/…)
 //! import.rs    verify a staged artifact and add it to the store, then record the generation
+//! cache.rs     blob digests and pushed-to repositories remembered for the next push
 //! auth.rs      credentials from the files docker, podman and skopeo use
 //! remote.rs    push and pull over the distribution API (oci-client on a current-thread
 //!              tokio runtime, kept inside this module)
@@ -19,6 +20,7 @@
 
 pub mod artifact;
 pub mod auth;
+pub mod cache;
 pub mod import;
 pub mod layout;
 pub mod remote;
@@ -271,6 +273,9 @@ pub struct Transfer {
     pub sent_bytes: u64,
     pub present_blobs: usize,
     pub present_bytes: u64,
+    /// Blobs the registry took from another repository of its own (cross-repository mount)
+    /// instead of an upload.
+    pub mounted_blobs: usize,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! its digest). A rerun after a failure keeps the blobs that arrived whole. The staged
 //! layout is then imported like an export (`import`), and removed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,7 +28,7 @@ use oci_client::{Client, RegistryOperation};
 use super::artifact::{self, MANIFEST_MEDIA_TYPE, MAX_METADATA_SIZE};
 use super::auth::{self, Credentials, Resolved};
 use super::import::{self, Imported};
-use super::{Reference, RegistryError, Transfer, layout};
+use super::{Reference, RegistryError, Transfer, cache, layout};
 use crate::generation::Generation;
 use crate::observe::Observer;
 use crate::store::{LockMode, Store};
@@ -227,13 +228,16 @@ pub fn push(
     let scratch = store.scratch()?;
     let dir = scratch.path();
     layout::init(dir)?;
-    let mut n = 0usize;
-    let art = artifact::describe(store, g, |_, path| {
-        n += 1;
-        let tmp = dir.join(format!("blob-{n}"));
-        let (digest, size) = artifact::compress_file(path, &tmp)?;
-        let dest = layout::blob_path(dir, &digest).expect("sha256");
-        fs_err::rename(&tmp, &dest)?;
+    // Blob digests come from the cache when they can: an object is compressed only when
+    // the registry lacks its blob (or the first time it is pushed from this store).
+    let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let art = artifact::describe(store, g, |name, path| {
+        if let Some((digest, size)) = cache::blob(store, name) {
+            sources.insert(digest.clone(), path.to_owned());
+            return Ok((digest, size));
+        }
+        let (digest, size) = stage_blob(dir, path, None)?;
+        cache::remember_blob(store, name, &digest, size)?;
         Ok((digest, size))
     })?;
     layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
@@ -245,6 +249,7 @@ pub fn push(
         .map(|l| (l.digest.as_str(), l.size))
         .collect();
     blobs.push((&art.manifest.config.digest, art.manifest.config.size));
+    let mounts = cache::mount_sources(store, &reference.registry, &reference.repository);
     for (digest, size) in blobs {
         let exists = session
             .runtime
@@ -255,7 +260,16 @@ pub fn push(
             transfer.present_bytes += size;
             continue;
         }
+        if mount(&session, &mounts, digest) {
+            transfer.mounted_blobs += 1;
+            continue;
+        }
         let path = layout::blob_path(dir, digest).expect("sha256");
+        if !path.exists()
+            && let Some(object) = sources.get(digest)
+        {
+            stage_blob(dir, object, Some(digest))?;
+        }
         let bytes = fs_err::read(&path)?;
         observer.transfer_start(digest, Some(size));
         session
@@ -276,10 +290,51 @@ pub fn push(
         ))
         .map_err(|e| session.err("push", e))?;
     drop(scratch);
+    cache::remember_push(store, &reference.registry, &reference.repository)?;
     Ok(PushReport {
         reference: reference.clone(),
         digest: art.manifest_digest,
         transfer,
+    })
+}
+
+/// Compresses the object at `object` into the staging layout `dir` as its blob; with
+/// `expected`, the blob must have that digest (a remembered one).
+fn stage_blob(
+    dir: &Path,
+    object: &Path,
+    expected: Option<&str>,
+) -> Result<(String, u64), RegistryError> {
+    let tmp = dir.join(".tmp-blob");
+    let (digest, size) = artifact::compress_file(object, &tmp)?;
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        let _ = fs_err::remove_file(&tmp);
+        return Err(RegistryError::Object {
+            object: object.display().to_string(),
+            source: std::io::Error::other(format!(
+                "it compresses to blob `{digest}`, not the `{expected}` remembered in `.kbuild/oci/blobs/`; delete that directory and push again"
+            )),
+        });
+    }
+    fs_err::rename(&tmp, layout::blob_path(dir, &digest).expect("sha256"))?;
+    Ok((digest, size))
+}
+
+/// Asks the registry to mount blob `digest` from one of `sources` (other repositories of
+/// the same registry this store pushed to). Any failure means "upload it".
+fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
+    sources.iter().any(|repo| {
+        let from = oci_client::Reference::with_tag(
+            session.reference.registry.clone(),
+            repo.clone(),
+            "latest".to_owned(),
+        );
+        session
+            .runtime
+            .block_on(session.client.mount_blob(&session.oci_ref, &from, digest))
+            .is_ok()
     })
 }
 
