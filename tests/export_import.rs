@@ -215,11 +215,14 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
     assert!(!store2.join(".kbuild/profiles/default").exists());
 }
 
+/// A change made to an exported config.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn hostile_configs_are_refused_before_any_object_is_read() {
     let w = World::new();
     w.build(&["master"], &[], 1);
-    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, &str); 4] = [
+    let cases: [(&str, Edit, &str); 4] = [
         (
             "escape",
             Box::new(|c| {

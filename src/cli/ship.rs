@@ -90,8 +90,9 @@ Examples:
   kbuild push 2 127.0.0.1:5000/kbuild/masters:candidate --plain-http"
 )]
 pub struct PushArgs {
-    /// The generation number, then the reference (a single argument is the reference)
-    #[arg(value_name = "GENERATION] [REF", num_args = 1..=2, required = true)]
+    /// [GENERATION] REF: the generation number [default: the root's, else the profile's
+    /// newest], then host[:port]/repository[:tag|@digest]
+    #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
     args: Vec<String>,
     #[command(flatten)]
     profile: super::ProfileArgs,
