@@ -176,13 +176,24 @@ pub struct Artifact {
     pub manifest_digest: String,
 }
 
-/// Describes generation `g` (profile `g.profile`) without compressing anything: objects get
-/// their blob digests from `blob_of`, called once per object with its path, which compresses
-/// (or finds in a cache) and returns `(digest, blob size)`.
+/// An object read for an artifact: its size and BLAKE3 (of the bytes) and its blob.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub size: u64,
+    pub blake3: Digest,
+    /// `sha256:<hex>` of the blob.
+    pub blob: String,
+    pub blob_size: u64,
+}
+
+/// Describes generation `g` (profile `g.profile`). Each object is prepared by `prepare`,
+/// called once per object with its name and path (on several threads: objects are
+/// independent, so the bytes do not depend on the order), which reads the object for its
+/// BLAKE3 and compresses it (or finds its blob digest in a cache).
 pub fn describe(
     store: &Store,
     g: &Generation,
-    mut blob_of: impl FnMut(&StorePath, &Path) -> Result<(String, u64), RegistryError>,
+    prepare: impl Fn(&StorePath, &Path) -> Result<Prepared, RegistryError> + Sync,
 ) -> Result<Artifact, RegistryError> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let object_err = |object: &StorePath, source| RegistryError::Object {
@@ -198,7 +209,7 @@ pub fn describe(
     // Objects by inode, to name each rootfs file by the object it is a hardlink of.
     let mut by_inode = BTreeMap::new();
     let mut by_node = BTreeMap::new();
-    let mut objects = Vec::new();
+    let mut found = Vec::new();
     for name in &meta.references {
         let path = store.path_of(name);
         let md = fs_err::symlink_metadata(&path).map_err(|e| object_err(name, e))?;
@@ -208,23 +219,26 @@ pub fn describe(
                 std::io::Error::other("it is not a regular file (only file objects ship)"),
             ));
         }
-        let (size, blake3) = hash_file(&path).map_err(|e| object_err(name, e))?;
         let executable = md.permissions().mode() & 0o111 != 0;
-        let object_meta = store.meta(name)?;
-        let (blob, blob_size) = blob_of(name, &path)?;
+        let deriver = store.meta(name)?.map(|m| m.deriver).unwrap_or_default();
+        by_inode.insert((md.dev(), md.ino()), name.clone());
+        found.push((name.clone(), path, executable, deriver));
+    }
+    let prepared = super::parallel_map(&found, |(name, path, _, _)| prepare(name, path))?;
+    let mut objects = Vec::new();
+    for ((name, _, executable, deriver), p) in found.into_iter().zip(prepared) {
         let o = Object {
             name: name.clone(),
-            blob,
-            blob_size,
-            size,
+            blob: p.blob,
+            blob_size: p.blob_size,
+            size: p.size,
             executable,
-            blake3: blake3.to_hex(),
-            deriver: object_meta.map(|m| m.deriver).unwrap_or_default(),
+            blake3: p.blake3.to_hex(),
+            deriver,
         };
         if let Some(node) = o.node() {
-            by_node.insert(node.digest(), name.clone());
+            by_node.insert(node.digest(), name);
         }
-        by_inode.insert((md.dev(), md.ino()), name.clone());
         objects.push(o);
     }
     objects.sort_by(|a, b| a.name.cmp(&b.name));
@@ -364,7 +378,7 @@ pub fn finish(config: Config) -> Artifact {
 }
 
 /// Size and plain BLAKE3 of a file's bytes.
-fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
     let mut f = fs_err::File::open(path)?;
     let mut h = blake3::Hasher::new();
     let n = std::io::copy(&mut f, &mut h)?;
@@ -409,12 +423,15 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Compresses the file at `src` into `dest` (created), returning the blob's
-/// `(sha256:<hex>, size)`. Fixed settings: level [`ZSTD_LEVEL`], one thread, no checksum
-/// (the blob's digest and the object's BLAKE3 check it), content size left out (the config
-/// carries it).
-pub fn compress_file(src: &Path, dest: &Path) -> std::io::Result<(String, u64)> {
-    let mut input = fs_err::File::open(src)?;
+/// Compresses the file at `src` into `dest` (created), reading it once for both its BLAKE3
+/// and the blob. Fixed settings: level [`ZSTD_LEVEL`], one thread, no checksum (the blob's
+/// digest and the object's BLAKE3 check it), content size left out (the config carries it).
+pub fn compress_file(src: &Path, dest: &Path) -> std::io::Result<Prepared> {
+    let mut input = Blake3Reader {
+        inner: fs_err::File::open(src)?,
+        hasher: blake3::Hasher::new(),
+        count: 0,
+    };
     let out = fs_err::File::create(dest)?;
     let mut enc =
         zstd::stream::Encoder::new(HashingWriter::new(std::io::BufWriter::new(out)), ZSTD_LEVEL)
@@ -426,16 +443,37 @@ pub fn compress_file(src: &Path, dest: &Path) -> std::io::Result<(String, u64)> 
     let w = enc
         .finish()
         .map_err(|e| crate::fs::annotate(e, "compress into", dest))?;
-    let (digest, size, buf) = w.finish();
+    let (blob, blob_size, buf) = w.finish();
     let file = buf
         .into_inner()
         .map_err(|e| crate::fs::annotate(e.into_error(), "write", dest))?;
     file.sync_data()?;
-    Ok((digest, size))
+    Ok(Prepared {
+        size: input.count,
+        blake3: Digest(*input.hasher.finalize().as_bytes()),
+        blob,
+        blob_size,
+    })
+}
+
+/// A reader that BLAKE3-hashes and counts what is read through it.
+struct Blake3Reader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    count: u64,
+}
+
+impl<R: Read> Read for Blake3Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Decompresses blob bytes from `input` into the new file `dest`, refusing more than `limit`
-/// bytes of output. Returns the size and BLAKE3 of what was written.
+/// bytes of output. Returns the size and BLAKE3 of what was written (not yet synced).
 pub fn decompress_to(input: impl Read, dest: &Path, limit: u64) -> std::io::Result<(u64, Digest)> {
     let dec = zstd::stream::Decoder::new(input)?;
     let mut out = std::io::BufWriter::new(fs_err::File::create(dest)?);
@@ -457,8 +495,8 @@ pub fn decompress_to(input: impl Read, dest: &Path, limit: u64) -> std::io::Resu
         h.update(&buf[..n]);
         out.write_all(&buf[..n])?;
     }
-    let f = out.into_inner().map_err(|e| e.into_error())?;
-    f.sync_data()?;
+    // Not synced here: the store adds a batch of objects after one `syncfs`.
+    out.into_inner().map_err(|e| e.into_error())?;
     Ok((total, Digest(*h.finalize().as_bytes())))
 }
 
@@ -476,10 +514,18 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let a = compress_file(&src, &dir.path().join("a")).unwrap();
         let b = compress_file(&src, &dir.path().join("b")).unwrap();
-        assert_eq!(a, b, "the same bytes give the same blob");
+        assert_eq!(
+            (&a.blob, a.blob_size),
+            (&b.blob, b.blob_size),
+            "the same bytes give the same blob"
+        );
+        assert_eq!(
+            (a.size, a.blake3.0),
+            (data.len() as u64, *blake3::hash(&data).as_bytes())
+        );
         let blob = std::fs::read(dir.path().join("a")).unwrap();
-        assert_eq!(sha256_digest(&blob), a.0);
-        assert_eq!(blob.len() as u64, a.1);
+        assert_eq!(sha256_digest(&blob), a.blob);
+        assert_eq!(blob.len() as u64, a.blob_size);
         let (n, d) = decompress_to(&blob[..], &dir.path().join("out"), data.len() as u64).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(d.0, *blake3::hash(&data).as_bytes());

@@ -369,8 +369,9 @@ pub fn add_checked(
     let missing = missing_objects(store, config);
     let present = config.objects.len() - missing.len();
     let scratch = store.scratch()?;
-    let mut staged = Vec::new();
-    for (i, o) in missing.iter().enumerate() {
+    // Objects are independent: decompressed and hashed on several threads.
+    let numbered: Vec<(usize, &artifact::Object)> = missing.iter().copied().enumerate().collect();
+    let staged = super::parallel_map(&numbered, |(i, o)| {
         let blob = layout::blob_path(dir, &o.blob).expect("checked");
         let file = match fs_err::File::open(&blob) {
             Ok(f) => f,
@@ -426,8 +427,8 @@ pub fn add_checked(
         }
         let mode = if o.executable { 0o755 } else { 0o644 };
         fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        staged.push((tmp, *o, node));
-    }
+        Ok((tmp, *o, node))
+    })?;
     if !staged.is_empty() {
         store.sync()?;
     }

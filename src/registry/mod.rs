@@ -317,6 +317,55 @@ mod tests {
     }
 }
 
+/// `f` applied to every item on up to 4 threads (the machine's parallelism), results in the
+/// items' order; the first error stops the others from starting new items.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, RegistryError> + Sync,
+) -> Result<Vec<R>, RegistryError> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match f(&items[i]) {
+                        Ok(r) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            error
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect())
+}
+
 /// What an export wrote.
 #[derive(Clone, Debug)]
 pub struct Exported {
@@ -348,15 +397,14 @@ pub fn export(
     let _lock = store.lock(LockMode::Shared, observer)?;
     layout::init(dir)?;
     let blobs = dir.join("blobs/sha256");
-    let mut bytes = 0u64;
     let art = artifact::describe(store, g, |name, path| {
         let tmp = blobs.join(format!(".tmp-{name}"));
-        let (digest, size) = artifact::compress_file(path, &tmp)?;
-        let dest = layout::blob_path(dir, &digest).expect("sha256");
+        let p = artifact::compress_file(path, &tmp)?;
+        let dest = layout::blob_path(dir, &p.blob).expect("sha256");
         fs_err::rename(&tmp, &dest)?;
-        bytes += size;
-        Ok((digest, size))
+        Ok(p)
     })?;
+    let bytes: u64 = art.manifest.layers.iter().map(|l| l.size).sum();
     layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
     layout::put_blob(dir, &art.manifest_digest, &art.manifest_bytes)?;
     crate::fs::fsync_dir(&blobs)?;

@@ -31,7 +31,7 @@ use super::import::{self, Imported};
 use super::{Reference, RegistryError, Transfer, cache, layout};
 use crate::generation::Generation;
 use crate::observe::Observer;
-use crate::store::{LockMode, Store};
+use crate::store::{LockMode, Store, StorePath};
 
 /// How to reach the registry.
 #[derive(Clone, Debug, Default)]
@@ -230,16 +230,27 @@ pub fn push(
     layout::init(dir)?;
     // Blob digests come from the cache when they can: an object is compressed only when
     // the registry lacks its blob (or the first time it is pushed from this store).
-    let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
     let art = artifact::describe(store, g, |name, path| {
-        if let Some((digest, size)) = cache::blob(store, name) {
-            sources.insert(digest.clone(), path.to_owned());
-            return Ok((digest, size));
+        if let Some((blob, blob_size)) = cache::blob(store, name) {
+            let (size, blake3) = artifact::hash_file(path)?;
+            return Ok(artifact::Prepared {
+                size,
+                blake3,
+                blob,
+                blob_size,
+            });
         }
-        let (digest, size) = stage_blob(dir, path, None)?;
-        cache::remember_blob(store, name, &digest, size)?;
-        Ok((digest, size))
+        let p = stage_blob(dir, name, path, None)?;
+        cache::remember_blob(store, name, &p.blob, p.blob_size)?;
+        Ok(p)
     })?;
+    // Where each blob's bytes are when it must be compressed at upload time.
+    let sources: BTreeMap<&str, (&StorePath, PathBuf)> = art
+        .config
+        .objects
+        .iter()
+        .map(|o| (o.blob.as_str(), (&o.name, store.path_of(&o.name))))
+        .collect();
     layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
     let mut transfer = Transfer::default();
     let mut blobs: Vec<(&str, u64)> = art
@@ -266,9 +277,9 @@ pub fn push(
         }
         let path = layout::blob_path(dir, digest).expect("sha256");
         if !path.exists()
-            && let Some(object) = sources.get(digest)
+            && let Some((name, object)) = sources.get(digest)
         {
-            stage_blob(dir, object, Some(digest))?;
+            stage_blob(dir, name, object, Some(digest))?;
         }
         let bytes = fs_err::read(&path)?;
         observer.transfer_start(digest, Some(size));
@@ -302,11 +313,13 @@ pub fn push(
 /// `expected`, the blob must have that digest (a remembered one).
 fn stage_blob(
     dir: &Path,
+    name: &StorePath,
     object: &Path,
     expected: Option<&str>,
-) -> Result<(String, u64), RegistryError> {
-    let tmp = dir.join(".tmp-blob");
-    let (digest, size) = artifact::compress_file(object, &tmp)?;
+) -> Result<artifact::Prepared, RegistryError> {
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let p = artifact::compress_file(object, &tmp)?;
+    let digest = &p.blob;
     if let Some(expected) = expected
         && expected != digest
     {
@@ -318,8 +331,8 @@ fn stage_blob(
             )),
         });
     }
-    fs_err::rename(&tmp, layout::blob_path(dir, &digest).expect("sha256"))?;
-    Ok((digest, size))
+    fs_err::rename(&tmp, layout::blob_path(dir, digest).expect("sha256"))?;
+    Ok(p)
 }
 
 /// Asks the registry to mount blob `digest` from one of `sources` (other repositories of
