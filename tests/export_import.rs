@@ -222,7 +222,12 @@ type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 fn hostile_configs_are_refused_before_any_object_is_read() {
     let w = World::new();
     w.build(&["master"], &[], 1);
-    let cases: [(&str, Edit, &str); 4] = [
+    let cases: [(&str, Edit, &str); 5] = [
+        (
+            "object",
+            Box::new(|c| c["objects"][0]["name"] = "../../../etc/passwd".into()),
+            "its config is not a kbuild generation: `../../../etc/passwd` is not a store object name",
+        ),
         (
             "escape",
             Box::new(|c| {

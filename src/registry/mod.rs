@@ -299,6 +299,26 @@ mod tests {
     }
 
     #[test]
+    fn parallel_map_keeps_order_and_reports_an_error() {
+        let items: Vec<u64> = (0..50).collect();
+        let doubled = parallel_map(&items, |i| Ok(i * 2)).unwrap();
+        assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let err = parallel_map(&items, |i| {
+            if *i == 17 {
+                Err(RegistryError::MissingBlob {
+                    what: "x".into(),
+                    digest: "d".into(),
+                })
+            } else {
+                Ok(*i)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "blob `d` of x is missing");
+        assert!(parallel_map(&[] as &[u64], |i| Ok(*i)).unwrap().is_empty());
+    }
+
+    #[test]
     fn bad_references_say_why() {
         for (s, why) in [
             ("justaname", "no `/repository`"),

@@ -282,12 +282,10 @@ pub fn push(
             stage_blob(dir, name, object, Some(digest))?;
         }
         let bytes = fs_err::read(&path)?;
-        observer.transfer_start(digest, Some(size));
         session
             .runtime
             .block_on(session.client.push_blob(&session.oci_ref, bytes, digest))
             .map_err(|e| session.err("push", e))?;
-        observer.transfer_end(digest);
         transfer.sent_blobs += 1;
         transfer.sent_bytes += size;
     }
@@ -392,10 +390,10 @@ pub fn pull(
     let manifest = import::check_manifest(&manifest_bytes, &what)?;
     let hex = artifact::digest_hex(&digest).expect("sha256").to_owned();
     let stage = store.dir().join(format!(".tmp-pull-{}", &hex[..32]));
+    // Staging and import under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
+    let _lock = store.lock(LockMode::Shared, observer)?;
     let resumed_before;
     {
-        // Staging under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
-        let _lock = store.lock(LockMode::Shared, observer)?;
         layout::init(&stage)?;
         layout::put_blob(&stage, &digest, &manifest_bytes)?;
         let config_desc = descriptor(
@@ -403,7 +401,7 @@ pub fn pull(
             manifest.config.size,
             &manifest.config.media_type,
         );
-        fetch_blob(&session, &stage, &config_desc, observer)?;
+        fetch_blob(&session, &stage, &config_desc)?;
         let config_bytes = layout::read_capped(
             &layout::blob_path(&stage, &manifest.config.digest).expect("checked"),
             MAX_METADATA_SIZE,
@@ -422,7 +420,7 @@ pub fn pull(
                 continue;
             }
             let d = descriptor(&o.blob, o.blob_size, artifact::OBJECT_MEDIA_TYPE);
-            match fetch_blob(&session, &stage, &d, observer)? {
+            match fetch_blob(&session, &stage, &d)? {
                 Fetched::Downloaded => {
                     transfer.sent_blobs += 1;
                     transfer.sent_bytes += o.blob_size;
@@ -462,7 +460,6 @@ fn fetch_blob(
     session: &Session,
     stage: &Path,
     d: &OciDescriptor,
-    observer: &dyn Observer,
 ) -> Result<Fetched, RegistryError> {
     let dest = layout::blob_path(stage, &d.digest).expect("checked digests");
     let size = u64::try_from(d.size).unwrap_or(0);
@@ -480,7 +477,6 @@ fn fetch_blob(
         fs_err::remove_file(&dest)?;
     }
     let part = dest.with_extension("part");
-    observer.transfer_start(&d.digest, Some(size));
     let result = session.runtime.block_on(async {
         let file = tokio::fs::File::create(&part).await?;
         let out = Capped {
@@ -494,7 +490,6 @@ fn fetch_blob(
             .await
             .map_err(std::io::Error::other)
     });
-    observer.transfer_end(&d.digest);
     if let Err(e) = result {
         let _ = fs_err::remove_file(&part);
         let inner = e.into_inner();
