@@ -144,6 +144,7 @@ pub enum Command {
     /// Check and add a generation from an OCI image layout directory (offline install)
     Import(ship::ImportArgs),
     /// Send a generation to an OCI registry (only the blobs it lacks)
+    #[command(override_usage = "kbuild push [OPTIONS] [GENERATION] <REF>")]
     Push(ship::PushArgs),
     /// Fetch a generation from an OCI registry (only the objects the store lacks)
     Pull(ship::PullArgs),
