@@ -2,8 +2,9 @@
 //! the oras/krustlet lineage) on a current-thread tokio runtime that lives only inside the
 //! calls here: the rest of kbuild stays synchronous.
 //!
-//! Push describes the generation, compressing each object into a temp entry of the store,
-//! asks the registry (`HEAD /v2/<name>/blobs/<digest>`) which blobs it has, uploads the
+//! Push describes the generation, compressing each object into a temp entry of the store on
+//! worker threads while this thread sends each blob as soon as it is ready: it asks the
+//! registry (`HEAD /v2/<name>/blobs/<digest>`) which blobs it has, uploads the
 //! others (monolithic `PUT`), then the config and the manifest. The manifest goes last, so a
 //! registry that dies mid-push holds no tag for a partial generation, and a rerun uploads
 //! only the blobs that did not arrive.
@@ -14,7 +15,6 @@
 //! its digest). A rerun after a failure keeps the blobs that arrived whole. The staged
 //! layout is then imported like an export (`import`), and removed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -228,67 +228,61 @@ pub fn push(
     let scratch = store.scratch()?;
     let dir = scratch.path();
     layout::init(dir)?;
-    // Blob digests come from the cache when they can: an object is compressed only when
-    // the registry lacks its blob (or the first time it is pushed from this store).
-    let art = artifact::describe(store, g, |name, path| {
-        if let Some((blob, blob_size)) = cache::blob(store, name) {
-            let (size, blake3) = artifact::hash_file(path)?;
-            return Ok(artifact::Prepared {
-                size,
-                blake3,
-                blob,
-                blob_size,
-            });
-        }
-        let p = stage_blob(dir, name, path, None)?;
-        cache::remember_blob(store, name, &p.blob, p.blob_size)?;
-        Ok(p)
-    })?;
-    // Where each blob's bytes are when it must be compressed at upload time.
-    let sources: BTreeMap<&str, (&StorePath, PathBuf)> = art
-        .config
-        .objects
-        .iter()
-        .map(|o| (o.blob.as_str(), (&o.name, store.path_of(&o.name))))
-        .collect();
-    layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
-    let mut transfer = Transfer::default();
-    let mut blobs: Vec<(&str, u64)> = art
-        .manifest
-        .layers
-        .iter()
-        .map(|l| (l.digest.as_str(), l.size))
-        .collect();
-    blobs.push((&art.manifest.config.digest, art.manifest.config.size));
     let mounts = cache::mount_sources(store, &reference.registry, &reference.repository);
-    for (digest, size) in blobs {
-        let exists = session
-            .runtime
-            .block_on(session.client.blob_exists(&session.oci_ref, digest))
-            .map_err(|e| session.err("push", e))?;
-        if exists {
-            transfer.present_blobs += 1;
-            transfer.present_bytes += size;
-            continue;
+    let mut transfer = Transfer::default();
+    let mut sent = std::collections::BTreeSet::new();
+    // Objects are prepared on worker threads while this thread uploads each blob as soon as
+    // it is ready, so compression and transfer overlap. Blob digests come from the cache when
+    // they can: an object is then compressed only if the registry lacks its blob.
+    let (tx, rx) = std::sync::mpsc::channel::<Ready>();
+    let art = std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            artifact::describe(store, g, |name, path| {
+                let p = match cache::blob(store, name) {
+                    Some((blob, blob_size)) => {
+                        let (size, blake3) = artifact::hash_file(path)?;
+                        artifact::Prepared {
+                            size,
+                            blake3,
+                            blob,
+                            blob_size,
+                        }
+                    }
+                    None => {
+                        let p = stage_blob(dir, name, path, None)?;
+                        cache::remember_blob(store, name, &p.blob, p.blob_size)?;
+                        p
+                    }
+                };
+                let ready = Ready {
+                    digest: p.blob.clone(),
+                    size: p.blob_size,
+                    source: Some((name.clone(), path.to_owned())),
+                };
+                // Nobody listens once the uploader stopped on an error: stop too.
+                tx.send(ready)
+                    .map_err(|_| std::io::Error::other("the upload stopped"))?;
+                Ok(p)
+            })
+        });
+        // Owned here, so that an upload error drops it and the workers stop.
+        let rx = rx;
+        for ready in rx.iter() {
+            if sent.insert(ready.digest.clone()) {
+                upload(&session, dir, &mounts, &ready, &mut transfer)?;
+            }
         }
-        if mount(&session, &mounts, digest) {
-            transfer.mounted_blobs += 1;
-            continue;
-        }
-        let path = layout::blob_path(dir, digest).expect("sha256");
-        if !path.exists()
-            && let Some((name, object)) = sources.get(digest)
-        {
-            stage_blob(dir, name, object, Some(digest))?;
-        }
-        let bytes = fs_err::read(&path)?;
-        session
-            .runtime
-            .block_on(session.client.push_blob(&session.oci_ref, bytes, digest))
-            .map_err(|e| session.err("push", e))?;
-        transfer.sent_blobs += 1;
-        transfer.sent_bytes += size;
-    }
+        worker
+            .join()
+            .expect("describing a generation does not panic")
+    })?;
+    layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
+    let config = Ready {
+        digest: art.manifest.config.digest.clone(),
+        size: art.manifest.config.size,
+        source: None,
+    };
+    upload(&session, dir, &mounts, &config, &mut transfer)?;
     let content_type = MANIFEST_MEDIA_TYPE.parse().expect("a valid header value");
     session
         .runtime
@@ -305,6 +299,56 @@ pub fn push(
         digest: art.manifest_digest,
         transfer,
     })
+}
+
+/// A blob ready to be sent: its digest and size, and the object it is compressed from
+/// (`None`: staged already, the config).
+struct Ready {
+    digest: String,
+    size: u64,
+    source: Option<(StorePath, PathBuf)>,
+}
+
+/// Sends one blob unless the registry has it: `HEAD`, else a cross-repository mount from
+/// one of `mounts`, else an upload (compressing the object first when only its digest was
+/// remembered).
+fn upload(
+    session: &Session,
+    dir: &Path,
+    mounts: &[String],
+    blob: &Ready,
+    transfer: &mut Transfer,
+) -> Result<(), RegistryError> {
+    let digest = blob.digest.as_str();
+    let exists = session
+        .runtime
+        .block_on(session.client.blob_exists(&session.oci_ref, digest))
+        .map_err(|e| session.err("push", e))?;
+    if exists {
+        transfer.present_blobs += 1;
+        transfer.present_bytes += blob.size;
+        return Ok(());
+    }
+    if mount(session, mounts, digest) {
+        transfer.mounted_blobs += 1;
+        return Ok(());
+    }
+    let path = layout::blob_path(dir, digest).expect("sha256");
+    if !path.exists()
+        && let Some((name, object)) = &blob.source
+    {
+        stage_blob(dir, name, object, Some(digest))?;
+    }
+    let bytes = fs_err::read(&path)?;
+    session
+        .runtime
+        .block_on(session.client.push_blob(&session.oci_ref, bytes, digest))
+        .map_err(|e| session.err("push", e))?;
+    // Uploaded: the staged copy is not needed any more.
+    let _ = fs_err::remove_file(&path);
+    transfer.sent_blobs += 1;
+    transfer.sent_bytes += blob.size;
+    Ok(())
 }
 
 /// Compresses the object at `object` into the staging layout `dir` as its blob; with
