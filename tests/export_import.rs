@@ -292,3 +292,50 @@ fn export_refuses_a_directory_that_is_not_empty() {
         "mine\n"
     );
 }
+
+#[test]
+fn import_records_in_the_exported_profile_or_the_one_named() {
+    let w = World::new();
+    w.ok(&["build", "master", "--profile", "master-1"]);
+    let out = w.sb.dir.join("usb");
+    let r = w.run(&[
+        "export",
+        "--profile",
+        "master-1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("as `master-1-1`"),
+        "the layout names it <profile>-<generation>: {}",
+        r.stderr
+    );
+    let store2 = w.sb.dir.join("store2");
+    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("profile master-1, generation 1"),
+        "{}",
+        r.stderr
+    );
+    let r = host(
+        &w,
+        &store2,
+        &["import", out.to_str().unwrap(), "--profile", "staging"],
+    );
+    r.assert_success();
+    assert!(
+        r.stderr
+            .contains("added 0 objects, 13 already in the store; profile staging, generation 1"),
+        "{}",
+        r.stderr
+    );
+    let listed = host(&w, &store2, &["generations", "--all"]);
+    listed.assert_success();
+    assert!(
+        listed.stdout.contains("master-1") && listed.stdout.contains("staging"),
+        "{}",
+        listed.stdout
+    );
+}
