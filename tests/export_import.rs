@@ -272,8 +272,20 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
         let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
         assert_eq!(r.code, Some(1), "{name}: {}", r.stderr);
         assert!(r.stderr.contains(expected), "{name}: {}", r.stderr);
-        assert_eq!(objects(&store2), Vec::<String>::new(), "{name}");
+        assert!(
+            !store2.exists(),
+            "{name}: no store is made for a refused layout"
+        );
     }
+    let r = host(
+        &w,
+        &store2,
+        &["import", w.sb.dir.join("nothing").to_str().unwrap()],
+    );
+    r.assert_error(
+        "error: cannot import `$SANDBOX/nothing`\n  caused by: `$SANDBOX/nothing` is not a kbuild OCI layout: it has no `oci-layout` file\nhelp: give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)\n",
+    );
+    assert!(!store2.exists());
 }
 
 #[test]

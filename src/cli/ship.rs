@@ -175,9 +175,7 @@ pub fn run_export(
 }
 
 pub fn run_import(ctx: &Context, args: ImportArgs, term: &Terminal) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.store_dir)
-        .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
-    let i = registry::import(&store, &args.dir, args.profile.as_deref(), term)
+    let (store, i) = registry::import(&ctx.store_dir, &args.dir, args.profile.as_deref(), term)
         .with_context(|| format!("cannot import `{}`", args.dir.display()))?;
     term.status(
         "Imported",
@@ -248,10 +246,8 @@ pub fn run_push(
 
 pub fn run_pull(ctx: &Context, args: PullArgs, term: &Terminal) -> anyhow::Result<()> {
     let reference = Reference::parse(&args.reference)?;
-    let store = Store::open(&ctx.store_dir)
-        .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
     let report = registry::remote::pull(
-        &store,
+        &ctx.store_dir,
         &reference,
         args.profile.as_deref(),
         &args.remote.options(),

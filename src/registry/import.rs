@@ -322,6 +322,13 @@ pub fn import_layout(
     profile: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<Imported, RegistryError> {
+    let checked = check_layout(dir, manifest, what)?;
+    add_checked(store, dir, &checked, what, profile, observer)
+}
+
+/// Step 1 of the module docs for the layout at `dir` whose manifest is `manifest`: the
+/// manifest, and the config blob read from the layout.
+pub fn check_layout(dir: &Path, manifest: &[u8], what: &str) -> Result<Checked, RegistryError> {
     let m = check_manifest(manifest, what)?;
     let config_path = layout::blob_path(dir, &m.config.digest).expect("checked");
     let config_bytes = match layout::read_capped(&config_path, MAX_METADATA_SIZE) {
@@ -347,8 +354,7 @@ pub fn import_layout(
             actual,
         });
     }
-    let checked = check_config(m, &config_bytes, what)?;
-    add_checked(store, dir, &checked, what, profile, observer)
+    check_config(m, &config_bytes, what)
 }
 
 /// Steps 2–4 of the module docs for an artifact [`check_config`] passed.

@@ -110,6 +110,7 @@ impl RegistryError {
             RegistryError::BadReference { why, .. } => format!(
                 "{why}; write `host[:port]/repository[:tag|@sha256:…]`, e.g. `registry.example:5000/kbuild/masters:master-1-2`"
             ),
+            RegistryError::Store(e) => return Store::help(e),
             RegistryError::OutputNotEmpty { .. } => {
                 "export into a new or empty directory".to_owned()
             }
@@ -443,18 +444,22 @@ pub fn export(
     })
 }
 
-/// Imports the OCI layout at `dir` (an export, or `skopeo copy … oci:DIR`): every object is
-/// checked before it becomes visible, then the generation is recorded in `profile`, else the
-/// one it was exported from.
+/// Imports the OCI layout at `dir` (an export, or `skopeo copy … oci:DIR`) into the store at
+/// `store_dir`: the manifest and config are checked first (a store is made on a new host only
+/// for a layout that passes), every object is checked before it becomes visible, then the
+/// generation is recorded in `profile`, else the one it was exported from.
 pub fn import(
-    store: &Store,
+    store_dir: &Path,
     dir: &Path,
     profile: Option<&str>,
     observer: &dyn Observer,
-) -> Result<Imported, RegistryError> {
+) -> Result<(Store, Imported), RegistryError> {
     let (manifest, _digest) = layout::read_manifest(dir)?;
     let what = format!("layout `{}`", dir.display());
-    import::import_layout(store, dir, &manifest, &what, profile, observer)
+    let checked = import::check_layout(dir, &manifest, &what)?;
+    let store = Store::open(store_dir)?;
+    let imported = import::add_checked(&store, dir, &checked, &what, profile, observer)?;
+    Ok((store, imported))
 }
 
 /// The tag a generation gets when none is given: `<profile>-<generation>`.

@@ -393,16 +393,16 @@ fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
     })
 }
 
-/// Pulls `reference` and records its generation in `profile` (else the one it was pushed
+/// Pulls `reference` into the store at `store_dir` (made if missing, once the manifest is
+/// fetched and checked) and records its generation in `profile` (else the one it was pushed
 /// from). Downloads only the blobs of objects the store lacks.
 pub fn pull(
-    store: &Store,
+    store_dir: &Path,
     reference: &Reference,
     profile: Option<&str>,
     opts: &RemoteOptions,
     observer: &dyn Observer,
 ) -> Result<PullReport, RegistryError> {
-    store.require_writable_layout()?;
     let what = format!("`{reference}`");
     let session = Session::open(reference, opts)?;
     session.authenticate(RegistryOperation::Pull, "pull")?;
@@ -432,6 +432,10 @@ pub fn pull(
         });
     }
     let manifest = import::check_manifest(&manifest_bytes, &what)?;
+    // The store is opened (made, on a new host) only once there is a generation to put in
+    // it: a wrong reference or a registry that is down leaves no empty store behind.
+    let store = &Store::open(store_dir)?;
+    store.require_writable_layout()?;
     let hex = artifact::digest_hex(&digest).expect("sha256").to_owned();
     let stage = store.dir().join(format!(".tmp-pull-{}", &hex[..32]));
     // Staging and import under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
