@@ -70,10 +70,12 @@ pub enum RegistryError {
     },
     #[error("{what}: no `{reference}` in the registry (manifest unknown)")]
     NotFound { what: String, reference: String },
-    #[error("{what}: the registry refused the credentials for `{reference}` ({credentials})")]
+    #[error("{what}: the registry {} for `{reference}` ({credentials})", if *anonymous { "requires credentials" } else { "refused the credentials" })]
     Unauthorized {
         what: String,
         reference: String,
+        /// Whether no credentials were sent (none found).
+        anonymous: bool,
         credentials: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -124,8 +126,11 @@ impl RegistryError {
             RegistryError::MissingBlob { .. } => {
                 "copy the whole layout directory (every file under `blobs/sha256/`), or export again".to_owned()
             }
-            RegistryError::NotFound { .. } => {
-                "check the repository and tag (`skopeo list-tags docker://HOST/REPOSITORY` lists the tags)".to_owned()
+            RegistryError::NotFound { reference, .. } => {
+                let name = Reference::parse(reference)
+                    .map(|r| r.name())
+                    .unwrap_or_else(|_| "HOST/REPOSITORY".to_owned());
+                format!("check the repository and tag (`skopeo list-tags docker://{name}` lists the tags)")
             }
             RegistryError::Unauthorized { .. } => {
                 "log in with `podman login HOST`, `skopeo login HOST` or `docker login HOST`, or name a credentials file with `--authfile`".to_owned()

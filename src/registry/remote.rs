@@ -110,6 +110,9 @@ impl Session {
             user_agent: concat!("kbuild/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
+        // reqwest is built without a crypto provider of its own: ring, as for ureq. Installing
+        // it twice (a second session) is harmless, hence the ignored result.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|e| match &opts.ca_file {
             Some(path) => RegistryError::CaFile {
                 path: path.clone(),
@@ -195,6 +198,7 @@ fn remote(
         RegistryError::Unauthorized {
             what: what.to_owned(),
             reference: reference.to_string(),
+            anonymous: resolved.credentials == Credentials::Anonymous,
             credentials: resolved.describe(&reference.registry),
             source: Box::new(e),
         }
