@@ -628,7 +628,11 @@ impl Proxy {
                         conns.push(server.try_clone().unwrap());
                     }
                     for (from, to, way) in [
-                        (client.try_clone().unwrap(), server.try_clone().unwrap(), Way::Up),
+                        (
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            Way::Up,
+                        ),
                         (server, client, Way::Down),
                     ] {
                         let state = state.clone();
