@@ -68,6 +68,7 @@ fn harness_auth_and_tls_registry_refuses_anonymous_and_serves_skopeo_with_the_au
     let reg = Registry::start_with(Options {
         auth: true,
         tls: true,
+        ..Options::default()
     });
     assert!(reg.base().starts_with("https://"));
     // Anonymous: 401 with a basic challenge.
@@ -555,6 +556,7 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     let reg = Registry::start_with(Options {
         auth: true,
         tls: true,
+        ..Options::default()
     });
     let ca = reg.ca_file();
     let ca = ca.to_str().unwrap();
@@ -635,6 +637,59 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     h2.ok(&["switch", "--profile", "master-1"]);
 }
 
+/// Bearer-token auth (the registry sends the client to a token server): refused without
+/// credentials, pushed and pulled with them from `REGISTRY_AUTH_FILE`; the token server saw
+/// the repository's scope.
+#[test]
+fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start_with(Options {
+        token: true,
+        ..Options::default()
+    });
+    let w = builder();
+    build(&w, 1, &[]);
+    let reference = reg.reference(REPO, "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_refused(&r, &reference, &[]);
+    assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
+    let auth = w.sb.dir.join("auth.json");
+    write_auth_file(&auth, &[(&reg.host(), USER, PASSWORD)]);
+    let env = [("REGISTRY_AUTH_FILE", auth.to_str().unwrap())];
+    let mut c = w.cmd(&[
+        "push",
+        "1",
+        &reference,
+        "--host",
+        "master-1",
+        "--plain-http",
+    ]);
+    c.env(env[0].0, env[0].1);
+    pushed_digest(&w.sb.run(c), &reference);
+    let asked = reg
+        .token_server
+        .as_ref()
+        .unwrap()
+        .requests
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.contains("kbuild%2Fmaster") || q.contains("kbuild/master")),
+        "{asked:?}"
+    );
+
+    let h = puller();
+    let mut c = h.cmd(&["pull", &reference, "--plain-http"]);
+    c.env(env[0].0, env[0].1);
+    h.sb.run(c).assert_success();
+    h.ok(&["switch", "--profile", "master-1"]);
+}
+
 /// HTTPS from a CA the system does not trust: refused without `--ca-file` (naming the
 /// reference), pushed and pulled with it.
 #[test]
@@ -643,8 +698,8 @@ fn tls_with_a_private_ca_needs_ca_file() {
         return;
     }
     let reg = Registry::start_with(Options {
-        auth: false,
         tls: true,
+        ..Options::default()
     });
     let ca = reg.ca_file();
     let ca = ca.to_str().unwrap();
@@ -1018,5 +1073,51 @@ fn two_stores_push_the_same_manifest_digest() {
     assert_eq!(
         reg.manifest("store/a", "gen1"),
         reg.manifest("store/b", "gen1")
+    );
+}
+
+#[test]
+fn harness_token_auth_registry_serves_skopeo_with_a_bearer_token() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start_with(Options {
+        token: true,
+        ..Options::default()
+    });
+    let resp = reg
+        .agent()
+        .get(format!("{}/v2/", reg.base()))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+    assert_eq!(reg.get_status("/v2/"), Some(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("in");
+    let (_, manifest) = write_tiny_layout(&layout, "token");
+    reg.skopeo_copy(
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker://{}", reg.reference("tiny", "v1")),
+    );
+    assert_eq!(reg.skopeo_inspect_raw("tiny:v1").into_bytes(), manifest);
+    let asked = reg
+        .token_server
+        .as_ref()
+        .unwrap()
+        .requests
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.contains("scope=repository%3Atiny%3Apull%2Cpush")
+                || q.contains("scope=repository:tiny:pull,push")),
+        "{asked:?}"
     );
 }

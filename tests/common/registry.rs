@@ -66,6 +66,9 @@ pub struct Options {
     pub auth: bool,
     /// HTTPS with a server certificate (SAN `IP:127.0.0.1`) from a CA made for this registry.
     pub tls: bool,
+    /// Bearer-token auth: the registry sends clients to a [`TokenServer`] (plain HTTP on
+    /// 127.0.0.1) that gives a signed token for [`USER`] / [`PASSWORD`] (instead of `auth`).
+    pub token: bool,
 }
 
 /// A running `docker-registry`; killed (only this process) when dropped.
@@ -74,6 +77,8 @@ pub struct Registry {
     pub port: u16,
     pub options: Options,
     child: Option<Child>,
+    /// The token server, with [`Options::token`].
+    pub token_server: Option<TokenServer>,
 }
 
 impl Registry {
@@ -97,11 +102,13 @@ impl Registry {
         }
         // A free port, then the registry on it; another process may take it in between, so
         // a failed start is retried on a new port.
+        let token_server = options.token.then(|| TokenServer::start(dir.path()));
         let mut r = Registry {
             dir,
             port: 0,
             options,
             child: None,
+            token_server,
         };
         for _ in 0..5 {
             r.port = free_port();
@@ -133,6 +140,13 @@ impl Registry {
                 d.join("htpasswd").display()
             ));
         }
+        if let Some(t) = &self.token_server {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                t.realm(),
+                d.join("token.pem").display()
+            ));
+        }
         std::fs::write(d.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(d.join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
@@ -159,7 +173,7 @@ impl Registry {
             }
             // `/v2/` answers 200, or 401 with auth: either way the registry serves.
             if let Some(code) = self.get_status("/v2/")
-                && (code == 200 || (self.options.auth && code == 401))
+                && (code == 200 || (self.authenticates() && code == 401))
             {
                 return true;
             }
@@ -170,6 +184,11 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether clients must authenticate (basic or bearer token).
+    pub fn authenticates(&self) -> bool {
+        self.options.auth || self.options.token
     }
 
     /// The registry's own log (warnings and errors only).
@@ -240,12 +259,21 @@ impl Registry {
         config.build().into()
     }
 
+    /// The `Authorization` header for `scope`: basic, or a bearer token from the token server.
+    fn authorization(&self, scope: &str) -> Option<String> {
+        if self.options.auth {
+            return Some(basic_header());
+        }
+        let t = self.token_server.as_ref()?;
+        Some(format!("Bearer {}", t.token(&[scope])))
+    }
+
     /// `GET base+path` with this registry's credentials; the status, `None` when nothing
     /// answers.
     pub fn get_status(&self, path: &str) -> Option<u16> {
         let mut req = self.agent().get(format!("{}{path}", self.base()));
-        if self.options.auth {
-            req = req.header("Authorization", basic_header());
+        if let Some(h) = self.authorization("registry:catalog:*") {
+            req = req.header("Authorization", h);
         }
         req.call().ok().map(|r| r.status().as_u16())
     }
@@ -262,8 +290,8 @@ impl Registry {
                 "Accept",
                 "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
             );
-        if self.options.auth {
-            req = req.header("Authorization", basic_header());
+        if let Some(h) = self.authorization(&format!("repository:{repository}:pull")) {
+            req = req.header("Authorization", h);
         }
         let mut resp = req.call().unwrap();
         let status = resp.status().as_u16();
@@ -363,7 +391,7 @@ impl Registry {
     /// with `prefix` `"src-"`; `"dest-"` for a destination): credentials and TLS.
     pub fn skopeo_flags(&self, prefix: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if self.options.auth {
+        if self.authenticates() {
             let auth = self.dir.path().join("skopeo-auth.json");
             write_auth_file(&auth, &[(&self.host(), USER, PASSWORD)]);
             out.push(format!("--{prefix}authfile={}", auth.display()));
@@ -533,7 +561,24 @@ pub fn write_docker_config(home: &Path, registry: &Registry) {
 
 /// Standard base64 with padding (RFC 4648 §4), for the `auth` fields.
 pub fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    encode64(
+        bytes,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    )
+}
+
+/// base64url without padding (RFC 4648 §5), for JSON Web Tokens.
+pub fn base64url(bytes: &[u8]) -> String {
+    encode64(
+        bytes,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+    )
+}
+
+fn encode64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let a = alphabet;
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -542,13 +587,217 @@ pub fn base64(bytes: &[u8]) -> String {
             .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
+                out.push(a[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else if pad {
                 out.push('=');
             }
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A token server (bearer-token auth, as Harbor and the cloud registries do it)
+// ---------------------------------------------------------------------------------------------
+
+/// The `service` and `issuer` the registry and the token server agree on.
+pub const TOKEN_SERVICE: &str = "kbuild-test-registry";
+pub const TOKEN_ISSUER: &str = "kbuild-test-token-issuer";
+
+/// The token half of the distribution auth protocol
+/// (<https://distribution.github.io/distribution/spec/auth/token/>): `GET /token?service=…&
+/// scope=…` with HTTP basic [`USER`] / [`PASSWORD`] answers `{"token": JWT}`, the JWT signed
+/// RS256 with a key whose self-signed certificate (`token.pem`) is the registry's
+/// `rootcertbundle` and travels in the header's `x5c`; it grants every action asked for.
+/// Wrong or missing credentials: 401. Every request's query is recorded.
+pub struct TokenServer {
+    pub port: u16,
+    dir: PathBuf,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path) -> TokenServer {
+        let p = |name: &str| dir.join(name).display().to_string();
+        run_ok(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("token.key"),
+            "-out",
+            &p("token.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kbuild test token issuer",
+        ]));
+        run_ok(Command::new("openssl").args([
+            "x509",
+            "-in",
+            &p("token.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("token.der"),
+        ]));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = TokenServer {
+            port,
+            dir: dir.to_owned(),
+            requests: Arc::default(),
+        };
+        let (dir, requests) = (server.dir.clone(), server.requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (dir, requests) = (dir.clone(), requests.clone());
+                std::thread::spawn(move || serve_token(stream, &dir, &requests));
+            }
+        });
+        server
+    }
+
+    /// `http://127.0.0.1:PORT/token`
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// A token granting `scopes` (`repository:NAME:pull,push`), as the server would issue.
+    pub fn token(&self, scopes: &[&str]) -> String {
+        sign_token(&self.dir, scopes)
+    }
+}
+
+/// One request to the token server.
+fn serve_token(stream: TcpStream, dir: &Path, requests: &Mutex<Vec<String>>) {
+    use std::io::BufRead as _;
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut authorized = false;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+            && value.trim() == basic_header()
+        {
+            authorized = true;
+        }
+    }
+    let target = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    requests.lock().unwrap().push(target.clone());
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(percent_decode)
+        .collect();
+    let (status, body) = if authorized {
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        let token = sign_token(dir, &scopes);
+        (
+            "200 OK",
+            serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                .to_string(),
+        )
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#.to_owned(),
+        )
+    };
+    let mut out = stream;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = out.flush();
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A JWT (RS256, `x5c` = the issuer's certificate) granting `scopes`, valid five minutes.
+fn sign_token(dir: &Path, scopes: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            // `TYPE:NAME:ACTIONS`; the name may itself hold `:` (a registry with a port).
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let der = std::fs::read(dir.join("token.der")).unwrap();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64(&der)]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER,
+        "sub": USER,
+        "aud": TOKEN_SERVICE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("{now}-{}", super::noise(&format!("{scopes:?}{now}"), 4).iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary", "-sign"])
+        .arg(dir.join("token.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    format!("{signing_input}.{}", base64url(&out.stdout))
 }
 
 // ---------------------------------------------------------------------------------------------
