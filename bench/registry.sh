@@ -14,8 +14,8 @@
 #   VAR         recipe variable changed for the second generation (default IP)
 #   KBUILD_BIN  use this kbuild binary instead of building target/release/kbuild
 #
-# Needs: docker-registry (Debian's, distribution 2.8), skopeo, python3, curl-free (the
-# registry is polled with python). Everything lives in bench/work/registry/; the registry is
+# Needs: docker-registry (Debian's, distribution 2.8), skopeo and python3 (which also polls the
+# registry until it answers). Everything lives in bench/work/registry/; the registry is
 # started here on a free 127.0.0.1 port and stopped on exit.
 set -euo pipefail
 

@@ -684,9 +684,8 @@ fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
     );
 
     let h = puller();
-    let mut c = h.cmd(&["pull", &reference, "--plain-http"]);
-    c.env(env[0].0, env[0].1);
-    h.sb.run(c).assert_success();
+    h.run_env(&["pull", &reference, "--plain-http"], &env)
+        .assert_success();
     h.ok(&["switch", "--profile", "master-1"]);
 }
 
