@@ -426,6 +426,7 @@ fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
     proxy.reset();
     let r = pull_plain(&h, &ref1);
     r.assert_success();
+    assert_eq!(r.stdout, format!("{ref1}@{d1}\n"));
     assert!(
         r.stderr.contains("profile master-1, generation 1"),
         "stderr:\n{}",
@@ -436,6 +437,7 @@ fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
     proxy.reset();
     let r = pull_plain(&h, &ref2);
     r.assert_success();
+    assert_eq!(r.stdout, format!("{ref2}@{d2}\n"));
     assert!(
         r.stderr.contains("profile master-1, generation 2"),
         "stderr:\n{}",
@@ -535,6 +537,103 @@ fn pull_refuses_a_corrupted_config_blob() {
     let h = puller();
     assert_refused(&pull_plain(&h, &reference), &reference, &[&config]);
     assert_nothing_pulled(&h, "after the refused pull");
+}
+
+/// A registry that serves a generation someone altered, with a config and manifest that match
+/// their digests: a rootfs path escaping the rootfs, an object name that is no store name, a
+/// blob declared absurdly large. Each refused with an error naming the reference, before
+/// anything is written outside the staging area and before the absurd blob is downloaded;
+/// nothing enters the store.
+#[test]
+fn pull_refuses_hostile_configs_and_absurd_sizes() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let proxy = Proxy::start(reg.port);
+    let w = builder();
+    build(&w, 1, &[]);
+    let reference = reg.reference(REPO, "gen1");
+    pushed_digest(
+        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
+        &reference,
+    );
+    let manifest0 = manifest(&reg, REPO, "gen1");
+    let config0: serde_json::Value =
+        serde_json::from_slice(&reg.blob(REPO, manifest0["config"]["digest"].as_str().unwrap()))
+            .unwrap();
+    // Publishes `config` with `manifest0`'s layers (edited by `layers`) as `tag`.
+    let publish =
+        |tag: &str, config: &serde_json::Value, layers: &dyn Fn(&mut Vec<serde_json::Value>)| {
+            let bytes = serde_json::to_vec(config).unwrap();
+            let digest = reg.put_blob(REPO, &bytes);
+            let mut m = manifest0.clone();
+            m["config"]["digest"] = digest.into();
+            m["config"]["size"] = bytes.len().into();
+            layers(m["layers"].as_array_mut().unwrap());
+            reg.put_manifest(REPO, tag, &serde_json::to_vec(&m).unwrap());
+            format!("{}/{REPO}:{tag}", proxy.host())
+        };
+
+    let mut escaping = config0.clone();
+    escaping["rootfs"]["tree"]["../../../escaped"] =
+        serde_json::json!({"type": "text", "text": "pwned\n", "executable": false});
+    let mut bad_name = config0.clone();
+    bad_name["objects"][0]["name"] = "../../escaped-object".into();
+    let absurd = 1u64 << 50;
+    let mut huge = config0.clone();
+    huge["objects"][0]["size"] = absurd.into();
+    let cases = [
+        (
+            "escaping-path",
+            publish("escaping-path", &escaping, &|_| {}),
+        ),
+        (
+            "bad-object-name",
+            publish("bad-object-name", &bad_name, &|_| {}),
+        ),
+        ("huge-object", publish("huge-object", &huge, &|_| {})),
+        (
+            "huge-layer",
+            publish("huge-layer", &config0, &|layers| {
+                layers[0]["size"] = absurd.into();
+            }),
+        ),
+    ];
+    let largest = manifest0["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let h = puller();
+    for (what, reference) in &cases {
+        proxy.reset();
+        let r = pull_plain(&h, reference);
+        assert_refused(&r, reference, &[]);
+        assert_nothing_pulled(&h, what);
+        for escaped in ["escaped", "escaped-object"] {
+            for dir in [
+                h.sb.dir.clone(),
+                h.sb.store.clone(),
+                h.sb.dir.parent().unwrap().to_owned(),
+            ] {
+                assert!(
+                    !dir.join(escaped).exists(),
+                    "{what}: {}",
+                    dir.join(escaped).display()
+                );
+            }
+        }
+        if what.starts_with("huge") {
+            assert!(
+                proxy.bytes(Way::Down) < largest,
+                "{what}: {} bytes downloaded before refusing",
+                proxy.bytes(Way::Down)
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -768,8 +867,12 @@ fn a_missing_tag_is_a_clear_error() {
         reg.reference("nobody/here", "gen1"),
     ] {
         let r = pull_plain(&h, &missing);
-        assert_refused(&r, &missing, &[&format!("no `{missing}` in the registry")]);
-        assert!(r.stderr.contains("\nhelp: "), "stderr:\n{}", r.stderr);
+        assert_refused(&r, &missing, &[]);
+        let expected = format!(
+            "error: cannot pull `{missing}`\n  caused by: pull: no `{missing}` in the registry (manifest unknown)\nhelp: check the repository and tag"
+        );
+        assert!(r.stderr.starts_with(&expected), "stderr:\n{}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 3, "stderr:\n{}", r.stderr);
         assert_nothing_pulled(&h, &missing);
     }
 }
@@ -881,10 +984,12 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
     h.ok(&["switch", "--profile", "master-1"]);
 }
 
-/// The registry dies halfway through a pull: nothing enters the store or the profile; the
-/// rerun does not download again the blobs that had arrived whole.
+/// The registry dies during a pull, 4 KiB before its end (so every blob but the last has
+/// arrived whole; the proxy cuts every connection at an exact byte): refused, nothing enters
+/// the store or the profile; the rerun takes the blobs that had arrived from its staging area
+/// (and says so) and downloads less than a whole pull.
 #[test]
-fn a_pull_cut_halfway_adds_nothing_and_resumes_without_downloading_what_arrived() {
+fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_arrived() {
     if skip() {
         return;
     }
@@ -913,26 +1018,39 @@ fn a_pull_cut_halfway_adds_nothing_and_resumes_without_downloading_what_arrived(
         proxy.bytes(Way::Down)
     };
 
-    let h = puller();
-    proxy.reset();
-    let cut = full / 2;
-    proxy.cut_after(Way::Down, cut);
-    let r = pull_plain(&h, &reference);
-    assert!(proxy.has_cut());
-    assert_refused(&r, &reference, &[]);
-    assert_nothing_pulled(&h, "after the cut");
+    for cut in [full / 2, full - 4096] {
+        let h = puller();
+        proxy.reset();
+        proxy.cut_after(Way::Down, cut);
+        let r = pull_plain(&h, &reference);
+        assert!(proxy.has_cut());
+        assert_refused(&r, &reference, &[]);
+        assert_nothing_pulled(&h, &format!("after a cut at {cut} of {full} bytes"));
 
-    proxy.reset();
-    let r = pull_plain(&h, &reference);
-    r.assert_success();
-    let again = proxy.bytes(Way::Down);
-    // What arrived whole before the cut is not downloaded again: at most the blob the cut
-    // fell in (and the manifest and config, and headers) comes twice.
-    assert!(
-        again + cut <= full + largest + (16 << 10),
-        "the rerun downloaded {again} bytes, though {cut} of a {full}-byte pull had arrived"
-    );
-    h.ok(&["switch", "--profile", "master-1"]);
+        proxy.reset();
+        let r = pull_plain(&h, &reference);
+        r.assert_success();
+        let again = proxy.bytes(Way::Down);
+        // What arrived whole before the cut is not downloaded again: at most the blob the cut
+        // fell in (and the manifest, config and headers) comes twice.
+        assert!(
+            again + cut <= full + largest + (16 << 10),
+            "the rerun downloaded {again} bytes, though {cut} of a {full}-byte pull had arrived"
+        );
+        if cut == full - 4096 {
+            // Every blob but the last had arrived: the rerun found them staged.
+            assert!(
+                r.stderr.contains(" staged by an earlier pull)"),
+                "stderr:\n{}",
+                r.stderr
+            );
+            assert!(
+                again + 1024 <= full,
+                "the rerun downloaded {again} bytes, a whole pull {full}"
+            );
+        }
+        h.ok(&["switch", "--profile", "master-1"]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -305,6 +305,65 @@ impl Registry {
         body
     }
 
+    /// Uploads `bytes` as a blob of `repository` (monolithic: `POST` then `PUT ?digest=`),
+    /// as a hostile or hand-rolled client would; its digest. Plain HTTP without auth only.
+    pub fn put_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        assert!(!self.authenticates() && !self.options.tls);
+        let digest = format!("sha256:{}", super::sha256_hex(bytes));
+        let resp = self
+            .agent()
+            .post(format!("{}/v2/{repository}/blobs/uploads/", self.base()))
+            .send_empty()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "POST blob upload");
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.base())
+        } else {
+            location
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let resp = self
+            .agent()
+            .put(format!("{location}{sep}digest={digest}"))
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "PUT blob {digest}");
+        digest
+    }
+
+    /// Puts `bytes` as the OCI image manifest `repository:tag`; its digest.
+    pub fn put_manifest(&self, repository: &str, tag: &str, bytes: &[u8]) -> String {
+        assert!(!self.authenticates() && !self.options.tls);
+        let mut resp = self
+            .agent()
+            .put(format!("{}/v2/{repository}/manifests/{tag}", self.base()))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .send(bytes)
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(status, 201, "PUT manifest {repository}:{tag}: {body}");
+        format!("sha256:{}", super::sha256_hex(bytes))
+    }
+
+    /// The bytes of blob `digest` of `repository`, as the registry serves them.
+    pub fn blob(&self, repository: &str, digest: &str) -> Vec<u8> {
+        assert!(!self.authenticates());
+        let mut resp = self
+            .agent()
+            .get(format!("{}/v2/{repository}/blobs/{digest}", self.base()))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "GET blob {digest}");
+        resp.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap()
+    }
+
     /// The directory holding every blob's `data` file.
     pub fn blobs_dir(&self) -> PathBuf {
         self.dir
