@@ -1,10 +1,21 @@
 //! Push and pull of generations through a real OCI registry (issue 11): Debian's
 //! `docker-registry` (distribution 2.8) started per test on 127.0.0.1 (`tests/common/registry.rs`),
-//! with htpasswd auth and TLS variants, a proxy that cuts transfers at an exact byte, and
-//! `skopeo` as the tool nobody here wrote.
+//! with htpasswd (basic), bearer-token and TLS variants, a proxy that counts bytes and cuts
+//! transfers at an exact byte, and `skopeo` as the tool nobody here wrote.
 //!
 //! The first tests check the harness itself against skopeo alone, so a failure further down
-//! is kbuild's, not the fixture's.
+//! is kbuild's, not the fixture's. Then the issue's Tests section: two generations pushed (the
+//! second, one variable apart, adds at most 64 KiB to the registry and sends at most that),
+//! pulled by a host with no recipes and switched, rolled back and verified with the registry
+//! gone, byte-identical to the builder's root; corrupted blobs and hostile configs refused with
+//! nothing added; credentials from the auth files docker, podman and skopeo use; TLS with
+//! `--ca-file`; plain HTTP only with `--plain-http`; missing tags; transfers cut mid-way and
+//! resumed; skopeo inspecting and copying what kbuild pushed, and pushing kbuild's export; the
+//! same manifest digest from two stores.
+//!
+//! Needs `docker-registry`, `skopeo`, `htpasswd` (apache2-utils) and `openssl`: `.ci/run`
+//! installs them; a test skips only when one is missing and neither `CI` is set nor the user is
+//! root.
 
 mod common;
 
