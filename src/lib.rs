@@ -22,6 +22,7 @@ pub mod lockfile;
 pub mod observe;
 pub mod pin;
 pub mod recipe;
+pub mod registry;
 pub mod render;
 pub mod store;
 pub mod unit_name;

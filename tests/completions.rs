@@ -22,6 +22,10 @@ const COMMANDS: &[&str] = &[
     "inputs",
     "gc",
     "verify",
+    "export",
+    "import",
+    "push",
+    "pull",
     "completions",
     "man",
 ];

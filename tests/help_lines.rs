@@ -197,6 +197,10 @@ fn help_lists_global_options_apart_and_every_command_has_examples() {
         "diff",
         "gc",
         "verify",
+        "export",
+        "import",
+        "push",
+        "pull",
         "completions",
         "man",
     ];

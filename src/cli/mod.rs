@@ -32,6 +32,7 @@ mod inputs;
 mod json;
 mod lock;
 mod maint;
+mod ship;
 mod show;
 mod switch;
 mod term;
@@ -138,6 +139,15 @@ pub enum Command {
     Gc(maint::GcArgs),
     /// Re-hash every store object; with --root, also report drift of the root's links
     Verify(maint::VerifyArgs),
+    /// Write a generation and the objects it needs as an OCI image layout directory
+    Export(ship::ExportArgs),
+    /// Check and add a generation from an OCI image layout directory (offline install)
+    Import(ship::ImportArgs),
+    /// Send a generation to an OCI registry (only the blobs it lacks)
+    #[command(override_usage = "kbuild push [OPTIONS] [GENERATION] <REF>")]
+    Push(ship::PushArgs),
+    /// Fetch a generation from an OCI registry (only the objects the store lacks)
+    Pull(ship::PullArgs),
     /// Print the shell completion script for bash, zsh or fish
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), or write one page per command with --dir
@@ -164,6 +174,10 @@ impl Cli {
                 let root = self.global.root_given.then(|| self.global.root_dir());
                 maint::run_verify(&ctx, root.as_ref(), a, term)
             }
+            Command::Export(a) => ship::run_export(&ctx, &self.global.root_dir(), a, term),
+            Command::Import(a) => ship::run_import(&ctx, a, term),
+            Command::Push(a) => ship::run_push(&ctx, &self.global.root_dir(), a, term),
+            Command::Pull(a) => ship::run_pull(&ctx, a, term),
             Command::Completions(a) => docs::run_completions(a),
             Command::Man(a) => docs::run_man(a),
         }
@@ -367,6 +381,11 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<kbuild::store::StoreError>()
             && let Some(h) = kbuild::store::Store::help(e)
+        {
+            return Some(h);
+        }
+        if let Some(e) = cause.downcast_ref::<kbuild::registry::RegistryError>()
+            && let Some(h) = e.help()
         {
             return Some(h);
         }

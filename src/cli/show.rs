@@ -148,7 +148,7 @@ fn shown_path(e: &generation::Entry) -> String {
 }
 
 /// The generation asked for: `number`, else the root's (when in `profile`), else the newest.
-fn pick(
+pub(super) fn pick(
     store: &Store,
     root: &kbuild::activate::Root,
     profile: &str,

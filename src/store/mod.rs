@@ -9,6 +9,7 @@
 //! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
 //! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
 //! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
+//! ├── .tmp-pull-<digest>         a pull's staging OCI layout, kept for a rerun after a failure
 //! └── .kbuild/
 //!     ├── version                layout version ("kbuild-store-v2")
 //!     ├── id                     the store's identity (random, made once): roots know their
@@ -17,7 +18,9 @@
 //!     ├── index/<key>.json       derivation key → output objects (makes no-op builds instant)
 //!     ├── meta/<object>.json     per object: full digest, deriver, references
 //!     ├── profiles/<P>/<N>.json  generation records, numbered per profile (see `generation`)
-//!     └── roots/<key>.json       roots switched from this store (see `activate::roots`)
+//!     ├── roots/<key>.json       roots switched from this store (see `activate::roots`)
+//!     └── oci/                   what pushes remember: blob digests, repositories pushed to
+//!                                (see `registry::cache`)
 //! ```
 //!
 //! Objects are added by building in a temp entry inside the store directory, syncing, and a
@@ -876,6 +879,12 @@ impl Store {
     pub fn forget(&self, removed: &[StorePath]) -> Result<(), StoreError> {
         for p in removed {
             let _ = std::fs::remove_file(self.meta_path(p));
+            // The blob digest a push remembered (`registry::cache`), if any.
+            let _ = std::fs::remove_file(
+                self.bookkeeping()
+                    .join("oci/blobs")
+                    .join(format!("{p}.json")),
+            );
         }
         for e in fs_err::read_dir(self.bookkeeping().join("index"))? {
             let e = e?;

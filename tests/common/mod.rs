@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod container;
+pub mod registry;
 pub mod world;
 
 use std::collections::{BTreeMap, HashMap};

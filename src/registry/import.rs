@@ -1,0 +1,585 @@
+//! Turning a staged artifact (an OCI layout directory: an export, or a pull's staging area)
+//! into store objects, a rootfs and a generation record.
+//!
+//! Order, so that nothing unchecked or partial becomes visible:
+//! 1. [`check`]: the manifest and config are parsed and refused if hostile (unknown format,
+//!    escaping or duplicate names, absurd sizes, a blob the manifest does not list); each
+//!    object's claimed size, executable bit and BLAKE3 must hash to its name, and the rootfs
+//!    tree built from those claims must hash to the rootfs's name — before any blob is read.
+//! 2. Each missing object's blob is checked against its sha256 while it is decompressed into
+//!    a temp entry of the store (capped at its declared size), and the bytes against the
+//!    object's BLAKE3; only after every object passed are they added (one `syncfs`, then the
+//!    store's rename-no-replace add).
+//! 3. The rootfs is rebuilt from its tree (hardlinks to the objects) in a temp entry, checked
+//!    against its name, and added the same way.
+//! 4. The generation is recorded with the same code (and record format) as a local build.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::RegistryError;
+use super::artifact::{
+    self, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, CONFIG_VERSION, Config, MANIFEST_MEDIA_TYPE,
+    MAX_METADATA_SIZE, MAX_OBJECT_SIZE, MAX_TEXT_SIZE, Manifest, OBJECT_MEDIA_TYPE, TreeEntry,
+};
+use super::layout;
+use crate::generation::{NewGeneration, Recorded};
+use crate::observe::Observer;
+use crate::store::{LockMode, Node, ObjectMeta, Store, StorePath};
+
+/// What an import (or pull) recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub profile: String,
+    /// The generation number in this store (`Unchanged`: the newest one already was it).
+    pub recorded: Recorded,
+    pub rootfs: StorePath,
+    /// Objects added to the store, and objects it already had.
+    pub added: usize,
+    pub present: usize,
+}
+
+/// A checked artifact: its manifest and config.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub manifest: Manifest,
+    pub config: Config,
+}
+
+fn refuse(what: &str, why: impl Into<String>) -> RegistryError {
+    RegistryError::Refused {
+        what: what.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// Parses and checks a manifest (see the module docs, step 1). `what` names the artifact in
+/// errors (the layout directory or the reference).
+pub fn check_manifest(bytes: &[u8], what: &str) -> Result<Manifest, RegistryError> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+        refuse(
+            what,
+            format!("its manifest is not an OCI image manifest: {e}"),
+        )
+    })?;
+    if m.schema_version != 2 || m.media_type != MANIFEST_MEDIA_TYPE {
+        return Err(refuse(
+            what,
+            format!(
+                "its manifest is not an OCI image manifest (schemaVersion {}, mediaType `{}`)",
+                m.schema_version, m.media_type
+            ),
+        ));
+    }
+    if m.artifact_type != ARTIFACT_TYPE || m.config.media_type != CONFIG_MEDIA_TYPE {
+        return Err(refuse(
+            what,
+            format!(
+                "it is not a kbuild generation (artifactType `{}`, config `{}`; kbuild reads `{ARTIFACT_TYPE}`)",
+                m.artifact_type, m.config.media_type
+            ),
+        ));
+    }
+    if m.config.size > MAX_METADATA_SIZE || artifact::digest_hex(&m.config.digest).is_none() {
+        return Err(refuse(
+            what,
+            format!(
+                "its config blob `{}` declares {} bytes (at most {MAX_METADATA_SIZE})",
+                m.config.digest, m.config.size
+            ),
+        ));
+    }
+    for l in &m.layers {
+        if artifact::digest_hex(&l.digest).is_none() || l.media_type != OBJECT_MEDIA_TYPE {
+            return Err(refuse(
+                what,
+                format!(
+                    "layer `{}` of type `{}` is no kbuild object blob",
+                    l.digest, l.media_type
+                ),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// Parses and checks the config against its manifest (module docs, step 1).
+pub fn check_config(m: Manifest, bytes: &[u8], what: &str) -> Result<Checked, RegistryError> {
+    let config: Config = serde_json::from_slice(bytes)
+        .map_err(|e| refuse(what, format!("its config is not a kbuild generation: {e}")))?;
+    if config.version != CONFIG_VERSION {
+        return Err(refuse(
+            what,
+            format!(
+                "its config has format version {}, this kbuild reads {CONFIG_VERSION}",
+                config.version
+            ),
+        ));
+    }
+    if !crate::generation::valid_profile(&config.profile) {
+        return Err(refuse(
+            what,
+            format!("`{}` is not a profile name", config.profile),
+        ));
+    }
+    let layers: BTreeMap<&str, u64> = m
+        .layers
+        .iter()
+        .map(|l| (l.digest.as_str(), l.size))
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for o in &config.objects {
+        let name = &o.name;
+        if o.size > MAX_OBJECT_SIZE {
+            return Err(refuse(
+                what,
+                format!(
+                    "object `{name}` declares {} bytes (at most {MAX_OBJECT_SIZE})",
+                    o.size
+                ),
+            ));
+        }
+        // zstd never grows data by more than a small margin (ZSTD_compressBound).
+        if o.blob_size > o.size + o.size / 128 + (1 << 16) {
+            return Err(refuse(
+                what,
+                format!(
+                    "object `{name}` declares a blob of {} bytes for {} bytes",
+                    o.blob_size, o.size
+                ),
+            ));
+        }
+        if layers.get(o.blob.as_str()) != Some(&o.blob_size) {
+            return Err(refuse(
+                what,
+                format!(
+                    "object `{name}`: blob `{}` ({} bytes) is not a layer of the manifest",
+                    o.blob, o.blob_size
+                ),
+            ));
+        }
+        let node = o
+            .node()
+            .ok_or_else(|| refuse(what, format!("object `{name}` has no BLAKE3 digest")))?;
+        if node.digest().store_hash() != name.hash_part() {
+            return Err(refuse(
+                what,
+                format!("object `{name}`: its declared content does not hash to its name"),
+            ));
+        }
+        if nodes.insert(name.clone(), node).is_some() {
+            return Err(refuse(what, format!("object `{name}` is listed twice")));
+        }
+    }
+    let root = tree_node(&config, &nodes, what)?;
+    if root.digest().store_hash() != config.rootfs.name.hash_part() {
+        return Err(refuse(
+            what,
+            format!(
+                "the rootfs tree does not hash to its name `{}`",
+                config.rootfs.name
+            ),
+        ));
+    }
+    Ok(Checked {
+        manifest: m,
+        config,
+    })
+}
+
+/// The rootfs node the tree describes, checking every path and link on the way.
+fn tree_node(
+    config: &Config,
+    objects: &BTreeMap<StorePath, Node>,
+    what: &str,
+) -> Result<Node, RegistryError> {
+    let mut root = Node::Directory(BTreeMap::new());
+    let mut used = BTreeSet::new();
+    for (path, entry) in &config.rootfs.tree {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'))
+        {
+            return Err(refuse(
+                what,
+                format!("rootfs path `{path}` is not a plain relative path"),
+            ));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && config.rootfs.tree.get(parent) != Some(&TreeEntry::Directory)
+        {
+            return Err(refuse(
+                what,
+                format!("rootfs path `{path}` has no directory `{parent}`"),
+            ));
+        }
+        let node = match entry {
+            TreeEntry::Directory => Node::Directory(BTreeMap::new()),
+            TreeEntry::Symlink { target } => {
+                if !link_stays_inside(path, target) {
+                    return Err(refuse(
+                        what,
+                        format!("rootfs link `{path}` → `{target}` points outside the rootfs"),
+                    ));
+                }
+                Node::Symlink {
+                    target: target.clone().into_bytes(),
+                }
+            }
+            TreeEntry::Object { object } => {
+                used.insert(object.clone());
+                objects.get(object).cloned().ok_or_else(|| {
+                    refuse(
+                        what,
+                        format!(
+                            "rootfs path `{path}` names object `{object}`, which is not listed"
+                        ),
+                    )
+                })?
+            }
+            TreeEntry::Text { text, executable } => {
+                if text.len() > MAX_TEXT_SIZE {
+                    return Err(refuse(
+                        what,
+                        format!("rootfs text `{path}` is {} bytes", text.len()),
+                    ));
+                }
+                Node::file(text.as_bytes(), *executable)
+            }
+        };
+        insert(&mut root, &parts, node);
+    }
+    if let Some(unused) = objects.keys().find(|o| !used.contains(*o)) {
+        return Err(refuse(
+            what,
+            format!("object `{unused}` is listed but the rootfs does not use it"),
+        ));
+    }
+    Ok(root)
+}
+
+fn insert(dir: &mut Node, parts: &[&str], node: Node) {
+    let Node::Directory(entries) = dir else {
+        return;
+    };
+    match parts {
+        [] => {}
+        [last] => {
+            // A directory listed after its children keeps them.
+            if !matches!(node, Node::Directory(_)) || !entries.contains_key(last.as_bytes()) {
+                entries.insert(last.as_bytes().to_vec(), node);
+            }
+        }
+        [first, rest @ ..] => {
+            let child = entries
+                .entry(first.as_bytes().to_vec())
+                .or_insert_with(|| Node::Directory(BTreeMap::new()));
+            insert(child, rest, node);
+        }
+    }
+}
+
+/// Whether the relative link at `path` with `target` resolves (lexically) inside the tree.
+fn link_stays_inside(path: &str, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let mut depth = path.split('/').count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+/// The objects of `config` the store lacks (by name, sorted).
+pub fn missing_objects<'a>(store: &Store, config: &'a Config) -> Vec<&'a artifact::Object> {
+    config
+        .objects
+        .iter()
+        .filter(|o| !store.contains(&o.name))
+        .collect()
+}
+
+/// Imports the artifact staged in the OCI layout at `dir` whose manifest is `manifest` (already
+/// checked against its digest): see the module docs. The blobs of objects the store already
+/// has may be absent from `dir`. Records the generation in `profile`, else the one it was
+/// exported from.
+pub fn import_layout(
+    store: &Store,
+    dir: &Path,
+    manifest: &[u8],
+    what: &str,
+    profile: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<Imported, RegistryError> {
+    let checked = check_layout(dir, manifest, what)?;
+    add_checked(store, dir, &checked, what, profile, observer)
+}
+
+/// Step 1 of the module docs for the layout at `dir` whose manifest is `manifest`: the
+/// manifest, and the config blob read from the layout.
+pub fn check_layout(dir: &Path, manifest: &[u8], what: &str) -> Result<Checked, RegistryError> {
+    let m = check_manifest(manifest, what)?;
+    let config_path = layout::blob_path(dir, &m.config.digest).expect("checked");
+    let config_bytes = match layout::read_capped(&config_path, MAX_METADATA_SIZE) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RegistryError::MissingBlob {
+                what: what.to_owned(),
+                digest: m.config.digest.clone(),
+            });
+        }
+        Err(source) => {
+            return Err(RegistryError::Layout {
+                dir: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let actual = artifact::sha256_digest(&config_bytes);
+    if actual != m.config.digest {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("the config of {what}"),
+            digest: m.config.digest.clone(),
+            actual,
+        });
+    }
+    check_config(m, &config_bytes, what)
+}
+
+/// Steps 2–4 of the module docs for an artifact [`check_config`] passed.
+pub fn add_checked(
+    store: &Store,
+    dir: &Path,
+    checked: &Checked,
+    what: &str,
+    profile: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<Imported, RegistryError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    store.require_writable_layout()?;
+    // Shared, as a build: gc (exclusive) cannot delete objects between their add and the
+    // generation record that keeps them.
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    let config = &checked.config;
+    let missing = missing_objects(store, config);
+    let present = config.objects.len() - missing.len();
+    let scratch = store.scratch()?;
+    // Objects are independent: decompressed and hashed on several threads.
+    let numbered: Vec<(usize, &artifact::Object)> = missing.iter().copied().enumerate().collect();
+    let staged = super::parallel_map(&numbered, |(i, o)| {
+        let blob = layout::blob_path(dir, &o.blob).expect("checked");
+        let file = match fs_err::File::open(&blob) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::MissingBlob {
+                    what: format!("object `{}` of {what}", o.name),
+                    digest: o.blob.clone(),
+                });
+            }
+            Err(source) => {
+                return Err(RegistryError::Layout {
+                    dir: dir.to_owned(),
+                    source,
+                });
+            }
+        };
+        let len = file.metadata()?.len();
+        if len != o.blob_size {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("object `{}` of {what}", o.name),
+                digest: o.blob.clone(),
+                actual: format!("a file of {len} bytes, not {}", o.blob_size),
+            });
+        }
+        let tmp = scratch.path().join(format!("object-{i}"));
+        let mut reader = HashingReader::new(std::io::BufReader::new(file));
+        let result = artifact::decompress_to(&mut reader, &tmp, o.size);
+        // Whatever the decoder made of them, the bytes must be the blob's.
+        let blob_digest = reader.finish();
+        if blob_digest != o.blob {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("object `{}` of {what}", o.name),
+                digest: o.blob.clone(),
+                actual: blob_digest,
+            });
+        }
+        let (size, contents) = result.map_err(|e| {
+            refuse(
+                what,
+                format!("object `{}` does not decompress: {e}", o.name),
+            )
+        })?;
+        let node = Node::File {
+            executable: o.executable,
+            size,
+            contents,
+        };
+        if Some(&node) != o.node().as_ref() {
+            return Err(refuse(
+                what,
+                format!("object `{}`: its bytes do not hash to its name", o.name),
+            ));
+        }
+        let mode = if o.executable { 0o755 } else { 0o644 };
+        fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        Ok((tmp, *o, node))
+    })?;
+    if !staged.is_empty() {
+        store.sync()?;
+    }
+    for (tmp, o, node) in &staged {
+        let meta = ObjectMeta {
+            version: crate::store::META_VERSION,
+            digest: node.digest().to_hex(),
+            deriver: o.deriver.clone(),
+            references: vec![],
+            shape: crate::store::shape_of(node),
+        };
+        store.add(tmp, &o.name, &meta)?;
+    }
+    add_rootfs(store, config)?;
+    drop(scratch);
+    let profile = profile.unwrap_or(&config.profile).to_owned();
+    let recorded = crate::generation::record(
+        store,
+        &profile,
+        NewGeneration {
+            rootfs: config.rootfs.name.clone(),
+            recipes: config.recipes.clone(),
+            variables: config.variables.clone(),
+            inputs: config.inputs.clone(),
+            prerequisites: config.prerequisites.clone(),
+            hosts: config.hosts.clone(),
+            origins: config.origins.clone(),
+        },
+        observer,
+    )?;
+    Ok(Imported {
+        profile,
+        recorded,
+        rootfs: config.rootfs.name.clone(),
+        added: staged.len(),
+        present,
+    })
+}
+
+/// Rebuilds the rootfs from its tree unless the store has it whole.
+fn add_rootfs(store: &Store, config: &Config) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let objects: BTreeMap<StorePath, Node> = config
+        .objects
+        .iter()
+        .filter_map(|o| Some((o.name.clone(), o.node()?)))
+        .collect();
+    let root = tree_node(config, &objects, "the rootfs")?;
+    let name = &config.rootfs.name;
+    match store.check_shape(name, &root) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(_) => {
+            // A damaged copy under the name: moved off it, as a build does.
+            store.move_aside(name)?;
+        }
+    }
+    let top_dir = store.scratch()?;
+    let top = top_dir.path();
+    for (path, entry) in &config.rootfs.tree {
+        let dest = top.join(path);
+        match entry {
+            TreeEntry::Directory => fs_err::create_dir_all(&dest)?,
+            TreeEntry::Symlink { target } => {
+                fs_err::os::unix::fs::symlink(target, &dest)?;
+                crate::fs::set_mtime(&dest)?;
+            }
+            TreeEntry::Object { object } => {
+                let from = store.path_of(object);
+                if let Err(e) = std::fs::hard_link(&from, &dest) {
+                    // Another filesystem or a link limit: a copy (as a build does).
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        return Err(
+                            crate::fs::annotate(e, "hardlink into the rootfs", &dest).into()
+                        );
+                    }
+                    fs_err::copy(&from, &dest)?;
+                }
+            }
+            TreeEntry::Text { text, executable } => {
+                fs_err::write(&dest, text)?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+    }
+    store.sync()?;
+    let meta = ObjectMeta {
+        version: crate::store::META_VERSION,
+        digest: root.digest().to_hex(),
+        deriver: "rootfs".into(),
+        references: objects.keys().cloned().collect(),
+        shape: crate::store::shape_of(&root),
+    };
+    store.add(top, name, &meta)?;
+    drop(top_dir);
+    store.sync_dir()?;
+    Ok(())
+}
+
+/// A reader that hashes (sha256) what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest as _;
+        HashingReader {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    /// `sha256:<hex>` of everything the underlying reader holds (the rest is read too).
+    fn finish(mut self) -> String {
+        use sha2::Digest as _;
+        let _ = std::io::copy(&mut self, &mut std::io::sink());
+        format!("sha256:{}", artifact::hex(&self.hasher.finalize()))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_may_not_climb_out_of_the_rootfs() {
+        assert!(link_stays_inside(
+            "etc/systemd/system/multi-user.target.wants/etcd.service",
+            "../etcd.service"
+        ));
+        assert!(link_stays_inside("a/b", "../c"));
+        assert!(!link_stays_inside("a/b", "../../c"));
+        assert!(!link_stays_inside("a", "/etc/shadow"));
+        assert!(!link_stays_inside("a", ""));
+    }
+}

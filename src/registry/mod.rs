@@ -1,0 +1,473 @@
+//! Shipping generations: an OCI artifact per generation, written as an OCI image layout
+//! (`export`/`import`) or sent to any registry that follows the OCI distribution spec
+//! (`push`/`pull`). The format is specified in `docs/registry.md`.
+//!
+//! ```text
+//! artifact.rs  the artifact: config blob (generation, objects, rootfs tree), manifest,
+//!              one zstd blob per content object; deterministic bytes
+//! layout.rs    OCI image layout directories (oci-layout, index.json, blobs/sha256/…)
+//! import.rs    verify a staged artifact and add it to the store, then record the generation
+//! cache.rs     blob digests and pushed-to repositories remembered for the next push
+//! auth.rs      credentials from the files docker, podman and skopeo use
+//! remote.rs    push and pull over the distribution API (oci-client on a current-thread
+//!              tokio runtime, kept inside this module)
+//! ```
+//!
+//! Nothing from outside reaches the store unchecked: every object is decompressed into a
+//! temp entry of the store, hashed, and compared with its name before it is added; the
+//! rootfs is rebuilt from its tree (hardlinks to the objects) and compared with its name;
+//! only then is the generation recorded.
+
+pub mod artifact;
+pub mod auth;
+pub mod cache;
+pub mod import;
+pub mod layout;
+pub mod remote;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::generation::Generation;
+use crate::observe::Observer;
+use crate::store::{LockMode, Store};
+
+pub use artifact::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OBJECT_MEDIA_TYPE};
+pub use import::Imported;
+pub use remote::{PullReport, PushReport, RemoteOptions};
+
+/// Errors of export, import, push and pull. Each names the directory or the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`{reference}` is not a registry reference")]
+    BadReference { reference: String, why: String },
+    #[error("cannot read OCI layout `{}`", dir.display())]
+    Layout {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` is not a kbuild OCI layout: {why}", dir.display())]
+    NotALayout { dir: PathBuf, why: String },
+    #[error("export directory `{}` is not empty", dir.display())]
+    OutputNotEmpty { dir: PathBuf },
+    /// The artifact (from a layout or a registry) is malformed or hostile.
+    #[error("{what} refused: {why}")]
+    Refused { what: String, why: String },
+    #[error("blob `{digest}` of {what} does not match its digest (got `{actual}`)")]
+    DigestMismatch {
+        what: String,
+        digest: String,
+        actual: String,
+    },
+    #[error("blob `{digest}` of {what} is missing")]
+    MissingBlob { what: String, digest: String },
+    #[error("cannot read store object `{object}` for the artifact")]
+    Object {
+        object: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: no `{reference}` in the registry (manifest unknown)")]
+    NotFound { what: String, reference: String },
+    #[error("{what}: the registry {} for `{reference}` ({credentials})", if *anonymous { "requires credentials" } else { "refused the credentials" })]
+    Unauthorized {
+        what: String,
+        reference: String,
+        /// Whether no credentials were sent (none found).
+        anonymous: bool,
+        credentials: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what}: the request to the registry of `{reference}` failed")]
+    Remote {
+        what: String,
+        reference: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot read credentials file `{}`", path.display())]
+    AuthFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read CA file `{}`", path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl RegistryError {
+    /// The `help:` line for this error, where there is a fix.
+    pub fn help(&self) -> Option<String> {
+        Some(match self {
+            RegistryError::BadReference { why, .. } => format!(
+                "{why}; write `host[:port]/repository[:tag|@sha256:…]`, e.g. `registry.example:5000/kbuild/masters:master-1-2`"
+            ),
+            RegistryError::Store(e) => return Store::help(e),
+            RegistryError::OutputNotEmpty { .. } => {
+                "export into a new or empty directory".to_owned()
+            }
+            RegistryError::NotALayout { .. } => {
+                "give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)"
+                    .to_owned()
+            }
+            RegistryError::DigestMismatch { .. } | RegistryError::Refused { .. } => {
+                "nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes".to_owned()
+            }
+            RegistryError::MissingBlob { .. } => {
+                "copy the whole layout directory (every file under `blobs/sha256/`), or export again".to_owned()
+            }
+            RegistryError::NotFound { reference, .. } => {
+                let name = Reference::parse(reference)
+                    .map(|r| r.name())
+                    .unwrap_or_else(|_| "HOST/REPOSITORY".to_owned());
+                format!("check the repository and tag (`skopeo list-tags docker://{name}` lists the tags)")
+            }
+            RegistryError::Unauthorized { .. } => {
+                "log in with `podman login HOST`, `skopeo login HOST` or `docker login HOST`, or name a credentials file with `--authfile`".to_owned()
+            }
+            RegistryError::Remote { source, .. } => {
+                let text = source.to_string();
+                let chain = {
+                    let mut all = text.clone();
+                    let mut cause = source.source();
+                    while let Some(c) = cause {
+                        all.push_str(&c.to_string());
+                        cause = c.source();
+                    }
+                    all
+                };
+                if chain.contains("InvalidContentType") {
+                    "the registry seems to speak plain HTTP: add `--plain-http` if that is expected".to_owned()
+                } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+                    "give the registry's CA with `--ca-file`, or `--plain-http` for a registry without TLS".to_owned()
+                } else {
+                    "check that the registry is up; a rerun sends or fetches only what did not arrive".to_owned()
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A registry reference, `host[:port]/repository[:tag|@sha256:…]` (the form skopeo's
+/// `docker://` transport takes, without the transport).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// `host` or `host:port`.
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `sha256:<64 hex>`.
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    /// Parses `s`. The first `/`-separated component is always the registry (no implicit
+    /// Docker Hub: kbuild ships to the registry the operator names).
+    pub fn parse(s: &str) -> Result<Reference, RegistryError> {
+        let bad = |why: &str| RegistryError::BadReference {
+            reference: s.to_owned(),
+            why: why.to_owned(),
+        };
+        let (registry, rest) = s
+            .split_once('/')
+            .ok_or_else(|| bad("it has no `/repository` after the registry host"))?;
+        if registry.is_empty()
+            || !registry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            return Err(bad(
+                "the registry host is empty or has characters a host cannot have",
+            ));
+        }
+        let (rest, digest) = match rest.split_once('@') {
+            Some((r, d)) => {
+                let hex = d
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| bad("the digest is not `sha256:…`"))?;
+                if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(bad(
+                        "the digest is not `sha256:` and 64 lowercase hex digits",
+                    ));
+                }
+                (r, Some(d.to_owned()))
+            }
+            None => (rest, None),
+        };
+        // A `:` after the last `/` starts the tag.
+        let (repository, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_owned())),
+            _ => (rest, None),
+        };
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+        };
+        if !repository.split('/').all(component_ok) {
+            return Err(bad(
+                "the repository must be lowercase letters, digits, `.`, `_`, `-`, separated by `/`",
+            ));
+        }
+        if let Some(t) = &tag
+            && !valid_tag(t)
+        {
+            return Err(bad(
+                "the tag must be 1-128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`",
+            ));
+        }
+        Ok(Reference {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            tag,
+            digest,
+        })
+    }
+
+    /// This reference with `tag` when it names neither a tag nor a digest.
+    pub fn or_tag(mut self, tag: &str) -> Reference {
+        if self.tag.is_none() && self.digest.is_none() {
+            self.tag = Some(tag.to_owned());
+        }
+        self
+    }
+
+    /// `host/repository` (no tag, no digest).
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+/// Whether `t` is a tag the distribution spec allows (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).
+pub fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How many blobs and bytes moved, and how many were already where they were going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    pub sent_blobs: usize,
+    pub sent_bytes: u64,
+    pub present_blobs: usize,
+    pub present_bytes: u64,
+    /// Blobs the registry took from another repository of its own (cross-repository mount)
+    /// instead of an upload.
+    pub mounted_blobs: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_into_registry_repository_tag_and_digest() {
+        let r = Reference::parse("127.0.0.1:5000/kbuild/masters:master-1-2").unwrap();
+        assert_eq!(r.registry, "127.0.0.1:5000");
+        assert_eq!(r.repository, "kbuild/masters");
+        assert_eq!(r.tag.as_deref(), Some("master-1-2"));
+        assert_eq!(r.to_string(), "127.0.0.1:5000/kbuild/masters:master-1-2");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = Reference::parse(&format!("reg.example/k@{d}")).unwrap();
+        assert_eq!((r.tag, r.digest), (None, Some(d)));
+        let r = Reference::parse("reg.example/k")
+            .unwrap()
+            .or_tag("default-3");
+        assert_eq!(r.to_string(), "reg.example/k:default-3");
+    }
+
+    #[test]
+    fn parallel_map_keeps_order_and_reports_an_error() {
+        let items: Vec<u64> = (0..50).collect();
+        let doubled = parallel_map(&items, |i| Ok(i * 2)).unwrap();
+        assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let err = parallel_map(&items, |i| {
+            if *i == 17 {
+                Err(RegistryError::MissingBlob {
+                    what: "x".into(),
+                    digest: "d".into(),
+                })
+            } else {
+                Ok(*i)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "blob `d` of x is missing");
+        assert!(parallel_map(&[] as &[u64], |i| Ok(*i)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_references_say_why() {
+        for (s, why) in [
+            ("justaname", "no `/repository`"),
+            ("reg/Upper", "lowercase"),
+            ("reg/k:-x", "tag"),
+            ("reg/k@md5:00", "sha256"),
+            ("reg/../x", "lowercase"),
+        ] {
+            match Reference::parse(s) {
+                Err(RegistryError::BadReference { why: w, .. }) => {
+                    assert!(w.contains(why), "{s}: {w}")
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// `f` applied to every item on up to 4 threads (the machine's parallelism), results in the
+/// items' order; the first error stops the others from starting new items.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, RegistryError> + Sync,
+) -> Result<Vec<R>, RegistryError> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match f(&items[i]) {
+                        Ok(r) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            error
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect())
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// `sha256:<hex>` of the manifest.
+    pub digest: String,
+    /// The name `index.json` gives the manifest: `<profile>-<generation>`.
+    pub tag: String,
+    pub objects: usize,
+    /// Bytes of all blobs written.
+    pub bytes: u64,
+}
+
+/// Writes generation `g` as an OCI image layout into `dir` (created; it must not exist or
+/// be empty). Blobs first, `index.json` last: a layout with an `index.json` is complete.
+pub fn export(
+    store: &Store,
+    g: &Generation,
+    dir: &Path,
+    observer: &dyn Observer,
+) -> Result<Exported, RegistryError> {
+    if let Ok(mut entries) = fs_err::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(RegistryError::OutputNotEmpty {
+            dir: dir.to_owned(),
+        });
+    }
+    // Shared, as a build: gc cannot remove the objects while they are read.
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    layout::init(dir)?;
+    let blobs = dir.join("blobs/sha256");
+    let art = artifact::describe(store, g, |name, path| {
+        let tmp = blobs.join(format!(".tmp-{name}"));
+        let p = artifact::compress_file(path, &tmp)?;
+        let dest = layout::blob_path(dir, &p.blob).expect("sha256");
+        fs_err::rename(&tmp, &dest)?;
+        Ok(p)
+    })?;
+    let bytes: u64 = art.manifest.layers.iter().map(|l| l.size).sum();
+    layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
+    layout::put_blob(dir, &art.manifest_digest, &art.manifest_bytes)?;
+    crate::fs::fsync_dir(&blobs)?;
+    let tag = default_tag(g);
+    layout::write_index(
+        dir,
+        &art.manifest_digest,
+        art.manifest_bytes.len() as u64,
+        &tag,
+    )?;
+    Ok(Exported {
+        digest: art.manifest_digest,
+        tag,
+        objects: art.config.objects.len(),
+        bytes: bytes + art.config_bytes.len() as u64 + art.manifest_bytes.len() as u64,
+    })
+}
+
+/// Imports the OCI layout at `dir` (an export, or `skopeo copy … oci:DIR`) into the store at
+/// `store_dir`: the manifest and config are checked first (a store is made on a new host only
+/// for a layout that passes), every object is checked before it becomes visible, then the
+/// generation is recorded in `profile`, else the one it was exported from.
+pub fn import(
+    store_dir: &Path,
+    dir: &Path,
+    profile: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<(Store, Imported), RegistryError> {
+    let (manifest, _digest) = layout::read_manifest(dir)?;
+    let what = format!("layout `{}`", dir.display());
+    let checked = import::check_layout(dir, &manifest, &what)?;
+    let store = Store::open(store_dir)?;
+    let imported = import::add_checked(&store, dir, &checked, &what, profile, observer)?;
+    Ok((store, imported))
+}
+
+/// The tag a generation gets when none is given: `<profile>-<generation>`.
+pub fn default_tag(g: &Generation) -> String {
+    format!("{}-{}", g.profile, g.number)
+}

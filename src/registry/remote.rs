@@ -1,0 +1,625 @@
+//! Push and pull over the OCI distribution API, with `oci-client` (the maintained client of
+//! the oras/krustlet lineage) on a current-thread tokio runtime that lives only inside the
+//! calls here: the rest of kbuild stays synchronous.
+//!
+//! Push describes the generation, compressing each object into a temp entry of the store on
+//! worker threads while this thread sends each blob as soon as it is ready: it asks the
+//! registry (`HEAD /v2/<name>/blobs/<digest>`) which blobs it has, uploads the
+//! others (monolithic `PUT`), then the config and the manifest. The manifest goes last, so a
+//! registry that dies mid-push holds no tag for a partial generation, and a rerun uploads
+//! only the blobs that did not arrive.
+//!
+//! Pull fetches the manifest and config, then only the blobs of objects the store lacks,
+//! into a staging OCI layout `store/.tmp-pull-<manifest digest>/` (each blob downloaded to a
+//! `.part` file, capped at its declared size and checked against its digest, then renamed to
+//! its digest). A rerun after a failure keeps the blobs that arrived whole. The staged
+//! layout is then imported like an export (`import`), and removed.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+
+use super::artifact::{self, MANIFEST_MEDIA_TYPE, MAX_METADATA_SIZE};
+use super::auth::{self, Credentials, Resolved};
+use super::import::{self, Imported};
+use super::{Reference, RegistryError, Transfer, cache, layout};
+use crate::generation::Generation;
+use crate::observe::Observer;
+use crate::store::{LockMode, Store, StorePath};
+
+/// How to reach the registry.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteOptions {
+    /// Speak plain HTTP (only when asked: a registry on localhost or a lab network).
+    pub plain_http: bool,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The credentials file to use instead of the usual ones (see `auth`).
+    pub authfile: Option<PathBuf>,
+}
+
+/// What a push did.
+#[derive(Clone, Debug)]
+pub struct PushReport {
+    /// The reference pushed (with its tag).
+    pub reference: Reference,
+    /// `sha256:<hex>` of the manifest.
+    pub digest: String,
+    pub transfer: Transfer,
+}
+
+/// What a pull did.
+#[derive(Clone, Debug)]
+pub struct PullReport {
+    pub digest: String,
+    /// Object blobs downloaded vs objects already in the store (staged blobs from an earlier,
+    /// interrupted pull count as downloaded with no bytes).
+    pub transfer: Transfer,
+    /// Blobs found staged by an earlier pull of the same manifest.
+    pub resumed: usize,
+    pub imported: Imported,
+}
+
+struct Session {
+    client: Client,
+    auth: RegistryAuth,
+    resolved: Resolved,
+    runtime: tokio::runtime::Runtime,
+    oci_ref: oci_client::Reference,
+    reference: Reference,
+}
+
+impl Session {
+    fn open(reference: &Reference, opts: &RemoteOptions) -> Result<Session, RegistryError> {
+        let resolved = auth::resolve(&reference.registry, opts.authfile.as_deref())?;
+        let auth = match &resolved.credentials {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+        };
+        let mut extra = Vec::new();
+        if let Some(ca) = &opts.ca_file {
+            let data = fs_err::read(ca).map_err(|source| RegistryError::CaFile {
+                path: ca.clone(),
+                source,
+            })?;
+            extra.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let config = ClientConfig {
+            protocol: if opts.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: extra,
+            // One PUT per blob: chunked PATCHes buy nothing for blobs read from disk.
+            use_monolithic_push: true,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(300)),
+            user_agent: concat!("kbuild/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        // reqwest is built without a crypto provider of its own: ring, as for ureq. Installing
+        // it twice (a second session) is harmless, hence the ignored result.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::try_from(config).map_err(|e| match &opts.ca_file {
+            Some(path) => RegistryError::CaFile {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            },
+            None => remote("connecting", reference, &resolved, e),
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let oci_ref = match (&reference.digest, &reference.tag) {
+            (Some(d), _) => oci_client::Reference::with_digest(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                d.clone(),
+            ),
+            (None, t) => oci_client::Reference::with_tag(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                t.clone().unwrap_or_else(|| "latest".to_owned()),
+            ),
+        };
+        Ok(Session {
+            client,
+            auth,
+            resolved,
+            runtime,
+            oci_ref,
+            reference: reference.clone(),
+        })
+    }
+
+    fn err(&self, what: &str, e: OciDistributionError) -> RegistryError {
+        remote(what, &self.reference, &self.resolved, e)
+    }
+
+    fn authenticate(&self, op: RegistryOperation, what: &str) -> Result<(), RegistryError> {
+        self.runtime
+            .block_on(self.client.auth(&self.oci_ref, &self.auth, op))
+            .map(drop)
+            .map_err(|e| self.err(what, e))
+    }
+}
+
+/// Maps a client error to ours: a 401/403 names the credentials consulted, a missing
+/// manifest says so, the rest keep their cause.
+fn remote(
+    what: &str,
+    reference: &Reference,
+    resolved: &Resolved,
+    e: OciDistributionError,
+) -> RegistryError {
+    use oci_client::errors::OciErrorCode as Code;
+    let codes: Vec<&Code> = match &e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().map(|x| &x.code).collect()
+        }
+        _ => Vec::new(),
+    };
+    let status = match &e {
+        OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
+        _ => None,
+    };
+    let unauthorized = status == Some(401)
+        || status == Some(403)
+        || match &e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => true,
+            OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+            _ => codes
+                .iter()
+                .any(|c| matches!(c, Code::Unauthorized | Code::Denied)),
+        };
+    let not_found = status == Some(404)
+        || match &e {
+            OciDistributionError::ImageManifestNotFoundError(_) => true,
+            OciDistributionError::ServerError { code, .. } => *code == 404,
+            _ => codes
+                .iter()
+                .any(|c| matches!(c, Code::ManifestUnknown | Code::NameUnknown)),
+        };
+    if unauthorized {
+        RegistryError::Unauthorized {
+            what: what.to_owned(),
+            reference: reference.to_string(),
+            anonymous: resolved.credentials == Credentials::Anonymous,
+            credentials: resolved.describe(&reference.registry),
+            source: Box::new(e),
+        }
+    } else if not_found {
+        RegistryError::NotFound {
+            what: what.to_owned(),
+            reference: reference.to_string(),
+        }
+    } else {
+        RegistryError::Remote {
+            what: what.to_owned(),
+            reference: reference.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Pushes generation `g` to `reference` (which has a tag or digest by now). Sends only the
+/// blobs the registry lacks.
+pub fn push(
+    store: &Store,
+    g: &Generation,
+    reference: &Reference,
+    opts: &RemoteOptions,
+    observer: &dyn Observer,
+) -> Result<PushReport, RegistryError> {
+    let session = Session::open(reference, opts)?;
+    session.authenticate(RegistryOperation::Push, "push")?;
+    // Shared, as a build: gc cannot remove the objects while they are read.
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    let scratch = store.scratch()?;
+    let dir = scratch.path();
+    layout::init(dir)?;
+    let mounts = cache::mount_sources(store, &reference.registry, &reference.repository);
+    let mut transfer = Transfer::default();
+    let mut sent = std::collections::BTreeSet::new();
+    // Objects are prepared on worker threads while this thread uploads each blob as soon as
+    // it is ready, so compression and transfer overlap. Blob digests come from the cache when
+    // they can: an object is then compressed only if the registry lacks its blob.
+    let (tx, rx) = std::sync::mpsc::channel::<Ready>();
+    let art = std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            artifact::describe(store, g, |name, path| {
+                let p = match cache::blob(store, name) {
+                    Some((blob, blob_size)) => {
+                        let (size, blake3) = artifact::hash_file(path)?;
+                        artifact::Prepared {
+                            size,
+                            blake3,
+                            blob,
+                            blob_size,
+                        }
+                    }
+                    None => {
+                        let p = stage_blob(dir, name, path, None)?;
+                        cache::remember_blob(store, name, &p.blob, p.blob_size)?;
+                        p
+                    }
+                };
+                let ready = Ready {
+                    digest: p.blob.clone(),
+                    size: p.blob_size,
+                    source: Some((name.clone(), path.to_owned())),
+                };
+                // Nobody listens once the uploader stopped on an error: stop too.
+                tx.send(ready)
+                    .map_err(|_| std::io::Error::other("the upload stopped"))?;
+                Ok(p)
+            })
+        });
+        // Owned here, so that an upload error drops it and the workers stop.
+        let rx = rx;
+        for ready in rx.iter() {
+            if sent.insert(ready.digest.clone()) {
+                upload(&session, dir, &mounts, &ready, &mut transfer)?;
+            }
+        }
+        worker
+            .join()
+            .expect("describing a generation does not panic")
+    })?;
+    layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
+    let config = Ready {
+        digest: art.manifest.config.digest.clone(),
+        size: art.manifest.config.size,
+        source: None,
+    };
+    upload(&session, dir, &mounts, &config, &mut transfer)?;
+    let content_type = MANIFEST_MEDIA_TYPE.parse().expect("a valid header value");
+    session
+        .runtime
+        .block_on(session.client.push_manifest_raw(
+            &session.oci_ref,
+            art.manifest_bytes.clone(),
+            content_type,
+        ))
+        .map_err(|e| session.err("push", e))?;
+    drop(scratch);
+    cache::remember_push(store, &reference.registry, &reference.repository)?;
+    Ok(PushReport {
+        reference: reference.clone(),
+        digest: art.manifest_digest,
+        transfer,
+    })
+}
+
+/// A blob ready to be sent: its digest and size, and the object it is compressed from
+/// (`None`: staged already, the config).
+struct Ready {
+    digest: String,
+    size: u64,
+    source: Option<(StorePath, PathBuf)>,
+}
+
+/// Sends one blob unless the registry has it: `HEAD`, else a cross-repository mount from
+/// one of `mounts`, else an upload (compressing the object first when only its digest was
+/// remembered).
+fn upload(
+    session: &Session,
+    dir: &Path,
+    mounts: &[String],
+    blob: &Ready,
+    transfer: &mut Transfer,
+) -> Result<(), RegistryError> {
+    let digest = blob.digest.as_str();
+    let exists = session
+        .runtime
+        .block_on(session.client.blob_exists(&session.oci_ref, digest))
+        .map_err(|e| session.err("push", e))?;
+    if exists {
+        transfer.present_blobs += 1;
+        transfer.present_bytes += blob.size;
+        return Ok(());
+    }
+    if mount(session, mounts, digest) {
+        transfer.mounted_blobs += 1;
+        return Ok(());
+    }
+    let path = layout::blob_path(dir, digest).expect("sha256");
+    if !path.exists()
+        && let Some((name, object)) = &blob.source
+    {
+        stage_blob(dir, name, object, Some(digest))?;
+    }
+    let bytes = fs_err::read(&path)?;
+    session
+        .runtime
+        .block_on(session.client.push_blob(&session.oci_ref, bytes, digest))
+        .map_err(|e| session.err("push", e))?;
+    // Uploaded: the staged copy is not needed any more.
+    let _ = fs_err::remove_file(&path);
+    transfer.sent_blobs += 1;
+    transfer.sent_bytes += blob.size;
+    Ok(())
+}
+
+/// Compresses the object at `object` into the staging layout `dir` as its blob; with
+/// `expected`, the blob must have that digest (a remembered one).
+fn stage_blob(
+    dir: &Path,
+    name: &StorePath,
+    object: &Path,
+    expected: Option<&str>,
+) -> Result<artifact::Prepared, RegistryError> {
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let p = artifact::compress_file(object, &tmp)?;
+    let digest = &p.blob;
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        let _ = fs_err::remove_file(&tmp);
+        return Err(RegistryError::Object {
+            object: object.display().to_string(),
+            source: std::io::Error::other(format!(
+                "it compresses to blob `{digest}`, not the `{expected}` remembered in `.kbuild/oci/blobs/`; delete that directory and push again"
+            )),
+        });
+    }
+    fs_err::rename(&tmp, layout::blob_path(dir, digest).expect("sha256"))?;
+    Ok(p)
+}
+
+/// Asks the registry to mount blob `digest` from one of `sources` (other repositories of
+/// the same registry this store pushed to). Any failure means "upload it".
+fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
+    sources.iter().any(|repo| {
+        let from = oci_client::Reference::with_tag(
+            session.reference.registry.clone(),
+            repo.clone(),
+            "latest".to_owned(),
+        );
+        session
+            .runtime
+            .block_on(session.client.mount_blob(&session.oci_ref, &from, digest))
+            .is_ok()
+    })
+}
+
+/// Pulls `reference` into the store at `store_dir` (made if missing, once the manifest is
+/// fetched and checked) and records its generation in `profile` (else the one it was pushed
+/// from). Downloads only the blobs of objects the store lacks.
+pub fn pull(
+    store_dir: &Path,
+    reference: &Reference,
+    profile: Option<&str>,
+    opts: &RemoteOptions,
+    observer: &dyn Observer,
+) -> Result<PullReport, RegistryError> {
+    let what = format!("`{reference}`");
+    let session = Session::open(reference, opts)?;
+    session.authenticate(RegistryOperation::Pull, "pull")?;
+    let (manifest_bytes, _) = session
+        .runtime
+        .block_on(session.client.pull_manifest_raw(
+            &session.oci_ref,
+            &session.auth,
+            &[MANIFEST_MEDIA_TYPE],
+        ))
+        .map_err(|e| session.err("pull", e))?;
+    if manifest_bytes.len() as u64 > MAX_METADATA_SIZE {
+        return Err(RegistryError::Refused {
+            what,
+            why: format!("its manifest is {} bytes", manifest_bytes.len()),
+        });
+    }
+    // The digest is ours, not the registry's word: what was asked for by digest must be it.
+    let digest = artifact::sha256_digest(&manifest_bytes);
+    if let Some(wanted) = &reference.digest
+        && *wanted != digest
+    {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("the manifest of {what}"),
+            digest: wanted.clone(),
+            actual: digest,
+        });
+    }
+    let manifest = import::check_manifest(&manifest_bytes, &what)?;
+    // The store is opened (made, on a new host) only once there is a generation to put in
+    // it: a wrong reference or a registry that is down leaves no empty store behind.
+    let store = &Store::open(store_dir)?;
+    store.require_writable_layout()?;
+    let hex = artifact::digest_hex(&digest).expect("sha256").to_owned();
+    let stage = store.dir().join(format!(".tmp-pull-{}", &hex[..32]));
+    // Staging and import under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    let resumed_before;
+    {
+        layout::init(&stage)?;
+        layout::put_blob(&stage, &digest, &manifest_bytes)?;
+        let config_desc = descriptor(
+            &manifest.config.digest,
+            manifest.config.size,
+            &manifest.config.media_type,
+        );
+        fetch_blob(&session, &stage, &config_desc)?;
+        let config_bytes = layout::read_capped(
+            &layout::blob_path(&stage, &manifest.config.digest).expect("checked"),
+            MAX_METADATA_SIZE,
+        )?;
+        let checked = import::check_config(manifest.clone(), &config_bytes, &what)?;
+        let mut transfer = Transfer::default();
+        let mut resumed = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &checked.config.objects {
+            if store.contains(&o.name) {
+                transfer.present_blobs += 1;
+                transfer.present_bytes += o.blob_size;
+                continue;
+            }
+            if !seen.insert(o.blob.clone()) {
+                continue;
+            }
+            let d = descriptor(&o.blob, o.blob_size, artifact::OBJECT_MEDIA_TYPE);
+            match fetch_blob(&session, &stage, &d)? {
+                Fetched::Downloaded => {
+                    transfer.sent_blobs += 1;
+                    transfer.sent_bytes += o.blob_size;
+                }
+                Fetched::Staged => resumed += 1,
+            }
+        }
+        resumed_before = (transfer, resumed);
+    }
+    let imported = import::import_layout(store, &stage, &manifest_bytes, &what, profile, observer)?;
+    crate::fs::remove_tree(&stage)?;
+    Ok(PullReport {
+        digest,
+        transfer: resumed_before.0,
+        resumed: resumed_before.1,
+        imported,
+    })
+}
+
+fn descriptor(digest: &str, size: u64, media_type: &str) -> OciDescriptor {
+    OciDescriptor {
+        media_type: media_type.to_owned(),
+        digest: digest.to_owned(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..OciDescriptor::default()
+    }
+}
+
+enum Fetched {
+    Downloaded,
+    /// Already staged whole by an earlier run.
+    Staged,
+}
+
+/// Downloads blob `d` into the staging layout unless a whole, verified copy is there.
+fn fetch_blob(
+    session: &Session,
+    stage: &Path,
+    d: &OciDescriptor,
+) -> Result<Fetched, RegistryError> {
+    let dest = layout::blob_path(stage, &d.digest).expect("checked digests");
+    let size = u64::try_from(d.size).unwrap_or(0);
+    if let Ok(md) = fs_err::metadata(&dest)
+        && md.len() == size
+    {
+        // Renamed in only after its digest matched; checked again, since a staged file is
+        // not read-only: a damaged one is fetched anew instead of failing every rerun.
+        let mut f = fs_err::File::open(&dest)?;
+        let mut w = artifact::HashingWriter::new(std::io::sink());
+        std::io::copy(&mut f, &mut w)?;
+        if w.finish().0 == d.digest {
+            return Ok(Fetched::Staged);
+        }
+        fs_err::remove_file(&dest)?;
+    }
+    let part = dest.with_extension("part");
+    let result = session.runtime.block_on(async {
+        let file = tokio::fs::File::create(&part).await?;
+        let out = Capped {
+            file,
+            left: size,
+            path: part.clone(),
+        };
+        session
+            .client
+            .pull_blob(&session.oci_ref, d, out)
+            .await
+            .map_err(std::io::Error::other)
+    });
+    if let Err(e) = result {
+        let _ = fs_err::remove_file(&part);
+        let inner = e.into_inner();
+        return Err(match inner {
+            Some(inner) => match inner.downcast::<OciDistributionError>() {
+                Ok(oci) => match *oci {
+                    OciDistributionError::DigestError(de) => RegistryError::DigestMismatch {
+                        what: format!("`{}`", session.reference),
+                        digest: d.digest.clone(),
+                        actual: match de {
+                            oci_client::errors::DigestError::VerificationError {
+                                actual, ..
+                            } => actual,
+                            other => other.to_string(),
+                        },
+                    },
+                    other => session.err("pull", other),
+                },
+                Err(other) => RegistryError::Remote {
+                    what: "pull".to_owned(),
+                    reference: session.reference.to_string(),
+                    source: other,
+                },
+            },
+            None => RegistryError::Remote {
+                what: "pull".to_owned(),
+                reference: session.reference.to_string(),
+                source: Box::new(std::io::Error::other("download failed")),
+            },
+        });
+    }
+    let got = fs_err::metadata(&part)?.len();
+    if got != size {
+        let _ = fs_err::remove_file(&part);
+        return Err(RegistryError::DigestMismatch {
+            what: format!("`{}`", session.reference),
+            digest: d.digest.clone(),
+            actual: format!("{got} bytes, not the {size} declared"),
+        });
+    }
+    fs_err::File::open(&part)?.sync_data()?;
+    fs_err::rename(&part, &dest)?;
+    Ok(Fetched::Downloaded)
+}
+
+/// A file that refuses to grow past the blob's declared size: a registry sending more than
+/// it declared is cut off, not written to disk.
+struct Capped {
+    file: tokio::fs::File,
+    left: u64,
+    path: PathBuf,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            let path = self.path.display().to_string();
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more bytes than the blob's declared size (into `{path}`)"
+            ))));
+        }
+        let this = &mut *self;
+        match Pin::new(&mut this.file).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.left -= n as u64;
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}

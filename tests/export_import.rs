@@ -1,0 +1,353 @@
+//! `kbuild export` and `kbuild import`: a generation leaves one store as an OCI image layout
+//! and lands in another, checked object by object, and switches there with no recipes and no
+//! network. Hostile layouts (a flipped byte, an escaping path, an absurd size) are refused
+//! with nothing added.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::world::*;
+use common::*;
+
+/// Runs kbuild on `store` with no recipes directory and no lock file (an air-gapped host).
+fn host(w: &World, store: &Path, args: &[&str]) -> Run {
+    let mut c = w.command_line(&[], &kbuild_bin(), store, false, args);
+    c.arg("--recipes").arg(w.sb.dir.join("no-recipes-here"));
+    w.sb.run(assert_cmd::Command::from_std(c))
+}
+
+fn export(w: &World, dir: &Path) -> String {
+    let r = w.run(&["export", "--output", dir.to_str().unwrap()]);
+    r.assert_success();
+    r.stdout.trim().to_owned()
+}
+
+/// Store entries that are objects (no bookkeeping, no temp entries).
+fn objects(store: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(store) else {
+        return vec![];
+    };
+    let mut v: Vec<String> = rd
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+fn index_manifest(dir: &Path) -> (String, serde_json::Value) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let m = std::fs::read(blob(dir, &digest)).unwrap();
+    (digest, serde_json::from_slice(&m).unwrap())
+}
+
+fn blob(dir: &Path, digest: &str) -> PathBuf {
+    dir.join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// Rewrites the config of the layout at `dir` with `edit`, and the manifest and index around
+/// it, so that only the edit is wrong (every digest matches).
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let (_, mut manifest) = index_manifest(dir);
+    let cdigest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(dir, &cdigest)).unwrap()).unwrap();
+    edit(&mut config);
+    let bytes = serde_json::to_vec(&config).unwrap();
+    let d = format!("sha256:{}", sha256_hex(&bytes));
+    std::fs::write(blob(dir, &d), &bytes).unwrap();
+    manifest["config"]["digest"] = d.into();
+    manifest["config"]["size"] = bytes.len().into();
+    let mbytes = serde_json::to_vec(&manifest).unwrap();
+    let md = format!("sha256:{}", sha256_hex(&mbytes));
+    std::fs::write(blob(dir, &md), &mbytes).unwrap();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = md.into();
+    index["manifests"][0]["size"] = mbytes.len().into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "ETCD2=10.0.0.2"], 2);
+    let out = w.sb.dir.join("usb");
+    export(&w, &out);
+    assert!(out.join("oci-layout").is_file());
+    let (_, manifest) = index_manifest(&out);
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.kbuild.generation.v1+json"
+    );
+
+    // The second host: an empty store, its own root with the prerequisites.
+    let store2 = w.sb.dir.join("store2");
+    let root2 = w.sb.dir.join("host2");
+    for (rel, bytes) in PREREQS {
+        let p = root2.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+    r.assert_success();
+    let rootfs2 = PathBuf::from(r.stdout.trim());
+    assert_eq!(
+        rootfs2.file_name(),
+        g2.rootfs.file_name(),
+        "same rootfs name"
+    );
+    assert!(
+        r.stderr
+            .contains("already in the store; profile default, generation 1"),
+        "{}",
+        r.stderr
+    );
+    // Every file of the rootfs is the same bytes, and a hardlink to an object.
+    for rel in ["usr/local/bin/kube-apiserver", "etc/kubernetes/apiserver"] {
+        assert_eq!(
+            std::fs::read(rootfs2.join(rel)).unwrap(),
+            std::fs::read(g2.rootfs.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::metadata(rootfs2.join("usr/local/bin/kube-apiserver")).unwrap();
+    assert!(md.nlink() >= 2, "the rootfs links its objects");
+
+    let root2s = root2.to_str().unwrap();
+    host(&w, &store2, &["verify"]).assert_success();
+    host(&w, &store2, &["--root", root2s, "switch"]).assert_success();
+    assert!(
+        String::from_utf8(std::fs::read(root2.join("etc/kubernetes/apiserver")).unwrap())
+            .unwrap()
+            .contains("https://10.0.0.2:2379")
+    );
+    // Generation 1 too, then roll back to it.
+    let out1 = w.sb.dir.join("usb1");
+    w.run(&["export", "1", "--output", out1.to_str().unwrap()])
+        .assert_success();
+    let r = host(&w, &store2, &["import", out1.to_str().unwrap()]);
+    r.assert_success();
+    assert_eq!(
+        PathBuf::from(r.stdout.trim()).file_name(),
+        g1.rootfs.file_name()
+    );
+    host(&w, &store2, &["--root", root2s, "switch", "2"]).assert_success();
+    host(&w, &store2, &["--root", root2s, "rollback"]).assert_success();
+    host(&w, &store2, &["--root", root2s, "verify"]).assert_success();
+
+    // Importing again adds nothing and records nothing new.
+    let r = host(&w, &store2, &["import", out1.to_str().unwrap()]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("added 0 objects") && r.stderr.contains("(unchanged"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn two_stores_that_built_the_same_recipes_export_the_same_manifest() {
+    let a = World::new();
+    let b = World::new();
+    a.build(&["master"], &[], 1);
+    b.build(&["master"], &[], 1);
+    let (da, db) = (a.sb.dir.join("out"), b.sb.dir.join("out"));
+    let digest_a = export(&a, &da);
+    let digest_b = export(&b, &db);
+    assert!(digest_a.starts_with("sha256:"), "{digest_a}");
+    assert_eq!(digest_a, digest_b);
+    assert_eq!(
+        std::fs::read(da.join("index.json")).unwrap(),
+        std::fs::read(db.join("index.json")).unwrap()
+    );
+    let list = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(&da), list(&db));
+}
+
+#[test]
+fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("usb");
+    export(&w, &out);
+    let (_, manifest) = index_manifest(&out);
+    let layers = manifest["layers"].as_array().unwrap();
+    let biggest = layers
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap();
+    let digest = biggest["digest"].as_str().unwrap();
+    let path = blob(&out, digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store2 = w.sb.dir.join("store2");
+    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("blob `{digest}` of object `"))
+            && r.stderr.contains("does not match its digest"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("help: nothing was added to the store"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(objects(&store2), Vec::<String>::new());
+    assert!(!store2.join(".kbuild/profiles/default").exists());
+}
+
+/// A change made to an exported config.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
+#[test]
+fn hostile_configs_are_refused_before_any_object_is_read() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let cases: [(&str, Edit, &str); 5] = [
+        (
+            "object",
+            Box::new(|c| c["objects"][0]["name"] = "../../../etc/passwd".into()),
+            "its config is not a kbuild generation: `../../../etc/passwd` is not a store object name",
+        ),
+        (
+            "escape",
+            Box::new(|c| {
+                let tree = c["rootfs"]["tree"].as_object_mut().unwrap();
+                let (k, v) = tree.iter().find(|(_, v)| v["type"] == "object").unwrap();
+                let (k, v) = (k.clone(), v.clone());
+                tree.remove(&k);
+                tree.insert("../../etc/cron.d/x".into(), v);
+            }),
+            "rootfs path `../../etc/cron.d/x` is not a plain relative path",
+        ),
+        (
+            "absurd",
+            Box::new(|c| c["objects"][0]["size"] = (1u64 << 50).into()),
+            "declares 1125899906842624 bytes (at most 4294967296)",
+        ),
+        (
+            "link",
+            Box::new(|c| {
+                let tree = c["rootfs"]["tree"].as_object_mut().unwrap();
+                tree.insert(
+                    "etc/evil".into(),
+                    serde_json::json!({"type": "symlink", "target": "../../../etc/shadow"}),
+                );
+            }),
+            "rootfs link `etc/evil` → `../../../etc/shadow` points outside the rootfs",
+        ),
+        (
+            "name",
+            Box::new(|c| {
+                let x = c["objects"][0]["executable"].as_bool().unwrap();
+                c["objects"][0]["executable"] = (!x).into();
+            }),
+            "its declared content does not hash to its name",
+        ),
+    ];
+    let store2 = w.sb.dir.join("store2");
+    for (name, edit, expected) in cases {
+        let out = w.sb.dir.join(name);
+        export(&w, &out);
+        edit_config(&out, edit);
+        let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+        assert_eq!(r.code, Some(1), "{name}: {}", r.stderr);
+        assert!(r.stderr.contains(expected), "{name}: {}", r.stderr);
+        assert!(
+            !store2.exists(),
+            "{name}: no store is made for a refused layout"
+        );
+    }
+    let r = host(
+        &w,
+        &store2,
+        &["import", w.sb.dir.join("nothing").to_str().unwrap()],
+    );
+    r.assert_error(
+        "error: cannot import `$SANDBOX/nothing`\n  caused by: `$SANDBOX/nothing` is not a kbuild OCI layout: it has no `oci-layout` file\nhelp: give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)\n",
+    );
+    assert!(!store2.exists());
+}
+
+#[test]
+fn export_refuses_a_directory_that_is_not_empty() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("full");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
+    let r = w.run(&["export", "--output", out.to_str().unwrap()]);
+    r.assert_error(
+        "error: cannot export generation 1 of profile `default` to `$SANDBOX/full`\n  caused by: export directory `$SANDBOX/full` is not empty\nhelp: export into a new or empty directory\n",
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+}
+
+#[test]
+fn import_records_in_the_exported_profile_or_the_one_named() {
+    let w = World::new();
+    w.ok(&["build", "master", "--profile", "master-1"]);
+    let out = w.sb.dir.join("usb");
+    let r = w.run(&[
+        "export",
+        "--profile",
+        "master-1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("as `master-1-1`"),
+        "the layout names it <profile>-<generation>: {}",
+        r.stderr
+    );
+    let store2 = w.sb.dir.join("store2");
+    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("profile master-1, generation 1"),
+        "{}",
+        r.stderr
+    );
+    let r = host(
+        &w,
+        &store2,
+        &["import", out.to_str().unwrap(), "--profile", "staging"],
+    );
+    r.assert_success();
+    assert!(
+        r.stderr
+            .contains("added 0 objects, 13 already in the store; profile staging, generation 1"),
+        "{}",
+        r.stderr
+    );
+    let listed = host(&w, &store2, &["generations", "--all"]);
+    listed.assert_success();
+    assert!(
+        listed.stdout.contains("master-1") && listed.stdout.contains("staging"),
+        "{}",
+        listed.stdout
+    );
+}
