@@ -217,10 +217,13 @@ fn tree_node(
         let node = match entry {
             TreeEntry::Directory => Node::Directory(BTreeMap::new()),
             TreeEntry::Symlink { target } => {
-                if !link_stays_inside(path, target) {
+                if !link_stays_inside(&config.rootfs.tree, path, target) {
                     return Err(refuse(
                         what,
-                        format!("rootfs link `{path}` → `{target}` points outside the rootfs"),
+                        format!(
+                            "rootfs link `{path}` → `{target}`, followed through the tree's \
+                             other links, points outside the rootfs (or loops)"
+                        ),
                     ));
                 }
                 Node::Symlink {
@@ -280,24 +283,62 @@ fn insert(dir: &mut Node, parts: &[&str], node: Node) {
     }
 }
 
-/// Whether the relative link at `path` with `target` resolves (lexically) inside the tree.
-fn link_stays_inside(path: &str, target: &str) -> bool {
-    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+/// How many links one resolution may follow: Linux's `MAXSYMLINKS` (40); a longer chain, or a
+/// cycle, is refused.
+const MAX_LINK_HOPS: usize = 40;
+
+/// Whether the relative link at `path` with `target` resolves inside the rootfs when followed
+/// the way the kernel follows it: component by component, each component that is itself a link
+/// of `tree` replaced by its target (resolved from that link's directory) before a later `..`
+/// applies. Lexical against `tree` only (nothing on disk is read; the tree is all the rootfs
+/// will hold). Without following the other links, `etc/b → a/../..` with `etc/a → ../usr`
+/// looks like it stays at the rootfs's top, but the kernel climbs to the store directory.
+fn link_stays_inside<'a>(
+    tree: &'a BTreeMap<String, TreeEntry>,
+    path: &'a str,
+    target: &'a str,
+) -> bool {
+    // The directory resolved so far (components below the rootfs), and the components still
+    // to walk, last first.
+    let mut resolved: Vec<&'a str> = path.split('/').collect();
+    resolved.pop();
+    let mut pending: Vec<&'a str> = Vec::new();
+    if !push_link_target(&mut pending, target) {
         return false;
     }
-    let mut depth = path.split('/').count() as i64 - 1;
-    for c in target.split('/') {
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
         match c {
             "" | "." => {}
             ".." => {
-                depth -= 1;
-                if depth < 0 {
+                if resolved.pop().is_none() {
                     return false;
                 }
             }
-            _ => depth += 1,
+            name => {
+                resolved.push(name);
+                if let Some(TreeEntry::Symlink { target }) = tree.get(&resolved.join("/")) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return false;
+                    }
+                    resolved.pop();
+                    if !push_link_target(&mut pending, target) {
+                        return false;
+                    }
+                }
+            }
         }
     }
+    true
+}
+
+/// Queues the components of a link target (relative, non-empty, no NUL; else `false`).
+fn push_link_target<'a>(pending: &mut Vec<&'a str>, target: &'a str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    pending.extend(target.split('/').rev());
     true
 }
 
@@ -571,15 +612,63 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
 mod tests {
     use super::*;
 
+    fn tree(entries: &[(&str, Option<&str>)]) -> BTreeMap<String, TreeEntry> {
+        entries
+            .iter()
+            .map(|(path, link)| {
+                let entry = match link {
+                    Some(target) => TreeEntry::Symlink {
+                        target: target.to_string(),
+                    },
+                    None => TreeEntry::Directory,
+                };
+                (path.to_string(), entry)
+            })
+            .collect()
+    }
+
     #[test]
     fn links_may_not_climb_out_of_the_rootfs() {
+        let none = BTreeMap::new();
         assert!(link_stays_inside(
+            &none,
             "etc/systemd/system/multi-user.target.wants/etcd.service",
             "../etcd.service"
         ));
-        assert!(link_stays_inside("a/b", "../c"));
-        assert!(!link_stays_inside("a/b", "../../c"));
-        assert!(!link_stays_inside("a", "/etc/shadow"));
-        assert!(!link_stays_inside("a", ""));
+        assert!(link_stays_inside(&none, "a/b", "../c"));
+        assert!(!link_stays_inside(&none, "a/b", "../../c"));
+        assert!(!link_stays_inside(&none, "a", "/etc/shadow"));
+        assert!(!link_stays_inside(&none, "a", ""));
+    }
+
+    #[test]
+    fn links_are_followed_through_the_other_links_of_the_tree() {
+        let t = tree(&[
+            ("etc", None),
+            ("usr", None),
+            ("usr/lib", None),
+            ("usr/lib/x", None),
+            ("etc/a", Some("../usr")),
+            // Lexically depth 1 → 2 → 1 → 0, but `a` is `usr`: usr/.. is the rootfs, then `..`.
+            ("etc/b", Some("a/../..")),
+            // A valid chain through `a`.
+            ("etc/ok", Some("a/lib")),
+            // Three hops: up → lib2 → top (the rootfs itself, fine), then one `..` too many.
+            ("usr/lib/x/top", Some("../../..")),
+            ("usr/lib/lib2", Some("x/top")),
+            ("etc/up", Some("../usr/lib/lib2")),
+            ("etc/root", Some("up/..")),
+            ("etc/at-top", Some("up/etc")),
+            // A cycle.
+            ("etc/c1", Some("c2/x")),
+            ("etc/c2", Some("c1")),
+        ]);
+        assert!(!link_stays_inside(&t, "etc/b", "a/../.."));
+        assert!(link_stays_inside(&t, "etc/a", "../usr"));
+        assert!(link_stays_inside(&t, "etc/ok", "a/lib"));
+        assert!(link_stays_inside(&t, "etc/up", "../usr/lib/lib2"));
+        assert!(link_stays_inside(&t, "etc/at-top", "up/etc"));
+        assert!(!link_stays_inside(&t, "etc/root", "up/.."));
+        assert!(!link_stays_inside(&t, "etc/c1", "c2/x"));
     }
 }
