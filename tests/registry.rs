@@ -1064,6 +1064,56 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
     }
 }
 
+/// Two pulls of one reference into one store at once (two shells, automation): both succeed,
+/// the later one waiting for the earlier's staging (review 11 finding 11: they shared one
+/// staging directory and `.part` files, and one failed renaming a file the other had moved).
+#[test]
+fn two_concurrent_pulls_of_one_reference_both_succeed() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let reference = reg.reference(REPO, "gen1");
+    pushed_digest(
+        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
+        &reference,
+    );
+    // Several rounds: the race needs both to be staging at once.
+    for round in 0..3 {
+        let h = puller();
+        let a = h.spawn(&["pull", &reference, "--plain-http"]);
+        let b = h.spawn(&["pull", &reference, "--plain-http"]);
+        for (name, child) in [("first", a), ("second", b)] {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}, {name} pull; stderr:\n{stderr}"
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).starts_with(&format!("{reference}@sha256:")),
+                "round {round}, {name} pull; stdout: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let staging: Vec<_> = std::fs::read_dir(&h.sb.store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(staging.is_empty(), "round {round}: left behind {staging:?}");
+        let r = h.ok(&["switch", "--profile", "master-1"]);
+        assert!(
+            r.stderr.contains("generation 1"),
+            "round {round}: stderr:\n{}",
+            r.stderr
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Interoperability (point 7) and determinism (point 3)
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 //!                                   compresses the object only when the blob is missing
 //! .kbuild/oci/pushed.json           registry → repositories pushed to (newest first):
 //!                                   where a missing blob may be mounted from
+//! .kbuild/oci/pull/<hex>.lock       held (exclusive) by the pull staging the manifest whose
+//!                                   digest starts with `<hex>` (empty files, left in place:
+//!                                   removing a lock file races with its next taker)
 //! ```
 //!
 //! Both are hints. A wrong blob digest is caught when the object is compressed for upload
@@ -18,7 +21,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::artifact::ZSTD_LEVEL;
-use crate::store::{Store, StorePath};
+use crate::observe::Observer;
+use crate::store::{FileLock, LockMode, Store, StorePath};
 
 /// How many other repositories a push tries to mount a missing blob from.
 pub const MOUNT_SOURCES: usize = 3;
@@ -33,6 +37,21 @@ struct BlobEntry {
 
 fn dir(store: &Store) -> PathBuf {
     store.bookkeeping().join("oci")
+}
+
+/// Takes the lock of the pull staging manifest `hex` (the first 32 hex digits of its digest,
+/// as in the staging directory's name), waiting — with a "Blocking" status — while another
+/// pull of the same manifest holds it. Two pulls of one reference would otherwise write the
+/// same `.part` files of one staging directory.
+pub fn pull_lock(store: &Store, hex: &str, observer: &dyn Observer) -> std::io::Result<FileLock> {
+    let d = dir(store).join("pull");
+    fs_err::create_dir_all(&d)?;
+    FileLock::acquire(
+        &d.join(format!("{hex}.lock")),
+        LockMode::Exclusive,
+        &format!("the pull staging of manifest sha256:{hex}…"),
+        observer,
+    )
 }
 
 /// The remembered blob of `object`: `(sha256:<hex>, size)`.

@@ -444,6 +444,9 @@ pub fn pull(
     let stage = store.dir().join(format!(".tmp-pull-{}", &hex[..32]));
     // Staging and import under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
     let _lock = store.lock(LockMode::Shared, observer)?;
+    // The staging directory is per manifest, so two pulls of one reference would write the
+    // same `.part` files: the second waits for the first (then finds its objects present).
+    let _stage_lock = cache::pull_lock(store, &hex[..32], observer)?;
     let resumed_before;
     {
         layout::init(&stage)?;
