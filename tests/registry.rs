@@ -888,6 +888,110 @@ fn a_missing_tag_is_a_clear_error() {
     }
 }
 
+/// `--offline` ("never use the network") refuses push and pull before any connection, with
+/// a help line (review 11 finding 1: both went to the registry).
+#[test]
+fn offline_push_and_pull_refuse_without_touching_the_registry() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let proxy = Proxy::start(reg.port);
+    let w = builder();
+    build(&w, 1, &[]);
+    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let help = "help: drop `--offline`; to install with no network, run `kbuild export --output DIR` where the generation is and `kbuild import DIR` here";
+
+    let r = w.run(&[
+        "push",
+        "1",
+        &reference,
+        "--host",
+        "master-1",
+        "--plain-http",
+        "--offline",
+    ]);
+    assert_refused(&r, &reference, &[]);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot push generation 1 of profile `master-1` to `{reference}`\n  caused by: `{reference}` is a registry on the network, and `--offline` was given\n{help}\n"
+        )
+    );
+    assert_eq!(proxy.bytes(Way::Up), 0, "push --offline sent bytes");
+
+    // Pushed for real, so that a pull would have something to take.
+    pushed_digest(
+        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
+        &reference,
+    );
+    proxy.reset();
+    let h = puller();
+    let r = h.run(&["pull", &reference, "--plain-http", "--offline"]);
+    assert_refused(&r, &reference, &[]);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot pull `{reference}`\n  caused by: `{reference}` is a registry on the network, and `--offline` was given\n{help}\n"
+        )
+    );
+    assert_eq!(proxy.bytes(Way::Up), 0, "pull --offline sent bytes");
+    assert_nothing_pulled(&h, "pull --offline");
+}
+
+/// A registry that accepts connections and then says nothing: the client gives up after
+/// `KBUILD_HTTP_TIMEOUT` seconds, as fetches do (review 11 finding 2: it waited 5 minutes).
+#[test]
+fn a_silent_registry_times_out_after_kbuild_http_timeout() {
+    // No registry needed: a listener that never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accept and keep every connection open, silent.
+        let mut open = Vec::new();
+        for c in silent.incoming().take(4) {
+            open.push(c);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(open);
+    });
+    let h = puller();
+    let reference = format!("127.0.0.1:{port}/{REPO}:gen1");
+    let mut c = h.std_command(&kbuild_bin(), &["pull", &reference, "--plain-http"]);
+    c.env("KBUILD_HTTP_TIMEOUT", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Far above 2 s, far below the 300 s it used to wait.
+    let mut waited = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if waited >= 40 {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        waited += 1;
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.is_some(),
+        "still waiting 20 s into a 2 s KBUILD_HTTP_TIMEOUT; stderr:\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot pull `{reference}`\n")),
+        "stderr:\n{stderr}"
+    );
+    assert_nothing_pulled(&h, "a silent registry");
+    drop(held);
+}
+
 /// Without a tag, push tags `<profile>-<generation>`.
 #[test]
 fn push_without_a_tag_tags_profile_dash_generation() {

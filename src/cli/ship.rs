@@ -69,8 +69,9 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn options(&self) -> RemoteOptions {
+    fn options(&self, ctx: &Context) -> RemoteOptions {
         RemoteOptions {
+            offline: ctx.offline,
             plain_http: self.plain_http,
             ca_file: self.ca_file.clone(),
             authfile: self.authfile.clone(),
@@ -218,7 +219,7 @@ pub fn run_push(
     let profile = args.profile.resolve(&store, root);
     let g = super::show::pick(&store, root, &profile, number)?;
     let reference = reference.or_tag(&registry::default_tag(&g));
-    let report = registry::remote::push(&store, &g, &reference, &args.remote.options(), term)
+    let report = registry::remote::push(&store, &g, &reference, &args.remote.options(ctx), term)
         .with_context(|| {
             format!(
                 "cannot push generation {} of profile `{profile}` to `{reference}`",
@@ -250,7 +251,7 @@ pub fn run_pull(ctx: &Context, args: PullArgs, term: &Terminal) -> anyhow::Resul
         &ctx.store_dir,
         &reference,
         args.profile.as_deref(),
-        &args.remote.options(),
+        &args.remote.options(ctx),
         term,
     )
     .with_context(|| format!("cannot pull `{reference}`"))?;

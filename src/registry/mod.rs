@@ -87,6 +87,8 @@ pub enum RegistryError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("`{reference}` is a registry on the network, and `--offline` was given")]
+    Offline { reference: String },
     #[error("cannot read credentials file `{}`", path.display())]
     AuthFile {
         path: PathBuf,
@@ -113,6 +115,9 @@ impl RegistryError {
                 "{why}; write `host[:port]/repository[:tag|@sha256:…]`, e.g. `registry.example:5000/kbuild/masters:master-1-2`"
             ),
             RegistryError::Store(e) => return Store::help(e),
+            RegistryError::Offline { .. } => {
+                "drop `--offline`; to install with no network, run `kbuild export --output DIR` where the generation is and `kbuild import DIR` here".to_owned()
+            }
             RegistryError::OutputNotEmpty { .. } => {
                 "export into a new or empty directory".to_owned()
             }

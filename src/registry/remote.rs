@@ -42,6 +42,8 @@ pub struct RemoteOptions {
     pub ca_file: Option<PathBuf>,
     /// The credentials file to use instead of the usual ones (see `auth`).
     pub authfile: Option<PathBuf>,
+    /// `--offline`: refuse before any connection ([`RegistryError::Offline`]).
+    pub offline: bool,
 }
 
 /// What a push did.
@@ -77,6 +79,11 @@ struct Session {
 
 impl Session {
     fn open(reference: &Reference, opts: &RemoteOptions) -> Result<Session, RegistryError> {
+        if opts.offline {
+            return Err(RegistryError::Offline {
+                reference: reference.to_string(),
+            });
+        }
         let resolved = auth::resolve(&reference.registry, opts.authfile.as_deref())?;
         let auth = match &resolved.credentials {
             Credentials::Anonymous => RegistryAuth::Anonymous,
@@ -105,8 +112,9 @@ impl Session {
             extra_root_certificates: extra,
             // One PUT per blob: chunked PATCHes buy nothing for blobs read from disk.
             use_monolithic_push: true,
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(300)),
+            // As for fetches: how long the registry may stay silent (`KBUILD_HTTP_TIMEOUT`).
+            connect_timeout: Some(crate::fetch::stall_timeout()),
+            read_timeout: Some(crate::fetch::stall_timeout()),
             user_agent: concat!("kbuild/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
