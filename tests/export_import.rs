@@ -222,7 +222,7 @@ type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 fn hostile_configs_are_refused_before_any_object_is_read() {
     let w = World::new();
     w.build(&["master"], &[], 1);
-    let cases: [(&str, Edit, &str); 5] = [
+    let cases: [(&str, Edit, &str); 6] = [
         (
             "object",
             Box::new(|c| c["objects"][0]["name"] = "../../../etc/passwd".into()),
@@ -256,6 +256,23 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
             "rootfs link `etc/evil` → `../../../etc/shadow` points outside the rootfs",
         ),
         (
+            // Lexically `chain-b` stays at the top; the kernel follows `chain-a` (= etc) first
+            // and climbs out (review 11 finding 3).
+            "chain",
+            Box::new(|c| {
+                let tree = c["rootfs"]["tree"].as_object_mut().unwrap();
+                tree.insert(
+                    "etc/chain-a".into(),
+                    serde_json::json!({"type": "symlink", "target": "../etc"}),
+                );
+                tree.insert(
+                    "etc/chain-b".into(),
+                    serde_json::json!({"type": "symlink", "target": "chain-a/../.."}),
+                );
+            }),
+            "rootfs link `etc/chain-b` → `chain-a/../..` points outside the rootfs or loops",
+        ),
+        (
             "name",
             Box::new(|c| {
                 let x = c["objects"][0]["executable"].as_bool().unwrap();
@@ -286,6 +303,69 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
         "error: cannot import `$SANDBOX/nothing`\n  caused by: `$SANDBOX/nothing` is not a kbuild OCI layout: it has no `oci-layout` file\nhelp: give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)\n",
     );
     assert!(!store2.exists());
+}
+
+/// A layout's blobs must be regular files: a FIFO named as the config blocked import forever,
+/// a symlink could point anywhere on the host (review 11 finding 9).
+#[test]
+fn import_refuses_a_fifo_or_a_symlink_among_the_blobs() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let store2 = w.sb.dir.join("store2");
+    for kind in ["fifo", "symlink"] {
+        let out = w.sb.dir.join(kind);
+        export(&w, &out);
+        let (_, manifest) = index_manifest(&out);
+        let digest = match kind {
+            "fifo" => manifest["config"]["digest"].as_str().unwrap(),
+            _ => manifest["layers"][0]["digest"].as_str().unwrap(),
+        }
+        .to_owned();
+        let path = blob(&out, &digest);
+        if kind == "fifo" {
+            std::fs::remove_file(&path).unwrap();
+            let st = std::process::Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            // The same bytes, elsewhere: the link is refused, not its target.
+            let moved = w.sb.dir.join("elsewhere");
+            std::fs::rename(&path, &moved).unwrap();
+            std::os::unix::fs::symlink(&moved, &path).unwrap();
+        }
+        let mut c = w.command_line(
+            &[],
+            &kbuild_bin(),
+            &store2,
+            false,
+            &["import", out.to_str().unwrap()],
+        );
+        c.arg("--recipes").arg(w.sb.dir.join("no-recipes-here"));
+        let mut c = assert_cmd::Command::from_std(c);
+        c.timeout(std::time::Duration::from_secs(60));
+        let r = w.sb.run(c);
+        assert_eq!(r.code, Some(1), "{kind}: {}", r.stderr);
+        let what = if kind == "fifo" {
+            "a FIFO"
+        } else {
+            "a symbolic link"
+        };
+        let expected = format!(
+            "`{}`: it is {what}; a layout's files must be regular files",
+            path.display()
+        );
+        assert!(
+            r.stderr
+                .starts_with(&format!("error: cannot import `{}`\n", out.display())),
+            "{kind}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(&expected), "{kind}: {}", r.stderr);
+        assert_eq!(objects(&store2), Vec::<String>::new(), "{kind}");
+        assert!(!store2.join(".kbuild/profiles/default").exists(), "{kind}");
+    }
 }
 
 #[test]

@@ -221,8 +221,8 @@ fn tree_node(
                     return Err(refuse(
                         what,
                         format!(
-                            "rootfs link `{path}` → `{target}`, followed through the tree's \
-                             other links, points outside the rootfs (or loops)"
+                            "rootfs link `{path}` → `{target}` points outside the rootfs or \
+                             loops (followed through the tree's other links)"
                         ),
                     ));
                 }
@@ -420,7 +420,7 @@ pub fn add_checked(
     let numbered: Vec<(usize, &artifact::Object)> = missing.iter().copied().enumerate().collect();
     let staged = super::parallel_map(&numbered, |(i, o)| {
         let blob = layout::blob_path(dir, &o.blob).expect("checked");
-        let file = match fs_err::File::open(&blob) {
+        let file = match layout::open_regular(&blob) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RegistryError::MissingBlob {

@@ -97,7 +97,7 @@ pub fn read_manifest(dir: &Path) -> Result<(Vec<u8>, String), RegistryError> {
     if !dir.join("oci-layout").is_file() {
         return Err(not("it has no `oci-layout` file".to_owned()));
     }
-    let text = fs_err::read(dir.join("index.json")).map_err(io)?;
+    let text = read_capped(&dir.join("index.json"), artifact::MAX_METADATA_SIZE).map_err(io)?;
     let index: Index = serde_json::from_slice(&text)
         .map_err(|e| not(format!("`index.json` is not an OCI index: {e}")))?;
     let manifests: Vec<&Descriptor> = index
@@ -132,10 +132,60 @@ pub fn read_manifest(dir: &Path) -> Result<(Vec<u8>, String), RegistryError> {
     Ok((bytes, d.digest.clone()))
 }
 
-/// Reads at most `cap` bytes of `path` (a larger file is an error).
+/// Opens a file of a layout (`index.json`, a blob) for reading, refusing anything but a
+/// regular file: a layout comes from elsewhere, and a FIFO would block the reader forever, a
+/// device never end, a symlink point anywhere on this host. Opened without following a
+/// symlink and without blocking (a FIFO opens at once), then checked on the open descriptor,
+/// so nothing can be swapped in between. A missing file stays `NotFound`.
+pub fn open_regular(path: &Path) -> std::io::Result<fs_err::File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits();
+    let refuse = |what: &str| {
+        crate::fs::annotate(
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("it is {what}; a layout's files must be regular files"),
+            ),
+            "read",
+            path,
+        )
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(flags).expect("open flags fit an int"))
+        .open(path)
+    {
+        Ok(f) => f,
+        // O_NOFOLLOW on a symlink.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(refuse("a symbolic link"));
+        }
+        Err(e) => return Err(crate::fs::annotate(e, "open", path)),
+    };
+    let t = file
+        .metadata()
+        .map_err(|e| crate::fs::annotate(e, "read", path))?
+        .file_type();
+    if !t.is_file() {
+        return Err(refuse(if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        }));
+    }
+    Ok(fs_err::File::from_parts(file, path))
+}
+
+/// Reads at most `cap` bytes of `path`, a regular file ([`open_regular`]; a larger file is
+/// an error).
 pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let f = fs_err::File::open(path)?;
+    let f = open_regular(path)?;
     let mut bytes = Vec::new();
     f.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
