@@ -159,6 +159,16 @@ impl RegistryError {
                     "check that the registry is up; a rerun sends or fetches only what did not arrive".to_owned()
                 }
             }
+            // A read-only mount (or someone else's store): import and pull stage in the store
+            // even when every object is there (review 11 finding 12).
+            RegistryError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                "the store cannot be written here (a read-only mount, or not your files): nothing was changed; remount it read-write, run as its owner, or give a writable `--store`".to_owned()
+            }
             _ => return None,
         })
     }
@@ -292,6 +302,25 @@ pub struct Transfer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_that_cannot_be_written_gets_a_help_line() {
+        for kind in [
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            std::io::ErrorKind::PermissionDenied,
+        ] {
+            let h = RegistryError::Io(std::io::Error::from(kind)).help();
+            assert!(
+                h.as_deref()
+                    .is_some_and(|h| h.starts_with("the store cannot be written here")),
+                "{kind:?}: {h:?}"
+            );
+        }
+        assert_eq!(
+            RegistryError::Io(std::io::Error::other("disk on fire")).help(),
+            None
+        );
+    }
 
     #[test]
     fn references_parse_into_registry_repository_tag_and_digest() {
