@@ -117,10 +117,16 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-/// Finds credentials for `registry` (`host[:port]`). An `explicit` file must exist; the
-/// others are skipped when absent. A file that exists but cannot be read or parsed is an
+/// Finds credentials for `repository` on `registry` (`host[:port]`): in each file the most
+/// specific `auths` key wins, as containers-auth.json(5) says (`reg/ns1/repo` over `reg/ns1`
+/// over `reg`; a key with a scheme, docker's `https://reg/v1/`, names the whole registry). An
+/// `explicit` file must exist; the others are skipped when absent. A file that exists but cannot be read or parsed is an
 /// error naming it.
-pub fn resolve(registry: &str, explicit: Option<&Path>) -> Result<Resolved, RegistryError> {
+pub fn resolve(
+    registry: &str,
+    repository: &str,
+    explicit: Option<&Path>,
+) -> Result<Resolved, RegistryError> {
     let mut consulted = Vec::new();
     let looked = candidates(explicit);
     for path in looked.clone() {
@@ -135,10 +141,12 @@ pub fn resolve(registry: &str, explicit: Option<&Path>) -> Result<Resolved, Regi
                 path: path.clone(),
                 source: std::io::Error::other(e),
             })?;
-        if let Some(c) = lookup(&file, registry).map_err(|why| RegistryError::AuthFile {
-            path: path.clone(),
-            source: std::io::Error::other(why),
-        })? {
+        if let Some(c) =
+            lookup(&file, registry, repository).map_err(|why| RegistryError::AuthFile {
+                path: path.clone(),
+                source: std::io::Error::other(why),
+            })?
+        {
             return Ok(Resolved {
                 credentials: c,
                 consulted,
@@ -153,15 +161,36 @@ pub fn resolve(registry: &str, explicit: Option<&Path>) -> Result<Resolved, Regi
     })
 }
 
-fn lookup(file: &AuthFile, registry: &str) -> Result<Option<Credentials>, String> {
-    let key_host = |k: &str| {
-        let k = k
+fn lookup(
+    file: &AuthFile,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Credentials>, String> {
+    // How specific `key` is for `registry/repository` (the length of its path), if it applies.
+    let specificity = |key: &str| -> Option<usize> {
+        if let Some(rest) = key
             .strip_prefix("https://")
-            .or_else(|| k.strip_prefix("http://"))
-            .unwrap_or(k);
-        k.split('/').next().unwrap_or(k).to_owned()
+            .or_else(|| key.strip_prefix("http://"))
+        {
+            let host = rest.split('/').next().unwrap_or(rest);
+            return (host == registry).then_some(0);
+        }
+        let (host, path) = key.split_once('/').unwrap_or((key, ""));
+        let path = path.trim_end_matches('/');
+        let inside = path.is_empty()
+            || repository == path
+            || repository
+                .strip_prefix(path)
+                .is_some_and(|r| r.starts_with('/'));
+        (host == registry && inside).then_some(path.len())
     };
-    let Some((key, e)) = file.auths.iter().find(|(k, _)| key_host(k) == registry) else {
+    let Some((key, e)) = file
+        .auths
+        .iter()
+        .filter_map(|(k, e)| specificity(k).map(|n| (n, k, e)))
+        .max_by_key(|(n, _, _)| *n)
+        .map(|(_, k, e)| (k, e))
+    else {
         return Ok(None);
     };
     if let Some(token) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
@@ -205,7 +234,7 @@ mod tests {
             r#"{"auths":{"other:5000":{"auth":"eDp5"},"https://127.0.0.1:5000/v1/":{"auth":"a2I6czNjcmV0"}}}"#,
         )
         .unwrap();
-        let r = resolve("127.0.0.1:5000", Some(&path)).unwrap();
+        let r = resolve("127.0.0.1:5000", "kb/m", Some(&path)).unwrap();
         assert_eq!(
             r.credentials,
             Credentials::Basic {
@@ -218,7 +247,7 @@ mod tests {
             format!("user `kb` from `{}`", path.display())
         );
         assert!(!format!("{:?}", r.credentials).contains("s3cret"));
-        let none = resolve("elsewhere", Some(&path)).unwrap();
+        let none = resolve("elsewhere", "kb/m", Some(&path)).unwrap();
         assert_eq!(none.credentials, Credentials::Anonymous);
         assert!(
             none.describe("elsewhere")
@@ -226,9 +255,45 @@ mod tests {
         );
     }
 
+    /// containers-auth.json(5): the most specific key wins (review 11 finding 8: the first
+    /// key of the registry in sorted order did, so `reg/a`'s credentials went to `reg/b/x`).
+    #[test]
+    fn the_most_specific_key_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        std::fs::write(
+            &path,
+            r#"{"auths":{
+                "reg:5000/a":{"username":"a","password":"p"},
+                "reg:5000/b":{"username":"b","password":"p"},
+                "reg:5000/b/x":{"username":"bx","password":"p"},
+                "reg:5000":{"username":"any","password":"p"}}}"#,
+        )
+        .unwrap();
+        for (repository, user) in [
+            ("b/y", "b"),
+            ("b", "b"),
+            ("b/x", "bx"),
+            ("b/x/deeper", "bx"),
+            ("a", "a"),
+            ("ab/x", "any"),
+            ("c", "any"),
+        ] {
+            let r = resolve("reg:5000", repository, Some(&path)).unwrap();
+            assert_eq!(
+                r.credentials,
+                Credentials::Basic {
+                    username: user.into(),
+                    password: "p".into()
+                },
+                "{repository}"
+            );
+        }
+    }
+
     #[test]
     fn a_missing_explicit_file_is_an_error_naming_it() {
-        let err = resolve("h", Some(Path::new("/nonexistent/auth.json"))).unwrap_err();
+        let err = resolve("h", "r", Some(Path::new("/nonexistent/auth.json"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/auth.json"), "{err}");
     }
 }

@@ -84,7 +84,11 @@ impl Session {
                 reference: reference.to_string(),
             });
         }
-        let resolved = auth::resolve(&reference.registry, opts.authfile.as_deref())?;
+        let resolved = auth::resolve(
+            &reference.registry,
+            &reference.repository,
+            opts.authfile.as_deref(),
+        )?;
         let auth = match &resolved.credentials {
             Credentials::Anonymous => RegistryAuth::Anonymous,
             Credentials::Basic { username, password } => {
