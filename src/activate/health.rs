@@ -46,6 +46,10 @@ pub struct Pending {
     /// The units the gate waits for (those the switch started, restarted or reloaded, and
     /// those with checks).
     pub units: Vec<String>,
+    /// Units the switch try-restarted (services a timer or path unit starts): waited for
+    /// only when they are running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub if_running: Vec<String>,
 }
 
 /// `etc/.kbuild/health.json`.
@@ -93,7 +97,7 @@ pub fn last_good(
 pub fn begin(
     root: &Root,
     g: &GenerationRef,
-    units: &[String],
+    units: &GateUnits,
     before: Option<GenerationRef>,
 ) -> Result<(), SwitchError> {
     let mut r = record(root)?.unwrap_or_else(|| Record {
@@ -101,11 +105,16 @@ pub fn begin(
         ..Record::default()
     });
     r.version = 1;
-    r.pending = Some(Pending {
+    let pending = Some(Pending {
         profile: g.profile.clone(),
         generation: g.generation,
-        units: units.to_vec(),
+        units: units.units.clone(),
+        if_running: units.if_running.clone(),
     });
+    if r.pending == pending && r.version == 1 {
+        return Ok(());
+    }
+    r.pending = pending;
     write(root, &r)
 }
 
@@ -150,6 +159,28 @@ pub struct UnitState {
     pub active: String,
     pub sub: String,
     pub restarts: u64,
+    /// `Type=` (`simple`, `notify`, `oneshot`, …).
+    #[serde(skip)]
+    pub kind: String,
+    /// `RemainAfterExit=`.
+    #[serde(skip)]
+    pub remain: bool,
+    /// `Result=` of its last run (`success`, `exit-code`, …).
+    #[serde(skip)]
+    pub result: String,
+}
+
+impl UnitState {
+    /// A `Type=oneshot` service without `RemainAfterExit=yes` that ran and succeeded: it is
+    /// `inactive` by design once done, and that is its healthy state.
+    pub fn ran_once(&self) -> bool {
+        self.kind == "oneshot" && !self.remain && self.at_rest()
+    }
+
+    /// Not running and not failed (`inactive`, last run successful or never run).
+    fn at_rest(&self) -> bool {
+        self.active == "inactive" && self.result == "success"
+    }
 }
 
 impl std::fmt::Display for UnitState {
@@ -162,36 +193,64 @@ impl std::fmt::Display for UnitState {
     }
 }
 
-/// Asks systemd: `systemctl show -p ActiveState,SubState,NRestarts UNIT`.
-pub fn unit_state(unit: &str) -> UnitState {
-    let out = std::process::Command::new("systemctl")
-        .args(["show", "-p", "ActiveState,SubState,NRestarts", "--", unit])
-        .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+/// Asks systemd: `systemctl show -p ActiveState,SubState,NRestarts,Type,RemainAfterExit,Result
+/// UNIT`. Errors: systemctl could not run or exited non-zero (its stderr), or did not report
+/// the unit's state.
+pub fn unit_state(unit: &str) -> Result<UnitState, String> {
+    let o = std::process::Command::new("systemctl")
+        .args([
+            "show",
+            "-p",
+            "ActiveState,SubState,NRestarts,Type,RemainAfterExit,Result",
+            "--",
+            unit,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run `systemctl show {unit}`: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "`systemctl show {unit}` exited with {}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .unwrap_or("unknown")
-            .to_owned()
+            .map(str::to_owned)
     };
-    UnitState {
+    let active = get("ActiveState")
+        .ok_or_else(|| format!("`systemctl show {unit}` reported no ActiveState"))?;
+    Ok(UnitState {
         unit: unit.to_owned(),
-        active: get("ActiveState"),
-        sub: get("SubState"),
-        restarts: get("NRestarts").parse().unwrap_or(0),
-    }
+        active,
+        sub: get("SubState").unwrap_or_default(),
+        restarts: get("NRestarts").and_then(|n| n.parse().ok()).unwrap_or(0),
+        kind: get("Type").unwrap_or_default(),
+        remain: get("RemainAfterExit").as_deref() == Some("yes"),
+        result: get("Result").unwrap_or_default(),
+    })
 }
 
-/// The last 20 lines of a unit's journal (`journalctl -u UNIT --no-pager -n 20`), or why
-/// they could not be read.
-pub fn journal_tail(unit: &str) -> String {
+/// The last 20 lines of a unit's journal since `since` (`journalctl -u UNIT --no-pager -n 20
+/// --since @EPOCH`: this switch's lines, not an older generation's), or why they could not
+/// be read.
+pub fn journal_tail(unit: &str, since: std::time::SystemTime) -> String {
+    let epoch = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     match std::process::Command::new("journalctl")
-        .args(["-u", unit, "--no-pager", "-n", "20"])
+        .args(["-u", unit, "--no-pager", "-n", "20", "--since"])
+        .arg(format!("@{epoch}"))
         .output()
     {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => format!(
+            "(journalctl exited with {}: {})\n",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Err(e) => format!("(cannot run journalctl: {e})\n"),
     }
 }
@@ -208,6 +267,8 @@ pub enum Failure {
     Unit { state: UnitState, why: String },
     /// A check did not pass within its timeout.
     Check { check: Check, outcome: Outcome },
+    /// systemctl could not say how a unit is.
+    Systemctl { error: String },
 }
 
 impl Failure {
@@ -217,6 +278,7 @@ impl Failure {
             Failure::Actions { units, .. } => units.clone(),
             Failure::Unit { state, .. } => vec![state.unit.clone()],
             Failure::Check { check, .. } => vec![check.unit.clone()],
+            Failure::Systemctl { .. } => Vec::new(),
         }
     }
 }
@@ -228,6 +290,7 @@ impl std::fmt::Display for Failure {
                 write!(f, "unit actions failed: {}", messages.join("; "))
             }
             Failure::Unit { state, why } => write!(f, "`{}` {why} ({state})", state.unit),
+            Failure::Systemctl { error } => write!(f, "systemd cannot be asked: {error}"),
             Failure::Check { check, outcome } => write!(
                 f,
                 "health check of `{}` failed: {} did not pass within {} ({} attempts); last answer: {}",
@@ -251,43 +314,86 @@ pub struct Report {
     pub failure: Option<Failure>,
 }
 
-/// The units a switch started, restarted or reloaded (what its gate waits for); after an
-/// interrupted gate of the same generation (`pending`), also the units it was waiting for.
-pub fn acted_units(actions: &[super::UnitAction], pending: Option<&Pending>) -> Vec<String> {
-    use super::UnitAction as A;
-    let mut out: Vec<String> = actions
-        .iter()
-        .filter(|a| {
-            matches!(
-                a,
-                A::Start { .. } | A::Restart { .. } | A::Reload { .. } | A::TryRestart { .. }
-            )
-        })
-        .map(|a| a.unit().to_owned())
-        .collect();
-    out.extend(pending.into_iter().flat_map(|p| p.units.iter().cloned()));
-    out
+/// The units a gate waits for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GateUnits {
+    /// Units that must be `active` (or, for a oneshot service, have run successfully): those
+    /// the switch started, restarted or reloaded, and those with checks.
+    pub units: Vec<String>,
+    /// Units the switch try-restarted (services a timer or path unit starts) that are not
+    /// among `units`: waited for only when running; `inactive` and not failed passes.
+    pub if_running: Vec<String>,
 }
 
-/// The units a gate waits for: `acted` (started, restarted, reloaded by the switch) and the
-/// units the checks belong to, each once, in that order.
-pub fn gate_units(acted: &[String], checks: &[Check]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for u in acted.iter().chain(checks.iter().map(|c| &c.unit)) {
-        if !out.contains(u) {
-            out.push(u.clone());
+impl GateUnits {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.if_running.is_empty()
+    }
+
+    /// Every unit, `units` first.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.units.iter().chain(&self.if_running)
+    }
+}
+
+/// The units a switch's gate waits for: those it started, restarted or reloaded, those the
+/// checks belong to, and (only when running) those it try-restarted; after an interrupted
+/// gate of the same generation (`pending`), also the units that gate was waiting for. Each
+/// once, in that order.
+pub fn gate_units(
+    actions: &[super::UnitAction],
+    checks: &[Check],
+    pending: Option<&Pending>,
+) -> GateUnits {
+    use super::UnitAction as A;
+    let mut out = GateUnits::default();
+    let acted = actions
+        .iter()
+        .filter(|a| matches!(a, A::Start { .. } | A::Restart { .. } | A::Reload { .. }))
+        .map(|a| a.unit());
+    let pending_units = pending.into_iter().flat_map(|p| p.units.iter());
+    for u in acted
+        .chain(checks.iter().map(|c| c.unit.as_str()))
+        .chain(pending_units.map(String::as_str))
+    {
+        if !out.units.iter().any(|x| x == u) {
+            out.units.push(u.to_owned());
+        }
+    }
+    let tried = actions
+        .iter()
+        .filter(|a| matches!(a, A::TryRestart { .. }))
+        .map(|a| a.unit())
+        .chain(
+            pending
+                .into_iter()
+                .flat_map(|p| p.if_running.iter().map(String::as_str)),
+        );
+    for u in tried {
+        if !out.all().any(|x| x == u) {
+            out.if_running.push(u.to_owned());
         }
     }
     out
 }
 
+/// How long the units of a generation without checks must stay `active` without a restart.
+pub const UNITS_SETTLE: Duration = Duration::from_secs(1);
+
 /// Runs the gate on a live systemd: waits until every unit of `units` is `active` with
-/// `NRestarts` unchanged for the longest `settle` of the checks (failing at once on
-/// `ActiveState=failed`, and when the longest `timeout` has gone by), then runs every check
-/// (concurrently) until it passes or its own timeout ends. `status` hears what it waits for.
-pub fn gate(units: &[String], checks: &[Check], status: &dyn Fn(&str)) -> Report {
+/// `NRestarts` unchanged for the longest `settle` of the checks ([`UNITS_SETTLE`] without
+/// checks) — a oneshot service that ran successfully, and a try-restarted unit at rest,
+/// pass as they are — failing at once on `ActiveState=failed` or when systemctl cannot say,
+/// and when the longest `timeout` has gone by; then runs every check (concurrently) until it
+/// passes or its own timeout ends. `status` hears what it waits for.
+pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> Report {
     let mut report = Report::default();
-    let settle = checks.iter().map(Check::settle).max().unwrap_or_default();
+    let units: Vec<String> = gate_units.all().cloned().collect();
+    let settle = checks
+        .iter()
+        .map(Check::settle)
+        .max()
+        .unwrap_or(UNITS_SETTLE);
     let timeout = checks
         .iter()
         .map(Check::timeout)
@@ -309,23 +415,36 @@ pub fn gate(units: &[String], checks: &[Check], status: &dyn Fn(&str)) -> Report
     let start = Instant::now();
     // Per unit: since when it has been active, and its NRestarts then.
     let mut since: Vec<Option<(Instant, u64)>> = vec![None; units.len()];
+    // Per unit: whether it is settled as last seen.
+    let mut done = vec![false; units.len()];
     loop {
         let now = Instant::now();
-        let states: Vec<UnitState> = units.iter().map(|u| unit_state(u)).collect();
-        let mut settled = true;
-        for (s, since) in states.iter().zip(since.iter_mut()) {
-            if s.active == "active" {
+        let states: Result<Vec<UnitState>, String> = units.iter().map(|u| unit_state(u)).collect();
+        let states = match states {
+            Ok(s) => s,
+            Err(error) => {
+                report.failure = Some(Failure::Systemctl { error });
+                return report;
+            }
+        };
+        for ((s, since), done) in states.iter().zip(since.iter_mut()).zip(done.iter_mut()) {
+            let if_running = gate_units.if_running.contains(&s.unit);
+            if s.ran_once() || (if_running && s.at_rest()) {
+                // A oneshot that ran, or a try-restarted unit not running: nothing to wait for.
+                *done = true;
+            } else if s.active == "active" {
                 match since {
                     Some((_, n)) if *n == s.restarts => {}
                     // Restarted since it was seen active: the settle time starts again.
                     _ => *since = Some((now, s.restarts)),
                 }
-                settled &= since.is_some_and(|(t, _)| now - t >= settle);
+                *done = since.is_some_and(|(t, _)| now - t >= settle);
             } else {
                 *since = None;
-                settled = false;
+                *done = false;
             }
         }
+        let settled = done.iter().all(|d| *d);
         let failed = states.iter().find(|s| s.active == "failed").cloned();
         report.units = states;
         if let Some(state) = failed {
@@ -343,8 +462,9 @@ pub fn gate(units: &[String], checks: &[Check], status: &dyn Fn(&str)) -> Report
                 .units
                 .iter()
                 .zip(&since)
-                .find(|(s, t)| s.active != "active" || t.is_none_or(|(t, _)| now - t < settle))
-                .map(|(s, t)| (s.clone(), t.is_some()))
+                .zip(&done)
+                .find(|(_, d)| !**d)
+                .map(|((s, t), _)| (s.clone(), t.is_some()))
                 .expect("an unsettled unit");
             let why = if stayed {
                 format!(
@@ -365,7 +485,7 @@ pub fn gate(units: &[String], checks: &[Check], status: &dyn Fn(&str)) -> Report
     }
     if !checks.is_empty() {
         status(&format!(
-            "{} health check{}",
+            "for {} health check{}",
             checks.len(),
             if checks.len() == 1 { "" } else { "s" }
         ));
@@ -452,11 +572,13 @@ pub enum End {
 }
 
 /// A switch to `target` followed by its health gate (docs/switch.md, "Health gate"): on a
-/// live root (`live`), a generation with checks is gated, and when the gate fails the root
-/// goes back to the last good generation (unless `no_rollback`), whose gate runs again. An
-/// interrupted gate of the same generation is run again even when the switch changes
-/// nothing. Errors are those of the switch asked for; what happens after it is the
-/// [`Gated`].
+/// live root (`live`), every switch that acts on units or whose generation has checks is
+/// gated (units active, then checks), and when the gate fails the root goes back to the last
+/// good generation (unless `no_rollback`), whose gate runs again. The gate is recorded as
+/// pending (fsync'd) before the root changes, so a kbuild killed at any point after it
+/// leaves a gate the next command finds. An interrupted gate of the same generation is run
+/// again even when the switch changes nothing. Errors are those of the switch asked for;
+/// what happens after it is the [`Gated`].
 // The target, profile and flags are separate arguments, as the command line reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn switch(
@@ -469,20 +591,57 @@ pub fn switch(
     driver: &dyn Driver,
 ) -> Result<(Plan, Applied, Gated), SwitchError> {
     let root = session.root();
-    let pending = record(root)?.and_then(|r| r.pending);
+    let prior = record(root)?;
+    let pending = prior.as_ref().and_then(|r| r.pending.clone());
     if let Some(p) = &pending {
-        driver.status(
-            "Pending",
-            &format!(
-                "the health gate of generation {} ({}) was interrupted (kbuild stopped while waiting): it is not marked good; a switch to it runs the gate again, another switch leaves it",
-                p.generation, p.profile
-            ),
-        );
+        driver.status("Pending", &pending_message(p));
     }
-    let (plan, applied) =
-        session.switch(target, choice, adopt, &|r| driver.recovered(r), &|p| {
-            driver.before_flip(p)
-        })?;
+    // Written once the plan is accepted and before the root changes (finding: a kbuild
+    // killed between the flip and a later write left no trace, and the next switch counted
+    // the unchecked generation as good).
+    let wrote_pending = std::cell::Cell::new(false);
+    let before_flip = |p: &Plan| -> Result<(), SwitchError> {
+        if live && let Some(n) = p.to.generation {
+            let to = GenerationRef {
+                profile: p.to.profile_name().to_owned(),
+                generation: n,
+            };
+            let mine = pending
+                .as_ref()
+                .filter(|q| q.generation == n && q.profile == to.profile);
+            let units = gate_units(&p.units, &p.health_checks(), mine);
+            if !units.is_empty() {
+                begin(root, &to, &units, generation_before(p))?;
+                wrote_pending.set(true);
+            }
+        }
+        driver.before_flip(p);
+        Ok(())
+    };
+    let switched = session.switch(
+        target,
+        choice,
+        adopt,
+        &|r| driver.recovered(r),
+        &before_flip,
+    );
+    let (plan, applied) = match switched {
+        Ok(s) => s,
+        Err(e) => {
+            if wrote_pending.get() {
+                // The switch stopped (its journal completes or undoes it next time): the
+                // record is as it was, so an unchecked generation is never counted good.
+                write(
+                    root,
+                    &prior.unwrap_or(Record {
+                        version: 1,
+                        ..Record::default()
+                    }),
+                )?;
+            }
+            return Err(e);
+        }
+    };
     let failures = driver.applied(&plan, &applied);
     let to = GenerationRef {
         profile: plan.to.profile_name().to_owned(),
@@ -495,32 +654,31 @@ pub fn switch(
         let not_run = !checks.is_empty() && applied.changed_anything;
         return Ok((plan, applied, Gated::Ungated { failures, not_run }));
     }
-    let before = plan.from.generation.map(|n| GenerationRef {
-        profile: plan.from.profile_name().to_owned(),
-        generation: n,
-    });
-    let good = last_good(root, before)?;
-    if checks.is_empty() {
-        if failures.is_empty() {
-            // No checks and a switch that succeeded: the generation counts as good.
-            mark_good(root, &to)?;
-        } else {
-            end_pending(root, good)?;
-        }
+    let recorded = record(root)?;
+    // Without a record (a root switched before gates existed), the generation it was on
+    // counts as good — but never the one it is switching to, which has not passed a gate.
+    let good = match &recorded {
+        Some(r) => r.last_good.clone(),
+        None => generation_before(&plan).filter(|g| *g != to),
+    };
+    // A gate of this generation that a killed kbuild left is run again, its units included.
+    let pending = pending.filter(|p| p.generation == to.generation && p.profile == to.profile);
+    let units = gate_units(&plan.units, &checks, pending.as_ref());
+    if pending.is_none() && failures.is_empty() && units.is_empty() {
+        // Nothing to wait for and nothing to check: a switch that completed is good. A
+        // gate of another generation left pending is dropped (the root is not on it).
+        mark_good(root, &to)?;
         let not_run = false;
         return Ok((plan, applied, Gated::Ungated { failures, not_run }));
     }
-    // A gate of this generation that a killed kbuild left is run again, its units included.
-    let pending = pending.filter(|p| p.generation == to.generation && p.profile == to.profile);
-    if !applied.changed_anything && pending.is_none() && good.as_ref() == Some(&to) {
-        // Already active and already good; a gate of another generation left pending is
-        // dropped (the root is not on it).
+    let already_good = recorded.as_ref().and_then(|r| r.last_good.as_ref()) == Some(&to);
+    if !applied.changed_anything && pending.is_none() && failures.is_empty() && already_good {
+        // Already active and already good.
         end_pending(root, good)?;
         let not_run = false;
         return Ok((plan, applied, Gated::Ungated { failures, not_run }));
     }
-    let acted = acted_units(&plan.units, pending.as_ref());
-    let Some(failure) = gate_one(root, &to, good.clone(), &acted, &checks, failures, driver)?
+    let Some(failure) = gate_one(root, &to, good.clone(), &units, &checks, failures, driver)?
     else {
         return Ok((plan, applied, Gated::Passed));
     };
@@ -534,25 +692,40 @@ pub fn switch(
     Ok((plan, applied, Gated::Failed { to, failure, end }))
 }
 
+/// The generation a plan leaves, if the root was on one.
+fn generation_before(plan: &Plan) -> Option<GenerationRef> {
+    plan.from.generation.map(|n| GenerationRef {
+        profile: plan.from.profile_name().to_owned(),
+        generation: n,
+    })
+}
+
+/// What a command says of a gate a killed kbuild left, and the ways out.
+pub fn pending_message(p: &Pending) -> String {
+    format!(
+        "the health gate of generation {} ({}) was interrupted (kbuild stopped while waiting): it is not marked good; a switch to it runs the gate again, another switch leaves it",
+        p.generation, p.profile
+    )
+}
+
 /// Runs the gate of `to` (recorded as pending first) and records it good when it passed.
 /// `failures`: unit actions that failed (the gate then fails at once).
 fn gate_one(
     root: &Root,
     to: &GenerationRef,
     good: Option<GenerationRef>,
-    acted: &[String],
+    units: &GateUnits,
     checks: &[Check],
     failures: Vec<String>,
     driver: &dyn Driver,
 ) -> Result<Option<Failure>, SwitchError> {
-    let units = gate_units(acted, checks);
-    begin(root, to, &units, good)?;
+    begin(root, to, units, good)?;
     let report = if failures.is_empty() {
-        gate(&units, checks, &|m| driver.status("Waiting", m))
+        gate(units, checks, &|m| driver.status("Waiting", m))
     } else {
         // The units whose action failed (`systemctl restart etcd.service` exited …).
         let failed = units
-            .iter()
+            .all()
             .filter(|u| failures.iter().any(|f| f.contains(&format!(" {u}`"))))
             .cloned()
             .collect();
@@ -567,13 +740,20 @@ fn gate_one(
     driver.gated(to, &report);
     if report.failure.is_none() {
         mark_good(root, to)?;
+        let what = if checks.is_empty() {
+            "its units are active; no checks".to_owned()
+        } else {
+            format!(
+                "{} check{}",
+                checks.len(),
+                if checks.len() == 1 { "" } else { "s" }
+            )
+        };
         driver.status(
             "Healthy",
             &format!(
-                "generation {} passed its health gate ({} check{})",
-                to.generation,
-                checks.len(),
-                if checks.len() == 1 { "" } else { "s" }
+                "generation {} passed its health gate ({what})",
+                to.generation
             ),
         );
     }
@@ -605,7 +785,10 @@ fn roll_back(
         &Choice::Profile(good.profile.clone()),
         false,
         &|r| driver.recovered(r),
-        &|p| driver.before_flip(p),
+        &|p| {
+            driver.before_flip(p);
+            Ok(())
+        },
     );
     let (plan, applied) = match switched {
         Ok(s) => s,
@@ -619,23 +802,16 @@ fn roll_back(
     };
     let failures = driver.applied(&plan, &applied);
     let checks = plan.health_checks();
-    let again = if checks.is_empty() {
-        if failures.is_empty() {
-            mark_good(root, &good)?;
-            None
-        } else {
-            Some(Failure::Actions {
-                messages: failures,
-                units: Vec::new(),
-            })
-        }
+    let units = gate_units(&plan.units, &checks, None);
+    let again = if units.is_empty() && failures.is_empty() {
+        mark_good(root, &good)?;
+        None
     } else {
-        let acted = acted_units(&plan.units, None);
         gate_one(
             root,
             &good,
             Some(good.clone()),
-            &acted,
+            &units,
             &checks,
             failures,
             driver,
@@ -699,10 +875,7 @@ pub fn check(
     if let Some(p) = &pending {
         observer.status(
             "Pending",
-            &format!(
-                "the health gate of generation {} was interrupted (kbuild stopped while waiting); passing checks complete it",
-                p.generation
-            ),
+            &format!("{}; passing checks complete it", pending_message(p)),
         );
     }
     let outcomes = if live {
@@ -750,7 +923,11 @@ mod tests {
             last_good(&root, Some(before.clone())).unwrap(),
             Some(before.clone())
         );
-        begin(&root, &g2, &["a.service".into()], Some(before.clone())).unwrap();
+        let units = GateUnits {
+            units: vec!["a.service".into()],
+            if_running: Vec::new(),
+        };
+        begin(&root, &g2, &units, Some(before.clone())).unwrap();
         let r = record(&root).unwrap().unwrap();
         assert_eq!(r.last_good, Some(before.clone()));
         assert_eq!(r.pending.unwrap().generation, 2);
@@ -766,7 +943,8 @@ mod tests {
     }
 
     #[test]
-    fn gate_units_are_acted_then_checked_once_each() {
+    fn gate_units_are_acted_then_checked_then_try_restarted_once_each() {
+        use crate::activate::UnitAction as A;
         let c = |u: &str| Check {
             unit: u.into(),
             probe: crate::health::Probe::Tcp {
@@ -776,12 +954,46 @@ mod tests {
             interval_ms: 1,
             settle_ms: 0,
         };
+        let actions = [
+            A::TryRestart {
+                unit: "t.service".into(),
+                because: Vec::new(),
+                trigger: "t.timer".into(),
+            },
+            A::Start {
+                unit: "b.service".into(),
+                enabled: true,
+            },
+        ];
+        let pending = Pending {
+            profile: "default".into(),
+            generation: 2,
+            units: vec!["d.service".into()],
+            if_running: vec!["u.service".into()],
+        };
         assert_eq!(
-            gate_units(
-                &["b.service".into(), "a.service".into()],
-                &[c("a.service"), c("c.service")]
-            ),
-            ["b.service", "a.service", "c.service"]
+            gate_units(&actions, &[c("b.service"), c("c.service")], Some(&pending)),
+            GateUnits {
+                units: vec!["b.service".into(), "c.service".into(), "d.service".into()],
+                if_running: vec!["t.service".into(), "u.service".into()],
+            }
         );
+    }
+
+    #[test]
+    fn a_oneshot_that_ran_and_a_resting_unit_are_done() {
+        let s = |kind: &str, remain: bool, active: &str, result: &str| UnitState {
+            unit: "x.service".into(),
+            active: active.into(),
+            sub: "dead".into(),
+            restarts: 0,
+            kind: kind.into(),
+            remain,
+            result: result.into(),
+        };
+        assert!(s("oneshot", false, "inactive", "success").ran_once());
+        assert!(!s("oneshot", false, "inactive", "exit-code").ran_once());
+        assert!(!s("oneshot", true, "inactive", "success").ran_once());
+        assert!(!s("simple", false, "inactive", "success").ran_once());
     }
 }

@@ -212,7 +212,7 @@ pub fn switch(
     adopt: bool,
     observer: &dyn Observer,
     recovered: &dyn Fn(&Recovered),
-    before_flip: &dyn Fn(&Plan),
+    before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
 ) -> Result<(Plan, Applied), SwitchError> {
     Session::open(store, root, observer)?.switch(target, choice, adopt, recovered, before_flip)
 }
@@ -259,7 +259,7 @@ impl<'a> Session<'a> {
         choice: &Choice,
         adopt: bool,
         recovered: &dyn Fn(&Recovered),
-        before_flip: &dyn Fn(&Plan),
+        before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
     ) -> Result<(Plan, Applied), SwitchError> {
         let (store, root) = (self.store, self.root);
         let r = recover(store, root)?;
@@ -294,7 +294,7 @@ fn apply(
     store: &Store,
     root: &Root,
     plan: Plan,
-    before_flip: &dyn Fn(&Plan),
+    before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
 ) -> Result<(Plan, Applied), SwitchError> {
     plan.check()?;
     let generation = plan.to.generation.expect("a plan targets a generation");
@@ -324,7 +324,7 @@ fn apply(
     let journal = journal::begin(root, &plan)?;
     // Units are stopped only once the switch is recorded: a failure before this point
     // leaves the services untouched.
-    before_flip(&plan);
+    before_flip(&plan)?;
     journal::execute(root, &journal.from, &journal.to)?;
     Ok((
         plan,

@@ -204,6 +204,7 @@ fn run(
         term,
         live,
         failures: std::cell::RefCell::new(Vec::new()),
+        started: std::time::SystemTime::now(),
     };
     let (plan, _, gated) =
         health::switch(&session, target, choice, adopt, live, no_rollback, &driver)
@@ -280,6 +281,8 @@ struct Driver<'a> {
     live: bool,
     /// Unit actions that failed since the last [`health::Driver::applied`].
     failures: std::cell::RefCell<Vec<String>>,
+    /// When the command started: a failed gate's journal tail begins there.
+    started: std::time::SystemTime,
 }
 
 impl health::Driver for Driver<'_> {
@@ -366,7 +369,7 @@ impl health::Driver for Driver<'_> {
             );
             for unit in f.units() {
                 errln!("journalctl -u {unit} --no-pager -n 20:");
-                for line in health::journal_tail(&unit).lines() {
+                for line in health::journal_tail(&unit, self.started).lines() {
                     errln!("  {line}");
                 }
             }
