@@ -369,7 +369,7 @@ fn health_gate_under_real_systemd() {
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stderr.contains(
-            "Pending the health gate of generation 5 was interrupted (kbuild stopped while waiting); passing checks complete it"
+            "Pending the health gate of generation 5 (default) was interrupted (kbuild stopped while waiting): it is not marked good; a switch to it runs the gate again, another switch leaves it; passing checks complete it"
         ) && o.stderr.contains(
             "Healthy generation 5 passed its checks: its interrupted gate is complete"
         ),
@@ -377,6 +377,109 @@ fn health_gate_under_real_systemd() {
         o.stderr
     );
     assert_eq!(recorded(&c), (5, Some(5), None));
+
+    // 7. Units not meant to keep running: a new oneshot service (it runs and is `inactive`,
+    // Result=success) and a timer's service changed (`try-restart`, not running) are not
+    // waited for; the gate passes on etcd (review 12, findings 1 and 7).
+    let oneshots = |n: u64| {
+        format!(
+            r#"
+[files."/etc/systemd/system/kb-once.service"]
+text = "[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+
+[files."/etc/systemd/system/kb-tick.timer"]
+text = "[Timer]\nOnBootSec=1h\n[Install]\nWantedBy=timers.target\n"
+
+[files."/etc/systemd/system/kb-tick.service"]
+text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
+"#
+        )
+    };
+    write(&format!(
+        "{}{}",
+        recipe(2379, PEER, "", &http_check("{{ PORT }}")),
+        oneshots(6)
+    ));
+    build(&c, 6);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stdout.contains("  start   kb-once.service (new)"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(recorded(&c), (6, Some(6), None));
+    write(&format!(
+        "{}{}",
+        recipe(2379, PEER, "", &http_check("{{ PORT }}")),
+        oneshots(7)
+    ));
+    build(&c, 7);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stdout.contains("  try-restart kb-tick.service"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(recorded(&c), (7, Some(7), None));
+
+    // 8. A generation that declares no checks is still gated on its units: etcd fails to
+    // start, the switch rolls back to generation 7 (exit 3) and the old etcd answers
+    // (review 12, finding 8).
+    write(&format!("{}{}", recipe(2379, "bogus", "", ""), oneshots(7)));
+    build(&c, 8);
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(3), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "error: generation 8 failed its health gate; rolled back to generation 7, which passed its gate again\n  caused by: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (7, Some(7), None));
+    assert_answers(
+        &c,
+        2379,
+        "after the rollback of a generation without checks",
+    );
+
+    // 9. A root without a record (switched before gates existed): a kbuild killed during the
+    // unit actions, after the flip, has recorded the gate as pending already; the next switch
+    // runs it (it fails: the check asks a dead port) and goes back, instead of counting the
+    // unchecked generation as good (review 12, finding 13).
+    c.ok("rm /etc/.kbuild/health.json");
+    let dead = "[[health]]\nunit = \"etcd.service\"\ntcp = \"127.0.0.1:2399\"\ntimeout = \"2s\"\ninterval = \"250ms\"\nsettle = \"0s\"\n";
+    write(&format!(
+        "{}{}",
+        recipe(2379, PEER, "ExecStartPre=/bin/sleep 4", dead),
+        oneshots(7)
+    ));
+    build(&c, 9);
+    c.ok(&format!(
+        "{KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !c
+        .ok("cat /etc/.kbuild/state.json")
+        .contains("\"generation\": 9")
+    {
+        assert!(std::time::Instant::now() < deadline, "no flip");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    c.ok("kill -KILL $(cat /kb/bg.pid)");
+    assert_eq!(recorded(&c), (9, Some(7), Some(9)));
+    let o = kb(&c, "switch");
+    assert_eq!(o.code, Some(3), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("Pending the health gate of generation 9 (default) was interrupted"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&c), (7, Some(7), None));
+    assert_answers(&c, 2379, "after the rollback of the interrupted generation");
 
     drop(c);
     eprintln!("health-gate tier: total {:?}", started.elapsed());
