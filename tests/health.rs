@@ -67,7 +67,13 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
     // Nothing is known of its health: the root gets no health record.
     assert!(!w.root.join("etc/.kbuild/health.json").exists());
 
-    let r = w.ok(&["check"]);
+    // Not run is not passed: exit code 5, never 0 (review 12, finding 4).
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, Some(5), "{r:?}");
+    assert_eq!(
+        r.stderr(),
+        "error: generation 1's health is not known\n  caused by: the health checks of generation 1 were not run: root is not `/`\nhelp: run `kbuild check` on the host itself (root `/`, systemd running)\n"
+    );
     assert_eq!(
         r.stdout,
         format!(
@@ -77,7 +83,8 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
                 .replacen("  ", "  not run  ", 1)
         )
     );
-    let r = w.ok(&["check", "--json"]);
+    let r = w.run(&["check", "--json"]);
+    assert_eq!(r.code, Some(5), "{r:?}");
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["status"], "not run");
     assert_eq!(j["not_run"], "root is not `/`");

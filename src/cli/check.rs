@@ -14,7 +14,8 @@ The checks are the generation's own (recorded in its rootfs at build time): no r
 read. They run only on root `/` with systemd running; elsewhere they are listed as \"not run\"
 (never as passed). When a switch was killed during its health gate, `check` says so, and
 checks that pass complete that gate (the generation is then recorded as the last good one).
-Exit code 1 when a check fails.")]
+Exit code 1 when a check fails, 5 when the checks were not run (root not `/`, or systemd not
+running): never 0 unless every check ran and passed, or the generation declares none.")]
 pub struct Args {
     /// Print the result as JSON (schema: docs/json.md, "check")
     #[arg(long)]
@@ -88,6 +89,19 @@ pub fn run(root: &Root, args: Args, term: &Terminal) -> anyhow::Result<()> {
                 o.answer
             );
         }
+    }
+    if status == "not run" {
+        // Exit 0 would read as "passed" to every script (`kbuild check && …`).
+        return Err(anyhow::Error::msg(format!(
+            "the health checks of generation {generation} were not run: {not_run}"
+        ))
+        .context(super::Coded {
+            code: 5,
+            message: format!("generation {generation}'s health is not known"),
+            help: Some(
+                "run `kbuild check` on the host itself (root `/`, systemd running)".to_owned(),
+            ),
+        }));
     }
     if status == "failed" {
         let help = checked

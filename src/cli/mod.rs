@@ -348,7 +348,8 @@ pub fn write_stderr(text: &str) {
 }
 
 /// An error with its own exit code: a failed health gate (3: rolled back to the last good
-/// generation; 4: the root is left on a generation that failed its gate). README lists them.
+/// generation; 4: the root is left on a generation that failed its gate) or checks not run
+/// (5: `kbuild check` where it cannot run them). README lists them.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Coded {
