@@ -97,6 +97,33 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
         .map(|c| c["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["not run", "not run", "not run"]);
+
+    // A gate a killed kbuild left (as on a live host): the dry run of the switch that runs it
+    // again says so and lists its checks, though nothing else changes (review 12, finding 9).
+    std::fs::write(
+        w.root.join("etc/.kbuild/health.json"),
+        r#"{"version": 1, "last_good": null, "pending": {"profile": "default", "generation": 1, "units": ["kube-apiserver.service"]}}"#,
+    )
+    .unwrap();
+    let r = w.ok(&["switch", "--dry-run"]);
+    assert!(
+        r.stderr.contains(
+            "Pending the health gate of generation 1 (default) was interrupted (kbuild stopped while waiting): it is not marked good; a switch to it runs the gate again, another switch leaves it"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.ends_with(&format!(
+            "health checks (would not run: root is not `/`):\n{MASTER_CHECKS}"
+        )),
+        "{}",
+        r.stdout
+    );
+    let r = w.ok(&["switch", "--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["health"]["pending"]["generation"], 1);
+    assert_eq!(plan["health"]["checks"].as_array().unwrap().len(), 3);
 }
 
 #[test]

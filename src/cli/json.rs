@@ -134,6 +134,9 @@ pub struct Health {
     /// Why they would not (null when they would, or when there are none).
     pub not_run: Option<String>,
     pub checks: Vec<kbuild::health::Check>,
+    /// A gate a killed kbuild left (`health.json`'s `pending`), which a switch to its
+    /// generation runs again; null when none.
+    pub pending: Option<kbuild::activate::health::Pending>,
 }
 
 impl Health {
@@ -143,6 +146,7 @@ impl Health {
             run: live && !checks.is_empty(),
             not_run: (!live && !checks.is_empty()).then(|| not_run_reason(root).to_owned()),
             checks: checks.to_vec(),
+            pending: None,
         }
     }
 }

@@ -174,6 +174,14 @@ fn run(
                     root.dir().display()
                 )
             });
+        // A gate a killed kbuild left: a switch to its generation runs it again, even when
+        // nothing else changes, so the dry run says so and lists the checks.
+        let pending = health::record(root)
+            .with_context(|| format!("cannot plan to {what} root `{}`", root.dir().display()))?
+            .and_then(|r| r.pending);
+        let regated = pending.as_ref().is_some_and(|p| {
+            plan.to.generation == Some(p.generation) && plan.to.profile_name() == p.profile
+        });
         if dry == Dry::Json {
             let refusal = refused.as_ref().err().map(|e| super::json::Refusal {
                 error: e
@@ -183,14 +191,19 @@ fn run(
                     .join(": "),
                 help: super::help_for(e),
             });
-            let health = super::json::Health::new(root, &plan.health_checks());
+            let mut health = super::json::Health::new(root, &plan.health_checks());
+            health.pending = pending;
             super::json::print(&super::json::Plan::new(&plan, refusal, health));
         } else {
+            if let Some(p) = &pending {
+                term.status("Pending", &health::pending_message(p));
+            }
             warn_prerequisites(&plan);
             out!("{plan}");
             print_units(root, &plan, false);
-            // As after the switch: listed when the switch would change something.
-            if !plan.is_noop() {
+            // As after the switch: listed when the switch would change something, or run
+            // an interrupted gate again.
+            if !plan.is_noop() || regated {
                 print_checks(root, &plan.health_checks(), false);
             }
         }
