@@ -184,7 +184,7 @@ fn recipe_errors_point_at_the_entry() {
         ),
         (
             "[[health]]\nunit = \"a.service\"\ntcp = \"localhost\"\n",
-            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `localhost` is not HOST:PORT\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `localhost` is not HOST:PORT: no port\n",
         ),
         (
             "[[health]]\nunit = \"a.service\"\ncommand = [\"curl\", \"x\"]\n",
@@ -194,8 +194,44 @@ fn recipe_errors_point_at_the_entry() {
             "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nretries = 3\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:1: unknown field `retries`",
         ),
+        // Checks the gate could never pass, and a secret (review 12, findings 2 and 3).
+        (
+            "[[health]]\nunit = \"nothere.service\"\ntcp = \"127.0.0.1:1\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:2:8: health check unit `nothere.service` is not a unit of this generation\nhelp: name a unit the recipes install in /etc/systemd/system (`[files.\"/etc/systemd/system/NAME\"]`); a host's own unit is not gated\n",
+        ),
+        (
+            "[[health]]\nunit = \"a@.service\"\ntcp = \"x:1\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:2:8: health check unit `a@.service` is a template: systemd never runs it as such\nhelp: name an instance of it, such as `etcd-member@a.service`\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\ntimeout = \"1s\"\nsettle = \"5s\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:5:10: `settle` (5s) is not shorter than `timeout` (1s): the unit could never settle in time\nhelp: a `[[health]]` entry has",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\ntimeout = \"5s\"\ninterval = \"6s\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:5:12: `interval` (6s) is longer than `timeout` (5s): the check would be tried once\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"127.0.0.1:0\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `127.0.0.1:0` is not HOST:PORT: port 0 is not a port a service listens on\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://x:99999/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: `http://x:99999/`: port `99999` is not a number from 1 to 65535\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"::1:80\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `::1:80` is not HOST:PORT: an IPv6 address must be in brackets, such as `[::1]:8080`\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://user:pw@x/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: the URL carries a user and password (`USER:PASSWORD@`), which would be written into the world-readable store\nhelp: use a `command` check that reads the credentials from a file on the host",
+        ),
     ];
+    // The unit the checks name, after them (the lines above keep their numbers).
+    let unit = "[files.\"/etc/systemd/system/a.service\"]\ntext = \"[Service]\\nExecStart=/bin/true\\n\"\n";
     for (recipe, expected) in cases {
+        let recipe = &format!("{recipe}{unit}");
         w.sb.write_recipe("bad", recipe);
         let r = w.run(&["build", "bad"]);
         assert_eq!(r.code, Some(1), "{recipe}\n{r:?}");

@@ -327,6 +327,8 @@ pub struct HealthDecl {
     /// Where its `http`, `tcp` or `command` value is written (errors of the rendered value
     /// point there).
     pub value: Loc,
+    /// Where its `unit` is written.
+    pub unit: Loc,
 }
 
 /// Recipes and templates are small; anything bigger is a mistake or an attack.
@@ -958,6 +960,7 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
     let h = h.into_inner();
     let help = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
     let unit = h.unit.get_ref();
+    let unit_at = src.loc(h.unit.span());
     if let Err(m) = crate::unit_name::check(unit) {
         return Err(RecipeError::at(
             src.loc(h.unit.span()),
@@ -966,6 +969,13 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         .with_help(
             "name the systemd unit the check belongs to, such as `kube-apiserver.service`",
         ));
+    }
+    if unit.contains("@.") {
+        return Err(RecipeError::at(
+            src.loc(h.unit.span()),
+            format!("health check unit `{unit}` is a template: systemd never runs it as such"),
+        )
+        .with_help("name an instance of it, such as `etcd-member@a.service`"));
     }
     let given = [h.http.is_some(), h.tcp.is_some(), h.command.is_some()];
     if given.iter().filter(|g| **g).count() != 1 {
@@ -1052,15 +1062,43 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
     };
     use crate::health::{DEFAULT_INTERVAL, DEFAULT_SETTLE, DEFAULT_TIMEOUT};
+    // Where a time is written, or the entry when it is left to its default.
+    let at = |d: &Option<Spanned<String>>| src.loc(d.as_ref().map_or(span.clone(), |d| d.span()));
+    let (settle_at, interval_at) = (at(&h.settle), at(&h.interval));
+    let check = Check {
+        unit: unit.clone(),
+        probe,
+        timeout_ms: time(h.timeout, DEFAULT_TIMEOUT, "timeout")?,
+        interval_ms: time(h.interval, DEFAULT_INTERVAL, "interval")?,
+        settle_ms: time(h.settle, DEFAULT_SETTLE, "settle")?,
+    };
+    let h = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    if check.settle_ms >= check.timeout_ms {
+        return Err(RecipeError::at(
+            settle_at,
+            format!(
+                "`settle` ({}) is not shorter than `timeout` ({}): the unit could never settle in time",
+                h(check.settle()),
+                h(check.timeout())
+            ),
+        )
+        .with_help(help));
+    }
+    if check.interval_ms > check.timeout_ms {
+        return Err(RecipeError::at(
+            interval_at,
+            format!(
+                "`interval` ({}) is longer than `timeout` ({}): the check would be tried once",
+                h(check.interval()),
+                h(check.timeout())
+            ),
+        )
+        .with_help(help));
+    }
     Ok(HealthDecl {
-        check: Check {
-            unit: unit.clone(),
-            probe,
-            timeout_ms: time(h.timeout, DEFAULT_TIMEOUT, "timeout")?,
-            interval_ms: time(h.interval, DEFAULT_INTERVAL, "interval")?,
-            settle_ms: time(h.settle, DEFAULT_SETTLE, "settle")?,
-        },
+        check,
         value,
+        unit: unit_at,
     })
 }
 
@@ -1098,8 +1136,29 @@ pub fn render_health(
         )
         .with_help(h))
     };
+    // The generation's own units (`/etc/systemd/system/NAME`): a check of another unit
+    // could never be waited for by the gate kbuild runs on what it switched.
+    let units: BTreeSet<&str> = set
+        .files
+        .keys()
+        .filter_map(|p| p.as_str().strip_prefix("/etc/systemd/system/"))
+        .filter(|n| !n.contains('/'))
+        .collect();
     let mut out = Vec::new();
     for d in &set.health {
+        let unit = d.check.unit.as_str();
+        let template = unit
+            .split_once('@')
+            .and_then(|(p, rest)| Some(format!("{p}@.{}", rest.rsplit_once('.')?.1)));
+        if !units.contains(unit) && !template.is_some_and(|t| units.contains(t.as_str())) {
+            return Err(RecipeError::at(
+                d.unit.clone(),
+                format!("health check unit `{unit}` is not a unit of this generation"),
+            )
+            .with_help(
+                "name a unit the recipes install in /etc/systemd/system (`[files.\"/etc/systemd/system/NAME\"]`); a host's own unit is not gated",
+            ));
+        }
         let mut c = d.check.clone();
         match &mut c.probe {
             Probe::Http { url, body, .. } => {
@@ -1107,25 +1166,41 @@ pub fn render_health(
                 if let Some(b) = body {
                     *b = render(d, b)?;
                 }
-                let host = url
+                let authority = url
                     .strip_prefix("http://")
                     .or_else(|| url.strip_prefix("https://"))
                     .map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
-                if host.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
+                if authority.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
                     return bad(
                         d,
                         format!("`{url}` is not an http:// or https:// URL"),
                         "write the URL the service answers on, such as \"http://{{ IP }}:8080/healthz\"",
                     );
                 }
+                let authority = authority.unwrap_or_default();
+                if authority.contains('@') {
+                    // The URL is not repeated: it holds a secret, which must not enter the
+                    // store (nor the terminal).
+                    return bad(
+                        d,
+                        "the URL carries a user and password (`USER:PASSWORD@`), which would be written into the world-readable store".to_owned(),
+                        "use a `command` check that reads the credentials from a file on the host, such as `command = [\"/usr/bin/curl\", \"-fsS\", \"--netrc-file\", \"/etc/kb/netrc\", \"URL\"]`",
+                    );
+                }
+                if let Err(m) = host_port(authority, false) {
+                    return bad(
+                        d,
+                        format!("`{url}`: {m}"),
+                        "write the URL the service answers on, such as \"http://127.0.0.1:8080/healthz\" (IPv6 in brackets: \"http://[::1]:8080/healthz\")",
+                    );
+                }
             }
             Probe::Tcp { address } => {
                 *address = render(d, address)?;
-                let port = address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
-                if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                if let Err(m) = host_port(address, true) {
                     return bad(
                         d,
-                        format!("`{address}` is not HOST:PORT"),
+                        format!("`{address}` is not HOST:PORT: {m}"),
                         "write the address the service listens on, such as \"127.0.0.1:10251\" (IPv6 in brackets: \"[::1]:10251\")",
                     );
                 }
@@ -1149,6 +1224,45 @@ pub fn render_health(
         out.push(c);
     }
     Ok(out)
+}
+
+/// Checks `HOST[:PORT]` (`HOST:PORT` when `port_required`): a host, an IPv6 address in
+/// brackets, a port from 1 to 65535.
+fn host_port(authority: &str, port_required: bool) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return Err("an IPv6 address without its closing `]`".to_owned());
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`[{v6}]` is not an IPv6 address"));
+        }
+        match after {
+            "" => (v6, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (v6, Some(p)),
+                None => return Err(format!("`{after}` after `]` is not `:PORT`")),
+            },
+        }
+    } else if authority.matches(':').count() > 1 {
+        return Err("an IPv6 address must be in brackets, such as `[::1]:8080`".to_owned());
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".to_owned());
+    }
+    match port {
+        None if port_required => Err("no port".to_owned()),
+        None => Ok(()),
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) => Err("port 0 is not a port a service listens on".to_owned()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("port `{p}` is not a number from 1 to 65535")),
+        },
+    }
 }
 
 /// Resolves the final variable values: defaults, then `--set` overrides, all type-checked.
