@@ -326,19 +326,42 @@ fn command(argv: &[String], limit: Duration) -> Answer {
     }
 }
 
-/// The health checks a rootfs records (its `kbuild.json`); none when it records none or
-/// the manifest cannot be read (a rootfs built before checks existed).
-pub fn of_rootfs(rootfs: &Path) -> Vec<Check> {
+/// A generation's `kbuild.json` that cannot be read for its health checks.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read the manifest of rootfs `{}`", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the manifest `{}` is damaged: its health checks cannot be read", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The health checks a rootfs records (its `kbuild.json`); none when it records none (a
+/// rootfs without checks, or built before checks existed, or without a manifest at all).
+/// Errors: the manifest exists and cannot be read or parsed (never read as "no checks": a
+/// damaged generation would pass its gate unchecked).
+pub fn of_rootfs(rootfs: &Path) -> Result<Vec<Check>, ManifestError> {
     #[derive(Deserialize)]
     struct Manifest {
         #[serde(default)]
         health: Vec<Check>,
     }
-    std::fs::read(rootfs.join("kbuild.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+    let path = rootfs.join("kbuild.json");
+    let bytes = match fs_err::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ManifestError::Read { path, source }),
+    };
+    serde_json::from_slice::<Manifest>(&bytes)
         .map(|m| m.health)
-        .unwrap_or_default()
+        .map_err(|source| ManifestError::Parse { path, source })
 }
 
 /// Parses a recipe's duration (`"30s"`, `"500ms"`, `"2m"`; humantime's syntax).

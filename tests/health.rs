@@ -124,6 +124,51 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(plan["health"]["pending"]["generation"], 1);
     assert_eq!(plan["health"]["checks"].as_array().unwrap().len(), 3);
+
+    // health.json from a newer kbuild, or damaged: refused, with its own help (review 12,
+    // finding 14).
+    let record = w.root.join("etc/.kbuild/health.json");
+    std::fs::write(
+        &record,
+        r#"{"version": 7, "last_good": null, "pending": null}"#,
+    )
+    .unwrap();
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr()
+            .contains("/etc/.kbuild/health.json` records health format version 7; this kbuild reads version 1\nhelp: a newer kbuild wrote it"),
+        "{}",
+        r.stderr()
+    );
+    std::fs::write(&record, "garbage").unwrap();
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr().contains("corrupt activation state")
+            && r.stderr().contains("help: it records the last generation that passed its health gate (the rollback target) and a gate in progress"),
+        "{}",
+        r.stderr()
+    );
+    std::fs::remove_file(&record).unwrap();
+
+    // A damaged manifest is an error, never "no checks" (review 12, finding 6).
+    let manifest = g.rootfs.join("kbuild.json");
+    let mut perm = std::fs::metadata(&manifest).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&manifest, perm).unwrap();
+    std::fs::write(&manifest, r#"{"health": [{"unit": 1}]"#).unwrap();
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr()
+            .contains("kbuild.json` is damaged: its health checks cannot be read")
+            && r.stderr()
+                .contains("help: `kbuild verify --repair` re-creates the generation's rootfs"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

@@ -102,6 +102,10 @@ pub enum SwitchError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("`{}` records health format version {found}; this kbuild reads version 1", path.display())]
+    HealthVersion { path: PathBuf, found: u32 },
+    #[error(transparent)]
+    Manifest(#[from] crate::health::ManifestError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -186,6 +190,12 @@ impl SwitchError {
                 "kbuild needs a real directory at `{p}`: move what is there away and run the command again"
             )),
             SwitchError::State { path, .. } => Some(state_help(path)),
+            SwitchError::HealthVersion { .. } => Some(
+                "a newer kbuild wrote it: use that kbuild on this root".to_owned(),
+            ),
+            SwitchError::Manifest(_) => Some(
+                "`kbuild verify --repair` re-creates the generation's rootfs from its sources (or build its recipes again with `kbuild build`)".to_owned(),
+            ),
             SwitchError::StateEntry { help, .. } => Some(help.clone()),
             SwitchError::MissingRootfs { generation, .. } => Some(format!(
                 "`kbuild verify --repair` re-creates generation {generation}'s rootfs from its sources (or build its recipes again with `kbuild build`); `kbuild generations` lists the others"
@@ -274,7 +284,12 @@ fn in_profile(profile: &str) -> String {
 /// How to get past a corrupt `state.json` or `journal.json`.
 fn state_help(path: &std::path::Path) -> String {
     let p = path.display();
-    if path.ends_with("journal.json") {
+    if path.ends_with("health.json") {
+        // Moving it away is not neutral: it holds the rollback target and a pending gate.
+        format!(
+            "it records the last generation that passed its health gate (the rollback target) and a gate in progress: move it away (`mv {p} {p}.bad`) and run `kbuild switch N` for the generation you know is good (its gate runs and records it again); what the moved file held (`last_good`, `pending`) is lost until then"
+        )
+    } else if path.ends_with("journal.json") {
         format!(
             "the interrupted switch it records cannot be read: move it away (`mv {p} {p}.bad`), then `kbuild switch N` puts the root on generation N (kbuild's links are recognised); `kbuild verify --root DIR` lists anything left"
         )

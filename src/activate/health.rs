@@ -67,9 +67,17 @@ fn path(root: &Root) -> PathBuf {
 }
 
 /// The root's health record; `None` when it has none (never gated, or switched before gates).
+/// Errors: the file cannot be read or parsed, or records another version than 1.
 pub fn record(root: &Root) -> Result<Option<Record>, SwitchError> {
     root.check_state_dir()?;
-    read_json(&path(root))
+    let r: Option<Record> = read_json(&path(root))?;
+    match r {
+        Some(r) if r.version != 1 => Err(SwitchError::HealthVersion {
+            path: path(root),
+            found: r.version,
+        }),
+        r => Ok(r),
+    }
 }
 
 fn write(root: &Root, r: &Record) -> Result<(), SwitchError> {
@@ -609,7 +617,7 @@ pub fn switch(
             let mine = pending
                 .as_ref()
                 .filter(|q| q.generation == n && q.profile == to.profile);
-            let units = gate_units(&p.units, &p.health_checks(), mine);
+            let units = gate_units(&p.units, &p.health_checks()?, mine);
             if !units.is_empty() {
                 begin(root, &to, &units, generation_before(p))?;
                 wrote_pending.set(true);
@@ -647,7 +655,7 @@ pub fn switch(
         profile: plan.to.profile_name().to_owned(),
         generation: applied.generation,
     };
-    let checks = plan.health_checks();
+    let checks = plan.health_checks()?;
     if !live {
         // Nothing was run here, so nothing is known of the generation's health: the root's
         // record stays as it is.
@@ -801,7 +809,7 @@ fn roll_back(
         }
     };
     let failures = driver.applied(&plan, &applied);
-    let checks = plan.health_checks();
+    let checks = plan.health_checks()?;
     let units = gate_units(&plan.units, &checks, None);
     let again = if units.is_empty() && failures.is_empty() {
         mark_good(root, &good)?;
@@ -867,7 +875,7 @@ pub fn check(
         profile: state.profile_name().to_owned(),
         generation,
     };
-    let checks = crate::health::of_rootfs(rootfs);
+    let checks = crate::health::of_rootfs(rootfs)?;
     let recorded = record(root)?.unwrap_or_default();
     let pending = recorded
         .pending

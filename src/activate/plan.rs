@@ -66,13 +66,12 @@ pub struct Plan {
 
 impl Plan {
     /// The target generation's health checks, read from its rootfs (none for a rootfs
-    /// without them; see [`crate::health::of_rootfs`]).
-    pub fn health_checks(&self) -> Vec<crate::health::Check> {
-        self.to
-            .rootfs
-            .as_deref()
-            .map(crate::health::of_rootfs)
-            .unwrap_or_default()
+    /// without them; see [`crate::health::of_rootfs`]). Errors: a damaged manifest.
+    pub fn health_checks(&self) -> Result<Vec<crate::health::Check>, SwitchError> {
+        match self.to.rootfs.as_deref() {
+            Some(r) => Ok(crate::health::of_rootfs(r)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn is_noop(&self) -> bool {

@@ -191,7 +191,7 @@ fn run(
                     .join(": "),
                 help: super::help_for(e),
             });
-            let mut health = super::json::Health::new(root, &plan.health_checks());
+            let mut health = super::json::Health::new(root, &plan.health_checks()?);
             health.pending = pending;
             super::json::print(&super::json::Plan::new(&plan, refusal, health));
         } else {
@@ -204,7 +204,7 @@ fn run(
             // As after the switch: listed when the switch would change something, or run
             // an interrupted gate again.
             if !plan.is_noop() || regated {
-                print_checks(root, &plan.health_checks(), false);
+                print_checks(root, &plan.health_checks()?, false);
             }
         }
         return refused;
@@ -225,7 +225,7 @@ fn run(
     let (to, failure, end) = match gated {
         health::Gated::Ungated { failures, not_run } => {
             if not_run {
-                print_checks(root, &plan.health_checks(), true);
+                print_checks(root, &plan.health_checks()?, true);
             }
             return unit_failures(failures);
         }
