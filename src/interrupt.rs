@@ -5,11 +5,26 @@
 //! Entries are recorded when made and never unrecorded: a finished entry was renamed onto
 //! its final name or removed, so nothing is left at the recorded path, and its random name is
 //! never handed out again while this process lives.
+//!
+//! Also what an interrupt leaves behind that the user must hear of (a health gate that did
+//! not finish, see [`set_left`]): the command line's handler says it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+static LEFT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records what an interrupt now would leave undone, and the ways out (`None`: nothing).
+pub fn set_left(what: Option<String>) {
+    *LEFT.lock().unwrap_or_else(|e| e.into_inner()) = what;
+}
+
+/// What an interrupt now leaves undone (see [`set_left`]).
+pub fn left() -> Option<String> {
+    LEFT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// Records `path`, a temporary entry this process just made.
 pub fn track(path: &Path) {

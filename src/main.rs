@@ -79,6 +79,9 @@ fn interrupt_handler(term: &std::sync::Arc<cli::Terminal>) {
         let removed = kbuild::interrupt::remove_tracked();
         let what = if removed == 1 { "entry" } else { "entries" };
         errln!("error: interrupted; removed {removed} temporary {what} this command had made");
+        if let Some(left) = kbuild::interrupt::left() {
+            errln!("help: {left}");
+        }
         std::process::exit(130);
     });
     if let Err(e) = installed {

@@ -481,6 +481,43 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
     assert_eq!(recorded(&c), (7, Some(7), None));
     assert_answers(&c, 2379, "after the rollback of the interrupted generation");
 
+    // 10. Ctrl-C (SIGINT) during a gate: the message names the pending gate and both ways
+    // out (review 12, finding 11).
+    let slow_dead = dead.replace("timeout = \"2s\"", "timeout = \"10s\"");
+    write(&format!(
+        "{}{}",
+        recipe(2379, PEER, "Environment=KB_GEN=10", &slow_dead),
+        oneshots(7)
+    ));
+    build(&c, 10);
+    c.ok(&format!(
+        "{KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !c
+        .ok("cat /kb/bg.out")
+        .contains("Waiting for 1 health check")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gate: {}",
+            c.ok("cat /kb/bg.out")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    c.ok("kill -INT $(cat /kb/bg.pid); while kill -0 $(cat /kb/bg.pid) 2>/dev/null; do sleep 0.1; done");
+    let out = c.ok("cat /kb/bg.out");
+    assert!(
+        out.ends_with(
+            "help: generation 10 (default) is active and its health gate did not finish (recorded as pending): `kbuild switch --profile default 10` runs the gate again, `kbuild switch --profile default 7` goes back to generation 7, the last that passed its gate\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(recorded(&c), (10, Some(7), Some(10)));
+    let o = kb(&c, "switch 7");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(recorded(&c), (7, Some(7), None));
+
     drop(c);
     eprintln!("health-gate tier: total {:?}", started.elapsed());
 }

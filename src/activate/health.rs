@@ -119,6 +119,19 @@ pub fn begin(
         units: units.units.clone(),
         if_running: units.if_running.clone(),
     });
+    // An interrupt from here on leaves the gate pending: the handler says so.
+    let back = match &r.last_good {
+        Some(b) if b != g => format!(
+            ", `kbuild switch --profile {} {}` goes back to generation {}, the last that passed its gate",
+            b.profile, b.generation, b.generation
+        ),
+        _ => String::new(),
+    };
+    crate::interrupt::set_left(Some(format!(
+        "generation {n} ({p}) is active and its health gate did not finish (recorded as pending): `kbuild switch --profile {p} {n}` runs the gate again{back}",
+        n = g.generation,
+        p = g.profile
+    )));
     if r.pending == pending && r.version == 1 {
         return Ok(());
     }
@@ -128,6 +141,7 @@ pub fn begin(
 
 /// Records that `g` is good (its gate passed, or it has no checks and its switch succeeded).
 pub fn mark_good(root: &Root, g: &GenerationRef) -> Result<(), SwitchError> {
+    crate::interrupt::set_left(None);
     let r = Record {
         version: 1,
         last_good: Some(g.clone()),
@@ -142,6 +156,7 @@ pub fn mark_good(root: &Root, g: &GenerationRef) -> Result<(), SwitchError> {
 /// Ends a pending gate without marking its generation good (it failed and was kept, or the
 /// root went elsewhere). `before` is the last good generation when the root has no record yet.
 pub fn end_pending(root: &Root, before: Option<GenerationRef>) -> Result<(), SwitchError> {
+    crate::interrupt::set_left(None);
     let r = match record(root)? {
         Some(r) if r.pending.is_none() => return Ok(()),
         Some(r) => r,
@@ -517,7 +532,17 @@ pub fn run_checks(checks: &[Check]) -> Vec<Outcome> {
         let handles: Vec<_> = checks.iter().map(|c| s.spawn(|| c.run())).collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a check does not panic"))
+            // A probe that panicked (its HTTP client on odd input) is a failed check, not
+            // a kbuild stopped mid-gate after the flip.
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Outcome {
+                    passed: false,
+                    answer: "the probe failed unexpectedly (a kbuild bug: please report it)"
+                        .to_owned(),
+                    attempts: 1,
+                    elapsed: Duration::ZERO,
+                })
+            })
             .collect()
     })
 }
@@ -637,6 +662,7 @@ pub fn switch(
         Ok(s) => s,
         Err(e) => {
             if wrote_pending.get() {
+                crate::interrupt::set_left(None);
                 // The switch stopped (its journal completes or undoes it next time): the
                 // record is as it was, so an unchecked generation is never counted good.
                 write(
