@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
@@ -245,13 +246,13 @@ pub fn push(
     let dir = scratch.path();
     layout::init(dir)?;
     let mounts = cache::mount_sources(store, &reference.registry, &reference.repository);
-    let mut transfer = Transfer::default();
-    let mut sent = std::collections::BTreeSet::new();
     // Objects are prepared on worker threads while this thread uploads each blob as soon as
-    // it is ready, so compression and transfer overlap. Blob digests come from the cache when
-    // they can: an object is then compressed only if the registry lacks its blob.
-    let (tx, rx) = std::sync::mpsc::channel::<Ready>();
-    let art = std::thread::scope(|scope| {
+    // it is ready, up to [`UPLOADS`] at once, so compression and transfer overlap and the
+    // round trips of one blob (HEAD, POST, PUT) hide behind the others' bytes. Blob digests
+    // come from the cache when they can: an object is then compressed only if the registry
+    // lacks its blob, on tokio's blocking pool so that the other uploads keep going.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
+    let (art, mut transfer) = std::thread::scope(|scope| {
         let worker = scope.spawn(move || {
             artifact::describe(store, g, |name, path| {
                 let p = match cache::blob(store, name) {
@@ -281,16 +282,29 @@ pub fn push(
                 Ok(p)
             })
         });
-        // Owned here, so that an upload error drops it and the workers stop.
-        let rx = rx;
-        for ready in rx.iter() {
-            if sent.insert(ready.digest.clone()) {
-                upload(&session, dir, &mounts, &ready, &mut transfer)?;
-            }
-        }
-        worker
+        // Owned by the upload stream, so that an upload error drops it and the workers stop.
+        let mut sent = std::collections::BTreeSet::new();
+        let blobs = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|ready| (ready, rx))
+        })
+        .filter(move |ready| std::future::ready(sent.insert(ready.digest.clone())));
+        let session = &session;
+        let mounts = &mounts;
+        let uploaded = session.runtime.block_on(
+            blobs
+                .map(|ready| upload(session, dir, mounts, ready))
+                .buffer_unordered(UPLOADS)
+                .try_fold(Transfer::default(), |mut t, sent| async move {
+                    sent.add_to(&mut t);
+                    Ok(t)
+                }),
+        );
+        let art = worker
             .join()
-            .expect("describing a generation does not panic")
+            .expect("describing a generation does not panic");
+        // The upload's error first: the worker's is then only "the upload stopped".
+        let transfer = uploaded?;
+        Ok::<_, RegistryError>((art?, transfer))
     })?;
     layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
     let config = Ready {
@@ -298,7 +312,10 @@ pub fn push(
         size: art.manifest.config.size,
         source: None,
     };
-    upload(&session, dir, &mounts, &config, &mut transfer)?;
+    session
+        .runtime
+        .block_on(upload(&session, dir, &mounts, config))?
+        .add_to(&mut transfer);
     let content_type = MANIFEST_MEDIA_TYPE.parse().expect("a valid header value");
     session
         .runtime
@@ -325,46 +342,78 @@ struct Ready {
     source: Option<(StorePath, PathBuf)>,
 }
 
+/// How many blobs a push sends at once: enough to keep a local registry busy while one blob
+/// is between round trips, few enough that the blobs held in memory stay bounded (at most
+/// this many, whatever the generation's size).
+const UPLOADS: usize = 4;
+
+/// How many blobs a pull downloads at once (each streamed to its own file).
+const DOWNLOADS: usize = 4;
+
+/// What became of one blob of a push.
+enum Sent {
+    Present(u64),
+    Mounted,
+    Uploaded(u64),
+}
+
+impl Sent {
+    fn add_to(self, t: &mut Transfer) {
+        match self {
+            Sent::Present(size) => {
+                t.present_blobs += 1;
+                t.present_bytes += size;
+            }
+            Sent::Mounted => t.mounted_blobs += 1,
+            Sent::Uploaded(size) => {
+                t.sent_blobs += 1;
+                t.sent_bytes += size;
+            }
+        }
+    }
+}
+
 /// Sends one blob unless the registry has it: `HEAD`, else a cross-repository mount from
-/// one of `mounts`, else an upload (compressing the object first when only its digest was
-/// remembered).
-fn upload(
+/// one of `mounts`, else an upload (compressing the object first, on the blocking pool,
+/// when only its digest was remembered).
+async fn upload(
     session: &Session,
     dir: &Path,
     mounts: &[String],
-    blob: &Ready,
-    transfer: &mut Transfer,
-) -> Result<(), RegistryError> {
+    blob: Ready,
+) -> Result<Sent, RegistryError> {
     let digest = blob.digest.as_str();
     let exists = session
-        .runtime
-        .block_on(session.client.blob_exists(&session.oci_ref, digest))
+        .client
+        .blob_exists(&session.oci_ref, digest)
+        .await
         .map_err(|e| session.err("push", e))?;
     if exists {
-        transfer.present_blobs += 1;
-        transfer.present_bytes += blob.size;
-        return Ok(());
+        return Ok(Sent::Present(blob.size));
     }
-    if mount(session, mounts, digest) {
-        transfer.mounted_blobs += 1;
-        return Ok(());
+    if mount(session, mounts, digest).await {
+        return Ok(Sent::Mounted);
     }
     let path = layout::blob_path(dir, digest).expect("sha256");
     if !path.exists()
-        && let Some((name, object)) = &blob.source
+        && let Some((name, object)) = blob.source
     {
-        stage_blob(dir, name, object, Some(digest))?;
+        let (dir, expected) = (dir.to_owned(), blob.digest.clone());
+        tokio::task::spawn_blocking(move || stage_blob(&dir, &name, &object, Some(&expected)))
+            .await
+            .map_err(std::io::Error::other)??;
     }
-    let bytes = fs_err::read(&path)?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{e} reading `{}`", path.display())))?;
     session
-        .runtime
-        .block_on(session.client.push_blob(&session.oci_ref, bytes, digest))
+        .client
+        .push_blob(&session.oci_ref, bytes, digest)
+        .await
         .map_err(|e| session.err("push", e))?;
     // Uploaded: the staged copy is not needed any more.
     let _ = fs_err::remove_file(&path);
-    transfer.sent_blobs += 1;
-    transfer.sent_bytes += blob.size;
-    Ok(())
+    Ok(Sent::Uploaded(blob.size))
 }
 
 /// Compresses the object at `object` into the staging layout `dir` as its blob; with
@@ -395,18 +444,23 @@ fn stage_blob(
 
 /// Asks the registry to mount blob `digest` from one of `sources` (other repositories of
 /// the same registry this store pushed to). Any failure means "upload it".
-fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
-    sources.iter().any(|repo| {
+async fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
+    for repo in sources {
         let from = oci_client::Reference::with_tag(
             session.reference.registry.clone(),
             repo.clone(),
             "latest".to_owned(),
         );
-        session
-            .runtime
-            .block_on(session.client.mount_blob(&session.oci_ref, &from, digest))
+        if session
+            .client
+            .mount_blob(&session.oci_ref, &from, digest)
+            .await
             .is_ok()
-    })
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Pulls `reference` into the store at `store_dir` (made if missing, once the manifest is
@@ -468,14 +522,16 @@ pub fn pull(
             manifest.config.size,
             &manifest.config.media_type,
         );
-        fetch_blob(&session, &stage, &config_desc)?;
+        session
+            .runtime
+            .block_on(fetch_blob(&session, &stage, &config_desc))?;
         let config_bytes = layout::read_capped(
             &layout::blob_path(&stage, &manifest.config.digest).expect("checked"),
             MAX_METADATA_SIZE,
         )?;
         let checked = import::check_config(manifest.clone(), &config_bytes, &what)?;
         let mut transfer = Transfer::default();
-        let mut resumed = 0;
+        let mut wanted = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for o in &checked.config.objects {
             if store.contains(&o.name) {
@@ -483,18 +539,38 @@ pub fn pull(
                 transfer.present_bytes += o.blob_size;
                 continue;
             }
-            if !seen.insert(o.blob.clone()) {
-                continue;
-            }
-            let d = descriptor(&o.blob, o.blob_size, artifact::OBJECT_MEDIA_TYPE);
-            match fetch_blob(&session, &stage, &d)? {
-                Fetched::Downloaded => {
-                    transfer.sent_blobs += 1;
-                    transfer.sent_bytes += o.blob_size;
-                }
-                Fetched::Staged => resumed += 1,
+            if seen.insert(o.blob.clone()) {
+                wanted.push(descriptor(
+                    &o.blob,
+                    o.blob_size,
+                    artifact::OBJECT_MEDIA_TYPE,
+                ));
             }
         }
+        // Several blobs at once, each streamed to its own file: one blob's round trip hides
+        // behind the others' bytes.
+        let session = &session;
+        let stage = &stage;
+        let (transfer, resumed) = session.runtime.block_on(
+            futures_util::stream::iter(&wanted)
+                .map(|d| async move {
+                    Ok::<_, RegistryError>((fetch_blob(session, stage, d).await?, d))
+                })
+                .buffer_unordered(DOWNLOADS)
+                .try_fold(
+                    (transfer, 0),
+                    |(mut t, mut resumed), (fetched, d)| async move {
+                        match fetched {
+                            Fetched::Downloaded => {
+                                t.sent_blobs += 1;
+                                t.sent_bytes += u64::try_from(d.size).unwrap_or(0);
+                            }
+                            Fetched::Staged => resumed += 1,
+                        }
+                        Ok((t, resumed))
+                    },
+                ),
+        )?;
         resumed_before = (transfer, resumed);
     }
     let imported = import::import_layout(store, &stage, &manifest_bytes, &what, profile, observer)?;
@@ -523,7 +599,7 @@ enum Fetched {
 }
 
 /// Downloads blob `d` into the staging layout unless a whole, verified copy is there.
-fn fetch_blob(
+async fn fetch_blob(
     session: &Session,
     stage: &Path,
     d: &OciDescriptor,
@@ -544,7 +620,7 @@ fn fetch_blob(
         fs_err::remove_file(&dest)?;
     }
     let part = dest.with_extension("part");
-    let result = session.runtime.block_on(async {
+    let result = async {
         let file = tokio::fs::File::create(&part).await?;
         let out = Capped {
             file,
@@ -556,7 +632,8 @@ fn fetch_blob(
             .pull_blob(&session.oci_ref, d, out)
             .await
             .map_err(std::io::Error::other)
-    });
+    }
+    .await;
     if let Err(e) = result {
         let _ = fs_err::remove_file(&part);
         let inner = e.into_inner();
@@ -597,7 +674,8 @@ fn fetch_blob(
             actual: format!("{got} bytes, not the {size} declared"),
         });
     }
-    fs_err::File::open(&part)?.sync_data()?;
+    // No fsync: a staged blob is a cache the import (and a rerun, above) checks against its
+    // digest before use; the store's objects are synced once, by the import.
     fs_err::rename(&part, &dest)?;
     Ok(Fetched::Downloaded)
 }
