@@ -260,6 +260,14 @@ fn pull_plain(w: &World, reference: &str) -> Run {
     w.run(&["pull", reference, "--plain-http"])
 }
 
+/// `kbuild push 1 REF --host master-1 --plain-http`, which must succeed; its digest.
+fn push_gen1(w: &World, reference: &str) -> String {
+    pushed_digest(
+        &push_plain(w, &["1", reference, "--host", "master-1"]),
+        reference,
+    )
+}
+
 /// The digest in push's stdout, which must be exactly `REF@sha256:HEX\n`.
 #[track_caller]
 fn pushed_digest(r: &Run, reference: &str) -> String {
@@ -501,10 +509,7 @@ fn pull_refuses_a_blob_corrupted_in_the_registry_and_adds_nothing() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     // The largest object blob (kube-apiserver's): surely one the pull needs.
     let m = manifest(&reg, REPO, "gen1");
     let layer = m["layers"]
@@ -538,10 +543,7 @@ fn pull_refuses_a_corrupted_config_blob() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     let m = manifest(&reg, REPO, "gen1");
     let config = m["config"]["digest"].as_str().unwrap().to_owned();
     reg.corrupt_blob(&config);
@@ -565,10 +567,7 @@ fn pull_refuses_hostile_configs_and_absurd_sizes() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     let manifest0 = manifest(&reg, REPO, "gen1");
     let config0: serde_json::Value =
         serde_json::from_slice(&reg.blob(REPO, manifest0["config"]["digest"].as_str().unwrap()))
@@ -848,10 +847,7 @@ fn plain_http_only_with_plain_http() {
     let r = w.run(&["push", "1", &reference, "--host", "master-1"]);
     assert_refused(&r, &reference, &["--plain-http"]);
     assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     let h = puller();
     assert_refused(&h.run(&["pull", &reference]), &reference, &["--plain-http"]);
     assert_nothing_pulled(&h, "after the refused pull");
@@ -868,10 +864,7 @@ fn a_missing_tag_is_a_clear_error() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     let h = puller();
     for missing in [
         reg.reference(REPO, "gen9"),
@@ -921,10 +914,7 @@ fn offline_push_and_pull_refuse_without_touching_the_registry() {
     assert_eq!(proxy.bytes(Way::Up), 0, "push --offline sent bytes");
 
     // Pushed for real, so that a pull would have something to take.
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     proxy.reset();
     let h = puller();
     let r = h.run(&["pull", &reference, "--plain-http", "--offline"]);
@@ -1033,10 +1023,7 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
         let reg = Registry::start();
         let proxy = Proxy::start(reg.port);
         let reference = format!("{}/{REPO}:gen1", proxy.host());
-        pushed_digest(
-            &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-            &reference,
-        );
+        push_gen1(&w, &reference);
         proxy.bytes(Way::Up)
     };
 
@@ -1090,10 +1077,7 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
     assert!(proxy.has_cut());
     assert_refused(&r, &reference, &[]);
     proxy.reset();
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     let h = puller();
     pull_plain(&h, &reg.reference(REPO, "gen1")).assert_success();
     h.ok(&["switch", "--profile", "master-1"]);
@@ -1112,10 +1096,7 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
     let w = builder();
     build(&w, 1, &[]);
     let direct = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &direct, "--host", "master-1"]),
-        &direct,
-    );
+    push_gen1(&w, &direct);
     let m = manifest(&reg, REPO, "gen1");
     let largest = m["layers"]
         .as_array()
@@ -1180,10 +1161,7 @@ fn two_concurrent_pulls_of_one_reference_both_succeed() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    push_gen1(&w, &reference);
     // Several rounds: the race needs both to be staging at once.
     for round in 0..3 {
         let h = puller();
@@ -1233,10 +1211,7 @@ fn skopeo_inspects_what_kbuild_pushed() {
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    let digest = pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    let digest = push_gen1(&w, &reference);
     let raw = reg.skopeo_inspect_raw(&format!("{REPO}:gen1"));
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
     let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
@@ -1276,10 +1251,7 @@ fn skopeo_copies_a_pushed_generation_through_an_oci_layout_and_kbuild_pulls_the_
     let w = builder();
     build(&w, 1, &[]);
     let reference = reg.reference(REPO, "gen1");
-    let digest = pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    let digest = push_gen1(&w, &reference);
     let layout = w.sb.dir.join("copied-layout");
     reg.skopeo_copy(
         &format!("docker://{reference}"),
@@ -1345,10 +1317,7 @@ fn an_export_pushed_by_skopeo_is_pulled_by_kbuild() {
         exported
     );
     let reference = reg.reference(REPO, "gen1");
-    let pushed = pushed_digest(
-        &push_plain(&w, &["1", &reference, "--host", "master-1"]),
-        &reference,
-    );
+    let pushed = push_gen1(&w, &reference);
     assert_eq!(pushed, exported, "export and push make different manifests");
 
     let h = puller();
