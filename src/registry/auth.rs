@@ -2,10 +2,23 @@
 //! containers-auth.json(5)'s order: `--authfile`, else `$REGISTRY_AUTH_FILE`, else
 //! `$XDG_RUNTIME_DIR/containers/auth.json`, else `~/.docker/config.json`. Each is
 //! `{"auths": {"<host[:port]>": {"auth": "<base64 user:password>"}}}` (keys may also be
-//! written `https://host/v1/` as old docker did). Credentials are used for the request only:
-//! they never enter the store or an error message.
+//! written `https://host/v1/` as old docker did), optionally with docker's
+//! `"credHelpers": {"<host[:port]>": "<name>"}` and `"credsStore": "<name>"`, which name a
+//! program `docker-credential-<name>` that keeps the secrets (the docker-credential-helpers
+//! protocol: `get` with the server on stdin, `{"ServerURL","Username","Secret"}` on stdout).
+//!
+//! Within one file: the registry's `credHelpers` entry, else the most specific `auths` entry
+//! that holds credentials, else the `credsStore`. Docker itself asks the `credsStore` before
+//! `auths`, but `docker login` with a store leaves only an empty `{}` in `auths`, so an entry
+//! with credentials beside a `credsStore` was written by podman, skopeo or a person, and
+//! podman and skopeo (containers/image) read it and never run a `credsStore`. A helper that
+//! has no credentials for the registry sends the search on to the next file, as
+//! containers/image does. Credentials are used for the request only: they never enter the
+//! store, a log or an error message.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
@@ -19,8 +32,10 @@ pub enum Credentials {
         username: String,
         password: String,
     },
-    /// An identity token (docker's `identitytoken`), sent as a bearer token.
-    Bearer(String),
+    /// docker's `identitytoken` (or a helper's secret for the user `<token>`): an OAuth2
+    /// refresh token, exchanged at the registry's token realm for an access token
+    /// (`grant_type=refresh_token`, see `oauth`).
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -28,8 +43,31 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Anonymous => f.write_str("Anonymous"),
             Credentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
-            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
         }
+    }
+}
+
+/// A credential helper named by a credentials file: `docker-credential-<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Helper {
+    /// The program run, `docker-credential-<name>`.
+    pub program: String,
+    /// `credHelpers` or `credsStore`: the field of `file` that names it.
+    pub field: &'static str,
+    /// The credentials file that names it.
+    pub file: PathBuf,
+}
+
+impl std::fmt::Display for Helper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` (`{}` of `{}`)",
+            self.program,
+            self.field,
+            self.file.display()
+        )
     }
 }
 
@@ -42,10 +80,16 @@ pub struct Resolved {
     pub consulted: Vec<PathBuf>,
     /// Every file looked for, found or not.
     pub looked: Vec<PathBuf>,
+    /// The helper that gave the credentials, if one did.
+    pub helper: Option<Helper>,
+    /// Helpers asked that had no credentials for the registry.
+    pub empty_helpers: Vec<Helper>,
 }
 
 impl Resolved {
-    /// "credentials of `user` from `FILE`" / "no credentials for HOST in `A`, `B`".
+    /// "user `u` from `FILE`", "user `u` from `docker-credential-pass` (`credHelpers` of
+    /// `FILE`)", or "no credentials for `HOST` in `A`, `B`" (naming the helpers that had
+    /// none).
     pub fn describe(&self, registry: &str) -> String {
         let list = |v: &[PathBuf]| {
             v.iter()
@@ -53,29 +97,33 @@ impl Resolved {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let from = || match &self.helper {
+            Some(h) => h.to_string(),
+            None => format!(
+                "`{}`",
+                self.consulted
+                    .last()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        };
         match &self.credentials {
             Credentials::Anonymous if self.consulted.is_empty() => format!(
                 "no credentials for `{registry}`: no credentials file found, looked for {}",
                 list(&self.looked)
             ),
-            Credentials::Anonymous => format!(
-                "no credentials for `{registry}` in {}",
-                list(&self.consulted)
-            ),
-            Credentials::Basic { username, .. } => format!(
-                "user `{username}` from `{}`",
-                self.consulted
-                    .last()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
-            Credentials::Bearer(_) => format!(
-                "identity token from `{}`",
-                self.consulted
-                    .last()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
+            Credentials::Anonymous => {
+                let mut s = format!(
+                    "no credentials for `{registry}` in {}",
+                    list(&self.consulted)
+                );
+                for h in &self.empty_helpers {
+                    s.push_str(&format!("; {h} has none"));
+                }
+                s
+            }
+            Credentials::Basic { username, .. } => format!("user `{username}` from {}", from()),
+            Credentials::IdentityToken(_) => format!("identity token from {}", from()),
         }
     }
 }
@@ -84,6 +132,10 @@ impl Resolved {
 struct AuthFile {
     #[serde(default)]
     auths: std::collections::BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +149,25 @@ struct AuthEntry {
     #[serde(default)]
     identitytoken: Option<String>,
 }
+
+/// What a credential helper answers to `get` (docker-credential-helpers' `Credentials`).
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// The message a helper prints (on stdout, exiting non-zero) when it has nothing for the
+/// server: docker-credential-helpers' `errCredentialsNotFoundMessage`.
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// The user name under which a helper returns an identity token (docker's convention).
+const TOKEN_USER: &str = "<token>";
+
+/// The most of a helper's output quoted in an error.
+const HELPER_OUTPUT_QUOTED: usize = 2000;
 
 /// The credentials files to consult, in order: `explicit` alone when given, else the
 /// environment's.
@@ -117,47 +188,171 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-/// Finds credentials for `repository` on `registry` (`host[:port]`): in each file the most
-/// specific `auths` key wins, as containers-auth.json(5) says (`reg/ns1/repo` over `reg/ns1`
-/// over `reg`; a key with a scheme, docker's `https://reg/v1/`, names the whole registry). An
-/// `explicit` file must exist; the others are skipped when absent. A file that exists but cannot be read or parsed is an
-/// error naming it.
+/// Finds credentials for `repository` on `registry` (`host[:port]`), file by file (see the
+/// module doc for the order within a file). In `auths` the most specific key wins, as
+/// containers-auth.json(5) says (`reg/ns1/repo` over `reg/ns1` over `reg`; a key with a
+/// scheme, docker's `https://reg/v1/`, names the whole registry). An `explicit` file must
+/// exist; the others are skipped when absent.
+///
+/// Errors: a file that exists but cannot be read or parsed ([`RegistryError::AuthFile`]); a
+/// helper that is not installed ([`RegistryError::HelperMissing`]) or fails, or answers
+/// something else than credentials or "not found" ([`RegistryError::HelperFailed`]).
 pub fn resolve(
     registry: &str,
     repository: &str,
     explicit: Option<&Path>,
 ) -> Result<Resolved, RegistryError> {
-    let mut consulted = Vec::new();
-    let looked = candidates(explicit);
-    for path in looked.clone() {
+    let mut resolved = Resolved {
+        credentials: Credentials::Anonymous,
+        consulted: Vec::new(),
+        looked: candidates(explicit),
+        helper: None,
+        empty_helpers: Vec::new(),
+    };
+    for path in resolved.looked.clone() {
         let text = match fs_err::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => continue,
             Err(source) => return Err(RegistryError::AuthFile { path, source }),
         };
-        consulted.push(path.clone());
-        let file: AuthFile =
-            serde_json::from_slice(&text).map_err(|e| RegistryError::AuthFile {
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-        if let Some(c) =
-            lookup(&file, registry, repository).map_err(|why| RegistryError::AuthFile {
-                path: path.clone(),
-                source: std::io::Error::other(why),
-            })?
+        resolved.consulted.push(path.clone());
+        let bad = |why: String| RegistryError::AuthFile {
+            path: path.clone(),
+            source: std::io::Error::other(why),
+        };
+        let file: AuthFile = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        // The helper to ask, if the file names one before (credHelpers) or after (credsStore)
+        // its `auths`.
+        let helper_of = |field: &'static str, name: &str| -> Result<Helper, RegistryError> {
+            if name.is_empty() || name.contains('/') {
+                return Err(bad(format!(
+                    "`{field}` names `{name}`, which is not a helper name (`docker-credential-NAME` is run)"
+                )));
+            }
+            Ok(Helper {
+                program: format!("docker-credential-{name}"),
+                field,
+                file: path.clone(),
+            })
+        };
+        let helper = match file
+            .cred_helpers
+            .iter()
+            .find(|(k, _)| host_of_key(k) == registry)
         {
-            return Ok(Resolved {
-                credentials: c,
-                consulted,
-                looked,
-            });
+            Some((_, name)) => Some(helper_of("credHelpers", name)?),
+            None => match lookup(&file, registry, repository).map_err(bad)? {
+                Some(c) => {
+                    resolved.credentials = c;
+                    return Ok(resolved);
+                }
+                None => file
+                    .creds_store
+                    .as_deref()
+                    .map(|name| helper_of("credsStore", name))
+                    .transpose()?,
+            },
+        };
+        if let Some(helper) = helper {
+            match ask_helper(&helper, registry)? {
+                Some(c) => {
+                    resolved.credentials = c;
+                    resolved.helper = Some(helper);
+                    return Ok(resolved);
+                }
+                None => resolved.empty_helpers.push(helper),
+            }
         }
     }
-    Ok(Resolved {
-        credentials: Credentials::Anonymous,
-        consulted,
-        looked,
+    Ok(resolved)
+}
+
+/// The `host[:port]` a `credHelpers` key names: docker writes host names, but older files
+/// and hand-written ones hold `https://host/v1/`.
+fn host_of_key(key: &str) -> &str {
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Runs `helper get` with `registry` on stdin, as docker and containers/image do (the server
+/// as written by `docker login`/`podman login`: `host[:port]`, no scheme). `None` when the
+/// helper has no credentials for it.
+fn ask_helper(helper: &Helper, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    let failed = |why: String| RegistryError::HelperFailed {
+        helper: helper.clone(),
+        registry: registry.to_owned(),
+        source: std::io::Error::other(why),
+    };
+    let mut child = match Command::new(&helper.program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RegistryError::HelperMissing {
+                helper: helper.clone(),
+                registry: registry.to_owned(),
+            });
+        }
+        Err(e) => return Err(failed(format!("cannot run it: {e}"))),
+    };
+    // A helper that exits without reading its stdin makes this write fail (EPIPE); its exit
+    // status and output below say more than that.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    if !out.status.success() {
+        // On failure a helper prints its error message on stdout (and a tool it runs, such
+        // as `pass` or `gpg`, may print on stderr); no secret is in either.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.trim() == HELPER_NOT_FOUND {
+            return Ok(None);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = [stdout.trim(), stderr.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut said = said.join("\n");
+        if said.len() > HELPER_OUTPUT_QUOTED {
+            let mut end = HELPER_OUTPUT_QUOTED;
+            while !said.is_char_boundary(end) {
+                end -= 1;
+            }
+            said.truncate(end);
+            said.push('…');
+        }
+        return Err(failed(if said.is_empty() {
+            format!("{} with no message", out.status)
+        } else {
+            format!("{}: {said}", out.status)
+        }));
+    }
+    // The answer holds the secret: serde's message for a malformed one would quote it, so
+    // only its position is said.
+    let answer: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| {
+        failed(format!(
+            "its answer to `get` is not docker-credential-helpers' JSON `{{\"ServerURL\", \"Username\", \"Secret\"}}` (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok(match (answer.username.as_str(), answer.secret) {
+        (_, s) if s.is_empty() => None,
+        (TOKEN_USER, s) => Some(Credentials::IdentityToken(s)),
+        (u, s) => Some(Credentials::Basic {
+            username: u.to_owned(),
+            password: s,
+        }),
     })
 }
 
@@ -194,7 +389,7 @@ fn lookup(
         return Ok(None);
     };
     if let Some(token) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
-        return Ok(Some(Credentials::Bearer(token.clone())));
+        return Ok(Some(Credentials::IdentityToken(token.clone())));
     }
     if let Some(auth) = e.auth.as_ref().filter(|a| !a.is_empty()) {
         use base64::Engine as _;

@@ -8,7 +8,9 @@
 //! layout.rs    OCI image layout directories (oci-layout, index.json, blobs/sha256/…)
 //! import.rs    verify a staged artifact and add it to the store, then record the generation
 //! cache.rs     blob digests and pushed-to repositories remembered for the next push
-//! auth.rs      credentials from the files docker, podman and skopeo use
+//! auth.rs      credentials from the files docker, podman and skopeo use, and the
+//!              credential helpers they name (docker-credential-NAME)
+//! oauth.rs     the identity-token (OAuth2 refresh token) exchange at a token realm
 //! remote.rs    push and pull over the distribution API (oci-client on a current-thread
 //!              tokio runtime, kept inside this module)
 //! ```
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod cache;
 pub mod import;
 pub mod layout;
+pub mod oauth;
 pub mod remote;
 
 use std::fmt;
@@ -95,6 +98,21 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A credentials file names a helper (`credHelpers`, `credsStore`) that is not on `PATH`.
+    #[error("credential helper {helper} for `{registry}` is not installed")]
+    HelperMissing {
+        helper: auth::Helper,
+        registry: String,
+    },
+    /// A credential helper failed, or answered something else than credentials or "not
+    /// found"; the source holds its exit status and what it said.
+    #[error("credential helper {helper} failed to give the credentials for `{registry}`")]
+    HelperFailed {
+        helper: auth::Helper,
+        registry: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read CA file `{}`", path.display())]
     CaFile {
         path: PathBuf,
@@ -137,6 +155,18 @@ impl RegistryError {
                     .unwrap_or_else(|_| "HOST/REPOSITORY".to_owned());
                 format!("check the repository and tag (`skopeo list-tags docker://{name}` lists the tags)")
             }
+            RegistryError::HelperMissing { helper, registry } => format!(
+                "install `{}` on the PATH, or remove the `{}` entry for `{registry}` from `{}`",
+                helper.program,
+                helper.field,
+                helper.file.display()
+            ),
+            RegistryError::HelperFailed { helper, registry, .. } => format!(
+                "check the helper with `echo {registry} | {} get`, or remove the `{}` entry from `{}`",
+                helper.program,
+                helper.field,
+                helper.file.display()
+            ),
             RegistryError::Unauthorized { .. } => {
                 "log in with `podman login HOST`, `skopeo login HOST` or `docker login HOST`, or name a credentials file with `--authfile`".to_owned()
             }

@@ -29,7 +29,7 @@ use oci_client::{Client, RegistryOperation};
 use super::artifact::{self, MANIFEST_MEDIA_TYPE, MAX_METADATA_SIZE};
 use super::auth::{self, Credentials, Resolved};
 use super::import::{self, Imported};
-use super::{Reference, RegistryError, Transfer, cache, layout};
+use super::{Reference, RegistryError, Transfer, cache, layout, oauth};
 use crate::generation::Generation;
 use crate::observe::Observer;
 use crate::store::{LockMode, Store, StorePath};
@@ -76,6 +76,9 @@ struct Session {
     runtime: tokio::runtime::Runtime,
     oci_ref: oci_client::Reference,
     reference: Reference,
+    /// The `--ca-file`'s PEM and `--plain-http`, for the identity-token exchange.
+    ca_pem: Option<Vec<u8>>,
+    plain_http: bool,
 }
 
 impl Session {
@@ -95,7 +98,8 @@ impl Session {
             Credentials::Basic { username, password } => {
                 RegistryAuth::Basic(username.clone(), password.clone())
             }
-            Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+            // Until `authenticate` exchanges it (when the registry asks for bearer tokens).
+            Credentials::IdentityToken(t) => RegistryAuth::Bearer(t.clone()),
         };
         let mut extra = Vec::new();
         if let Some(ca) = &opts.ca_file {
@@ -108,6 +112,7 @@ impl Session {
                 data,
             });
         }
+        let ca_pem = extra.first().map(|c| c.data.clone());
         let config = ClientConfig {
             protocol: if opts.plain_http {
                 ClientProtocol::Http
@@ -155,6 +160,8 @@ impl Session {
             runtime,
             oci_ref,
             reference: reference.clone(),
+            ca_pem,
+            plain_http: opts.plain_http,
         })
     }
 
@@ -162,7 +169,47 @@ impl Session {
         remote(what, &self.reference, &self.resolved, e)
     }
 
-    fn authenticate(&self, op: RegistryOperation, what: &str) -> Result<(), RegistryError> {
+    /// Authenticates for `op`; an identity token is first exchanged for an access token
+    /// (`oauth`), which is then what `oci-client` sends.
+    fn authenticate(&mut self, op: RegistryOperation, what: &str) -> Result<(), RegistryError> {
+        if let Credentials::IdentityToken(refresh) = &self.resolved.credentials {
+            let http = oauth::Http::new(
+                self.ca_pem.as_deref(),
+                crate::fetch::stall_timeout(),
+                self.plain_http,
+            )
+            .map_err(|e| RegistryError::Remote {
+                what: what.to_owned(),
+                reference: self.reference.to_string(),
+                source: Box::new(e),
+            })?;
+            let exchanged = self.runtime.block_on(http.exchange(
+                &self.reference.registry,
+                &self.reference.repository,
+                op == RegistryOperation::Push,
+                refresh,
+            ));
+            match exchanged {
+                Ok(Some(access)) => self.auth = RegistryAuth::Bearer(access),
+                Ok(None) => {}
+                Err(e @ oauth::ExchangeError::Refused { .. }) => {
+                    return Err(RegistryError::Unauthorized {
+                        what: what.to_owned(),
+                        reference: self.reference.to_string(),
+                        anonymous: false,
+                        credentials: self.resolved.describe(&self.reference.registry),
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    return Err(RegistryError::Remote {
+                        what: what.to_owned(),
+                        reference: self.reference.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
         self.runtime
             .block_on(self.client.auth(&self.oci_ref, &self.auth, op))
             .map(drop)
@@ -238,7 +285,7 @@ pub fn push(
     opts: &RemoteOptions,
     observer: &dyn Observer,
 ) -> Result<PushReport, RegistryError> {
-    let session = Session::open(reference, opts)?;
+    let mut session = Session::open(reference, opts)?;
     session.authenticate(RegistryOperation::Push, "push")?;
     // Shared, as a build: gc cannot remove the objects while they are read.
     let _lock = store.lock(LockMode::Shared, observer)?;
@@ -474,7 +521,7 @@ pub fn pull(
     observer: &dyn Observer,
 ) -> Result<PullReport, RegistryError> {
     let what = format!("`{reference}`");
-    let session = Session::open(reference, opts)?;
+    let mut session = Session::open(reference, opts)?;
     session.authenticate(RegistryOperation::Pull, "pull")?;
     let (manifest_bytes, _) = session
         .runtime

@@ -662,6 +662,8 @@ fn encode64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
 /// The `service` and `issuer` the registry and the token server agree on.
 pub const TOKEN_SERVICE: &str = "kbuild-test-registry";
 pub const TOKEN_ISSUER: &str = "kbuild-test-token-issuer";
+/// The identity token (OAuth2 refresh token) the [`TokenServer`] exchanges for access tokens.
+pub const REFRESH_TOKEN: &str = "kbuild-test-refresh-token";
 
 /// The token half of the distribution auth protocol
 /// (<https://distribution.github.io/distribution/spec/auth/token/>): `GET /token?service=…&
@@ -730,7 +732,9 @@ impl TokenServer {
     }
 }
 
-/// One request to the token server.
+/// One request to the token server: `GET` with HTTP basic credentials, or `POST` of the OAuth2
+/// form with `grant_type=refresh_token` and [`REFRESH_TOKEN`] (docker's identity-token
+/// exchange). Recorded as the request target, and for a `POST` as `POST TARGET BODY`.
 fn serve_token(stream: TcpStream, dir: &Path, requests: &Mutex<Vec<String>>) {
     use std::io::BufRead as _;
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
@@ -739,29 +743,52 @@ fn serve_token(stream: TcpStream, dir: &Path, requests: &Mutex<Vec<String>>) {
         return;
     }
     let mut authorized = false;
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = h.split_once(':')
-            && name.eq_ignore_ascii_case("authorization")
-            && value.trim() == basic_header()
-        {
-            authorized = true;
+        if let Some((name, value)) = h.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") && value.trim() == basic_header() {
+                authorized = true;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
         }
     }
-    let target = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    requests.lock().unwrap().push(target.clone());
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    let scopes: Vec<String> = query
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("scope="))
-        .map(percent_decode)
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or_default().to_owned();
+    let target = words.next().unwrap_or_default().to_owned();
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let (query, record) = if method == "POST" {
+        (body.clone(), format!("POST {target} {body}"))
+    } else {
+        let q = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        (q.to_owned(), target.clone())
+    };
+    requests.lock().unwrap().push(record);
+    let field = |name: &str| -> Vec<String> {
+        query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decode)
+            .collect()
+    };
+    if method == "POST" {
+        authorized = field("grant_type") == ["refresh_token"]
+            && field("refresh_token") == [REFRESH_TOKEN]
+            && field("service") == [TOKEN_SERVICE];
+    }
+    // A POST's `scope` is space-separated (OAuth2), a GET's is repeated.
+    let scopes: Vec<String> = field("scope")
+        .iter()
+        .flat_map(|s| s.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .collect();
     let (status, body) = if authorized {
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
