@@ -62,8 +62,8 @@ pub struct RemoteArgs {
     /// Trust the CA certificates in this PEM file besides the system's
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
-    /// Credentials file [default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
-    /// ~/.docker/config.json]
+    /// Credentials file, with the credential helpers it names [default: $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json]
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }

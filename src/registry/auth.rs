@@ -491,4 +491,72 @@ mod tests {
         let err = resolve("h", "r", Some(Path::new("/nonexistent/auth.json"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/auth.json"), "{err}");
     }
+    /// Within a file: an `auths` entry that holds credentials wins over the `credsStore`
+    /// (which is not run: it does not exist here), an empty one (docker's placeholder) does
+    /// not; a `credHelpers` entry wins over both, also when written as a URL.
+    #[test]
+    fn cred_helpers_then_auths_then_creds_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write(r#"{"auths":{"reg:5000":{"identitytoken":"t0k3n"}},"credsStore":"kbuild-absent"}"#);
+        let r = resolve("reg:5000", "a/b", Some(&path)).unwrap();
+        assert_eq!(r.credentials, Credentials::IdentityToken("t0k3n".into()));
+        assert_eq!(
+            r.describe("reg:5000"),
+            format!("identity token from `{}`", path.display())
+        );
+        assert!(!format!("{:?}", r.credentials).contains("t0k3n"));
+
+        let missing = |field: &str| {
+            let err = resolve("reg:5000", "a/b", Some(&path)).unwrap_err();
+            let RegistryError::HelperMissing { helper, registry } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(
+                (helper.program.as_str(), helper.field, helper.file.as_path()),
+                ("docker-credential-kbuild-absent", field, path.as_path())
+            );
+            assert_eq!(registry, "reg:5000");
+            assert_eq!(
+                err.help().unwrap(),
+                format!(
+                    "install `docker-credential-kbuild-absent` on the PATH, or remove the `{field}` entry for `reg:5000` from `{}`",
+                    path.display()
+                )
+            );
+        };
+        write(r#"{"auths":{"reg:5000":{}},"credsStore":"kbuild-absent"}"#);
+        missing("credsStore");
+        write(
+            r#"{"auths":{"reg:5000":{"auth":"a2I6czNjcmV0"}},"credHelpers":{"https://reg:5000/v1/":"kbuild-absent"}}"#,
+        );
+        missing("credHelpers");
+        // Another registry's helper is not run.
+        write(
+            r#"{"auths":{"reg:5000":{"auth":"a2I6czNjcmV0"}},"credHelpers":{"other:5000":"kbuild-absent"}}"#,
+        );
+        assert_eq!(
+            resolve("reg:5000", "a/b", Some(&path)).unwrap().credentials,
+            Credentials::Basic {
+                username: "kb".into(),
+                password: "s3cret".into()
+            }
+        );
+    }
+
+    /// A helper name is a suffix of a program name found on the PATH, never a path.
+    #[test]
+    fn a_helper_name_that_is_a_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"credHelpers":{"reg":"../../tmp/x"}}"#).unwrap();
+        let err = resolve("reg", "a", Some(&path)).unwrap_err();
+        assert!(matches!(err, RegistryError::AuthFile { .. }), "{err:?}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "`credHelpers` names `../../tmp/x`, which is not a helper name (`docker-credential-NAME` is run)"
+        );
+    }
 }
