@@ -191,6 +191,19 @@ fn run_with(w: &World, args: &[&str], pass: &PassStore) -> Run {
     w.run_env(args, &env)
 }
 
+/// No secret in what `r` printed.
+#[track_caller]
+fn assert_no_secret(r: &Run) {
+    for secret in [PASSWORD, REFRESH_TOKEN] {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "a secret in:\n{}{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
 /// A failed registry command: exit 1, nothing on stdout, `error:` naming each of `needles`,
 /// and no secret anywhere.
 #[track_caller]
@@ -211,9 +224,7 @@ fn assert_refused(r: &Run, needles: &[&str]) {
             r.stderr
         );
     }
-    for secret in [PASSWORD, REFRESH_TOKEN] {
-        assert!(!r.stderr.contains(secret), "a secret in:\n{}", r.stderr);
-    }
+    assert_no_secret(r);
 }
 
 /// With htpasswd auth and TLS, credentials from `docker-credential-pass`: named by
@@ -266,6 +277,7 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
         &pass,
     );
     r.assert_success();
+    assert_no_secret(&r);
     assert!(
         r.stdout.starts_with(&format!("{reference}@sha256:")),
         "{}",
@@ -281,6 +293,7 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
     );
     let r = run_with(&h, &["pull", &reference, "--ca-file", ca], &pass);
     r.assert_success();
+    assert_no_secret(&r);
     assert!(
         r.stderr.contains("profile master-1, generation 1"),
         "{}",
@@ -396,6 +409,7 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
         authfile,
     ]);
     r.assert_success();
+    assert_no_secret(&r);
     let asked = requests();
     assert!(
         asked.iter().any(|q| q.starts_with("POST /token ")
