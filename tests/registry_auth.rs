@@ -229,7 +229,8 @@ fn assert_refused(r: &Run, needles: &[&str]) {
 
 /// With htpasswd auth and TLS, credentials from `docker-credential-pass`: named by
 /// `credHelpers` (which wins over a wrong `auths` entry of the same file) for a push, by
-/// `credsStore` (beside docker's empty `auths` placeholder) for a pull that then switches;
+/// `credsStore` (beside docker's empty `auths` placeholder, in `$DOCKER_CONFIG/config.json`)
+/// for a pull that then switches;
 /// a helper with no credentials is the 401 naming the file and the helper; a helper not
 /// installed, and one that fails, are errors naming the helper, the registry and the file,
 /// with what the failing one said, and a `help:` line.
@@ -284,14 +285,18 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
         r.stdout
     );
 
-    // Pull: ~/.docker/config.json as `docker login` writes it with a credential store.
+    // Pull: docker's config.json as `docker login` writes it with a credential store, in the
+    // directory `DOCKER_CONFIG` names.
     let h = puller();
-    let docker_config = h.sb.home.join(".docker/config.json");
+    let docker_dir = h.sb.dir.join("docker-config");
     write_json(
-        &docker_config,
+        &docker_dir.join("config.json"),
         serde_json::json!({"auths": {&host: {}}, "credsStore": "pass"}),
     );
-    let r = run_with(&h, &["pull", &reference, "--ca-file", ca], &pass);
+    let mut env = pass.env();
+    env.push(("DOCKER_CONFIG", docker_dir.display().to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = h.run_env(&["pull", &reference, "--ca-file", ca], &env);
     r.assert_success();
     assert_no_secret(&r);
     assert!(

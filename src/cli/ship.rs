@@ -63,7 +63,8 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     /// Credentials file, with the credential helpers it names [default: $REGISTRY_AUTH_FILE,
-    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json]
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json]
     #[arg(long, value_name = "FILE")]
     authfile: Option<PathBuf>,
 }

@@ -1,6 +1,7 @@
 //! Registry credentials, read from the files docker, podman and skopeo already use, in
 //! containers-auth.json(5)'s order: `--authfile`, else `$REGISTRY_AUTH_FILE`, else
-//! `$XDG_RUNTIME_DIR/containers/auth.json`, else `~/.docker/config.json`. Each is
+//! `$XDG_RUNTIME_DIR/containers/auth.json`, else `~/.config/containers/auth.json`, else
+//! `~/.docker/config.json` (or `$DOCKER_CONFIG/config.json`, see [`candidates`]). Each is
 //! `{"auths": {"<host[:port]>": {"auth": "<base64 user:password>"}}}` (keys may also be
 //! written `https://host/v1/` as old docker did), optionally with docker's
 //! `"credHelpers": {"<host[:port]>": "<name>"}` and `"credsStore": "<name>"`, which name a
@@ -170,21 +171,36 @@ const TOKEN_USER: &str = "<token>";
 const HELPER_OUTPUT_QUOTED: usize = 2000;
 
 /// The credentials files to consult, in order: `explicit` alone when given, else the
-/// environment's.
+/// environment's: `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json` (containers-auth.json(5)), then
+/// docker's `$DOCKER_CONFIG/config.json`, or `~/.docker/config.json` without `DOCKER_CONFIG`.
 pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    candidates_in(explicit, |name| std::env::var_os(name))
+}
+
+/// [`candidates`] with the environment read through `var` (tests give their own).
+fn candidates_in(
+    explicit: Option<&Path>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<PathBuf> {
     if let Some(p) = explicit {
         return vec![p.to_owned()];
     }
+    let var = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = var("HOME");
     let mut out = Vec::new();
-    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|v| !v.is_empty()) {
-        out.push(PathBuf::from(p));
-    }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        out.push(PathBuf::from(d).join("containers/auth.json"));
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        out.push(PathBuf::from(h).join(".docker/config.json"));
-    }
+    out.extend(var("REGISTRY_AUTH_FILE"));
+    out.extend(var("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    out.extend(
+        var("XDG_CONFIG_HOME")
+            .or_else(|| home.as_ref().map(|h| h.join(".config")))
+            .map(|d| d.join("containers/auth.json")),
+    );
+    out.extend(
+        var("DOCKER_CONFIG")
+            .or_else(|| home.as_ref().map(|h| h.join(".docker")))
+            .map(|d| d.join("config.json")),
+    );
     out
 }
 
@@ -558,5 +574,51 @@ mod tests {
             cause,
             "`credHelpers` names `../../tmp/x`, which is not a helper name (`docker-credential-NAME` is run)"
         );
+    }
+    /// containers-auth.json(5)'s files, then docker's, which `DOCKER_CONFIG` moves.
+    #[test]
+    fn the_files_looked_for_follow_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let paths = |v: Vec<PathBuf>| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            paths(candidates_in(None, env(&[("HOME", "/h")]))),
+            ["/h/.config/containers/auth.json", "/h/.docker/config.json"]
+        );
+        assert_eq!(
+            paths(candidates_in(
+                None,
+                env(&[
+                    ("HOME", "/h"),
+                    ("REGISTRY_AUTH_FILE", "/a.json"),
+                    ("XDG_RUNTIME_DIR", "/run/user/7"),
+                    ("XDG_CONFIG_HOME", "/cfg"),
+                    ("DOCKER_CONFIG", "/d"),
+                ])
+            )),
+            [
+                "/a.json",
+                "/run/user/7/containers/auth.json",
+                "/cfg/containers/auth.json",
+                "/d/config.json"
+            ]
+        );
+        assert_eq!(
+            paths(candidates_in(
+                Some(Path::new("/x.json")),
+                env(&[("HOME", "/h"), ("DOCKER_CONFIG", "/d")])
+            )),
+            ["/x.json"]
+        );
+        assert!(candidates_in(None, env(&[("HOME", "")])).is_empty());
     }
 }
