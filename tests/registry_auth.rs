@@ -374,7 +374,8 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
 /// Behind a token server, docker's `identitytoken` is exchanged for an access token with a
 /// `POST` of `grant_type=refresh_token` (not sent to the registry as it is): push with it from
 /// `auths`, pull with it from a helper (user `<token>`, docker's convention); a token the
-/// server does not know is a 401 naming the reference and where the token came from.
+/// server does not know is a 401 naming the reference and where the token came from. The
+/// registry speaks HTTPS from the test's CA: the exchange's own requests trust `--ca-file`.
 #[test]
 fn an_identity_token_is_exchanged_at_the_token_realm() {
     if skip_helpers() {
@@ -382,8 +383,11 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
     }
     let reg = Registry::start_with(Options {
         token: true,
+        tls: true,
         ..Options::default()
     });
+    let ca = reg.ca_file();
+    let ca = ca.to_str().unwrap();
     let host = reg.host();
     let reference = reg.reference(REPO, "gen1");
     let requests = || {
@@ -409,7 +413,8 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
         &reference,
         "--host",
         "master-1",
-        "--plain-http",
+        "--ca-file",
+        ca,
         "--authfile",
         authfile,
     ]);
@@ -438,7 +443,8 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
         &[
             "pull",
             &reference,
-            "--plain-http",
+            "--ca-file",
+            ca,
             "--authfile",
             helper_file.to_str().unwrap(),
         ],
@@ -461,7 +467,7 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
     );
     let wrong = wrong.to_str().unwrap();
     let h = puller();
-    let r = h.run(&["pull", &reference, "--plain-http", "--authfile", wrong]);
+    let r = h.run(&["pull", &reference, "--ca-file", ca, "--authfile", wrong]);
     assert_refused(
         &r,
         &[
