@@ -340,11 +340,7 @@ fn ask_helper(helper: &Helper, registry: &str) -> Result<Option<Credentials>, Re
             .collect();
         let mut said = said.join("\n");
         if said.len() > HELPER_OUTPUT_QUOTED {
-            let mut end = HELPER_OUTPUT_QUOTED;
-            while !said.is_char_boundary(end) {
-                end -= 1;
-            }
-            said.truncate(end);
+            said.truncate(said.floor_char_boundary(HELPER_OUTPUT_QUOTED));
             said.push('…');
         }
         return Err(failed(if said.is_empty() {
