@@ -46,6 +46,13 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
         .map_err(|e| annotate(e, "sync directory", dir))
 }
 
+/// Moves a finished file whose data the caller has already synced (`sync_data`) onto
+/// `path`, replacing it. The directory is not synced here: a caller that renames many files
+/// into one directory syncs it once afterwards with [`fsync_dir`] (as composefs batches).
+pub fn rename_synced(from: &Path, path: &Path) -> io::Result<()> {
+    std::fs::rename(from, path).map_err(|e| annotate(e, "rename into", path))
+}
+
 /// `rename(2)` that never replaces: returns `Ok(false)` when `to` already exists.
 ///
 /// Content-addressed adds rely on this: an existing destination holds the same content,

@@ -377,12 +377,134 @@ fn export_refuses_a_directory_that_is_not_empty() {
     std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
     let r = w.run(&["export", "--output", out.to_str().unwrap()]);
     r.assert_error(
-        "error: cannot export generation 1 of profile `default` to `$SANDBOX/full`\n  caused by: export directory `$SANDBOX/full` is not empty\nhelp: export into a new or empty directory\n",
+        "error: cannot export generation 1 of profile `default` to `$SANDBOX/full`\n  caused by: export directory `$SANDBOX/full` already exists and is not empty (it holds `notes.txt`)\nhelp: export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/full`)\n",
     );
     assert_eq!(
         std::fs::read_to_string(out.join("notes.txt")).unwrap(),
         "mine\n"
     );
+    assert!(
+        !w.sb.dir.join("full.kbuild-tmp").exists(),
+        "no staging left"
+    );
+
+    // A finished export is an OCI layout: a second export to it says so.
+    let done = w.sb.dir.join("done");
+    export(&w, &done);
+    let r = w.run(&["export", "--output", done.to_str().unwrap()]);
+    r.assert_error(
+        "error: cannot export generation 1 of profile `default` to `$SANDBOX/done`\n  caused by: export directory `$SANDBOX/done` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)\nhelp: export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/done`)\n",
+    );
+
+    // An empty directory made for it is fine (replaced by the complete layout).
+    let empty = w.sb.dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    export(&w, &empty);
+    assert!(empty.join("index.json").is_file());
+}
+
+/// Every path under `dir`, relative, sorted.
+fn layout_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_export_killed_at_any_step_leaves_no_output_and_the_rerun_completes() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("usb");
+    let staging = w.sb.dir.join("usb.kbuild-tmp");
+    let reference = w.sb.dir.join("reference");
+    export(&w, &reference);
+    let mut steps = Vec::new();
+    for n in 1.. {
+        let r = w.run_env(
+            &["export", "--output", out.to_str().unwrap()],
+            &[("KBUILD_FAULT_AT", &n.to_string())],
+        );
+        if r.code == Some(0) {
+            break;
+        }
+        assert!(n <= 40, "still crashing at step {n}");
+        // Aborted as by `kill -9`: no destructor, no Ctrl-C cleanup ran.
+        assert_eq!(r.code, None, "step {n}: {r:?}");
+        steps.push(fault_step(&r, n));
+        assert!(
+            out.symlink_metadata().is_err(),
+            "step {n}: `usb` is visible before the export completed"
+        );
+        assert!(staging.is_dir(), "step {n}: the killed export's staging");
+    }
+    // Killed after every object blob (13 objects), and once with the layout whole but not
+    // yet renamed; each rerun emptied the leftover of the one before.
+    assert_eq!(steps.len(), 14, "{steps:?}");
+    assert_eq!(
+        steps.last().unwrap(),
+        "export: the layout written, not yet renamed"
+    );
+    assert!(!staging.exists(), "the completed export leaves no staging");
+    assert_eq!(
+        layout_files(&out),
+        layout_files(&reference),
+        "nothing of the killed runs is left in the layout"
+    );
+    assert_eq!(
+        std::fs::read(out.join("index.json")).unwrap(),
+        std::fs::read(reference.join("index.json")).unwrap()
+    );
+    let store2 = w.sb.dir.join("store2");
+    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
+    host(&w, &store2, &["verify"]).assert_success();
+}
+
+#[test]
+fn an_export_waits_for_the_one_holding_its_staging_and_empties_a_leftover() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("usb");
+    let staging = w.sb.dir.join("usb.kbuild-tmp");
+    // An export holding the staging directory (as a running one does), for a second.
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join("junk-of-a-killed-export"), "x").unwrap();
+    let holder = std::process::Command::new("flock")
+        .arg("--exclusive")
+        .arg(&staging)
+        .args(["sleep", "1"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = w.run(&["export", "--output", out.to_str().unwrap()]);
+    r.assert_success();
+    assert!(
+        r.stderr
+            .contains("Blocking waiting for file lock on the export to `"),
+        "{}",
+        r.stderr
+    );
+    let mut holder = holder;
+    holder.wait().unwrap();
+    assert!(!staging.exists());
+    assert!(
+        !out.join("junk-of-a-killed-export").exists(),
+        "the leftover was emptied, not shipped"
+    );
+    // The one that waited behind a finished export finds its output there.
+    let again = w.run(&["export", "--output", out.to_str().unwrap()]);
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("already exists and is not empty"));
 }
 
 #[test]

@@ -8,8 +8,9 @@
 //! └── blobs/sha256/<hex>  the manifest, the config and one zstd blob per object
 //! ```
 //!
-//! `export` writes blobs first, each as a temp file renamed to its digest, and `index.json`
-//! last: a layout with an `index.json` is complete. The same directory shape stages a pull
+//! `export` writes the whole layout into `DIR.kbuild-tmp` ([`ExportStaging`]), blobs first
+//! (each a synced temp file renamed to its digest), `index.json` last, and renames that
+//! directory to `DIR` when it is complete and synced. The same directory shape stages a pull
 //! (see `remote`), so a rerun finds the blobs that already arrived.
 
 use std::collections::BTreeMap;
@@ -196,4 +197,163 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// The directory an export writes into before it becomes `DIR`: `DIR.kbuild-tmp`, beside
+/// it (same filesystem, so the final rename is atomic), held under an exclusive lock
+/// (`flock(2)` on the directory itself) for the whole export.
+///
+/// One fixed name, not one per process: a leftover of a killed export is found and emptied
+/// by the next export to the same `DIR` instead of piling up, and a second export to the
+/// same `DIR` waits ("Blocking waiting for file lock on the export to `DIR`") instead of
+/// racing the first, then finds `DIR` complete and is refused like any non-empty `DIR`.
+pub struct ExportStaging {
+    path: PathBuf,
+    output: PathBuf,
+    lock: Option<crate::store::FileLock>,
+}
+
+/// Why `dir` cannot receive an export (`None`: missing or an empty directory).
+pub fn output_in_the_way(dir: &Path) -> Option<String> {
+    let md = dir.symlink_metadata().ok()?;
+    if !md.is_dir() {
+        return Some(if md.is_symlink() {
+            "it is a symbolic link".to_owned()
+        } else {
+            "it is a file, not a directory".to_owned()
+        });
+    }
+    let mut names: Vec<String> = match fs_err::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) => return Some(format!("it cannot be listed: {e}")),
+    };
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    let n = names.len();
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    let mut holds = format!("it holds {}", shown.join(", "));
+    if n > 3 {
+        holds.push_str(&format!(" and {} more", n - 3));
+    }
+    if names.iter().any(|n| n == "index.json") && names.iter().any(|n| n == "oci-layout") {
+        holds.push_str(": an OCI layout already, an earlier export?");
+    }
+    Some(holds)
+}
+
+impl ExportStaging {
+    /// Takes (making it if needed) and empties the staging directory of an export to
+    /// `output`, waiting while another export to `output` holds it. Refuses (`Err(why)` via
+    /// [`RegistryError::OutputNotEmpty`]) an `output` that exists and is not empty.
+    pub fn take(
+        output: &Path,
+        observer: &dyn crate::observe::Observer,
+    ) -> Result<ExportStaging, RegistryError> {
+        let refuse = |why: String| RegistryError::OutputNotEmpty {
+            dir: output.to_owned(),
+            why,
+        };
+        if let Some(why) = output_in_the_way(output) {
+            return Err(refuse(why));
+        }
+        let mut name = output
+            .file_name()
+            .ok_or_else(|| refuse("it names no directory (it ends in `..` or is `/`)".into()))?
+            .to_owned();
+        name.push(".kbuild-tmp");
+        let path = output.with_file_name(name);
+        let what = format!("the export to `{}`", output.display());
+        let lock = loop {
+            match fs_err::create_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                        return Err(refuse(format!(
+                            "`{}` is in the way of its staging directory; remove it",
+                            path.display()
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let lock = crate::store::FileLock::acquire(
+                &path,
+                crate::store::LockMode::Exclusive,
+                &what,
+                observer,
+            )?;
+            // The export we waited for renamed this directory to `output` (or removed it):
+            // the lock is on the wrong directory.
+            if lock.is_at(&path) {
+                break lock;
+            }
+        };
+        let staging = ExportStaging {
+            path,
+            output: output.to_owned(),
+            lock: Some(lock),
+        };
+        // Decided again under the lock: the export we may have waited for made `output`.
+        if let Some(why) = output_in_the_way(output) {
+            return Err(refuse(why));
+        }
+        // Whatever a killed export left: a fresh start (its blobs are not trusted unsynced).
+        crate::interrupt::track(&staging.path);
+        for entry in fs_err::read_dir(&staging.path)? {
+            crate::fs::remove_tree(&entry?.path())?;
+        }
+        Ok(staging)
+    }
+
+    /// The staging directory (`DIR.kbuild-tmp`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the complete staging directory `output` in one rename: everything in it is
+    /// synced first, the parent directory after, so `output` is never seen half-written, even
+    /// after a power loss. An empty `output` directory is replaced.
+    pub fn publish(mut self) -> Result<(), RegistryError> {
+        let refuse = |why: String| RegistryError::OutputNotEmpty {
+            dir: self.output.clone(),
+            why,
+        };
+        crate::fs::fsync_dir(&self.path.join("blobs/sha256"))?;
+        crate::fs::fsync_dir(&self.path.join("blobs"))?;
+        crate::fs::fsync_dir(&self.path)?;
+        if let Some(why) = output_in_the_way(&self.output) {
+            return Err(refuse(why));
+        }
+        if self.output.symlink_metadata().is_ok() {
+            // An empty directory (checked just above) the user made for the export.
+            fs_err::remove_dir(&self.output)?;
+        }
+        if !crate::fs::rename_noreplace(&self.path, &self.output)? {
+            return Err(refuse(
+                "another process made it while the export ran".to_owned(),
+            ));
+        }
+        let parent = match self.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        crate::fs::fsync_dir(parent)?;
+        // Renamed: nothing is left to remove; the lock goes with the directory it held.
+        self.lock.take();
+        Ok(())
+    }
+}
+
+impl Drop for ExportStaging {
+    /// A failed export removes its staging directory (under its lock, before releasing it).
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            let _ = crate::fs::remove_tree(&self.path);
+        }
+    }
 }

@@ -52,8 +52,9 @@ pub enum RegistryError {
     },
     #[error("`{}` is not a kbuild OCI layout: {why}", dir.display())]
     NotALayout { dir: PathBuf, why: String },
-    #[error("export directory `{}` is not empty", dir.display())]
-    OutputNotEmpty { dir: PathBuf },
+    /// `why` says what is there (the first few names, whether it is an OCI layout).
+    #[error("export directory `{}` already exists and is not empty ({why})", dir.display())]
+    OutputNotEmpty { dir: PathBuf, why: String },
     /// The artifact (from a layout or a registry) is malformed or hostile.
     #[error("{what} refused: {why}")]
     Refused { what: String, why: String },
@@ -136,9 +137,12 @@ impl RegistryError {
             RegistryError::Offline { .. } => {
                 "drop `--offline`; to install with no network, run `kbuild export --output DIR` where the generation is and `kbuild import DIR` here".to_owned()
             }
-            RegistryError::OutputNotEmpty { .. } => {
-                "export into a new or empty directory".to_owned()
-            }
+            // As `cargo new`: never merge into or overwrite what is there (an OCI layout
+            // with two images would not import), so no `--force`; removing it is explicit.
+            RegistryError::OutputNotEmpty { dir, .. } => format!(
+                "export into a new or empty directory, or remove this one first (`rm -r {}`)",
+                dir.display()
+            ),
             RegistryError::NotALayout { .. } => {
                 "give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)"
                     .to_owned()
@@ -468,43 +472,45 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-/// Writes generation `g` as an OCI image layout into `dir` (created; it must not exist or
-/// be empty). Blobs first, `index.json` last: a layout with an `index.json` is complete.
+/// Writes generation `g` as an OCI image layout into `dir`, which must not exist or be an
+/// empty directory. Everything is written into the staging directory `DIR.kbuild-tmp`
+/// ([`layout::ExportStaging`]), synced, and renamed to `dir` at the end: `dir` appears
+/// complete or not at all, and a killed export leaves only the staging directory, which the
+/// next export to `dir` empties and reuses.
 pub fn export(
     store: &Store,
     g: &Generation,
     dir: &Path,
     observer: &dyn Observer,
 ) -> Result<Exported, RegistryError> {
-    if let Ok(mut entries) = fs_err::read_dir(dir)
-        && entries.next().is_some()
-    {
-        return Err(RegistryError::OutputNotEmpty {
-            dir: dir.to_owned(),
-        });
-    }
     // Shared, as a build: gc cannot remove the objects while they are read.
     let _lock = store.lock(LockMode::Shared, observer)?;
-    layout::init(dir)?;
-    let blobs = dir.join("blobs/sha256");
+    let staging = layout::ExportStaging::take(dir, observer)?;
+    let tmp = staging.path();
+    layout::init(tmp)?;
+    let blobs = tmp.join("blobs/sha256");
     let art = artifact::describe(store, g, |name, path| {
-        let tmp = blobs.join(format!(".tmp-{name}"));
-        let p = artifact::compress_file(path, &tmp)?;
-        let dest = layout::blob_path(dir, &p.blob).expect("sha256");
-        fs_err::rename(&tmp, &dest)?;
+        // A temp name inside the staging directory, synced by `compress_file`, then renamed
+        // to its digest (the directories are synced once, before the final rename).
+        let part = blobs.join(format!(".tmp-{name}"));
+        let p = artifact::compress_file(path, &part)?;
+        let dest = layout::blob_path(tmp, &p.blob).expect("sha256");
+        crate::fs::rename_synced(&part, &dest)?;
+        crate::activate::fault::point("export: a blob written");
         Ok(p)
     })?;
     let bytes: u64 = art.manifest.layers.iter().map(|l| l.size).sum();
-    layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
-    layout::put_blob(dir, &art.manifest_digest, &art.manifest_bytes)?;
-    crate::fs::fsync_dir(&blobs)?;
+    layout::put_blob(tmp, &art.manifest.config.digest, &art.config_bytes)?;
+    layout::put_blob(tmp, &art.manifest_digest, &art.manifest_bytes)?;
     let tag = default_tag(g);
     layout::write_index(
-        dir,
+        tmp,
         &art.manifest_digest,
         art.manifest_bytes.len() as u64,
         &tag,
     )?;
+    crate::activate::fault::point("export: the layout written, not yet renamed");
+    staging.publish()?;
     Ok(Exported {
         digest: art.manifest_digest,
         tag,

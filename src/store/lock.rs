@@ -71,6 +71,17 @@ impl FileLock {
         })
     }
 
+    /// Whether `path` (not followed if a symlink) is still the file or directory this lock
+    /// holds. A lock taken on a directory that another process then renamed or removed locks
+    /// nothing anyone else will find: the taker checks this and starts again.
+    pub fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        match (self._file.metadata(), path.symlink_metadata()) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            _ => false,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
