@@ -7,6 +7,8 @@
 pub trait Observer: Sync {
     /// A status line ("Fetching …", "Blocking waiting for file lock …").
     fn status(&self, _verb: &str, _message: &str) {}
+    /// Something went wrong that the operation worked around (shown as `warning: …`).
+    fn warning(&self, _message: &str) {}
     /// A download of `total` bytes (if known), called `label`, starts.
     fn transfer_start(&self, _label: &str, _total: Option<u64>) {}
     /// `bytes` more bytes of transfer `label` were consumed: read, and decoded as far as

@@ -1402,3 +1402,189 @@ fn harness_token_auth_registry_serves_skopeo_with_a_bearer_token() {
         "{asked:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A stale push cache, Ctrl-C during a pull, gc during a pull (issue 11, helper exportsafe)
+// ---------------------------------------------------------------------------------------------
+
+/// The push cache (`.kbuild/oci/blobs/<object>.json`) remembers each object's blob digest so
+/// that a push compresses only what the registry lacks. A stale entry (a digest the object
+/// does not compress to) made the push fail; a damaged one was ignored without a word. Now
+/// both are dropped with a `warning:` line, the object is compressed again, and the registry
+/// gets the right blob under the same manifest a sound cache gives.
+#[test]
+fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_blob() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    let cache = w.sb.store.join(".kbuild/oci/blobs");
+    let entry = |object: &str| {
+        let mut found: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .ends_with(&format!("-{object}.json"))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{object}: {found:?}");
+        found.pop().unwrap()
+    };
+    let stale = entry("kube-apiserver");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stale).unwrap()).unwrap();
+    let right = json["blob"].as_str().unwrap().to_owned();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    json["blob"] = wrong.clone().into();
+    std::fs::write(&stale, serde_json::to_vec(&json).unwrap()).unwrap();
+    let damaged = entry("kube-scheduler");
+    std::fs::write(&damaged, "{\"version\": 2, \"blob\": tru").unwrap();
+
+    // Another repository: the stale digest is in no repository, so it must be sent.
+    let reference = reg.reference(REPO, "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
+    let object = stale.file_stem().unwrap().to_str().unwrap();
+    let stderr = r.stderr();
+    let expected = format!(
+        "warning: dropped the push cache entry `$SANDBOX/store/.kbuild/oci/blobs/{object}.json`: it names blob `{wrong}`, but object `{object}` compresses to `{right}`; sending that one\n"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    let scheduler = damaged.file_stem().unwrap().to_str().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "warning: dropped the push cache entry `$SANDBOX/store/.kbuild/oci/blobs/{scheduler}.json`: it is not a cache entry ("
+        )) && stderr.contains(&format!("; compressing object `{scheduler}` again\n")),
+        "{stderr}"
+    );
+    // The entries are right again: a third push warns no more.
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stale).unwrap()).unwrap();
+    assert_eq!(json["blob"], right.as_str());
+    let r = push_plain(
+        &w,
+        &[
+            "1",
+            &reg.reference("kbuild/third", "gen1"),
+            "--host",
+            "master-1",
+        ],
+    );
+    r.assert_success();
+    assert!(!r.stderr.contains("warning:"), "{}", r.stderr);
+
+    // What the registry holds is right: a second host pulls, checks and switches it.
+    let h = puller();
+    pull_plain(&h, &reference).assert_success();
+    h.ok(&["verify"]);
+    h.ok(&["switch", "--profile", "master-1"]);
+}
+
+/// Ctrl-C (SIGINT) while a pull is mid-transfer (held there by the proxy): exit code 130,
+/// no generation, no object in the store (only the staging area a rerun resumes from), and
+/// the rerun completes a generation that switches.
+#[test]
+fn ctrl_c_mid_pull_exits_130_adds_nothing_and_the_rerun_completes() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    let proxy = Proxy::start(reg.port);
+    let reference = format!("{}/{REPO}:gen1", proxy.host());
+
+    let h = puller();
+    // Past the manifest and config, inside the object blobs (kube-apiserver's is > 1 MiB).
+    proxy.stall_after(Way::Down, 256 << 10);
+    let child = h.spawn(&["pull", &reference, "--plain-http"]);
+    proxy.wait_stalled();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{stderr}");
+    assert_nothing_pulled(&h, "after Ctrl-C");
+    let top: Vec<String> = std::fs::read_dir(&h.sb.store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".kbuild" && !n.starts_with(".tmp-pull-"))
+        .collect();
+    assert_eq!(
+        top,
+        Vec::<String>::new(),
+        "left in the store besides the staging"
+    );
+
+    proxy.release();
+    let r = pull_plain(&h, &reference);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("profile master-1, generation 1"),
+        "{}",
+        r.stderr
+    );
+    h.ok(&["switch", "--profile", "master-1"]);
+}
+
+/// `kbuild gc` while a pull is mid-transfer: gc waits for the pull's shared store lock
+/// (saying so) instead of deleting its staging area or the objects it adds, runs once the
+/// pull is done, and the pulled generation then switches with the registry gone.
+#[test]
+fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
+    if skip() {
+        return;
+    }
+    let mut reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    let proxy = Proxy::start(reg.port);
+    let reference = format!("{}/{REPO}:gen1", proxy.host());
+
+    let h = puller();
+    proxy.stall_after(Way::Down, 256 << 10);
+    let pull = h.spawn(&["pull", &reference, "--plain-http"]);
+    proxy.wait_stalled();
+    let mut gc = h.spawn(&["gc"]);
+    // gc cannot finish while the pull holds the store: it is still waiting a moment later.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        gc.try_wait().unwrap().is_none(),
+        "gc did not wait for the pull"
+    );
+    let staging: Vec<_> = std::fs::read_dir(&h.sb.store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-pull-"))
+        .collect();
+    assert_eq!(staging.len(), 1, "the pull's staging area is there");
+
+    proxy.release();
+    let out = pull.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = gc.wait_with_output().unwrap();
+    let gc_err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{gc_err}");
+    assert!(
+        gc_err.contains("Blocking waiting for file lock on store `"),
+        "{gc_err}"
+    );
+    // The registry is gone: the host has everything.
+    reg.stop();
+    drop(proxy);
+    h.ok(&["verify"]);
+    h.ok(&["switch", "--profile", "master-1"]);
+}

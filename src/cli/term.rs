@@ -93,6 +93,20 @@ impl Observer for Terminal {
         Terminal::status(self, verb, message);
     }
 
+    fn warning(&self, message: &str) {
+        let busy = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|t| t.bar.is_some());
+        if busy {
+            self.bars.suspend(|| errln!("warning: {message}"));
+        } else {
+            errln!("warning: {message}");
+        }
+    }
+
     fn transfer_start(&self, label: &str, total: Option<u64>) {
         let bar = self.tty.then(|| {
             let bar = self.bars.add(ProgressBar::new(total.unwrap_or(0)));

@@ -11,9 +11,14 @@
 //!                                   removing a lock file races with its next taker)
 //! ```
 //!
-//! Both are hints. A wrong blob digest is caught when the object is compressed for upload
-//! (the digests must agree) or by the receiving store, which checks every object against
-//! its name; a wrong repository only makes a mount fail, and the blob is uploaded.
+//! Both are hints. An entry that cannot be right (not JSON, another object's) is dropped
+//! with a warning before it is used; a wrong blob digest is caught when the registry lacks
+//! that blob and the object is compressed for upload: the entry is dropped with a warning
+//! and the blob the object really compresses to is sent and named in the manifest. (A wrong
+//! digest of a blob the registry *has* is not caught here, since catching it means
+//! compressing every object the cache exists to skip; the receiving store checks every
+//! object against its name and refuses it.) A wrong repository only makes a mount fail, and
+//! the blob is uploaded.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,12 +32,32 @@ use crate::store::{FileLock, LockMode, Store, StorePath};
 /// How many other repositories a push tries to mount a missing blob from.
 pub const MOUNT_SOURCES: usize = 3;
 
+/// Format of `.kbuild/oci/blobs/<object>.json`. Version 2 names its object (an entry copied
+/// onto another object's file is caught) and the zstd library that compressed it (another
+/// zstd may give other bytes at the same level); version-1 entries are forgotten quietly.
 #[derive(Serialize, Deserialize)]
 struct BlobEntry {
     version: u32,
+    object: String,
     zstd_level: i32,
+    /// `zstd::zstd_safe::version_number()` of the kbuild that wrote it.
+    zstd_version: u32,
     blob: String,
     size: u64,
+}
+
+const ENTRY_VERSION: u32 = 2;
+
+/// What the push cache says about an object's blob.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Remembered {
+    /// `(sha256:<hex>, size)`.
+    Blob(String, u64),
+    /// No entry, or one of an older format or another zstd: compress the object.
+    Nothing,
+    /// An entry that cannot be right (`why`): to be dropped with a warning, and the object
+    /// compressed.
+    Damaged(String),
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -54,13 +79,50 @@ pub fn pull_lock(store: &Store, hex: &str, observer: &dyn Observer) -> std::io::
     )
 }
 
-/// The remembered blob of `object`: `(sha256:<hex>, size)`.
-pub fn blob(store: &Store, object: &StorePath) -> Option<(String, u64)> {
-    let path = dir(store).join("blobs").join(format!("{object}.json"));
-    let bytes = std::fs::read(path).ok()?;
-    let e: BlobEntry = serde_json::from_slice(&bytes).ok()?;
-    (e.version == 1 && e.zstd_level == ZSTD_LEVEL && super::artifact::digest_hex(&e.blob).is_some())
-        .then_some((e.blob, e.size))
+/// The path of `object`'s entry.
+pub fn entry_path(store: &Store, object: &StorePath) -> PathBuf {
+    dir(store).join("blobs").join(format!("{object}.json"))
+}
+
+/// The remembered blob of `object`.
+pub fn blob(store: &Store, object: &StorePath) -> Remembered {
+    let Some(bytes) = crate::fs::read_optional(&entry_path(store, object))
+        .ok()
+        .flatten()
+    else {
+        return Remembered::Nothing;
+    };
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    match serde_json::from_slice::<Version>(&bytes) {
+        Ok(v) if v.version != ENTRY_VERSION => return Remembered::Nothing,
+        Ok(_) => {}
+        Err(e) => return Remembered::Damaged(format!("it is not a cache entry ({e})")),
+    }
+    let e: BlobEntry = match serde_json::from_slice(&bytes) {
+        Ok(e) => e,
+        Err(e) => return Remembered::Damaged(format!("it is not a cache entry ({e})")),
+    };
+    if e.zstd_level != ZSTD_LEVEL || e.zstd_version != zstd::zstd_safe::version_number() {
+        return Remembered::Nothing;
+    }
+    if e.object != object.as_str() {
+        return Remembered::Damaged(format!("it is the entry of object `{}`", e.object));
+    }
+    if super::artifact::digest_hex(&e.blob).is_none() {
+        return Remembered::Damaged(format!("`{}` is not a sha256 digest", e.blob));
+    }
+    Remembered::Blob(e.blob, e.size)
+}
+
+/// Drops the entry of `object` (a missing one is fine).
+pub fn forget_blob(store: &Store, object: &StorePath) -> std::io::Result<()> {
+    match fs_err::remove_file(entry_path(store, object)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Remembers the blob of `object`.
@@ -73,13 +135,15 @@ pub fn remember_blob(
     let d = dir(store).join("blobs");
     fs_err::create_dir_all(&d)?;
     let json = serde_json::to_vec(&BlobEntry {
-        version: 1,
+        version: ENTRY_VERSION,
+        object: object.to_string(),
         zstd_level: ZSTD_LEVEL,
+        zstd_version: zstd::zstd_safe::version_number(),
         blob: blob.to_owned(),
         size,
     })
     .map_err(std::io::Error::other)?;
-    crate::fs::write_if_changed(&d.join(format!("{object}.json")), &json).map(drop)
+    crate::fs::write_if_changed(&entry_path(store, object), &json).map(drop)
 }
 
 fn pushed_path(store: &Store) -> PathBuf {

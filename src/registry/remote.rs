@@ -303,7 +303,7 @@ pub fn push(
         let worker = scope.spawn(move || {
             artifact::describe(store, g, |name, path| {
                 let p = match cache::blob(store, name) {
-                    Some((blob, blob_size)) => {
+                    cache::Remembered::Blob(blob, blob_size) => {
                         let (size, blake3) = artifact::hash_file(path)?;
                         artifact::Prepared {
                             size,
@@ -312,8 +312,15 @@ pub fn push(
                             blob_size,
                         }
                     }
-                    None => {
-                        let p = stage_blob(dir, name, path, None)?;
+                    other => {
+                        if let cache::Remembered::Damaged(why) = other {
+                            cache::forget_blob(store, name)?;
+                            observer.warning(&format!(
+                                "dropped the push cache entry `{}`: {why}; compressing object `{name}` again",
+                                cache::entry_path(store, name).display()
+                            ));
+                        }
+                        let p = stage_blob(dir, name, path)?;
                         cache::remember_blob(store, name, &p.blob, p.blob_size)?;
                         p
                     }
@@ -339,19 +346,23 @@ pub fn push(
         let mounts = &mounts;
         let uploaded = session.runtime.block_on(
             blobs
-                .map(|ready| upload(session, dir, mounts, ready))
+                .map(|ready| upload(session, dir, mounts, ready, (store, observer)))
                 .buffer_unordered(UPLOADS)
-                .try_fold(Transfer::default(), |mut t, sent| async move {
-                    sent.add_to(&mut t);
-                    Ok(t)
-                }),
+                .try_fold(
+                    (Transfer::default(), Vec::new()),
+                    |(mut t, mut restaged), (sent, r)| async move {
+                        sent.add_to(&mut t);
+                        restaged.extend(r);
+                        Ok((t, restaged))
+                    },
+                ),
         );
         let art = worker
             .join()
             .expect("describing a generation does not panic");
         // The upload's error first: the worker's is then only "the upload stopped".
-        let transfer = uploaded?;
-        Ok::<_, RegistryError>((art?, transfer))
+        let (transfer, restaged) = uploaded?;
+        Ok::<_, RegistryError>((restage(art?, &restaged), transfer))
     })?;
     layout::put_blob(dir, &art.manifest.config.digest, &art.config_bytes)?;
     let config = Ready {
@@ -361,7 +372,8 @@ pub fn push(
     };
     session
         .runtime
-        .block_on(upload(&session, dir, &mounts, config))?
+        .block_on(upload(&session, dir, &mounts, config, (store, observer)))?
+        .0
         .add_to(&mut transfer);
     let content_type = MANIFEST_MEDIA_TYPE.parse().expect("a valid header value");
     session
@@ -420,72 +432,129 @@ impl Sent {
     }
 }
 
-/// Sends one blob unless the registry has it: `HEAD`, else a cross-repository mount from
-/// one of `mounts`, else an upload (compressing the object first, on the blocking pool,
-/// when only its digest was remembered).
-async fn upload(
+/// An object whose remembered blob digest was wrong: it compresses to `blob`, not `stale`.
+struct Restaged {
+    stale: String,
+    size: u64,
+    blake3: String,
+    blob: String,
+    blob_size: u64,
+}
+
+/// The artifact with the blobs of `restaged` objects corrected (and the manifest around
+/// them made again). Matched by the stale digest and the object's content, so an object
+/// with the same bytes under another name, sharing the blob, is corrected too.
+fn restage(art: artifact::Artifact, restaged: &[Restaged]) -> artifact::Artifact {
+    if restaged.is_empty() {
+        return art;
+    }
+    let mut config = art.config;
+    for o in &mut config.objects {
+        if let Some(r) = restaged
+            .iter()
+            .find(|r| r.stale == o.blob && r.size == o.size && r.blake3 == o.blake3)
+        {
+            o.blob = r.blob.clone();
+            o.blob_size = r.blob_size;
+        }
+    }
+    artifact::finish(config)
+}
+
+/// `HEAD` of blob `digest`, then a cross-repository mount: `None` when the blob must be sent.
+async fn present_or_mounted(
     session: &Session,
-    dir: &Path,
     mounts: &[String],
-    blob: Ready,
-) -> Result<Sent, RegistryError> {
-    let digest = blob.digest.as_str();
+    digest: &str,
+    size: u64,
+) -> Result<Option<Sent>, RegistryError> {
     let exists = session
         .client
         .blob_exists(&session.oci_ref, digest)
         .await
         .map_err(|e| session.err("push", e))?;
     if exists {
-        return Ok(Sent::Present(blob.size));
+        return Ok(Some(Sent::Present(size)));
     }
     if mount(session, mounts, digest).await {
-        return Ok(Sent::Mounted);
+        return Ok(Some(Sent::Mounted));
     }
-    let path = layout::blob_path(dir, digest).expect("sha256");
+    Ok(None)
+}
+
+/// Sends one blob unless the registry has it: `HEAD`, else a cross-repository mount from
+/// one of `mounts`, else an upload (compressing the object first, on the blocking pool,
+/// when only its digest was remembered). A remembered digest the object does not compress
+/// to is a stale cache entry: dropped with a warning, and the blob it really compresses to
+/// is sent instead (and named in the manifest, see [`restage`]).
+async fn upload(
+    session: &Session,
+    dir: &Path,
+    mounts: &[String],
+    blob: Ready,
+    (store, observer): (&Store, &dyn Observer),
+) -> Result<(Sent, Option<Restaged>), RegistryError> {
+    if let Some(sent) = present_or_mounted(session, mounts, &blob.digest, blob.size).await? {
+        return Ok((sent, None));
+    }
+    let mut digest = blob.digest.clone();
+    let mut size = blob.size;
+    let mut path = layout::blob_path(dir, &digest).expect("sha256");
+    let mut restaged = None;
     if !path.exists()
         && let Some((name, object)) = blob.source
     {
-        let (dir, expected) = (dir.to_owned(), blob.digest.clone());
-        tokio::task::spawn_blocking(move || stage_blob(&dir, &name, &object, Some(&expected)))
+        let (d, n) = (dir.to_owned(), name.clone());
+        let p = tokio::task::spawn_blocking(move || stage_blob(&d, &n, &object))
             .await
             .map_err(std::io::Error::other)??;
+        if p.blob != digest {
+            cache::remember_blob(store, &name, &p.blob, p.blob_size)?;
+            observer.warning(&format!(
+                "dropped the push cache entry `{}`: it names blob `{digest}`, but object `{name}` compresses to `{}`; sending that one",
+                cache::entry_path(store, &name).display(),
+                p.blob
+            ));
+            restaged = Some(Restaged {
+                stale: digest,
+                size: p.size,
+                blake3: p.blake3.to_hex(),
+                blob: p.blob.clone(),
+                blob_size: p.blob_size,
+            });
+            digest = p.blob;
+            size = p.blob_size;
+            path = layout::blob_path(dir, &digest).expect("sha256");
+            if let Some(sent) = present_or_mounted(session, mounts, &digest, size).await? {
+                return Ok((sent, restaged));
+            }
+        }
     }
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("{e} reading `{}`", path.display())))?;
     session
         .client
-        .push_blob(&session.oci_ref, bytes, digest)
+        .push_blob(&session.oci_ref, bytes, &digest)
         .await
         .map_err(|e| session.err("push", e))?;
-    // Uploaded: the staged copy is not needed any more.
-    let _ = fs_err::remove_file(&path);
-    Ok(Sent::Uploaded(blob.size))
+    // Uploaded: the staged copy is not needed any more (a restaged blob's may be another
+    // upload's too, and stays until the scratch directory goes).
+    if restaged.is_none() {
+        let _ = fs_err::remove_file(&path);
+    }
+    Ok((Sent::Uploaded(size), restaged))
 }
 
-/// Compresses the object at `object` into the staging layout `dir` as its blob; with
-/// `expected`, the blob must have that digest (a remembered one).
+/// Compresses the object at `object` into the staging layout `dir` as its blob.
 fn stage_blob(
     dir: &Path,
     name: &StorePath,
     object: &Path,
-    expected: Option<&str>,
 ) -> Result<artifact::Prepared, RegistryError> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let p = artifact::compress_file(object, &tmp)?;
-    let digest = &p.blob;
-    if let Some(expected) = expected
-        && expected != digest
-    {
-        let _ = fs_err::remove_file(&tmp);
-        return Err(RegistryError::Object {
-            object: object.display().to_string(),
-            source: std::io::Error::other(format!(
-                "it compresses to blob `{digest}`, not the `{expected}` remembered in `.kbuild/oci/blobs/`; delete that directory and push again"
-            )),
-        });
-    }
-    fs_err::rename(&tmp, layout::blob_path(dir, digest).expect("sha256"))?;
+    crate::fs::rename_synced(&tmp, &layout::blob_path(dir, &p.blob).expect("sha256"))?;
     Ok(p)
 }
 

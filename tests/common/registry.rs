@@ -917,6 +917,10 @@ struct ProxyState {
     cut: Mutex<Option<(Way, u64)>>,
     dead: AtomicBool,
     conns: Mutex<Vec<TcpStream>>,
+    /// `(way, bytes that way at which to stall)`: see [`Proxy::stall_after`].
+    stall: Mutex<Option<(Way, u64)>>,
+    /// Whether a connection is stalled right now.
+    stalled: AtomicBool,
 }
 
 impl ProxyState {
@@ -1008,6 +1012,31 @@ impl Proxy {
     pub fn has_cut(&self) -> bool {
         self.state.dead.load(Ordering::SeqCst)
     }
+
+    /// From now on, after `n` more bytes have gone `way`, stops forwarding that way (the
+    /// connections stay open, as with a registry gone silent) until [`Proxy::release`]: a
+    /// transfer held mid-way, for as long as a test needs, with no timing guesses.
+    pub fn stall_after(&self, way: Way, n: u64) {
+        let at = self.bytes(way) + n;
+        *self.state.stall.lock().unwrap() = Some((way, at));
+    }
+
+    /// Waits (at most a minute) until a transfer is stalled by [`Proxy::stall_after`].
+    pub fn wait_stalled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.state.stalled.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no transfer reached the stall"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Forwards again what [`Proxy::stall_after`] held.
+    pub fn release(&self) {
+        *self.state.stall.lock().unwrap() = None;
+    }
 }
 
 impl Drop for Proxy {
@@ -1031,6 +1060,33 @@ fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, state: &ProxyState) {
         }
         let mut send = n;
         let mut cut_now = false;
+        let stall_at = match *state.stall.lock().unwrap() {
+            Some((w, at)) if w == way => Some(at),
+            _ => None,
+        };
+        if let Some(at) = stall_at {
+            let before = state.counter(way).load(Ordering::SeqCst);
+            if before + n as u64 >= at {
+                // Up to the stall point, then nothing until released (or killed).
+                let first = at.saturating_sub(before) as usize;
+                if to.write_all(&buf[..first]).is_err() {
+                    break;
+                }
+                state.counter(way).fetch_add(first as u64, Ordering::SeqCst);
+                state.stalled.store(true, Ordering::SeqCst);
+                while state.stall.lock().unwrap().is_some() && !state.dead.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                state.stalled.store(false, Ordering::SeqCst);
+                if to.write_all(&buf[first..n]).is_err() {
+                    break;
+                }
+                state
+                    .counter(way)
+                    .fetch_add((n - first) as u64, Ordering::SeqCst);
+                continue;
+            }
+        }
         {
             let cut = state.cut.lock().unwrap();
             if let Some((w, at)) = *cut
