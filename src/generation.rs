@@ -247,6 +247,24 @@ fn high_water(dir: &std::path::Path) -> Result<u64, StoreError> {
     }
 }
 
+/// The number of `profile`'s newest generation when it is `new` (so recording `new` would
+/// change nothing), found by reading alone: a store that cannot be written (a read-only
+/// mount) can still answer it.
+pub fn newest_if_same(
+    store: &Store,
+    profile: &str,
+    new: &NewGeneration,
+) -> Result<Option<u64>, StoreError> {
+    let newest = newest_number(store, profile)?;
+    if newest > 0
+        && let Some(g) = get(store, profile, newest)?
+        && new.same_as(&g)
+    {
+        return Ok(Some(newest));
+    }
+    Ok(None)
+}
+
 /// Records `new` as the next generation of `profile` unless its newest one is identical.
 pub fn record(
     store: &Store,

@@ -553,3 +553,47 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
         listed.stdout
     );
 }
+
+/// Importing a generation a store already has (every object, the rootfs, the profile's
+/// newest generation) needs no write access: into a read-only store it succeeds as a no-op
+/// and says so. What would record something is still refused, with the `help:` line, and
+/// the store is left as it was.
+#[test]
+fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("usb");
+    export(&w, &out);
+    let store2 = w.sb.dir.join("store2");
+    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
+    let before = full_listing(&store2);
+
+    let r = w.run_read_only_store(&store2, &["import", out.to_str().unwrap()]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains(
+            "Imported added 0 objects, 13 already in the store; profile default, generation 1 (unchanged: it was the newest already)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.trim().starts_with(store2.to_str().unwrap()),
+        "{}",
+        r.stdout
+    );
+
+    // Into another profile it would record a generation: refused, naming the fix.
+    let r = w.run_read_only_store(
+        &store2,
+        &["import", out.to_str().unwrap(), "--profile", "other"],
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("\nhelp: the store cannot be written here"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(full_listing(&store2), before, "the store changed");
+}

@@ -1588,3 +1588,31 @@ fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
     h.ok(&["verify"]);
     h.ok(&["switch", "--profile", "master-1"]);
 }
+
+/// Pulling a generation a store already has (every object, the rootfs, the profile's newest
+/// generation) needs no write access: into a read-only store it succeeds as a no-op (only
+/// the manifest and config are fetched, into memory), and the store is left as it was.
+#[test]
+fn pull_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let reference = reg.reference(REPO, "gen1");
+    push_gen1(&w, &reference);
+    let h = puller();
+    pull_plain(&h, &reference).assert_success();
+    let before = full_listing(&h.sb.store);
+    let r = h.run_read_only_store(&h.sb.store, &["pull", &reference, "--plain-http"]);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("downloaded 0 blobs")
+            && r.stderr
+                .contains("profile master-1, generation 1 (unchanged: it was the newest already)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(full_listing(&h.sb.store), before, "the store changed");
+}

@@ -398,6 +398,47 @@ pub fn check_layout(dir: &Path, manifest: &[u8], what: &str) -> Result<Checked, 
     check_config(m, &config_bytes, what)
 }
 
+/// What the config records as a generation.
+fn new_generation(config: &Config) -> NewGeneration {
+    NewGeneration {
+        rootfs: config.rootfs.name.clone(),
+        recipes: config.recipes.clone(),
+        variables: config.variables.clone(),
+        inputs: config.inputs.clone(),
+        prerequisites: config.prerequisites.clone(),
+        hosts: config.hosts.clone(),
+        origins: config.origins.clone(),
+    }
+}
+
+/// The import of a checked artifact when it has nothing to do: every object and the rootfs
+/// are in the store and the profile's newest generation is this one (`Recorded::Unchanged`).
+/// Found by reading alone, so a store that cannot be written (a read-only mount, a v1 layout
+/// read in place) answers it as a writable one does. The caller holds the store's shared
+/// lock, so gc cannot remove what was found before the answer is given.
+pub fn already_recorded(
+    store: &Store,
+    checked: &Checked,
+    profile: Option<&str>,
+) -> Result<Option<Imported>, RegistryError> {
+    let config = &checked.config;
+    let profile = profile.unwrap_or(&config.profile);
+    if !missing_objects(store, config).is_empty() || !rootfs_whole(store, config)? {
+        return Ok(None);
+    }
+    let Some(n) = crate::generation::newest_if_same(store, profile, &new_generation(config))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Imported {
+        profile: profile.to_owned(),
+        recorded: Recorded::Unchanged(n),
+        rootfs: config.rootfs.name.clone(),
+        added: 0,
+        present: config.objects.len(),
+    }))
+}
+
 /// Steps 2–4 of the module docs for an artifact [`check_config`] passed.
 pub fn add_checked(
     store: &Store,
@@ -408,11 +449,17 @@ pub fn add_checked(
     observer: &dyn Observer,
 ) -> Result<Imported, RegistryError> {
     use std::os::unix::fs::PermissionsExt as _;
-    store.require_writable_layout()?;
-    // Shared, as a build: gc (exclusive) cannot delete objects between their add and the
-    // generation record that keeps them.
-    let _lock = store.lock(LockMode::Shared, observer)?;
     let config = &checked.config;
+    // Shared, as a build: gc (exclusive) cannot delete objects between their add and the
+    // generation record that keeps them. (A lock file that exists is locked read-only on a
+    // store that cannot be written.)
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    if let Some(done) = already_recorded(store, checked, profile)? {
+        return Ok(done);
+    }
+    store.require_writable_layout()?;
+    let profile = profile.unwrap_or(&config.profile).to_owned();
+    let new = new_generation(config);
     let missing = missing_objects(store, config);
     let present = config.objects.len() - missing.len();
     let scratch = store.scratch()?;
@@ -491,21 +538,7 @@ pub fn add_checked(
     }
     add_rootfs(store, config)?;
     drop(scratch);
-    let profile = profile.unwrap_or(&config.profile).to_owned();
-    let recorded = crate::generation::record(
-        store,
-        &profile,
-        NewGeneration {
-            rootfs: config.rootfs.name.clone(),
-            recipes: config.recipes.clone(),
-            variables: config.variables.clone(),
-            inputs: config.inputs.clone(),
-            prerequisites: config.prerequisites.clone(),
-            hosts: config.hosts.clone(),
-            origins: config.origins.clone(),
-        },
-        observer,
-    )?;
+    let recorded = crate::generation::record(store, &profile, new, observer)?;
     Ok(Imported {
         profile,
         recorded,
@@ -515,15 +548,27 @@ pub fn add_checked(
     })
 }
 
-/// Rebuilds the rootfs from its tree unless the store has it whole.
-fn add_rootfs(store: &Store, config: &Config) -> Result<(), RegistryError> {
-    use std::os::unix::fs::PermissionsExt as _;
+/// The config's objects by name, and the rootfs node its tree describes.
+fn rootfs_node(config: &Config) -> Result<(BTreeMap<StorePath, Node>, Node), RegistryError> {
     let objects: BTreeMap<StorePath, Node> = config
         .objects
         .iter()
         .filter_map(|o| Some((o.name.clone(), o.node()?)))
         .collect();
     let root = tree_node(config, &objects, "the rootfs")?;
+    Ok((objects, root))
+}
+
+/// Whether the store has the rootfs whole (its shape as the tree describes it).
+fn rootfs_whole(store: &Store, config: &Config) -> Result<bool, RegistryError> {
+    let (_, root) = rootfs_node(config)?;
+    Ok(store.check_shape(&config.rootfs.name, &root) == Ok(true))
+}
+
+/// Rebuilds the rootfs from its tree unless the store has it whole.
+fn add_rootfs(store: &Store, config: &Config) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (objects, root) = rootfs_node(config)?;
     let name = &config.rootfs.name;
     match store.check_shape(name, &root) {
         Ok(true) => return Ok(()),

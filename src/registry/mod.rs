@@ -193,8 +193,8 @@ impl RegistryError {
                     "check that the registry is up; a rerun sends or fetches only what did not arrive".to_owned()
                 }
             }
-            // A read-only mount (or someone else's store): import and pull stage in the store
-            // even when every object is there (review 11 finding 12).
+            // A read-only mount (or someone else's store), for an import or pull that has
+            // something to add or record (one that has not succeeds without writing).
             RegistryError::Io(e)
                 if matches!(
                     e.kind(),

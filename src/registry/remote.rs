@@ -621,6 +621,11 @@ pub fn pull(
     // The store is opened (made, on a new host) only once there is a generation to put in
     // it: a wrong reference or a registry that is down leaves no empty store behind.
     let store = &Store::open(store_dir)?;
+    if let Some(report) = already_pulled(
+        &session, store, &manifest, &digest, &what, profile, observer,
+    )? {
+        return Ok(report);
+    }
     store.require_writable_layout()?;
     let hex = artifact::digest_hex(&digest).expect("sha256").to_owned();
     let stage = store.dir().join(format!(".tmp-pull-{}", &hex[..32]));
@@ -697,6 +702,89 @@ pub fn pull(
         resumed: resumed_before.1,
         imported,
     })
+}
+
+/// The pull of a generation the store has whole and the profile's newest already: its config
+/// is fetched into memory and checked, nothing is staged or written, so a read-only store
+/// answers it too. `None` (pull as usual) unless the store has the manifest's rootfs, which
+/// costs one `stat` on a fresh pull.
+fn already_pulled(
+    session: &Session,
+    store: &Store,
+    manifest: &artifact::Manifest,
+    digest: &str,
+    what: &str,
+    profile: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<Option<PullReport>, RegistryError> {
+    let rootfs = manifest.annotations.get("dev.kbuild.rootfs");
+    if !rootfs.is_some_and(|r| {
+        crate::store::valid_object_name(r) && store.dir().join(r).symlink_metadata().is_ok()
+    }) {
+        return Ok(None);
+    }
+    let config_desc = descriptor(
+        &manifest.config.digest,
+        manifest.config.size,
+        &manifest.config.media_type,
+    );
+    let mut config = CappedVec {
+        bytes: Vec::new(),
+        left: manifest.config.size,
+    };
+    session
+        .runtime
+        .block_on(
+            session
+                .client
+                .pull_blob(&session.oci_ref, &config_desc, &mut config),
+        )
+        .map_err(|e| session.err("pull", e))?;
+    let checked = import::check_config(manifest.clone(), &config.bytes, what)?;
+    let _lock = store.lock(LockMode::Shared, observer)?;
+    let Some(imported) = import::already_recorded(store, &checked, profile)? else {
+        return Ok(None);
+    };
+    let transfer = Transfer {
+        present_blobs: checked.config.objects.len(),
+        present_bytes: checked.config.objects.iter().map(|o| o.blob_size).sum(),
+        ..Transfer::default()
+    };
+    Ok(Some(PullReport {
+        digest: digest.to_owned(),
+        transfer,
+        resumed: 0,
+        imported,
+    }))
+}
+
+/// A small blob (the config) in memory, refusing more than its declared size.
+struct CappedVec {
+    bytes: Vec<u8>,
+    left: u64,
+}
+
+impl tokio::io::AsyncWrite for CappedVec {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the registry sent more bytes than the config's declared size",
+            )));
+        }
+        self.left -= buf.len() as u64;
+        self.bytes.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 fn descriptor(digest: &str, size: u64, media_type: &str) -> OciDescriptor {

@@ -271,6 +271,48 @@ impl World {
         r
     }
 
+    /// Runs `kbuild --store STORE ARGS…` (no recipes, no lock file: an air-gapped host) with
+    /// `store` read-only. As root (CI): in a private mount namespace (`unshare -m`) where the
+    /// store is a read-only bind mount of itself, so the kernel refuses every write with
+    /// `EROFS` and nothing outlives the command. Otherwise with every mode of the store made
+    /// read-only (`EACCES`; root ignores modes), put back afterwards.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn run_read_only_store(&self, store: &Path, args: &[&str]) -> Run {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if root {
+            let script =
+                r#"mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@""#;
+            let wrap: Vec<&std::ffi::OsStr> = vec![
+                "unshare".as_ref(),
+                "--mount".as_ref(),
+                "--propagation".as_ref(),
+                "private".as_ref(),
+                "sh".as_ref(),
+                "-c".as_ref(),
+                script.as_ref(),
+                store.as_os_str(),
+            ];
+            let c = self.command_line(&wrap, &kbuild_bin(), store, false, args);
+            return self.sb.run(assert_cmd::Command::from_std(c));
+        }
+        let modes: Vec<(PathBuf, u32)> = walkdir::WalkDir::new(store)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_type().is_symlink())
+            .map(|e| (e.path().to_owned(), e.metadata().unwrap().mode() & 0o7777))
+            .collect();
+        for (p, mode) in modes.iter().rev() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o222)).unwrap();
+        }
+        let c = self.command_line(&[], &kbuild_bin(), store, false, args);
+        let r = self.sb.run(assert_cmd::Command::from_std(c));
+        for (p, mode) in &modes {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        r
+    }
+
     /// Starts a command without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.std_command(&kbuild_bin(), args)
