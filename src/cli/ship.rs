@@ -16,6 +16,8 @@ use super::show::human_bytes;
     after_help = "Writes an OCI image layout (oci-layout, index.json, blobs/sha256/…): \
 the generation's record and one zstd blob per store object its rootfs needs (format: \
 docs/registry.md). The same generation gives the same manifest digest from any store. \
+The layout is written as DIR.kbuild-tmp and renamed to DIR when complete, so DIR never \
+holds half an export; an interrupted export's DIR.kbuild-tmp is reused by the next one. \
 Prints the manifest digest on stdout.
 
 Examples:
