@@ -182,3 +182,43 @@ pub fn remember_push(store: &Store, registry: &str, repository: &str) -> std::io
     let json = serde_json::to_vec_pretty(&map).map_err(std::io::Error::other)?;
     crate::fs::write_if_changed(&path, &json).map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Digest;
+
+    #[test]
+    fn entries_that_cannot_be_right_are_damaged_and_old_formats_are_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let a = StorePath::new(Digest([1; 32]), "kube-apiserver").unwrap();
+        let b = StorePath::new(Digest([2; 32]), "kube-scheduler").unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(blob(&store, &a), Remembered::Nothing);
+        remember_blob(&store, &a, &digest, 42).unwrap();
+        assert_eq!(blob(&store, &a), Remembered::Blob(digest.clone(), 42));
+
+        // A's entry copied onto B's file.
+        fs_err::copy(entry_path(&store, &a), entry_path(&store, &b)).unwrap();
+        assert_eq!(
+            blob(&store, &b),
+            Remembered::Damaged(format!("it is the entry of object `{a}`"))
+        );
+        // Not JSON.
+        fs_err::write(entry_path(&store, &b), "{\"version\": 2, \"blob\": tru").unwrap();
+        assert!(
+            matches!(blob(&store, &b), Remembered::Damaged(why) if why.starts_with("it is not a cache entry (")),
+        );
+        forget_blob(&store, &b).unwrap();
+        forget_blob(&store, &b).unwrap();
+        assert_eq!(blob(&store, &b), Remembered::Nothing);
+        // Format 1 (before entries named their object and zstd): quietly nothing.
+        fs_err::write(
+            entry_path(&store, &a),
+            format!("{{\"version\":1,\"zstd_level\":3,\"blob\":\"{digest}\",\"size\":42}}"),
+        )
+        .unwrap();
+        assert_eq!(blob(&store, &a), Remembered::Nothing);
+    }
+}
