@@ -470,6 +470,46 @@ fn an_export_killed_at_any_step_leaves_no_output_and_the_rerun_completes() {
     host(&w, &store2, &["verify"]).assert_success();
 }
 
+/// An output directory that exists and is empty (a mounted USB stick, a directory the
+/// operator made in a place only root can write) cannot be replaced by a rename: the export
+/// stages inside it and moves `index.json` in last. Killed mid-way, it holds only the
+/// staging directory, which import refuses as no layout and the next export reuses.
+#[test]
+fn an_export_into_an_existing_empty_directory_killed_midway_is_no_layout_and_the_rerun_completes() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let out = w.sb.dir.join("stick");
+    std::fs::create_dir(&out).unwrap();
+    let store2 = w.sb.dir.join("store2");
+    let top = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for n in [3, 14] {
+        let r = w.run_env(
+            &["export", "--output", out.to_str().unwrap()],
+            &[("KBUILD_FAULT_AT", &n.to_string())],
+        );
+        assert_eq!(r.code, None, "step {n}: {r:?}");
+        assert_eq!(top(&out), [".kbuild-tmp"], "step {n}");
+        let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
+        assert_eq!(r.code, Some(1), "step {n}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("is not a kbuild OCI layout: it has no `oci-layout` file"),
+            "{}",
+            r.stderr
+        );
+    }
+    export(&w, &out);
+    assert_eq!(top(&out), ["blobs", "index.json", "oci-layout"]);
+    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
+}
+
 #[test]
 fn an_export_waits_for_the_one_holding_its_staging_and_empties_a_leftover() {
     let w = World::new();

@@ -203,6 +203,12 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 /// it (same filesystem, so the final rename is atomic), held under an exclusive lock
 /// (`flock(2)` on the directory itself) for the whole export.
 ///
+/// An empty `DIR` that already exists may be a mount point (a USB stick mounted at
+/// `/media/usb`) or sit in a directory the user cannot write: the staging directory is then
+/// `DIR/.kbuild-tmp`, and publishing moves `oci-layout` and `blobs` into `DIR`, then
+/// `index.json` last, so `DIR` is an OCI layout only once it is complete (`import` refuses a
+/// directory without `index.json`).
+///
 /// One fixed name, not one per process: a leftover of a killed export is found and emptied
 /// by the next export to the same `DIR` instead of piling up, and a second export to the
 /// same `DIR` waits ("Blocking waiting for file lock on the export to `DIR`") instead of
@@ -210,10 +216,16 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 pub struct ExportStaging {
     path: PathBuf,
     output: PathBuf,
+    /// Staged inside an existing `output` (`output/.kbuild-tmp`).
+    inside: bool,
     lock: Option<crate::store::FileLock>,
 }
 
-/// Why `dir` cannot receive an export (`None`: missing or an empty directory).
+/// The staging directory's name inside an existing, empty output directory.
+const INSIDE: &str = ".kbuild-tmp";
+
+/// Why `dir` cannot receive an export (`None`: missing or an empty directory, or one that
+/// holds only a killed export's staging directory).
 pub fn output_in_the_way(dir: &Path) -> Option<String> {
     let md = dir.symlink_metadata().ok()?;
     if !md.is_dir() {
@@ -227,6 +239,8 @@ pub fn output_in_the_way(dir: &Path) -> Option<String> {
         Ok(rd) => rd
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // The staging directory of an export into an existing directory.
+            .filter(|n| n != INSIDE)
             .collect(),
         Err(e) => return Some(format!("it cannot be listed: {e}")),
     };
@@ -266,7 +280,12 @@ impl ExportStaging {
             .ok_or_else(|| refuse("it names no directory (it ends in `..` or is `/`)".into()))?
             .to_owned();
         name.push(".kbuild-tmp");
-        let path = output.with_file_name(name);
+        let inside = output.is_dir();
+        let path = if inside {
+            output.join(INSIDE)
+        } else {
+            output.with_file_name(name)
+        };
         let what = format!("the export to `{}`", output.display());
         let lock = loop {
             match fs_err::create_dir(&path) {
@@ -296,6 +315,7 @@ impl ExportStaging {
         let staging = ExportStaging {
             path,
             output: output.to_owned(),
+            inside,
             lock: Some(lock),
         };
         // Decided again under the lock: the export we may have waited for made `output`.
@@ -310,14 +330,15 @@ impl ExportStaging {
         Ok(staging)
     }
 
-    /// The staging directory (`DIR.kbuild-tmp`).
+    /// The staging directory (`DIR.kbuild-tmp`, or `DIR/.kbuild-tmp`).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Makes the complete staging directory `output` in one rename: everything in it is
     /// synced first, the parent directory after, so `output` is never seen half-written, even
-    /// after a power loss. An empty `output` directory is replaced.
+    /// after a power loss. (Staged inside an existing empty `output`: its entries are moved
+    /// in, `index.json` last.)
     pub fn publish(mut self) -> Result<(), RegistryError> {
         let refuse = |why: String| RegistryError::OutputNotEmpty {
             dir: self.output.clone(),
@@ -329,8 +350,23 @@ impl ExportStaging {
         if let Some(why) = output_in_the_way(&self.output) {
             return Err(refuse(why));
         }
+        if self.inside {
+            for name in ["oci-layout", "blobs", "index.json"] {
+                if !crate::fs::rename_noreplace(&self.path.join(name), &self.output.join(name))? {
+                    return Err(refuse(format!(
+                        "another process wrote `{name}` into it while the export ran"
+                    )));
+                }
+                // `index.json` only once the rest is durable in `output`.
+                crate::fs::fsync_dir(&self.output)?;
+            }
+            fs_err::remove_dir(&self.path)?;
+            crate::fs::fsync_dir(&self.output)?;
+            self.lock.take();
+            return Ok(());
+        }
         if self.output.symlink_metadata().is_ok() {
-            // An empty directory (checked just above) the user made for the export.
+            // An empty directory (checked just above) someone made meanwhile.
             fs_err::remove_dir(&self.output)?;
         }
         if !crate::fs::rename_noreplace(&self.path, &self.output)? {
