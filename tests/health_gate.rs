@@ -15,61 +15,16 @@
 
 mod common;
 
-use common::container::{self, Container, Out};
-use common::world::kbuild_bin;
-
-const KB: &str = "/opt/kbuild/kbuild --store /kb/store --recipes /kb/recipes --root /";
+use common::etcd::{EtcdTier, KB, PEER, etcd_recipe};
 
 /// etcd listening on `port`, `peer` its peer URL (a bogus one makes etcd exit at start),
 /// `extra` appended to the unit's `[Service]`, and `health` the recipe's `[[health]]` entries.
 fn recipe(port: u16, peer: &str, extra: &str, health: &str) -> String {
     format!(
-        r#"[inputs.etcd]
-url = "file:///kb/etcd.tar"
-
-[variables.PORT]
-type = "port"
-default = "{port}"
-
-[files."/usr/local/bin/etcd"]
-input = "etcd"
-member = "usr/bin/etcd"
-mode = "0555"
-
-[files."/etc/etcd/etcd.env"]
-format = "env"
-text = """
-ETCD_NAME=kb
-ETCD_DATA_DIR=/var/lib/kb-etcd
-ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:{{{{ PORT }}}}
-ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:{{{{ PORT }}}}
-ETCD_LISTEN_PEER_URLS={peer}
-ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380
-ETCD_INITIAL_CLUSTER=kb=http://127.0.0.1:2380
-"""
-
-[files."/etc/systemd/system/etcd.service"]
-text = """
-[Unit]
-Description=etcd managed by kbuild
-
-[Service]
-Type=notify
-EnvironmentFile=/etc/etcd/etcd.env
-ExecStart=/usr/local/bin/etcd
-Restart=on-failure
-{extra}
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-{health}
-"#
+        "[variables.PORT]\ntype = \"port\"\ndefault = \"{port}\"\n\n{}{health}",
+        etcd_recipe("etcd", "{{ PORT }}", peer, extra, "")
     )
 }
-
-const PEER: &str = "http://127.0.0.1:2380";
 
 /// The HTTP check of etcd's `/health` on `port` (a few seconds: the tier stays quick).
 fn http_check(port: &str) -> String {
@@ -78,34 +33,13 @@ fn http_check(port: &str) -> String {
     )
 }
 
-fn kb(c: &Container, args: &str) -> Out {
-    c.sh(&format!("{KB} {args}"))
-}
-
-#[track_caller]
-fn build(c: &Container, number: u64) {
-    let o = kb(c, "build etcd");
-    assert_eq!(o.code, Some(0), "build: {o:?}");
-    assert!(
-        o.stderr.contains(&format!("Built generation {number}")),
-        "{o:?}"
-    );
-}
-
-/// etcd's `/health` on `port`: its body, or `None` when nothing listens.
-fn health(c: &Container, port: u16) -> Option<String> {
-    let o = c.sh(&format!(
-        "curl -sS --max-time 5 http://127.0.0.1:{port}/health"
-    ));
-    (o.code == Some(0)).then_some(o.stdout)
-}
-
 /// The generation `state.json` records as active, and the health record's last good one
 /// and pending one.
-fn recorded(c: &Container) -> (u64, Option<u64>, Option<u64>) {
+fn recorded(t: &EtcdTier) -> (u64, Option<u64>, Option<u64>) {
     let state: serde_json::Value =
-        serde_json::from_str(&c.ok("cat /etc/.kbuild/state.json")).unwrap();
-    let h: serde_json::Value = serde_json::from_str(&c.ok("cat /etc/.kbuild/health.json")).unwrap();
+        serde_json::from_str(&t.c.ok("cat /etc/.kbuild/state.json")).unwrap();
+    let h: serde_json::Value =
+        serde_json::from_str(&t.c.ok("cat /etc/.kbuild/health.json")).unwrap();
     (
         state["generation"].as_u64().unwrap(),
         h["last_good"]["generation"].as_u64(),
@@ -114,9 +48,9 @@ fn recorded(c: &Container) -> (u64, Option<u64>, Option<u64>) {
 }
 
 #[track_caller]
-fn assert_answers(c: &Container, port: u16, when: &str) {
+fn assert_answers(t: &EtcdTier, port: u16, when: &str) {
     assert_eq!(
-        health(c, port).as_deref(),
+        t.health(port).as_deref(),
         Some(r#"{"health":"true"}"#),
         "{when}"
     );
@@ -124,40 +58,18 @@ fn assert_answers(c: &Container, port: u16, when: &str) {
 
 #[test]
 fn health_gate_under_real_systemd() {
-    if let Some(why) = container::unavailable() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the real-systemd tier must run in CI, but: {why}"
-        );
-        eprintln!("skipped: the real-systemd tier cannot run here: {why}");
+    if common::etcd::skipped() {
         return;
     }
     let started = std::time::Instant::now();
-    let (base, deb) = container::prepare("etcd-server");
-    let tmp = tempfile::Builder::new()
-        .prefix("kbuild-health-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let kbdir = tmp.path().join("kb");
-    std::fs::create_dir_all(kbdir.join("recipes")).unwrap();
-    container::host_sh(&format!(
-        "dpkg-deb --fsys-tarfile '{}' > '{}/etcd.tar'",
-        deb.display(),
-        kbdir.display()
-    ));
-    let tree = tmp.path().join("tree");
-    container::host_sh(&format!("cp -a '{}' '{}'", base.display(), tree.display()));
-    let binds = vec![
-        format!("--bind={}:/kb", kbdir.display()),
-        format!("--bind-ro={}:/opt/kbuild/kbuild", kbuild_bin().display()),
-    ];
-    let c = Container::boot(&tree, &format!("kbhealth-{}", std::process::id()), &binds);
-    let write = |text: &str| std::fs::write(kbdir.join("recipes/etcd.toml"), text).unwrap();
+    let t = EtcdTier::boot("kbuild-health-", "kbhealth", "");
+    let c = &t.c;
+    let write = |text: &str| t.recipe("etcd", text);
 
     // 1. A generation that starts and answers passes its gate and becomes the last good one.
     write(&recipe(2379, PEER, "", &http_check("{{ PORT }}")));
-    build(&c, 1);
-    let o = kb(&c, "switch");
+    t.build("etcd", 1);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stdout.contains(
@@ -172,9 +84,9 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (1, Some(1), None));
-    assert_answers(&c, 2379, "after generation 1");
-    let o = kb(&c, "check");
+    assert_eq!(recorded(&t), (1, Some(1), None));
+    assert_answers(&t, 2379, "after generation 1");
+    let o = t.kb("check");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stdout
@@ -186,8 +98,8 @@ fn health_gate_under_real_systemd() {
     // 2. A flag etcd rejects: it fails to start; the switch rolls back on its own, the old
     // etcd answers again, exit code 3.
     write(&recipe(2379, "bogus", "", &http_check("{{ PORT }}")));
-    build(&c, 2);
-    let o = kb(&c, "switch");
+    t.build("etcd", 2);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -216,8 +128,8 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (1, Some(1), None));
-    assert_answers(&c, 2379, "after the automatic rollback from a bad flag");
+    assert_eq!(recorded(&t), (1, Some(1), None));
+    assert_answers(&t, 2379, "after the automatic rollback from a bad flag");
     assert_eq!(
         c.ok("systemctl show -p ActiveState --value etcd.service")
             .trim(),
@@ -232,8 +144,8 @@ fn health_gate_under_real_systemd() {
         "Environment=KB_GEN=3",
         &http_check("2399"),
     ));
-    build(&c, 3);
-    let o = kb(&c, "switch");
+    t.build("etcd", 3);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -259,8 +171,8 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stdout
     );
-    assert_eq!(recorded(&c), (1, Some(1), None));
-    assert_answers(&c, 2379, "after the rollback from a failed check");
+    assert_eq!(recorded(&t), (1, Some(1), None));
+    assert_answers(&t, 2379, "after the rollback from a failed check");
     let pid = c.ok("systemctl show -p MainPID --value etcd.service");
     assert_eq!(
         c.sh(&format!(
@@ -273,7 +185,7 @@ fn health_gate_under_real_systemd() {
     );
 
     // 4. `--no-rollback` keeps the generation and only reports: exit code 4.
-    let o = kb(&c, "switch 3 --no-rollback");
+    let o = t.kb("switch 3 --no-rollback");
     assert_eq!(o.code, Some(4), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -289,8 +201,8 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (3, Some(1), None));
-    let o = kb(&c, "check --json");
+    assert_eq!(recorded(&t), (3, Some(1), None));
+    let o = t.kb("check --json");
     assert_eq!(o.code, Some(1), "{o:?}");
     let j: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(j["status"], "failed");
@@ -298,9 +210,9 @@ fn health_gate_under_real_systemd() {
     assert_eq!(j["last_good"]["generation"], 1);
     assert_eq!(j["checks"][0]["status"], "failed");
     // Back by hand: generation 1 passes its gate again.
-    let o = kb(&c, "switch 1");
+    let o = t.kb("switch 1");
     assert_eq!(o.code, Some(0), "{o:?}");
-    assert_eq!(recorded(&c), (1, Some(1), None));
+    assert_eq!(recorded(&t), (1, Some(1), None));
 
     // 5. kbuild killed (SIGKILL) during the gate: the root is on the new generation, not
     // marked good, and the next `kbuild switch` says so and completes the gate.
@@ -311,7 +223,7 @@ fn health_gate_under_real_systemd() {
         "Environment=KB_GEN=4",
         &format!("{}{gate_extra}", http_check("{{ PORT }}")),
     ));
-    build(&c, 4);
+    t.build("etcd", 4);
     c.ok(&format!(
         "rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
     ));
@@ -325,9 +237,9 @@ fn health_gate_under_real_systemd() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     c.ok("kill -KILL $(cat /kb/bg.pid)");
-    assert_eq!(recorded(&c), (4, Some(1), Some(4)));
+    assert_eq!(recorded(&t), (4, Some(1), Some(4)));
     c.ok("touch /run/kb-ready");
-    let o = kb(&c, "switch");
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -342,8 +254,8 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (4, Some(4), None));
-    assert_answers(&c, 2379, "after the completed gate");
+    assert_eq!(recorded(&t), (4, Some(4), None));
+    assert_answers(&t, 2379, "after the completed gate");
 
     // 6. Killed again during a gate; this time `kbuild check` says so, runs the checks, and
     // passing them completes the gate.
@@ -353,19 +265,19 @@ fn health_gate_under_real_systemd() {
         "Environment=KB_GEN=5",
         &format!("{}{gate_extra}", http_check("{{ PORT }}")),
     ));
-    build(&c, 5);
+    t.build("etcd", 5);
     c.ok(&format!(
         "rm -f /run/kb-ready; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while recorded(&c).2 != Some(5) {
+    while recorded(&t).2 != Some(5) {
         assert!(std::time::Instant::now() < deadline, "no pending gate");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     c.ok("kill -KILL $(cat /kb/bg.pid)");
-    assert_eq!(recorded(&c), (5, Some(4), Some(5)));
+    assert_eq!(recorded(&t), (5, Some(4), Some(5)));
     c.ok("touch /run/kb-ready");
-    let o = kb(&c, "check");
+    let o = t.kb("check");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -376,7 +288,7 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (5, Some(5), None));
+    assert_eq!(recorded(&t), (5, Some(5), None));
 
     // 7. Units not meant to keep running: a new oneshot service (it runs and is `inactive`,
     // Result=success) and a timer's service changed (`try-restart`, not running) are not
@@ -400,36 +312,36 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         recipe(2379, PEER, "", &http_check("{{ PORT }}")),
         oneshots(6)
     ));
-    build(&c, 6);
-    let o = kb(&c, "switch");
+    t.build("etcd", 6);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stdout.contains("  start   kb-once.service (new)"),
         "{}",
         o.stdout
     );
-    assert_eq!(recorded(&c), (6, Some(6), None));
+    assert_eq!(recorded(&t), (6, Some(6), None));
     write(&format!(
         "{}{}",
         recipe(2379, PEER, "", &http_check("{{ PORT }}")),
         oneshots(7)
     ));
-    build(&c, 7);
-    let o = kb(&c, "switch");
+    t.build("etcd", 7);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(
         o.stdout.contains("  try-restart kb-tick.service"),
         "{}",
         o.stdout
     );
-    assert_eq!(recorded(&c), (7, Some(7), None));
+    assert_eq!(recorded(&t), (7, Some(7), None));
 
     // 8. A generation that declares no checks is still gated on its units: etcd fails to
     // start, the switch rolls back to generation 7 (exit 3) and the old etcd answers
     // (review 12, finding 8).
     write(&format!("{}{}", recipe(2379, "bogus", "", ""), oneshots(7)));
-    build(&c, 8);
-    let o = kb(&c, "switch");
+    t.build("etcd", 8);
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
         o.stderr.contains(
@@ -438,9 +350,9 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (7, Some(7), None));
+    assert_eq!(recorded(&t), (7, Some(7), None));
     assert_answers(
-        &c,
+        &t,
         2379,
         "after the rollback of a generation without checks",
     );
@@ -456,7 +368,7 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         recipe(2379, PEER, "ExecStartPre=/bin/sleep 4", dead),
         oneshots(7)
     ));
-    build(&c, 9);
+    t.build("etcd", 9);
     c.ok(&format!(
         "{KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
     ));
@@ -469,8 +381,8 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     c.ok("kill -KILL $(cat /kb/bg.pid)");
-    assert_eq!(recorded(&c), (9, Some(7), Some(9)));
-    let o = kb(&c, "switch");
+    assert_eq!(recorded(&t), (9, Some(7), Some(9)));
+    let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
         o.stderr
@@ -478,8 +390,8 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         "{}",
         o.stderr
     );
-    assert_eq!(recorded(&c), (7, Some(7), None));
-    assert_answers(&c, 2379, "after the rollback of the interrupted generation");
+    assert_eq!(recorded(&t), (7, Some(7), None));
+    assert_answers(&t, 2379, "after the rollback of the interrupted generation");
 
     // 10. Ctrl-C (SIGINT) during a gate: the message names the pending gate and both ways
     // out (review 12, finding 11).
@@ -489,7 +401,7 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         recipe(2379, PEER, "Environment=KB_GEN=10", &slow_dead),
         oneshots(7)
     ));
-    build(&c, 10);
+    t.build("etcd", 10);
     c.ok(&format!(
         "{KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
     ));
@@ -513,11 +425,11 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         ),
         "{out}"
     );
-    assert_eq!(recorded(&c), (10, Some(7), Some(10)));
-    let o = kb(&c, "switch 7");
+    assert_eq!(recorded(&t), (10, Some(7), Some(10)));
+    let o = t.kb("switch 7");
     assert_eq!(o.code, Some(0), "{o:?}");
-    assert_eq!(recorded(&c), (7, Some(7), None));
+    assert_eq!(recorded(&t), (7, Some(7), None));
 
-    drop(c);
+    drop(t);
     eprintln!("health-gate tier: total {:?}", started.elapsed());
 }

@@ -12,10 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::container::{self, Container, Out};
-use common::world::{World, kbuild_bin};
+use common::container::{Container, Out};
+use common::etcd::{self, EtcdTier};
+use common::world::World;
 
-const KB: &str = "/opt/kbuild/kbuild --store /kb/store --recipes /kb/recipes --root /";
 const UNIT: &str = "etcd.service";
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/etcd.service";
 
@@ -26,32 +26,19 @@ const SLEEP_TEMPLATE: &str = "[Unit]\nDescription=sleeper %i\n\n[Service]\nExecS
 const SLEEP: &str = "kb-sleep@one.service";
 
 /// The recipe: etcd's binary from input `input`, its env file listening on `port`, the unit
-/// (with `unit_extra` in `[Service]`), a drop-in setting `KB_DROPIN=dropin`, and the template
-/// [`SLEEP_TEMPLATE`].
+/// (with `unit_extra` in `[Service]`, and the alias `kb-etcd.service`), a drop-in setting
+/// `KB_DROPIN=dropin`, and the template [`SLEEP_TEMPLATE`].
 fn etcd_recipe(input: &str, port: u16, unit_extra: &str, dropin: &str) -> String {
-    let env = format!(
-        "ETCD_NAME=kb\nETCD_DATA_DIR=/var/lib/kb-etcd\n\
-         ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:{port}\n\
-         ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:{port}\n\
-         ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380\n\
-         ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380\n\
-         ETCD_INITIAL_CLUSTER=kb=http://127.0.0.1:2380\n"
-    );
-    let unit = format!(
-        "[Unit]\nDescription=etcd managed by kbuild\nAfter=network.target\n\n\
-         [Service]\nType=notify\nEnvironmentFile=/etc/etcd/etcd.env\n\
-         ExecStart=/usr/local/bin/etcd\nRestart=on-failure\n{unit_extra}\n\
-         [Install]\nWantedBy=multi-user.target\nAlias=kb-etcd.service\n"
-    );
     format!(
-        "[inputs.{input}]\nurl = \"file:///kb/{input}.tar\"\n\n\
-         [files.\"/usr/local/bin/etcd\"]\ninput = \"{input}\"\nmember = \"usr/bin/etcd\"\nmode = \"0555\"\n\n\
-         [files.\"/etc/etcd/etcd.env\"]\nformat = \"env\"\ntext = {}\n\n\
-         [files.\"/etc/systemd/system/etcd.service\"]\ntext = {}\n\n\
-         [files.\"/etc/systemd/system/etcd.service.d/10-kb.conf\"]\ntext = {}\n\n\
+        "{}[files.\"/etc/systemd/system/etcd.service.d/10-kb.conf\"]\ntext = {}\n\n\
          [files.\"/etc/systemd/system/kb-sleep@.service\"]\ntext = {}\n",
-        toml(&env),
-        toml(&unit),
+        etcd::etcd_recipe(
+            input,
+            &port.to_string(),
+            etcd::PEER,
+            unit_extra,
+            "Alias=kb-etcd.service\n"
+        ),
         toml(&format!("[Service]\nEnvironment=KB_DROPIN={dropin}\n")),
         toml(SLEEP_TEMPLATE),
     )
@@ -110,6 +97,34 @@ fn show(c: &Container) -> Show {
     }
 }
 
+/// `ActiveState`, `SubState`, `Result` and `ExecMainStatus` of the unit, read together once
+/// it is between runs: not starting or stopping (`ActiveState` neither `activating` nor
+/// `deactivating`), or waiting to be restarted (`SubState=auto-restart`, which systemd 252
+/// shows as `activating`). Polled every 50 ms for at most 30 s.
+fn settled(c: &Container) -> BTreeMap<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o: BTreeMap<String, String> = c
+            .ok(&format!(
+                "systemctl show -p ActiveState,SubState,Result,ExecMainStatus {UNIT}"
+            ))
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let between = !["activating", "deactivating"].contains(&o["ActiveState"].as_str())
+            || o["SubState"] == "auto-restart";
+        if between {
+            return o;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{UNIT} still starting or stopping after 30 s: {o:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The unit is loaded, active, has not crashed, and its main process differs from `not`.
 #[track_caller]
 fn assert_running(c: &Container, not: &[u32], when: &str) -> u32 {
@@ -132,28 +147,15 @@ fn assert_running(c: &Container, not: &[u32], when: &str) -> u32 {
     s.main_pid
 }
 
-/// etcd's health endpoint on `port` inside the container: `Some(body)`, or `None` when
-/// nothing listens (curl exit 7, connection refused).
-fn health(c: &Container, port: u16) -> Option<String> {
-    let o = c.sh(&format!(
-        "curl -sS --max-time 5 http://127.0.0.1:{port}/health"
-    ));
-    match o.code {
-        Some(0) => Some(o.stdout),
-        Some(7) => None,
-        _ => panic!("curl on port {port}: {o:?}"),
-    }
-}
-
 #[track_caller]
-fn assert_serves(c: &Container, port: u16, closed: &[u16], when: &str) {
+fn assert_serves(t: &EtcdTier, port: u16, closed: &[u16], when: &str) {
     assert_eq!(
-        health(c, port).as_deref(),
+        t.health(port).as_deref(),
         Some(r#"{"health":"true"}"#),
         "{when}: port {port}"
     );
     for p in closed {
-        assert_eq!(health(c, *p), None, "{when}: port {p} should be closed");
+        assert_eq!(t.health(*p), None, "{when}: port {p} should be closed");
     }
 }
 
@@ -163,16 +165,6 @@ fn daemon_env(c: &Container, pid: u32, key: &str) -> Option<String> {
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(str::to_owned)
-}
-
-/// Builds the recipes now in /kb/recipes (recipe `name`) inside the container.
-fn build(c: &Container, name: &str, number: u64) {
-    let out = c.sh(&format!("{KB} build {name}"));
-    assert_eq!(out.code, Some(0), "build {name}: {out:?}");
-    assert!(
-        out.stderr.contains(&format!("Built generation {number}")),
-        "expected generation {number}: {out:?}"
-    );
 }
 
 /// The unit-action lines of a plan (`start`, `stop`, `restart`), exactly.
@@ -192,13 +184,9 @@ fn assert_actions(o: &Out, expected: &[&str]) {
     assert!(!o.stdout.contains("systemctl"), "{}", o.stdout);
 }
 
-fn kb(c: &Container, args: &str) -> Out {
-    c.sh(&format!("{KB} {args}"))
-}
-
 #[track_caller]
-fn kb_ok(c: &Container, args: &str) -> Out {
-    let o = kb(c, args);
+fn kb_ok(t: &EtcdTier, args: &str) -> Out {
+    let o = t.kb(args);
     assert_eq!(o.code, Some(0), "kbuild {args}: {o:?}");
     o
 }
@@ -225,50 +213,28 @@ fn assert_through_flip_point(c: &Container, path: &str) {
 
 #[test]
 fn etcd_under_real_systemd() {
-    if let Some(why) = container::unavailable() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the real-systemd tier must run in CI, but: {why}"
-        );
-        eprintln!("skipped: the real-systemd tier cannot run here: {why}");
+    if etcd::skipped() {
         return;
     }
     let started = std::time::Instant::now();
-    let (base, deb) = container::prepare("etcd-server");
 
     // /kb (bound into the container): recipes, store, lock, and two etcd inputs — the
     // package's data tar, and the same with the binary changed (bytes appended to the ELF
     // file, which still runs).
-    let tmp = tempfile::Builder::new()
-        .prefix("kbuild-systemd-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let kbdir = tmp.path().join("kb");
-    std::fs::create_dir_all(kbdir.join("recipes")).unwrap();
-    container::host_sh(&format!(
-        "set -e; cd '{kb}'; dpkg-deb --fsys-tarfile '{deb}' > etcd-a.tar
-         mkdir x; cd x; tar xf ../etcd-a.tar ./usr/bin/etcd; printf 'kbuild-test' >> usr/bin/etcd
-         cp ../etcd-a.tar ../etcd-b.tar; tar --delete -f ../etcd-b.tar ./usr/bin/etcd
+    let mut t = EtcdTier::boot(
+        "kbuild-systemd-",
+        "kbtest",
+        "mkdir x; cd x; tar xf ../etcd.tar ./usr/bin/etcd; printf 'kbuild-test' >> usr/bin/etcd
+         cp ../etcd.tar ../etcd-b.tar; tar --delete -f ../etcd-b.tar ./usr/bin/etcd
          tar rf ../etcd-b.tar ./usr/bin/etcd; cd ..; rm -rf x",
-        kb = kbdir.display(),
-        deb = deb.display()
-    ));
-    let tree = tmp.path().join("tree");
-    container::host_sh(&format!("cp -a '{}' '{}'", base.display(), tree.display()));
-    let binds = vec![
-        format!("--bind={}:/kb", kbdir.display()),
-        format!("--bind-ro={}:/opt/kbuild/kbuild", kbuild_bin().display()),
-    ];
-    let name = format!("kbtest-{}", std::process::id());
-    let mut c = Container::boot(&tree, &name, &binds);
+    );
     let booted = started.elapsed();
-    let recipe = |text: &str| std::fs::write(kbdir.join("recipes/etcd.toml"), text).unwrap();
-    let before = dangling(&c);
+    let before = dangling(&t.c);
 
     // 1. The first switch starts etcd, enabled through the generation's own links.
-    recipe(&etcd_recipe("etcd-a", 2379, "", "one"));
-    build(&c, "etcd", 1);
-    let o = kb_ok(&c, "switch");
+    t.recipe("etcd", &etcd_recipe("etcd", 2379, "", "one"));
+    t.build("etcd", 1);
+    let o = kb_ok(&t, "switch");
     assert_actions(
         &o,
         &[
@@ -276,130 +242,130 @@ fn etcd_under_real_systemd() {
             "  start   kb-sleep@one.service (new)",
         ],
     );
-    let p1 = assert_running(&c, &[], "after the first switch");
-    assert_serves(&c, 2379, &[], "after the first switch");
-    assert_through_flip_point(&c, WANTS);
-    assert_through_flip_point(&c, "/etc/systemd/system/etcd.service");
+    let p1 = assert_running(&t.c, &[], "after the first switch");
+    assert_serves(&t, 2379, &[], "after the first switch");
+    assert_through_flip_point(&t.c, WANTS);
+    assert_through_flip_point(&t.c, "/etc/systemd/system/etcd.service");
     // The template's default instance: enabled and started through the generation's link.
     assert_eq!(
-        c.ok(&format!("systemctl is-enabled {SLEEP}")).trim(),
+        t.c.ok(&format!("systemctl is-enabled {SLEEP}")).trim(),
         "enabled"
     );
     assert_eq!(
-        c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
+        t.c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
         "active"
     );
     assert_through_flip_point(
-        &c,
+        &t.c,
         "/etc/systemd/system/multi-user.target.wants/kb-sleep@one.service",
     );
     assert_eq!(
-        c.ok("readlink /etc/.kbuild/current/etc/systemd/system/multi-user.target.wants/kb-sleep@one.service").trim(),
+        t.c.ok("readlink /etc/.kbuild/current/etc/systemd/system/multi-user.target.wants/kb-sleep@one.service").trim(),
         "../kb-sleep@.service"
     );
     assert_eq!(
-        c.ok(&format!("readlink /etc/.kbuild/current{WANTS}"))
+        t.c.ok(&format!("readlink /etc/.kbuild/current{WANTS}"))
             .trim(),
         "../etcd.service"
     );
     // Nothing under /etc points straight into the store (what `systemctl enable` would do).
     assert_eq!(
-        c.ok("find /etc -xdev -lname '/kb/store/*' ! -path /etc/.kbuild/current | sort"),
+        t.c.ok("find /etc -xdev -lname '/kb/store/*' ! -path /etc/.kbuild/current | sort"),
         ""
     );
-    assert_eq!(daemon_env(&c, p1, "KB_DROPIN").as_deref(), Some("one"));
+    assert_eq!(daemon_env(&t.c, p1, "KB_DROPIN").as_deref(), Some("one"));
     // `Alias=`: the root's link has the rootfs's text, so systemd 252 takes it for another
     // name of etcd.service (through the flip point it loaded a second copy of the unit).
     assert_eq!(
-        c.ok("readlink /etc/systemd/system/kb-etcd.service").trim(),
+        t.c.ok("readlink /etc/systemd/system/kb-etcd.service")
+            .trim(),
         "etcd.service"
     );
     assert_eq!(
-        c.ok("systemctl show -p Id kb-etcd.service").trim(),
+        t.c.ok("systemctl show -p Id kb-etcd.service").trim(),
         "Id=etcd.service"
     );
     assert!(
-        c.ok("systemctl show -p Names etcd.service")
+        t.c.ok("systemctl show -p Names etcd.service")
             .split_whitespace()
             .any(|n| n == "kb-etcd.service" || n == "Names=kb-etcd.service"),
         "kb-etcd.service is a name of etcd.service"
     );
-    c.ok("systemctl start kb-etcd.service");
+    t.c.ok("systemctl start kb-etcd.service");
     assert_eq!(
-        assert_running(&c, &[], "after starting the alias"),
+        assert_running(&t.c, &[], "after starting the alias"),
         p1,
         "starting the alias starts no second copy"
     );
 
     // 2. An env-file change restarts it: a new process, on the new port; the old is closed.
-    recipe(&etcd_recipe("etcd-a", 2479, "", "one"));
-    build(&c, "etcd", 2);
-    let o = kb_ok(&c, "switch");
+    t.recipe("etcd", &etcd_recipe("etcd", 2479, "", "one"));
+    t.build("etcd", 2);
+    let o = kb_ok(&t, "switch");
     assert_actions(&o, &["  restart etcd.service (/etc/etcd/etcd.env changed)"]);
-    let p2 = assert_running(&c, &[p1], "after the env-file change");
-    assert_serves(&c, 2479, &[2379], "after the env-file change");
+    let p2 = assert_running(&t.c, &[p1], "after the env-file change");
+    assert_serves(&t, 2479, &[2379], "after the env-file change");
 
     // 3. A unit-file change restarts it.
     let extra = "Environment=KB_UNIT=two";
-    recipe(&etcd_recipe("etcd-a", 2479, extra, "one"));
-    build(&c, "etcd", 3);
-    let o = kb_ok(&c, "switch");
+    t.recipe("etcd", &etcd_recipe("etcd", 2479, extra, "one"));
+    t.build("etcd", 3);
+    let o = kb_ok(&t, "switch");
     assert_actions(
         &o,
         &["  restart etcd.service (/etc/systemd/system/etcd.service changed)"],
     );
-    let p3 = assert_running(&c, &[p1, p2], "after the unit-file change");
-    assert_eq!(daemon_env(&c, p3, "KB_UNIT").as_deref(), Some("two"));
-    assert_serves(&c, 2479, &[2379], "after the unit-file change");
+    let p3 = assert_running(&t.c, &[p1, p2], "after the unit-file change");
+    assert_eq!(daemon_env(&t.c, p3, "KB_UNIT").as_deref(), Some("two"));
+    assert_serves(&t, 2479, &[2379], "after the unit-file change");
 
     // 4. A change of the ExecStart binary restarts it.
-    recipe(&etcd_recipe("etcd-b", 2479, extra, "one"));
-    build(&c, "etcd", 4);
-    let o = kb_ok(&c, "switch");
+    t.recipe("etcd", &etcd_recipe("etcd-b", 2479, extra, "one"));
+    t.build("etcd", 4);
+    let o = kb_ok(&t, "switch");
     assert_actions(
         &o,
         &["  restart etcd.service (/usr/local/bin/etcd changed)"],
     );
-    let p4 = assert_running(&c, &[p1, p2, p3], "after the binary change");
+    let p4 = assert_running(&t.c, &[p1, p2, p3], "after the binary change");
     assert_eq!(
-        c.ok(&format!("tail -c 11 /proc/{p4}/exe")),
+        t.c.ok(&format!("tail -c 11 /proc/{p4}/exe")),
         "kbuild-test",
         "the daemon runs the new binary"
     );
-    assert_serves(&c, 2479, &[2379], "after the binary change");
+    assert_serves(&t, 2479, &[2379], "after the binary change");
 
     // 5. Rollback restores the previous daemon (generation 3: the package's binary).
-    let o = kb_ok(&c, "rollback");
+    let o = kb_ok(&t, "rollback");
     assert!(o.stderr.contains("to generation 3"), "{o:?}");
     assert_actions(
         &o,
         &["  restart etcd.service (/usr/local/bin/etcd changed)"],
     );
-    let p5 = assert_running(&c, &[p1, p2, p3, p4], "after rollback");
-    assert_ne!(c.ok(&format!("tail -c 11 /proc/{p5}/exe")), "kbuild-test");
-    assert_eq!(daemon_env(&c, p5, "KB_UNIT").as_deref(), Some("two"));
-    assert_serves(&c, 2479, &[2379], "after rollback");
+    let p5 = assert_running(&t.c, &[p1, p2, p3, p4], "after rollback");
+    assert_ne!(t.c.ok(&format!("tail -c 11 /proc/{p5}/exe")), "kbuild-test");
+    assert_eq!(daemon_env(&t.c, p5, "KB_UNIT").as_deref(), Some("two"));
+    assert_serves(&t, 2479, &[2379], "after rollback");
 
     // 6. A drop-in change restarts it.
-    recipe(&etcd_recipe("etcd-a", 2479, extra, "two"));
-    build(&c, "etcd", 5);
-    let o = kb_ok(&c, "switch");
+    t.recipe("etcd", &etcd_recipe("etcd", 2479, extra, "two"));
+    t.build("etcd", 5);
+    let o = kb_ok(&t, "switch");
     assert_actions(
         &o,
         &["  restart etcd.service (drop-in etcd.service.d/10-kb.conf changed)"],
     );
-    let p6 = assert_running(&c, &[p1, p2, p3, p4, p5], "after the drop-in change");
-    assert_eq!(daemon_env(&c, p6, "KB_DROPIN").as_deref(), Some("two"));
-    assert_serves(&c, 2479, &[2379], "after the drop-in change");
+    let p6 = assert_running(&t.c, &[p1, p2, p3, p4, p5], "after the drop-in change");
+    assert_eq!(daemon_env(&t.c, p6, "KB_DROPIN").as_deref(), Some("two"));
+    assert_serves(&t, 2479, &[2379], "after the drop-in change");
 
     // 7. A generation without the service stops it and leaves no unit, link or binary.
-    std::fs::write(
-        kbdir.join("recipes/other.toml"),
+    t.recipe(
+        "other",
         "[files.\"/etc/kb-note\"]\ntext = \"no etcd here\\n\"\n",
-    )
-    .unwrap();
-    build(&c, "other", 6);
-    let o = kb_ok(&c, "switch 6");
+    );
+    t.build("other", 6);
+    let o = kb_ok(&t, "switch 6");
     assert_actions(
         &o,
         &[
@@ -408,17 +374,19 @@ fn etcd_under_real_systemd() {
         ],
     );
     assert_eq!(
-        c.sh(&format!("systemctl is-active {SLEEP}")).stdout.trim(),
+        t.c.sh(&format!("systemctl is-active {SLEEP}"))
+            .stdout
+            .trim(),
         "inactive"
     );
-    let s = show(&c);
+    let s = show(&t.c);
     assert_eq!(
         (s.load.as_str(), s.active.as_str(), s.main_pid),
         ("not-found", "inactive", 0)
     );
-    assert_eq!(health(&c, 2479), None);
+    assert_eq!(t.health(2479), None);
     assert_eq!(
-        c.ok(
+        t.c.ok(
             "ls -d /etc/systemd/system/etcd.service /etc/systemd/system/etcd.service.d \
              /etc/systemd/system/multi-user.target.wants/etcd.service /usr/local/bin/etcd \
              /etc/systemd/system/kb-etcd.service /etc/etcd 2>/dev/null; true"
@@ -426,19 +394,22 @@ fn etcd_under_real_systemd() {
         ""
     );
     assert_eq!(
-        c.sh(&format!("systemctl is-enabled {UNIT}")).code,
+        t.c.sh(&format!("systemctl is-enabled {UNIT}")).code,
         Some(1),
         "not enabled any more"
     );
 
     // 8. A start that fails: its health gate fails (every live switch is gated on its
     // units); kept, as --no-rollback asks, exit 4, naming the unit and its journal.
-    recipe(&etcd_recipe("etcd-a", 2579, "", "one").replace(
-        "ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380",
-        "ETCD_LISTEN_PEER_URLS=bogus",
-    ));
-    build(&c, "etcd", 7);
-    let o = kb(&c, "switch 7 --no-rollback");
+    t.recipe(
+        "etcd",
+        &etcd_recipe("etcd", 2579, "", "one").replace(
+            "ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380",
+            "ETCD_LISTEN_PEER_URLS=bogus",
+        ),
+    );
+    t.build("etcd", 7);
+    let o = t.kb("switch 7 --no-rollback");
     assert_eq!(o.code, Some(4), "{o:?}");
     assert_actions(
         &o,
@@ -454,46 +425,52 @@ fn etcd_under_real_systemd() {
         "{}",
         o.stderr
     );
-    // Restart=on-failure retries it (activating, auto-restart) until the start limit fails
-    // it; either way systemd records why: the daemon exited with an error.
-    let o = c.ok(&format!("systemctl show -p Result,ExecMainStatus {UNIT}"));
-    assert_eq!(o, "Result=exit-code\nExecMainStatus=1\n");
+    // Restart=on-failure retries it until the start limit fails it. systemd records why
+    // (the daemon exited with an error) once a run has ended: `Result` is reset to `success`
+    // when the next automatic start begins, so it is read with the state, once the unit is
+    // between runs (regression: read while a retry was starting, it said `success`).
+    let o = settled(&t.c);
+    let state = (o["ActiveState"].as_str(), o["SubState"].as_str());
     assert!(
-        ["activating", "failed"].contains(&show(&c).active.as_str()),
-        "{:?}",
-        show(&c)
+        [("failed", "failed"), ("activating", "auto-restart")].contains(&state),
+        "{o:?}"
+    );
+    assert_eq!(
+        (o["Result"].as_str(), o["ExecMainStatus"].as_str()),
+        ("exit-code", "1"),
+        "{o:?}"
     );
 
     // 9. Back on a good generation; after a reboot the active generation's services start.
-    let o = kb_ok(&c, "switch 2");
+    let o = kb_ok(&t, "switch 2");
     assert_actions(&o, &["  restart etcd.service (/etc/etcd/etcd.env changed)"]);
     // NRestarts keeps the automatic restarts of the failed generation when `systemctl
     // restart` came while one was pending (systemd resets it only on a start from rest).
-    let s = show(&c);
+    let s = show(&t.c);
     assert_eq!(
         (s.load.as_str(), s.active.as_str()),
         ("loaded", "active"),
         "after switching from the failed generation: {s:?}"
     );
     assert_serves(
-        &c,
+        &t,
         2479,
         &[2579],
         "after switching from the failed generation",
     );
     let before_reboot = started.elapsed();
-    c.reboot();
-    let p9 = assert_running(&c, &[], "after a reboot");
+    t.c.reboot();
+    let p9 = assert_running(&t.c, &[], "after a reboot");
     assert_eq!(
-        c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
+        t.c.ok(&format!("systemctl is-active {SLEEP}")).trim(),
         "active"
     );
-    assert_eq!(daemon_env(&c, p9, "KB_DROPIN").as_deref(), Some("one"));
-    assert_serves(&c, 2479, &[2379, 2579], "after a reboot");
+    assert_eq!(daemon_env(&t.c, p9, "KB_DROPIN").as_deref(), Some("one"));
+    assert_serves(&t, 2479, &[2379, 2579], "after a reboot");
     let reboot_time = started.elapsed() - before_reboot;
 
     // 10. After gc nothing dangles, and the links still go through the flip point.
-    let o = kb_ok(&c, "gc --keep 1");
+    let o = kb_ok(&t, "gc --keep 1");
     for n in [1, 3, 4, 5, 6] {
         assert!(
             o.stderr.contains(&format!("Removed generation {n}\n")),
@@ -501,22 +478,22 @@ fn etcd_under_real_systemd() {
         );
     }
     assert_eq!(
-        c.ok("ls /kb/store | grep -c -- -rootfs-").trim(),
+        t.c.ok("ls /kb/store | grep -c -- -rootfs-").trim(),
         "2",
         "gc keeps the rootfs of generations 2 (active) and 7 (newest) only: {}",
-        c.ok("ls /kb/store")
+        t.c.ok("ls /kb/store")
     );
-    assert_eq!(dangling(&c), before, "links dangling after gc");
-    assert_through_flip_point(&c, WANTS);
-    kb_ok(&c, "verify --root /");
-    assert_running(&c, &[], "after gc");
+    assert_eq!(dangling(&t.c), before, "links dangling after gc");
+    assert_through_flip_point(&t.c, WANTS);
+    kb_ok(&t, "verify --root /");
+    assert_running(&t.c, &[], "after gc");
 
     // 11. kbuild reads a rendered env file as systemd does: the environment systemd gives a
     // unit from it is exactly what kbuild's reader (the one `format = "env"` checks with)
     // finds in it.
-    std::fs::write(
-        kbdir.join("recipes/envcheck.toml"),
-        format!(
+    t.recipe(
+        "envcheck",
+        &format!(
             "[files.\"/etc/kb/env\"]\nformat = \"env\"\ntext = {}\n\n\
              [files.\"/etc/systemd/system/kb-env.service\"]\ntext = {}\n",
             toml(ENV_FILE),
@@ -525,10 +502,9 @@ fn etcd_under_real_systemd() {
                  [Install]\nWantedBy=multi-user.target\n"
             ),
         ),
-    )
-    .unwrap();
-    build(&c, "envcheck", 8);
-    let o = kb_ok(&c, "switch 8");
+    );
+    t.build("envcheck", 8);
+    let o = kb_ok(&t, "switch 8");
     assert_actions(
         &o,
         &[
@@ -537,15 +513,15 @@ fn etcd_under_real_systemd() {
             "  stop    kb-sleep@one.service (removed)",
         ],
     );
-    let pid = c.ok("systemctl show -p MainPID --value kb-env.service");
-    let environ = c.ok(&format!("cat /proc/{}/environ", pid.trim()));
+    let pid = t.c.ok("systemctl show -p MainPID --value kb-env.service");
+    let environ = t.c.ok(&format!("cat /proc/{}/environ", pid.trim()));
     let systemd: BTreeMap<String, String> = environ
         .split('\0')
         .filter_map(|kv| kv.split_once('='))
         .filter(|(k, _)| k.starts_with("KB_"))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let rendered = c.ok("cat /etc/kb/env");
+    let rendered = t.c.ok("cat /etc/kb/env");
     assert_eq!(rendered, ENV_FILE);
     let reading = kbuild::envfile::read(&rendered);
     assert_eq!(
@@ -570,7 +546,7 @@ fn etcd_under_real_systemd() {
     .collect();
     assert_eq!(systemd, expected, "what systemd 252 gives the unit");
 
-    c.poweroff();
+    t.c.poweroff();
     eprintln!(
         "real-systemd tier: booted in {booted:?}, reboot {reboot_time:?}, total {:?}",
         started.elapsed()

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod container;
+pub mod etcd;
 pub mod registry;
 pub mod world;
 
