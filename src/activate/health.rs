@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::root::{Root, read_json, write_json};
+use super::systemctl::ActionFailure;
 use super::{Applied, Choice, Plan, Recovered, Session, SwitchError, Target};
 use crate::health::{Check, Outcome};
 
@@ -281,11 +282,9 @@ pub fn journal_tail(unit: &str, since: std::time::SystemTime) -> String {
 /// Why a gate failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
-    /// Unit actions failed (`systemctl start` exited non-zero): the messages, and the units.
-    Actions {
-        messages: Vec<String>,
-        units: Vec<String>,
-    },
+    /// Unit actions failed (`systemctl start` exited non-zero), as the systemctl layer
+    /// reported them.
+    Actions(Vec<ActionFailure>),
     /// A unit did not become active, or kept restarting, within the time.
     Unit { state: UnitState, why: String },
     /// A check did not pass within its timeout.
@@ -298,7 +297,15 @@ impl Failure {
     /// The units whose journal explains the failure.
     pub fn units(&self) -> Vec<String> {
         match self {
-            Failure::Actions { units, .. } => units.clone(),
+            Failure::Actions(failures) => {
+                let mut units: Vec<String> = Vec::new();
+                for u in failures.iter().filter_map(|f| f.unit.as_ref()) {
+                    if !units.contains(u) {
+                        units.push(u.clone());
+                    }
+                }
+                units
+            }
             Failure::Unit { state, .. } => vec![state.unit.clone()],
             Failure::Check { check, .. } => vec![check.unit.clone()],
             Failure::Systemctl { .. } => Vec::new(),
@@ -309,8 +316,9 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Actions { messages, .. } => {
-                write!(f, "unit actions failed: {}", messages.join("; "))
+            Failure::Actions(failures) => {
+                let lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                write!(f, "unit actions failed: {}", lines.join("; "))
             }
             Failure::Unit { state, why } => write!(f, "`{}` {why} ({state})", state.unit),
             Failure::Systemctl { error } => write!(f, "systemd cannot be asked: {error}"),
@@ -557,8 +565,8 @@ pub trait Driver {
     /// The plan is accepted and the root changes next (removed units are stopped here).
     fn before_flip(&self, plan: &Plan);
     /// The switch is applied: runs (or prints) its remaining unit actions and returns every
-    /// unit action of this switch that failed (as [`super::run_systemctl`] words them).
-    fn applied(&self, plan: &Plan, applied: &Applied) -> Vec<String>;
+    /// unit action of this switch that failed (as [`super::run_systemctl`] reports them).
+    fn applied(&self, plan: &Plan, applied: &Applied) -> Vec<ActionFailure>;
     /// The gate of `to` ended: every check run with its outcome, and the failure if any.
     fn gated(&self, to: &GenerationRef, report: &Report);
 }
@@ -570,7 +578,7 @@ pub enum Gated {
     /// not run), the generation has no checks, or it is active and passed its gate already.
     /// `failures`: the unit actions that failed.
     Ungated {
-        failures: Vec<String>,
+        failures: Vec<ActionFailure>,
         not_run: bool,
     },
     /// The gate passed: the generation is recorded as the last good one.
@@ -750,24 +758,15 @@ fn gate_one(
     good: Option<GenerationRef>,
     units: &GateUnits,
     checks: &[Check],
-    failures: Vec<String>,
+    failures: Vec<ActionFailure>,
     driver: &dyn Driver,
 ) -> Result<Option<Failure>, SwitchError> {
     begin(root, to, units, good)?;
     let report = if failures.is_empty() {
         gate(units, checks, &|m| driver.status("Waiting", m))
     } else {
-        // The units whose action failed (`systemctl restart etcd.service` exited …).
-        let failed = units
-            .all()
-            .filter(|u| failures.iter().any(|f| f.contains(&format!(" {u}`"))))
-            .cloned()
-            .collect();
         Report {
-            failure: Some(Failure::Actions {
-                messages: failures,
-                units: failed,
-            }),
+            failure: Some(Failure::Actions(failures)),
             ..Report::default()
         }
     };
@@ -1011,6 +1010,52 @@ mod tests {
                 units: vec!["b.service".into(), "c.service".into(), "d.service".into()],
                 if_running: vec!["t.service".into(), "u.service".into()],
             }
+        );
+    }
+
+    /// Regression (issue 12 follow-up): the units whose action failed were found by
+    /// searching systemctl's message for ` UNIT``, which misses a name the message quotes
+    /// (`'kb-mnt\x2ddata.service'`); they come from the failed calls themselves.
+    #[test]
+    fn a_failed_action_names_its_unit_even_when_quoted() {
+        struct Quiet;
+        impl Driver for Quiet {
+            fn status(&self, _: &str, _: &str) {}
+            fn recovered(&self, _: &Recovered) {}
+            fn before_flip(&self, _: &Plan) {}
+            fn applied(&self, _: &Plan, _: &Applied) -> Vec<ActionFailure> {
+                Vec::new()
+            }
+            fn gated(&self, _: &GenerationRef, _: &Report) {}
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let unit = "kb-mnt\\x2ddata.service".to_owned();
+        let g2 = GenerationRef {
+            profile: "default".into(),
+            generation: 2,
+        };
+        let units = GateUnits {
+            units: vec![unit.clone(), "etcd.service".into()],
+            if_running: Vec::new(),
+        };
+        let failed = ActionFailure {
+            args: vec!["start".into(), unit.clone()],
+            unit: Some(unit.clone()),
+            how: super::super::Failed::Exited("exit status: 1".into()),
+        };
+        let failure = gate_one(&root, &g2, None, &units, &[], vec![failed], &Quiet)
+            .unwrap()
+            .expect("a failed action fails the gate");
+        assert_eq!(failure.units(), vec![unit]);
+        assert_eq!(
+            failure.to_string(),
+            "unit actions failed: `systemctl start 'kb-mnt\\x2ddata.service'` exited with exit status: 1 (see `journalctl -u 'kb-mnt\\x2ddata.service'`)"
+        );
+        // Still pending: nothing marked the failed generation good.
+        assert_eq!(
+            record(&root).unwrap().unwrap().pending.unwrap().generation,
+            2
         );
     }
 

@@ -60,7 +60,7 @@ pub use roots::{
     InUse, active_generation, check_registry, forget_stale_roots, in_use, in_use_without,
     moved_store, roots_on,
 };
-pub use systemctl::{run_systemctl, systemctl_commands, systemd_is_live};
+pub use systemctl::{ActionFailure, Failed, run_systemctl, systemctl_commands, systemd_is_live};
 pub use units::UnitAction;
 
 /// Where kbuild keeps its state inside a root.

@@ -27,28 +27,99 @@ pub fn systemd_is_live(root: &Root) -> bool {
     root.dir() == Path::new("/") && Path::new("/run/systemd/system").is_dir()
 }
 
-/// Runs `systemctl` for the unit actions of one phase (`before` the flip, or after it).
-/// Returns the failures as readable lines.
-pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<String> {
+/// A `systemctl` call of a switch that failed, as the systemctl layer saw it: which unit it
+/// acted on comes from the call itself, never from its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionFailure {
+    /// The arguments (`["restart", "etcd.service"]`).
+    pub args: Vec<String>,
+    /// The unit the call acted on (`None` for `daemon-reload`).
+    pub unit: Option<String>,
+    /// How it failed.
+    pub how: Failed,
+}
+
+/// How a `systemctl` call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failed {
+    /// It ran and exited with this status (`exit status: 1`).
+    Exited(String),
+    /// It could not be run (the OS's words).
+    NotRun(String),
+}
+
+impl std::fmt::Display for ActionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = shell_line(&self.args);
+        match &self.how {
+            Failed::Exited(status) => {
+                write!(f, "`systemctl {line}` exited with {status}")?;
+                // Where to look: the unit's journal (a start that fails says why only there).
+                if let Some(unit) = &self.unit {
+                    write!(
+                        f,
+                        " (see `journalctl -u {}`)",
+                        shell_line(std::slice::from_ref(unit))
+                    )?;
+                }
+                Ok(())
+            }
+            Failed::NotRun(e) => write!(f, "cannot run `systemctl {line}`: {e}"),
+        }
+    }
+}
+
+/// Runs `systemctl` for the unit actions of one phase (`before` the flip, or after it), each
+/// call to its end whatever the others did. Returns the calls that failed, in order.
+pub fn run_systemctl(actions: &[UnitAction], before: bool) -> Vec<ActionFailure> {
     let (stops, rest) = systemctl_commands(actions);
     let mut failures = Vec::new();
     for args in if before { stops } else { rest } {
-        // Where to look: the unit's journal (a start that fails says why only there).
-        let see = match args.as_slice() {
-            [_, unit] => format!(
-                " (see `journalctl -u {}`)",
-                shell_line(std::slice::from_ref(unit))
-            ),
-            _ => String::new(),
+        let how = match std::process::Command::new("systemctl").args(&args).status() {
+            Ok(s) if s.success() => continue,
+            Ok(s) => Failed::Exited(s.to_string()),
+            Err(e) => Failed::NotRun(e.to_string()),
         };
-        match std::process::Command::new("systemctl").args(&args).status() {
-            Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!(
-                "`systemctl {}` exited with {s}{see}",
-                shell_line(&args)
-            )),
-            Err(e) => failures.push(format!("cannot run `systemctl {}`: {e}", shell_line(&args))),
-        }
+        // Every call but daemon-reload is `VERB UNIT` (see `UnitAction::commands`).
+        let unit = match args.as_slice() {
+            [_, unit] => Some(unit.clone()),
+            _ => None,
+        };
+        failures.push(ActionFailure { args, unit, how });
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_names_its_unit_and_journal() {
+        let f = |args: &[&str], how: Failed| ActionFailure {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            unit: args.get(1).map(|u| (*u).to_owned()),
+            how,
+        };
+        assert_eq!(
+            f(
+                &["restart", "etcd.service"],
+                Failed::Exited("exit status: 1".into())
+            )
+            .to_string(),
+            "`systemctl restart etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)"
+        );
+        assert_eq!(
+            f(&["daemon-reload"], Failed::Exited("exit status: 1".into())).to_string(),
+            "`systemctl daemon-reload` exited with exit status: 1"
+        );
+        assert_eq!(
+            f(
+                &["start", "kb-mnt\\x2ddata.service"],
+                Failed::NotRun("No such file or directory (os error 2)".into())
+            )
+            .to_string(),
+            "cannot run `systemctl start 'kb-mnt\\x2ddata.service'`: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -293,7 +293,7 @@ struct Driver<'a> {
     term: &'a Terminal,
     live: bool,
     /// Unit actions that failed since the last [`health::Driver::applied`].
-    failures: std::cell::RefCell<Vec<String>>,
+    failures: std::cell::RefCell<Vec<activate::ActionFailure>>,
     /// When the command started: a failed gate's journal tail begins there.
     started: std::time::SystemTime,
 }
@@ -342,7 +342,7 @@ impl health::Driver for Driver<'_> {
         }
     }
 
-    fn applied(&self, plan: &Plan, applied: &activate::Applied) -> Vec<String> {
+    fn applied(&self, plan: &Plan, applied: &activate::Applied) -> Vec<activate::ActionFailure> {
         warn_prerequisites(plan);
         let mut failures = self.failures.take();
         finish(
@@ -391,8 +391,9 @@ impl health::Driver for Driver<'_> {
 }
 
 /// The unit actions that failed, as the command's error.
-fn unit_failures(failures: Vec<String>) -> anyhow::Result<()> {
+fn unit_failures(failures: Vec<activate::ActionFailure>) -> anyhow::Result<()> {
     if !failures.is_empty() {
+        let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
         anyhow::bail!(
             "the switch is done, but unit actions failed:\n  {}",
             failures.join("\n  ")
@@ -431,7 +432,7 @@ fn finish(
     plan: &Plan,
     applied: &activate::Applied,
     live: bool,
-    failures: &mut Vec<String>,
+    failures: &mut Vec<activate::ActionFailure>,
     term: &Terminal,
 ) {
     if !applied.changed_anything && plan.from.generation != Some(applied.generation) {
