@@ -6,8 +6,8 @@
 # switch rolls back to generation 1 on its own (exit code 3).
 #
 # Measured, in the same run:
-#   rollback   from the moment the failed check gives up (kbuild's `error: the health gate of
-#              generation 2 failed` line, timestamped as it is written) to etcd answering on
+#   rollback   from the moment the failed check gives up (kbuild's `Unhealthy generation 2
+#              failed its health gate` line, timestamped as it is written) to etcd answering on
 #              2379 again (`curl /health` polled every 10 ms);
 #   by hand    the reference: the root on generation 2 (`switch 2 --no-rollback`), then
 #              `kbuild switch 1` started by hand, to etcd answering on 2379 — the same way
@@ -56,7 +56,7 @@ in_ct env PATH=/usr/sbin:/usr/bin:/sbin:/bin RUNS="$RUNS" K="$K" sh -c '
         # kbuild stderr, each line timestamped as it arrives; stdout dropped.
         ( $K switch 2 2>&1 >/dev/null; echo "exit $?" ) | while IFS= read -r l; do
             case $l in
-                "error: the health gate of generation 2 failed"*) date +%s%N >/kb/t_fail ;;
+                *"Unhealthy generation 2 failed its health gate") date +%s%N >/kb/t_fail ;;
                 "exit "*) echo "$l" >/kb/t_exit ;;
             esac
         done &

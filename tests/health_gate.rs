@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::container::Out;
 use common::etcd::{EtcdTier, KB, PEER, etcd_recipe};
 
 /// etcd listening on `port`, `peer` its peer URL (a bogus one makes etcd exit at start),
@@ -53,6 +54,17 @@ fn assert_answers(t: &EtcdTier, port: u16, when: &str) {
         t.health(port).as_deref(),
         Some(r#"{"health":"true"}"#),
         "{when}"
+    );
+}
+
+/// A failed gate is said in one `error:` line (with `caused by:` and `help:` lines after it).
+#[track_caller]
+fn assert_one_error(o: &Out) {
+    assert_eq!(
+        o.stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{}",
+        o.stderr
     );
 }
 
@@ -102,9 +114,8 @@ fn health_gate_under_real_systemd() {
     let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
-        o.stderr.contains(
-            "error: the health gate of generation 2 failed: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1"
-        ),
+        o.stderr
+            .contains("   Unhealthy generation 2 failed its health gate\n"),
         "{}",
         o.stderr
     );
@@ -123,11 +134,13 @@ fn health_gate_under_real_systemd() {
     );
     assert!(
         o.stderr.ends_with(
-            "error: generation 2 failed its health gate; rolled back to generation 1, which passed its gate again\n  caused by: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n"
+            "error: generation 2 failed its health gate; rolled back to generation 1, which passed its gate again\n  caused by: unit actions failed: `systemctl restart etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n\
+             help: fix what made generation 2 fail (the cause above; its units' journal is printed before), build and switch again; `kbuild switch --profile default 2 --no-rollback` keeps it to look into\n"
         ),
         "{}",
         o.stderr
     );
+    assert_one_error(&o);
     assert_eq!(recorded(&t), (1, Some(1), None));
     assert_answers(&t, 2379, "after the automatic rollback from a bad flag");
     assert_eq!(
@@ -149,7 +162,7 @@ fn health_gate_under_real_systemd() {
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
         o.stderr.contains(
-            "error: the health gate of generation 3 failed: health check of `etcd.service` failed: GET http://127.0.0.1:2399/health → 200, body contains \"true\" did not pass within 3s ("
+            "error: generation 3 failed its health gate; rolled back to generation 1, which passed its gate again\n  caused by: health check of `etcd.service` failed: GET http://127.0.0.1:2399/health → 200, body contains \"true\" did not pass within 3s ("
         ),
         "{}",
         o.stderr
@@ -171,6 +184,7 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stdout
     );
+    assert_one_error(&o);
     assert_eq!(recorded(&t), (1, Some(1), None));
     assert_answers(&t, 2379, "after the rollback from a failed check");
     let pid = c.ok("systemctl show -p MainPID --value etcd.service");
@@ -201,6 +215,7 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
+    assert_one_error(&o);
     assert_eq!(recorded(&t), (3, Some(1), None));
     let o = t.kb("check --json");
     assert_eq!(o.code, Some(1), "{o:?}");

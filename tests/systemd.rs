@@ -420,7 +420,7 @@ fn etcd_under_real_systemd() {
     );
     assert!(
         o.stderr.contains(
-            "error: the health gate of generation 7 failed: unit actions failed: `systemctl start etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n"
+            "error: generation 7 failed its health gate; kept, as --no-rollback asks\n  caused by: unit actions failed: `systemctl start etcd.service` exited with exit status: 1 (see `journalctl -u etcd.service`)\n"
         ),
         "{}",
         o.stderr

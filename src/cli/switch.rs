@@ -246,7 +246,10 @@ fn run(
                 "generation {n} failed its health gate; rolled back to generation {}, which passed its gate again",
                 good.generation
             ),
-            None,
+            Some(format!(
+                "fix what made generation {n} fail (the cause above; its units' journal is printed before), build and switch again; `kbuild switch --profile {} {n} --no-rollback` keeps it to look into",
+                to.profile
+            )),
         ),
         health::End::Kept { good } => (
             4,
@@ -274,7 +277,10 @@ fn run(
                 "generation {n} failed its health gate, and generation {} it rolled back to failed its gate too ({failure})",
                 good.generation
             ),
-            None,
+            Some(format!(
+                "`kbuild generations --profile {}` lists the others: switch to one that works, or fix the recipe, build and switch again",
+                good.profile
+            )),
         ),
     };
     Err(
@@ -375,10 +381,12 @@ impl health::Driver for Driver<'_> {
                 ))
             );
         }
+        // Why it failed is the command's error (its `caused by:` line), said once at the end,
+        // after the way back; here only that it failed, and what the journal said meanwhile.
         if let Some(f) = &report.failure {
-            errln!(
-                "error: the health gate of generation {} failed: {f}",
-                to.generation
+            self.term.status(
+                "Unhealthy",
+                &format!("generation {} failed its health gate", to.generation),
             );
             for unit in f.units() {
                 errln!("journalctl -u {unit} --no-pager -n 20:");
