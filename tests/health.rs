@@ -150,6 +150,33 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
         "{}",
         r.stderr()
     );
+    // `verify --root` finds it too: a problem with the path and the fix, exit code 1.
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let root = w.root.display();
+    let finding = format!(
+        "drift    {root}: corrupt activation state `{root}/etc/.kbuild/health.json`: expected value at line 1 column 1 (it records the last generation that passed its health gate (the rollback target) and a gate in progress: move it away (`mv {root}/etc/.kbuild/health.json {root}/etc/.kbuild/health.json.bad`) and run `kbuild switch N`"
+    );
+    assert!(r.stdout.contains(&finding), "{}", r.stdout);
+    assert!(
+        r.stderr().ends_with("error: verification found 1 problem(s)\n"),
+        "{}",
+        r.stderr()
+    );
+    let r = w.run(&["verify", "--json"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["problems"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["problems"][0]["kind"], "drift");
+    assert!(
+        j["problems"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "corrupt activation state `{root}/etc/.kbuild/health.json`"
+            )),
+        "{j}"
+    );
     std::fs::remove_file(&record).unwrap();
 
     // A damaged manifest is an error, never "no checks" (review 12, finding 6).

@@ -23,6 +23,21 @@ pub fn drift(store: &Store, root: &Root) -> Result<Vec<String>, SwitchError> {
         out.push(format!("{e} ({})", e.help().unwrap_or_default()));
         return Ok(out);
     }
+    // The health record: `switch` and `check` refuse a damaged one (or one of another
+    // version), so it is a finding here, with the same fix; the rest can still be judged.
+    if let Err(e) = super::health::record(root) {
+        // On one line: the error and its causes (what the parser said, and where).
+        let mut what = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            what.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        out.push(match e.help() {
+            Some(help) => format!("{what} ({help})"),
+            None => what,
+        });
+    }
     if let Some(j) = root.journal()? {
         let name = |s: &super::State| {
             s.generation
