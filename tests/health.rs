@@ -159,7 +159,8 @@ fn master_checks_are_recorded_listed_and_not_run_off_slash() {
     );
     assert!(r.stdout.contains(&finding), "{}", r.stdout);
     assert!(
-        r.stderr().ends_with("error: verification found 1 problem(s)\n"),
+        r.stderr()
+            .ends_with("error: verification found 1 problem(s)\n"),
         "{}",
         r.stderr()
     );
@@ -224,6 +225,7 @@ fn a_generation_without_checks_has_nothing_to_check() {
 
 #[test]
 fn recipe_errors_point_at_the_entry() {
+    const HELP: &str = "help: a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")\n";
     let w = World::bare();
     let cases: &[(&str, &str)] = &[
         (
@@ -295,6 +297,38 @@ fn recipe_errors_point_at_the_entry() {
             "[[health]]\nunit = \"a.service\"\ntcp = \"::1:80\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:7: health check of `a.service`: `::1:80` is not HOST:PORT: an IPv6 address must be in brackets, such as `[::1]:8080`\n",
         ),
+        // Values of the wrong type (serde's words), unknown keys and bad durations get the
+        // entry's help like its other mistakes (issue 12 follow-up).
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\ntimeout = 5\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:11: invalid type: integer `5`, expected a string\n{HELP}"
+            ),
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://x/\"\nstatus = \"x\"\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:10: invalid type: string \"x\", expected i64\n{HELP}"
+            ),
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ncommand = \"/bin/true\"\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:11: invalid type: string \"/bin/true\", expected a sequence\n{HELP}"
+            ),
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nretries = 3\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:1: unknown field `retries`, expected one of `unit`, `http`, `status`, `body`, `tcp`, `command`, `timeout`, `interval`, `settle`\n{HELP}"
+            ),
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\ntimeout = \"x\"\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:11: `timeout`: `x` is not a duration (expected number at 0); write a number and a unit, such as \"30s\" or \"500ms\"\n{HELP}"
+            ),
+        ),
         (
             "[[health]]\nunit = \"a.service\"\nhttp = \"http://user:pw@x/\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: the URL carries a user and password (`USER:PASSWORD@`), which would be written into the world-readable store\nhelp: use a `command` check that reads the credentials from a file on the host",
@@ -321,6 +355,18 @@ fn recipe_errors_point_at_the_entry() {
             "nothing built"
         );
     }
+    // A wrong type after a `[[health]]` entry, but not in it: not the entry's help.
+    w.sb.write_recipe(
+        "bad",
+        &format!(
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\n[files.\"/etc/x\"]\ntext = 5\n{unit}"
+        ),
+    );
+    let r = w.run(&["build", "bad"]);
+    assert_eq!(
+        r.stderr(),
+        "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:5:8: invalid type: integer `5`, expected a string\n"
+    );
 }
 
 #[test]

@@ -462,8 +462,13 @@ impl Loader<'_> {
             text,
         };
         let raw: RawRecipe = toml::from_str(&src.text).map_err(|e| {
-            let loc = src.loc(e.span().unwrap_or(0..0));
-            RecipeError::at(loc, e.message().trim_end().to_owned())
+            let span = e.span().unwrap_or(0..0);
+            let err = RecipeError::at(src.loc(span.clone()), e.message().trim_end().to_owned());
+            if in_health_entry(&src.text, span.start) {
+                err.with_help(HEALTH_HELP)
+            } else {
+                err
+            }
         })?;
 
         self.stack.push(name.to_owned());
@@ -953,12 +958,35 @@ fn insert_unique<T: Declared>(
     Ok(())
 }
 
+/// The help of every mistake in a `[[health]]` entry: what an entry holds.
+const HEALTH_HELP: &str = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
+
+/// Whether byte `at` of a recipe's text lies in one of its `[[health]]` entries (a recipe
+/// that is not valid TOML has none): a value of the wrong type there, which serde reports
+/// before [`parse_health`] sees the entry, gets the same help as the entry's other mistakes.
+fn in_health_entry(text: &str, at: usize) -> bool {
+    type Entry = BTreeMap<String, Spanned<toml::Value>>;
+    #[derive(Deserialize)]
+    struct Entries {
+        #[serde(default)]
+        health: Vec<Spanned<Entry>>,
+    }
+    // An entry's span is its `[[health]]` header (or its inline table): it reaches to the end
+    // of its last value, which covers its keys too.
+    toml::from_str::<Entries>(text).is_ok_and(|e| {
+        e.health.iter().any(|h| {
+            let end = h.get_ref().values().map(|v| v.span().end).max();
+            (h.span().start..end.unwrap_or(0).max(h.span().end)).contains(&at)
+        })
+    })
+}
+
 /// Validates one `[[health]]` entry (values stay templates; see [`render_health`]).
 fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, RecipeError> {
     use crate::health::{Check, Probe};
     let span = h.span();
     let h = h.into_inner();
-    let help = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
+    let help = HEALTH_HELP;
     let unit = h.unit.get_ref();
     let unit_at = src.loc(h.unit.span());
     if let Err(m) = crate::unit_name::check(unit) {
@@ -1045,19 +1073,20 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         let Some(d) = d else {
             return Ok(u64::try_from(std::time::Duration::as_millis(&default)).unwrap_or(u64::MAX));
         };
-        let parsed = crate::health::parse_duration(d.get_ref())
-            .map_err(|m| RecipeError::at(src.loc(d.span()), format!("`{key}`: {m}")))?;
+        let parsed = crate::health::parse_duration(d.get_ref()).map_err(|m| {
+            RecipeError::at(src.loc(d.span()), format!("`{key}`: {m}")).with_help(help)
+        })?;
         if parsed.is_zero() && key != "settle" {
-            return Err(RecipeError::at(
-                src.loc(d.span()),
-                format!("`{key}` must be more than 0"),
-            ));
+            return Err(
+                RecipeError::at(src.loc(d.span()), format!("`{key}` must be more than 0"))
+                    .with_help(help),
+            );
         }
         if parsed > std::time::Duration::from_secs(3600) {
-            return Err(RecipeError::at(
-                src.loc(d.span()),
-                format!("`{key}` is over an hour"),
-            ));
+            return Err(
+                RecipeError::at(src.loc(d.span()), format!("`{key}` is over an hour"))
+                    .with_help(help),
+            );
         }
         Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
     };
