@@ -411,25 +411,37 @@ pub fn gate_units(
 /// How long the units of a generation without checks must stay `active` without a restart.
 pub const UNITS_SETTLE: Duration = Duration::from_secs(1);
 
+/// How long each of `units` must stay `active` without a restart (its settle time), and how
+/// long the gate waits for that (its timeout): the longest `settle` and `timeout` of the
+/// unit's own checks; [`UNITS_SETTLE`] and [`crate::health::DEFAULT_TIMEOUT`] for a unit
+/// without checks. In `units`' order.
+pub fn unit_times(units: &[String], checks: &[Check]) -> Vec<(Duration, Duration)> {
+    units
+        .iter()
+        .map(|u| {
+            let mine = || checks.iter().filter(move |c| c.unit == *u);
+            (
+                mine().map(Check::settle).max().unwrap_or(UNITS_SETTLE),
+                mine()
+                    .map(Check::timeout)
+                    .max()
+                    .unwrap_or(crate::health::DEFAULT_TIMEOUT),
+            )
+        })
+        .collect()
+}
+
 /// Runs the gate on a live systemd: waits until every unit of `units` is `active` with
-/// `NRestarts` unchanged for the longest `settle` of the checks ([`UNITS_SETTLE`] without
-/// checks) — a oneshot service that ran successfully, and a try-restarted unit at rest,
-/// pass as they are — failing at once on `ActiveState=failed` or when systemctl cannot say,
-/// and when the longest `timeout` has gone by; then runs every check (concurrently) until it
-/// passes or its own timeout ends. `status` hears what it waits for.
+/// `NRestarts` unchanged for its settle time (see [`unit_times`]) — a oneshot service that
+/// ran successfully, and a try-restarted unit at rest, pass as they are — failing at once on
+/// `ActiveState=failed` or when systemctl cannot say, and when a unit's timeout has gone by
+/// before it settled; then runs every check (concurrently) until it passes or its own timeout
+/// ends. `status` hears what it waits for.
 pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> Report {
     let mut report = Report::default();
     let units: Vec<String> = gate_units.all().cloned().collect();
-    let settle = checks
-        .iter()
-        .map(Check::settle)
-        .max()
-        .unwrap_or(UNITS_SETTLE);
-    let timeout = checks
-        .iter()
-        .map(Check::timeout)
-        .max()
-        .unwrap_or(crate::health::DEFAULT_TIMEOUT);
+    let times = unit_times(&units, checks);
+    let settle = times.iter().map(|t| t.0).max().unwrap_or(UNITS_SETTLE);
     let poll = checks
         .iter()
         .map(Check::interval)
@@ -458,7 +470,12 @@ pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> 
                 return report;
             }
         };
-        for ((s, since), done) in states.iter().zip(since.iter_mut()).zip(done.iter_mut()) {
+        for (((s, since), done), (settle, _)) in states
+            .iter()
+            .zip(since.iter_mut())
+            .zip(done.iter_mut())
+            .zip(&times)
+        {
             let if_running = gate_units.if_running.contains(&s.unit);
             if s.ran_once() || (if_running && s.at_rest()) {
                 // A oneshot that ran, or a try-restarted unit not running: nothing to wait for.
@@ -469,7 +486,7 @@ pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> 
                     // Restarted since it was seen active: the settle time starts again.
                     _ => *since = Some((now, s.restarts)),
                 }
-                *done = since.is_some_and(|(t, _)| now - t >= settle);
+                *done = since.is_some_and(|(t, _)| now - t >= *settle);
             } else {
                 *since = None;
                 *done = false;
@@ -488,15 +505,16 @@ pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> 
         if settled {
             break;
         }
-        if now - start >= timeout {
-            let (state, stayed) = report
-                .units
-                .iter()
-                .zip(&since)
-                .zip(&done)
-                .find(|(_, d)| !**d)
-                .map(|((s, t), _)| (s.clone(), t.is_some()))
-                .expect("an unsettled unit");
+        // The first unit still unsettled when its own timeout has gone by.
+        let late = report
+            .units
+            .iter()
+            .zip(&since)
+            .zip(&done)
+            .zip(&times)
+            .find(|(((_, _), d), (_, timeout))| !**d && now - start >= *timeout)
+            .map(|(((s, t), _), (settle, timeout))| (s.clone(), t.is_some(), *settle, *timeout));
+        if let Some((state, stayed, settle, timeout)) = late {
             let why = if stayed {
                 format!(
                     "did not stay active without a restart for {} within {}",
@@ -1056,6 +1074,37 @@ mod tests {
         assert_eq!(
             record(&root).unwrap().unwrap().pending.unwrap().generation,
             2
+        );
+    }
+
+    /// Regression (issue 12 follow-up): every unit waited for the longest settle and timeout
+    /// of all checks; each waits for its own checks' (the longest of them), a unit without
+    /// checks for the defaults.
+    #[test]
+    fn each_unit_settles_and_times_out_by_its_own_checks() {
+        let c = |u: &str, timeout_ms: u64, settle_ms: u64| Check {
+            unit: u.into(),
+            probe: crate::health::Probe::Tcp {
+                address: "127.0.0.1:1".into(),
+            },
+            timeout_ms,
+            interval_ms: 100,
+            settle_ms,
+        };
+        let units = ["a.service", "b.service", "c.service"].map(String::from);
+        let checks = [
+            c("a.service", 2_000, 0),
+            c("b.service", 30_000, 5_000),
+            c("a.service", 4_000, 500),
+        ];
+        let ms = Duration::from_millis;
+        assert_eq!(
+            unit_times(&units, &checks),
+            [
+                (ms(500), ms(4_000)),
+                (ms(5_000), ms(30_000)),
+                (UNITS_SETTLE, crate::health::DEFAULT_TIMEOUT),
+            ]
         );
     }
 
