@@ -445,6 +445,40 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(recorded(&t), (7, Some(7), None));
 
+    // 11. The gate is recorded as pending before the switch's journal: a kbuild stopped right
+    // after writing the journal (fault injection, an abort) leaves both, so the recovery that
+    // completes the switch is gated (regression: the journal came first, and a failed write
+    // of health.json after it left a switch recovery completed with no gate pending).
+    write(&format!(
+        "{}{}",
+        recipe(
+            2379,
+            PEER,
+            "Environment=KB_GEN=11",
+            &http_check("{{ PORT }}")
+        ),
+        oneshots(7)
+    ));
+    t.build("etcd", 11);
+    let o = c.sh(&format!("KBUILD_FAULT_AT=1 {KB} switch"));
+    assert!(
+        o.stderr
+            .contains("kbuild: fault injected at step 1 (journal written)"),
+        "{o:?}"
+    );
+    assert_eq!(recorded(&t), (7, Some(7), Some(11)));
+    let o = t.kb("switch");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("Pending the health gate of generation 11 (default) was interrupted")
+            && o.stderr
+                .contains("Healthy generation 11 passed its health gate (1 check)"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&t), (11, Some(11), None));
+
     drop(t);
     eprintln!("health-gate tier: total {:?}", started.elapsed());
 }

@@ -655,11 +655,12 @@ pub fn switch(
     if let Some(p) = &pending {
         driver.status("Pending", &pending_message(p));
     }
-    // Written once the plan is accepted and before the root changes (finding: a kbuild
+    // Written once the plan is accepted and before the switch's journal (finding: a kbuild
     // killed between the flip and a later write left no trace, and the next switch counted
-    // the unchecked generation as good).
+    // the unchecked generation as good; and a journal written first, then a failed write
+    // here, left a switch that recovery completes with no gate pending).
     let wrote_pending = std::cell::Cell::new(false);
-    let before_flip = |p: &Plan| -> Result<(), SwitchError> {
+    let before_journal = |p: &Plan| -> Result<(), SwitchError> {
         if live && let Some(n) = p.to.generation {
             let to = GenerationRef {
                 profile: p.to.profile_name().to_owned(),
@@ -674,7 +675,6 @@ pub fn switch(
                 wrote_pending.set(true);
             }
         }
-        driver.before_flip(p);
         Ok(())
     };
     let switched = session.switch(
@@ -682,7 +682,11 @@ pub fn switch(
         choice,
         adopt,
         &|r| driver.recovered(r),
-        &before_flip,
+        &before_journal,
+        &|p| {
+            driver.before_flip(p);
+            Ok(())
+        },
     );
     let (plan, applied) = match switched {
         Ok(s) => s,
@@ -836,6 +840,7 @@ fn roll_back(
         &Choice::Profile(good.profile.clone()),
         false,
         &|r| driver.recovered(r),
+        &|_| Ok(()),
         &|p| {
             driver.before_flip(p);
             Ok(())

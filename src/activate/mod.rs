@@ -200,8 +200,11 @@ fn check_objects(store: &Store, g: &generation::Generation) -> Result<(), Switch
 
 /// Switches `root` to `target` (a [`Session`] of one switch). An interrupted switch is
 /// completed (or undone) first and reported to `recovered`, whatever happens next.
-/// `before_flip` runs once the plan is accepted and before the root changes (the CLI stops
-/// removed units there, while their unit files still exist).
+/// `before_journal` runs once the plan is accepted and before the switch's journal is written
+/// (the health gate records itself as pending there: a journal that recovery completes never
+/// exists without it); `before_flip` runs after the journal and before the root changes (the
+/// CLI stops removed units there, while their unit files still exist). Neither runs for a
+/// switch that changes no file.
 // The target and its profile are separate arguments, as the CLI reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn switch(
@@ -212,9 +215,17 @@ pub fn switch(
     adopt: bool,
     observer: &dyn Observer,
     recovered: &dyn Fn(&Recovered),
+    before_journal: &dyn Fn(&Plan) -> Result<(), SwitchError>,
     before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
 ) -> Result<(Plan, Applied), SwitchError> {
-    Session::open(store, root, observer)?.switch(target, choice, adopt, recovered, before_flip)
+    Session::open(store, root, observer)?.switch(
+        target,
+        choice,
+        adopt,
+        recovered,
+        before_journal,
+        before_flip,
+    )
 }
 
 /// A root held for a sequence of switches: its exclusive lock and the store's shared lock
@@ -259,6 +270,7 @@ impl<'a> Session<'a> {
         choice: &Choice,
         adopt: bool,
         recovered: &dyn Fn(&Recovered),
+        before_journal: &dyn Fn(&Plan) -> Result<(), SwitchError>,
         before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
     ) -> Result<(Plan, Applied), SwitchError> {
         let (store, root) = (self.store, self.root);
@@ -269,7 +281,7 @@ impl<'a> Session<'a> {
         let g = resolve(store, root, target, choice)?;
         check_objects(store, &g)?;
         let plan = plan(store, root, &g, adopt)?;
-        apply(store, root, plan, before_flip)
+        apply(store, root, plan, before_journal, before_flip)
     }
 }
 
@@ -294,6 +306,7 @@ fn apply(
     store: &Store,
     root: &Root,
     plan: Plan,
+    before_journal: &dyn Fn(&Plan) -> Result<(), SwitchError>,
     before_flip: &dyn Fn(&Plan) -> Result<(), SwitchError>,
 ) -> Result<(Plan, Applied), SwitchError> {
     plan.check()?;
@@ -321,6 +334,9 @@ fn apply(
             },
         ));
     }
+    // First what must exist whenever the journal does (a pending gate): a failure here leaves
+    // no journal, so no recovery completes the switch without it.
+    before_journal(&plan)?;
     let journal = journal::begin(root, &plan)?;
     // Units are stopped only once the switch is recorded: a failure before this point
     // leaves the services untouched.
