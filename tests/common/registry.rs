@@ -1087,22 +1087,29 @@ fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, state: &ProxyState) {
                 continue;
             }
         }
-        {
+        let counted = {
             let cut = state.cut.lock().unwrap();
-            if let Some((w, at)) = *cut
-                && w == way
-            {
-                let before = state.counter(way).load(Ordering::SeqCst);
-                if before + n as u64 >= at {
-                    send = at.saturating_sub(before) as usize;
-                    cut_now = true;
+            match *cut {
+                Some((w, at)) if w == way => {
+                    let before = state.counter(way).load(Ordering::SeqCst);
+                    if before + n as u64 >= at {
+                        send = at.saturating_sub(before) as usize;
+                        cut_now = true;
+                    }
+                    // Counted under the lock, before the write: two connections racing to
+                    // the cut must not each send up to it (200 bytes through a cut at 100).
+                    state.counter(way).fetch_add(send as u64, Ordering::SeqCst);
+                    true
                 }
+                _ => false,
             }
-        }
+        };
         if to.write_all(&buf[..send]).is_err() {
             break;
         }
-        state.counter(way).fetch_add(send as u64, Ordering::SeqCst);
+        if !counted {
+            state.counter(way).fetch_add(send as u64, Ordering::SeqCst);
+        }
         if cut_now {
             state.kill_all();
             break;
