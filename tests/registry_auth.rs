@@ -481,3 +481,41 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
     assert!(!r.stderr.contains("not-the-token"), "{}", r.stderr);
     assert_eq!(store_objects(&h.sb.store), Default::default());
 }
+
+/// A credentials file of the wrong shape or not JSON at all is refused before any request,
+/// naming the file, the JSON path and the position, with the shape expected; never a value of
+/// it: serde's own message would quote the base64 `user:password` (review13 HIGH-6).
+#[test]
+fn a_malformed_credentials_file_is_refused_without_quoting_its_values() {
+    let sb = Sandbox::new();
+    // base64("kb:S3cretPW99"), given where an object is expected.
+    let secret = "a2I6UzNjcmV0UFc5OQ==";
+    let help = "help: fix or remove `$SANDBOX/auth.json`: it should look like `{\"auths\": {\"HOST\": {\"auth\": \"BASE64 of user:password\"}}}` (containers-auth.json(5))\n";
+    let file = sb.dir.join("auth.json");
+    let authfile = file.to_str().unwrap();
+    for (text, cause) in [
+        (
+            format!(r#"{{"auths":{{"127.0.0.1:9":"{secret}"}}}}"#),
+            "`auths.\"127.0.0.1:9\"` is a string, expected an object such as `{\"auth\": \"…\"}` (at line 1, column 46)",
+        ),
+        (
+            format!(r#"{{"auths":"{secret}"}}"#),
+            "`auths` is a string, expected an object of `\"HOST\": {…}` entries (at line 1, column 31)",
+        ),
+        (
+            format!(r#"{{"auths":{{"127.0.0.1:9":{{"password":{{"p":"{secret}"}}}}}}}}"#),
+            "`auths.\"127.0.0.1:9\".password` is an object, expected a string (at line 1, column 36)",
+        ),
+        (
+            format!(r#"{{"auths":{{"127.0.0.1:9":{{"auth":"{secret}"}}"#),
+            "it is not valid JSON (it ends early, at line 1, column 55)",
+        ),
+    ] {
+        std::fs::write(&file, &text).unwrap();
+        let r = sb.kbuild(&["pull", "127.0.0.1:9/k/m:t", "--authfile", authfile]);
+        r.assert_error(&format!(
+            "error: cannot pull `127.0.0.1:9/k/m:t`\n  caused by: cannot read credentials file `$SANDBOX/auth.json`\n  caused by: {cause}\n{help}"
+        ));
+        assert!(!r.stderr.contains(secret), "{}", r.stderr);
+    }
+}

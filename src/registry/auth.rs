@@ -236,7 +236,7 @@ pub fn resolve(
             path: path.clone(),
             source: std::io::Error::other(why),
         };
-        let file: AuthFile = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let file = parse_auth_file(&text).map_err(bad)?;
         // The helper to ask, if the file names one before (credHelpers) or after (credsStore)
         // its `auths`.
         let helper_of = |field: &'static str, name: &str| -> Result<Helper, RegistryError> {
@@ -366,6 +366,95 @@ fn ask_helper(helper: &Helper, registry: &str) -> Result<Option<Credentials>, Re
             password: s,
         }),
     })
+}
+
+/// Parses a credentials file. serde's message for a value of the wrong type quotes the
+/// value (`invalid type: string "a2I6…"`), and the values here are secrets, so no serde
+/// message is passed on: a syntax error says its position, a shape error its position and
+/// the JSON path with the kind found and the kind expected.
+fn parse_auth_file(text: &[u8]) -> Result<AuthFile, String> {
+    let e = match serde_json::from_slice::<AuthFile>(text) {
+        Ok(file) => return Ok(file),
+        Err(e) => e,
+    };
+    let at = format!("line {}, column {}", e.line(), e.column());
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax => Err(format!("it is not valid JSON (syntax error at {at})")),
+        Category::Eof => Err(format!("it is not valid JSON (it ends early, at {at})")),
+        Category::Io => Err(format!("it cannot be read as JSON (at {at})")),
+        Category::Data => {
+            let what = serde_json::from_slice::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| shape_error(&v))
+                .unwrap_or_else(|| "a value has the wrong type".to_owned());
+            Err(format!("{what} (at {at})"))
+        }
+    }
+}
+
+/// The first place where `v` departs from a credentials file's shape, as the JSON path, the
+/// kind found and the kind expected: never a value (they hold secrets).
+fn shape_error(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let wrong = |path: String, v: &Value, expected: &str| {
+        Some(format!("`{path}` is {}, expected {expected}", kind(v)))
+    };
+    let Value::Object(top) = v else {
+        return wrong("(the whole file)".to_owned(), v, "an object");
+    };
+    if let Some(auths) = top.get("auths") {
+        let Value::Object(auths) = auths else {
+            return wrong(
+                "auths".to_owned(),
+                auths,
+                "an object of `\"HOST\": {…}` entries",
+            );
+        };
+        for (host, entry) in auths {
+            let Value::Object(fields) = entry else {
+                return wrong(
+                    format!("auths.\"{host}\""),
+                    entry,
+                    "an object such as `{\"auth\": \"…\"}`",
+                );
+            };
+            for name in ["auth", "username", "password", "identitytoken"] {
+                match fields.get(name) {
+                    None | Some(Value::String(_) | Value::Null) => {}
+                    Some(other) => {
+                        return wrong(format!("auths.\"{host}\".{name}"), other, "a string");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(helpers) = top.get("credHelpers") {
+        let Value::Object(helpers) = helpers else {
+            return wrong(
+                "credHelpers".to_owned(),
+                helpers,
+                "an object of `\"HOST\": \"NAME\"` entries",
+            );
+        };
+        for (host, name) in helpers {
+            if !name.is_string() {
+                return wrong(format!("credHelpers.\"{host}\""), name, "a string");
+            }
+        }
+    }
+    match top.get("credsStore") {
+        None | Some(Value::String(_) | Value::Null) => None,
+        Some(other) => wrong("credsStore".to_owned(), other, "a string"),
+    }
 }
 
 fn lookup(

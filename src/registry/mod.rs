@@ -159,6 +159,20 @@ impl RegistryError {
                     .unwrap_or_else(|_| "HOST/REPOSITORY".to_owned());
                 format!("check the repository and tag (`skopeo list-tags docker://{name}` lists the tags)")
             }
+            RegistryError::AuthFile { path, source } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => format!(
+                    "give `--authfile` an existing credentials file (`{}` is not one)",
+                    path.display()
+                ),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "run as a user who can read `{}`, or name another file with `--authfile`",
+                    path.display()
+                ),
+                _ => format!(
+                    "fix or remove `{}`: it should look like `{{\"auths\": {{\"HOST\": {{\"auth\": \"BASE64 of user:password\"}}}}}}` (containers-auth.json(5))",
+                    path.display()
+                ),
+            },
             RegistryError::HelperMissing { helper, registry } => format!(
                 "install `{}` on the PATH, or remove the `{}` entry for `{registry}` from `{}`",
                 helper.program,
