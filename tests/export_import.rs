@@ -637,3 +637,67 @@ fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
     );
     assert_eq!(full_listing(&store2), before, "the store changed");
 }
+
+/// `--output .` (or `..`, `dir/..`, a symbolic link) naming an existing empty directory — a
+/// mounted stick after `cd /media/usb` — is exported into; what cannot receive an export is
+/// refused with a message that says what it is, and `rm -r` is never offered for the current
+/// directory or one above it (review13 MED-1, LOW-2, LOW-11).
+#[test]
+fn export_outputs_named_by_dot_links_files_and_missing_parents() {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let in_dir = |dir: &Path, output: &str| {
+        let mut c = w.cmd(&["export", "--output", output]);
+        c.current_dir(dir);
+        w.sb.run(c)
+    };
+    let top = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let layout = ["blobs", "index.json", "oci-layout"];
+
+    let dot = w.sb.dir.join("dot");
+    std::fs::create_dir(&dot).unwrap();
+    in_dir(&dot, ".").assert_success();
+    assert_eq!(top(&dot), layout);
+    // Again: not empty now, and `rm -r .` is no advice to give.
+    in_dir(&dot, ".").assert_error(
+        "error: cannot export generation 1 of profile `default` to `.`\n  caused by: export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)\nhelp: choose another directory: a new or empty one\n",
+    );
+
+    let up = w.sb.dir.join("up");
+    std::fs::create_dir_all(up.join("sub")).unwrap();
+    in_dir(&up.join("sub"), "..").assert_error(
+        "error: cannot export generation 1 of profile `default` to `..`\n  caused by: export directory `..` already exists and is not empty (it holds `sub`)\nhelp: choose another directory: a new or empty one\n",
+    );
+    let twice = w.sb.dir.join("twice");
+    std::fs::create_dir_all(twice.join("x")).unwrap();
+    in_dir(&twice, "x/..").assert_error(
+        "error: cannot export generation 1 of profile `default` to `x/..`\n  caused by: export directory `x/..` already exists and is not empty (it holds `x`)\nhelp: choose another directory: a new or empty one\n",
+    );
+
+    // A symbolic link to an empty directory is that directory.
+    let target = w.sb.dir.join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, w.sb.dir.join("lnk")).unwrap();
+    in_dir(&w.sb.dir, "lnk").assert_success();
+    assert_eq!(top(&target), layout);
+
+    std::fs::write(w.sb.dir.join("afile"), "x").unwrap();
+    in_dir(&w.sb.dir, "afile").assert_error(
+        "error: cannot export generation 1 of profile `default` to `afile`\n  caused by: export directory `afile` is a file, not a directory\nhelp: choose another directory: a new or empty one\n",
+    );
+    std::os::unix::fs::symlink("nonexist", w.sb.dir.join("dl")).unwrap();
+    in_dir(&w.sb.dir, "dl").assert_error(
+        "error: cannot export generation 1 of profile `default` to `dl`\n  caused by: export directory `dl` is a symbolic link to `nonexist`, which does not exist\nhelp: choose another directory: a new or empty one\n",
+    );
+    in_dir(&w.sb.dir, "nope/a/b").assert_error(
+        "error: cannot export generation 1 of profile `default` to `nope/a/b`\n  caused by: the parent `nope/a` of export directory `nope/a/b` does not exist\nhelp: make it first (`mkdir -p nope/a`), or choose another directory\n",
+    );
+    assert!(!w.sb.dir.join("nope").exists());
+}

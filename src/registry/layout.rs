@@ -226,14 +226,14 @@ const INSIDE: &str = ".kbuild-tmp";
 
 /// Why `dir` cannot receive an export (`None`: missing or an empty directory, or one that
 /// holds only a killed export's staging directory).
+/// A symbolic link to an empty directory (a mount point reached through a link) is that
+/// directory.
 pub fn output_in_the_way(dir: &Path) -> Option<String> {
-    let md = dir.symlink_metadata().ok()?;
-    if !md.is_dir() {
-        return Some(if md.is_symlink() {
-            "it is a symbolic link".to_owned()
-        } else {
-            "it is a file, not a directory".to_owned()
-        });
+    if dir.symlink_metadata().is_err() {
+        return None;
+    }
+    if !dir.is_dir() {
+        return Some("it is no longer a directory".to_owned());
     }
     let mut names: Vec<String> = match fs_err::read_dir(dir) {
         Ok(rd) => rd
@@ -260,6 +260,64 @@ pub fn output_in_the_way(dir: &Path) -> Option<String> {
     Some(holds)
 }
 
+/// Why `output` can receive no export whatever it holds: it is a file or a dangling
+/// symbolic link, names no directory, or (missing) its parent does not exist.
+fn unusable_output(output: &Path) -> Option<RegistryError> {
+    let not_a_dir = |why: String| {
+        Some(RegistryError::OutputNotADirectory {
+            dir: output.to_owned(),
+            why,
+        })
+    };
+    match output.metadata() {
+        Ok(md) if md.is_dir() => None,
+        Ok(_) => not_a_dir("is a file, not a directory".to_owned()),
+        Err(_) => match output.symlink_metadata() {
+            Ok(md) if md.is_symlink() => {
+                let target = fs_err::read_link(output).unwrap_or_default();
+                not_a_dir(format!(
+                    "is a symbolic link to `{}`, which does not exist",
+                    target.display()
+                ))
+            }
+            // There, but its metadata cannot be read: the staging says why.
+            Ok(_) => None,
+            Err(_) => {
+                if output.file_name().is_none() {
+                    return not_a_dir("names no directory (it ends in `..`)".to_owned());
+                }
+                let parent = match output.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                (!parent.is_dir()).then(|| RegistryError::OutputParentMissing {
+                    dir: output.to_owned(),
+                    parent: parent.to_owned(),
+                })
+            }
+        },
+    }
+}
+
+/// Whether `rm -r dir` is fit advice: not for `/`, `.`, `..`, the current directory or one
+/// above it, nor the home directory or one above it (an operator running as root could paste
+/// it).
+fn removable(dir: &Path) -> bool {
+    if dir.file_name().is_none() {
+        return false;
+    }
+    let Ok(canon) = dir.canonicalize() else {
+        return true;
+    };
+    let above = |p: Option<PathBuf>| {
+        p.and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p.starts_with(&canon))
+    };
+    canon.parent().is_some()
+        && !above(std::env::current_dir().ok())
+        && !above(std::env::var_os("HOME").map(PathBuf::from))
+}
+
 impl ExportStaging {
     /// Takes (making it if needed) and empties the staging directory of an export to
     /// `output`, waiting while another export to `output` holds it. Refuses (`Err(why)` via
@@ -271,19 +329,22 @@ impl ExportStaging {
         let refuse = |why: String| RegistryError::OutputNotEmpty {
             dir: output.to_owned(),
             why,
+            removable: removable(output),
         };
+        if let Some(e) = unusable_output(output) {
+            return Err(e);
+        }
         if let Some(why) = output_in_the_way(output) {
             return Err(refuse(why));
         }
-        let mut name = output
-            .file_name()
-            .ok_or_else(|| refuse("it names no directory (it ends in `..` or is `/`)".into()))?
-            .to_owned();
-        name.push(".kbuild-tmp");
+        // An existing (empty) directory is staged in, which needs no name for it: `.`,
+        // `..` and `/` are fine; a new one beside it, in the parent `unusable_output` checked.
         let inside = output.is_dir();
         let path = if inside {
             output.join(INSIDE)
         } else {
+            let mut name = output.file_name().unwrap_or_default().to_owned();
+            name.push(".kbuild-tmp");
             output.with_file_name(name)
         };
         let what = format!("the export to `{}`", output.display());
@@ -343,6 +404,7 @@ impl ExportStaging {
         let refuse = |why: String| RegistryError::OutputNotEmpty {
             dir: self.output.clone(),
             why,
+            removable: removable(&self.output),
         };
         crate::fs::fsync_dir(&self.path.join("blobs/sha256"))?;
         crate::fs::fsync_dir(&self.path.join("blobs"))?;

@@ -54,7 +54,18 @@ pub enum RegistryError {
     NotALayout { dir: PathBuf, why: String },
     /// `why` says what is there (the first few names, whether it is an OCI layout).
     #[error("export directory `{}` already exists and is not empty ({why})", dir.display())]
-    OutputNotEmpty { dir: PathBuf, why: String },
+    /// `removable`: whether `rm -r DIR` is fit advice (not for `/`, `.`, `..`, the current
+    /// or home directory or one above them).
+    OutputNotEmpty {
+        dir: PathBuf,
+        why: String,
+        removable: bool,
+    },
+    /// The export directory is a file or a dangling symbolic link, or names no directory.
+    #[error("export directory `{}` {why}", dir.display())]
+    OutputNotADirectory { dir: PathBuf, why: String },
+    #[error("the parent `{}` of export directory `{}` does not exist", parent.display(), dir.display())]
+    OutputParentMissing { dir: PathBuf, parent: PathBuf },
     /// The artifact (from a layout or a registry) is malformed or hostile.
     #[error("{what} refused: {why}")]
     Refused { what: String, why: String },
@@ -139,9 +150,16 @@ impl RegistryError {
             }
             // As `cargo new`: never merge into or overwrite what is there (an OCI layout
             // with two images would not import), so no `--force`; removing it is explicit.
-            RegistryError::OutputNotEmpty { dir, .. } => format!(
+            RegistryError::OutputNotEmpty { dir, removable: true, .. } => format!(
                 "export into a new or empty directory, or remove this one first (`rm -r {}`)",
                 dir.display()
+            ),
+            RegistryError::OutputNotEmpty { .. } | RegistryError::OutputNotADirectory { .. } => {
+                "choose another directory: a new or empty one".to_owned()
+            }
+            RegistryError::OutputParentMissing { parent, .. } => format!(
+                "make it first (`mkdir -p {}`), or choose another directory",
+                parent.display()
             ),
             RegistryError::NotALayout { .. } => {
                 "give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)"
