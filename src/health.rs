@@ -269,6 +269,7 @@ fn command(argv: &[String], limit: Duration) -> Answer {
         Ok(c) => c,
         Err(e) => return Answer::fail(format!("cannot run `{program}`: {e}")),
     };
+    crate::interrupt::track_group(child.id());
     // Read both pipes while the command runs, so a chatty command cannot block on a full pipe.
     let reader = |p: Option<Box<dyn std::io::Read + Send>>| {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -303,9 +304,7 @@ fn command(argv: &[String], limit: Duration) -> Answer {
     };
     // The check is over: whatever it started goes with it. The group is the child's pid
     // (`process_group(0)`); it may be gone already (ESRCH), which is fine.
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
+    crate::interrupt::kill_group(child.id());
     // A child that left the group (setsid) can still hold a pipe: its output is not waited
     // for beyond the attempt's deadline.
     let mut output = Vec::new();

@@ -16,6 +16,38 @@ static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 static LEFT: Mutex<Option<String>> = Mutex::new(None);
 
+/// Process groups of children running now (see [`track_group`]).
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Records `pid`, a child spawned in a process group of its own (`process_group(0)`, so the
+/// group id is its pid), for [`kill_tracked_groups`]: a SIGINT sent to kbuild alone (`timeout
+/// -s INT`, a service stop, a CI cancel) must not leave it running. Undone by [`kill_group`].
+pub fn track_group(pid: u32) {
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Kills the process group `pid` (SIGKILL: the child and whatever it started that stayed in
+/// its group) and forgets it. A group already gone (ESRCH) is fine.
+pub fn kill_group(pid: u32) {
+    GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills every process group recorded by [`track_group`] (on interrupt).
+pub fn kill_tracked_groups() {
+    let groups = std::mem::take(&mut *GROUPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in groups {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Records what an interrupt now would leave undone, and the ways out (`None`: nothing).
 pub fn set_left(what: Option<String>) {
     *LEFT.lock().unwrap_or_else(|e| e.into_inner()) = what;

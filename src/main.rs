@@ -76,6 +76,9 @@ fn interrupt_handler(term: &std::sync::Arc<cli::Terminal>) {
     let term = std::sync::Arc::clone(term);
     let installed = ctrlc::set_handler(move || {
         term.clear();
+        // Children in process groups of their own (health checks, credential helpers) got
+        // no SIGINT from a signal sent to kbuild alone.
+        kbuild::interrupt::kill_tracked_groups();
         let removed = kbuild::interrupt::remove_tracked();
         let what = if removed == 1 { "entry" } else { "entries" };
         errln!("error: interrupted; removed {removed} temporary {what} this command had made");

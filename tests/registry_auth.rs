@@ -519,3 +519,75 @@ fn a_malformed_credentials_file_is_refused_without_quoting_its_values() {
         assert!(!r.stderr.contains(secret), "{}", r.stderr);
     }
 }
+
+/// A credential helper that never answers: after 2 s a status line says what kbuild waits
+/// for, and at the limit (`KBUILD_CREDENTIAL_HELPER_TIMEOUT`, 60 s by default) it is killed,
+/// with what it started, and the pull fails naming it (review13 MED-7).
+#[test]
+fn a_credential_helper_that_hangs_is_announced_then_killed_at_the_limit() {
+    let sb = Sandbox::new();
+    let bin = sb.dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-kbhang");
+    let pids = sb.dir.join("pids");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nsleep 600 &\necho $! >> {0}\necho $$ >> {0}\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = sb.dir.join("auth.json");
+    std::fs::write(&file, r#"{"credHelpers":{"127.0.0.1:9":"kbhang"}}"#).unwrap();
+    let mut c = sb.bare();
+    c.env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("KBUILD_CREDENTIAL_HELPER_TIMEOUT", "3s")
+        .args(["--store", sb.store.to_str().unwrap()])
+        .args(["pull", "127.0.0.1:9/k/m:t", "--authfile"])
+        .arg(&file);
+    let r = sb.run(c);
+    r.assert_error(
+        "     Waiting for `docker-credential-kbhang` to answer for 127.0.0.1:9 (a passphrase prompt?); it is killed after 3s\nerror: cannot pull `127.0.0.1:9/k/m:t`\n  caused by: credential helper `docker-credential-kbhang` (`credHelpers` of `$SANDBOX/auth.json`) failed to give the credentials for `127.0.0.1:9`\n  caused by: no answer after 3s; killed (`KBUILD_CREDENTIAL_HELPER_TIMEOUT` sets the limit, e.g. `5m`)\nhelp: check the helper with `echo 127.0.0.1:9 | docker-credential-kbhang get`, or remove the `credHelpers` entry from `$SANDBOX/auth.json`\n",
+    );
+    // The helper and the `sleep` it started are gone (killed with their process group).
+    assert_gone(&pids);
+
+    // A SIGINT sent to kbuild alone (`timeout -s INT`, a service stop) kills them too.
+    std::fs::remove_file(&pids).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kbuild"))
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HOME", &sb.home)
+        .args(["--store", sb.store.to_str().unwrap()])
+        .args(["pull", "127.0.0.1:9/k/m:t", "--authfile"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&pids).map_or(0, |p| p.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 30, "the helper never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kbuild = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(kbuild, rustix::process::Signal::INT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_gone(&pids);
+}
+
+/// Every pid listed in `pids` is gone (or a zombie, dead and not yet reaped).
+fn assert_gone(pids: &Path) {
+    let pids = std::fs::read_to_string(pids).unwrap();
+    assert_eq!(pids.lines().count(), 2, "{pids}");
+    for pid in pids.lines() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "helper process {pid} still running: {stat}"
+        );
+    }
+}

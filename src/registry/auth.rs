@@ -18,6 +18,7 @@
 //! store, a log or an error message.
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -167,6 +168,23 @@ const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
 /// The user name under which a helper returns an identity token (docker's convention).
 const TOKEN_USER: &str = "<token>";
 
+/// How long a helper may run before a status line says kbuild waits for it.
+const HELPER_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The environment variable that sets how long a helper may run before it is killed
+/// (a duration, `humantime` syntax: `90s`, `5m`); [`HELPER_TIMEOUT`] by default.
+pub const HELPER_TIMEOUT_VAR: &str = "KBUILD_CREDENTIAL_HELPER_TIMEOUT";
+
+/// How long a helper may run by default: long enough to type a passphrase.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn helper_timeout() -> std::time::Duration {
+    std::env::var(HELPER_TIMEOUT_VAR)
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .unwrap_or(HELPER_TIMEOUT)
+}
+
 /// The most of a helper's output quoted in an error.
 const HELPER_OUTPUT_QUOTED: usize = 2000;
 
@@ -217,6 +235,7 @@ pub fn resolve(
     registry: &str,
     repository: &str,
     explicit: Option<&Path>,
+    observer: &dyn crate::observe::Observer,
 ) -> Result<Resolved, RegistryError> {
     let mut resolved = Resolved {
         credentials: Credentials::Anonymous,
@@ -270,7 +289,7 @@ pub fn resolve(
             },
         };
         if let Some(helper) = helper {
-            match ask_helper(&helper, registry)? {
+            match ask_helper(&helper, registry, observer)? {
                 Some(c) => {
                     resolved.credentials = c;
                     resolved.helper = Some(helper);
@@ -296,17 +315,24 @@ fn host_of_key(key: &str) -> &str {
 /// Runs `helper get` with `registry` on stdin, as docker and containers/image do (the server
 /// as written by `docker login`/`podman login`: `host[:port]`, no scheme). `None` when the
 /// helper has no credentials for it.
-fn ask_helper(helper: &Helper, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+fn ask_helper(
+    helper: &Helper,
+    registry: &str,
+    observer: &dyn crate::observe::Observer,
+) -> Result<Option<Credentials>, RegistryError> {
     let failed = |why: String| RegistryError::HelperFailed {
         helper: helper.clone(),
         registry: registry.to_owned(),
         source: std::io::Error::other(why),
     };
+    // Its own process group, killed on a timeout or an interrupt with what it started (as
+    // health checks are): a SIGINT sent to kbuild alone would otherwise leave it running.
     let mut child = match Command::new(&helper.program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -323,9 +349,38 @@ fn ask_helper(helper: &Helper, registry: &str) -> Result<Option<Credentials>, Re
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(registry.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    let pid = child.id();
+    crate::interrupt::track_group(pid);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let limit = helper_timeout();
+    let started = std::time::Instant::now();
+    let out = match rx.recv_timeout(HELPER_QUIET.min(limit)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            observer.status(
+                "Waiting",
+                &format!(
+                    "for `{}` to answer for {registry} (a passphrase prompt?); it is killed after {}",
+                    helper.program,
+                    humantime::format_duration(limit)
+                ),
+            );
+            rx.recv_timeout(limit.saturating_sub(started.elapsed()))
+        }
+        answer => answer,
+    };
+    crate::interrupt::kill_group(pid);
+    let out = match out {
+        Ok(out) => out.map_err(|e| failed(format!("cannot run it: {e}")))?,
+        Err(_) => {
+            return Err(failed(format!(
+                "no answer after {}; killed (`{HELPER_TIMEOUT_VAR}` sets the limit, e.g. `5m`)",
+                humantime::format_duration(limit)
+            )));
+        }
+    };
     if !out.status.success() {
         // On failure a helper prints its error message on stdout (and a tool it runs, such
         // as `pass` or `gpg`, may print on stderr); no secret is in either.
@@ -530,7 +585,13 @@ mod tests {
             r#"{"auths":{"other:5000":{"auth":"eDp5"},"https://127.0.0.1:5000/v1/":{"auth":"a2I6czNjcmV0"}}}"#,
         )
         .unwrap();
-        let r = resolve("127.0.0.1:5000", "kb/m", Some(&path)).unwrap();
+        let r = resolve(
+            "127.0.0.1:5000",
+            "kb/m",
+            Some(&path),
+            &crate::observe::Quiet,
+        )
+        .unwrap();
         assert_eq!(
             r.credentials,
             Credentials::Basic {
@@ -543,7 +604,7 @@ mod tests {
             format!("user `kb` from `{}`", path.display())
         );
         assert!(!format!("{:?}", r.credentials).contains("s3cret"));
-        let none = resolve("elsewhere", "kb/m", Some(&path)).unwrap();
+        let none = resolve("elsewhere", "kb/m", Some(&path), &crate::observe::Quiet).unwrap();
         assert_eq!(none.credentials, Credentials::Anonymous);
         assert!(
             none.describe("elsewhere")
@@ -575,7 +636,7 @@ mod tests {
             ("ab/x", "any"),
             ("c", "any"),
         ] {
-            let r = resolve("reg:5000", repository, Some(&path)).unwrap();
+            let r = resolve("reg:5000", repository, Some(&path), &crate::observe::Quiet).unwrap();
             assert_eq!(
                 r.credentials,
                 Credentials::Basic {
@@ -589,7 +650,13 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error_naming_it() {
-        let err = resolve("h", "r", Some(Path::new("/nonexistent/auth.json"))).unwrap_err();
+        let err = resolve(
+            "h",
+            "r",
+            Some(Path::new("/nonexistent/auth.json")),
+            &crate::observe::Quiet,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/auth.json"), "{err}");
     }
     /// Within a file: an `auths` entry that holds credentials wins over the `credsStore`
@@ -601,7 +668,7 @@ mod tests {
         let path = dir.path().join("config.json");
         let write = |text: &str| std::fs::write(&path, text).unwrap();
         write(r#"{"auths":{"reg:5000":{"identitytoken":"t0k3n"}},"credsStore":"kbuild-absent"}"#);
-        let r = resolve("reg:5000", "a/b", Some(&path)).unwrap();
+        let r = resolve("reg:5000", "a/b", Some(&path), &crate::observe::Quiet).unwrap();
         assert_eq!(r.credentials, Credentials::IdentityToken("t0k3n".into()));
         assert_eq!(
             r.describe("reg:5000"),
@@ -610,7 +677,7 @@ mod tests {
         assert!(!format!("{:?}", r.credentials).contains("t0k3n"));
 
         let missing = |field: &str| {
-            let err = resolve("reg:5000", "a/b", Some(&path)).unwrap_err();
+            let err = resolve("reg:5000", "a/b", Some(&path), &crate::observe::Quiet).unwrap_err();
             let RegistryError::HelperMissing { helper, registry } = &err else {
                 panic!("{err:?}");
             };
@@ -638,7 +705,9 @@ mod tests {
             r#"{"auths":{"reg:5000":{"auth":"a2I6czNjcmV0"}},"credHelpers":{"other:5000":"kbuild-absent"}}"#,
         );
         assert_eq!(
-            resolve("reg:5000", "a/b", Some(&path)).unwrap().credentials,
+            resolve("reg:5000", "a/b", Some(&path), &crate::observe::Quiet)
+                .unwrap()
+                .credentials,
             Credentials::Basic {
                 username: "kb".into(),
                 password: "s3cret".into()
@@ -652,7 +721,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"credHelpers":{"reg":"../../tmp/x"}}"#).unwrap();
-        let err = resolve("reg", "a", Some(&path)).unwrap_err();
+        let err = resolve("reg", "a", Some(&path), &crate::observe::Quiet).unwrap_err();
         assert!(matches!(err, RegistryError::AuthFile { .. }), "{err:?}");
         let cause = std::error::Error::source(&err).unwrap().to_string();
         assert_eq!(

@@ -82,7 +82,11 @@ struct Session {
 }
 
 impl Session {
-    fn open(reference: &Reference, opts: &RemoteOptions) -> Result<Session, RegistryError> {
+    fn open(
+        reference: &Reference,
+        opts: &RemoteOptions,
+        observer: &dyn Observer,
+    ) -> Result<Session, RegistryError> {
         if opts.offline {
             return Err(RegistryError::Offline {
                 reference: reference.to_string(),
@@ -92,6 +96,7 @@ impl Session {
             &reference.registry,
             &reference.repository,
             opts.authfile.as_deref(),
+            observer,
         )?;
         let auth = match &resolved.credentials {
             Credentials::Anonymous => RegistryAuth::Anonymous,
@@ -285,7 +290,7 @@ pub fn push(
     opts: &RemoteOptions,
     observer: &dyn Observer,
 ) -> Result<PushReport, RegistryError> {
-    let mut session = Session::open(reference, opts)?;
+    let mut session = Session::open(reference, opts, observer)?;
     session.authenticate(RegistryOperation::Push, "push")?;
     // Shared, as a build: gc cannot remove the objects while they are read.
     let _lock = store.lock(LockMode::Shared, observer)?;
@@ -590,7 +595,7 @@ pub fn pull(
     observer: &dyn Observer,
 ) -> Result<PullReport, RegistryError> {
     let what = format!("`{reference}`");
-    let mut session = Session::open(reference, opts)?;
+    let mut session = Session::open(reference, opts, observer)?;
     session.authenticate(RegistryOperation::Pull, "pull")?;
     let (manifest_bytes, _) = session
         .runtime
