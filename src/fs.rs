@@ -15,12 +15,28 @@ pub const STORE_MTIME: i64 = 1;
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, None)
+}
+
+/// [`write_atomic`] for a file others must read too (an exported OCI layout's `oci-layout`
+/// and `index.json`, like its blobs): mode 0644 instead of the temp file's 0600.
+pub fn write_atomic_readable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if read_optional(path)?.is_some_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic_mode(path, bytes, Some(0o644))
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| annotate(plain(e), "create a temporary file in", dir))?;
     crate::interrupt::track(tmp.path());
+    if let Some(mode) = mode {
+        fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    }
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_data())
         .map_err(|e| annotate(e, "write", tmp.path()))?;

@@ -665,6 +665,15 @@ fn export_outputs_named_by_dot_links_files_and_missing_parents() {
     std::fs::create_dir(&dot).unwrap();
     in_dir(&dot, ".").assert_success();
     assert_eq!(top(&dot), layout);
+    // Readable by all, as its blobs are (an export made as root, imported as another user).
+    for name in ["index.json", "oci-layout"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dot.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{name}");
+    }
     // Again: not empty now, and `rm -r .` is no advice to give.
     in_dir(&dot, ".").assert_error(
         "error: cannot export generation 1 of profile `default` to `.`\n  caused by: export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)\nhelp: choose another directory: a new or empty one\n",

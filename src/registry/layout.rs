@@ -51,14 +51,14 @@ pub fn init(dir: &Path) -> std::io::Result<()> {
         image_layout_version: "1.0.0".to_owned(),
     })
     .expect("serializes");
-    crate::fs::write_if_changed(&dir.join("oci-layout"), &layout)?;
+    crate::fs::write_atomic_readable(&dir.join("oci-layout"), &layout)?;
     Ok(())
 }
 
 /// Writes `bytes` as blob `digest` unless it is already there.
 pub fn put_blob(dir: &Path, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
     let path = blob_path(dir, digest).expect("digests we make are sha256");
-    crate::fs::write_if_changed(&path, bytes).map(drop)
+    crate::fs::write_atomic_readable(&path, bytes)
 }
 
 /// Writes `index.json` naming `manifest` (its bytes are already a blob) as `tag`.
@@ -81,7 +81,7 @@ pub fn write_index(
     };
     let mut json = serde_json::to_vec_pretty(&index).expect("serializes");
     json.push(b'\n');
-    crate::fs::write_atomic(&dir.join("index.json"), &json)
+    crate::fs::write_atomic_readable(&dir.join("index.json"), &json)
 }
 
 /// The manifest the layout at `dir` holds: `(bytes, digest)`. The layout must name exactly
