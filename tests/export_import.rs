@@ -207,7 +207,7 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
         r.stderr
     );
     assert!(
-        r.stderr.contains("help: nothing was added to the store"),
+        r.stderr.contains("help: nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes, after removing that store's push cache (`rm -r STORE/.kbuild/oci/blobs`: `verify` does not check it)\n"),
         "{}",
         r.stderr
     );

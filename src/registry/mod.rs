@@ -166,7 +166,9 @@ impl RegistryError {
                     .to_owned()
             }
             RegistryError::DigestMismatch { .. } | RegistryError::Refused { .. } => {
-                "nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes".to_owned()
+                // `verify` does not read the push cache (review13 MED-9): an entry naming
+                // another object's blob the registry has is fixed only by removing the cache.
+                "nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes, after removing that store's push cache (`rm -r STORE/.kbuild/oci/blobs`: `verify` does not check it)".to_owned()
             }
             RegistryError::MissingBlob { .. } => {
                 "copy the whole layout directory (every file under `blobs/sha256/`), or export again".to_owned()
