@@ -351,22 +351,6 @@ pub fn missing_objects<'a>(store: &Store, config: &'a Config) -> Vec<&'a artifac
         .collect()
 }
 
-/// Imports the artifact staged in the OCI layout at `dir` whose manifest is `manifest` (already
-/// checked against its digest): see the module docs. The blobs of objects the store already
-/// has may be absent from `dir`. Records the generation in `profile`, else the one it was
-/// exported from.
-pub fn import_layout(
-    store: &Store,
-    dir: &Path,
-    manifest: &[u8],
-    what: &str,
-    profile: Option<&str>,
-    observer: &dyn Observer,
-) -> Result<Imported, RegistryError> {
-    let checked = check_layout(dir, manifest, what)?;
-    add_checked(store, dir, &checked, what, profile, observer)
-}
-
 /// Step 1 of the module docs for the layout at `dir` whose manifest is `manifest`: the
 /// manifest, and the config blob read from the layout.
 pub fn check_layout(dir: &Path, manifest: &[u8], what: &str) -> Result<Checked, RegistryError> {
@@ -439,7 +423,8 @@ pub fn already_recorded(
     }))
 }
 
-/// Steps 2–4 of the module docs for an artifact [`check_config`] passed.
+/// Steps 2–4 of the module docs for an artifact [`check_config`] passed, its blobs read from
+/// the layout at `dir`.
 pub fn add_checked(
     store: &Store,
     dir: &Path,
@@ -448,7 +433,6 @@ pub fn add_checked(
     profile: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<Imported, RegistryError> {
-    use std::os::unix::fs::PermissionsExt as _;
     let config = &checked.config;
     // Shared, as a build: gc (exclusive) cannot delete objects between their add and the
     // generation record that keeps them. (A lock file that exists is locked read-only on a
@@ -458,14 +442,14 @@ pub fn add_checked(
         return Ok(done);
     }
     store.require_writable_layout()?;
-    let profile = profile.unwrap_or(&config.profile).to_owned();
-    let new = new_generation(config);
     let missing = missing_objects(store, config);
     let present = config.objects.len() - missing.len();
     let scratch = store.scratch()?;
-    // Objects are independent: decompressed and hashed on several threads.
-    let numbered: Vec<(usize, &artifact::Object)> = missing.iter().copied().enumerate().collect();
-    let staged = super::parallel_map(&numbered, |(i, o)| {
+    // Blobs are independent: decompressed and hashed on several threads.
+    let numbered: Vec<(usize, Vec<&artifact::Object>)> =
+        by_blob(&missing).into_iter().enumerate().collect();
+    let staged = super::parallel_map(&numbered, |(i, objects)| {
+        let o = objects[0];
         let blob = layout::blob_path(dir, &o.blob).expect("checked");
         let file = match layout::open_regular(&blob) {
             Ok(f) => f,
@@ -490,24 +474,92 @@ pub fn add_checked(
                 actual: format!("a file of {len} bytes, not {}", o.blob_size),
             });
         }
-        let tmp = scratch.path().join(format!("object-{i}"));
-        let mut reader = HashingReader::new(std::io::BufReader::new(file));
-        let result = artifact::decompress_to(&mut reader, &tmp, o.size);
-        // Whatever the decoder made of them, the bytes must be the blob's.
-        let blob_digest = reader.finish();
-        if blob_digest != o.blob {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("object `{}` of {what}", o.name),
-                digest: o.blob.clone(),
-                actual: blob_digest,
-            });
+        let dests: Vec<_> = (0..objects.len())
+            .map(|j| scratch.path().join(format!("object-{i}-{j}")))
+            .collect();
+        decode_objects(std::io::BufReader::new(file), objects, &dests, what)?;
+        Ok(objects.iter().copied().zip(dests).collect::<Vec<_>>())
+    })?;
+    let staged: Vec<_> = staged.into_iter().flatten().collect();
+    let imported = add_staged(store, &staged, config, present, profile, observer)?;
+    drop(scratch);
+    Ok(imported)
+}
+
+/// `objects` grouped by blob (objects with the same bytes and another executable bit share
+/// one), in order of their first object.
+pub fn by_blob<'a>(objects: &[&'a artifact::Object]) -> Vec<Vec<&'a artifact::Object>> {
+    let mut groups: Vec<Vec<&artifact::Object>> = Vec::new();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in objects {
+        match index.get(o.blob.as_str()) {
+            Some(&i) => groups[i].push(o),
+            None => {
+                index.insert(&o.blob, groups.len());
+                groups.push(vec![o]);
+            }
         }
-        let (size, contents) = result.map_err(|e| {
-            refuse(
-                what,
-                format!("object `{}` does not decompress: {e}", o.name),
-            )
-        })?;
+    }
+    groups
+}
+
+/// Step 2 of the module docs for one blob: decompresses the blob bytes read from `input`
+/// into `dests[0]` while hashing them (sha256, against the blob's digest) and hashing what
+/// they decode to (BLAKE3, output capped at the declared size), then checks each object of
+/// `objects` (all of that blob) against its name and gives `dests[i]` the bytes and mode of
+/// `objects[i]` (the first decoded, the others copies). Files are not synced (the caller syncs
+/// a batch). On an error nothing is left at `dests`.
+///
+/// The same path serves `import DIR` (a blob file) and `pull` (bytes as they arrive from the
+/// registry), so both refuse the same things the same way.
+pub fn decode_objects(
+    input: impl std::io::Read,
+    objects: &[&artifact::Object],
+    dests: &[std::path::PathBuf],
+    what: &str,
+) -> Result<(), RegistryError> {
+    let result = decode_objects_inner(input, objects, dests, what);
+    if result.is_err() {
+        for d in dests {
+            let _ = std::fs::remove_file(d);
+        }
+    }
+    result
+}
+
+fn decode_objects_inner(
+    input: impl std::io::Read,
+    objects: &[&artifact::Object],
+    dests: &[std::path::PathBuf],
+    what: &str,
+) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let first = objects[0];
+    let mut reader = HashingReader::new(input);
+    let result = artifact::decompress_to(&mut reader, &dests[0], first.size);
+    // Whatever the decoder made of them, the bytes must be the blob's.
+    let (blob_digest, blob_size) = reader.finish();
+    if blob_digest != first.blob {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("object `{}` of {what}", first.name),
+            digest: first.blob.clone(),
+            actual: blob_digest,
+        });
+    }
+    if blob_size != first.blob_size {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("object `{}` of {what}", first.name),
+            digest: first.blob.clone(),
+            actual: format!("{blob_size} bytes, not the {} declared", first.blob_size),
+        });
+    }
+    let (size, contents) = result.map_err(|e| {
+        refuse(
+            what,
+            format!("object `{}` does not decompress: {e}", first.name),
+        )
+    })?;
+    for (i, (o, dest)) in objects.iter().zip(dests).enumerate() {
         let node = Node::File {
             executable: o.executable,
             size,
@@ -519,26 +571,44 @@ pub fn add_checked(
                 format!("object `{}`: its bytes do not hash to its name", o.name),
             ));
         }
+        if i > 0 {
+            fs_err::copy(&dests[0], dest)?;
+        }
         let mode = if o.executable { 0o755 } else { 0o644 };
-        fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        Ok((tmp, *o, node))
-    })?;
+        fs_err::set_permissions(dest, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Steps 2 (end) to 4 of the module docs: adds the objects checked into temp entries of the
+/// store (`staged`: each object and its file), one `syncfs` first; rebuilds the rootfs and
+/// records the generation in `profile`, else the one it was built in. `present`: how many of
+/// the config's objects the store already had. The caller holds the store's shared lock.
+pub fn add_staged(
+    store: &Store,
+    staged: &[(&artifact::Object, std::path::PathBuf)],
+    config: &Config,
+    present: usize,
+    profile: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<Imported, RegistryError> {
     if !staged.is_empty() {
         store.sync()?;
     }
-    for (tmp, o, node) in &staged {
+    for (o, tmp) in staged {
+        let node = o.node().expect("checked");
         let meta = ObjectMeta {
             version: crate::store::META_VERSION,
             digest: node.digest().to_hex(),
             deriver: o.deriver.clone(),
             references: vec![],
-            shape: crate::store::shape_of(node),
+            shape: crate::store::shape_of(&node),
         };
         store.add(tmp, &o.name, &meta)?;
     }
     add_rootfs(store, config)?;
-    drop(scratch);
-    let recorded = crate::generation::record(store, &profile, new, observer)?;
+    let profile = profile.unwrap_or(&config.profile).to_owned();
+    let recorded = crate::generation::record(store, &profile, new_generation(config), observer)?;
     Ok(Imported {
         profile,
         recorded,
@@ -621,10 +691,11 @@ fn add_rootfs(store: &Store, config: &Config) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// A reader that hashes (sha256) what is read through it.
+/// A reader that hashes (sha256) and counts what is read through it.
 struct HashingReader<R> {
     inner: R,
     hasher: sha2::Sha256,
+    count: u64,
 }
 
 impl<R: std::io::Read> HashingReader<R> {
@@ -633,14 +704,19 @@ impl<R: std::io::Read> HashingReader<R> {
         HashingReader {
             inner,
             hasher: sha2::Sha256::new(),
+            count: 0,
         }
     }
 
-    /// `sha256:<hex>` of everything the underlying reader holds (the rest is read too).
-    fn finish(mut self) -> String {
+    /// `(sha256:<hex>, bytes)` of everything the underlying reader holds (the rest is read
+    /// too; a read error ends it, and the digest then tells).
+    fn finish(mut self) -> (String, u64) {
         use sha2::Digest as _;
         let _ = std::io::copy(&mut self, &mut std::io::sink());
-        format!("sha256:{}", artifact::hex(&self.hasher.finalize()))
+        (
+            format!("sha256:{}", artifact::hex(&self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 
@@ -649,6 +725,7 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
         use sha2::Digest as _;
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.count += n as u64;
         Ok(n)
     }
 }
@@ -670,6 +747,76 @@ mod tests {
                 (path.to_string(), entry)
             })
             .collect()
+    }
+
+    /// An object of `data` and its blob (compressed as a push does).
+    fn object(dir: &Path, data: &[u8], executable: bool) -> (artifact::Object, Vec<u8>) {
+        let src = dir.join("src");
+        std::fs::write(&src, data).unwrap();
+        let p = artifact::compress_file(&src, &dir.join("blob")).unwrap();
+        let node = Node::file(data, executable);
+        let o = artifact::Object {
+            name: StorePath::new(node.digest(), "obj").unwrap(),
+            blob: p.blob,
+            blob_size: p.blob_size,
+            size: p.size,
+            executable,
+            blake3: p.blake3.to_hex(),
+            deriver: "test".into(),
+        };
+        (o, std::fs::read(dir.join("blob")).unwrap())
+    }
+
+    #[test]
+    fn decoding_a_blob_checks_its_digest_and_the_objects_of_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let (plain, blob) = object(dir.path(), &data, false);
+        let mut exe = plain.clone();
+        exe.executable = true;
+        let dests = [dir.path().join("a"), dir.path().join("b")];
+        // Two objects of one blob: one decode, both checked, each with its mode.
+        decode_objects(&blob[..], &[&plain, &exe], &dests, "`test`").unwrap();
+        for (d, mode) in dests.iter().zip([0o644, 0o755]) {
+            assert_eq!(std::fs::read(d).unwrap(), data);
+            let md = std::fs::metadata(d).unwrap();
+            assert_eq!(md.permissions().mode() & 0o777, mode, "{}", d.display());
+        }
+
+        // One byte of the blob changed, in a frame that still decodes: refused by its
+        // digest, with the digest it has, and nothing left behind.
+        let mut bad = blob.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let out = [dir.path().join("c")];
+        let e = decode_objects(&bad[..], &[&plain], &out, "`test`").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "blob `{}` of object `{}` of `test` does not match its digest (got `{}`)",
+                plain.blob,
+                plain.name,
+                artifact::sha256_digest(&bad)
+            )
+        );
+        assert!(!out[0].exists());
+        // Cut short (a registry that died): the same refusal, nothing left.
+        let e = decode_objects(&blob[..blob.len() / 2], &[&plain], &out, "`test`").unwrap_err();
+        assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
+        assert!(!out[0].exists());
+        // The right blob for another claim (its BLAKE3): refused by name.
+        let mut liar = plain.clone();
+        liar.blake3 = blake3::hash(b"other").to_hex().to_string();
+        let e = decode_objects(&blob[..], &[&liar], &out, "`test`").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`test` refused: object `{}`: its bytes do not hash to its name",
+                liar.name
+            )
+        );
+        assert!(!out[0].exists());
     }
 
     #[test]

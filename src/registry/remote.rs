@@ -16,8 +16,6 @@
 //! layout is then imported like an export (`import`), and removed.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -535,12 +533,13 @@ async fn upload(
             }
         }
     }
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{e} reading `{}`", path.display())))?;
+    // Streamed from the staged file: memory does not grow with the blob.
+    let annotate = |e: std::io::Error| crate::fs::annotate(e, "read", &path);
+    let file = tokio::fs::File::open(&path).await.map_err(annotate)?;
+    let len = file.metadata().await.map_err(annotate)?.len();
     session
         .client
-        .push_blob(&session.oci_ref, bytes, &digest)
+        .push_blob_stream(&session.oci_ref, file_stream(file), &digest, Some(len))
         .await
         .map_err(|e| session.err("push", e))?;
     // Uploaded: the staged copy is not needed any more (a restaged blob's may be another
@@ -550,6 +549,26 @@ async fn upload(
     }
     Ok((Sent::Uploaded(size), restaged))
 }
+
+/// The bytes of `file` in chunks of [`UPLOAD_CHUNK`], for a streamed upload; a read error
+/// ends the stream (the upload fails with it).
+fn file_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut file = file?;
+        let mut buf = bytes::BytesMut::with_capacity(UPLOAD_CHUNK);
+        match file.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), Some(file))),
+            Err(e) => Some((Err(OciDistributionError::IoError(e)), None)),
+        }
+    })
+}
+
+/// Bytes read from a staged blob per chunk of its upload.
+const UPLOAD_CHUNK: usize = 256 << 10;
 
 /// Compresses the object at `object` into the staging layout `dir` as its blob.
 fn stage_blob(
@@ -586,7 +605,8 @@ async fn mount(session: &Session, sources: &[String], digest: &str) -> bool {
 
 /// Pulls `reference` into the store at `store_dir` (made if missing, once the manifest is
 /// fetched and checked) and records its generation in `profile` (else the one it was pushed
-/// from). Downloads only the blobs of objects the store lacks.
+/// from). Downloads only the blobs of objects the store lacks, each decoded and checked as
+/// its bytes arrive.
 pub fn pull(
     store_dir: &Path,
     reference: &Reference,
@@ -623,12 +643,15 @@ pub fn pull(
         });
     }
     let manifest = import::check_manifest(&manifest_bytes, &what)?;
+    let config_bytes = session
+        .runtime
+        .block_on(fetch_config(&session, &manifest.config))?;
+    let checked = import::check_config(manifest, &config_bytes, &what)?;
+    let config = &checked.config;
     // The store is opened (made, on a new host) only once there is a generation to put in
     // it: a wrong reference or a registry that is down leaves no empty store behind.
     let store = &Store::open(store_dir)?;
-    if let Some(report) = already_pulled(
-        &session, store, &manifest, &digest, &what, profile, observer,
-    )? {
+    if let Some(report) = already_pulled(store, &checked, &digest, profile, observer)? {
         return Ok(report);
     }
     store.require_writable_layout()?;
@@ -637,117 +660,80 @@ pub fn pull(
     // Staging and import under the shared lock: gc (exclusive) deletes `.tmp-*` entries.
     let _lock = store.lock(LockMode::Shared, observer)?;
     // The staging directory is per manifest, so two pulls of one reference would write the
-    // same `.part` files: the second waits for the first (then finds its objects present).
+    // same files: the second waits for the first (then finds its objects present).
     let _stage_lock = cache::pull_lock(store, &hex[..32], observer)?;
-    let resumed_before;
-    {
-        layout::init(&stage)?;
-        layout::put_blob(&stage, &digest, &manifest_bytes)?;
-        let config_desc = descriptor(
-            &manifest.config.digest,
-            manifest.config.size,
-            &manifest.config.media_type,
-        );
-        session
-            .runtime
-            .block_on(fetch_blob(&session, &stage, &config_desc))?;
-        let config_bytes = layout::read_capped(
-            &layout::blob_path(&stage, &manifest.config.digest).expect("checked"),
-            MAX_METADATA_SIZE,
-        )?;
-        let checked = import::check_config(manifest.clone(), &config_bytes, &what)?;
-        let mut transfer = Transfer::default();
-        let mut wanted = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for o in &checked.config.objects {
-            if store.contains(&o.name) {
-                transfer.present_blobs += 1;
-                transfer.present_bytes += o.blob_size;
-                continue;
-            }
-            if seen.insert(o.blob.clone()) {
-                wanted.push(descriptor(
-                    &o.blob,
-                    o.blob_size,
-                    artifact::OBJECT_MEDIA_TYPE,
-                ));
-            }
+    let objects_dir = stage.join("objects");
+    fs_err::create_dir_all(&objects_dir)?;
+    let missing = import::missing_objects(store, config);
+    let mut transfer = Transfer::default();
+    for o in &config.objects {
+        if store.contains(&o.name) {
+            transfer.present_blobs += 1;
+            transfer.present_bytes += o.blob_size;
         }
-        // Several blobs at once, each streamed to its own file: one blob's round trip hides
-        // behind the others' bytes.
-        let session = &session;
-        let stage = &stage;
-        let (transfer, resumed) = session.runtime.block_on(
-            futures_util::stream::iter(&wanted)
-                .map(|d| async move {
-                    Ok::<_, RegistryError>((fetch_blob(session, stage, d).await?, d))
+    }
+    // Objects an interrupted pull of this manifest checked and staged are checked again
+    // (a staged file is not read-only yet) and kept; the others' blobs are downloaded.
+    let mut resumed = 0;
+    let mut wanted = Vec::new();
+    for group in import::by_blob(&missing) {
+        if group
+            .iter()
+            .all(|o| staged_whole(&objects_dir.join(o.name.as_str()), o))
+        {
+            resumed += 1;
+        } else {
+            wanted.push(group);
+        }
+    }
+    // Several blobs at once, each decoded on its own blocking thread as its bytes arrive:
+    // one blob's round trip hides behind the others' bytes, and decoding behind the network.
+    let downloads = {
+        let (session, objects_dir, what) = (&session, &objects_dir, &what);
+        session.runtime.block_on(
+            futures_util::stream::iter(wanted)
+                .map(|group| async move {
+                    let size = group[0].blob_size;
+                    fetch_objects(session, objects_dir, group, what).await?;
+                    Ok::<_, RegistryError>(size)
                 })
                 .buffer_unordered(DOWNLOADS)
-                .try_fold(
-                    (transfer, 0),
-                    |(mut t, mut resumed), (fetched, d)| async move {
-                        match fetched {
-                            Fetched::Downloaded => {
-                                t.sent_blobs += 1;
-                                t.sent_bytes += u64::try_from(d.size).unwrap_or(0);
-                            }
-                            Fetched::Staged => resumed += 1,
-                        }
-                        Ok((t, resumed))
-                    },
-                ),
-        )?;
-        resumed_before = (transfer, resumed);
-    }
-    let imported = import::import_layout(store, &stage, &manifest_bytes, &what, profile, observer)?;
+                .try_fold(Transfer::default(), |mut t, size| async move {
+                    t.sent_blobs += 1;
+                    t.sent_bytes += size;
+                    Ok(t)
+                }),
+        )?
+    };
+    transfer.sent_blobs = downloads.sent_blobs;
+    transfer.sent_bytes = downloads.sent_bytes;
+    let staged: Vec<_> = missing
+        .iter()
+        .map(|o| (*o, objects_dir.join(o.name.as_str())))
+        .collect();
+    let present = config.objects.len() - missing.len();
+    let imported = import::add_staged(store, &staged, config, present, profile, observer)?;
     crate::fs::remove_tree(&stage)?;
     Ok(PullReport {
         digest,
-        transfer: resumed_before.0,
-        resumed: resumed_before.1,
+        transfer,
+        resumed,
         imported,
     })
 }
 
-/// The pull of a generation the store has whole and the profile's newest already: its config
-/// is fetched into memory and checked, nothing is staged or written, so a read-only store
-/// answers it too. `None` (pull as usual) unless the store has the manifest's rootfs, which
-/// costs one `stat` on a fresh pull.
+/// The pull of a generation the store has whole and the profile's newest already: its
+/// checked config (fetched into memory) says so, and nothing is staged or written, so a
+/// read-only store answers it too. `None`: pull as usual.
 fn already_pulled(
-    session: &Session,
     store: &Store,
-    manifest: &artifact::Manifest,
+    checked: &import::Checked,
     digest: &str,
-    what: &str,
     profile: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<Option<PullReport>, RegistryError> {
-    let rootfs = manifest.annotations.get("dev.kbuild.rootfs");
-    if !rootfs.is_some_and(|r| {
-        crate::store::valid_object_name(r) && store.dir().join(r).symlink_metadata().is_ok()
-    }) {
-        return Ok(None);
-    }
-    let config_desc = descriptor(
-        &manifest.config.digest,
-        manifest.config.size,
-        &manifest.config.media_type,
-    );
-    let mut config = CappedVec {
-        bytes: Vec::new(),
-        left: manifest.config.size,
-    };
-    session
-        .runtime
-        .block_on(
-            session
-                .client
-                .pull_blob(&session.oci_ref, &config_desc, &mut config),
-        )
-        .map_err(|e| session.err("pull", e))?;
-    let checked = import::check_config(manifest.clone(), &config.bytes, what)?;
     let _lock = store.lock(LockMode::Shared, observer)?;
-    let Some(imported) = import::already_recorded(store, &checked, profile)? else {
+    let Some(imported) = import::already_recorded(store, checked, profile)? else {
         return Ok(None);
     };
     let transfer = Transfer {
@@ -763,32 +749,211 @@ fn already_pulled(
     }))
 }
 
-/// A small blob (the config) in memory, refusing more than its declared size.
-struct CappedVec {
-    bytes: Vec<u8>,
-    left: u64,
+/// Whether `path` holds the object `o` whole (staged by an earlier, interrupted pull): its
+/// size, mode and BLAKE3 hashing to its name again.
+fn staged_whole(path: &Path, o: &artifact::Object) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(md) = fs_err::symlink_metadata(path) else {
+        return false;
+    };
+    if !md.is_file() || md.len() != o.size || (md.permissions().mode() & 0o111 != 0) != o.executable
+    {
+        return false;
+    }
+    match artifact::hash_file(path) {
+        Ok((size, contents)) => {
+            let node = crate::store::Node::File {
+                executable: o.executable,
+                size,
+                contents,
+            };
+            o.node().as_ref() == Some(&node)
+        }
+        Err(_) => false,
+    }
 }
 
-impl tokio::io::AsyncWrite for CappedVec {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if buf.len() as u64 > self.left {
-            return Poll::Ready(Err(std::io::Error::other(
-                "the registry sent more bytes than the config's declared size",
-            )));
+/// The blob `d` as a stream of its bytes, unverified: whoever reads it checks its digest.
+///
+/// Asked as the range from byte 0 so that `oci-client` hands the bytes over as they come
+/// (`BlobResponse::Partial`) instead of hashing them itself on the runtime's one thread,
+/// which serves every download: the blocking thread that decodes a blob hashes it on the way
+/// ([`import::decode_objects`]). A registry that ignores ranges answers with the whole blob
+/// (`Full`), which `oci-client` verifies as well.
+async fn blob_stream(
+    session: &Session,
+    digest: &str,
+    size: u64,
+) -> Result<oci_client::client::SizedStream, RegistryError> {
+    let d = descriptor(digest, size, artifact::OBJECT_MEDIA_TYPE);
+    let response = session
+        .client
+        .pull_blob_stream_partial(&session.oci_ref, &d, 0, None)
+        .await
+        .map_err(|e| session.err("pull", e))?;
+    let stream = match response {
+        oci_client::client::BlobResponse::Full(s)
+        | oci_client::client::BlobResponse::Partial(s) => s,
+    };
+    if let Some(len) = stream.content_length
+        && len != size
+    {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("`{}`", session.reference),
+            digest: digest.to_owned(),
+            actual: format!("{len} bytes announced, not the {size} declared"),
+        });
+    }
+    Ok(stream)
+}
+
+/// The config blob of the manifest, read whole (it is at most [`MAX_METADATA_SIZE`], checked
+/// with the manifest) and checked against its digest.
+async fn fetch_config(
+    session: &Session,
+    d: &artifact::Descriptor,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut stream = blob_stream(session, &d.digest, d.size).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport(session, e))?;
+        if (bytes.len() + chunk.len()) as u64 > d.size {
+            return Err(too_long(session, &d.digest, d.size));
         }
-        self.left -= buf.len() as u64;
-        self.bytes.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        bytes.extend_from_slice(&chunk);
     }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    let actual = artifact::sha256_digest(&bytes);
+    if actual != d.digest {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("the config of `{}`", session.reference),
+            digest: d.digest.clone(),
+            actual,
+        });
     }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    Ok(bytes)
+}
+
+/// How many received chunks (each what one read of the socket gave, a few KiB to 64 KiB) may
+/// wait for a blob's decoder: enough to ride out a slow write, little memory (a few MiB).
+const DECODE_QUEUE: usize = 64;
+
+/// Downloads the blob of `objects` (all of one blob) and decodes it as it arrives, on a
+/// blocking thread fed through a bounded channel (so the runtime's other downloads go on),
+/// into `objects_dir/<name>` for each object: checked against the blob's digest and size and
+/// the objects' names on the way ([`import::decode_objects`]), written as `.part-<name>` and
+/// renamed once checked, so a file named after an object is whole.
+async fn fetch_objects(
+    session: &Session,
+    objects_dir: &Path,
+    objects: Vec<&artifact::Object>,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let (digest, size) = (objects[0].blob.clone(), objects[0].blob_size);
+    let mut stream = blob_stream(session, &digest, size).await?;
+    let owned: Vec<artifact::Object> = objects.into_iter().cloned().collect();
+    let parts: Vec<PathBuf> = owned
+        .iter()
+        .map(|o| objects_dir.join(format!(".part-{}", o.name)))
+        .collect();
+    let finals: Vec<PathBuf> = owned
+        .iter()
+        .map(|o| objects_dir.join(o.name.as_str()))
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(DECODE_QUEUE);
+    let what = what.to_owned();
+    let decoder = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&artifact::Object> = owned.iter().collect();
+        import::decode_objects(ChannelReader::new(rx), &refs, &parts, &what)?;
+        for (part, dest) in parts.iter().zip(&finals) {
+            fs_err::rename(part, dest)?;
+        }
+        Ok::<_, RegistryError>(())
+    });
+    // The registry's bytes go to the decoder, never more than the declared size; a transport
+    // error ends the stream (the decoder then sees the bytes end early and refuses them).
+    let mut left = size;
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if chunk.len() as u64 > left {
+                    failed = Some(too_long(session, &digest, size));
+                    break;
+                }
+                left -= chunk.len() as u64;
+                if tx.send(chunk).await.is_err() {
+                    // The decoder stopped: its error says why.
+                    break;
+                }
+            }
+            // `oci-client`'s own check of a whole blob (a registry that ignored the range):
+            // every byte reached the decoder, whose check names the object.
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>()) =>
+            {
+                break;
+            }
+            Err(e) => {
+                failed = Some(transport(session, e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let decoded = decoder.await.map_err(std::io::Error::other)?;
+    match (decoded, failed) {
+        // Every byte arrived and checked, whatever came after.
+        (Ok(()), _) => Ok(()),
+        // The cause, not the decoder's view of bytes that stopped short.
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e),
+    }
+}
+
+fn transport(session: &Session, e: std::io::Error) -> RegistryError {
+    RegistryError::Remote {
+        what: "pull".to_owned(),
+        reference: session.reference.to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn too_long(session: &Session, digest: &str, size: u64) -> RegistryError {
+    RegistryError::DigestMismatch {
+        what: format!("`{}`", session.reference),
+        digest: digest.to_owned(),
+        actual: format!("more than the {size} bytes declared"),
+    }
+}
+
+/// The reading end of a blob's channel, for the blocking thread that decodes it: chunks as
+/// the runtime received them; the end of the channel is the end of the bytes.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    chunk: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 
@@ -798,130 +963,5 @@ fn descriptor(digest: &str, size: u64, media_type: &str) -> OciDescriptor {
         digest: digest.to_owned(),
         size: i64::try_from(size).unwrap_or(i64::MAX),
         ..OciDescriptor::default()
-    }
-}
-
-enum Fetched {
-    Downloaded,
-    /// Already staged whole by an earlier run.
-    Staged,
-}
-
-/// Downloads blob `d` into the staging layout unless a whole, verified copy is there.
-async fn fetch_blob(
-    session: &Session,
-    stage: &Path,
-    d: &OciDescriptor,
-) -> Result<Fetched, RegistryError> {
-    let dest = layout::blob_path(stage, &d.digest).expect("checked digests");
-    let size = u64::try_from(d.size).unwrap_or(0);
-    if let Ok(md) = fs_err::metadata(&dest)
-        && md.len() == size
-    {
-        // Renamed in only after its digest matched; checked again, since a staged file is
-        // not read-only: a damaged one is fetched anew instead of failing every rerun.
-        let mut f = fs_err::File::open(&dest)?;
-        let mut w = artifact::HashingWriter::new(std::io::sink());
-        std::io::copy(&mut f, &mut w)?;
-        if w.finish().0 == d.digest {
-            return Ok(Fetched::Staged);
-        }
-        fs_err::remove_file(&dest)?;
-    }
-    let part = dest.with_extension("part");
-    let result = async {
-        let file = tokio::fs::File::create(&part).await?;
-        let out = Capped {
-            file,
-            left: size,
-            path: part.clone(),
-        };
-        session
-            .client
-            .pull_blob(&session.oci_ref, d, out)
-            .await
-            .map_err(std::io::Error::other)
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = fs_err::remove_file(&part);
-        let inner = e.into_inner();
-        return Err(match inner {
-            Some(inner) => match inner.downcast::<OciDistributionError>() {
-                Ok(oci) => match *oci {
-                    OciDistributionError::DigestError(de) => RegistryError::DigestMismatch {
-                        what: format!("`{}`", session.reference),
-                        digest: d.digest.clone(),
-                        actual: match de {
-                            oci_client::errors::DigestError::VerificationError {
-                                actual, ..
-                            } => actual,
-                            other => other.to_string(),
-                        },
-                    },
-                    other => session.err("pull", other),
-                },
-                Err(other) => RegistryError::Remote {
-                    what: "pull".to_owned(),
-                    reference: session.reference.to_string(),
-                    source: other,
-                },
-            },
-            None => RegistryError::Remote {
-                what: "pull".to_owned(),
-                reference: session.reference.to_string(),
-                source: Box::new(std::io::Error::other("download failed")),
-            },
-        });
-    }
-    let got = fs_err::metadata(&part)?.len();
-    if got != size {
-        let _ = fs_err::remove_file(&part);
-        return Err(RegistryError::DigestMismatch {
-            what: format!("`{}`", session.reference),
-            digest: d.digest.clone(),
-            actual: format!("{got} bytes, not the {size} declared"),
-        });
-    }
-    // No fsync: a staged blob is a cache the import (and a rerun, above) checks against its
-    // digest before use; the store's objects are synced once, by the import.
-    fs_err::rename(&part, &dest)?;
-    Ok(Fetched::Downloaded)
-}
-
-/// A file that refuses to grow past the blob's declared size: a registry sending more than
-/// it declared is cut off, not written to disk.
-struct Capped {
-    file: tokio::fs::File,
-    left: u64,
-    path: PathBuf,
-}
-
-impl tokio::io::AsyncWrite for Capped {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if buf.len() as u64 > self.left {
-            let path = self.path.display().to_string();
-            return Poll::Ready(Err(std::io::Error::other(format!(
-                "the registry sent more bytes than the blob's declared size (into `{path}`)"
-            ))));
-        }
-        let this = &mut *self;
-        match Pin::new(&mut this.file).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.left -= n as u64;
-                Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
     }
 }
