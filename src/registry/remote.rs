@@ -9,11 +9,15 @@
 //! registry that dies mid-push holds no tag for a partial generation, and a rerun uploads
 //! only the blobs that did not arrive.
 //!
-//! Pull fetches the manifest and config, then only the blobs of objects the store lacks,
-//! into a staging OCI layout `store/.tmp-pull-<manifest digest>/` (each blob downloaded to a
-//! `.part` file, capped at its declared size and checked against its digest, then renamed to
-//! its digest). A rerun after a failure keeps the blobs that arrived whole. The staged
-//! layout is then imported like an export (`import`), and removed.
+//! Pull fetches the manifest and config, then only the blobs of objects the store lacks, up to
+//! [`DOWNLOADS`] at once. Each blob's bytes go, as they arrive, through a bounded channel to a
+//! blocking thread that hashes them (sha256, against the blob's digest), decompresses them
+//! (capped at the object's declared size) and hashes the output (BLAKE3, against the object's
+//! name) into `store/.tmp-pull-<manifest digest>/objects/.part-<name>`, renamed to `<name>`
+//! once every check passed: one pass over the data, as it arrives. A rerun after a failure
+//! checks the objects staged whole again and downloads only the other blobs. Once all are
+//! staged, the import adds them (one `syncfs`, then the store's rename-no-replace add), rebuilds
+//! the rootfs and records the generation, and the staging is removed.
 
 use std::path::{Path, PathBuf};
 

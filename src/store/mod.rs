@@ -9,7 +9,7 @@
 //! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
 //! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
 //! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
-//! ├── .tmp-pull-<digest>         a pull's staging OCI layout, kept for a rerun after a failure
+//! ├── .tmp-pull-<digest>         a pull's checked objects, kept for a rerun after a failure
 //! └── .kbuild/
 //!     ├── version                layout version ("kbuild-store-v2")
 //!     ├── id                     the store's identity (random, made once): roots know their
