@@ -14,6 +14,9 @@
 #   VAR         recipe variable changed for the second generation (default IP)
 #   KBUILD_BIN  use this kbuild binary instead of building target/release/kbuild
 #
+# Also: peak memory (GNU time's max RSS, /usr/bin/time) of one pull and one push, and the load
+# average, since the machine may be shared.
+#
 # Needs: docker-registry (Debian's, distribution 2.8), skopeo and python3 (which also polls the
 # registry until it answers). Everything lives in bench/work/registry/; the registry is
 # started here on a free 127.0.0.1 port and stopped on exit.
@@ -185,7 +188,8 @@ SK_PUSH="$SKOPEO copy --quiet --dest-tls-verify=false oci:$(q "$LAYOUT") docker:
 KB_PULL="$(q "$KB") --store $(q "$STORE_PULL") pull $HOST/bench/kbuild:gen1 --plain-http"
 SK_PULL="$SKOPEO copy --quiet --src-tls-verify=false docker://$HOST/bench/skopeo:gen1 oci:$(q "$R/pulled"):gen1"
 
-log "first-generation push: kbuild vs skopeo, each into an empty registry"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "first-generation push: kbuild vs skopeo, each into an empty registry (load average $LOAD_START)"
 measure push-kbuild "$R/fresh.sh" "$KB_PUSH"
 measure push-skopeo "$R/fresh.sh; $SKOPEO_HOME_RESET" "$SK_PUSH"
 
@@ -195,6 +199,19 @@ bash -c "$KB_PUSH" >/dev/null 2>"$R/push1.err" || { cat "$R/push1.err" >&2; die 
 bash -c "$SK_PUSH" || die "skopeo push failed"
 measure pull-kbuild "chmod -R u+w $(q "$STORE_PULL") 2>/dev/null; rm -rf $(q "$STORE_PULL")" "$KB_PULL"
 measure pull-skopeo "rm -rf $(q "$R/pulled"); $SKOPEO_HOME_RESET" "$SK_PULL"
+
+log "peak memory (GNU time's max RSS): one pull into an empty store, one push into an empty registry"
+# rss NAME PREPARE COMMAND: max RSS in KiB of one run of COMMAND (exec'd, so it is the tool's).
+rss() {
+	bash -c "$2" >/dev/null 2>&1 || die "$1: prepare failed: $2"
+	/usr/bin/time -f %M -o "$R/$1.rss" bash -c "exec $3" >/dev/null 2>"$R/$1.rss.err" \
+		|| { cat "$R/$1.rss.err" >&2; die "$1 failed: $3"; }
+	tail -n 1 "$R/$1.rss"
+}
+RSS_PULL_KB=$(rss pull-kbuild "chmod -R u+w $(q "$STORE_PULL") 2>/dev/null; rm -rf $(q "$STORE_PULL")" "$KB_PULL")
+RSS_PULL_SK=$(rss pull-skopeo "rm -rf $(q "$R/pulled"); $SKOPEO_HOME_RESET" "$SK_PULL")
+RSS_PUSH_KB=$(rss push-kbuild "$R/fresh.sh" "$KB_PUSH")
+echo "  max RSS: kbuild pull $RSS_PULL_KB KiB, skopeo pull $RSS_PULL_SK KiB, kbuild push $RSS_PUSH_KB KiB" >&2
 
 log "second generation ($VAR changed): bytes up and down"
 "$R/fresh.sh"
@@ -220,9 +237,10 @@ wipe "$STORE_PULL" "$R/pulled"
 
 # ---------------------------------------------------------------------------- summary
 python3 - "$WORK" "$OUT" "$LAYOUT_BYTES" "$LAYOUT_BLOBS" "$UP_BYTES" "$DOWN_BYTES" "$VAR" \
-	"$PUSH2_SUMMARY" "$PULL2_SUMMARY" "$SIZE_MB" <<'EOF'
+	"$PUSH2_SUMMARY" "$PULL2_SUMMARY" "$SIZE_MB" "$RSS_PULL_KB" "$RSS_PULL_SK" "$RSS_PUSH_KB" "$LOAD_START" <<'EOF'
 import json, os, sys, time
-work, out, layout_bytes, layout_blobs, up, down, var, push2, pull2, size_mb = sys.argv[1:]
+(work, out, layout_bytes, layout_blobs, up, down, var, push2, pull2, size_mb,
+ rss_pull, rss_pull_skopeo, rss_push, load_start) = sys.argv[1:]
 def r(name):
     p = os.path.join(work, f"registry-{name}.json")
     return json.load(open(p))["results"][0] if os.path.exists(p) else None
@@ -247,6 +265,10 @@ for a, b, label in (("push-kbuild", "push-skopeo", "push: kbuild throughput / sk
     lines.append(f"| {label} | {R[b]['mean'] / R[a]['mean']:.2f} | ≥ 0.50 |")
 lines.append(f"| generation 2 ({var} changed): blobs the registry stored | {int(up) / 1024:.1f} KiB | ≤ 64 KiB |")
 lines.append(f"| generation 2: response bytes of its pull (access log) | {int(down) / 1024:.1f} KiB | ≤ 64 KiB |")
+lines.append(f"| peak RSS: `kbuild pull` / `skopeo copy docker://… oci:DIR` / `kbuild push` | "
+             f"{int(rss_pull) / 1024:.1f} / {int(rss_pull_skopeo) / 1024:.1f} / {int(rss_push) / 1024:.1f} MiB | |")
+lines.append(f"| load average (1, 5, 15 min) before the timings / at the end | {load_start} / "
+             + " ".join(f"{x:.2f}" for x in os.getloadavg()) + " | |")
 lines += ["", f"kbuild's push of generation 2: `{push2.strip()}`", f"kbuild's pull of generation 2: `{pull2.strip()}`"]
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
