@@ -472,14 +472,21 @@ impl<R: Read> Read for Blake3Reader<R> {
     }
 }
 
+/// Bytes decompressed between two writeback kicks (as `unpack`'s `WRITEBACK_STEP`).
+const WRITEBACK_STEP: u64 = 8 << 20;
+
 /// Decompresses blob bytes from `input` into the new file `dest`, refusing more than `limit`
 /// bytes of output. Returns the size and BLAKE3 of what was written (not yet synced).
+///
+/// Writeback is started every [`WRITEBACK_STEP`] bytes with `fadvise(DONTNEED)` (as a build
+/// writes its members): the disk writes while the decoder goes on, so the `syncfs` before the
+/// objects are added waits only for the tails.
 pub fn decompress_to(input: impl Read, dest: &Path, limit: u64) -> std::io::Result<(u64, Digest)> {
     let dec = zstd::stream::Decoder::new(input)?;
     let mut out = std::io::BufWriter::new(fs_err::File::create(dest)?);
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
+    let (mut total, mut kicked) = (0u64, 0u64);
     let mut dec = dec.take(limit + 1);
     loop {
         let n = dec.read(&mut buf)?;
@@ -494,6 +501,18 @@ pub fn decompress_to(input: impl Read, dest: &Path, limit: u64) -> std::io::Resu
         }
         h.update(&buf[..n]);
         out.write_all(&buf[..n])?;
+        if total - kicked >= WRITEBACK_STEP {
+            out.flush()?;
+            let len = std::num::NonZeroU64::new(total - kicked);
+            // Advisory: a failure only loses the overlap, never data.
+            let _ = rustix::fs::fadvise(
+                out.get_ref().file(),
+                kicked,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
+            kicked = total;
+        }
     }
     // Not synced here: the store adds a batch of objects after one `syncfs`.
     out.into_inner().map_err(|e| e.into_error())?;
