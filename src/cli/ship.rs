@@ -108,8 +108,9 @@ pub struct PushArgs {
 #[command(
     after_help = "Downloads only the objects the store lacks, checks each against its \
 name, rebuilds the rootfs, then records the generation in the profile it was pushed from (or \
---profile); `kbuild switch` then works offline. An interrupted pull resumes where it \
-stopped. Prints REF@sha256:… on stdout.
+--profile); `kbuild switch` then works offline. Each blob is decoded and checked as it \
+arrives; an interrupted pull keeps the objects that arrived whole and downloads only the \
+others when run again. Prints REF@sha256:… on stdout.
 
 Examples:
   kbuild pull registry.example/kbuild/masters:m1-3
