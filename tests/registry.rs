@@ -646,6 +646,43 @@ fn pull_refuses_hostile_configs_and_absurd_sizes() {
     }
 }
 
+/// A "registry" (the tests' tiny HTTP server) that answers with an absurd manifest: refused by
+/// its `Content-Length` before the body is read, or, sent without one, cut off past the 16 MiB
+/// cap; either way no store is made.
+#[test]
+fn pull_refuses_an_absurd_manifest_without_reading_it_whole() {
+    const CAP: u64 = 16 << 20;
+    let server = Server::start();
+    let host = server.base().trim_start_matches("http://").to_owned();
+    let h = puller();
+    for (tag, size, no_length) in [
+        ("announced", CAP + 1, false),
+        ("unannounced", 3 * CAP, true),
+    ] {
+        let body = vec![b' '; usize::try_from(size).unwrap()];
+        server.serve(&format!("/v2/kbuild/huge/manifests/{tag}"), &body);
+        server
+            .stats
+            .no_length
+            .store(no_length, std::sync::atomic::Ordering::SeqCst);
+        let before = server.stats.sent();
+        let reference = format!("{host}/kbuild/huge:{tag}");
+        let r = pull_plain(&h, &reference);
+        let why = if no_length {
+            format!("its manifest is more than {CAP} bytes")
+        } else {
+            format!("its manifest is {size} bytes (at most {CAP})")
+        };
+        assert_refused(&r, &reference, &[&format!("`{reference}` refused: {why}")]);
+        let sent = server.stats.sent() - before;
+        assert!(
+            sent < size,
+            "{tag}: the whole manifest was sent ({sent} bytes)"
+        );
+        assert!(!h.sb.store.exists(), "{tag}: a store was made");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Registries as people run them: credentials, TLS, plain HTTP, missing tags
 // ---------------------------------------------------------------------------------------------

@@ -62,6 +62,17 @@ impl Http {
         })
     }
 
+    /// The client, for kbuild's other request of its own: a pull's manifest, read with a cap
+    /// (`remote`).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// `http` with `--plain-http`, else `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// Exchanges `refresh_token` for an access token to `repository` on `registry`
     /// (`host[:port]`), for pulling or (`push`) pulling and pushing. `None` when the registry
     /// asks for no bearer token (no challenge, or `Basic`): the caller then sends the

@@ -177,8 +177,13 @@ impl Session {
     }
 
     /// Authenticates for `op`; an identity token is first exchanged for an access token
-    /// (`oauth`), which is then what `oci-client` sends.
-    fn authenticate(&mut self, op: RegistryOperation, what: &str) -> Result<(), RegistryError> {
+    /// (`oauth`), which is then what `oci-client` sends. The bearer token `oci-client` holds
+    /// afterwards, if any.
+    fn authenticate(
+        &mut self,
+        op: RegistryOperation,
+        what: &str,
+    ) -> Result<Option<String>, RegistryError> {
         if let Credentials::IdentityToken(refresh) = &self.resolved.credentials {
             let http = oauth::Http::new(
                 self.ca_pem.as_deref(),
@@ -219,8 +224,101 @@ impl Session {
         }
         self.runtime
             .block_on(self.client.auth(&self.oci_ref, &self.auth, op))
-            .map(drop)
             .map_err(|e| self.err(what, e))
+    }
+
+    /// The manifest of the reference, at most [`MAX_METADATA_SIZE`] bytes, read without
+    /// holding more.
+    ///
+    /// `oci-client` 0.18's `pull_manifest_raw` reads the whole body whatever its size, and has
+    /// no `HEAD` that returns one, so this one request is kbuild's own: reqwest (the client
+    /// `oci-client` uses, configured the same way: TLS roots with `--ca-file`, timeouts, user
+    /// agent), with the bearer token of `oci-client`'s handshake, or the basic credentials
+    /// that handshake would send. A `Content-Length` over the cap is refused before the body
+    /// is read, and a body without one is cut off past the cap. Any answer but 200 is asked
+    /// again through `oci-client`, whose errors (401, 404, the error envelope) are mapped as
+    /// for every other request.
+    fn fetch_manifest(&self, token: Option<&str>) -> Result<Vec<u8>, RegistryError> {
+        let what = format!("`{}`", self.reference);
+        let refused = |why: String| RegistryError::Refused {
+            what: what.clone(),
+            why,
+        };
+        let transport = |e: reqwest::Error| RegistryError::Remote {
+            what: "pull".to_owned(),
+            reference: self.reference.to_string(),
+            source: Box::new(e),
+        };
+        // The client of the identity-token exchange: built as `oci-client`'s is.
+        let http = oauth::Http::new(
+            self.ca_pem.as_deref(),
+            crate::fetch::stall_timeout(),
+            self.plain_http,
+        )
+        .map_err(transport)?;
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            http.scheme(),
+            self.oci_ref.resolve_registry(),
+            self.oci_ref.repository(),
+            self.oci_ref
+                .digest()
+                .or(self.oci_ref.tag())
+                .unwrap_or("latest"),
+        );
+        let mut request = http
+            .client()
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE);
+        request = match (token, &self.resolved.credentials) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, Credentials::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
+            (None, _) => request,
+        };
+        let body = self.runtime.block_on(async {
+            let mut response = request.send().await.map_err(transport)?;
+            if response.status() != reqwest::StatusCode::OK {
+                return Ok(None);
+            }
+            if let Some(len) = response.content_length()
+                && len > MAX_METADATA_SIZE
+            {
+                return Err(refused(format!(
+                    "its manifest is {len} bytes (at most {MAX_METADATA_SIZE})"
+                )));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if (body.len() + chunk.len()) as u64 > MAX_METADATA_SIZE {
+                    return Err(refused(format!(
+                        "its manifest is more than {MAX_METADATA_SIZE} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(body))
+        })?;
+        match body {
+            Some(body) => Ok(body),
+            // Not there, or not ours to read: `oci-client` asks again and says why. Should
+            // that succeed after all, its body is checked against the cap as it is.
+            None => {
+                let (bytes, _) = self
+                    .runtime
+                    .block_on(self.client.pull_manifest_raw(
+                        &self.oci_ref,
+                        &self.auth,
+                        &[MANIFEST_MEDIA_TYPE],
+                    ))
+                    .map_err(|e| self.err("pull", e))?;
+                if bytes.len() as u64 > MAX_METADATA_SIZE {
+                    return Err(refused(format!("its manifest is {} bytes", bytes.len())));
+                }
+                Ok(bytes.to_vec())
+            }
+        }
     }
 }
 
@@ -620,21 +718,8 @@ pub fn pull(
 ) -> Result<PullReport, RegistryError> {
     let what = format!("`{reference}`");
     let mut session = Session::open(reference, opts, observer)?;
-    session.authenticate(RegistryOperation::Pull, "pull")?;
-    let (manifest_bytes, _) = session
-        .runtime
-        .block_on(session.client.pull_manifest_raw(
-            &session.oci_ref,
-            &session.auth,
-            &[MANIFEST_MEDIA_TYPE],
-        ))
-        .map_err(|e| session.err("pull", e))?;
-    if manifest_bytes.len() as u64 > MAX_METADATA_SIZE {
-        return Err(RegistryError::Refused {
-            what,
-            why: format!("its manifest is {} bytes", manifest_bytes.len()),
-        });
-    }
+    let token = session.authenticate(RegistryOperation::Pull, "pull")?;
+    let manifest_bytes = session.fetch_manifest(token.as_deref())?;
     // The digest is ours, not the registry's word: what was asked for by digest must be it.
     let digest = artifact::sha256_digest(&manifest_bytes);
     if let Some(wanted) = &reference.digest
