@@ -201,10 +201,11 @@ measure pull-kbuild "chmod -R u+w $(q "$STORE_PULL") 2>/dev/null; rm -rf $(q "$S
 measure pull-skopeo "rm -rf $(q "$R/pulled"); $SKOPEO_HOME_RESET" "$SK_PULL"
 
 log "peak memory (GNU time's max RSS): one pull into an empty store, one push into an empty registry"
-# rss NAME PREPARE COMMAND: max RSS in KiB of one run of COMMAND (exec'd, so it is the tool's).
+# rss NAME PREPARE COMMAND: max RSS in KiB of one run of COMMAND (the largest process: GNU
+# time reads wait4, whose max RSS covers the shell and what it ran).
 rss() {
 	bash -c "$2" >/dev/null 2>&1 || die "$1: prepare failed: $2"
-	/usr/bin/time -f %M -o "$R/$1.rss" bash -c "exec $3" >/dev/null 2>"$R/$1.rss.err" \
+	/usr/bin/time -f %M -o "$R/$1.rss" bash -c "$3" >/dev/null 2>"$R/$1.rss.err" \
 		|| { cat "$R/$1.rss.err" >&2; die "$1 failed: $3"; }
 	tail -n 1 "$R/$1.rss"
 }
