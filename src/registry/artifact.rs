@@ -426,7 +426,10 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Compresses the file at `src` into `dest` (created), reading it once for both its BLAKE3
 /// and the blob. Fixed settings: level [`ZSTD_LEVEL`], one thread, no checksum (the blob's
 /// digest and the object's BLAKE3 check it), content size left out (the config carries it).
-pub fn compress_file(src: &Path, dest: &Path) -> std::io::Result<Prepared> {
+/// `dest` is synced (`fdatasync`) when `durable` says it must outlive a crash (an export's
+/// blob); a push's staged blob is read back once from the page cache and deleted, so syncing
+/// it would only make the push wait for the disk.
+pub fn compress_file(src: &Path, dest: &Path, durable: Durable) -> std::io::Result<Prepared> {
     let mut input = Blake3Reader {
         inner: fs_err::File::open(src)?,
         hasher: blake3::Hasher::new(),
@@ -447,13 +450,24 @@ pub fn compress_file(src: &Path, dest: &Path) -> std::io::Result<Prepared> {
     let file = buf
         .into_inner()
         .map_err(|e| crate::fs::annotate(e.into_error(), "write", dest))?;
-    file.sync_data()?;
+    if durable == Durable::Synced {
+        file.sync_data()?;
+    }
     Ok(Prepared {
         size: input.count,
         blake3: Digest(*input.hasher.finalize().as_bytes()),
         blob,
         blob_size,
     })
+}
+
+/// Whether [`compress_file`] syncs the blob it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durable {
+    /// Synced before it is renamed into place: it must outlive a crash (an export).
+    Synced,
+    /// Not synced: a scratch file, gone after use (a push's staged blob).
+    Scratch,
 }
 
 /// A reader that BLAKE3-hashes and counts what is read through it.
@@ -531,8 +545,8 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         std::fs::write(&src, &data).unwrap();
-        let a = compress_file(&src, &dir.path().join("a")).unwrap();
-        let b = compress_file(&src, &dir.path().join("b")).unwrap();
+        let a = compress_file(&src, &dir.path().join("a"), Durable::Scratch).unwrap();
+        let b = compress_file(&src, &dir.path().join("b"), Durable::Scratch).unwrap();
         assert_eq!(
             (&a.blob, a.blob_size),
             (&b.blob, b.blob_size),

@@ -753,7 +753,8 @@ mod tests {
     fn object(dir: &Path, data: &[u8], executable: bool) -> (artifact::Object, Vec<u8>) {
         let src = dir.join("src");
         std::fs::write(&src, data).unwrap();
-        let p = artifact::compress_file(&src, &dir.join("blob")).unwrap();
+        let p =
+            artifact::compress_file(&src, &dir.join("blob"), artifact::Durable::Scratch).unwrap();
         let node = Node::file(data, executable);
         let o = artifact::Object {
             name: StorePath::new(node.digest(), "obj").unwrap(),

@@ -527,7 +527,7 @@ pub fn export(
         // A temp name inside the staging directory, synced by `compress_file`, then renamed
         // to its digest (the directories are synced once, before the final rename).
         let part = blobs.join(format!(".tmp-{name}"));
-        let p = artifact::compress_file(path, &part)?;
+        let p = artifact::compress_file(path, &part, artifact::Durable::Synced)?;
         let dest = layout::blob_path(tmp, &p.blob).expect("sha256");
         crate::fs::rename_synced(&part, &dest)?;
         crate::activate::fault::point("export: a blob written");

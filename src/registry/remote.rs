@@ -679,7 +679,9 @@ fn stage_blob(
     object: &Path,
 ) -> Result<artifact::Prepared, RegistryError> {
     let tmp = dir.join(format!(".tmp-{name}"));
-    let p = artifact::compress_file(object, &tmp)?;
+    // Not synced: the blob is uploaded from the page cache and deleted; a crash loses only
+    // scratch, and the registry checks what it receives against the digest.
+    let p = artifact::compress_file(object, &tmp, artifact::Durable::Scratch)?;
     crate::fs::rename_synced(&tmp, &layout::blob_path(dir, &p.blob).expect("sha256"))?;
     Ok(p)
 }
