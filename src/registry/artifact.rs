@@ -31,7 +31,7 @@ pub const OBJECT_MEDIA_TYPE: &str = "application/vnd.kbuild.object.v1+zstd";
 /// The config format version this kbuild writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
 /// zstd level of object blobs. Part of the format: another level gives other blob digests.
-pub const ZSTD_LEVEL: i32 = 3;
+pub const ZSTD_LEVEL: i32 = 1;
 /// The largest object accepted from outside (bytes, uncompressed): larger declared sizes are
 /// refused before anything is downloaded.
 pub const MAX_OBJECT_SIZE: u64 = 4 << 30;
