@@ -146,7 +146,7 @@ fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
     let r = host(&w, &store2, &["import", out1.to_str().unwrap()]);
     r.assert_success();
     assert!(
-        r.stderr.contains("added 0 objects") && r.stderr.contains("(unchanged"),
+        r.stderr.contains("Imported 0 new objects") && r.stderr.contains("(unchanged"),
         "{}",
         r.stderr
     );
@@ -580,8 +580,9 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
     );
     r.assert_success();
     assert!(
-        r.stderr
-            .contains("added 0 objects, 13 already in the store; profile staging, generation 1"),
+        r.stderr.contains(
+            "Imported 0 new objects, 13 already in the store; profile staging, generation 1"
+        ),
         "{}",
         r.stderr
     );
@@ -612,7 +613,7 @@ fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
     r.assert_success();
     assert!(
         r.stderr.contains(
-            "Imported added 0 objects, 13 already in the store; profile default, generation 1 (unchanged: it was the newest already)"
+            "Imported 0 new objects, 13 already in the store; profile default, generation 1 (unchanged: it was the newest already)"
         ),
         "{}",
         r.stderr

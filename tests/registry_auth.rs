@@ -324,6 +324,9 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
                 "(no credentials for `{host}` in `{authfile}`; `docker-credential-pass` (`credHelpers` of `{authfile}`) has none)"
             ),
             "Not authorized",
+            &format!(
+                "help: log in with `podman login {host}`, `skopeo login {host}` or `docker login {host}`, or name a credentials file with `--authfile`\n"
+            ),
         ],
     );
     assert_eq!(store_objects(&h.sb.store), Default::default());

@@ -185,7 +185,7 @@ pub fn run_import(ctx: &Context, args: ImportArgs, term: &Terminal) -> anyhow::R
     term.status(
         "Imported",
         &format!(
-            "added {} objects, {} already in the store; {}",
+            "{} new objects, {} already in the store; {}",
             i.added,
             i.present,
             recorded(&i.profile, i.recorded)

@@ -205,8 +205,13 @@ impl RegistryError {
                 helper.field,
                 helper.file.display()
             ),
-            RegistryError::Unauthorized { .. } => {
-                "log in with `podman login HOST`, `skopeo login HOST` or `docker login HOST`, or name a credentials file with `--authfile`".to_owned()
+            RegistryError::Unauthorized { reference, .. } => {
+                let host = Reference::parse(reference)
+                    .map(|r| r.registry)
+                    .unwrap_or_else(|_| "HOST".to_owned());
+                format!(
+                    "log in with `podman login {host}`, `skopeo login {host}` or `docker login {host}`, or name a credentials file with `--authfile`"
+                )
             }
             RegistryError::Remote { source, .. } => {
                 let text = source.to_string();
