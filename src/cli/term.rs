@@ -43,6 +43,12 @@ impl Terminal {
         } else {
             format!("{verb:>12} {message}")
         };
+        self.line(&line);
+    }
+
+    /// Prints one line on stderr, above the progress bars when any are drawn (so a bar
+    /// redraw does not overwrite it).
+    fn line(&self, line: &str) {
         let busy = self
             .transfers
             .lock()
@@ -94,17 +100,7 @@ impl Observer for Terminal {
     }
 
     fn warning(&self, message: &str) {
-        let busy = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|t| t.bar.is_some());
-        if busy {
-            self.bars.suspend(|| errln!("warning: {message}"));
-        } else {
-            errln!("warning: {message}");
-        }
+        self.line(&format!("warning: {message}"));
     }
 
     fn transfer_start(&self, label: &str, total: Option<u64>) {
