@@ -406,13 +406,31 @@ mod tests {
         addr
     }
 
-    /// A port nothing listens on (bound, then closed).
-    fn closed_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// An address on 127.0.0.1 where a connection is refused for as long as the value lives.
+    ///
+    /// The port is bound without `SO_REUSEADDR` and never listened on: the kernel answers a
+    /// SYN with RST, and no other test can be given the port meanwhile. A port bound and then
+    /// closed was not enough: a test running in parallel was given it and answered
+    /// ("Connection reset by peer" instead of refused, seen in CI).
+    struct ClosedPort(socket2::Socket);
+
+    impl ClosedPort {
+        fn new() -> Self {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .unwrap();
+            ClosedPort(s)
+        }
+
+        fn addr(&self) -> String {
+            self.0
+                .local_addr()
+                .unwrap()
+                .as_socket()
+                .unwrap()
+                .to_string()
+        }
     }
 
     fn http_check(addr: &str, status: u16, body: Option<&str>) -> Check {
@@ -457,8 +475,8 @@ mod tests {
 
     #[test]
     fn http_refused_and_silent() {
-        let a = http_check(&format!("127.0.0.1:{}", closed_port()), 200, None)
-            .attempt(Duration::from_secs(2));
+        let closed = ClosedPort::new();
+        let a = http_check(&closed.addr(), 200, None).attempt(Duration::from_secs(2));
         assert!(!a.passed);
         assert!(a.text.starts_with("Connection refused"), "{a:?}");
         // A server that accepts and never answers: the attempt ends at its limit.
@@ -493,7 +511,8 @@ mod tests {
         assert!(o.passed, "{o:?}");
         assert_eq!(o.attempts, 3);
 
-        let mut c = http_check(&format!("127.0.0.1:{}", closed_port()), 200, None);
+        let closed = ClosedPort::new();
+        let mut c = http_check(&closed.addr(), 200, None);
         c.timeout_ms = 400;
         c.interval_ms = 100;
         let o = c.run();
@@ -507,6 +526,7 @@ mod tests {
 
     #[test]
     fn tcp_connect() {
+        let closed = ClosedPort::new();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let a = check(
@@ -520,7 +540,7 @@ mod tests {
         assert!(a.passed);
         let a = check(
             Probe::Tcp {
-                address: format!("127.0.0.1:{}", closed_port()),
+                address: closed.addr(),
             },
             1000,
         )
