@@ -324,6 +324,7 @@ pub fn build(
 
     let store = Store::open(&ctx.store_dir)?;
     let _lock = store.lock(LockMode::Shared, observer)?;
+    store.remove_abandoned(observer);
     let mut changes = StoreChanges::default();
     let (rootfs, lock_written, lock_changes, generation) = build_in(
         ctx,

@@ -210,7 +210,7 @@ fn count(paths: &[std::path::PathBuf]) -> io::Result<u64> {
 }
 
 /// Removes a tree, returning the bytes of files whose last link went with it.
-fn remove_counting(path: &Path) -> io::Result<u64> {
+pub(crate) fn remove_counting(path: &Path) -> io::Result<u64> {
     crate::fs::make_writable(path).ok();
     let mut freed = 0;
     for entry in walkdir::WalkDir::new(path).contents_first(true) {

@@ -207,7 +207,7 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
         r.stderr
     );
     assert!(
-        r.stderr.contains("help: nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes, after removing that store's push cache (`rm -r STORE/.kbuild/oci/blobs`: `verify` does not check it)\n"),
+        r.stderr.contains("help: nothing was added to the store; if the sending store is at fault, run `kbuild verify --repair` there (it re-hashes every object and drops push cache entries that name a wrong blob), then push or export the generation again; if the copy was damaged at rest or on the way, export again (a layout) or delete the blob from the registry and push again\n"),
         "{}",
         r.stderr
     );

@@ -1768,3 +1768,239 @@ fn pull_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
     );
     assert_eq!(full_listing(&h.sb.store), before, "the store changed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review 13: a push cache entry that lies (MED-9), temporary entries of killed runs (LOW-10)
+// ---------------------------------------------------------------------------------------------
+
+/// The push cache entry of the object named `…-object`, and its JSON.
+fn cache_entry(w: &World, object: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let cache = w.sb.store.join(".kbuild/oci/blobs");
+    let mut found: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("-{object}.json"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{object}: {found:?}");
+    let path = found.pop().unwrap();
+    let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (path, json)
+}
+
+/// review13 MED-9: kube-apiserver's push cache entry names kube-scheduler's blob, which the
+/// registry has. `kbuild verify` finds it by compressing the object again (exit 1, one
+/// `cache` line naming the entry and the fix, and in `--json`); a push does not use it,
+/// since another object of the generation names the same blob with another size (both
+/// entries dropped with a warning, the sound manifest pushed), nor an entry naming a blob
+/// larger than its object can compress to; `kbuild verify --repair` drops it, after which
+/// verify passes and a push warns about nothing and pushes the sound manifest again.
+#[test]
+fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_used_by_push() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    let (apiserver, a) = cache_entry(&w, "kube-apiserver");
+    let (scheduler, s) = cache_entry(&w, "kube-scheduler");
+    let scheduler_object = scheduler.file_stem().unwrap().to_str().unwrap().to_owned();
+    let apiserver_object = apiserver.file_stem().unwrap().to_str().unwrap().to_owned();
+    let blob = |j: &serde_json::Value| j["blob"].as_str().unwrap().to_owned();
+    // `path`'s entry made to name the blob of `other`'s.
+    let poison = |path: &Path, own: &serde_json::Value, other: &serde_json::Value| {
+        let mut lie = own.clone();
+        lie["blob"] = other["blob"].clone();
+        lie["size"] = other["size"].clone();
+        std::fs::write(path, serde_json::to_vec(&lie).unwrap()).unwrap();
+    };
+    poison(&apiserver, &a, &s);
+    let shown = format!("$SANDBOX/store/.kbuild/oci/blobs/{apiserver_object}.json");
+    let problem = format!(
+        "it names blob `{}` ({} bytes), but object `{apiserver_object}` compresses to `{}` ({} bytes)",
+        blob(&s),
+        s["size"],
+        blob(&a),
+        a["size"]
+    );
+
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(
+        r.stdout(),
+        format!("cache    {shown}: {problem} (`kbuild verify --repair` drops it)\n")
+    );
+    assert!(
+        r.stderr.contains("push cache entries (")
+            && r.stderr.ends_with("drops wrong push cache entries; then `kbuild verify` again\n"),
+        "{}",
+        r.stderr
+    );
+    let r = w.run(&["verify", "--json"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        json["problems"],
+        serde_json::json!([{
+            "kind": "push-cache",
+            "entry": apiserver.display().to_string(),
+            "problem": problem,
+        }])
+    );
+
+    // A push into another repository (the registry has kube-scheduler's blob: a mount or a
+    // HEAD would "succeed") uses neither of the two entries naming it.
+    let reference = reg.reference("kbuild/second", "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
+    let stderr = r.stderr();
+    for object in [&scheduler_object, &apiserver_object] {
+        assert!(
+            stderr.contains(&format!(
+                "warning: dropped the push cache entry `$SANDBOX/store/.kbuild/oci/blobs/{object}.json`: objects `"
+            )) && stderr.contains(&format!(
+                "both name blob `{}`, which holds one content; compressing object `{object}` again\n",
+                blob(&s)
+            )),
+            "{stderr}"
+        );
+    }
+    // Rewritten right by that push: verify passes.
+    assert_eq!(cache_entry(&w, "kube-apiserver").1, a);
+    w.ok(&["verify"]);
+
+    // The small kube-scheduler naming kube-apiserver's blob: larger than it can compress to.
+    poison(&scheduler, &s, &a);
+    let reference = reg.reference("kbuild/third", "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
+    assert!(
+        r.stderr().contains(&format!(
+            "warning: dropped the push cache entry `$SANDBOX/store/.kbuild/oci/blobs/{scheduler_object}.json`: it names a blob of {} bytes, more than object `{scheduler_object}` (",
+            a["size"]
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(cache_entry(&w, "kube-scheduler").1, s);
+
+    poison(&apiserver, &a, &s);
+    let r = w.ok(&["verify", "--repair"]);
+    assert_eq!(r.stdout(), format!("cache    {shown}: {problem}\nok\n"));
+    assert!(
+        r.stderr().contains(&format!(
+            "Dropped {shown} (the next push compresses its object again)"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!apiserver.exists());
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+    let reference = reg.reference("kbuild/fourth", "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
+    assert!(!r.stderr.contains("warning:"), "{}", r.stderr);
+    assert_eq!(cache_entry(&w, "kube-apiserver").1, a);
+}
+
+/// The scratch entries (`.tmp-work-*`) in `store`, with their sizes in bytes.
+fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
+    top_level(store)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp-work-"))
+        .map(|n| {
+            let bytes = walkdir::WalkDir::new(store.join(&n))
+                .into_iter()
+                .map(|e| e.unwrap().metadata().unwrap())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// review13 LOW-10: a push killed with SIGKILL mid-upload leaves its scratch entry (its
+/// staged blobs); a build meanwhile never removes the scratch of a live push (held by the
+/// proxy), and the next writer after the kill removes it and says so in one line. A pull
+/// that dies in its import (the fault injection aborts it as `kill -9` would, with its rootfs
+/// assembled in a scratch entry) leaves one too; the rerun removes it and the pull's staging,
+/// and leaves no temporary entry.
+#[test]
+fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_never() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let proxy = Proxy::start(reg.port);
+    proxy.stall_after(Way::Up, 256 << 10);
+    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let mut push = w.spawn(&["push", "1", &reference, "--host", "master-1", "--plain-http"]);
+    proxy.wait_stalled();
+    let live = scratch_entries(&w.sb.store);
+    assert_eq!(live.len(), 1, "{live:?}");
+
+    // A build (a writer under the store lock) while the push is alive leaves its entry.
+    let r = w.ok(&["build", "--host", "master-1"]);
+    assert!(!r.stderr.contains("Removed"), "{}", r.stderr);
+    assert_eq!(
+        scratch_entries(&w.sb.store).keys().collect::<Vec<_>>(),
+        live.keys().collect::<Vec<_>>()
+    );
+
+    push.kill().unwrap(); // SIGKILL
+    push.wait().unwrap();
+    let left = scratch_entries(&w.sb.store);
+    assert_eq!(left.keys().collect::<Vec<_>>(), live.keys().collect::<Vec<_>>());
+    let bytes = *left.values().next().unwrap();
+    assert!(bytes > 0, "the killed push staged nothing");
+    proxy.release();
+    let r = w.ok(&["build", "--host", "master-1"]);
+    assert!(
+        r.stderr().contains(&format!(
+            "Removed 1 temporary entry a killed kbuild left, {:.1} MiB freed\n",
+            bytes as f64 / (1 << 20) as f64
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(scratch_entries(&w.sb.store), BTreeMap::new());
+
+    // A pull that dies while it assembles the rootfs.
+    let reference = reg.reference(REPO, "gen1");
+    push_gen1(&w, &reference);
+    let h = puller();
+    let r = h.run_env(
+        &["pull", &reference, "--plain-http"],
+        &[("KBUILD_FAULT_AT", "1")],
+    );
+    assert!(
+        r.stderr
+            .contains("fault injected at step 1 (import: rootfs assembled in a scratch entry)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(scratch_entries(&h.sb.store).len(), 1);
+    let r = pull_plain(&h, &reference);
+    r.assert_success();
+    assert!(
+        r.stderr.contains("Removed 1 temporary entry a killed kbuild left, "),
+        "{}",
+        r.stderr
+    );
+    let temporary: Vec<String> = top_level(&h.sb.store)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert_eq!(temporary, Vec::<String>::new());
+    h.ok(&["verify"]);
+}

@@ -518,7 +518,7 @@ fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
         v.stderr().lines().skip(1).collect::<Vec<_>>(),
         [
             "error: verification found 1 problem(s)",
-            "help: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again",
+            "help: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources, re-creates missing ones and drops wrong push cache entries; then `kbuild verify` again",
         ]
     );
     let v = w.run(&["verify", "--repair", "--offline"]);

@@ -370,7 +370,7 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
     );
     assert!(
         v.stderr
-            .ends_with("\nerror: verification found 2 problem(s)\nhelp: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again\n"),
+            .ends_with("\nerror: verification found 2 problem(s)\nhelp: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources, re-creates missing ones and drops wrong push cache entries; then `kbuild verify` again\n"),
         "{}",
         v.stderr
     );

@@ -310,4 +310,7 @@ pub enum Problem {
     Missing { generation: u64, rootfs: String },
     /// A root's links differ from its active generation.
     Drift { root: String, problem: String },
+    /// A push cache entry (`STORE/.kbuild/oci/blobs/<object>.json`) whose object does not
+    /// compress to the blob it names, or that cannot be right at all.
+    PushCache { entry: String, problem: String },
 }

@@ -276,6 +276,51 @@ pub fn run_verify(
         }
         problems += 1;
     }
+    // Push cache entries: compressing each object again is the only proof an entry is right.
+    let started = std::time::Instant::now();
+    let cache = kbuild::registry::cache::check(&store).context("cannot check the push cache")?;
+    if cache.entries > 0 || !cache.bad.is_empty() {
+        term.status(
+            "Checked",
+            &format!(
+                "{} push cache {} ({:.1} MiB compressed again in {:.2}s)",
+                cache.entries,
+                if cache.entries == 1 { "entry" } else { "entries" },
+                cache.bytes as f64 / (1 << 20) as f64,
+                started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    let cache_fix = if args.repair {
+        ""
+    } else {
+        " (`kbuild verify --repair` drops it)"
+    };
+    for b in &cache.bad {
+        if args.json {
+            found.push(super::json::Problem::PushCache {
+                entry: b.path.display().to_string(),
+                problem: b.problem.clone(),
+            });
+        } else {
+            outln!("cache    {}: {}{cache_fix}", b.path.display(), b.problem);
+        }
+        problems += 1;
+    }
+    if args.repair && !cache.bad.is_empty() {
+        kbuild::registry::cache::drop_entries(&cache.bad)
+            .context("cannot drop the push cache entries")?;
+        for b in &cache.bad {
+            term.status(
+                "Dropped",
+                &format!(
+                    "{} (the next push compresses its object again)",
+                    b.path.display()
+                ),
+            );
+        }
+        problems -= cache.bad.len();
+    }
     // Generations whose rootfs is gone can no longer be switched to.
     let missing = missing_rootfs(&store)?;
     for g in &missing {
@@ -406,7 +451,8 @@ pub fn run_verify(
         return Err(kbuild::store::StoreError::Unrepaired { count: left, help }.into());
     }
     if problems > 0 {
-        let store_problems = !args.repair && (!report.corrupt.is_empty() || !missing.is_empty());
+        let store_problems = !args.repair
+            && (!report.corrupt.is_empty() || !missing.is_empty() || !cache.bad.is_empty());
         if store_problems {
             return Err(VerifyFailed { problems }.into());
         }

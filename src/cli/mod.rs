@@ -395,7 +395,7 @@ pub fn help_for(err: &anyhow::Error) -> Option<String> {
         }
         if cause.downcast_ref::<maint::VerifyFailed>().is_some() {
             return Some(
-                "`kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources and re-creates missing ones; then `kbuild verify` again".to_owned(),
+                "`kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources, re-creates missing ones and drops wrong push cache entries; then `kbuild verify` again".to_owned(),
             );
         }
         if let Some(e) = cause.downcast_ref::<kbuild::recipe::RecipeError>()

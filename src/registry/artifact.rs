@@ -430,15 +430,35 @@ impl<W: Write> Write for HashingWriter<W> {
 /// blob); a push's staged blob is read back once from the page cache and deleted, so syncing
 /// it would only make the push wait for the disk.
 pub fn compress_file(src: &Path, dest: &Path, durable: Durable) -> std::io::Result<Prepared> {
+    let out = fs_err::File::create(dest)?;
+    let (p, buf) = compress_into(src, std::io::BufWriter::new(out), dest)?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| crate::fs::annotate(e.into_error(), "write", dest))?;
+    if durable == Durable::Synced {
+        file.sync_data()?;
+    }
+    Ok(p)
+}
+
+/// The blob digest (`sha256:<hex>`) and size in bytes that the file `src` compresses to, as
+/// [`compress_file`] would write it, without writing it: what `kbuild verify` checks a push
+/// cache entry against (see `registry::cache::check`).
+pub fn blob_of(src: &Path) -> std::io::Result<(String, u64)> {
+    let (p, _) = compress_into(src, std::io::sink(), src)?;
+    Ok((p.blob, p.blob_size))
+}
+
+/// Compresses `src` into `out` (the one encoder setup every blob is made with: level
+/// [`ZSTD_LEVEL`], no checksum, no content size), `dest` naming `out` in errors.
+fn compress_into<W: Write>(src: &Path, out: W, dest: &Path) -> std::io::Result<(Prepared, W)> {
     let mut input = Blake3Reader {
         inner: fs_err::File::open(src)?,
         hasher: blake3::Hasher::new(),
         count: 0,
     };
-    let out = fs_err::File::create(dest)?;
-    let mut enc =
-        zstd::stream::Encoder::new(HashingWriter::new(std::io::BufWriter::new(out)), ZSTD_LEVEL)
-            .map_err(|e| crate::fs::annotate(e, "start compressing into", dest))?;
+    let mut enc = zstd::stream::Encoder::new(HashingWriter::new(out), ZSTD_LEVEL)
+        .map_err(|e| crate::fs::annotate(e, "start compressing into", dest))?;
     enc.include_checksum(false)
         .and_then(|()| enc.include_contentsize(false))
         .map_err(|e| crate::fs::annotate(e, "set up compression into", dest))?;
@@ -446,19 +466,16 @@ pub fn compress_file(src: &Path, dest: &Path, durable: Durable) -> std::io::Resu
     let w = enc
         .finish()
         .map_err(|e| crate::fs::annotate(e, "compress into", dest))?;
-    let (blob, blob_size, buf) = w.finish();
-    let file = buf
-        .into_inner()
-        .map_err(|e| crate::fs::annotate(e.into_error(), "write", dest))?;
-    if durable == Durable::Synced {
-        file.sync_data()?;
-    }
-    Ok(Prepared {
-        size: input.count,
-        blake3: Digest(*input.hasher.finalize().as_bytes()),
-        blob,
-        blob_size,
-    })
+    let (blob, blob_size, out) = w.finish();
+    Ok((
+        Prepared {
+            size: input.count,
+            blake3: Digest(*input.hasher.finalize().as_bytes()),
+            blob,
+            blob_size,
+        },
+        out,
+    ))
 }
 
 /// Whether [`compress_file`] syncs the blob it writes.

@@ -11,17 +11,21 @@
 //!                                   removing a lock file races with its next taker)
 //! ```
 //!
-//! Both are hints. An entry that cannot be right (not JSON, another object's) is dropped
-//! with a warning before it is used; a wrong blob digest is caught when the registry lacks
-//! that blob and the object is compressed for upload: the entry is dropped with a warning
-//! and the blob the object really compresses to is sent and named in the manifest. (A wrong
-//! digest of a blob the registry *has* is not caught here, since catching it means
-//! compressing every object the cache exists to skip; the receiving store checks every
-//! object against its name and refuses it.) A wrong repository only makes a mount fail, and
-//! the blob is uploaded.
+//! Both are hints, and a push trusts an entry only as far as it can check it cheaply: an
+//! entry that cannot be right (not JSON, another object's, a blob larger than the object can
+//! compress to, or one blob named by objects of different sizes in the generation pushed) is
+//! dropped with a warning before it is used; a wrong blob digest is caught when the registry
+//! lacks that blob and the object is compressed for upload: the entry is dropped with a
+//! warning and the blob the object really compresses to is sent and named in the manifest.
+//! A wrong digest of a blob the registry *has*, for an object no other object of the
+//! generation contradicts, is not caught by the push (catching it means compressing every
+//! object the cache exists to skip): `kbuild verify` compresses every object that has an
+//! entry and compares ([`check`]), and `kbuild verify --repair` drops the entries that lie
+//! ([`drop_entries`]); the receiving store checks every object against its name and refuses
+//! such a manifest. A wrong repository only makes a mount fail, and the blob is uploaded.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +148,171 @@ pub fn remember_blob(
     })
     .map_err(std::io::Error::other)?;
     crate::fs::write_if_changed(&entry_path(store, object), &json).map(drop)
+}
+
+/// Entries of `objects` (a generation's file objects, about to be pushed) that cannot all be
+/// right, each with why; found without compressing anything. A blob larger than zstd's
+/// worst case for its object's size cannot be that object's, and one blob holds one
+/// content, so objects of different sizes naming the same blob cannot all be right (which
+/// of them is, only compressing tells: every one of them is distrusted).
+pub fn contradicted(store: &Store, objects: &[StorePath]) -> BTreeMap<StorePath, String> {
+    let mut out = BTreeMap::new();
+    let mut by_blob: BTreeMap<String, Vec<(StorePath, u64)>> = BTreeMap::new();
+    for o in objects {
+        let Remembered::Blob(blob, blob_size) = blob(store, o) else {
+            continue;
+        };
+        let Ok(m) = store.path_of(o).symlink_metadata() else {
+            continue;
+        };
+        let bound = usize::try_from(m.len())
+            .map(zstd::zstd_safe::compress_bound)
+            .unwrap_or(usize::MAX) as u64;
+        if blob_size > bound {
+            out.insert(
+                o.clone(),
+                format!(
+                    "it names a blob of {blob_size} bytes, more than object `{o}` ({} bytes) can compress to",
+                    m.len()
+                ),
+            );
+            continue;
+        }
+        by_blob.entry(blob).or_default().push((o.clone(), m.len()));
+    }
+    for (blob, claims) in by_blob {
+        let Some((first, first_size)) = claims.first() else {
+            continue;
+        };
+        let Some((other, other_size)) = claims.iter().find(|(_, size)| size != first_size)
+        else {
+            continue;
+        };
+        let why = format!(
+            "objects `{first}` ({first_size} bytes) and `{other}` ({other_size} bytes) both name blob `{blob}`, which holds one content"
+        );
+        for (o, _) in &claims {
+            out.insert(o.clone(), why.clone());
+        }
+    }
+    out
+}
+
+/// A push cache entry [`check`] found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEntry {
+    /// The entry's file, `STORE/.kbuild/oci/blobs/<object>.json`.
+    pub path: PathBuf,
+    /// What is wrong with it (a sentence without the path).
+    pub problem: String,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Default)]
+pub struct CacheReport {
+    /// Entries checked by compressing their object (entries of an older format or another
+    /// zstd, which no push uses, are not counted).
+    pub entries: usize,
+    /// Bytes of the objects compressed for the check.
+    pub bytes: u64,
+    pub bad: Vec<BadEntry>,
+}
+
+/// Checks every push cache entry (`.kbuild/oci/blobs/*.json`) as a proof: the entry's object
+/// is compressed again, as a push would, and the digest and size it gives must be the ones
+/// the entry records. Entries of an older format or another zstd are skipped (a push ignores
+/// and rewrites them). Never modifies the store; objects are compressed on up to 4 threads.
+///
+/// # Errors
+/// Only when the cache directory cannot be listed; an entry or object that cannot be read is
+/// a [`BadEntry`].
+pub fn check(store: &Store) -> std::io::Result<CacheReport> {
+    let d = dir(store).join("blobs");
+    let mut entries = Vec::new();
+    match fs_err::read_dir(&d) {
+        Ok(list) => {
+            for e in list {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                // A push writing an entry right now (`write_if_changed`'s temp file).
+                if name.starts_with('.') {
+                    continue;
+                }
+                entries.push((e.path(), name));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    entries.sort();
+    let checked = super::parallel_map(&entries, |(_, name)| Ok(check_entry(store, name)))
+    .map_err(std::io::Error::other)?;
+    let mut report = CacheReport::default();
+    for ((path, _), (bytes, problem)) in entries.into_iter().zip(checked) {
+        if let Some(bytes) = bytes {
+            report.entries += 1;
+            report.bytes += bytes;
+        }
+        if let Some(problem) = problem {
+            report.bad.push(BadEntry { path, problem });
+        }
+    }
+    Ok(report)
+}
+
+/// `(bytes compressed if it was checked, what is wrong)` for the entry file `name`.
+fn check_entry(store: &Store, name: &str) -> (Option<u64>, Option<String>) {
+    let Some(object) = name
+        .strip_suffix(".json")
+        .and_then(|n| StorePath::try_from(n.to_owned()).ok())
+    else {
+        return (None, Some("it is not named after a store object".to_owned()));
+    };
+    let (blob_digest, blob_size) = match blob(store, &object) {
+        Remembered::Blob(d, s) => (d, s),
+        Remembered::Nothing => return (None, None),
+        Remembered::Damaged(why) => return (None, Some(why)),
+    };
+    let object_path = store.path_of(&object);
+    match object_path.symlink_metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return (
+                None,
+                Some(format!("object `{object}` is not a regular file")),
+            );
+        }
+        Err(_) => return (None, Some(format!("object `{object}` is not in the store"))),
+    }
+    match super::artifact::blob_of(&object_path) {
+        Ok((d, s)) if d == blob_digest && s == blob_size => (Some(size_of(&object_path)), None),
+        Ok((d, s)) => (
+            Some(size_of(&object_path)),
+            Some(format!(
+                "it names blob `{blob_digest}` ({blob_size} bytes), but object `{object}` compresses to `{d}` ({s} bytes)"
+            )),
+        ),
+        Err(e) => (
+            None,
+            Some(format!("object `{object}` cannot be compressed: {e}")),
+        ),
+    }
+}
+
+fn size_of(path: &Path) -> u64 {
+    path.metadata().map_or(0, |m| m.len())
+}
+
+/// Deletes the given entries (one already gone is fine): the next push compresses those
+/// objects again and remembers what they really compress to.
+pub fn drop_entries(entries: &[BadEntry]) -> std::io::Result<()> {
+    for e in entries {
+        match fs_err::remove_file(&e.path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn pushed_path(store: &Store) -> PathBuf {

@@ -442,6 +442,7 @@ pub fn add_checked(
         return Ok(done);
     }
     store.require_writable_layout()?;
+    store.remove_abandoned(observer);
     let missing = missing_objects(store, config);
     let present = config.objects.len() - missing.len();
     let scratch = store.scratch()?;
@@ -481,6 +482,7 @@ pub fn add_checked(
         Ok(objects.iter().copied().zip(dests).collect::<Vec<_>>())
     })?;
     let staged: Vec<_> = staged.into_iter().flatten().collect();
+    crate::activate::fault::point("import: objects decompressed into a scratch entry");
     let imported = add_staged(store, &staged, config, present, profile, observer)?;
     drop(scratch);
     Ok(imported)
@@ -678,6 +680,7 @@ fn add_rootfs(store: &Store, config: &Config) -> Result<(), RegistryError> {
         }
     }
     store.sync()?;
+    crate::activate::fault::point("import: rootfs assembled in a scratch entry");
     let meta = ObjectMeta {
         version: crate::store::META_VERSION,
         digest: root.digest().to_hex(),

@@ -166,9 +166,10 @@ impl RegistryError {
                     .to_owned()
             }
             RegistryError::DigestMismatch { .. } | RegistryError::Refused { .. } => {
-                // `verify` does not read the push cache (review13 MED-9): an entry naming
-                // another object's blob the registry has is fixed only by removing the cache.
-                "nothing was added to the store; push or export the generation again from a store that `kbuild verify` passes, after removing that store's push cache (`rm -r STORE/.kbuild/oci/blobs`: `verify` does not check it)".to_owned()
+                // The sender's objects are damaged or its push cache names another object's
+                // blob (review13 MED-9), which `verify --repair` there mends; or the copy
+                // itself is, which only sending it again mends.
+                "nothing was added to the store; if the sending store is at fault, run `kbuild verify --repair` there (it re-hashes every object and drops push cache entries that name a wrong blob), then push or export the generation again; if the copy was damaged at rest or on the way, export again (a layout) or delete the blob from the registry and push again".to_owned()
             }
             RegistryError::MissingBlob { .. } => {
                 "copy the whole layout directory (every file under `blobs/sha256/`), or export again".to_owned()

@@ -394,10 +394,17 @@ pub fn push(
     session.authenticate(RegistryOperation::Push, "push")?;
     // Shared, as a build: gc cannot remove the objects while they are read.
     let _lock = store.lock(LockMode::Shared, observer)?;
+    store.remove_abandoned(observer);
     let scratch = store.scratch()?;
     let dir = scratch.path();
     layout::init(dir)?;
     let mounts = cache::mount_sources(store, &reference.registry, &reference.repository);
+    // Entries the generation's own objects contradict are not used (see `cache`).
+    let objects = store
+        .meta(&g.rootfs)?
+        .map(|m| m.references)
+        .unwrap_or_default();
+    let contradicted = cache::contradicted(store, &objects);
     // Objects are prepared on worker threads while this thread uploads each blob as soon as
     // it is ready, up to [`UPLOADS`] at once, so compression and transfer overlap and the
     // round trips of one blob (HEAD, POST, PUT) hide behind the others' bytes. Blob digests
@@ -405,9 +412,14 @@ pub fn push(
     // lacks its blob, on tokio's blocking pool so that the other uploads keep going.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
     let (art, mut transfer) = std::thread::scope(|scope| {
+        let contradicted = &contradicted;
         let worker = scope.spawn(move || {
             artifact::describe(store, g, |name, path| {
-                let p = match cache::blob(store, name) {
+                let remembered = match contradicted.get(name) {
+                    Some(why) => cache::Remembered::Damaged(why.clone()),
+                    None => cache::blob(store, name),
+                };
+                let p = match remembered {
                     cache::Remembered::Blob(blob, blob_size) => {
                         let (size, blake3) = artifact::hash_file(path)?;
                         artifact::Prepared {
@@ -753,6 +765,7 @@ pub fn pull(
     // The staging directory is per manifest, so two pulls of one reference would write the
     // same files: the second waits for the first (then finds its objects present).
     let _stage_lock = cache::pull_lock(store, &hex[..32], observer)?;
+    store.remove_abandoned(observer);
     let objects_dir = stage.join("objects");
     fs_err::create_dir_all(&objects_dir)?;
     let missing = import::missing_objects(store, config);

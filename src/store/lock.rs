@@ -71,6 +71,26 @@ impl FileLock {
         })
     }
 
+    /// Takes the exclusive lock on the existing file or directory `path` without waiting:
+    /// `Ok(None)` when another process holds a lock on it (or `path` is gone). Never creates
+    /// `path`. A taken lock on a temporary entry proves its creator, who locked it for its
+    /// life, is dead (see [`super::Store::scratch`]).
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = match fs_err::File::open(path) {
+            Ok(f) => f.into_parts().0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(FileLock {
+                _file: file,
+                path: path.to_owned(),
+            })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(lock_error(e, path)),
+        }
+    }
+
     /// Whether `path` (not followed if a symlink) is still the file or directory this lock
     /// holds. A lock taken on a directory that another process then renamed or removed locks
     /// nothing anyone else will find: the taker checks this and starts again.

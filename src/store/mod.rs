@@ -6,7 +6,9 @@
 //! │                              <hash> = first 32 hex digits of the root node's BLAKE3 digest,
 //! │                              or, for a kept input archive (a fixed-output object), of
 //! │                              the encoding of its pin (see [`Store::kept_archive`])
-//! ├── .tmp-XXXXXX                an object being built; renamed in only when complete
+//! ├── .tmp-work-XXXXXX           an object being built; renamed in only when complete;
+//! │                              flock-ed by its creator, so a later writer removes it
+//! │                              once that process died ([`Store::remove_abandoned`])
 //! ├── .tmp-gc-<object>           an object gc is deleting: it left its name first
 //! ├── .tmp-aside-<hash>-N        an incomplete or damaged object moved off its name
 //! ├── .tmp-pull-<digest>         a pull's checked objects, kept for a rerun after a failure
@@ -338,6 +340,25 @@ impl IndexedOutput {
 struct IndexEntry {
     version: u32,
     outputs: Vec<IndexedOutput>,
+}
+
+/// The name prefix of scratch entries ([`Store::scratch`]).
+const SCRATCH_PREFIX: &str = ".tmp-work-";
+
+/// A scratch directory of the store, locked by this process for its life (see
+/// [`Store::scratch`]); removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    // Dropped in this order: the directory goes while it is still locked.
+    dir: tempfile::TempDir,
+    _lock: FileLock,
+}
+
+impl Scratch {
+    /// The directory, `STORE/.tmp-work-XXXXXX`.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// An opened store directory.
@@ -804,19 +825,81 @@ impl Store {
     }
 
     /// A scratch directory inside the store (same filesystem, so renames out of it are atomic
-    /// and hardlinks into it work). Removed on drop unless its contents were moved out.
-    pub fn scratch(&self) -> io::Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempdir_in(&self.dir)
-            .map_err(|e| {
-                crate::fs::annotate(
-                    crate::fs::plain(e),
-                    "create a build directory in",
-                    &self.dir,
-                )
-            })
-            .inspect(|d| crate::interrupt::track(d.path()))
+    /// and hardlinks into it work), `.tmp-work-XXXXXX`. Removed on drop unless its contents
+    /// were moved out. This process holds an exclusive `flock` on the directory for the
+    /// scratch's life: the kernel drops it when the process dies (even by `kill -9`), so a
+    /// later writer that can take it knows the entry is abandoned
+    /// ([`Store::remove_abandoned`]). The caller holds the store lock.
+    pub fn scratch(&self) -> io::Result<Scratch> {
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix(SCRATCH_PREFIX)
+                .tempdir_in(&self.dir)
+                .map_err(|e| {
+                    crate::fs::annotate(
+                        crate::fs::plain(e),
+                        "create a build directory in",
+                        &self.dir,
+                    )
+                })
+                .inspect(|d| crate::interrupt::track(d.path()))?;
+            // Between the `mkdir` and the lock, a sweeping writer may take the lock of the new
+            // (empty) directory and remove it: then it is not ours any more, start again.
+            let Some(lock) = FileLock::try_exclusive(dir.path())? else {
+                continue;
+            };
+            if lock.is_at(dir.path()) {
+                return Ok(Scratch { dir, _lock: lock });
+            }
+        }
+    }
+
+    /// Removes the scratch entries ([`Store::scratch`]) of processes that died (a `kill -9`
+    /// during a build, a pull or an import leaves one, maybe hundreds of MiB) and says so on
+    /// `observer` in one line, as gc would. An entry is removed only while this process holds
+    /// its lock, which proves no live process owns it; the entries of live writers are left
+    /// alone, whatever their age. Best effort: an entry that cannot be removed (a read-only
+    /// store) stays for `kbuild gc`. Called by writers under the store lock.
+    pub fn remove_abandoned(&self, observer: &dyn Observer) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let (mut removed, mut freed) = (0usize, 0u64);
+        for e in entries.filter_map(Result::ok) {
+            let is_scratch = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+            // Directories only, never followed: a scratch entry is a directory.
+            if !is_scratch || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            let Ok(Some(lock)) = FileLock::try_exclusive(&path) else {
+                continue;
+            };
+            if !lock.is_at(&path) {
+                continue;
+            }
+            match crate::gc::remove_counting(&path) {
+                Ok(bytes) => {
+                    removed += 1;
+                    freed += bytes;
+                }
+                Err(_) => continue,
+            }
+        }
+        if removed > 0 {
+            self.sync_dir().ok();
+            observer.status(
+                "Removed",
+                &format!(
+                    "{removed} temporary {} a killed kbuild left, {:.1} MiB freed",
+                    if removed == 1 { "entry" } else { "entries" },
+                    freed as f64 / (1 << 20) as f64
+                ),
+            );
+        }
     }
 
     /// Moves a finished, synced object at `tmp` into the store as `path`. Returns `false` if
