@@ -1839,7 +1839,8 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
     );
     assert!(
         r.stderr.contains("push cache entries (")
-            && r.stderr.ends_with("drops wrong push cache entries; then `kbuild verify` again\n"),
+            && r.stderr
+                .ends_with("drops wrong push cache entries; then `kbuild verify` again\n"),
         "{}",
         r.stderr
     );
@@ -1944,7 +1945,14 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     let proxy = Proxy::start(reg.port);
     proxy.stall_after(Way::Up, 256 << 10);
     let reference = format!("{}/{REPO}:gen1", proxy.host());
-    let mut push = w.spawn(&["push", "1", &reference, "--host", "master-1", "--plain-http"]);
+    let mut push = w.spawn(&[
+        "push",
+        "1",
+        &reference,
+        "--host",
+        "master-1",
+        "--plain-http",
+    ]);
     proxy.wait_stalled();
     let live = scratch_entries(&w.sb.store);
     assert_eq!(live.len(), 1, "{live:?}");
@@ -1960,7 +1968,10 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     push.kill().unwrap(); // SIGKILL
     push.wait().unwrap();
     let left = scratch_entries(&w.sb.store);
-    assert_eq!(left.keys().collect::<Vec<_>>(), live.keys().collect::<Vec<_>>());
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        live.keys().collect::<Vec<_>>()
+    );
     let bytes = *left.values().next().unwrap();
     assert!(bytes > 0, "the killed push staged nothing");
     proxy.release();
@@ -1993,7 +2004,8 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     let r = pull_plain(&h, &reference);
     r.assert_success();
     assert!(
-        r.stderr.contains("Removed 1 temporary entry a killed kbuild left, "),
+        r.stderr
+            .contains("Removed 1 temporary entry a killed kbuild left, "),
         "{}",
         r.stderr
     );
@@ -2003,4 +2015,45 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
         .collect();
     assert_eq!(temporary, Vec::<String>::new());
     h.ok(&["verify"]);
+
+    // What such a pull leaves, `kbuild gc` removes too (every `.tmp-*` entry, the staging of
+    // the manifest included).
+    let h = puller();
+    let r = h.run_env(
+        &["pull", &reference, "--plain-http"],
+        &[("KBUILD_FAULT_AT", "1")],
+    );
+    assert!(
+        r.stderr.contains("fault injected at step 1"),
+        "{}",
+        r.stderr
+    );
+    let temporary: Vec<String> = top_level(&h.sb.store)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(
+        temporary.iter().any(|n| n.starts_with(".tmp-work-")),
+        "{temporary:?}"
+    );
+    let r = h.ok(&["gc"]);
+    assert!(
+        r.stdout.contains(&format!(
+            "and {} removed",
+            if temporary.len() == 1 {
+                "1 temporary entry".to_owned()
+            } else {
+                format!("{} temporary entries", temporary.len())
+            }
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        top_level(&h.sb.store)
+            .iter()
+            .all(|n| !n.starts_with(".tmp")),
+        "{:?}",
+        top_level(&h.sb.store)
+    );
 }

@@ -45,14 +45,15 @@ pub struct GcArgs {
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  kbuild verify                      # re-hash every store object
+  kbuild verify                      # re-hash every store object, check the push cache
   kbuild verify --root /             # also report drift of the root's links
   kbuild verify --repair
   kbuild verify --json               # schema: docs/json.md")]
 pub struct VerifyArgs {
     /// Repair what is found: a damaged object a generation uses is replaced, in one step, by
     /// a copy rebuilt from that generation's recipes and locked inputs (or left in place and
-    /// reported when that is impossible); damaged objects no generation uses are deleted
+    /// reported when that is impossible); damaged objects no generation uses are deleted;
+    /// push cache entries naming a wrong blob are dropped
     #[arg(long)]
     repair: bool,
     /// With `--repair`: read an input from another URL (a local copy) when rebuilding
@@ -285,7 +286,11 @@ pub fn run_verify(
             &format!(
                 "{} push cache {} ({:.1} MiB compressed again in {:.2}s)",
                 cache.entries,
-                if cache.entries == 1 { "entry" } else { "entries" },
+                if cache.entries == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
                 cache.bytes as f64 / (1 << 20) as f64,
                 started.elapsed().as_secs_f64()
             ),

@@ -137,7 +137,7 @@ pub enum Command {
     Inputs(inputs::Args),
     /// Delete old generations (with --keep) and every object no kept generation needs
     Gc(maint::GcArgs),
-    /// Re-hash every store object; with --root, also report drift of the root's links
+    /// Re-hash every store object and check the push cache; with --root, also report drift
     Verify(maint::VerifyArgs),
     /// Write a generation and the objects it needs as an OCI image layout directory
     Export(ship::ExportArgs),

@@ -184,8 +184,7 @@ pub fn contradicted(store: &Store, objects: &[StorePath]) -> BTreeMap<StorePath,
         let Some((first, first_size)) = claims.first() else {
             continue;
         };
-        let Some((other, other_size)) = claims.iter().find(|(_, size)| size != first_size)
-        else {
+        let Some((other, other_size)) = claims.iter().find(|(_, size)| size != first_size) else {
             continue;
         };
         let why = format!(
@@ -246,7 +245,7 @@ pub fn check(store: &Store) -> std::io::Result<CacheReport> {
     }
     entries.sort();
     let checked = super::parallel_map(&entries, |(_, name)| Ok(check_entry(store, name)))
-    .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)?;
     let mut report = CacheReport::default();
     for ((path, _), (bytes, problem)) in entries.into_iter().zip(checked) {
         if let Some(bytes) = bytes {
@@ -266,7 +265,10 @@ fn check_entry(store: &Store, name: &str) -> (Option<u64>, Option<String>) {
         .strip_suffix(".json")
         .and_then(|n| StorePath::try_from(n.to_owned()).ok())
     else {
-        return (None, Some("it is not named after a store object".to_owned()));
+        return (
+            None,
+            Some("it is not named after a store object".to_owned()),
+        );
     };
     let (blob_digest, blob_size) = match blob(store, &object) {
         Remembered::Blob(d, s) => (d, s),

@@ -110,3 +110,28 @@ impl FileLock {
 fn lock_error(e: rustix::io::Errno, path: &Path) -> io::Error {
     crate::fs::annotate(e.into(), "lock", path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the scratch sweep relies on: a lock held through one open file description
+    /// refuses a try-lock through another, even in the same process, and a released one
+    /// (the kernel's release at the holder's death) is taken.
+    #[test]
+    fn a_held_lock_refuses_try_exclusive_and_a_released_one_is_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".tmp-work-x");
+        fs_err::create_dir(&dir).unwrap();
+        let held = FileLock::try_exclusive(&dir).unwrap().expect("free");
+        assert!(held.is_at(&dir));
+        assert!(FileLock::try_exclusive(&dir).unwrap().is_none());
+        drop(held);
+        assert!(FileLock::try_exclusive(&dir).unwrap().is_some());
+        assert!(
+            FileLock::try_exclusive(&tmp.path().join("gone"))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

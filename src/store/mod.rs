@@ -1209,3 +1209,42 @@ fn finish_upgrade(meta_dir: &Path) -> io::Result<()> {
     }
     crate::fs::fsync_dir(meta_dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Said(std::sync::Mutex<Vec<String>>);
+    impl Observer for Said {
+        fn status(&self, verb: &str, message: &str) {
+            self.0.lock().unwrap().push(format!("{verb} {message}"));
+        }
+    }
+
+    /// Only scratch entries nobody holds are removed: this process's own live scratch, and
+    /// every other kind of temporary entry, stay.
+    #[test]
+    fn remove_abandoned_takes_only_unlocked_scratch_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let live = store.scratch().unwrap();
+        fs_err::write(live.path().join("object-0"), b"live").unwrap();
+        let dead = store.dir().join(".tmp-work-dead01");
+        fs_err::create_dir(&dead).unwrap();
+        fs_err::write(dead.join("object-0"), vec![7u8; 3 << 20]).unwrap();
+        let staging = store.dir().join(".tmp-pull-0123");
+        fs_err::create_dir(&staging).unwrap();
+        let said = Said::default();
+        store.remove_abandoned(&said);
+        assert!(!dead.exists());
+        assert!(live.path().join("object-0").exists());
+        assert!(staging.exists());
+        assert_eq!(
+            *said.0.lock().unwrap(),
+            ["Removed 1 temporary entry a killed kbuild left, 3.0 MiB freed"]
+        );
+        store.remove_abandoned(&said);
+        assert_eq!(said.0.lock().unwrap().len(), 1, "nothing more to say");
+    }
+}
