@@ -871,13 +871,17 @@ pub fn store_shape(store: &Path) -> Vec<(String, crate::common::Kind, u32, Strin
     }
 }
 
-/// Replaces the random part of `.tmp-XXXXXX` names by `XXXXXX`.
+/// Replaces the random part of `.tmp-XXXXXX` and `.tmp-work-XXXXXX` names by `XXXXXX`.
 pub fn mask_tmp(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find(".tmp-") {
         out.push_str(&rest[..i + 5]);
         rest = &rest[i + 5..];
+        if let Some(r) = rest.strip_prefix("work-") {
+            out.push_str("work-");
+            rest = r;
+        }
         let n = rest
             .bytes()
             .take_while(|b| b.is_ascii_alphanumeric())
