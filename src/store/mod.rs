@@ -981,19 +981,30 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes metadata whose object is gone (left by a gc killed between renaming an object
-    /// off its name and forgetting it). The caller holds the store lock exclusively, so no
-    /// build is between writing an object's metadata and renaming the object in.
+    /// Deletes metadata and push cache entries whose object is gone (left by a gc killed
+    /// between renaming an object off its name and forgetting it). The caller holds the store
+    /// lock exclusively, so no build is between writing an object's metadata and renaming the
+    /// object in.
     pub fn forget_orphans(&self) -> Result<(), StoreError> {
-        for e in fs_err::read_dir(self.bookkeeping().join("meta"))? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(Ok(p)) = name
-                .strip_suffix(".json")
-                .map(|n| StorePath::try_from(n.to_owned()))
-                && !self.contains(&p)
-            {
-                fs_err::remove_file(e.path())?;
+        for d in [
+            self.bookkeeping().join("meta"),
+            self.bookkeeping().join("oci/blobs"),
+        ] {
+            let entries = match fs_err::read_dir(&d) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in entries {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(Ok(p)) = name
+                    .strip_suffix(".json")
+                    .map(|n| StorePath::try_from(n.to_owned()))
+                    && !self.contains(&p)
+                {
+                    fs_err::remove_file(e.path())?;
+                }
             }
         }
         Ok(())
