@@ -1929,8 +1929,8 @@ fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
 }
 
 /// review13 LOW-10: a push killed with SIGKILL mid-upload leaves its scratch entry (its
-/// staged blobs); a build meanwhile never removes the scratch of a live push (held by the
-/// proxy), and the next writer after the kill removes it and says so in one line. A pull
+/// staged blobs); a build and a pull meanwhile never remove the scratch of the live push
+/// (held by the proxy), and the next writer after the kill removes it and says so in one line. A pull
 /// that dies in its import (the fault injection aborts it as `kill -9` would, with its rootfs
 /// assembled in a scratch entry) leaves one too; the rerun removes it and the pull's staging,
 /// and leaves no temporary entry.
@@ -1942,6 +1942,11 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     let reg = Registry::start();
     let w = builder();
     build(&w, 1, &[]);
+    // Another registry to pull from while the push below is held (the one behind the proxy
+    // must lack the blobs, so that the push uploads).
+    let other = Registry::start();
+    let other_ref = other.reference(REPO, "gen1");
+    push_gen1(&w, &other_ref);
     let proxy = Proxy::start(reg.port);
     proxy.stall_after(Way::Up, 256 << 10);
     let reference = format!("{}/{REPO}:gen1", proxy.host());
@@ -1957,9 +1962,16 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     let live = scratch_entries(&w.sb.store);
     assert_eq!(live.len(), 1, "{live:?}");
 
-    // A build (a writer under the store lock) while the push is alive leaves its entry.
+    // A build and a pull (writers under the store lock) while the push is alive leave its
+    // entry.
     let r = w.ok(&["build", "--host", "master-1"]);
     assert!(!r.stderr.contains("Removed"), "{}", r.stderr);
+    let r = w.ok(&["pull", &other_ref, "--profile", "copy", "--plain-http"]);
+    assert!(
+        !r.stderr.contains("Removed") && r.stderr.contains("profile copy, generation 1"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         scratch_entries(&w.sb.store).keys().collect::<Vec<_>>(),
         live.keys().collect::<Vec<_>>()
