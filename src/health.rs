@@ -54,17 +54,95 @@ pub struct Check {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Probe {
     /// `GET url` must answer `status` (redirects are not followed) and, when `body` is set,
-    /// a body containing it.
+    /// a body containing it. `tls`: the host's files an `https://` check uses (none: the
+    /// public roots ureq carries verify the server, and no client certificate is sent).
     Http {
         url: String,
         status: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
+        #[serde(flatten)]
+        tls: TlsFiles,
     },
     /// A TCP connection to `address` (`HOST:PORT`) must be accepted.
     Tcp { address: String },
     /// `argv` (run directly, no shell) must exit 0.
     Command { argv: Vec<String> },
+}
+
+/// The host files an `https://` check reads at each check, by absolute path: the cluster's
+/// CA, and a client certificate with its key (etcd with client-certificate auth). Only the
+/// paths are recorded (`"ca"`, `"cert"`, `"key"` beside the probe's `url`, each absent when
+/// not set, so a check without them keeps its recorded form): the files are the host's, and
+/// a key is a secret that never enters the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    /// PEM certificate(s) of the CA(s) that verify the server, instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// PEM client certificate (chain), sent when the server asks for one; set with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl TlsFiles {
+    /// Whether none is set (the check uses the public roots and sends no certificate).
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// Reads the files into ureq's TLS configuration; `None` when none is set. Errors (the
+    /// answer of a check that cannot be tried): a file that cannot be read, or that holds no
+    /// PEM certificate (`ca`, `cert`) or private key (`key`), named by path and key.
+    fn load(&self) -> Result<Option<ureq::tls::TlsConfig>, String> {
+        use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let items = |key: &str, path: &str| -> Result<Vec<PemItem<'static>>, String> {
+            let bytes =
+                fs_err::read(path).map_err(|e| format!("cannot read the `{key}` file: {e}"))?;
+            ureq::tls::parse_pem(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the `{key}` file `{path}` is not valid PEM: {e}"))
+        };
+        let certs = |key: &str, path: &str| -> Result<Vec<Certificate<'static>>, String> {
+            let certs: Vec<_> = items(key, path)?
+                .into_iter()
+                .filter_map(|i| match i {
+                    PemItem::Certificate(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(format!(
+                    "the `{key}` file `{path}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+                ));
+            }
+            Ok(certs)
+        };
+        let mut config = TlsConfig::builder();
+        if let Some(ca) = &self.ca {
+            config = config.root_certs(RootCerts::new_with_certs(&certs("ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let chain = certs("cert", cert)?;
+            let private = items("key", key)?
+                .into_iter()
+                .find_map(|i| match i {
+                    PemItem::PrivateKey(k) => Some(k),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    format!("the `key` file `{key}` holds no PEM private key (`-----BEGIN PRIVATE KEY-----`)")
+                })?;
+            config = config.client_cert(Some(ClientCert::new_with_certs(&chain, private)));
+        }
+        Ok(Some(config.build()))
+    }
 }
 
 impl Check {
@@ -83,10 +161,24 @@ impl Check {
     /// What the check does, in one line: `GET http://127.0.0.1:8080/healthz → 200`.
     pub fn describe(&self) -> String {
         match &self.probe {
-            Probe::Http { url, status, body } => match body {
-                Some(b) => format!("GET {url} → {status}, body contains {b:?}"),
-                None => format!("GET {url} → {status}"),
-            },
+            Probe::Http {
+                url,
+                status,
+                body,
+                tls,
+            } => {
+                let mut line = format!("GET {url} → {status}");
+                if let Some(b) = body {
+                    line.push_str(&format!(", body contains {b:?}"));
+                }
+                if let Some(ca) = &tls.ca {
+                    line.push_str(&format!(", CA {ca}"));
+                }
+                if let Some(cert) = &tls.cert {
+                    line.push_str(&format!(", client certificate {cert}"));
+                }
+                line
+            }
             Probe::Tcp { address } => format!("TCP connect {address}"),
             Probe::Command { argv } => {
                 format!("command `{}` exits 0", crate::unit_name::shell_line(argv))
@@ -107,23 +199,64 @@ impl Check {
 
     /// One attempt, given at most `limit`.
     pub fn attempt(&self, limit: Duration) -> Answer {
+        match self.tls() {
+            Ok(tls) => self.attempt_with(tls.as_ref(), limit),
+            Err(text) => Answer::fail(text),
+        }
+    }
+
+    /// The TLS configuration of an `https://` check with host files (see [`TlsFiles`]);
+    /// `None` for any other. Errors: the answer saying which file is wrong, and how.
+    fn tls(&self) -> Result<Option<ureq::tls::TlsConfig>, String> {
+        match &self.probe {
+            Probe::Http { tls, .. } => tls.load(),
+            _ => Ok(None),
+        }
+    }
+
+    fn attempt_with(&self, tls: Option<&ureq::tls::TlsConfig>, limit: Duration) -> Answer {
         let limit = limit.max(Duration::from_millis(1));
         match &self.probe {
-            Probe::Http { url, status, body } => http(url, *status, body.as_deref(), limit),
+            Probe::Http {
+                url,
+                status,
+                body,
+                tls: files,
+            } => http(
+                url,
+                *status,
+                body.as_deref(),
+                files.ca.as_deref(),
+                tls,
+                limit,
+            ),
             Probe::Tcp { address } => tcp(address, limit),
             Probe::Command { argv } => command(argv, limit),
         }
     }
 
     /// Tries the check until it passes or its timeout has gone by (each attempt bounded by
-    /// the time left, `interval` between attempts).
+    /// the time left, `interval` between attempts). A check whose host files (`ca`, `cert`,
+    /// `key`) are missing or not PEM fails at once: no retry can fix them, and a gate that
+    /// waited out the timeout would only delay the rollback.
     pub fn run(&self) -> Outcome {
         let start = Instant::now();
+        let tls = match self.tls() {
+            Ok(t) => t,
+            Err(answer) => {
+                return Outcome {
+                    passed: false,
+                    answer,
+                    attempts: 1,
+                    elapsed: start.elapsed(),
+                };
+            }
+        };
         let deadline = start + self.timeout();
         let mut attempts = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self.attempt(left);
+            let answer = self.attempt_with(tls.as_ref(), left);
             attempts += 1;
             let now = Instant::now();
             // A pause that reaches the deadline ends the check: an attempt started with no
@@ -184,8 +317,19 @@ fn clip(text: &str) -> String {
     format!("{}…", &t[..end])
 }
 
-fn http(url: &str, expected: u16, body: Option<&str>, limit: Duration) -> Answer {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn http(
+    url: &str,
+    expected: u16,
+    body: Option<&str>,
+    ca: Option<&str>,
+    tls: Option<&ureq::tls::TlsConfig>,
+    limit: Duration,
+) -> Answer {
+    let mut config = ureq::Agent::config_builder();
+    if let Some(tls) = tls {
+        config = config.tls_config(tls.clone());
+    }
+    let agent: ureq::Agent = config
         .timeout_global(Some(limit))
         .http_status_as_error(false)
         // A health endpoint answers itself: a redirect is an answer, not a hop to follow,
@@ -201,6 +345,16 @@ fn http(url: &str, expected: u16, body: Option<&str>, limit: Duration) -> Answer
                 "no answer within {}",
                 humantime::format_duration(limit)
             ));
+        }
+        Err(e) if let Some(why) = untrusted(&e) => {
+            return Answer::fail(match ca {
+                None => format!(
+                    "{url}: the server's certificate is not trusted ({why}); set `ca = \"PATH\"` in the check's `[[health]]` entry to the PEM file of the CA that signed it (the cluster's, such as /etc/kubernetes/ssl/ca.pem)"
+                ),
+                Some(ca) => format!(
+                    "{url}: the server's certificate is not signed by the CA in `{ca}` ({why}); set `ca` to the PEM file of the CA that signed it"
+                ),
+            });
         }
         // ureq words an I/O error `io: …`; the OS's words are the answer.
         Err(ureq::Error::Io(e)) => return Answer::fail(e.to_string()),
@@ -222,6 +376,21 @@ fn http(url: &str, expected: u16, body: Option<&str>, limit: Duration) -> Answer
     Answer {
         passed,
         text: answer,
+    }
+}
+
+/// Why the server's certificate was refused, when that is what `e` is (rustls's words:
+/// `invalid peer certificate: UnknownIssuer`); `None` for any other error.
+fn untrusted(e: &ureq::Error) -> Option<String> {
+    let tls = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        // The handshake runs on the connection's first read or write: its error comes as I/O.
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls? {
+        r @ rustls::Error::InvalidCertificate(_) => Some(r.to_string()),
+        _ => None,
     }
 }
 
@@ -439,6 +608,7 @@ mod tests {
                 url: format!("http://{addr}/health"),
                 status,
                 body: body.map(str::to_owned),
+                tls: TlsFiles::default(),
             },
             2000,
         )
@@ -641,6 +811,269 @@ mod tests {
         );
     }
 
+    /// Makes, with the `openssl` CLI in `dir`: a CA (`ca.pem`), a server certificate it signs
+    /// for 127.0.0.1 (`server.pem`, `server.key`), a client certificate it signs
+    /// (`client.pem`, `client.key`) and another CA that signed neither (`other.pem`). `false`
+    /// when openssl is missing here (allowed only outside CI and not as root).
+    fn certificates(dir: &Path) -> bool {
+        let openssl = |args: &[&str]| {
+            let o = Command::new("openssl").args(args).current_dir(dir).output();
+            match o {
+                Ok(o) if o.status.success() => true,
+                Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+                Err(e) => {
+                    use std::os::unix::fs::MetadataExt as _;
+                    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+                    assert!(
+                        std::env::var_os("CI").is_none() && !root,
+                        "openssl must be installed in CI and as root: {e}"
+                    );
+                    false
+                }
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for (name, subject) in [("ca", "/CN=kbuild test CA"), ("other", "/CN=another CA")] {
+            let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject,
+            ]);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+            if !openssl(&args) {
+                return false;
+            }
+        }
+        for (name, usage) in [
+            ("server", "serverAuth\nsubjectAltName=IP:127.0.0.1"),
+            ("client", "clientAuth"),
+        ] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+            openssl(&args);
+            std::fs::write(
+                dir.join(&ext),
+                format!(
+                    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+                ),
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        true
+    }
+
+    /// A TLS server on 127.0.0.1 with `dir`'s server certificate, answering [`OK`] to `n`
+    /// connections; with `clients`, it requires a client certificate signed by `dir`'s CA.
+    /// Its address.
+    fn serve_tls(dir: &Path, clients: bool, n: usize) -> String {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if clients {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+                .unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    std::sync::Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = std::sync::Arc::new(builder.with_single_cert(chain, key).unwrap());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(n) {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s.unwrap());
+                let mut buf = [0u8; 4096];
+                // A client that refuses the certificate ends the handshake here.
+                if tls.read(&mut buf).is_ok() {
+                    let _ = tls.write_all(OK.as_bytes());
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            }
+        });
+        addr
+    }
+
+    fn https_check(addr: &str, tls: TlsFiles) -> Check {
+        check(
+            Probe::Http {
+                url: format!("https://{addr}/healthz"),
+                status: 200,
+                body: None,
+                tls,
+            },
+            2000,
+        )
+    }
+
+    /// Issue 12 follow-up: an `https://` check verified only against the public roots, so a
+    /// server of the cluster's own CA (kube-apiserver, etcd) could never pass. With `ca` it
+    /// passes; without, or with another CA, the answer names the URL and says to set `ca`.
+    #[test]
+    fn https_against_a_cluster_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        if !certificates(dir.path()) {
+            return;
+        }
+        let file = |n: &str| Some(dir.path().join(n).display().to_string());
+        let with_ca = |n: &str| TlsFiles {
+            ca: file(n),
+            ..TlsFiles::default()
+        };
+        let addr = serve_tls(dir.path(), false, 3);
+        let url = format!("https://{addr}/healthz");
+        let a = https_check(&addr, with_ca("ca.pem")).attempt(Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Answer {
+                passed: true,
+                text: "HTTP 200: {\"health\":\"true\"}".into()
+            }
+        );
+        let a = https_check(&addr, TlsFiles::default()).attempt(Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Answer::fail(format!(
+                "{url}: the server's certificate is not trusted (invalid peer certificate: UnknownIssuer); set `ca = \"PATH\"` in the check's `[[health]]` entry to the PEM file of the CA that signed it (the cluster's, such as /etc/kubernetes/ssl/ca.pem)"
+            ))
+        );
+        let other = file("other.pem").unwrap();
+        let a = https_check(&addr, with_ca("other.pem")).attempt(Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Answer::fail(format!(
+                "{url}: the server's certificate is not signed by the CA in `{other}` (invalid peer certificate: UnknownIssuer); set `ca` to the PEM file of the CA that signed it"
+            ))
+        );
+    }
+
+    #[test]
+    fn https_with_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        if !certificates(dir.path()) {
+            return;
+        }
+        let file = |n: &str| Some(dir.path().join(n).display().to_string());
+        let addr = serve_tls(dir.path(), true, 2);
+        let mut c = https_check(
+            &addr,
+            TlsFiles {
+                ca: file("ca.pem"),
+                cert: file("client.pem"),
+                key: file("client.key"),
+            },
+        );
+        let a = c.attempt(Duration::from_secs(5));
+        assert!(a.passed, "{a:?}");
+        // Without it, the server refuses the connection.
+        if let Probe::Http { tls, .. } = &mut c.probe {
+            (tls.cert, tls.key) = (None, None);
+        }
+        let a = c.attempt(Duration::from_secs(5));
+        assert!(!a.passed, "{a:?}");
+    }
+
+    /// A CA file that is missing or not PEM fails the check at once, naming the file.
+    #[test]
+    fn a_missing_or_bad_ca_file_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem").display().to_string();
+        let mut c = https_check(
+            "127.0.0.1:1",
+            TlsFiles {
+                ca: Some(missing.clone()),
+                ..TlsFiles::default()
+            },
+        );
+        c.timeout_ms = 60_000;
+        let o = c.run();
+        assert_eq!(
+            (o.passed, o.attempts, o.answer.as_str()),
+            (
+                false,
+                1,
+                format!("cannot read the `ca` file: failed to open file `{missing}`: No such file or directory (os error 2)").as_str()
+            )
+        );
+        std::fs::write(&missing, "not a certificate\n").unwrap();
+        let o = c.run();
+        assert_eq!(
+            o.answer,
+            format!(
+                "the `ca` file `{missing}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+            )
+        );
+        let key = dir.path().join("k.pem").display().to_string();
+        std::fs::write(
+            &key,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        if let Probe::Http { tls, .. } = &mut c.probe {
+            *tls = TlsFiles {
+                ca: None,
+                cert: Some(key.clone()),
+                key: Some(key.clone()),
+            };
+        }
+        assert_eq!(
+            c.run().answer,
+            format!(
+                "the `key` file `{key}` holds no PEM private key (`-----BEGIN PRIVATE KEY-----`)"
+            )
+        );
+    }
+
     #[test]
     fn recorded_form() {
         let c = Check {
@@ -649,6 +1082,7 @@ mod tests {
                 url: "http://10.0.0.1:8080/healthz".into(),
                 status: 200,
                 body: None,
+                tls: TlsFiles::default(),
             },
             timeout_ms: 60000,
             interval_ms: 1000,

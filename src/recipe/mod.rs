@@ -147,6 +147,9 @@ struct RawHealth {
     body: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
     command: Option<Spanned<Vec<String>>>,
+    ca: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
@@ -329,6 +332,9 @@ pub struct HealthDecl {
     pub value: Loc,
     /// Where its `unit` is written.
     pub unit: Loc,
+    /// Where its `ca`, `cert` and `key` are written, those given (errors of the rendered
+    /// path point there).
+    pub files: Vec<(&'static str, Loc)>,
 }
 
 /// Recipes and templates are small; anything bigger is a mistake or an attack.
@@ -959,7 +965,7 @@ fn insert_unique<T: Declared>(
 }
 
 /// The help of every mistake in a `[[health]]` entry: what an entry holds.
-const HEALTH_HELP: &str = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
+const HEALTH_HELP: &str = "a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, `body`, and for https:// `ca`, `cert` and `key`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")";
 
 /// Whether byte `at` of a recipe's text lies in one of its `[[health]]` entries (a recipe
 /// that is not valid TOML has none): a value of the wrong type there, which serde reports
@@ -1025,6 +1031,34 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
                 .with_help(help),
         );
     }
+    let files: Vec<(&'static str, &Spanned<String>)> =
+        [("ca", &h.ca), ("cert", &h.cert), ("key", &h.key)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_ref()?)))
+            .collect();
+    if h.http.is_none()
+        && let Some((k, v)) = files.first()
+    {
+        return Err(RecipeError::at(
+            src.loc(v.span()),
+            format!("`{k}` belongs to an `http` check of an https:// URL"),
+        )
+        .with_help(help));
+    }
+    if let (Some(one), None) | (None, Some(one)) = (&h.cert, &h.key) {
+        let (has, lacks) = if h.cert.is_some() {
+            ("cert", "key")
+        } else {
+            ("key", "cert")
+        };
+        return Err(RecipeError::at(
+            src.loc(one.span()),
+            format!("`{has}` is given without `{lacks}`: a client certificate needs both"),
+        )
+        .with_help("set `cert` to the PEM client certificate and `key` to its private key (paths on the host, such as \"/etc/kubernetes/ssl/etcd-client.pem\" and \"/etc/kubernetes/ssl/etcd-client-key.pem\")"));
+    }
+    let files_at: Vec<(&'static str, Loc)> =
+        files.iter().map(|(k, v)| (*k, src.loc(v.span()))).collect();
     let (probe, value) = if let Some(url) = h.http {
         let status = match h.status {
             None => 200,
@@ -1047,6 +1081,11 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
                 url: url.get_ref().clone(),
                 status,
                 body: h.body.map(Spanned::into_inner),
+                tls: crate::health::TlsFiles {
+                    ca: h.ca.map(Spanned::into_inner),
+                    cert: h.cert.map(Spanned::into_inner),
+                    key: h.key.map(Spanned::into_inner),
+                },
             },
             src.loc(url.span()),
         )
@@ -1128,6 +1167,7 @@ fn parse_health(src: &Source, h: Spanned<RawHealth>) -> Result<HealthDecl, Recip
         check,
         value,
         unit: unit_at,
+        files: files_at,
     })
 }
 
@@ -1190,10 +1230,54 @@ pub fn render_health(
         }
         let mut c = d.check.clone();
         match &mut c.probe {
-            Probe::Http { url, body, .. } => {
+            Probe::Http { url, body, tls, .. } => {
                 *url = render(d, url)?;
                 if let Some(b) = body {
                     *b = render(d, b)?;
+                }
+                let paths = [
+                    ("ca", &mut tls.ca),
+                    ("cert", &mut tls.cert),
+                    ("key", &mut tls.key),
+                ];
+                for (key, path) in paths {
+                    let Some(path) = path else { continue };
+                    let at = d
+                        .files
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map_or(d.value.clone(), |(_, l)| l.clone());
+                    let at_value = HealthDecl {
+                        value: at.clone(),
+                        ..d.clone()
+                    };
+                    *path = render(&at_value, path)?;
+                    let p = std::path::Path::new(path.as_str());
+                    if !p.is_absolute()
+                        || path.contains('\0')
+                        || p.components().any(|c| c == std::path::Component::ParentDir)
+                    {
+                        return Err(RecipeError::at(
+                            at,
+                            format!(
+                                "health check of `{}`: `{key}` `{path}` is not an absolute path",
+                                d.check.unit
+                            ),
+                        )
+                        .with_help(
+                            "name the PEM file on the host by its absolute path, such as \"/etc/kubernetes/ssl/ca.pem\" (it is read at each check, never copied into the store)",
+                        ));
+                    }
+                    if !url.starts_with("https://") {
+                        return Err(RecipeError::at(
+                            at,
+                            format!(
+                                "health check of `{}`: `{key}` is set but `{url}` is not an https:// URL",
+                                d.check.unit
+                            ),
+                        )
+                        .with_help("write the https:// URL the service answers on, or remove `ca`, `cert` and `key`"));
+                    }
                 }
                 let authority = url
                     .strip_prefix("http://")
