@@ -3,10 +3,12 @@
 //!
 //! A check belongs to a systemd unit and probes it in one of three ways: an HTTP(S) GET that
 //! must answer an expected status (and optionally contain a body substring), a TCP connect,
-//! or a command that must exit 0. Its `timeout` is how long kbuild keeps trying before the
-//! check fails, `interval` the pause between attempts, `settle` how long its unit must stay
-//! `active` without a restart before the check counts (see `crate::activate::health`, the
-//! gate that uses them).
+//! or a command that must exit 0. An `https://` check may name host files (see
+//! [`TlsFiles`]): the cluster's CA that verifies the server, and a client certificate and key;
+//! only their paths are recorded, the files are read at each check. Its `timeout` is how long
+//! kbuild keeps trying before the check fails, `interval` the pause between attempts, `settle`
+//! how long its unit must stay `active` without a restart before the check counts (see
+//! `crate::activate::health`, the gate that uses them).
 //!
 //! The build renders the recipe's values with the variables and records the result in the
 //! rootfs's `kbuild.json` (`"health": [...]`, absent when no recipe declares a check, so

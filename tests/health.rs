@@ -225,7 +225,7 @@ fn a_generation_without_checks_has_nothing_to_check() {
 
 #[test]
 fn recipe_errors_point_at_the_entry() {
-    const HELP: &str = "help: a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, and `body`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")\n";
+    const HELP: &str = "help: a `[[health]]` entry has `unit`, one of `http = \"URL\"` (with `status`, default 200, `body`, and for https:// `ca`, `cert` and `key`), `tcp = \"HOST:PORT\"` or `command = [\"/path\", \"arg\"…]`, and optional `timeout`, `interval`, `settle` (docs/recipes.md, \"Health checks\")\n";
     let w = World::bare();
     let cases: &[(&str, &str)] = &[
         (
@@ -320,7 +320,7 @@ fn recipe_errors_point_at_the_entry() {
         (
             "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nretries = 3\n",
             &format!(
-                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:1: unknown field `retries`, expected one of `unit`, `http`, `status`, `body`, `tcp`, `command`, `timeout`, `interval`, `settle`\n{HELP}"
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:1: unknown field `retries`, expected one of `unit`, `http`, `status`, `body`, `tcp`, `command`, `ca`, `cert`, `key`, `timeout`, `interval`, `settle`\n{HELP}"
             ),
         ),
         (
@@ -332,6 +332,29 @@ fn recipe_errors_point_at_the_entry() {
         (
             "[[health]]\nunit = \"a.service\"\nhttp = \"http://user:pw@x/\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:3:8: health check of `a.service`: the URL carries a user and password (`USER:PASSWORD@`), which would be written into the world-readable store\nhelp: use a `command` check that reads the credentials from a file on the host",
+        ),
+        // The host files of an https:// check (issue 12 follow-up): paths, with an https URL.
+        (
+            "[[health]]\nunit = \"a.service\"\ntcp = \"x:1\"\nca = \"/etc/ca.pem\"\n",
+            &format!(
+                "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: `ca` belongs to an `http` check of an https:// URL\n{HELP}"
+            ),
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"http://x/\"\nca = \"/etc/ca.pem\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` is set but `http://x/` is not an https:// URL\nhelp: write the https:// URL the service answers on, or remove `ca`, `cert` and `key`\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"ssl/ca.pem\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` `ssl/ca.pem` is not an absolute path\nhelp: name the PEM file on the host by its absolute path, such as \"/etc/kubernetes/ssl/ca.pem\" (it is read at each check, never copied into the store)\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/etc/{{ NOPE }}/ca.pem\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: undefined variable `NOPE`\n",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\ncert = \"/etc/c.pem\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:8: `cert` is given without `key`: a client certificate needs both\nhelp: set `cert` to the PEM client certificate and `key` to its private key",
         ),
     ];
     // The unit the checks name, after them (the lines above keep their numbers).
@@ -390,4 +413,50 @@ fn gc_keeps_the_last_good_generation_a_failed_gate_goes_back_to() {
     assert!(r.stderr.contains("Removed generation 2\n"), "{}", r.stderr);
     assert!(!r.stderr.contains("Removed generation 1\n"), "{}", r.stderr);
     w.assert_generations(&[1, 3], Some(3));
+}
+
+/// Issue 12 follow-up: an https:// check against the cluster's CA, with a client certificate.
+/// The paths are rendered and recorded; the files are the host's, read at check time: the
+/// build neither needs nor copies them (they do not exist here).
+#[test]
+fn https_check_files_are_recorded_by_path_and_never_read_by_the_build() {
+    let w = World::bare();
+    w.sb.write_recipe(
+        "etcd",
+        "[variables.SSL]\ndefault = \"/etc/kubernetes/ssl\"\n\n\
+         [[health]]\nunit = \"etcd.service\"\nhttp = \"https://127.0.0.1:2379/health\"\n\
+         ca = \"{{ SSL }}/ca.pem\"\ncert = \"{{ SSL }}/etcd-client.pem\"\nkey = \"{{ SSL }}/etcd-client-key.pem\"\n\n\
+         [files.\"/etc/systemd/system/etcd.service\"]\ntext = \"[Service]\\nExecStart=/bin/true\\n\"\n",
+    );
+    let g = w.build(&["etcd"], &[], 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&g.bytes("kbuild.json")).unwrap();
+    let probe = serde_json::json!({
+        "kind": "http", "url": "https://127.0.0.1:2379/health", "status": 200,
+        "ca": "/etc/kubernetes/ssl/ca.pem",
+        "cert": "/etc/kubernetes/ssl/etcd-client.pem",
+        "key": "/etc/kubernetes/ssl/etcd-client-key.pem"
+    });
+    assert_eq!(manifest["health"][0]["probe"], probe);
+    let line = "  etcd.service  GET https://127.0.0.1:2379/health → 200, CA /etc/kubernetes/ssl/ca.pem, client certificate /etc/kubernetes/ssl/etcd-client.pem (timeout 1m, interval 1s, settle 3s)\n";
+    let r = w.ok(&["switch", "--dry-run"]);
+    assert!(
+        r.stdout.ends_with(&format!(
+            "health checks (would not run: root is not `/`):\n{line}"
+        )),
+        "{}",
+        r.stdout
+    );
+    w.ok(&["switch"]);
+    let r = w.run(&["check", "--json"]);
+    assert_eq!(r.code, Some(5), "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["checks"][0]["check"]["probe"], probe);
+    let r = w.run(&["check"]);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "health checks of generation 1 (not run: root is not `/`):\n{}",
+            line.replacen("  ", "  not run  ", 1)
+        )
+    );
 }

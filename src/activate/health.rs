@@ -626,7 +626,7 @@ pub enum End {
     /// On `good`, which failed its gate too.
     BackUnhealthy {
         good: GenerationRef,
-        failure: Failure,
+        failure: Box<Failure>,
     },
 }
 
@@ -877,7 +877,10 @@ fn roll_back(
         None => Ok(End::RolledBack { good }),
         Some(failure) => {
             end_pending(root, Some(good.clone()))?;
-            Ok(End::BackUnhealthy { good, failure })
+            Ok(End::BackUnhealthy {
+                good,
+                failure: Box::new(failure),
+            })
         }
     }
 }
