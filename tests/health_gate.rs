@@ -96,6 +96,13 @@ fn health_gate_under_real_systemd() {
         "{}",
         o.stderr
     );
+    // The unit's own settle time (issue 12 follow-up).
+    assert!(
+        o.stderr
+            .contains("     Waiting for etcd.service to be active and settle (1s)\n"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(recorded(&t), (1, Some(1), None));
     assert_answers(&t, 2379, "after generation 1");
     let o = t.kb("check");
@@ -320,14 +327,28 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
 "#
         )
     };
+    // etcd's check settles 2s here: each unit waits for its own settle, and the line says
+    // so (issue 12 follow-up: it gave the longest of all units).
     write(&format!(
         "{}{}",
-        recipe(2379, PEER, "", &http_check("{{ PORT }}")),
+        recipe(
+            2379,
+            PEER,
+            "",
+            &http_check("{{ PORT }}").replace("settle = \"1s\"", "settle = \"2s\"")
+        ),
         oneshots(6)
     ));
     t.build("etcd", 6);
     let o = t.kb("switch");
     assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "     Waiting for etcd.service (2s), kb-once.service (1s), kb-tick.timer (1s) to be active and settle\n"
+        ),
+        "{}",
+        o.stderr
+    );
     assert!(
         o.stdout.contains("  start   kb-once.service (new)"),
         "{}",
@@ -476,6 +497,76 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         o.stderr
     );
     assert_eq!(recorded(&t), (11, Some(11), None));
+
+    // 12. A switch whose file changes fail part-way (`KBUILD_FAULT_FAIL_AT`: the N-th step
+    // fails with an I/O error) leaves its journal, and its gate pending: the recovery that
+    // completes it is gated (issue 12 follow-up: the record was restored as it was before
+    // the switch, and a recovery that completed it left generation 12 unchecked, with no gate
+    // pending).
+    write(&format!(
+        "{}{}[files.\"/etc/kb-12\"]\ntext = \"12\\n\"\n",
+        recipe(
+            2379,
+            PEER,
+            "Environment=KB_GEN=12",
+            &http_check("{{ PORT }}")
+        ),
+        oneshots(7)
+    ));
+    t.build("etcd", 12);
+    let mut steps = Vec::new();
+    for n in 1.. {
+        let o = c.sh(&format!("KBUILD_FAULT_FAIL_AT={n} {KB} switch"));
+        if o.code == Some(0) {
+            assert_eq!(recorded(&t), (12, Some(12), None), "{o:?}");
+            break;
+        }
+        assert!(n <= 10, "still failing at step {n}: {o:?}");
+        assert_eq!(o.code, Some(1), "step {n}: {o:?}");
+        let step = o
+            .stderr
+            .split(&format!("failure injected at step {n} ("))
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or_else(|| panic!("step {n}: {o:?}"))
+            .to_owned();
+        steps.push(step.clone());
+        // Every step comes after the journal, which stays; the gate of 12 stays pending.
+        c.ok("test -f /etc/.kbuild/journal.json");
+        let (_, good, pending) = recorded(&t);
+        assert_eq!((good, pending), (Some(11), Some(12)), "step {n} ({step})");
+        // The next switch completes it and runs its gate.
+        let o = t.kb("switch");
+        assert_eq!(o.code, Some(0), "step {n} ({step}): {o:?}");
+        assert!(
+            o.stderr
+                .contains("Healthy generation 12 passed its health gate (1 check)"),
+            "step {n} ({step}): {}",
+            o.stderr
+        );
+        assert_eq!(recorded(&t), (12, Some(12), None), "step {n} ({step})");
+        let o = t.kb("switch 11");
+        assert_eq!(o.code, Some(0), "step {n} ({step}): {o:?}");
+        assert_eq!(recorded(&t), (11, Some(11), None), "step {n} ({step})");
+    }
+    assert_eq!(steps, ["journal written", "flip", "link", "state written"]);
+
+    // Recovery that undoes it (a file made by hand where 12's new link goes): back on 11,
+    // which passed its gate; 12's gate is no longer pending.
+    assert_eq!(t.kb("switch 11").code, Some(0));
+    let o = c.sh(&format!("KBUILD_FAULT_FAIL_AT=1 {KB} switch"));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(recorded(&t).2, Some(12));
+    c.ok("echo by hand >/etc/kb-12");
+    let o = t.kb("switch 11");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains("Undone an interrupted switch") && !o.stderr.contains("Pending"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(recorded(&t), (11, Some(11), None));
+    c.ok("rm /etc/kb-12");
 
     drop(t);
     eprintln!("health-gate tier: total {:?}", started.elapsed());

@@ -20,8 +20,9 @@ pub(crate) trait Disk {
     fn rmdir(&self, path: &str) -> io::Result<bool>;
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
-    /// A step boundary (where `KBUILD_FAULT_AT` may abort a real switch).
-    fn fault(&self, step: &str);
+    /// A step boundary (where `KBUILD_FAULT_AT` may abort a real switch, and
+    /// `KBUILD_FAULT_FAIL_AT` make it fail). Errors: the injected failure.
+    fn fault(&self, step: &str) -> io::Result<()>;
 }
 
 impl Disk for Beneath {
@@ -49,8 +50,8 @@ impl Disk for Beneath {
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         Beneath::sync_dir(self, dir)
     }
-    fn fault(&self, step: &str) {
-        fault::point(step);
+    fn fault(&self, step: &str) -> io::Result<()> {
+        fault::step(step)
     }
 }
 
@@ -315,5 +316,7 @@ impl Disk for Simulated<'_> {
         Ok(())
     }
 
-    fn fault(&self, _step: &str) {}
+    fn fault(&self, _step: &str) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,7 +1,10 @@
 //! Fault injection for crash-safety tests: with `KBUILD_FAULT_AT=N` in the environment the
 //! process aborts (no destructors, like `kill -9`) at the N-th step of a switch. The tests
 //! run a switch with N = 1, 2, … until one completes, checking the root after every crash
-//! and after the recovery that follows. Without the variable this costs one env lookup.
+//! and after the recovery that follows. With `KBUILD_FAULT_FAIL_AT=N` the N-th step fails
+//! instead, with an I/O error (as on a full disk): the switch returns its error with its
+//! journal left, as a real failure part-way leaves it. Without the variables this costs two
+//! env lookups.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -26,6 +29,27 @@ pub fn point(what: &str) {
         );
         std::process::abort();
     }
+}
+
+/// Marks a step boundary of a switch named `what`: [`point`], and with
+/// `KBUILD_FAULT_FAIL_AT=N`, the N-th such boundary fails (counted with [`point`]'s steps).
+/// Errors: the injected failure, naming the step.
+pub fn step(what: &str) -> std::io::Result<()> {
+    static FAIL: OnceLock<Option<u64>> = OnceLock::new();
+    point(what);
+    let Some(fail) = *FAIL.get_or_init(|| std::env::var("KBUILD_FAULT_FAIL_AT").ok()?.parse().ok())
+    else {
+        return Ok(());
+    };
+    // `point` counts only under `KBUILD_FAULT_AT`; this one counts its own.
+    static FAIL_STEP: AtomicU64 = AtomicU64::new(0);
+    let n = FAIL_STEP.fetch_add(1, Ordering::SeqCst) + 1;
+    if n == fail {
+        return Err(std::io::Error::other(format!(
+            "failure injected at step {n} ({what}) by KBUILD_FAULT_FAIL_AT"
+        )));
+    }
+    Ok(())
 }
 
 /// With `KBUILD_FAULT_ENOSPC=1`, writes of extracted archive members fail as on a full disk

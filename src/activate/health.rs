@@ -431,6 +431,30 @@ pub fn unit_times(units: &[String], checks: &[Check]) -> Vec<(Duration, Duration
         .collect()
 }
 
+/// What the gate says it waits for (after `Waiting`): every unit with its own settle time
+/// (`times`, as [`unit_times`] gives them, in `units`' order) — once when all are the same:
+/// `for a.service, b.service to be active and settle (3s)`; else each after its unit:
+/// `for a.service (3s), b.service (1s) to be active and settle`.
+pub fn waiting_line(units: &[String], times: &[(Duration, Duration)]) -> String {
+    let h = |d: Duration| humantime::format_duration(d).to_string();
+    let settles: Vec<Duration> = times.iter().map(|t| t.0).collect();
+    match settles.first() {
+        Some(first) if settles.iter().all(|s| s == first) => format!(
+            "for {} to be active and settle ({})",
+            units.join(", "),
+            h(*first)
+        ),
+        _ => {
+            let each: Vec<String> = units
+                .iter()
+                .zip(settles)
+                .map(|(u, s)| format!("{u} ({})", h(s)))
+                .collect();
+            format!("for {} to be active and settle", each.join(", "))
+        }
+    }
+}
+
 /// Runs the gate on a live systemd: waits until every unit of `units` is `active` with
 /// `NRestarts` unchanged for its settle time (see [`unit_times`]) — a oneshot service that
 /// ran successfully, and a try-restarted unit at rest, pass as they are — failing at once on
@@ -441,7 +465,6 @@ pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> 
     let mut report = Report::default();
     let units: Vec<String> = gate_units.all().cloned().collect();
     let times = unit_times(&units, checks);
-    let settle = times.iter().map(|t| t.0).max().unwrap_or(UNITS_SETTLE);
     let poll = checks
         .iter()
         .map(Check::interval)
@@ -449,11 +472,7 @@ pub fn gate(gate_units: &GateUnits, checks: &[Check], status: &dyn Fn(&str)) -> 
         .unwrap_or(Duration::from_secs(1))
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     if !units.is_empty() {
-        status(&format!(
-            "for {} to be active and settle ({})",
-            units.join(", "),
-            humantime::format_duration(settle)
-        ));
+        status(&waiting_line(&units, &times));
     }
     let start = Instant::now();
     // Per unit: since when it has been active, and its NRestarts then.
@@ -650,6 +669,21 @@ pub fn switch(
     driver: &dyn Driver,
 ) -> Result<(Plan, Applied, Gated), SwitchError> {
     let root = session.root();
+    if live && let Ok(Some((r, state))) = session.recovery_preview() {
+        // What the recovery of an interrupted switch will leave is recorded before it acts
+        // (as a switch records its gate before its journal): a kbuild killed in between finds
+        // the journal again, and records the same.
+        agree(root, &r, &state)?;
+    }
+    let recovered = session.recover()?;
+    if recovered.happened {
+        driver.recovered(&recovered);
+    }
+    if live {
+        // And as it went: a recovery whose step failed undoes the switch instead; and a gate
+        // of a generation the root is not on (a switch stopped before its journal) is dropped.
+        agree(root, &recovered, &root.state()?)?;
+    }
     let prior = record(root)?;
     let pending = prior.as_ref().and_then(|r| r.pending.clone());
     if let Some(p) = &pending {
@@ -691,10 +725,15 @@ pub fn switch(
     let (plan, applied) = match switched {
         Ok(s) => s,
         Err(e) => {
-            if wrote_pending.get() {
-                crate::interrupt::set_left(None);
-                // The switch stopped (its journal completes or undoes it next time): the
-                // record is as it was, so an unchecked generation is never counted good.
+            crate::interrupt::set_left(None);
+            // A switch that failed part-way leaves its journal (the next command completes
+            // or undoes it): its gate stays pending, since the recovery may complete it, and
+            // is settled by that recovery (`agree`). Without a journal the root did not
+            // change: the record is as it was. (Issue 12 follow-up: the record was restored
+            // with the journal left, and a recovery that completed the switch left the
+            // generation unchecked with no gate pending.)
+            let journal_left = !matches!(root.journal(), Ok(None));
+            if wrote_pending.get() && !journal_left {
                 write(
                     root,
                     &prior.unwrap_or(Record {
@@ -754,6 +793,67 @@ pub fn switch(
     };
     let (failure, end) = (Box::new(failure), Box::new(end));
     Ok((plan, applied, Gated::Failed { to, failure, end }))
+}
+
+/// The record `rec` once it agrees with the root being on `now` (none: an unmanaged root)
+/// after the recovery `r` of an interrupted switch (none when `r.happened` is false), `checks`
+/// being those of `now`: a gate is pending exactly when the root is on a generation that has
+/// not passed it.
+///
+/// - A gate pending for another generation than `now` ends: the root is not on it (its
+///   switch was undone, or stopped before its journal).
+/// - After a recovery onto `now`, which ran (or undid) unit actions `now` has not been gated
+///   on, `now`'s gate is pending — waiting for those units, its checks' and those of a gate of
+///   `now` already pending — unless `now` is the last good generation and none was pending.
+///   With nothing to wait for, `now` is good, as after a switch with nothing to gate.
+fn agreeing(rec: Record, now: Option<&GenerationRef>, r: &Recovered, checks: &[Check]) -> Record {
+    let on_now =
+        |p: &Pending| now.is_some_and(|g| g.generation == p.generation && g.profile == p.profile);
+    let mine = rec.pending.filter(on_now);
+    let (last_good, pending) = match now {
+        Some(g) if r.happened && (mine.is_some() || rec.last_good.as_ref() != Some(g)) => {
+            let units = gate_units(&r.units, checks, mine.as_ref());
+            if units.is_empty() {
+                (Some(g.clone()), None)
+            } else {
+                let pending = Pending {
+                    profile: g.profile.clone(),
+                    generation: g.generation,
+                    units: units.units,
+                    if_running: units.if_running,
+                };
+                (rec.last_good, Some(pending))
+            }
+        }
+        _ => (rec.last_good, mine),
+    };
+    Record {
+        version: 1,
+        last_good,
+        pending,
+    }
+}
+
+/// Makes the root's health record agree with `state`, where the root is after the recovery
+/// `r` (or will be: `r` and `state` may be a preview), as [`agreeing`] says; written only
+/// when it changes. A root with no record (never gated) is left without one.
+fn agree(root: &Root, r: &Recovered, state: &super::State) -> Result<(), SwitchError> {
+    let Some(rec) = record(root)? else {
+        return Ok(());
+    };
+    let now = state.generation.map(|n| GenerationRef {
+        profile: state.profile_name().to_owned(),
+        generation: n,
+    });
+    let checks = match state.rootfs.as_deref() {
+        Some(rootfs) if r.happened => crate::health::of_rootfs(rootfs)?,
+        _ => Vec::new(),
+    };
+    let agreed = agreeing(rec.clone(), now.as_ref(), r, &checks);
+    if agreed != rec {
+        write(root, &agreed)?;
+    }
+    Ok(())
 }
 
 /// The generation a plan leaves, if the root was on one.
@@ -1113,6 +1213,195 @@ mod tests {
                 (ms(5_000), ms(30_000)),
                 (UNITS_SETTLE, crate::health::DEFAULT_TIMEOUT),
             ]
+        );
+    }
+
+    /// Issue 12 follow-up: after the recovery of an interrupted switch, a gate is pending
+    /// exactly when the root is on a generation that has not passed it.
+    #[test]
+    fn after_recovery_a_gate_is_pending_iff_the_root_is_on_an_ungated_generation() {
+        use crate::activate::UnitAction as A;
+        let g = |n: u64| GenerationRef {
+            profile: "default".into(),
+            generation: n,
+        };
+        let pending = |n: u64, units: &[&str]| Pending {
+            profile: "default".into(),
+            generation: n,
+            units: units.iter().map(|u| (*u).to_owned()).collect(),
+            if_running: Vec::new(),
+        };
+        let rec = |good: Option<u64>, p: Option<Pending>| Record {
+            version: 1,
+            last_good: good.map(g),
+            pending: p,
+        };
+        let check = Check {
+            unit: "etcd.service".into(),
+            probe: crate::health::Probe::Tcp {
+                address: "127.0.0.1:2379".into(),
+            },
+            timeout_ms: 1000,
+            interval_ms: 100,
+            settle_ms: 0,
+        };
+        let restart = |u: &str| A::Restart {
+            unit: u.into(),
+            because: Vec::new(),
+        };
+        let none = Recovered::default();
+        let recovered = |n: u64, units: Vec<A>| Recovered {
+            units,
+            undone: None,
+            happened: true,
+            generation: Some(n),
+        };
+        let undone = |n: u64, units: Vec<A>| Recovered {
+            undone: Some("in the way".into()),
+            ..recovered(n, units)
+        };
+        let checks = std::slice::from_ref(&check);
+
+        // A gate of generation 2 recorded, the switch stopped before its journal: the root is
+        // on 1, which passed; nothing is pending.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(1)),
+                &none,
+                &[]
+            ),
+            rec(Some(1), None)
+        );
+        // The gate of the generation the root is on stays (a kbuild killed while waiting).
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(2)),
+                &none,
+                &[]
+            ),
+            rec(Some(1), Some(pending(2, &["a.service"])))
+        );
+        // Recovery completed the switch to 2, whose gate is pending: it waits for the units
+        // recovery restarts too.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(2)),
+                &recovered(2, vec![restart("b.service")]),
+                checks
+            ),
+            rec(
+                Some(1),
+                Some(pending(2, &["b.service", "etcd.service", "a.service"]))
+            )
+        );
+        // ... and when the record had lost it (the defect: restored when the switch failed
+        // with its journal left), it is pending again.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), None),
+                Some(&g(2)),
+                &recovered(2, vec![restart("b.service")]),
+                checks
+            ),
+            rec(Some(1), Some(pending(2, &["b.service", "etcd.service"])))
+        );
+        // Recovery undid the switch to 2: back on 1, which passed; 2's gate ends.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(1)),
+                &undone(1, vec![restart("b.service")]),
+                checks
+            ),
+            rec(Some(1), None)
+        );
+        // Undone onto a generation that has not passed (kept by `--no-rollback`): its units
+        // were restarted by the undo, so its gate is pending.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(3, &["a.service"]))),
+                Some(&g(2)),
+                &undone(2, vec![restart("b.service")]),
+                checks
+            ),
+            rec(Some(1), Some(pending(2, &["b.service", "etcd.service"])))
+        );
+        // Completed onto the last good generation (a rollback's switch): nothing pending.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(1)),
+                &recovered(1, vec![restart("b.service")]),
+                checks
+            ),
+            rec(Some(1), None)
+        );
+        // Nothing to wait for: good, as after a switch with nothing to gate.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), None),
+                Some(&g(2)),
+                &recovered(2, Vec::new()),
+                &[]
+            ),
+            rec(Some(2), None)
+        );
+        // An unmanaged root has no gate.
+        assert_eq!(
+            agreeing(
+                rec(None, Some(pending(1, &["a.service"]))),
+                None,
+                &undone(0, Vec::new()),
+                &[]
+            ),
+            rec(None, None)
+        );
+    }
+
+    /// Regression (issue 12 follow-up): the line said the longest settle of all units, though
+    /// each unit waits for its own.
+    #[test]
+    fn the_waiting_line_gives_each_unit_its_own_settle() {
+        let c = |u: &str, settle_ms: u64| Check {
+            unit: u.into(),
+            probe: crate::health::Probe::Tcp {
+                address: "127.0.0.1:1".into(),
+            },
+            timeout_ms: 10_000,
+            interval_ms: 100,
+            settle_ms,
+        };
+        let line = |units: &[&str], checks: &[Check]| {
+            let units: Vec<String> = units.iter().map(|u| (*u).to_owned()).collect();
+            waiting_line(&units, &unit_times(&units, checks))
+        };
+        assert_eq!(
+            line(
+                &[
+                    "kube-apiserver.service",
+                    "kube-scheduler.service",
+                    "etcd.service"
+                ],
+                &[
+                    c("kube-apiserver.service", 3_000),
+                    c("kube-scheduler.service", 500),
+                ]
+            ),
+            "for kube-apiserver.service (3s), kube-scheduler.service (500ms), etcd.service (1s) to be active and settle"
+        );
+        assert_eq!(
+            line(
+                &["a.service", "b.service"],
+                &[c("a.service", 1_000), c("b.service", 1_000)]
+            ),
+            "for a.service, b.service to be active and settle (1s)"
+        );
+        assert_eq!(
+            line(&["a.service"], &[c("a.service", 0)]),
+            "for a.service to be active and settle (0s)"
         );
     }
 

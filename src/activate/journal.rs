@@ -35,7 +35,7 @@ pub(crate) fn begin(root: &Root, plan: &super::Plan) -> Result<Journal, SwitchEr
     };
     root.ensure_state_dir()?;
     write_json(&root.state_dir().join("journal.json"), &journal)?;
-    fault::point("journal written");
+    fault::step("journal written")?;
     Ok(journal)
 }
 
@@ -308,7 +308,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
     for p in &gone {
         if must_clear(p) && is_our_link(fs, p, &rootfses)? {
             fs.unlink(p)?;
-            fs.fault("unlink");
+            fs.fault("unlink")?;
         }
     }
     let mut created: Vec<&String> = from.created_dirs.union(&to.created_dirs).collect();
@@ -332,7 +332,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
                 ));
             }
             if entry_below(fs, d)? == Entry::Missing {
-                fs.fault("rmdir");
+                fs.fault("rmdir")?;
             }
         }
     }
@@ -354,7 +354,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
                 e.into()
             }
         })?;
-        fs.fault("adopt");
+        fs.fault("adopt")?;
     }
     // 3. Directories for new links, parents first.
     for d in &to.created_dirs {
@@ -365,7 +365,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
             Entry::Directory => {}
             Entry::Missing => {
                 fs.mkdir(d)?;
-                fs.fault("mkdir");
+                fs.fault("mkdir")?;
             }
             _ => return Err(blocked(d, "a directory goes there")),
         }
@@ -375,14 +375,14 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
         Some(rootfs) => {
             if entry_below(fs, &current)? != Entry::Symlink(rootfs.clone()) {
                 fs.replace_symlink(&current, rootfs)?;
-                fs.fault("flip");
+                fs.fault("flip")?;
             }
         }
         // Undoing the first switch of a root: no flip point any more.
         None => {
             if matches!(entry_below(fs, &current)?, Entry::Symlink(_)) {
                 fs.unlink(&current)?;
-                fs.fault("flip");
+                fs.fault("flip")?;
             }
         }
     }
@@ -394,11 +394,11 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
             Entry::Symlink(t) if t == want => {}
             Entry::Missing => {
                 fs.replace_symlink(p, &want)?;
-                fs.fault("link");
+                fs.fault("link")?;
             }
             _ if is_our_link(fs, p, &rootfses)? => {
                 fs.replace_symlink(p, &want)?;
-                fs.fault("link");
+                fs.fault("link")?;
             }
             _ => return Err(blocked(p, "kbuild's link goes there")),
         }
@@ -407,7 +407,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
     for p in &gone {
         if is_our_link(fs, p, &rootfses)? {
             fs.unlink(p)?;
-            fs.fault("unlink");
+            fs.fault("unlink")?;
         }
     }
     // 7. Originals whose path is no longer managed come back. One that cannot (a file made by
@@ -432,7 +432,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
                 ));
             }
             fs.rename(&adopted_path(p), p)?;
-            fs.fault("restore");
+            fs.fault("restore")?;
         }
         // Empty directories left under adopted/ by the restore go too (also when a crash
         // came between the two).
@@ -460,7 +460,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
             kept.insert(d.clone());
         } else if entry_below(fs, d)? == Entry::Directory {
             if fs.rmdir(d)? {
-                fs.fault("rmdir");
+                fs.fault("rmdir")?;
             } else {
                 kept.insert(d.clone());
             }
@@ -478,7 +478,7 @@ fn steps(fs: &dyn Disk, root: &Root, from: &State, to: &State) -> Result<State, 
 fn record(root: &Root, state: &State) -> Result<(), SwitchError> {
     let state_dir = root.state_dir();
     write_json(&state_dir.join("state.json"), state)?;
-    fault::point("state written");
+    fault::step("state written")?;
     fs_err::remove_file(state_dir.join("journal.json"))?;
     crate::fs::fsync_dir(&state_dir)?;
     Ok(())

@@ -263,6 +263,23 @@ impl<'a> Session<'a> {
         self.root
     }
 
+    /// Completes or undoes an interrupted switch, if any (see [`recover`]); a [`switch`]
+    /// of this session does it first too, and then finds nothing to recover.
+    pub fn recover(&self) -> Result<Recovered, SwitchError> {
+        recover(self.store, self.root)
+    }
+
+    /// What [`Session::recover`] will do and the state it will leave, changing nothing;
+    /// `None` when no switch was interrupted. Errors: as the recovery's (neither way works).
+    pub fn recovery_preview(&self) -> Result<Option<(Recovered, State)>, SwitchError> {
+        let Some(j) = self.root.journal()? else {
+            return Ok(None);
+        };
+        let fs = beneath::Beneath::open(self.root.dir())?;
+        let (r, state, _) = journal::recovery_preview(&fs, self.store, self.root, j)?;
+        Ok(Some((r, state)))
+    }
+
     /// One switch to `target`, as [`switch`] describes.
     pub fn switch(
         &self,
