@@ -368,6 +368,55 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
     assert!(steps.len() >= 5);
 }
 
+/// `KBUILD_FAULT_FAIL_AT=N` (the N-th step fails with an I/O error, as on a full disk; the
+/// hook the health gate's container tier uses): the switch exits 1 naming the step, leaves
+/// its journal and a root on one generation or the other, and the next switch completes it.
+#[test]
+fn a_switch_that_fails_part_way_is_completed_by_the_next() {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let a = w.build(&["master"], &[], 1);
+    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
+    let base = w.base();
+    let la = w.expect(&base, &a, &MASTER_DIRS, &[]);
+    let lb = w.expect(&base, &b, &MASTER_DIRS, &[]);
+    w.ok(&["switch", "1"]);
+    let mut steps = Vec::new();
+    for n in 1.. {
+        let when = format!("failure at step {n}");
+        let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_FAIL_AT", &n.to_string())]);
+        if r.code == Some(0) {
+            w.assert_root(&lb, &b, "after the switch that ran to the end");
+            break;
+        }
+        assert!(n <= 10, "still failing at step {n}: {r:?}");
+        assert_eq!(r.code, Some(1), "{when}: {r:?}");
+        let prefix = format!("error: failure injected at step {n} (");
+        let step = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
+        steps.push(step.trim_end_matches(") by KBUILD_FAULT_FAIL_AT").to_owned());
+        assert!(
+            w.root.join("etc/.kbuild/journal.json").is_file(),
+            "{when}: the journal is left"
+        );
+        assert_crashed_between(&w, &a, &b, &la, &lb, &when);
+        let r = w.ok(&["switch", "2"]);
+        assert!(
+            r.stderr
+                .starts_with("   Completed an interrupted switch; running its unit actions\n"),
+            "{when}: {}",
+            r.stderr
+        );
+        w.assert_root(&lb, &b, &format!("{when}, then `switch 2`"));
+        w.ok(&["switch", "1"]);
+        w.assert_root(&la, &a, &format!("{when}, then back to A"));
+    }
+    assert_eq!(steps, ["journal written", "flip", "link", "state written"]);
+}
+
 #[test]
 fn a_crash_during_recovery_is_recovered_too() {
     let w = World::new();
