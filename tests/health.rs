@@ -349,6 +349,10 @@ fn recipe_errors_point_at_the_entry() {
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` `ssl/ca.pem` is not an absolute path\nhelp: name the PEM file on the host by its absolute path, such as \"/etc/kubernetes/ssl/ca.pem\" (it is read at each check, never copied into the store)\n",
         ),
         (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nkey = \"/etc/../k.pem\"\ncert = \"/etc/c.pem\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:7: health check of `a.service`: `key` `/etc/../k.pem` is not an absolute path without `..`\n",
+        ),
+        (
             "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/etc/{{ NOPE }}/ca.pem\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: undefined variable `NOPE`\n",
         ),

@@ -384,20 +384,26 @@ fn a_switch_that_fails_part_way_is_completed_by_the_next() {
     let mut steps = Vec::new();
     for n in 1.. {
         let when = format!("failure at step {n}");
-        let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_FAIL_AT", &n.to_string())]);
+        let r = w.run_env(
+            &["switch", "2"],
+            &[("KBUILD_FAULT_FAIL_AT", &n.to_string())],
+        );
         if r.code == Some(0) {
             w.assert_root(&lb, &b, "after the switch that ran to the end");
             break;
         }
         assert!(n <= 10, "still failing at step {n}: {r:?}");
         assert_eq!(r.code, Some(1), "{when}: {r:?}");
-        let prefix = format!("error: failure injected at step {n} (");
+        let prefix = format!("  caused by: failure injected at step {n} (");
         let step = r
             .stderr
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("{when}: {}", r.stderr));
-        steps.push(step.trim_end_matches(") by KBUILD_FAULT_FAIL_AT").to_owned());
+        steps.push(
+            step.trim_end_matches(") by KBUILD_FAULT_FAIL_AT")
+                .to_owned(),
+        );
         assert!(
             w.root.join("etc/.kbuild/journal.json").is_file(),
             "{when}: the journal is left"

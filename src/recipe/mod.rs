@@ -1253,15 +1253,14 @@ pub fn render_health(
                     };
                     *path = render(&at_value, path)?;
                     let p = std::path::Path::new(path.as_str());
-                    if !p.is_absolute()
-                        || path.contains('\0')
-                        || p.components().any(|c| c == std::path::Component::ParentDir)
-                    {
+                    let up = p.components().any(|c| c == std::path::Component::ParentDir);
+                    if !p.is_absolute() || path.contains('\0') || up {
                         return Err(RecipeError::at(
                             at,
                             format!(
-                                "health check of `{}`: `{key}` `{path}` is not an absolute path",
-                                d.check.unit
+                                "health check of `{}`: `{key}` `{path}` is not an absolute path{}",
+                                d.check.unit,
+                                if up { " without `..`" } else { "" }
                             ),
                         )
                         .with_help(
