@@ -479,10 +479,10 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         oneshots(7)
     ));
     t.build("etcd", 11);
-    let o = c.sh(&format!("KBUILD_FAULT_AT=1 {KB} switch"));
+    let o = c.sh(&format!("KBUILD_FAULT_AT=2 {KB} switch"));
     assert!(
         o.stderr
-            .contains("kbuild: fault injected at step 1 (journal written)"),
+            .contains("kbuild: fault injected at step 2 (journal written)"),
         "{o:?}"
     );
     assert_eq!(recorded(&t), (7, Some(7), Some(11)));
@@ -514,6 +514,20 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
         oneshots(7)
     ));
     t.build("etcd", 12);
+    // Stopped after recording the gate of 12 and before the journal (step 1): the root is on
+    // 11, which passed; the next switch ends 12's gate, never saying it was interrupted.
+    let o = c.sh(&format!("KBUILD_FAULT_AT=1 {KB} switch"));
+    assert!(
+        o.stderr
+            .contains("kbuild: fault injected at step 1 (health gate recorded as pending)"),
+        "{o:?}"
+    );
+    assert_eq!(recorded(&t), (11, Some(11), Some(12)));
+    c.ok("test ! -e /etc/.kbuild/journal.json");
+    let o = t.kb("switch 11");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(!o.stderr.contains("Pending"), "{}", o.stderr);
+    assert_eq!(recorded(&t), (11, Some(11), None));
     let mut steps = Vec::new();
     for n in 1.. {
         let o = c.sh(&format!("KBUILD_FAULT_FAIL_AT={n} {KB} switch"));

@@ -140,7 +140,10 @@ pub fn begin(
         return Ok(());
     }
     r.pending = pending;
-    write(root, &r)
+    write(root, &r)?;
+    // A crash here leaves a gate pending and no journal: the next switch ends it (`agree`).
+    super::fault::point("health gate recorded as pending");
+    Ok(())
 }
 
 /// Records that `g` is good (its gate passed, or it has no checks and its switch succeeded).
@@ -804,7 +807,9 @@ pub fn switch(
 /// not passed it.
 ///
 /// - A gate pending for another generation than `now` ends: the root is not on it (its
-///   switch was undone, or stopped before its journal).
+///   switch was undone, or stopped before its journal). When that switch, stopped before
+///   its journal, had replaced a gate pending for `now` (`now` is not the last good
+///   generation), `now`'s gate is pending again, waiting for its checks' units.
 /// - After a recovery onto `now`, which ran (or undid) unit actions `now` has not been gated
 ///   on, `now`'s gate is pending — waiting for those units, its checks' and those of a gate of
 ///   `now` already pending — unless `now` is the last good generation and none was pending.
@@ -812,6 +817,7 @@ pub fn switch(
 fn agreeing(rec: Record, now: Option<&GenerationRef>, r: &Recovered, checks: &[Check]) -> Record {
     let on_now =
         |p: &Pending| now.is_some_and(|g| g.generation == p.generation && g.profile == p.profile);
+    let any = rec.pending.is_some();
     let mine = rec.pending.filter(on_now);
     let (last_good, pending) = match now {
         Some(g) if r.happened && (mine.is_some() || rec.last_good.as_ref() != Some(g)) => {
@@ -827,6 +833,16 @@ fn agreeing(rec: Record, now: Option<&GenerationRef>, r: &Recovered, checks: &[C
                 };
                 (rec.last_good, Some(pending))
             }
+        }
+        Some(g) if !r.happened && mine.is_none() && any && rec.last_good.as_ref() != Some(g) => {
+            let units = gate_units(&[], checks, None);
+            let pending = (!units.is_empty()).then(|| Pending {
+                profile: g.profile.clone(),
+                generation: g.generation,
+                units: units.units,
+                if_running: units.if_running,
+            });
+            (rec.last_good, pending)
         }
         _ => (rec.last_good, mine),
     };
@@ -848,8 +864,13 @@ fn agree(root: &Root, r: &Recovered, state: &super::State) -> Result<(), SwitchE
         profile: state.profile_name().to_owned(),
         generation: n,
     });
+    // `now`'s checks, read only when its gate may be pending again.
+    let elsewhere = rec.pending.as_ref().is_some_and(|p| {
+        now.as_ref()
+            .is_none_or(|g| g.generation != p.generation || g.profile != p.profile)
+    });
     let checks = match state.rootfs.as_deref() {
-        Some(rootfs) if r.happened => crate::health::of_rootfs(rootfs)?,
+        Some(rootfs) if r.happened || elsewhere => crate::health::of_rootfs(rootfs)?,
         _ => Vec::new(),
     };
     let agreed = agreeing(rec.clone(), now.as_ref(), r, &checks);
@@ -1274,6 +1295,31 @@ mod tests {
                 &none,
                 &[]
             ),
+            rec(Some(1), None)
+        );
+        // ... and when that switch had replaced a gate pending for 3 (killed while waiting),
+        // 3's gate is pending again; with no check to wait for, none is.
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(3)),
+                &none,
+                checks
+            ),
+            rec(Some(1), Some(pending(3, &["etcd.service"])))
+        );
+        assert_eq!(
+            agreeing(
+                rec(Some(1), Some(pending(2, &["a.service"]))),
+                Some(&g(3)),
+                &none,
+                &[]
+            ),
+            rec(Some(1), None)
+        );
+        // A generation kept by `--no-rollback`, with no gate pending, stays so.
+        assert_eq!(
+            agreeing(rec(Some(1), None), Some(&g(3)), &none, checks),
             rec(Some(1), None)
         );
         // The gate of the generation the root is on stays (a kbuild killed while waiting).
