@@ -1039,12 +1039,19 @@ mod tests {
         );
         c.timeout_ms = 60_000;
         let o = c.run();
+        let answer = format!(
+            "cannot read the `ca` file: failed to open file `{missing}`: No such file or directory (os error 2)"
+        );
+        assert_eq!((o.passed, o.attempts, &o.answer), (false, 1, &answer));
+        // As the gate's failure says it (the `caused by:` line of its error).
+        let failure = crate::activate::health::Failure::Check {
+            check: c.clone(),
+            outcome: o,
+        };
         assert_eq!(
-            (o.passed, o.attempts, o.answer.as_str()),
-            (
-                false,
-                1,
-                format!("cannot read the `ca` file: failed to open file `{missing}`: No such file or directory (os error 2)").as_str()
+            failure.to_string(),
+            format!(
+                "health check of `x.service` failed: GET https://127.0.0.1:1/healthz → 200, CA {missing} could not be tried: {answer}"
             )
         );
         std::fs::write(&missing, "not a certificate\n").unwrap();

@@ -328,6 +328,15 @@ impl std::fmt::Display for Failure {
             }
             Failure::Unit { state, why } => write!(f, "`{}` {why} ({state})", state.unit),
             Failure::Systemctl { error } => write!(f, "systemd cannot be asked: {error}"),
+            // Given up before its timeout: the check could not be tried at all (a `ca`,
+            // `cert` or `key` file missing or not PEM), which waiting would not change.
+            Failure::Check { check, outcome } if outcome.elapsed < check.timeout() => write!(
+                f,
+                "health check of `{}` failed: {} could not be tried: {}",
+                check.unit,
+                check.describe(),
+                outcome.answer
+            ),
             Failure::Check { check, outcome } => write!(
                 f,
                 "health check of `{}` failed: {} did not pass within {} ({} attempts); last answer: {}",
