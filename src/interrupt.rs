@@ -10,9 +10,11 @@
 //! not finish, see [`set_left`]): the command line's handler says it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+static HELD: Mutex<Vec<Weak<Held>>> = Mutex::new(Vec::new());
 
 static LEFT: Mutex<Option<String>> = Mutex::new(None);
 
@@ -68,12 +70,69 @@ pub fn track(path: &Path) {
     tracked.push(path.to_owned());
 }
 
-/// Removes every recorded entry still present (never following symlinks) and returns how
-/// many were removed. Other threads may still be writing into a scratch directory, so a
-/// removal is retried a few times. The list stays locked: no entry is recorded after this.
-pub fn remove_tracked() -> usize {
-    let tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+/// A temporary directory with a fixed name that this process holds under an exclusive lock
+/// (an export's staging, `DIR.kbuild-tmp`). Unlike a [`track`]ed entry, its path is not
+/// this process's for good: once the lock is let go (the directory published or removed),
+/// another process may make a directory of that name. So an interrupt removes it only while
+/// the lock is still held on the directory at that path, and under this entry's mutex, so
+/// that the removal never runs beside the rename that publishes it ([`Held::with`]).
+pub struct Held {
+    path: PathBuf,
+    lock: Mutex<Option<crate::store::FileLock>>,
+}
+
+impl Held {
+    /// Records `path`, locked by `lock`, for removal on interrupt.
+    pub fn new(path: &Path, lock: crate::store::FileLock) -> Arc<Held> {
+        let held = Arc::new(Held {
+            path: path.to_owned(),
+            lock: Mutex::new(Some(lock)),
+        });
+        let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&held));
+        held
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the lock (`None` once let go: set it to `None` to let go) while no
+    /// interrupt can remove the directory. After an interrupt removed it, this blocks until
+    /// the process exits.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Option<crate::store::FileLock>) -> R) -> R {
+        f(&mut self.lock.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Removes every [`Held`] directory whose lock this process still holds; how many.
+fn remove_held() -> usize {
+    let all = std::mem::take(&mut *HELD.lock().unwrap_or_else(|e| e.into_inner()));
     let mut removed = 0;
+    for held in all.iter().filter_map(Weak::upgrade) {
+        let guard = held.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_some_and(|l| l.is_at(&held.path))
+            && crate::fs::remove_tree(&held.path).is_ok()
+        {
+            removed += 1;
+        }
+        // Held until the process exits: the command's thread cannot publish (or otherwise
+        // touch) what was just removed.
+        std::mem::forget(guard);
+        std::mem::forget(held);
+    }
+    removed
+}
+
+/// Removes every recorded entry still present (never following symlinks), and every
+/// [`Held`] directory still locked by this process, and returns how many were removed.
+/// Other threads may still be writing into a scratch directory, so a removal is retried a
+/// few times. The list stays locked: no entry is recorded after this.
+pub fn remove_tracked() -> usize {
+    let mut removed = remove_held();
+    let tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
     for p in tracked.iter() {
         if p.symlink_metadata().is_err() {
             continue;

@@ -94,6 +94,13 @@ fn interrupt_handler(term: &std::sync::Arc<cli::Terminal>) {
     }
 }
 
+/// An error message as one line of the chain: a server's body, carried in a cause, often
+/// ends in a newline (Go's "Client sent an HTTP request to an HTTPS server.\n"), which
+/// would print as a blank line before the next.
+fn one_message(text: &str) -> &str {
+    text.trim_end()
+}
+
 fn main() {
     let clap_color = match color_choice() {
         cli::ColorChoice::Always => clap::ColorChoice::Always,
@@ -115,9 +122,9 @@ fn main() {
         if let Some(cli::Quiet(c)) = err.downcast_ref::<cli::Quiet>() {
             exit_with(*c);
         }
-        errln!("error: {err}");
+        errln!("error: {}", one_message(&err.to_string()));
         for cause in err.chain().skip(1) {
-            errln!("  caused by: {cause}");
+            errln!("  caused by: {}", one_message(&cause.to_string()));
         }
         if let Some(help) = cli::help_for(&err) {
             errln!("help: {help}");

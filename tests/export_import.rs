@@ -500,7 +500,7 @@ fn an_export_into_an_existing_empty_directory_killed_midway_is_no_layout_and_the
         assert_eq!(r.code, Some(1), "step {n}: {r:?}");
         assert!(
             r.stderr
-                .contains("is not a kbuild OCI layout: it has no `oci-layout` file"),
+                .contains("is no OCI layout: an export to it was interrupted (it left `"),
             "{}",
             r.stderr
         );

@@ -5,6 +5,10 @@
 //! instead, with an I/O error (as on a full disk): the switch returns its error with its
 //! journal left, as a real failure part-way leaves it. Without the variables this costs two
 //! env lookups.
+//!
+//! With `KBUILD_FAULT_PAUSE=NAME`, the thread that reaches the point named `NAME` (a
+//! [`point`], or a [`pause`] that is no step) says so on stderr and sleeps until the process
+//! is killed or interrupted: for tests of what another process, or a Ctrl-C, does meanwhile.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -19,6 +23,7 @@ fn target() -> Option<u64> {
 
 /// Marks a step boundary named `what`.
 pub fn point(what: &str) {
+    pause(what);
     let Some(target) = target() else { return };
     let n = STEP.fetch_add(1, Ordering::SeqCst) + 1;
     if n == target {
@@ -64,4 +69,21 @@ pub fn disk_full() -> Option<std::io::Error> {
 /// kernel before 5.6 or under a seccomp filter that refuses it (so the tests run both ways).
 pub fn no_openat2() -> bool {
     std::env::var_os("KBUILD_FAULT_NO_OPENAT2").is_some_and(|v| v == "1")
+}
+
+/// Marks a place named `what` where a test may pause the process (`KBUILD_FAULT_PAUSE`, see
+/// the module docs) without counting it as a step of `KBUILD_FAULT_AT`.
+pub fn pause(what: &str) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let name = NAME.get_or_init(|| std::env::var("KBUILD_FAULT_PAUSE").ok());
+    if name.as_deref() != Some(what) {
+        return;
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "kbuild: paused at `{what}`");
+    });
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }

@@ -377,6 +377,7 @@ pub fn check_layout(dir: &Path, manifest: &[u8], what: &str) -> Result<Checked, 
             what: format!("the config of {what}"),
             digest: m.config.digest.clone(),
             actual,
+            from_registry: false,
         });
     }
     check_config(m, &config_bytes, what)
@@ -473,6 +474,7 @@ pub fn add_checked(
                 what: format!("object `{}` of {what}", o.name),
                 digest: o.blob.clone(),
                 actual: format!("a file of {len} bytes, not {}", o.blob_size),
+                from_registry: false,
             });
         }
         let dests: Vec<_> = (0..objects.len())
@@ -546,6 +548,7 @@ fn decode_objects_inner(
             what: format!("object `{}` of {what}", first.name),
             digest: first.blob.clone(),
             actual: blob_digest,
+            from_registry: false,
         });
     }
     if blob_size != first.blob_size {
@@ -553,6 +556,7 @@ fn decode_objects_inner(
             what: format!("object `{}` of {what}", first.name),
             digest: first.blob.clone(),
             actual: format!("{blob_size} bytes, not the {} declared", first.blob_size),
+            from_registry: false,
         });
     }
     let (size, contents) = result.map_err(|e| {

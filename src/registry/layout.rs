@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +97,9 @@ pub fn read_manifest(dir: &Path) -> Result<(Vec<u8>, String), RegistryError> {
         source,
     };
     if !dir.join("oci-layout").is_file() {
-        return Err(not("it has no `oci-layout` file".to_owned()));
+        return Err(
+            not_a_layout(dir).unwrap_or_else(|| not("it has no `oci-layout` file".to_owned()))
+        );
     }
     let text = read_capped(&dir.join("index.json"), artifact::MAX_METADATA_SIZE).map_err(io)?;
     let index: Index = serde_json::from_slice(&text)
@@ -128,9 +131,78 @@ pub fn read_manifest(dir: &Path) -> Result<(Vec<u8>, String), RegistryError> {
             what: format!("the manifest of `{}`", dir.display()),
             digest: d.digest.clone(),
             actual,
+            from_registry: false,
         });
     }
     Ok((bytes, d.digest.clone()))
+}
+
+/// Why `dir`, which has no `oci-layout` file, is no layout, where that is something other
+/// than a directory without one: it does not exist, it is a file (an archive of a layout?),
+/// or an export to it was interrupted (`DIR.kbuild-tmp` beside it, or `DIR/.kbuild-tmp` in
+/// it and nothing else).
+fn not_a_layout(dir: &Path) -> Option<RegistryError> {
+    let interrupted = |staging: PathBuf| {
+        Some(RegistryError::ExportInterrupted {
+            dir: dir.to_owned(),
+            staging,
+        })
+    };
+    match dir.metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(name) = dir.file_name() {
+                let mut staging = name.to_owned();
+                staging.push(".kbuild-tmp");
+                let staging = dir.with_file_name(staging);
+                if staging.is_dir() {
+                    return interrupted(staging);
+                }
+            }
+            Some(RegistryError::LayoutMissing {
+                dir: dir.to_owned(),
+            })
+        }
+        Ok(md) if md.is_file() => Some(RegistryError::LayoutIsAFile {
+            dir: dir.to_owned(),
+            archive: archive_kind(dir),
+        }),
+        Ok(md) if md.is_dir() => {
+            let names: Vec<_> = fs_err::read_dir(dir)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect();
+            (names == [INSIDE]).then(|| interrupted(dir.join(INSIDE)))?
+        }
+        _ => None,
+    }
+}
+
+/// The kind of archive the file at `path` starts like, by its magic bytes: what a layout
+/// copied as one file (`tar -czf`) looks like.
+fn archive_kind(path: &Path) -> Option<&'static str> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(512);
+    fs_err::File::open(path)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        "a gzip-compressed file"
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "a zstd-compressed file"
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        "an xz-compressed file"
+    } else if head.starts_with(b"BZh") {
+        "a bzip2-compressed file"
+    } else if head.get(257..262) == Some(b"ustar") {
+        // POSIX tar (ustar and GNU): the magic at offset 257.
+        "a tar archive"
+    } else {
+        return None;
+    };
+    Some(kind)
 }
 
 /// Opens a file of a layout (`index.json`, a blob) for reading, refusing anything but a
@@ -214,11 +286,12 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 /// same `DIR` waits ("Blocking waiting for file lock on the export to `DIR`") instead of
 /// racing the first, then finds `DIR` complete and is refused like any non-empty `DIR`.
 pub struct ExportStaging {
-    path: PathBuf,
+    /// The staging directory and its lock (let go once published or removed), removed by
+    /// an interrupt only while this process still holds it.
+    held: Arc<crate::interrupt::Held>,
     output: PathBuf,
     /// Staged inside an existing `output` (`output/.kbuild-tmp`).
     inside: bool,
-    lock: Option<crate::store::FileLock>,
 }
 
 /// The staging directory's name inside an existing, empty output directory.
@@ -283,17 +356,39 @@ fn unusable_output(output: &Path) -> Option<RegistryError> {
             // There, but its metadata cannot be read: the staging says why.
             Ok(_) => None,
             Err(_) => {
-                if output.file_name().is_none() {
-                    return not_a_dir("names no directory (it ends in `..`)".to_owned());
+                if let Some(path) = output.to_str().and_then(|o| o.strip_prefix("oci:")) {
+                    // skopeo's `oci:PATH[:REFERENCE]`.
+                    let path = path.split_once(':').map_or(path, |(p, _)| p);
+                    return Some(RegistryError::OutputTransport {
+                        dir: output.to_owned(),
+                        path: PathBuf::from(path),
+                    });
                 }
                 let parent = match output.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p,
                     _ => Path::new("."),
                 };
-                (!parent.is_dir()).then(|| RegistryError::OutputParentMissing {
-                    dir: output.to_owned(),
-                    parent: parent.to_owned(),
-                })
+                // The nearest ancestor that exists says why: a file in the way, or none
+                // (then the parent is to be made).
+                let existing = parent
+                    .ancestors()
+                    .find(|a| a.as_os_str().is_empty() || a.symlink_metadata().is_ok());
+                match existing {
+                    Some(a) if !a.as_os_str().is_empty() && !a.is_dir() => {
+                        Some(RegistryError::OutputParentNotADirectory {
+                            dir: output.to_owned(),
+                            parent: a.to_owned(),
+                        })
+                    }
+                    _ if !parent.is_dir() => Some(RegistryError::OutputParentMissing {
+                        dir: output.to_owned(),
+                        parent: parent.to_owned(),
+                    }),
+                    _ if output.file_name().is_none() => {
+                        not_a_dir("names no directory (it ends in `..`)".to_owned())
+                    }
+                    _ => None,
+                }
             }
         },
     }
@@ -331,6 +426,10 @@ impl ExportStaging {
             why,
             removable: removable(output),
         };
+        let write = |source| RegistryError::ExportWrite {
+            dir: output.to_owned(),
+            source,
+        };
         if let Some(e) = unusable_output(output) {
             return Err(e);
         }
@@ -353,20 +452,21 @@ impl ExportStaging {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-                        return Err(refuse(format!(
-                            "`{}` is in the way of its staging directory; remove it",
-                            path.display()
-                        )));
+                        return Err(RegistryError::StagingInTheWay {
+                            dir: output.to_owned(),
+                            staging: path,
+                        });
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(write(e)),
             }
             let lock = crate::store::FileLock::acquire(
                 &path,
                 crate::store::LockMode::Exclusive,
                 &what,
                 observer,
-            )?;
+            )
+            .map_err(write)?;
             // The export we waited for renamed this directory to `output` (or removed it):
             // the lock is on the wrong directory.
             if lock.is_at(&path) {
@@ -374,64 +474,79 @@ impl ExportStaging {
             }
         };
         let staging = ExportStaging {
-            path,
+            held: crate::interrupt::Held::new(&path, lock),
             output: output.to_owned(),
             inside,
-            lock: Some(lock),
         };
         // Decided again under the lock: the export we may have waited for made `output`.
         if let Some(why) = output_in_the_way(output) {
             return Err(refuse(why));
         }
         // Whatever a killed export left: a fresh start (its blobs are not trusted unsynced).
-        crate::interrupt::track(&staging.path);
-        for entry in fs_err::read_dir(&staging.path)? {
-            crate::fs::remove_tree(&entry?.path())?;
+        for entry in fs_err::read_dir(&path).map_err(write)? {
+            crate::fs::remove_tree(&entry.map_err(write)?.path()).map_err(write)?;
         }
         Ok(staging)
     }
 
     /// The staging directory (`DIR.kbuild-tmp`, or `DIR/.kbuild-tmp`).
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     /// Makes the complete staging directory `output` in one rename: everything in it is
     /// synced first, the parent directory after, so `output` is never seen half-written, even
     /// after a power loss. (Staged inside an existing empty `output`: its entries are moved
     /// in, `index.json` last.)
-    pub fn publish(mut self) -> Result<(), RegistryError> {
+    pub fn publish(self) -> Result<(), RegistryError> {
+        // Under the staging's mutex: an interrupt now waits, then finds nothing to remove.
+        self.held.with(|lock| {
+            self.publish_locked()?;
+            // Renamed or emptied: nothing is left to remove; the lock goes with the directory
+            // it held.
+            lock.take();
+            Ok(())
+        })
+    }
+
+    fn publish_locked(&self) -> Result<(), RegistryError> {
         let refuse = |why: String| RegistryError::OutputNotEmpty {
             dir: self.output.clone(),
             why,
             removable: removable(&self.output),
         };
-        crate::fs::fsync_dir(&self.path.join("blobs/sha256"))?;
-        crate::fs::fsync_dir(&self.path.join("blobs"))?;
-        crate::fs::fsync_dir(&self.path)?;
+        let write = |source| RegistryError::ExportWrite {
+            dir: self.output.clone(),
+            source,
+        };
+        let path = self.path();
+        crate::fs::fsync_dir(&path.join("blobs/sha256")).map_err(write)?;
+        crate::fs::fsync_dir(&path.join("blobs")).map_err(write)?;
+        crate::fs::fsync_dir(path).map_err(write)?;
         if let Some(why) = output_in_the_way(&self.output) {
             return Err(refuse(why));
         }
         if self.inside {
             for name in ["oci-layout", "blobs", "index.json"] {
-                if !crate::fs::rename_noreplace(&self.path.join(name), &self.output.join(name))? {
+                if !crate::fs::rename_noreplace(&path.join(name), &self.output.join(name))
+                    .map_err(write)?
+                {
                     return Err(refuse(format!(
                         "another process wrote `{name}` into it while the export ran"
                     )));
                 }
                 // `index.json` only once the rest is durable in `output`.
-                crate::fs::fsync_dir(&self.output)?;
+                crate::fs::fsync_dir(&self.output).map_err(write)?;
             }
-            fs_err::remove_dir(&self.path)?;
-            crate::fs::fsync_dir(&self.output)?;
-            self.lock.take();
+            fs_err::remove_dir(path).map_err(write)?;
+            crate::fs::fsync_dir(&self.output).map_err(write)?;
             return Ok(());
         }
         if self.output.symlink_metadata().is_ok() {
             // An empty directory (checked just above) someone made meanwhile.
-            fs_err::remove_dir(&self.output)?;
+            fs_err::remove_dir(&self.output).map_err(write)?;
         }
-        if !crate::fs::rename_noreplace(&self.path, &self.output)? {
+        if !crate::fs::rename_noreplace(path, &self.output).map_err(write)? {
             return Err(refuse(
                 "another process made it while the export ran".to_owned(),
             ));
@@ -440,9 +555,7 @@ impl ExportStaging {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        crate::fs::fsync_dir(parent)?;
-        // Renamed: nothing is left to remove; the lock goes with the directory it held.
-        self.lock.take();
+        crate::fs::fsync_dir(parent).map_err(write)?;
         Ok(())
     }
 }
@@ -450,8 +563,11 @@ impl ExportStaging {
 impl Drop for ExportStaging {
     /// A failed export removes its staging directory (under its lock, before releasing it).
     fn drop(&mut self) {
-        if self.lock.is_some() {
-            let _ = crate::fs::remove_tree(&self.path);
-        }
+        self.held.with(|lock| {
+            if lock.is_some() {
+                let _ = crate::fs::remove_tree(self.held.path());
+                lock.take();
+            }
+        });
     }
 }

@@ -42,8 +42,14 @@ pub use remote::{PullReport, PushReport, RemoteOptions};
 /// Errors of export, import, push and pull. Each names the directory or the reference.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// `why` says what is wrong; `fix`, for a reference written in another tool's syntax
+    /// (`docker://…`, `https://…`, `oci:DIR`), the `help:` that says what to write instead.
     #[error("`{reference}` is not a registry reference")]
-    BadReference { reference: String, why: String },
+    BadReference {
+        reference: String,
+        why: String,
+        fix: Option<String>,
+    },
     #[error("cannot read OCI layout `{}`", dir.display())]
     Layout {
         dir: PathBuf,
@@ -52,6 +58,21 @@ pub enum RegistryError {
     },
     #[error("`{}` is not a kbuild OCI layout: {why}", dir.display())]
     NotALayout { dir: PathBuf, why: String },
+    /// `import DIR` of a path that does not exist (or, through a symbolic link, names
+    /// nothing).
+    #[error("layout directory `{}` does not exist", dir.display())]
+    LayoutMissing { dir: PathBuf },
+    /// `import FILE`: `archive` names the kind of archive it starts like (`a tar archive`,
+    /// `a gzip-compressed file`, …), if it does.
+    #[error("`{}` is {}, not an OCI layout directory", dir.display(), archive.unwrap_or("a file"))]
+    LayoutIsAFile {
+        dir: PathBuf,
+        archive: Option<&'static str>,
+    },
+    /// `import DIR` where an export to `DIR` was interrupted: `staging` is what it left
+    /// (`DIR.kbuild-tmp` beside a missing `DIR`, or `DIR/.kbuild-tmp` in an empty one).
+    #[error("`{}` is no OCI layout: an export to it was interrupted (it left `{}`)", dir.display(), staging.display())]
+    ExportInterrupted { dir: PathBuf, staging: PathBuf },
     /// `why` says what is there (the first few names, whether it is an OCI layout).
     #[error("export directory `{}` already exists and is not empty ({why})", dir.display())]
     /// `removable`: whether `rm -r DIR` is fit advice (not for `/`, `.`, `..`, the current
@@ -66,14 +87,36 @@ pub enum RegistryError {
     OutputNotADirectory { dir: PathBuf, why: String },
     #[error("the parent `{}` of export directory `{}` does not exist", parent.display(), dir.display())]
     OutputParentMissing { dir: PathBuf, parent: PathBuf },
+    /// A parent of the export directory is a file (`--output afile/x`).
+    #[error("the parent `{}` of export directory `{}` is not a directory", parent.display(), dir.display())]
+    OutputParentNotADirectory { dir: PathBuf, parent: PathBuf },
+    /// `--output oci:DIR`, skopeo's syntax for a layout (no such directory exists).
+    #[error("export directory `{}` is written as skopeo's `oci:` transport", dir.display())]
+    OutputTransport { dir: PathBuf, path: PathBuf },
+    /// Something that is no directory has the name the export stages under
+    /// (`DIR.kbuild-tmp`, or `DIR/.kbuild-tmp`).
+    #[error("`{}`, where the export to `{}` is staged, is not a directory", staging.display(), dir.display())]
+    StagingInTheWay { dir: PathBuf, staging: PathBuf },
+    /// Writing the export (its staging directory, a blob, the final rename) failed; the
+    /// source names the path.
+    #[error("cannot write the export to `{}`", dir.display())]
+    ExportWrite {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The artifact (from a layout or a registry) is malformed or hostile.
     #[error("{what} refused: {why}")]
     Refused { what: String, why: String },
+    /// `from_registry`: the bytes came from a registry (pull), not a layout directory: the
+    /// registry checked them against the digest when they were pushed, so its copy (or
+    /// something between) is at fault, not the sender.
     #[error("blob `{digest}` of {what} does not match its digest (got `{actual}`)")]
     DigestMismatch {
         what: String,
         digest: String,
         actual: String,
+        from_registry: bool,
     },
     #[error("blob `{digest}` of {what} is missing")]
     MissingBlob { what: String, digest: String },
@@ -138,9 +181,29 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// This error, said of bytes a registry sent (a [`RegistryError::DigestMismatch`] then
+    /// points at the registry's copy, not at the sender).
+    pub fn in_registry(self) -> RegistryError {
+        match self {
+            RegistryError::DigestMismatch {
+                what,
+                digest,
+                actual,
+                ..
+            } => RegistryError::DigestMismatch {
+                what,
+                digest,
+                actual,
+                from_registry: true,
+            },
+            e => e,
+        }
+    }
+
     /// The `help:` line for this error, where there is a fix.
     pub fn help(&self) -> Option<String> {
         Some(match self {
+            RegistryError::BadReference { fix: Some(fix), .. } => fix.clone(),
             RegistryError::BadReference { why, .. } => format!(
                 "{why}; write `host[:port]/repository[:tag|@sha256:…]`, e.g. `registry.example:5000/kbuild/masters:master-1-2`"
             ),
@@ -161,11 +224,66 @@ impl RegistryError {
                 "make it first (`mkdir -p {}`), or choose another directory",
                 parent.display()
             ),
-            RegistryError::NotALayout { .. } => {
+            RegistryError::OutputParentNotADirectory { parent, .. } => format!(
+                "choose another directory (`{}` is a file)",
+                parent.display()
+            ),
+            RegistryError::OutputTransport { dir, path } => format!(
+                "drop `oci:`: write `--output {}` (a directory really named so: `--output ./{}`)",
+                path.display(),
+                dir.display()
+            ),
+            RegistryError::StagingInTheWay { staging, .. } => format!(
+                "remove it if nothing of yours is in it (`rm {}`), or choose another directory",
+                staging.display()
+            ),
+            RegistryError::ExportWrite { dir, source } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    format!(
+                        "export where you can write: a new directory in a writable one, or an empty one of yours (nothing was left in `{}`)",
+                        dir.display()
+                    )
+                }
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => format!(
+                    "free space there or export to another filesystem (nothing was left in `{}`)",
+                    dir.display()
+                ),
+                _ => return None,
+            },
+            RegistryError::NotALayout { .. } | RegistryError::LayoutIsAFile { archive: None, .. } => {
                 "give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)"
                     .to_owned()
             }
-            RegistryError::DigestMismatch { .. } | RegistryError::Refused { .. } => {
+            RegistryError::LayoutIsAFile { dir, .. } => format!(
+                "unpack it first (`mkdir layout && tar -xf {} -C layout`), then import the layout directory it holds",
+                dir.display()
+            ),
+            RegistryError::LayoutMissing { dir } => {
+                match dir.to_str().and_then(|d| d.strip_prefix("oci:")) {
+                    // skopeo's `oci:PATH[:REFERENCE]`.
+                    Some(rest) => {
+                        let path = rest.split_once(':').map_or(rest, |(p, _)| p);
+                        format!("drop skopeo's `oci:` transport: write `kbuild import {path}`")
+                    }
+                    None => "give the directory `kbuild export --output` wrote (or `skopeo copy … oci:DIR` made)".to_owned(),
+                }
+            }
+            RegistryError::ExportInterrupted { dir, .. } => format!(
+                "run the export again (`kbuild export --output {}` where the generation is): it reuses what was left, and `{}` appears only once complete",
+                dir.display(),
+                dir.display()
+            ),
+            RegistryError::DigestMismatch {
+                digest,
+                from_registry: true,
+                ..
+            } => format!(
+                "nothing was added to the store; the registry's copy of `{digest}` is damaged (it checked the bytes when they were pushed), or something between altered them: ask the registry's admin to delete that blob, then push the generation again (a push sends the blobs a registry lacks)"
+            ),
+            RegistryError::DigestMismatch { .. } => {
+                "nothing was added to the store; the layout was damaged after the export (a bad copy or medium): copy it again, or export again".to_owned()
+            }
+            RegistryError::Refused { .. } => {
                 // The sender's objects are damaged or its push cache names another object's
                 // blob (review13 MED-9), which `verify --repair` there mends; or the copy
                 // itself is, which only sending it again mends.
@@ -225,7 +343,12 @@ impl RegistryError {
                     }
                     all
                 };
-                if chain.contains("InvalidContentType") {
+                if chain.contains("HTTP request to an HTTPS server")
+                    || chain.contains("plain HTTP request was sent to HTTPS port")
+                {
+                    // Go's net/http and nginx, answering plain HTTP on a TLS port (400).
+                    "the registry speaks HTTPS: drop `--plain-http` (and give its CA with `--ca-file` if a private CA signed its certificate)".to_owned()
+                } else if chain.contains("InvalidContentType") {
                     "the registry seems to speak plain HTTP: add `--plain-http` if that is expected".to_owned()
                 } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
                     "give the registry's CA with `--ca-file`, or `--plain-http` for a registry without TLS".to_owned()
@@ -264,9 +387,13 @@ impl Reference {
     /// Parses `s`. The first `/`-separated component is always the registry (no implicit
     /// Docker Hub: kbuild ships to the registry the operator names).
     pub fn parse(s: &str) -> Result<Reference, RegistryError> {
+        if let Some(e) = foreign_syntax(s) {
+            return Err(e);
+        }
         let bad = |why: &str| RegistryError::BadReference {
             reference: s.to_owned(),
             why: why.to_owned(),
+            fix: None,
         };
         let (registry, rest) = s
             .split_once('/')
@@ -336,6 +463,99 @@ impl Reference {
     /// `host/repository` (no tag, no digest).
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+/// `s` written in another tool's syntax, which operators copy from skopeo, podman or a
+/// browser: a transport (`docker://REF`, skopeo's `oci:DIR`, …) or a URL scheme
+/// (`https://REF`). The error says what to write instead (`None`: not such a prefix).
+fn foreign_syntax(s: &str) -> Option<RegistryError> {
+    let bad = |why: String, fix: String| {
+        Some(RegistryError::BadReference {
+            reference: s.to_owned(),
+            why,
+            fix: Some(fix),
+        })
+    };
+    // What the reference would be without the prefix, if that is one.
+    let plain = |rest: &str| Reference::parse(rest).is_ok().then(|| rest.to_owned());
+    for (prefix, why, what) in [
+        (
+            "docker://",
+            "`docker://` is the transport prefix of skopeo and podman",
+            "skopeo's and podman's transport",
+        ),
+        (
+            "https://",
+            "`https://` makes it a URL",
+            "a URL scheme; HTTPS is the default",
+        ),
+    ] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            return bad(
+                format!("{why}; kbuild takes the reference alone"),
+                match plain(rest) {
+                    Some(r) => format!("drop `{prefix}` ({what}): write `{r}`"),
+                    None => format!(
+                        "drop `{prefix}` ({what}) and write `host[:port]/repository[:tag|@sha256:…]`"
+                    ),
+                },
+            );
+        }
+    }
+    if let Some(rest) = s.strip_prefix("http://") {
+        return bad(
+            "`http://` makes it a URL; kbuild takes the reference alone, and speaks plain HTTP only with `--plain-http`".to_owned(),
+            match plain(rest) {
+                Some(r) => format!("drop `http://` (a URL scheme) and add `--plain-http`: write `{r} --plain-http`"),
+                None => "drop `http://` (a URL scheme), write `host[:port]/repository[:tag|@sha256:…]` and add `--plain-http`".to_owned(),
+            },
+        );
+    }
+    // skopeo's other transports (containers-transports(5)). `NAME:` followed by digits up
+    // to the first `/` is a host and port instead (`oci:5000/k/m`).
+    let (name, rest) = s.split_once(':')?;
+    let port = rest.split('/').next().unwrap_or_default();
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match name {
+        "oci" | "oci-archive" | "dir" | "docker-archive" => {
+            let path = rest.split_once(':').map_or(rest, |(p, _)| p);
+            bad(
+                format!(
+                    "`{name}:` is skopeo's transport for a local {}, not a registry",
+                    if name == "dir" || name == "oci" {
+                        "directory"
+                    } else {
+                        "archive"
+                    }
+                ),
+                if name == "oci" {
+                    format!(
+                        "`oci:` is skopeo's transport for a layout directory: for `{path}` use `kbuild import {path}` or `kbuild export --output {path}`; a registry reference is `host[:port]/repository[:tag]`"
+                    )
+                } else {
+                    format!(
+                        "`{name}:` is skopeo's transport for a local {}: kbuild reads and writes OCI layout directories (`kbuild import DIR`, `kbuild export --output DIR`) and registries (`host[:port]/repository[:tag]`)",
+                        if name == "dir" {
+                            "directory"
+                        } else {
+                            "archive"
+                        }
+                    )
+                },
+            )
+        }
+        "docker-daemon" | "containers-storage" => bad(
+            format!(
+                "`{name}:` is skopeo's transport for a local container engine's images, not a registry"
+            ),
+            format!(
+                "`{name}:` is skopeo's transport for a local container engine's images: write a registry reference, `host[:port]/repository[:tag|@sha256:…]`"
+            ),
+        ),
+        _ => None,
     }
 }
 
@@ -526,31 +746,39 @@ pub fn export(
     // Shared, as a build: gc cannot remove the objects while they are read.
     let _lock = store.lock(LockMode::Shared, observer)?;
     let staging = layout::ExportStaging::take(dir, observer)?;
+    // Not `Io`: its help is about the store, and these are writes to where the export goes
+    // (a full stick, a directory of someone else's).
+    let write = |source| RegistryError::ExportWrite {
+        dir: dir.to_owned(),
+        source,
+    };
     let tmp = staging.path();
-    layout::init(tmp)?;
+    layout::init(tmp).map_err(write)?;
     let blobs = tmp.join("blobs/sha256");
     let art = artifact::describe(store, g, |name, path| {
         // A temp name inside the staging directory, synced by `compress_file`, then renamed
         // to its digest (the directories are synced once, before the final rename).
         let part = blobs.join(format!(".tmp-{name}"));
-        let p = artifact::compress_file(path, &part, artifact::Durable::Synced)?;
+        let p = artifact::compress_file(path, &part, artifact::Durable::Synced).map_err(write)?;
         let dest = layout::blob_path(tmp, &p.blob).expect("sha256");
-        crate::fs::rename_synced(&part, &dest)?;
+        crate::fs::rename_synced(&part, &dest).map_err(write)?;
         crate::activate::fault::point("export: a blob written");
         Ok(p)
     })?;
     let bytes: u64 = art.manifest.layers.iter().map(|l| l.size).sum();
-    layout::put_blob(tmp, &art.manifest.config.digest, &art.config_bytes)?;
-    layout::put_blob(tmp, &art.manifest_digest, &art.manifest_bytes)?;
+    layout::put_blob(tmp, &art.manifest.config.digest, &art.config_bytes).map_err(write)?;
+    layout::put_blob(tmp, &art.manifest_digest, &art.manifest_bytes).map_err(write)?;
     let tag = default_tag(g);
     layout::write_index(
         tmp,
         &art.manifest_digest,
         art.manifest_bytes.len() as u64,
         &tag,
-    )?;
+    )
+    .map_err(write)?;
     crate::activate::fault::point("export: the layout written, not yet renamed");
     staging.publish()?;
+    crate::activate::fault::pause("export: published");
     Ok(Exported {
         digest: art.manifest_digest,
         tag,

@@ -743,6 +743,7 @@ pub fn pull(
             what: format!("the manifest of {what}"),
             digest: wanted.clone(),
             actual: digest,
+            from_registry: true,
         });
     }
     let manifest = import::check_manifest(&manifest_bytes, &what)?;
@@ -906,6 +907,7 @@ async fn blob_stream(
             what: format!("`{}`", session.reference),
             digest: digest.to_owned(),
             actual: format!("{len} bytes announced, not the {size} declared"),
+            from_registry: true,
         });
     }
     Ok(stream)
@@ -932,6 +934,7 @@ async fn fetch_config(
             what: format!("the config of `{}`", session.reference),
             digest: d.digest.clone(),
             actual,
+            from_registry: true,
         });
     }
     Ok(bytes)
@@ -969,7 +972,8 @@ async fn fetch_objects(
     let what = what.to_owned();
     let decoder = tokio::task::spawn_blocking(move || {
         let refs: Vec<&artifact::Object> = owned.iter().collect();
-        import::decode_objects(ChannelReader::new(rx), &refs, &parts, &what)?;
+        import::decode_objects(ChannelReader::new(rx), &refs, &parts, &what)
+            .map_err(RegistryError::in_registry)?;
         for (part, dest) in parts.iter().zip(&finals) {
             fs_err::rename(part, dest)?;
         }
@@ -1030,6 +1034,7 @@ fn too_long(session: &Session, digest: &str, size: u64) -> RegistryError {
         what: format!("`{}`", session.reference),
         digest: digest.to_owned(),
         actual: format!("more than the {size} bytes declared"),
+        from_registry: true,
     }
 }
 
