@@ -297,16 +297,21 @@ pub struct ExportStaging {
 /// The staging directory's name inside an existing, empty output directory.
 const INSIDE: &str = ".kbuild-tmp";
 
-/// Why `dir` cannot receive an export (`None`: missing or an empty directory, or one that
-/// holds only a killed export's staging directory).
-/// A symbolic link to an empty directory (a mount point reached through a link) is that
+/// Why `dir`, which [`unusable_output`] passed, cannot receive an export now
+/// ([`RegistryError::OutputNotEmpty`] naming what it holds, or it was replaced by no
+/// directory, or cannot be listed; `None`: missing or an empty directory, or one that holds
+/// only a killed export's staging directory). A symbolic link to an empty directory (a mount point reached through a link) is that
 /// directory.
-pub fn output_in_the_way(dir: &Path) -> Option<String> {
+pub fn output_in_the_way(dir: &Path) -> Option<RegistryError> {
     if dir.symlink_metadata().is_err() {
         return None;
     }
     if !dir.is_dir() {
-        return Some("it is no longer a directory".to_owned());
+        // Checked before ([`unusable_output`]): replaced while we waited or wrote.
+        return Some(RegistryError::OutputNotADirectory {
+            dir: dir.to_owned(),
+            why: "is no longer a directory (replaced while the export ran)".to_owned(),
+        });
     }
     let mut names: Vec<String> = match fs_err::read_dir(dir) {
         Ok(rd) => rd
@@ -315,7 +320,12 @@ pub fn output_in_the_way(dir: &Path) -> Option<String> {
             // The staging directory of an export into an existing directory.
             .filter(|n| n != INSIDE)
             .collect(),
-        Err(e) => return Some(format!("it cannot be listed: {e}")),
+        Err(source) => {
+            return Some(RegistryError::ExportWrite {
+                dir: dir.to_owned(),
+                source,
+            });
+        }
     };
     if names.is_empty() {
         return None;
@@ -330,7 +340,16 @@ pub fn output_in_the_way(dir: &Path) -> Option<String> {
     if names.iter().any(|n| n == "index.json") && names.iter().any(|n| n == "oci-layout") {
         holds.push_str(": an OCI layout already, an earlier export?");
     }
-    Some(holds)
+    Some(not_empty(dir, holds))
+}
+
+/// [`RegistryError::OutputNotEmpty`] for `dir`, holding what `why` says.
+fn not_empty(dir: &Path, why: String) -> RegistryError {
+    RegistryError::OutputNotEmpty {
+        dir: dir.to_owned(),
+        why,
+        removable: removable(dir),
+    }
 }
 
 /// Why `output` can receive no export whatever it holds: it is a file or a dangling
@@ -415,17 +434,16 @@ fn removable(dir: &Path) -> bool {
 
 impl ExportStaging {
     /// Takes (making it if needed) and empties the staging directory of an export to
-    /// `output`, waiting while another export to `output` holds it. Refuses (`Err(why)` via
-    /// [`RegistryError::OutputNotEmpty`]) an `output` that exists and is not empty.
+    /// `output`, waiting while another export to `output` holds it. Refuses an `output` that
+    /// cannot receive an export, each with its own error: a file or dangling link
+    /// ([`RegistryError::OutputNotADirectory`]), a missing parent or one that is a file,
+    /// skopeo's `oci:DIR`, a directory that is not empty ([`RegistryError::OutputNotEmpty`]),
+    /// something else where the staging directory goes ([`RegistryError::StagingInTheWay`]),
+    /// and a staging directory that cannot be made ([`RegistryError::ExportWrite`]).
     pub fn take(
         output: &Path,
         observer: &dyn crate::observe::Observer,
     ) -> Result<ExportStaging, RegistryError> {
-        let refuse = |why: String| RegistryError::OutputNotEmpty {
-            dir: output.to_owned(),
-            why,
-            removable: removable(output),
-        };
         let write = |source| RegistryError::ExportWrite {
             dir: output.to_owned(),
             source,
@@ -433,8 +451,8 @@ impl ExportStaging {
         if let Some(e) = unusable_output(output) {
             return Err(e);
         }
-        if let Some(why) = output_in_the_way(output) {
-            return Err(refuse(why));
+        if let Some(e) = output_in_the_way(output) {
+            return Err(e);
         }
         // An existing (empty) directory is staged in, which needs no name for it: `.`,
         // `..` and `/` are fine; a new one beside it, in the parent `unusable_output` checked.
@@ -479,8 +497,8 @@ impl ExportStaging {
             inside,
         };
         // Decided again under the lock: the export we may have waited for made `output`.
-        if let Some(why) = output_in_the_way(output) {
-            return Err(refuse(why));
+        if let Some(e) = output_in_the_way(output) {
+            return Err(e);
         }
         // Whatever a killed export left: a fresh start (its blobs are not trusted unsynced).
         for entry in fs_err::read_dir(&path).map_err(write)? {
@@ -510,11 +528,7 @@ impl ExportStaging {
     }
 
     fn publish_locked(&self) -> Result<(), RegistryError> {
-        let refuse = |why: String| RegistryError::OutputNotEmpty {
-            dir: self.output.clone(),
-            why,
-            removable: removable(&self.output),
-        };
+        let refuse = |why: String| not_empty(&self.output, why);
         let write = |source| RegistryError::ExportWrite {
             dir: self.output.clone(),
             source,
@@ -523,8 +537,8 @@ impl ExportStaging {
         crate::fs::fsync_dir(&path.join("blobs/sha256")).map_err(write)?;
         crate::fs::fsync_dir(&path.join("blobs")).map_err(write)?;
         crate::fs::fsync_dir(path).map_err(write)?;
-        if let Some(why) = output_in_the_way(&self.output) {
-            return Err(refuse(why));
+        if let Some(e) = output_in_the_way(&self.output) {
+            return Err(e);
         }
         if self.inside {
             for name in ["oci-layout", "blobs", "index.json"] {
