@@ -4,7 +4,9 @@
 //!
 //! Entries are recorded when made and never unrecorded: a finished entry was renamed onto
 //! its final name or removed, so nothing is left at the recorded path, and its random name is
-//! never handed out again while this process lives.
+//! never handed out again while this process lives. A directory with a fixed name that is
+//! this process's only while it holds a lock on it (an export's staging) is a [`Held`]
+//! instead, removed only while still held.
 //!
 //! Also what an interrupt leaves behind that the user must hear of (a health gate that did
 //! not finish, see [`set_left`]): the command line's handler says it.

@@ -47,7 +47,8 @@ Examples:
   kbuild import /media/usb/m1-3 --profile m1-staging"
 )]
 pub struct ImportArgs {
-    /// The OCI layout directory (from `kbuild export` or `skopeo copy … oci:DIR`)
+    /// The OCI layout directory (from `kbuild export` or `skopeo copy … oci:DIR`; the
+    /// directory itself, without `oci:`)
     #[arg(value_name = "DIR")]
     dir: PathBuf,
     /// Record the generation in this profile [default: the one it was exported from]
@@ -117,7 +118,7 @@ Examples:
   kbuild pull 127.0.0.1:5000/kbuild/masters:m1-3 --plain-http --profile m1"
 )]
 pub struct PullArgs {
-    /// host[:port]/repository[:tag|@digest]
+    /// host[:port]/repository[:tag|@digest], without `docker://` or `https://`
     #[arg(value_name = "REF")]
     reference: String,
     /// Record the generation in this profile [default: the one it was pushed from]

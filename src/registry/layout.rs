@@ -285,6 +285,9 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 /// by the next export to the same `DIR` instead of piling up, and a second export to the
 /// same `DIR` waits ("Blocking waiting for file lock on the export to `DIR`") instead of
 /// racing the first, then finds `DIR` complete and is refused like any non-empty `DIR`.
+/// Hence an interrupt removes it only while this export holds its lock
+/// ([`crate::interrupt::Held`]), never by its name alone: once published or removed, the name
+/// may be a newer export's staging.
 pub struct ExportStaging {
     /// The staging directory and its lock (let go once published or removed), removed by
     /// an interrupt only while this process still holds it.
