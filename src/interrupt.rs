@@ -111,7 +111,9 @@ impl Held {
 
 /// Removes every [`Held`] directory whose lock this process still holds; how many.
 fn remove_held() -> usize {
-    let all = std::mem::take(&mut *HELD.lock().unwrap_or_else(|e| e.into_inner()));
+    // Kept locked until the process exits, as the tracked list: a directory held after this
+    // point could not be removed.
+    let all = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let mut removed = 0;
     for held in all.iter().filter_map(Weak::upgrade) {
         let guard = held.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,6 +127,7 @@ fn remove_held() -> usize {
         std::mem::forget(guard);
         std::mem::forget(held);
     }
+    std::mem::forget(all);
     removed
 }
 

@@ -301,3 +301,48 @@ fn object_of(reg: &Registry, m: &serde_json::Value, digest: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// An export whose staging directory cannot be made (a read-only mount, a directory of
+/// someone else's) says it cannot write the export, naming the path, with a `help:` about
+/// where to export — not the store's "cannot be written" help. As root (CI): `DIR`'s parent
+/// is a read-only bind mount in a private mount namespace (`EROFS`); otherwise its mode is
+/// 0555 (`EACCES`).
+#[test]
+fn an_export_that_cannot_write_says_so_not_the_store() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    let ro = w.sb.dir.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let out = ro.join("usb");
+    let args = ["export", "--output", out.to_str().unwrap()];
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let (r, cause) = if root {
+        let script = r#"mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@""#;
+        let wrap: Vec<&std::ffi::OsStr> = vec![
+            "unshare".as_ref(),
+            "--mount".as_ref(),
+            "--propagation".as_ref(),
+            "private".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            script.as_ref(),
+            ro.as_os_str(),
+        ];
+        let c = w.command_line(&wrap, &kbuild_bin(), &w.sb.store, true, &args);
+        (
+            w.sb.run(assert_cmd::Command::from_std(c)),
+            "Read-only file system (os error 30)",
+        )
+    } else {
+        let mode = std::fs::metadata(&ro).unwrap().mode();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let r = w.run(&args);
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(mode)).unwrap();
+        (r, "Permission denied (os error 13)")
+    };
+    r.assert_error(&format!(
+        "error: cannot export generation 1 of profile `default` to `$SANDBOX/ro/usb`\n  caused by: cannot write the export to `$SANDBOX/ro/usb`\n  caused by: failed to create directory `$SANDBOX/ro/usb.kbuild-tmp`: {cause}\nhelp: export where you can write: a new directory in a writable one, or an empty one of yours; nothing of this export was left at `$SANDBOX/ro/usb`\n"
+    ));
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+}

@@ -167,11 +167,19 @@ fn not_a_layout(dir: &Path) -> Option<RegistryError> {
             archive: archive_kind(dir),
         }),
         Ok(md) if md.is_dir() => {
-            let names: Vec<_> = fs_err::read_dir(dir)
-                .ok()?
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .collect();
+            let names: Vec<_> = match fs_err::read_dir(dir) {
+                Ok(rd) => rd,
+                // Not "no `oci-layout`": it may well have one.
+                Err(source) => {
+                    return Some(RegistryError::Layout {
+                        dir: dir.to_owned(),
+                        source,
+                    });
+                }
+            }
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
             (names == [INSIDE]).then(|| interrupted(dir.join(INSIDE)))?
         }
         _ => None,

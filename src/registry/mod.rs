@@ -240,12 +240,12 @@ impl RegistryError {
             RegistryError::ExportWrite { dir, source } => match source.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                     format!(
-                        "export where you can write: a new directory in a writable one, or an empty one of yours (nothing was left in `{}`)",
+                        "export where you can write: a new directory in a writable one, or an empty one of yours; nothing of this export was left at `{}`",
                         dir.display()
                     )
                 }
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => format!(
-                    "free space there or export to another filesystem (nothing was left in `{}`)",
+                    "free space there or export to another filesystem; nothing of this export was left at `{}`",
                     dir.display()
                 ),
                 _ => return None,
@@ -614,6 +614,19 @@ mod tests {
             RegistryError::Io(std::io::Error::other("disk on fire")).help(),
             None
         );
+    }
+
+    #[test]
+    fn a_failed_export_write_is_not_blamed_on_the_store() {
+        let write = |kind| RegistryError::ExportWrite {
+            dir: PathBuf::from("/media/usb/m1"),
+            source: std::io::Error::from(kind),
+        };
+        let full = write(std::io::ErrorKind::StorageFull).help().unwrap();
+        assert!(full.starts_with("free space there"), "{full}");
+        let denied = write(std::io::ErrorKind::PermissionDenied).help().unwrap();
+        assert!(denied.starts_with("export where you can write"), "{denied}");
+        assert_eq!(write(std::io::ErrorKind::Other).help(), None);
     }
 
     #[test]
