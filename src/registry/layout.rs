@@ -311,8 +311,8 @@ const INSIDE: &str = ".kbuild-tmp";
 /// Why `dir`, which [`unusable_output`] passed, cannot receive an export now
 /// ([`RegistryError::OutputNotEmpty`] naming what it holds, or it was replaced by no
 /// directory, or cannot be listed; `None`: missing or an empty directory, or one that holds
-/// only a killed export's staging directory). A symbolic link to an empty directory (a mount point reached through a link) is that
-/// directory.
+/// only a killed export's staging directory). A symbolic link to an empty directory (a
+/// mount point reached through a link) is that directory.
 pub fn output_in_the_way(dir: &Path) -> Option<RegistryError> {
     if dir.symlink_metadata().is_err() {
         return None;

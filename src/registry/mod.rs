@@ -470,47 +470,35 @@ impl Reference {
 /// browser: a transport (`docker://REF`, skopeo's `oci:DIR`, …) or a URL scheme
 /// (`https://REF`). The error says what to write instead (`None`: not such a prefix).
 fn foreign_syntax(s: &str) -> Option<RegistryError> {
-    let bad = |why: String, fix: String| {
+    let bad = |fix: String| {
         Some(RegistryError::BadReference {
             reference: s.to_owned(),
-            why,
+            why: "it is written in another tool's syntax".to_owned(),
             fix: Some(fix),
         })
     };
     // What the reference would be without the prefix, if that is one.
     let plain = |rest: &str| Reference::parse(rest).is_ok().then(|| rest.to_owned());
-    for (prefix, why, what) in [
-        (
-            "docker://",
-            "`docker://` is the transport prefix of skopeo and podman",
-            "skopeo's and podman's transport",
-        ),
-        (
-            "https://",
-            "`https://` makes it a URL",
-            "a URL scheme; HTTPS is the default",
-        ),
+    for (prefix, what) in [
+        ("docker://", "skopeo's and podman's transport"),
+        ("https://", "a URL scheme; HTTPS is the default"),
     ] {
         if let Some(rest) = s.strip_prefix(prefix) {
-            return bad(
-                format!("{why}; kbuild takes the reference alone"),
-                match plain(rest) {
-                    Some(r) => format!("drop `{prefix}` ({what}): write `{r}`"),
-                    None => format!(
-                        "drop `{prefix}` ({what}) and write `host[:port]/repository[:tag|@sha256:…]`"
-                    ),
-                },
-            );
+            return bad(match plain(rest) {
+                Some(r) => format!("drop `{prefix}` ({what}): write `{r}`"),
+                None => format!(
+                    "drop `{prefix}` ({what}) and write `host[:port]/repository[:tag|@sha256:…]`"
+                ),
+            });
         }
     }
     if let Some(rest) = s.strip_prefix("http://") {
-        return bad(
-            "`http://` makes it a URL; kbuild takes the reference alone, and speaks plain HTTP only with `--plain-http`".to_owned(),
-            match plain(rest) {
-                Some(r) => format!("drop `http://` (a URL scheme) and add `--plain-http`: write `{r} --plain-http`"),
-                None => "drop `http://` (a URL scheme), write `host[:port]/repository[:tag|@sha256:…]` and add `--plain-http`".to_owned(),
-            },
-        );
+        return bad(match plain(rest) {
+            Some(r) => format!(
+                "drop `http://` (a URL scheme) and add `--plain-http`: write `{r} --plain-http`"
+            ),
+            None => "drop `http://` (a URL scheme), write `host[:port]/repository[:tag|@sha256:…]` and add `--plain-http`".to_owned(),
+        });
     }
     // skopeo's other transports (containers-transports(5)). `NAME:` followed by digits up
     // to the first `/` is a host and port instead (`oci:5000/k/m`).
@@ -520,41 +508,24 @@ fn foreign_syntax(s: &str) -> Option<RegistryError> {
         return None;
     }
     match name {
-        "oci" | "oci-archive" | "dir" | "docker-archive" => {
+        "oci" => {
+            // `oci:PATH[:REFERENCE]`.
             let path = rest.split_once(':').map_or(rest, |(p, _)| p);
-            bad(
-                format!(
-                    "`{name}:` is skopeo's transport for a local {}, not a registry",
-                    if name == "dir" || name == "oci" {
-                        "directory"
-                    } else {
-                        "archive"
-                    }
-                ),
-                if name == "oci" {
-                    format!(
-                        "`oci:` is skopeo's transport for a layout directory: for `{path}` use `kbuild import {path}` or `kbuild export --output {path}`; a registry reference is `host[:port]/repository[:tag]`"
-                    )
-                } else {
-                    format!(
-                        "`{name}:` is skopeo's transport for a local {}: kbuild reads and writes OCI layout directories (`kbuild import DIR`, `kbuild export --output DIR`) and registries (`host[:port]/repository[:tag]`)",
-                        if name == "dir" {
-                            "directory"
-                        } else {
-                            "archive"
-                        }
-                    )
-                },
-            )
+            bad(format!(
+                "`oci:` is skopeo's transport for a layout directory: for `{path}` use `kbuild import {path}` or `kbuild export --output {path}`; a registry reference is `host[:port]/repository[:tag]`"
+            ))
         }
-        "docker-daemon" | "containers-storage" => bad(
-            format!(
-                "`{name}:` is skopeo's transport for a local container engine's images, not a registry"
-            ),
-            format!(
-                "`{name}:` is skopeo's transport for a local container engine's images: write a registry reference, `host[:port]/repository[:tag|@sha256:…]`"
-            ),
-        ),
+        "oci-archive" | "dir" | "docker-archive" => bad(format!(
+            "`{name}:` is skopeo's transport for a local {}: kbuild reads and writes OCI layout directories (`kbuild import DIR`, `kbuild export --output DIR`) and registries (`host[:port]/repository[:tag]`)",
+            if name == "dir" {
+                "directory"
+            } else {
+                "archive"
+            }
+        )),
+        "docker-daemon" | "containers-storage" => bad(format!(
+            "`{name}:` is skopeo's transport for a local container engine's images: write a registry reference, `host[:port]/repository[:tag|@sha256:…]`"
+        )),
         _ => None,
     }
 }
