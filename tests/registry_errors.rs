@@ -124,7 +124,8 @@ fn import_of_no_layout_directory_says_what_it_is() {
 }
 
 /// Export outputs that cannot be written, each with its own message (review13 LOW-11, LOW-2):
-/// skopeo's `oci:DIR`, a parent that is a file, a file where the staging directory goes.
+/// skopeo's `oci:DIR`, a parent that is a file, a file where the staging directory goes, a
+/// symbolic link to a directory that is not empty.
 #[test]
 fn export_outputs_that_cannot_be_written_say_why() {
     let w = World::new();
@@ -142,6 +143,14 @@ fn export_outputs_that_cannot_be_written_say_why() {
         "error: cannot export generation 1 of profile `default` to `usb`\n  caused by: `usb.kbuild-tmp`, where the export to `usb` is staged, is not a directory\nhelp: remove it if nothing of yours is in it (`rm usb.kbuild-tmp`), or choose another directory\n",
     );
     assert!(!d.join("usb").exists() && !d.join("oci:usb").exists());
+    // A symbolic link to a directory that is not empty: said, and no `rm -r LINK` help
+    // (which would remove the link, not what it holds).
+    std::fs::create_dir_all(d.join("mnt/old")).unwrap();
+    std::os::unix::fs::symlink("mnt", d.join("lnk")).unwrap();
+    in_dir(&w, d, &["export", "--output", "lnk"]).assert_error(
+        "error: cannot export generation 1 of profile `default` to `lnk`\n  caused by: export directory `lnk` already exists and is not empty (it is a symbolic link to `mnt`, which holds `old`)\nhelp: choose another directory: a new or empty one\n",
+    );
+    assert!(d.join("lnk").is_symlink() && d.join("mnt/old").is_dir());
     // `./oci:usb` is a directory of that name, as the help says.
     in_dir(&w, d, &["export", "--output", "./oci:usb"]).assert_success();
     assert!(d.join("oci:usb/index.json").is_file());
@@ -269,7 +278,7 @@ fn a_blob_damaged_in_the_registry_or_a_layout_says_whose_copy_is_bad() {
     let store2 = w.sb.dir.join("store2");
     let r = w.run_store(&store2, &["pull", &reference, "--plain-http"]);
     r.assert_error(&format!(
-        "error: cannot pull `{reference}`\n  caused by: blob `{layer}` of object `{object}` of `{reference}` does not match its digest (got `{actual}`)\nhelp: nothing was added to the store; the registry's copy of `{layer}` is damaged (it checked the bytes when they were pushed), or something between altered them: ask the registry's admin to delete that blob, then push the generation again (a push sends the blobs a registry lacks)\n"
+        "error: cannot pull `{reference}`\n  caused by: blob `{layer}` of object `{object}` of `{reference}` does not match its digest (got `{actual}`)\nhelp: nothing was added to the store; the registry's copy of `{layer}` is damaged (it checked the bytes when they were pushed), or something between altered them: ask the registry's admin to remove that blob from its storage, then push the generation again (a push sends the blobs a registry lacks)\n"
     ));
 
     let out = w.sb.dir.join("usb");

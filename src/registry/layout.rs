@@ -344,7 +344,15 @@ pub fn output_in_the_way(dir: &Path) -> Option<RegistryError> {
     names.sort();
     let n = names.len();
     let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
-    let mut holds = format!("it holds {}", shown.join(", "));
+    let mut holds = match fs_err::read_link(dir) {
+        // Said, as `rm -r LINK` would remove the link and not what it holds.
+        Ok(target) => format!(
+            "it is a symbolic link to `{}`, which holds {}",
+            target.display(),
+            shown.join(", ")
+        ),
+        Err(_) => format!("it holds {}", shown.join(", ")),
+    };
     if n > 3 {
         holds.push_str(&format!(" and {} more", n - 3));
     }
@@ -426,9 +434,10 @@ fn unusable_output(output: &Path) -> Option<RegistryError> {
 
 /// Whether `rm -r dir` is fit advice: not for `/`, `.`, `..`, the current directory or one
 /// above it, nor the home directory or one above it (an operator running as root could paste
-/// it).
+/// it), nor a symbolic link.
 fn removable(dir: &Path) -> bool {
-    if dir.file_name().is_none() {
+    // `rm -r LINK` removes the link, not the directory the export was refused for.
+    if dir.file_name().is_none() || dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
         return false;
     }
     let Ok(canon) = dir.canonicalize() else {

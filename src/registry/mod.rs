@@ -278,7 +278,7 @@ impl RegistryError {
                 from_registry: true,
                 ..
             } => format!(
-                "nothing was added to the store; the registry's copy of `{digest}` is damaged (it checked the bytes when they were pushed), or something between altered them: ask the registry's admin to delete that blob, then push the generation again (a push sends the blobs a registry lacks)"
+                "nothing was added to the store; the registry's copy of `{digest}` is damaged (it checked the bytes when they were pushed), or something between altered them: ask the registry's admin to remove that blob from its storage, then push the generation again (a push sends the blobs a registry lacks)"
             ),
             RegistryError::DigestMismatch { .. } => {
                 "nothing was added to the store; the layout was damaged after the export (a bad copy or medium): copy it again, or export again".to_owned()
