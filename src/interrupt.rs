@@ -117,10 +117,17 @@ fn remove_held() -> usize {
     let mut removed = 0;
     for held in all.iter().filter_map(Weak::upgrade) {
         let guard = held.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_some_and(|l| l.is_at(&held.path))
-            && crate::fs::remove_tree(&held.path).is_ok()
-        {
-            removed += 1;
+        if guard.as_ref().is_some_and(|l| l.is_at(&held.path)) {
+            // The command's other threads may still be writing into it (an export's blobs):
+            // retried, as a tracked entry is.
+            for _ in 0..5 {
+                if crate::fs::remove_tree(&held.path).is_ok()
+                    && held.path.symlink_metadata().is_err()
+                {
+                    removed += 1;
+                    break;
+                }
+            }
         }
         // Held until the process exits: the command's thread cannot publish (or otherwise
         // touch) what was just removed.
