@@ -620,9 +620,13 @@ mod tests {
         "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"health\":\"true\"}";
     const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"health\":\"false\"}";
 
+    /// The limit of an attempt whose server answers at once: far above what it takes, so
+    /// that a loaded machine slow to schedule the server's thread fails no test.
+    const GENEROUS: Duration = Duration::from_secs(30);
+
     #[test]
     fn http_status_and_body() {
-        let a = http_check(&serve(OK, 1), 200, Some("\"true\"")).attempt(Duration::from_secs(2));
+        let a = http_check(&serve(OK, 1), 200, Some("\"true\"")).attempt(GENEROUS);
         assert_eq!(
             a,
             Answer {
@@ -630,9 +634,9 @@ mod tests {
                 text: "HTTP 200: {\"health\":\"true\"}".into()
             }
         );
-        let a = http_check(&serve(OK, 1), 200, Some("ok")).attempt(Duration::from_secs(2));
+        let a = http_check(&serve(OK, 1), 200, Some("ok")).attempt(GENEROUS);
         assert!(!a.passed, "{a:?}");
-        let a = http_check(&serve(UNAVAILABLE, 1), 200, None).attempt(Duration::from_secs(2));
+        let a = http_check(&serve(UNAVAILABLE, 1), 200, None).attempt(GENEROUS);
         assert_eq!(
             a,
             Answer {
@@ -641,24 +645,26 @@ mod tests {
             }
         );
         // The expected status may be another one than 200.
-        let a = http_check(&serve(UNAVAILABLE, 1), 503, None).attempt(Duration::from_secs(2));
+        let a = http_check(&serve(UNAVAILABLE, 1), 503, None).attempt(GENEROUS);
         assert!(a.passed, "{a:?}");
     }
 
     #[test]
     fn http_refused_and_silent() {
         let closed = ClosedPort::new();
-        let a = http_check(&closed.addr(), 200, None).attempt(Duration::from_secs(2));
+        let a = http_check(&closed.addr(), 200, None).attempt(GENEROUS);
         assert!(!a.passed);
         assert!(a.text.starts_with("Connection refused"), "{a:?}");
-        // A server that accepts and never answers: the attempt ends at its limit.
+        // A server that accepts and never answers: the attempt ends at its limit (300 ms;
+        // the bound only tells that from waiting for an answer that never comes, and is
+        // generous for a loaded machine).
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let start = Instant::now();
         let a = http_check(&addr, 200, None).attempt(Duration::from_millis(300));
         assert!(!a.passed);
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(10),
             "{:?}",
             start.elapsed()
         );
@@ -679,19 +685,26 @@ mod tests {
                 let _ = s.write_all(r.as_bytes());
             }
         });
-        let o = http_check(&addr, 200, None).run();
+        // The timeout is far above the three answers' time: a loaded machine slow to
+        // schedule the server must not end the check before its third answer.
+        let mut c = http_check(&addr, 200, None);
+        c.timeout_ms = 30_000;
+        let o = c.run();
         assert!(o.passed, "{o:?}");
         assert_eq!(o.attempts, 3);
 
+        // Refused at once, every 20 ms for a second: a second attempt comes unless the
+        // thread is kept from running for the whole second. The upper bound only tells
+        // giving up at the timeout from retrying forever.
         let closed = ClosedPort::new();
         let mut c = http_check(&closed.addr(), 200, None);
-        c.timeout_ms = 400;
-        c.interval_ms = 100;
+        c.timeout_ms = 1000;
+        c.interval_ms = 20;
         let o = c.run();
         assert!(!o.passed);
         assert!(o.attempts >= 2, "{o:?}");
-        assert!(o.elapsed >= Duration::from_millis(400), "{o:?}");
-        assert!(o.elapsed < Duration::from_secs(2), "{o:?}");
+        assert!(o.elapsed >= Duration::from_millis(1000), "{o:?}");
+        assert!(o.elapsed < Duration::from_secs(10), "{o:?}");
         // The last answer is the probe's, never an attempt started with no time left.
         assert!(o.answer.contains("refused"), "{o:?}");
     }
@@ -738,7 +751,7 @@ mod tests {
             },
             1000,
         )
-        .attempt(Duration::from_secs(5));
+        .attempt(GENEROUS);
         assert_eq!(
             a,
             Answer {
@@ -752,7 +765,7 @@ mod tests {
             },
             1000,
         )
-        .attempt(Duration::from_secs(5));
+        .attempt(GENEROUS);
         assert_eq!(
             a,
             Answer {
@@ -770,33 +783,35 @@ mod tests {
         .attempt(Duration::from_millis(200));
         assert_eq!(a.text, "still running after 200ms; killed");
         assert!(start.elapsed() < Duration::from_secs(5));
-        // What the command leaves running is killed with it, not waited for (review 16).
+        // What the command leaves running is killed with it, not waited for (review 16):
+        // were it not, its pipe would be read until the attempt's deadline, 30 s.
         let start = Instant::now();
         let a = check(
             Probe::Command {
-                argv: argv(&["/bin/sh", "-c", "sleep 25 & echo hi"]),
+                argv: argv(&["/bin/sh", "-c", "sleep 60 & echo hi"]),
             },
             1000,
         )
-        .attempt(Duration::from_secs(3));
+        .attempt(GENEROUS);
         assert_eq!(a.text, "exit status: 0: hi");
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "{:?}",
             start.elapsed()
         );
-        // One that left the group (setsid) is not waited for past the attempt's deadline.
+        // One that left the group (setsid) is not waited for past the attempt's deadline
+        // (2 s; waiting for it would take 60 s).
         let start = Instant::now();
         let a = check(
             Probe::Command {
-                argv: argv(&["/bin/sh", "-c", "setsid sleep 25 & echo hi"]),
+                argv: argv(&["/bin/sh", "-c", "setsid sleep 60 & echo hi"]),
             },
             1000,
         )
-        .attempt(Duration::from_secs(1));
+        .attempt(Duration::from_secs(2));
         assert!(a.passed, "{a:?}");
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(20),
             "{:?}",
             start.elapsed()
         );
