@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -197,7 +199,7 @@ fn ctrl_c_on_a_terminal_clears_the_progress_line() {
         sb.recipes.display(),
         sb.lock.display()
     );
-    let child = Command::new("script")
+    let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &line, "/dev/null"])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -211,16 +213,36 @@ fn ctrl_c_on_a_terminal_clears_the_progress_line() {
         .spawn()
         .unwrap();
     wait_reading(&server, &sb.store);
-    // Let the bar be drawn at least once.
-    std::thread::sleep(Duration::from_millis(300));
+    // The terminal's output as it comes, to see the bar drawn before the interrupt.
+    let mut tty = child.stdout.take().unwrap();
+    let output: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let reader = {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = tty.read(&mut buf) {
+                output.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&output.lock().unwrap()).contains("Reading") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the bar was never drawn: {:?}",
+            String::from_utf8_lossy(&output.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = std::fs::read_to_string(&pidfile).unwrap();
     Command::new("kill")
         .args(["-INT", pid.trim()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(130), "{shown:?}");
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let shown = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(130), "{shown:?}");
     assert_eq!(temp_entries(&sb.store), Vec::<String>::new());
     // The bar was drawn, then erased (ESC [2K: erase the line) before the last message,
     // which starts at the beginning of a clean line.
