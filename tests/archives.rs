@@ -801,7 +801,32 @@ fn cached(dir: &str, prefix: &str, suffix: &str, fetch: &[&str]) -> PathBuf {
     if let Some(p) = find() {
         return p;
     }
-    sh(&dir, fetch[0], &fetch[1..]);
+    // One fetch at a time on the machine (another test run, or the systemd tier's
+    // `container::prepare`, may be filling the same directory: it takes the same lock), into
+    // a temp dir whose files are then renamed into place, so that nobody finds a file
+    // half-written.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(CACHE).join(".lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if let Some(p) = find() {
+        return p;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp.")
+        .tempdir_in(&dir)
+        .unwrap();
+    // apt-get downloads as user `_apt`, which must be able to write there.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh(tmp.path(), fetch[0], &fetch[1..]);
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), dir.join(e.file_name())).unwrap();
+    }
     find().unwrap_or_else(|| panic!("{fetch:?} left no {prefix}*{suffix} in {}", dir.display()))
 }
 
