@@ -575,8 +575,8 @@ fn oversized_download_with_a_length_is_refused_before_reading() {
          help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n",
         big.len()
     ));
-    // Let the server notice the closed connection.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Once the server has noticed the closed connection, what it sent is final.
+    server.stats.wait_idle();
     let sent = server.stats.sent();
     assert!(
         sent < 16 << 20,
@@ -611,7 +611,7 @@ fn oversized_download_without_a_length_stops_one_byte_past_the_pin() {
         )) && stderr.ends_with(&expected_tail),
         "{stderr}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.stats.wait_idle();
     let sent = server.stats.sent();
     assert!(
         sent < size as u64 + (16 << 20),

@@ -431,6 +431,21 @@ impl ServerStats {
     pub fn max_active(&self) -> usize {
         self.max_active.load(Ordering::SeqCst)
     }
+
+    /// Waits (at most a minute) until no body is being sent: each one begun has reached its
+    /// last chunk, or stopped because its client went away. Once a client has exited, its
+    /// requests are past their headers, so what [`ServerStats::sent`] says after this is all
+    /// the server will ever send them.
+    pub fn wait_idle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server was still sending a minute later"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 fn serve_one(
