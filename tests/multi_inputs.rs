@@ -70,9 +70,8 @@ fn lines_sorted(s: &str) -> Vec<String> {
 fn two_inputs_are_fetched_at_once() {
     let server = Server::start();
     let (sb, bins) = sandbox(&server, &["alpha", "beta"], |_, b| sha256_hex(b));
-    let started = std::time::Instant::now();
+    server.stats.gate.store(2, Ordering::SeqCst);
     let r = sb.kbuild(&["build", "set"]);
-    let took = started.elapsed();
     r.assert_success();
     assert_eq!(server.stats.max_active(), 2, "the two requests overlapped");
     for (name, bin) in ["alpha", "beta"].iter().zip(&bins) {
@@ -107,11 +106,6 @@ fn two_inputs_are_fetched_at_once() {
             sha256_hex(&archive("beta").0)
         )
     );
-    // Both paced downloads took about as long as one (each alone takes ~0.5 s).
-    assert!(
-        took < std::time::Duration::from_millis(2500),
-        "took {took:?}"
-    );
 }
 
 #[test]
@@ -119,6 +113,7 @@ fn at_most_four_inputs_are_fetched_at_once() {
     let server = Server::start();
     let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
     let (sb, _) = sandbox(&server, &names, |_, b| sha256_hex(b));
+    server.stats.gate.store(4, Ordering::SeqCst);
     sb.kbuild(&["build", "set"]).assert_success();
     assert_eq!(server.stats.max_active(), 4);
     assert_eq!(server.request_count(), 6);
@@ -137,6 +132,7 @@ fn a_failing_input_keeps_what_the_other_fetched() {
             sha256_hex(b)
         }
     });
+    server.stats.gate.store(2, Ordering::SeqCst);
     let r = sb.kbuild(&["build", "set"]);
     assert_eq!(r.code, Some(1));
     assert_eq!(server.stats.max_active(), 2);

@@ -421,6 +421,11 @@ pub struct ServerStats {
     pub pause_us: AtomicU64,
     /// Answer without `Content-Length` (the body ends when the connection closes).
     pub no_length: AtomicBool,
+    /// Hold every answer until this many requests have been in flight at once (at most a
+    /// minute; 0: no hold): requests a client makes at once then overlap for sure, however
+    /// late a loaded machine runs the second one, and a client that makes them one after
+    /// the other shows a `max_active` of 1.
+    pub gate: AtomicUsize,
 }
 
 impl ServerStats {
@@ -489,6 +494,11 @@ fn serve_one(
             };
             let now = stats.active.fetch_add(1, Ordering::SeqCst) + 1;
             stats.max_active.fetch_max(now, Ordering::SeqCst);
+            let gate = stats.gate.load(Ordering::SeqCst);
+            let held = std::time::Instant::now();
+            while stats.max_active() < gate && held.elapsed() < std::time::Duration::from_secs(60) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
             );
