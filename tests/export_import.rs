@@ -516,26 +516,20 @@ fn an_export_waits_for_the_one_holding_its_staging_and_empties_a_leftover() {
     w.build(&["master"], &[], 1);
     let out = w.sb.dir.join("usb");
     let staging = w.sb.dir.join("usb.kbuild-tmp");
-    // An export holding the staging directory (as a running one does), for a second.
+    // An export holding the staging directory (a flock on it, as a running one has) until
+    // the second export says it waits for it: no timing guess (a `flock(1)` holder given
+    // 200 ms may not hold the lock yet on a loaded machine, and then nothing waits).
     std::fs::create_dir(&staging).unwrap();
     std::fs::write(staging.join("junk-of-a-killed-export"), "x").unwrap();
-    let holder = std::process::Command::new("flock")
-        .arg("--exclusive")
-        .arg(&staging)
-        .args(["sleep", "1"])
-        .spawn()
-        .expect("flock(1) from util-linux");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let r = w.run(&["export", "--output", out.to_str().unwrap()]);
-    r.assert_success();
-    assert!(
-        r.stderr
-            .contains("Blocking waiting for file lock on the export to `"),
-        "{}",
-        r.stderr
-    );
-    let mut holder = holder;
-    holder.wait().unwrap();
+    let holder = std::fs::File::open(&staging).unwrap();
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut child = w.spawn(&["export", "--output", out.to_str().unwrap()]);
+    let mut stderr = StderrLines::of(&mut child);
+    stderr.wait_for("Blocking waiting for file lock on the export to `");
+    assert!(child.try_wait().unwrap().is_none(), "did not wait");
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::Unlock).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", stderr.all());
     assert!(!staging.exists());
     assert!(
         !out.join("junk-of-a-killed-export").exists(),

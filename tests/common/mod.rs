@@ -734,6 +734,63 @@ impl Drop for Sandbox {
     }
 }
 
+/// The lines a spawned command writes on stderr, as they come: a thread reads the pipe, so a
+/// test can wait for the line that says the command reached a point (`Blocking waiting for
+/// file lock on …`) instead of sleeping and hoping it did.
+pub struct StderrLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    /// Takes `child`'s stderr (which must be piped).
+    pub fn of(child: &mut std::process::Child) -> StderrLines {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most a minute) for a line starting with `prefix` (after the indentation of
+    /// status lines); that line. Panics with the
+    /// lines seen when the command closes stderr first or the minute goes by.
+    #[track_caller]
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.trim_start().starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line `{prefix}…` on stderr ({e}); seen:\n{:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every line, the ones already seen first, once the command has closed stderr.
+    pub fn all(mut self) -> String {
+        self.seen.extend(self.rx.iter());
+        self.seen.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
 /// The exact bytes kbuild writes for a lock file: 2-space indent, every key sorted (input
 /// names, and `sha256` < `size` < `urls` inside an entry; `inputs` < `version`).
 pub fn lock_json(entries: &[(&str, &[&str], &str, Option<u64>)]) -> String {
