@@ -59,6 +59,10 @@ pub fn skip() -> bool {
     true
 }
 
+/// A header every answer of a [`Registry`] carries (distribution's `http.headers`), naming
+/// which one it is: tests run in parallel, and two may be given the same free port.
+const IDENTITY_HEADER: &str = "X-Kbuild-Test-Registry";
+
 /// How a [`Registry`] is started.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -101,7 +105,8 @@ impl Registry {
             std::fs::write(dir.path().join("htpasswd"), out).unwrap();
         }
         // A free port, then the registry on it; another process may take it in between, so
-        // a failed start is retried on a new port.
+        // a failed start is retried on a new port. What answers on the port is known to be
+        // this registry by a header only it sends (see `try_start`).
         let token_server = options.token.then(|| TokenServer::start(dir.path()));
         let mut r = Registry {
             dir,
@@ -123,9 +128,10 @@ impl Registry {
     fn try_start(&mut self) -> bool {
         let d = self.dir.path();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{}\n  secret: kbuild-test-secret\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{}\n  secret: kbuild-test-secret\n  headers:\n    {IDENTITY_HEADER}: [\"{}\"]\n",
             d.join("storage").display(),
-            self.port
+            self.port,
+            self.identity()
         );
         if self.options.tls {
             config.push_str(&format!(
@@ -160,7 +166,7 @@ impl Registry {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 eprintln!(
@@ -171,19 +177,49 @@ impl Registry {
                 self.child = None;
                 return false;
             }
-            // `/v2/` answers 200, or 401 with auth: either way the registry serves.
-            if let Some(code) = self.get_status("/v2/")
+            // `/v2/` answers 200, or 401 with auth: either way the registry serves. Only if it
+            // is this one: a registry another test started on the same free port answers too,
+            // until this one fails to bind it and exits.
+            if let Some((code, identity)) = self.probe("/v2/")
+                && identity.as_deref() == Some(self.identity().as_str())
                 && (code == 200 || (self.authenticates() && code == 401))
             {
                 return true;
             }
             assert!(
                 Instant::now() < deadline,
-                "docker-registry did not answer on /v2/ in 20 s:\n{}",
+                "docker-registry did not answer on /v2/ in 60 s:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The value of [`IDENTITY_HEADER`] in this registry's answers: its temp dir's name,
+    /// unique among the registries running on this machine.
+    fn identity(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// `GET base+path` with this registry's credentials: the status and the
+    /// [`IDENTITY_HEADER`] of the answer, `None` when nothing answers.
+    fn probe(&self, path: &str) -> Option<(u16, Option<String>)> {
+        let mut req = self.agent().get(format!("{}{path}", self.base()));
+        if let Some(h) = self.authorization("registry:catalog:*") {
+            req = req.header("Authorization", h);
+        }
+        let resp = req.call().ok()?;
+        let identity = resp
+            .headers()
+            .get(IDENTITY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Some((resp.status().as_u16(), identity))
     }
 
     /// Whether clients must authenticate (basic or bearer token).
@@ -271,11 +307,7 @@ impl Registry {
     /// `GET base+path` with this registry's credentials; the status, `None` when nothing
     /// answers.
     pub fn get_status(&self, path: &str) -> Option<u16> {
-        let mut req = self.agent().get(format!("{}{path}", self.base()));
-        if let Some(h) = self.authorization("registry:catalog:*") {
-            req = req.header("Authorization", h);
-        }
-        req.call().ok().map(|r| r.status().as_u16())
+        self.probe(path).map(|(code, _)| code)
     }
 
     /// `GET` of a manifest (OCI and docker media types accepted); its bytes.
@@ -494,7 +526,8 @@ impl Drop for Registry {
     }
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now (anyone may take it the next moment: see
+/// [`Registry::start_with`]).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
