@@ -204,6 +204,16 @@ fn assert_no_secret(r: &Run) {
     }
 }
 
+/// `stderr` without the status line a credential helper that takes more than 2 s to answer
+/// gets (`Waiting for `docker-credential-…``): `pass` and gpg can be that slow on a loaded
+/// machine, and the line is right then.
+fn without_helper_wait(stderr: &str) -> String {
+    stderr
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("     Waiting for `docker-credential-"))
+        .collect()
+}
+
 /// A failed registry command: exit 1, nothing on stdout, `error:` naming each of `needles`,
 /// and no secret anywhere.
 #[track_caller]
@@ -216,10 +226,11 @@ fn assert_refused(r: &Run, needles: &[&str]) {
         r.stderr
     );
     assert_eq!(r.stdout, "", "stdout of a failed run");
-    assert!(r.stderr.starts_with("error: "), "stderr:\n{}", r.stderr);
+    let stderr = without_helper_wait(&r.stderr);
+    assert!(stderr.starts_with("error: "), "stderr:\n{}", r.stderr);
     for needle in needles {
         assert!(
-            r.stderr.contains(needle),
+            stderr.contains(needle),
             "stderr does not name `{needle}`:\n{}",
             r.stderr
         );
@@ -582,8 +593,8 @@ fn a_credential_helper_that_hangs_is_announced_then_killed_at_the_limit() {
     assert_gone(&pids);
 }
 
-/// Every pid listed in `pids` is gone (or a zombie, dead and not yet reaped) within 5 s: a
-/// SIGKILL is delivered asynchronously, so a loaded machine may show it dying for a moment.
+/// Every pid listed in `pids` is gone (or a zombie, dead and not yet reaped) within 30 s: a
+/// SIGKILL is delivered asynchronously, so a loaded machine may show it dying for a while.
 fn assert_gone(pids: &Path) {
     let pids = std::fs::read_to_string(pids).unwrap();
     assert_eq!(pids.lines().count(), 2, "{pids}");
@@ -595,7 +606,7 @@ fn assert_gone(pids: &Path) {
                 break;
             }
             assert!(
-                started.elapsed().as_secs() < 5,
+                started.elapsed().as_secs() < 30,
                 "helper process {pid} still running: {stat}"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
