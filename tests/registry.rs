@@ -1709,8 +1709,9 @@ fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
     let pull = h.spawn(&["pull", &reference, "--plain-http"]);
     proxy.wait_stalled();
     let mut gc = h.spawn(&["gc"]);
-    // gc cannot finish while the pull holds the store: it is still waiting a moment later.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // gc cannot finish while the pull holds the store: it says it waits, and waits.
+    let mut gc_stderr = StderrLines::of(&mut gc);
+    gc_stderr.wait_for("Blocking waiting for file lock on store `");
     assert!(
         gc.try_wait().unwrap().is_none(),
         "gc did not wait for the pull"
@@ -1727,12 +1728,7 @@ fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let out = gc.wait_with_output().unwrap();
-    let gc_err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{gc_err}");
-    assert!(
-        gc_err.contains("Blocking waiting for file lock on store `"),
-        "{gc_err}"
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", gc_stderr.all());
     // The registry is gone: the host has everything.
     reg.stop();
     drop(proxy);
