@@ -26,8 +26,6 @@ use common::registry::*;
 use common::world::*;
 use common::*;
 
-/// The repository kbuild pushes to in these tests.
-const REPO: &str = "kbuild/master";
 /// The most a second generation that differs in one variable may send, either way (issue 11,
 /// point 4).
 const ONE_VARIABLE_BUDGET: u64 = 64 << 10;
@@ -40,10 +38,9 @@ const ARTIFACT_TYPE: &str = "application/vnd.kbuild.generation.v1+json";
 
 #[test]
 fn harness_skopeo_copies_a_hand_written_layout_to_and_from_a_plain_registry() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (digest, manifest) = write_tiny_layout(&tmp.path().join("in"), "plain");
     let before = reg.blobs();
@@ -73,14 +70,9 @@ fn harness_skopeo_copies_a_hand_written_layout_to_and_from_a_plain_registry() {
 
 #[test]
 fn harness_auth_and_tls_registry_refuses_anonymous_and_serves_skopeo_with_the_auth_file_and_ca() {
-    if skip() {
+    let Some(reg) = registry(Options::AUTH_TLS) else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        auth: true,
-        tls: true,
-        ..Options::default()
-    });
+    };
     assert!(reg.base().starts_with("https://"));
     // Anonymous: 401 with a basic challenge.
     let resp = reg
@@ -132,10 +124,9 @@ fn harness_auth_and_tls_registry_refuses_anonymous_and_serves_skopeo_with_the_au
 
 #[test]
 fn harness_proxy_counts_bytes_and_cuts_a_transfer_at_an_exact_byte() {
-    if skip() {
+    let Some(mut reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let mut reg = Registry::start();
+    };
     let proxy = Proxy::start(reg.port);
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("in");
@@ -170,10 +161,9 @@ fn harness_proxy_counts_bytes_and_cuts_a_transfer_at_an_exact_byte() {
 
 #[test]
 fn harness_a_corrupted_blob_in_storage_is_served_and_skopeo_refuses_it() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("in");
     write_tiny_layout(&layout, "corrupt");
@@ -198,94 +188,18 @@ fn harness_a_corrupted_blob_in_storage_is_served_and_skopeo_refuses_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hosts: the one that builds, and the ones that only pull
+// What the tests check with (the hosts are in `tests/common/registry.rs`)
 // ---------------------------------------------------------------------------------------------
-
-/// The building host: a world (pinned local fixture, temp root with the prerequisites) with
-/// the repository's `hosts.toml`, so generations are master-1's.
-fn builder() -> World {
-    let w = World::new();
-    std::fs::write(w.sb.dir.join("hosts.toml"), include_str!("../hosts.toml")).unwrap();
-    w
-}
-
-/// `build --host master-1 EXTRA…`, which must record master-1's generation `n`.
-fn build(w: &World, n: u64, extra: &[&str]) -> Gen {
-    let mut args = vec!["build", "--host", "master-1"];
-    args.extend_from_slice(extra);
-    let r = w.ok(&args);
-    assert!(
-        r.stderr
-            .contains(&format!("Built generation {n} of master-1")),
-        "stderr:\n{}",
-        r.stderr
-    );
-    Gen {
-        number: n,
-        rootfs: r.rootfs(),
-    }
-}
 
 /// master-1's generations 1 and 2, differing only in `SERVICE_CIDR`.
 fn two_generations(w: &World) -> (Gen, Gen) {
-    let g1 = build(w, 1, &[]);
-    let g2 = build(w, 2, &["--set", "SERVICE_CIDR=10.253.0.0/16"]);
+    let g1 = build_gen(w, 1, &[]);
+    let g2 = build_gen(w, 2, &["--set", "SERVICE_CIDR=10.253.0.0/16"]);
     assert_ne!(
         g1.bytes("/etc/kubernetes/apiserver"),
         g2.bytes("/etc/kubernetes/apiserver")
     );
     (g1, g2)
-}
-
-/// A host that never built: an empty store, a root with the prerequisites, and neither
-/// recipes, lock file nor fixture, so nothing it has could come from anywhere but a pull.
-fn puller() -> World {
-    let w = World::new();
-    std::fs::remove_dir_all(&w.sb.recipes).unwrap();
-    std::fs::remove_file(&w.sb.lock).unwrap();
-    std::fs::remove_dir_all(w.sb.dir.join("pinned")).unwrap();
-    w
-}
-
-/// `kbuild push ARGS… --plain-http` (for the plain registries).
-fn push_plain(w: &World, args: &[&str]) -> Run {
-    let mut a = vec!["push"];
-    a.extend_from_slice(args);
-    a.push("--plain-http");
-    w.run(&a)
-}
-
-/// `kbuild pull REF --plain-http`.
-fn pull_plain(w: &World, reference: &str) -> Run {
-    w.run(&["pull", reference, "--plain-http"])
-}
-
-/// `kbuild push 1 REF --host master-1 --plain-http`, which must succeed; its digest.
-fn push_gen1(w: &World, reference: &str) -> String {
-    pushed_digest(
-        &push_plain(w, &["1", reference, "--host", "master-1"]),
-        reference,
-    )
-}
-
-/// The digest in push's stdout, which must be exactly `REF@sha256:HEX\n`.
-#[track_caller]
-fn pushed_digest(r: &Run, reference: &str) -> String {
-    r.assert_success();
-    let line = r.stdout.strip_suffix('\n').unwrap_or_else(|| {
-        panic!("push's stdout is not one line: {:?}", r.stdout);
-    });
-    let (named, digest) = line
-        .split_once('@')
-        .unwrap_or_else(|| panic!("no `@digest` in push's stdout {line:?}"));
-    assert_eq!(named, reference, "push's stdout: {line:?}");
-    assert!(
-        digest.len() == 71
-            && digest.starts_with("sha256:")
-            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()),
-        "push's digest {digest:?}"
-    );
-    digest.to_owned()
 }
 
 /// A failure of a registry command: exit 1, nothing on stdout, an `error:` naming `reference`
@@ -399,15 +313,14 @@ fn assert_same_root(a: &World, b: &World, when: &str) {
 /// to roots byte-identical to the builder's.
 #[test]
 fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
-    if skip() {
+    let Some(mut reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let mut reg = Registry::start();
+    };
     let proxy = Proxy::start(reg.port);
     let w = builder();
     let (g1, g2) = two_generations(&w);
 
-    let ref1 = format!("{}/{REPO}:gen1", proxy.host());
+    let ref1 = proxy.reference(REPO, "gen1");
     let r = push_plain(&w, &["1", &ref1, "--host", "master-1"]);
     let d1 = pushed_digest(&r, &ref1);
     assert_eq!(
@@ -419,7 +332,7 @@ fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
     let up1 = proxy.bytes(Way::Up);
 
     proxy.reset();
-    let ref2 = format!("{}/{REPO}:gen2", proxy.host());
+    let ref2 = proxy.reference(REPO, "gen2");
     let r = push_plain(&w, &["2", &ref2, "--host", "master-1"]);
     let d2 = pushed_digest(&r, &ref2);
     assert_ne!(d1, d2);
@@ -502,14 +415,10 @@ fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
 /// naming the reference and the digest, and the store and profile stay empty.
 #[test]
 fn pull_refuses_a_blob_corrupted_in_the_registry_and_adds_nothing() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    };
+    let Pushed { reference, .. } = pushed_gen1(&reg);
     // The largest object blob (kube-apiserver's): surely one the pull needs.
     let m = manifest(&reg, REPO, "gen1");
     let layer = m["layers"]
@@ -536,14 +445,10 @@ fn pull_refuses_a_blob_corrupted_in_the_registry_and_adds_nothing() {
 /// The config blob too: kbuild refuses it before reading anything it says.
 #[test]
 fn pull_refuses_a_corrupted_config_blob() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    };
+    let Pushed { reference, .. } = pushed_gen1(&reg);
     let m = manifest(&reg, REPO, "gen1");
     let config = m["config"]["digest"].as_str().unwrap().to_owned();
     reg.corrupt_blob(&config);
@@ -559,15 +464,11 @@ fn pull_refuses_a_corrupted_config_blob() {
 /// nothing enters the store.
 #[test]
 fn pull_refuses_hostile_configs_and_absurd_sizes() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let proxy = Proxy::start(reg.port);
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    pushed_gen1(&reg);
     let manifest0 = manifest(&reg, REPO, "gen1");
     let config0: serde_json::Value =
         serde_json::from_slice(&reg.blob(REPO, manifest0["config"]["digest"].as_str().unwrap()))
@@ -692,18 +593,12 @@ fn pull_refuses_an_absurd_manifest_without_reading_it_whole() {
 /// each work, with the CA from `--ca-file`.
 #[test]
 fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
-    if skip() {
+    let Some(reg) = registry(Options::AUTH_TLS) else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        auth: true,
-        tls: true,
-        ..Options::default()
-    });
+    };
     let ca = reg.ca_file();
     let ca = ca.to_str().unwrap();
-    let w = builder();
-    build(&w, 1, &[]);
+    let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
 
     let r = w.run(&[
@@ -785,15 +680,10 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
 /// the repository's scope.
 #[test]
 fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
-    if skip() {
+    let Some(reg) = registry(Options::TOKEN) else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        token: true,
-        ..Options::default()
-    });
-    let w = builder();
-    build(&w, 1, &[]);
+    };
+    let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
     assert_refused(&r, &reference, &[]);
@@ -836,17 +726,12 @@ fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
 /// reference), pushed and pulled with it.
 #[test]
 fn tls_with_a_private_ca_needs_ca_file() {
-    if skip() {
+    let Some(reg) = registry(Options::TLS) else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        tls: true,
-        ..Options::default()
-    });
+    };
     let ca = reg.ca_file();
     let ca = ca.to_str().unwrap();
-    let w = builder();
-    build(&w, 1, &[]);
+    let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = w.run(&["push", "1", &reference, "--host", "master-1"]);
     assert_refused(&r, &reference, &[]);
@@ -874,12 +759,10 @@ fn tls_with_a_private_ca_needs_ca_file() {
 /// fall back to HTTP on its own), with a `help:` naming the flag.
 #[test]
 fn plain_http_only_with_plain_http() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
+    };
+    let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = w.run(&["push", "1", &reference, "--host", "master-1"]);
     assert_refused(&r, &reference, &["--plain-http"]);
@@ -894,14 +777,10 @@ fn plain_http_only_with_plain_http() {
 /// the reference, nothing pulled.
 #[test]
 fn a_missing_tag_is_a_clear_error() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    };
+    pushed_gen1(&reg);
     let h = puller();
     for missing in [
         reg.reference(REPO, "gen9"),
@@ -922,14 +801,12 @@ fn a_missing_tag_is_a_clear_error() {
 /// a help line (review 11 finding 1: both went to the registry).
 #[test]
 fn offline_push_and_pull_refuse_without_touching_the_registry() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let proxy = Proxy::start(reg.port);
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let w = built_gen1();
+    let reference = proxy.reference(REPO, "gen1");
     let help = "help: drop `--offline`; to install with no network, run `kbuild export --output DIR` where the generation is and `kbuild import DIR` here";
 
     let r = w.run(&[
@@ -1021,10 +898,9 @@ fn a_silent_registry_times_out_after_kbuild_http_timeout() {
 /// Without a tag, push tags `<profile>-<generation>`.
 #[test]
 fn push_without_a_tag_tags_profile_dash_generation() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let w = builder();
     two_generations(&w);
     let untagged = reg.reference(REPO, "");
@@ -1052,20 +928,19 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
     if skip() {
         return;
     }
-    let w = builder();
-    build(&w, 1, &[]);
+    let w = built_gen1();
     // What a whole push sends, on a registry of its own.
     let full = {
         let reg = Registry::start();
         let proxy = Proxy::start(reg.port);
-        let reference = format!("{}/{REPO}:gen1", proxy.host());
+        let reference = proxy.reference(REPO, "gen1");
         push_gen1(&w, &reference);
         proxy.bytes(Way::Up)
     };
 
     let reg = Registry::start();
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
     proxy.cut_after(Way::Up, full - 4096);
     let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
     assert!(proxy.has_cut());
@@ -1099,14 +974,12 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
 /// host pulls.
 #[test]
 fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let w = builder();
-    build(&w, 1, &[]);
-    let reg = Registry::start();
+    };
+    let w = built_gen1();
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
     // A generation is more than 1 MiB up (kube-apiserver alone); half of that.
     proxy.cut_after(Way::Up, 600 << 10);
     let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
@@ -1125,14 +998,10 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
 /// (and says so) and downloads less than a whole pull.
 #[test]
 fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_arrived() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let direct = reg.reference(REPO, "gen1");
-    push_gen1(&w, &direct);
+    };
+    pushed_gen1(&reg);
     let m = manifest(&reg, REPO, "gen1");
     let largest = m["layers"]
         .as_array()
@@ -1143,7 +1012,7 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
         .unwrap();
 
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
     let full = {
         let h = puller();
         pull_plain(&h, &reference).assert_success();
@@ -1191,18 +1060,15 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
 /// it found staged — and nothing half-decoded is left behind by the cut.
 #[test]
 fn a_pull_cut_mid_way_reruns_downloading_exactly_the_blobs_whose_objects_had_not_arrived() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    };
+    pushed_gen1(&reg);
     let m = manifest(&reg, REPO, "gen1");
     let config: serde_json::Value =
         serde_json::from_slice(&reg.blob(REPO, m["config"]["digest"].as_str().unwrap())).unwrap();
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
     let full = {
         let h = puller();
         pull_plain(&h, &reference).assert_success();
@@ -1305,14 +1171,10 @@ fn human_bytes(bytes: u64) -> String {
 /// staging directory and `.part` files, and one failed renaming a file the other had moved).
 #[test]
 fn two_concurrent_pulls_of_one_reference_both_succeed() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    };
+    let Pushed { reference, .. } = pushed_gen1(&reg);
     // Several rounds: the race needs both to be staging at once.
     for round in 0..3 {
         let h = puller();
@@ -1355,14 +1217,10 @@ fn two_concurrent_pulls_of_one_reference_both_succeed() {
 /// artifact type, a config blob and one zstd layer per object, the digest kbuild printed.
 #[test]
 fn skopeo_inspects_what_kbuild_pushed() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    let digest = push_gen1(&w, &reference);
+    };
+    let Pushed { digest, .. } = pushed_gen1(&reg);
     let raw = reg.skopeo_inspect_raw(&format!("{REPO}:gen1"));
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
     let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
@@ -1395,14 +1253,14 @@ fn skopeo_inspects_what_kbuild_pushed() {
 /// and kbuild pulls the copy and switches to it.
 #[test]
 fn skopeo_copies_a_pushed_generation_through_an_oci_layout_and_kbuild_pulls_the_copy() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    let digest = push_gen1(&w, &reference);
+    };
+    let Pushed {
+        w,
+        reference,
+        digest,
+    } = pushed_gen1(&reg);
     let layout = w.sb.dir.join("copied-layout");
     reg.skopeo_copy(
         &format!("docker://{reference}"),
@@ -1435,12 +1293,10 @@ fn skopeo_copies_a_pushed_generation_through_an_oci_layout_and_kbuild_pulls_the_
 /// is the one `kbuild push` makes of the same generation.
 #[test]
 fn an_export_pushed_by_skopeo_is_pulled_by_kbuild() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
+    };
+    let w = built_gen1();
     let layout = w.sb.dir.join("export");
     w.ok(&[
         "export",
@@ -1483,13 +1339,10 @@ fn an_export_pushed_by_skopeo_is_pulled_by_kbuild() {
 /// compression), and the second push finds every blob already there.
 #[test]
 fn two_stores_push_the_same_manifest_digest() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let (a, b) = (builder(), builder());
-    build(&a, 1, &[]);
-    build(&b, 1, &[]);
+    };
+    let (a, b) = (built_gen1(), built_gen1());
     let ra = reg.reference("store/a", "gen1");
     let rb = reg.reference("store/b", "gen1");
     let da = pushed_digest(&push_plain(&a, &["1", &ra, "--host", "master-1"]), &ra);
@@ -1510,13 +1363,9 @@ fn two_stores_push_the_same_manifest_digest() {
 
 #[test]
 fn harness_token_auth_registry_serves_skopeo_with_a_bearer_token() {
-    if skip() {
+    let Some(reg) = registry(Options::TOKEN) else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        token: true,
-        ..Options::default()
-    });
+    };
     let resp = reg
         .agent()
         .get(format!("{}/v2/", reg.base()))
@@ -1565,13 +1414,12 @@ fn harness_token_auth_registry_serves_skopeo_with_a_bearer_token() {
 /// gets the right blob under the same manifest a sound cache gives.
 #[test]
 fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_blob() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    };
+    let Pushed {
+        w, digest: sound, ..
+    } = Pushed::to(reg.reference("kbuild/first", "gen1"));
     let cache = w.sb.store.join(".kbuild/oci/blobs");
     let entry = |object: &str| {
         let mut found: Vec<_> = std::fs::read_dir(&cache)
@@ -1642,15 +1490,12 @@ fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_b
 /// the rerun completes a generation that switches.
 #[test]
 fn ctrl_c_mid_pull_exits_130_adds_nothing_and_the_rerun_completes() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    };
+    pushed_gen1(&reg);
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
 
     let h = puller();
     // Past the manifest and config, inside the object blobs (kube-apiserver's is > 1 MiB).
@@ -1694,15 +1539,12 @@ fn ctrl_c_mid_pull_exits_130_adds_nothing_and_the_rerun_completes() {
 /// pull is done, and the pulled generation then switches with the registry gone.
 #[test]
 fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
-    if skip() {
+    let Some(mut reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let mut reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    };
+    pushed_gen1(&reg);
     let proxy = Proxy::start(reg.port);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
 
     let h = puller();
     proxy.stall_after(Way::Down, 256 << 10);
@@ -1741,14 +1583,10 @@ fn gc_during_a_pull_waits_for_it_and_deletes_nothing_it_needs() {
 /// the manifest and config are fetched, into memory), and the store is left as it was.
 #[test]
 fn pull_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let reference = reg.reference(REPO, "gen1");
-    push_gen1(&w, &reference);
+    };
+    let Pushed { reference, .. } = pushed_gen1(&reg);
     let h = puller();
     pull_plain(&h, &reference).assert_success();
     let before = full_listing(&h.sb.store);

@@ -20,9 +20,6 @@ use common::registry::*;
 use common::world::*;
 use common::*;
 
-/// The repository kbuild pushes to in these tests.
-const REPO: &str = "kbuild/master";
-
 /// `true` when the test must return early (see `common::registry::skip`): the registry's
 /// tools or the credential helpers' are missing, and we are neither in CI nor root.
 fn skip_helpers() -> bool {
@@ -156,26 +153,29 @@ impl Drop for PassStore {
     }
 }
 
-/// The building host, with master-1's generation 1 built.
-fn builder() -> World {
-    let w = World::new();
-    std::fs::write(w.sb.dir.join("hosts.toml"), include_str!("../hosts.toml")).unwrap();
-    let r = w.ok(&["build", "--host", "master-1"]);
-    assert!(
-        r.stderr.contains("Built generation 1 of master-1"),
-        "{}",
-        r.stderr
-    );
-    w
+/// What both helper tests start from: a registry (with TLS) started with `options`, its CA
+/// file, host and `REPO:gen1` reference, and a builder that has built generation 1. `None`
+/// when the tests are skipped here (see [`skip_helpers`]).
+struct Setup {
+    reg: Registry,
+    ca: String,
+    host: String,
+    reference: String,
+    w: World,
 }
 
-/// A host that never built: no recipes, lock file nor fixture.
-fn puller() -> World {
-    let w = World::new();
-    std::fs::remove_dir_all(&w.sb.recipes).unwrap();
-    std::fs::remove_file(&w.sb.lock).unwrap();
-    std::fs::remove_dir_all(w.sb.dir.join("pinned")).unwrap();
-    w
+fn setup(options: Options) -> Option<Setup> {
+    if skip_helpers() {
+        return None;
+    }
+    let reg = Registry::start_with(options);
+    Some(Setup {
+        ca: reg.ca_file().display().to_string(),
+        host: reg.host(),
+        reference: reg.reference(REPO, "gen1"),
+        w: built_gen1(),
+        reg,
+    })
 }
 
 /// Writes `value` as JSON to `path`.
@@ -247,23 +247,21 @@ fn assert_refused(r: &Run, needles: &[&str]) {
 /// with what the failing one said, and a `help:` line.
 #[test]
 fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials() {
-    if skip_helpers() {
+    let Some(Setup {
+        reg: _reg,
+        ca,
+        host,
+        reference,
+        w,
+    }) = setup(Options::AUTH_TLS)
+    else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        auth: true,
-        tls: true,
-        ..Options::default()
-    });
-    let ca = reg.ca_file();
-    let ca = ca.to_str().unwrap();
-    let host = reg.host();
-    let reference = reg.reference(REPO, "gen1");
+    };
+    let ca = ca.as_str();
     let pass = PassStore::new();
     pass.store(&host, USER, PASSWORD);
 
     // Push: credHelpers over a wrong `auths` entry for the same registry.
-    let w = builder();
     let authfile = w.sb.dir.join("auth.json");
     write_json(
         &authfile,
@@ -392,18 +390,17 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store_give_the_credentials
 /// registry speaks HTTPS from the test's CA: the exchange's own requests trust `--ca-file`.
 #[test]
 fn an_identity_token_is_exchanged_at_the_token_realm() {
-    if skip_helpers() {
+    let Some(Setup {
+        reg,
+        ca,
+        host,
+        reference,
+        w,
+    }) = setup(Options::TOKEN_TLS)
+    else {
         return;
-    }
-    let reg = Registry::start_with(Options {
-        token: true,
-        tls: true,
-        ..Options::default()
-    });
-    let ca = reg.ca_file();
-    let ca = ca.to_str().unwrap();
-    let host = reg.host();
-    let reference = reg.reference(REPO, "gen1");
+    };
+    let ca = ca.as_str();
     let requests = || {
         reg.token_server
             .as_ref()
@@ -414,7 +411,6 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
             .clone()
     };
 
-    let w = builder();
     let authfile = w.sb.dir.join("auth.json");
     write_json(
         &authfile,

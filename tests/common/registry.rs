@@ -2,8 +2,10 @@
 //! 2.8) started on 127.0.0.1 with a temp config and storage directory, optionally behind
 //! htpasswd (basic) auth and/or TLS from a CA made here with the `openssl` CLI; a TCP proxy
 //! that counts the bytes each way and can cut every connection after a byte budget (a
-//! registry that dies mid-transfer, deterministically); `skopeo` with the matching flags; and
-//! writers for the credential files docker, podman and skopeo read.
+//! registry that dies mid-transfer, deterministically); `skopeo` with the matching flags;
+//! writers for the credential files docker, podman and skopeo read; and the hosts the tests
+//! play (a builder of master-1, a puller that never built) with what most tests start from,
+//! generation 1 pushed ([`pushed_gen1`]).
 //!
 //! Facts this relies on (checked against distribution 2.8.2 and skopeo 1.9.3 on Debian 12):
 //! the registry runs as any user without systemd (`docker-registry serve CONFIG`); it stores
@@ -20,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::Run;
+use super::world::{Gen, World};
 
 /// The user and password of the registries started with auth.
 pub const USER: &str = "kbuild-ci";
@@ -73,6 +78,35 @@ pub struct Options {
     /// Bearer-token auth: the registry sends clients to a [`TokenServer`] (plain HTTP on
     /// 127.0.0.1) that gives a signed token for [`USER`] / [`PASSWORD`] (instead of `auth`).
     pub token: bool,
+}
+
+impl Options {
+    /// Plain HTTP, no auth.
+    pub const PLAIN: Options = Options {
+        auth: false,
+        tls: false,
+        token: false,
+    };
+    /// HTTPS, no auth.
+    pub const TLS: Options = Options {
+        tls: true,
+        ..Options::PLAIN
+    };
+    /// HTTPS with htpasswd auth.
+    pub const AUTH_TLS: Options = Options {
+        auth: true,
+        ..Options::TLS
+    };
+    /// Plain HTTP with bearer tokens.
+    pub const TOKEN: Options = Options {
+        token: true,
+        ..Options::PLAIN
+    };
+    /// HTTPS with bearer tokens.
+    pub const TOKEN_TLS: Options = Options {
+        tls: true,
+        ..Options::TOKEN
+    };
 }
 
 /// A running `docker-registry`; killed (only this process) when dropped.
@@ -920,6 +954,137 @@ fn sign_token(dir: &Path, scopes: &[&str]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hosts: the one that builds and pushes, the ones that only pull
+// ---------------------------------------------------------------------------------------------
+
+/// The repository kbuild pushes to in the registry tests.
+pub const REPO: &str = "kbuild/master";
+
+/// A registry started with `options`, or `None` when the registry tests are skipped here (see
+/// [`skip`]): `let Some(reg) = registry(Options::PLAIN) else { return };`.
+pub fn registry(options: Options) -> Option<Registry> {
+    (!skip()).then(|| Registry::start_with(options))
+}
+
+/// The building host: a world (pinned local fixture, temp root with the prerequisites) with
+/// the repository's `hosts.toml`, so generations are master-1's.
+pub fn builder() -> World {
+    let w = World::new();
+    std::fs::write(
+        w.sb.dir.join("hosts.toml"),
+        include_str!("../../hosts.toml"),
+    )
+    .unwrap();
+    w
+}
+
+/// `build --host master-1 EXTRA…`, which must record master-1's generation `n`.
+#[track_caller]
+pub fn build_gen(w: &World, n: u64, extra: &[&str]) -> Gen {
+    let mut args = vec!["build", "--host", "master-1"];
+    args.extend_from_slice(extra);
+    let r = w.ok(&args);
+    assert!(
+        r.stderr
+            .contains(&format!("Built generation {n} of master-1")),
+        "stderr:\n{}",
+        r.stderr
+    );
+    Gen {
+        number: n,
+        rootfs: r.rootfs(),
+    }
+}
+
+/// A [`builder`] that has built master-1's generation 1.
+pub fn built_gen1() -> World {
+    let w = builder();
+    build_gen(&w, 1, &[]);
+    w
+}
+
+/// A host that never built: an empty store, a root with the prerequisites, and neither
+/// recipes, lock file nor fixture, so nothing it has could come from anywhere but a pull.
+pub fn puller() -> World {
+    let w = World::new();
+    std::fs::remove_dir_all(&w.sb.recipes).unwrap();
+    std::fs::remove_file(&w.sb.lock).unwrap();
+    std::fs::remove_dir_all(w.sb.dir.join("pinned")).unwrap();
+    w
+}
+
+/// `kbuild push ARGS… --plain-http` (for the plain registries).
+pub fn push_plain(w: &World, args: &[&str]) -> Run {
+    let mut a = vec!["push"];
+    a.extend_from_slice(args);
+    a.push("--plain-http");
+    w.run(&a)
+}
+
+/// `kbuild pull REF --plain-http`.
+pub fn pull_plain(w: &World, reference: &str) -> Run {
+    w.run(&["pull", reference, "--plain-http"])
+}
+
+/// `kbuild push 1 REF --host master-1 --plain-http`, which must succeed; its digest.
+#[track_caller]
+pub fn push_gen1(w: &World, reference: &str) -> String {
+    pushed_digest(
+        &push_plain(w, &["1", reference, "--host", "master-1"]),
+        reference,
+    )
+}
+
+/// The digest in push's stdout, which must be exactly `REF@sha256:HEX\n`.
+#[track_caller]
+pub fn pushed_digest(r: &Run, reference: &str) -> String {
+    r.assert_success();
+    let line = r.stdout.strip_suffix('\n').unwrap_or_else(|| {
+        panic!("push's stdout is not one line: {:?}", r.stdout);
+    });
+    let (named, digest) = line
+        .split_once('@')
+        .unwrap_or_else(|| panic!("no `@digest` in push's stdout {line:?}"));
+    assert_eq!(named, reference, "push's stdout: {line:?}");
+    assert!(
+        digest.len() == 71
+            && digest.starts_with("sha256:")
+            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "push's digest {digest:?}"
+    );
+    digest.to_owned()
+}
+
+/// What most registry tests start from: a [`builder`] that built master-1's generation 1
+/// and pushed it (plain HTTP) to `reference`, and the digest push printed.
+pub struct Pushed {
+    pub w: World,
+    pub reference: String,
+    pub digest: String,
+}
+
+impl Pushed {
+    /// Generation 1 built by a new builder and pushed to `reference` (a plain registry's or
+    /// a [`Proxy`]'s).
+    #[track_caller]
+    pub fn to(reference: String) -> Pushed {
+        let w = built_gen1();
+        let digest = push_gen1(&w, &reference);
+        Pushed {
+            w,
+            reference,
+            digest,
+        }
+    }
+}
+
+/// Generation 1 pushed to `reg` (plain HTTP) as `REPO:gen1`.
+#[track_caller]
+pub fn pushed_gen1(reg: &Registry) -> Pushed {
+    Pushed::to(reg.reference(REPO, "gen1"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // A proxy that counts and cuts
 // ---------------------------------------------------------------------------------------------
 
@@ -1019,6 +1184,11 @@ impl Proxy {
     /// `127.0.0.1:PORT`
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT/REPOSITORY:TAG`: a reference to the registry behind the proxy.
+    pub fn reference(&self, repository: &str, tag: &str) -> String {
+        format!("{}/{repository}:{tag}", self.host())
     }
 
     /// Bytes forwarded `way` since the start (or the last [`Proxy::reset`]).
