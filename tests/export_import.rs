@@ -23,6 +23,19 @@ fn export(w: &World, dir: &Path) -> String {
     r.stdout.trim().to_owned()
 }
 
+/// `kbuild export --output OUTPUT` run in `dir`, which must be refused (exit 1, nothing on
+/// stdout) with `cause` and `help`; the error names the output as given (`$SANDBOX/…` for a
+/// path in the sandbox).
+#[track_caller]
+fn assert_export_refused(w: &World, dir: &Path, output: &str, cause: &str, help: &str) {
+    let mut c = w.cmd(&["export", "--output", output]);
+    c.current_dir(dir);
+    let shown = output.replace(w.sb.dir.to_str().unwrap(), "$SANDBOX");
+    w.sb.run(c).assert_error(&format!(
+        "error: cannot export generation 1 of profile `default` to `{shown}`\n  caused by: {cause}\nhelp: {help}\n"
+    ));
+}
+
 /// Store entries that are objects (no bookkeeping, no temp entries).
 fn objects(store: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(store) else {
@@ -375,9 +388,12 @@ fn export_refuses_a_directory_that_is_not_empty() {
     let out = w.sb.dir.join("full");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
-    let r = w.run(&["export", "--output", out.to_str().unwrap()]);
-    r.assert_error(
-        "error: cannot export generation 1 of profile `default` to `$SANDBOX/full`\n  caused by: export directory `$SANDBOX/full` already exists and is not empty (it holds `notes.txt`)\nhelp: export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/full`)\n",
+    assert_export_refused(
+        &w,
+        &w.sb.dir,
+        out.to_str().unwrap(),
+        "export directory `$SANDBOX/full` already exists and is not empty (it holds `notes.txt`)",
+        "export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/full`)",
     );
     assert_eq!(
         std::fs::read_to_string(out.join("notes.txt")).unwrap(),
@@ -391,9 +407,12 @@ fn export_refuses_a_directory_that_is_not_empty() {
     // A finished export is an OCI layout: a second export to it says so.
     let done = w.sb.dir.join("done");
     export(&w, &done);
-    let r = w.run(&["export", "--output", done.to_str().unwrap()]);
-    r.assert_error(
-        "error: cannot export generation 1 of profile `default` to `$SANDBOX/done`\n  caused by: export directory `$SANDBOX/done` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)\nhelp: export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/done`)\n",
+    assert_export_refused(
+        &w,
+        &w.sb.dir,
+        done.to_str().unwrap(),
+        "export directory `$SANDBOX/done` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)",
+        "export into a new or empty directory, or remove this one first (`rm -r $SANDBOX/done`)",
     );
 
     // An empty directory made for it is fine (replaced by the complete layout).
@@ -669,20 +688,32 @@ fn export_outputs_named_by_dot_links_files_and_missing_parents() {
             .mode();
         assert_eq!(mode & 0o777, 0o644, "{name}");
     }
+    let choose = "choose another directory: a new or empty one";
     // Again: not empty now, and `rm -r .` is no advice to give.
-    in_dir(&dot, ".").assert_error(
-        "error: cannot export generation 1 of profile `default` to `.`\n  caused by: export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)\nhelp: choose another directory: a new or empty one\n",
+    assert_export_refused(
+        &w,
+        &dot,
+        ".",
+        "export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)",
+        choose,
     );
-
     let up = w.sb.dir.join("up");
     std::fs::create_dir_all(up.join("sub")).unwrap();
-    in_dir(&up.join("sub"), "..").assert_error(
-        "error: cannot export generation 1 of profile `default` to `..`\n  caused by: export directory `..` already exists and is not empty (it holds `sub`)\nhelp: choose another directory: a new or empty one\n",
+    assert_export_refused(
+        &w,
+        &up.join("sub"),
+        "..",
+        "export directory `..` already exists and is not empty (it holds `sub`)",
+        choose,
     );
     let twice = w.sb.dir.join("twice");
     std::fs::create_dir_all(twice.join("x")).unwrap();
-    in_dir(&twice, "x/..").assert_error(
-        "error: cannot export generation 1 of profile `default` to `x/..`\n  caused by: export directory `x/..` already exists and is not empty (it holds `x`)\nhelp: choose another directory: a new or empty one\n",
+    assert_export_refused(
+        &w,
+        &twice,
+        "x/..",
+        "export directory `x/..` already exists and is not empty (it holds `x`)",
+        choose,
     );
 
     // A symbolic link to an empty directory is that directory.
@@ -693,15 +724,27 @@ fn export_outputs_named_by_dot_links_files_and_missing_parents() {
     assert_eq!(top(&target), layout);
 
     std::fs::write(w.sb.dir.join("afile"), "x").unwrap();
-    in_dir(&w.sb.dir, "afile").assert_error(
-        "error: cannot export generation 1 of profile `default` to `afile`\n  caused by: export directory `afile` is a file, not a directory\nhelp: choose another directory: a new or empty one\n",
+    assert_export_refused(
+        &w,
+        &w.sb.dir,
+        "afile",
+        "export directory `afile` is a file, not a directory",
+        choose,
     );
     std::os::unix::fs::symlink("nonexist", w.sb.dir.join("dl")).unwrap();
-    in_dir(&w.sb.dir, "dl").assert_error(
-        "error: cannot export generation 1 of profile `default` to `dl`\n  caused by: export directory `dl` is a symbolic link to `nonexist`, which does not exist\nhelp: choose another directory: a new or empty one\n",
+    assert_export_refused(
+        &w,
+        &w.sb.dir,
+        "dl",
+        "export directory `dl` is a symbolic link to `nonexist`, which does not exist",
+        choose,
     );
-    in_dir(&w.sb.dir, "nope/a/b").assert_error(
-        "error: cannot export generation 1 of profile `default` to `nope/a/b`\n  caused by: the parent `nope/a` of export directory `nope/a/b` does not exist\nhelp: make it first (`mkdir -p nope/a`), or choose another directory\n",
+    assert_export_refused(
+        &w,
+        &w.sb.dir,
+        "nope/a/b",
+        "the parent `nope/a` of export directory `nope/a/b` does not exist",
+        "make it first (`mkdir -p nope/a`), or choose another directory",
     );
     assert!(!w.sb.dir.join("nope").exists());
 }
