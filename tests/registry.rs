@@ -321,7 +321,7 @@ fn push_two_generations_then_a_second_host_pulls_them_and_switches_offline() {
     let (g1, g2) = two_generations(&w);
 
     let ref1 = proxy.reference(REPO, "gen1");
-    let r = push_plain(&w, &["1", &ref1, "--host", "master-1"]);
+    let r = push1(&w, &ref1, &["--plain-http"], &[]);
     let d1 = pushed_digest(&r, &ref1);
     assert_eq!(
         format!("sha256:{}", sha256_hex(&reg.manifest(REPO, "gen1"))),
@@ -601,15 +601,7 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
 
-    let r = w.run(&[
-        "push",
-        "1",
-        &reference,
-        "--host",
-        "master-1",
-        "--ca-file",
-        ca,
-    ]);
+    let r = push1(&w, &reference, &["--ca-file", ca], &[]);
     assert_refused(&r, &reference, &["401"]);
     assert!(r.stderr.contains("help: "), "stderr:\n{}", r.stderr);
     assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
@@ -617,32 +609,21 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     // A wrong password is refused too.
     let wrong = w.sb.dir.join("wrong-auth.json");
     write_auth_file(&wrong, &[(&reg.host(), USER, "not-the-password")]);
-    let r = w.run(&[
-        "push",
-        "1",
+    let r = push1(
+        &w,
         &reference,
-        "--host",
-        "master-1",
-        "--ca-file",
-        ca,
-        "--authfile",
-        wrong.to_str().unwrap(),
-    ]);
+        &["--ca-file", ca, "--authfile", wrong.to_str().unwrap()],
+        &[],
+    );
     assert_refused(&r, &reference, &[wrong.to_str().unwrap()]);
 
     // REGISTRY_AUTH_FILE.
     let auth = w.sb.dir.join("auth.json");
     write_auth_file(&auth, &[(&reg.host(), USER, PASSWORD)]);
-    let r = w.run_env(
-        &[
-            "push",
-            "1",
-            &reference,
-            "--host",
-            "master-1",
-            "--ca-file",
-            ca,
-        ],
+    let r = push1(
+        &w,
+        &reference,
+        &["--ca-file", ca],
         &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())],
     );
     let digest = pushed_digest(&r, &reference);
@@ -685,22 +666,13 @@ fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
     };
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert_refused(&r, &reference, &[]);
     assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
     let auth = w.sb.dir.join("auth.json");
     write_auth_file(&auth, &[(&reg.host(), USER, PASSWORD)]);
     let env = [("REGISTRY_AUTH_FILE", auth.to_str().unwrap())];
-    let mut c = w.cmd(&[
-        "push",
-        "1",
-        &reference,
-        "--host",
-        "master-1",
-        "--plain-http",
-    ]);
-    c.env(env[0].0, env[0].1);
-    pushed_digest(&w.sb.run(c), &reference);
+    pushed_digest(&push1(&w, &reference, &["--plain-http"], &env), &reference);
     let asked = reg
         .token_server
         .as_ref()
@@ -733,19 +705,11 @@ fn tls_with_a_private_ca_needs_ca_file() {
     let ca = ca.to_str().unwrap();
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
-    let r = w.run(&["push", "1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &[], &[]);
     assert_refused(&r, &reference, &[]);
     assert!(r.stderr.contains("--ca-file"), "stderr:\n{}", r.stderr);
     assert!(reg.blobs().is_empty());
-    let r = w.run(&[
-        "push",
-        "1",
-        &reference,
-        "--host",
-        "master-1",
-        "--ca-file",
-        ca,
-    ]);
+    let r = push1(&w, &reference, &["--ca-file", ca], &[]);
     pushed_digest(&r, &reference);
 
     let h = puller();
@@ -764,7 +728,7 @@ fn plain_http_only_with_plain_http() {
     };
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
-    let r = w.run(&["push", "1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &[], &[]);
     assert_refused(&r, &reference, &["--plain-http"]);
     assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
     push_gen1(&w, &reference);
@@ -809,15 +773,7 @@ fn offline_push_and_pull_refuse_without_touching_the_registry() {
     let reference = proxy.reference(REPO, "gen1");
     let help = "help: drop `--offline`; to install with no network, run `kbuild export --output DIR` where the generation is and `kbuild import DIR` here";
 
-    let r = w.run(&[
-        "push",
-        "1",
-        &reference,
-        "--host",
-        "master-1",
-        "--plain-http",
-        "--offline",
-    ]);
+    let r = push1(&w, &reference, &["--plain-http", "--offline"], &[]);
     assert_refused(&r, &reference, &[]);
     assert_eq!(
         r.stderr,
@@ -911,7 +867,7 @@ fn push_without_a_tag_tags_profile_dash_generation() {
         format!("sha256:{}", sha256_hex(&reg.manifest(REPO, "master-1-2"))),
         digest
     );
-    let r = push_plain(&w, &["1", &untagged, "--host", "master-1"]);
+    let r = push1(&w, &untagged, &["--plain-http"], &[]);
     pushed_digest(&r, &reg.reference(REPO, "master-1-1"));
 }
 
@@ -942,7 +898,7 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
     let proxy = Proxy::start(reg.port);
     let reference = proxy.reference(REPO, "gen1");
     proxy.cut_after(Way::Up, full - 4096);
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert!(proxy.has_cut());
     assert_refused(&r, &reference, &[]);
     let arrived = reg.blobs();
@@ -954,7 +910,7 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
     );
 
     proxy.reset();
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     pushed_digest(&r, &reference);
     let resent = proxy.bytes(Way::Up);
     assert!(
@@ -982,7 +938,7 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
     let reference = proxy.reference(REPO, "gen1");
     // A generation is more than 1 MiB up (kube-apiserver alone); half of that.
     proxy.cut_after(Way::Up, 600 << 10);
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert!(proxy.has_cut());
     assert_refused(&r, &reference, &[]);
     proxy.reset();
@@ -990,6 +946,18 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
     let h = puller();
     pull_plain(&h, &reg.reference(REPO, "gen1")).assert_success();
     h.ok(&["switch", "--profile", "master-1"]);
+}
+
+/// Generation 1 pushed to `reg`, a proxy in front of `reg`, the reference to the generation
+/// through it, and how many bytes a whole pull of it receives (a new puller's, through the
+/// proxy).
+fn pulled_once_through_a_proxy(reg: &Registry) -> (Proxy, String, u64) {
+    pushed_gen1(reg);
+    let proxy = Proxy::start(reg.port);
+    let reference = proxy.reference(REPO, "gen1");
+    pull_plain(&puller(), &reference).assert_success();
+    let full = proxy.bytes(Way::Down);
+    (proxy, reference, full)
 }
 
 /// The registry dies during a pull, 4 KiB before its end (so every blob but the last has
@@ -1001,7 +969,7 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
     let Some(reg) = registry(Options::PLAIN) else {
         return;
     };
-    pushed_gen1(&reg);
+    let (proxy, reference, full) = pulled_once_through_a_proxy(&reg);
     let m = manifest(&reg, REPO, "gen1");
     let largest = m["layers"]
         .as_array()
@@ -1010,14 +978,6 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
         .map(|l| l["size"].as_u64().unwrap())
         .max()
         .unwrap();
-
-    let proxy = Proxy::start(reg.port);
-    let reference = proxy.reference(REPO, "gen1");
-    let full = {
-        let h = puller();
-        pull_plain(&h, &reference).assert_success();
-        proxy.bytes(Way::Down)
-    };
 
     for cut in [full / 2, full - 4096] {
         let h = puller();
@@ -1063,17 +1023,10 @@ fn a_pull_cut_mid_way_reruns_downloading_exactly_the_blobs_whose_objects_had_not
     let Some(reg) = registry(Options::PLAIN) else {
         return;
     };
-    pushed_gen1(&reg);
+    let (proxy, reference, full) = pulled_once_through_a_proxy(&reg);
     let m = manifest(&reg, REPO, "gen1");
     let config: serde_json::Value =
         serde_json::from_slice(&reg.blob(REPO, m["config"]["digest"].as_str().unwrap())).unwrap();
-    let proxy = Proxy::start(reg.port);
-    let reference = proxy.reference(REPO, "gen1");
-    let full = {
-        let h = puller();
-        pull_plain(&h, &reference).assert_success();
-        proxy.bytes(Way::Down)
-    };
 
     // 4 KiB before the end: the blobs downloaded at once with the largest are through by
     // then (which ones is up to the race; the expectations below come from what arrived).
@@ -1345,9 +1298,9 @@ fn two_stores_push_the_same_manifest_digest() {
     let (a, b) = (built_gen1(), built_gen1());
     let ra = reg.reference("store/a", "gen1");
     let rb = reg.reference("store/b", "gen1");
-    let da = pushed_digest(&push_plain(&a, &["1", &ra, "--host", "master-1"]), &ra);
+    let da = pushed_digest(&push1(&a, &ra, &["--plain-http"], &[]), &ra);
     let blobs = reg.blobs();
-    let r = push_plain(&b, &["1", &rb, "--host", "master-1"]);
+    let r = push1(&b, &rb, &["--plain-http"], &[]);
     let db = pushed_digest(&r, &rb);
     assert_eq!(da, db);
     assert_eq!(
@@ -1448,7 +1401,7 @@ fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_b
 
     // Another repository: the stale digest is in no repository, so it must be sent.
     let reference = reg.reference(REPO, "gen1");
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
     let object = stale.file_stem().unwrap().to_str().unwrap();
     let stderr = r.stderr();
@@ -1466,14 +1419,11 @@ fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_b
     // The entries are right again: a third push warns no more.
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stale).unwrap()).unwrap();
     assert_eq!(json["blob"], right.as_str());
-    let r = push_plain(
+    let r = push1(
         &w,
-        &[
-            "1",
-            &reg.reference("kbuild/third", "gen1"),
-            "--host",
-            "master-1",
-        ],
+        &reg.reference("kbuild/third", "gen1"),
+        &["--plain-http"],
+        &[],
     );
     r.assert_success();
     assert!(!r.stderr.contains("warning:"), "{}", r.stderr);

@@ -417,17 +417,12 @@ fn an_identity_token_is_exchanged_at_the_token_realm() {
         serde_json::json!({"auths": {&host: {"identitytoken": REFRESH_TOKEN}}}),
     );
     let authfile = authfile.to_str().unwrap();
-    let r = w.run(&[
-        "push",
-        "1",
+    let r = push1(
+        &w,
         &reference,
-        "--host",
-        "master-1",
-        "--ca-file",
-        ca,
-        "--authfile",
-        authfile,
-    ]);
+        &["--ca-file", ca, "--authfile", authfile],
+        &[],
+    );
     r.assert_success();
     assert_no_secret(&r);
     let asked = requests();

@@ -229,15 +229,10 @@ impl Registry {
         }
     }
 
-    /// The value of [`IDENTITY_HEADER`] in this registry's answers: its temp dir's name,
-    /// unique among the registries running on this machine.
+    /// The value of [`IDENTITY_HEADER`] in this registry's answers: its temp dir, unique
+    /// among the registries running on this machine.
     fn identity(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
+        self.dir.path().display().to_string()
     }
 
     /// `GET base+path` with this registry's credentials: the status and the
@@ -1026,13 +1021,17 @@ pub fn pull_plain(w: &World, reference: &str) -> Run {
     w.run(&["pull", reference, "--plain-http"])
 }
 
+/// `kbuild push 1 REF --host master-1 EXTRA…` with `env` added to the clean environment.
+pub fn push1(w: &World, reference: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec!["push", "1", reference, "--host", "master-1"];
+    args.extend_from_slice(extra);
+    w.run_env(&args, env)
+}
+
 /// `kbuild push 1 REF --host master-1 --plain-http`, which must succeed; its digest.
 #[track_caller]
 pub fn push_gen1(w: &World, reference: &str) -> String {
-    pushed_digest(
-        &push_plain(w, &["1", reference, "--host", "master-1"]),
-        reference,
-    )
+    pushed_digest(&push1(w, reference, &["--plain-http"], &[]), reference)
 }
 
 /// The digest in push's stdout, which must be exactly `REF@sha256:HEX\n`.
