@@ -301,10 +301,20 @@ impl Registry {
         }
     }
 
-    /// Starts it again on the same port and storage.
+    /// Starts it again on the same storage, and the same port (so a [`Proxy`] in front of it
+    /// keeps working) unless another test was given that port meanwhile: then on a new one.
     pub fn restart(&mut self) {
         self.stop();
-        assert!(self.try_start(), "docker-registry did not restart");
+        if self.try_start() {
+            return;
+        }
+        for _ in 0..5 {
+            self.port = free_port();
+            if self.try_start() {
+                return;
+            }
+        }
+        panic!("docker-registry did not restart");
     }
 
     /// A plain HTTP/HTTPS agent that trusts this registry's CA and reports every status.
