@@ -399,12 +399,19 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
     let dead = "[[health]]\nunit = \"etcd.service\"\ntcp = \"127.0.0.1:2399\"\ntimeout = \"2s\"\ninterval = \"250ms\"\nsettle = \"0s\"\n";
     write(&format!(
         "{}{}",
-        recipe(2379, PEER, "ExecStartPre=/bin/sleep 4", dead),
+        recipe(
+            2379,
+            PEER,
+            // The unit actions last until the test lets them end (`/run/kb-go`): the kill
+            // lands in them however slow the machine (a 4 s sleep was the window before).
+            "ExecStartPre=/bin/sh -c 'until [ -e /run/kb-go ]; do sleep 0.1; done'",
+            dead
+        ),
         oneshots(7)
     ));
     t.build("etcd", 9);
     c.ok(&format!(
-        "{KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
+        "rm -f /run/kb-go; {KB} switch >/kb/bg.out 2>&1 & echo $! >/kb/bg.pid"
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !c
@@ -416,6 +423,7 @@ text = "[Service]\nType=oneshot\nExecStart=/bin/echo {n}\n"
     }
     c.ok("kill -KILL $(cat /kb/bg.pid)");
     assert_eq!(recorded(&t), (9, Some(7), Some(9)));
+    c.ok("touch /run/kb-go");
     let o = t.kb("switch");
     assert_eq!(o.code, Some(3), "{o:?}");
     assert!(
