@@ -228,6 +228,11 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
     assert!(!store2.join(".kbuild/profiles/default").exists());
 }
 
+/// Adds a symbolic link `path` → `target` to the rootfs tree of an exported config.
+fn add_link(config: &mut serde_json::Value, path: &str, target: &str) {
+    config["rootfs"]["tree"][path] = serde_json::json!({"type": "symlink", "target": target});
+}
+
 /// A change made to an exported config.
 type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 
@@ -259,13 +264,7 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
         ),
         (
             "link",
-            Box::new(|c| {
-                let tree = c["rootfs"]["tree"].as_object_mut().unwrap();
-                tree.insert(
-                    "etc/evil".into(),
-                    serde_json::json!({"type": "symlink", "target": "../../../etc/shadow"}),
-                );
-            }),
+            Box::new(|c| add_link(c, "etc/evil", "../../../etc/shadow")),
             "rootfs link `etc/evil` → `../../../etc/shadow` points outside the rootfs",
         ),
         (
@@ -273,15 +272,8 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
             // and climbs out (review 11 finding 3).
             "chain",
             Box::new(|c| {
-                let tree = c["rootfs"]["tree"].as_object_mut().unwrap();
-                tree.insert(
-                    "etc/chain-a".into(),
-                    serde_json::json!({"type": "symlink", "target": "../etc"}),
-                );
-                tree.insert(
-                    "etc/chain-b".into(),
-                    serde_json::json!({"type": "symlink", "target": "chain-a/../.."}),
-                );
+                add_link(c, "etc/chain-a", "../etc");
+                add_link(c, "etc/chain-b", "chain-a/../..");
             }),
             "rootfs link `etc/chain-b` → `chain-a/../..` points outside the rootfs or loops",
         ),
