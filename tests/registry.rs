@@ -1373,30 +1373,12 @@ fn a_stale_or_damaged_push_cache_entry_is_dropped_and_the_push_sends_the_right_b
     let Pushed {
         w, digest: sound, ..
     } = Pushed::to(reg.reference("kbuild/first", "gen1"));
-    let cache = w.sb.store.join(".kbuild/oci/blobs");
-    let entry = |object: &str| {
-        let mut found: Vec<_> = std::fs::read_dir(&cache)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .ends_with(&format!("-{object}.json"))
-            })
-            .collect();
-        assert_eq!(found.len(), 1, "{object}: {found:?}");
-        found.pop().unwrap()
-    };
-    let stale = entry("kube-apiserver");
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stale).unwrap()).unwrap();
+    let (stale, mut json) = cache_entry(&w, "kube-apiserver");
     let right = json["blob"].as_str().unwrap().to_owned();
     let wrong = format!("sha256:{}", "0".repeat(64));
     json["blob"] = wrong.clone().into();
     std::fs::write(&stale, serde_json::to_vec(&json).unwrap()).unwrap();
-    let damaged = entry("kube-scheduler");
+    let (damaged, _) = cache_entry(&w, "kube-scheduler");
     std::fs::write(&damaged, "{\"version\": 2, \"blob\": tru").unwrap();
 
     // Another repository: the stale digest is in no repository, so it must be sent.
@@ -1585,13 +1567,12 @@ fn cache_entry(w: &World, object: &str) -> (std::path::PathBuf, serde_json::Valu
 /// verify passes and a push warns about nothing and pushes the sound manifest again.
 #[test]
 fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_used_by_push() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    };
+    let Pushed {
+        w, digest: sound, ..
+    } = Pushed::to(reg.reference("kbuild/first", "gen1"));
     let (apiserver, a) = cache_entry(&w, "kube-apiserver");
     let (scheduler, s) = cache_entry(&w, "kube-scheduler");
     let scheduler_object = scheduler.file_stem().unwrap().to_str().unwrap().to_owned();
@@ -1642,7 +1623,7 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
     // A push into another repository (the registry has kube-scheduler's blob: a mount or a
     // HEAD would "succeed") uses neither of the two entries naming it.
     let reference = reg.reference("kbuild/second", "gen1");
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
     let stderr = r.stderr();
     for object in [&scheduler_object, &apiserver_object] {
@@ -1663,7 +1644,7 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
     // The small kube-scheduler naming kube-apiserver's blob: larger than it can compress to.
     poison(&scheduler, &s, &a);
     let reference = reg.reference("kbuild/third", "gen1");
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
     assert!(
         r.stderr().contains(&format!(
@@ -1688,7 +1669,7 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
     assert!(!apiserver.exists());
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
     let reference = reg.reference("kbuild/fourth", "gen1");
-    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    let r = push1(&w, &reference, &["--plain-http"], &[]);
     assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
     assert!(!r.stderr.contains("warning:"), "{}", r.stderr);
     assert_eq!(cache_entry(&w, "kube-apiserver").1, a);
@@ -1719,12 +1700,10 @@ fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
 /// and leaves no temporary entry.
 #[test]
 fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_never() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
+    };
+    let w = built_gen1();
     // Another registry to pull from while the push below is held (the one behind the proxy
     // must lack the blobs, so that the push uploads).
     let other = Registry::start();
@@ -1732,7 +1711,7 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     push_gen1(&w, &other_ref);
     let proxy = Proxy::start(reg.port);
     proxy.stall_after(Way::Up, 256 << 10);
-    let reference = format!("{}/{REPO}:gen1", proxy.host());
+    let reference = proxy.reference(REPO, "gen1");
     let mut push = w.spawn(&[
         "push",
         "1",
