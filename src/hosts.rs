@@ -114,7 +114,7 @@ fn scalar(v: &toml::Value) -> Option<String> {
 impl Hosts {
     /// Reads and checks `path` against the recipes directory: every named recipe exists, each
     /// host's address is an IP address used by no other host. (Variables are checked against
-    /// the recipes by [`Hosts::check_variables`], once the recipes are loaded.)
+    /// the recipes by [`Host::check_variables`], once the recipes are loaded.)
     pub fn load(path: &Path, recipes_dir: &Path) -> Result<Hosts, RecipeError> {
         let text = fs_err::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {

@@ -16,7 +16,7 @@
 //! `pending`: the next `switch`, `rollback` or `check` says so, and a switch to the same
 //! generation (`kbuild switch`) runs its gate again. A switch interrupted after its journal
 //! (killed, or failed part-way) keeps its gate pending; the recovery that completes or undoes
-//! it makes the record agree with where it leaves the root (see [`agreeing`]): a gate is
+//! it makes the record agree with where it leaves the root (see `agreeing`): a gate is
 //! pending exactly when the root is on a generation that has not passed it. A generation
 //! without checks whose switch succeeded counts as good; a root switched before gates existed
 //! (no record) counts its active generation as good. Not run without a live systemd: a gate

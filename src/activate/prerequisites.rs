@@ -63,7 +63,7 @@ pub enum Missing {
     NotFound,
     /// A symlink on the way (the path itself, a directory above it, or a link a link leads
     /// to) leads to nothing inside the root: every link followed, in order, and where the
-    /// path ended (see [`Dangling`]).
+    /// path ended (see `Dangling`).
     Dangling(Dangling),
     /// More than 40 symlinks on the way.
     Loop,

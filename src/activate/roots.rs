@@ -124,7 +124,7 @@ fn registered_already(store: &Store, root: &Root, path: &Path) -> bool {
         && (id.is_none() || id == store.existing_id().as_ref().map(StoreId::as_str))
 }
 
-/// The refusal [`register`] would make, found without writing (for `--dry-run`): the
+/// The refusal `register` would make, found without writing (for `--dry-run`): the
 /// registry, or the directory it is created in, is not writable.
 pub fn check_registry(store: &Store, root: &Root) -> Result<(), SwitchError> {
     if store.existing_id().is_none() {

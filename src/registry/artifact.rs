@@ -509,7 +509,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// Decompresses blob bytes from `input` into the new file `dest`, refusing more than `limit`
 /// bytes of output. Returns the size and BLAKE3 of what was written (not yet synced).
 ///
-/// Writeback is started every [`WRITEBACK_STEP`] bytes with `fadvise(DONTNEED)` (as a build
+/// Writeback is started every `WRITEBACK_STEP` bytes with `fadvise(DONTNEED)` (as a build
 /// writes its members): the disk writes while the decoder goes on, so the `syncfs` before the
 /// objects are added waits only for the tails.
 pub fn decompress_to(input: impl Read, dest: &Path, limit: u64) -> std::io::Result<(u64, Digest)> {

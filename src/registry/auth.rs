@@ -172,7 +172,7 @@ const TOKEN_USER: &str = "<token>";
 const HELPER_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The environment variable that sets how long a helper may run before it is killed
-/// (a duration, `humantime` syntax: `90s`, `5m`); [`HELPER_TIMEOUT`] by default.
+/// (a duration, `humantime` syntax: `90s`, `5m`); `HELPER_TIMEOUT` by default.
 pub const HELPER_TIMEOUT_VAR: &str = "KBUILD_CREDENTIAL_HELPER_TIMEOUT";
 
 /// How long a helper may run by default: long enough to type a passphrase.

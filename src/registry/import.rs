@@ -2,9 +2,9 @@
 //! into store objects, a rootfs and a generation record.
 //!
 //! Order, so that nothing unchecked or partial becomes visible:
-//! 1. [`check`]: the manifest and config are parsed and refused if hostile (unknown format,
-//!    escaping or duplicate names, absurd sizes, a blob the manifest does not list); each
-//!    object's claimed size, executable bit and BLAKE3 must hash to its name, and the rootfs
+//! 1. [`check_manifest`], [`check_config`] (or [`check_layout`]): the manifest and config are
+//!    parsed and refused if hostile (unknown format, escaping or duplicate names, absurd
+//!    sizes, a blob the manifest does not list); each object's claimed size, executable bit and BLAKE3 must hash to its name, and the rootfs
 //!    tree built from those claims must hash to the rootfs's name — before any blob is read.
 //! 2. Each missing object's blob is checked against its sha256 while it is decompressed into
 //!    a temp entry of the store (capped at its declared size), and the bytes against the

@@ -308,7 +308,7 @@ pub struct ExportStaging {
 /// The staging directory's name inside an existing, empty output directory.
 const INSIDE: &str = ".kbuild-tmp";
 
-/// Why `dir`, which [`unusable_output`] passed, cannot receive an export now
+/// Why `dir`, which `unusable_output` passed, cannot receive an export now
 /// ([`RegistryError::OutputNotEmpty`] naming what it holds, or it was replaced by no
 /// directory, or cannot be listed; `None`: missing or an empty directory, or one that holds
 /// only a killed export's staging directory). A symbolic link to an empty directory (a

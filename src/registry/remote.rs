@@ -10,7 +10,7 @@
 //! only the blobs that did not arrive.
 //!
 //! Pull fetches the manifest and config, then only the blobs of objects the store lacks, up to
-//! [`DOWNLOADS`] at once. Each blob's bytes go, as they arrive, through a bounded channel to a
+//! `DOWNLOADS` at once. Each blob's bytes go, as they arrive, through a bounded channel to a
 //! blocking thread that hashes them (sha256, against the blob's digest), decompresses them
 //! (capped at the object's declared size) and hashes the output (BLAKE3, against the object's
 //! name) into `store/.tmp-pull-<manifest digest>/objects/.part-<name>`, renamed to `<name>`
