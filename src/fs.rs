@@ -96,14 +96,14 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
 /// other files 0444, and the constant mtime. Symlinks are left as they are.
 pub fn make_read_only(path: &Path) -> io::Result<()> {
     // Children first: a directory must stay writable until its entries are done.
-    for entry in walkdir::WalkDir::new(path).contents_first(true) {
-        let entry = entry.map_err(io::Error::other)?;
+    for entry in walk(path).contents_first(true) {
+        let entry = entry.map_err(walk_error)?;
         let ft = entry.file_type();
         if ft.is_symlink() {
             continue;
         }
         let p = entry.path();
-        let meta = entry.metadata().map_err(io::Error::other)?;
+        let meta = entry.metadata().map_err(walk_error)?;
         // A file with other links is an existing store object hardlinked into a new tree: it
         // is already normalized, and touching it would also reset a tampered mtime that the
         // build's tamper check relies on.
@@ -123,10 +123,30 @@ pub fn make_read_only(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes a read-only store tree removable again (for gc and for tests cleaning up).
+/// A walk over the tree at `path` that follows no symlink, not even `path` itself (walkdir
+/// follows its root link by default): a store entry that is a symlink, planted or left by
+/// damage, is one entry to unlink or report, never a way out of the store.
+pub fn walk(path: &Path) -> walkdir::WalkDir {
+    walkdir::WalkDir::new(path).follow_root_links(false)
+}
+
+/// A [`walk`] error as an `io::Error` that names the path it happened at (a loop error,
+/// which has no single path, keeps walkdir's own text).
+pub fn walk_error(e: walkdir::Error) -> io::Error {
+    match e.path().map(Path::to_owned) {
+        Some(path) => match e.into_io_error() {
+            Some(io) => annotate(io, "read", &path),
+            None => io::Error::other(format!("cannot walk `{}`", path.display())),
+        },
+        None => io::Error::other(e),
+    }
+}
+
+/// Makes a read-only store tree removable again (for gc and for tests cleaning up). A
+/// symlink, `path` itself included, is left alone: nothing outside the tree is chmod-ed.
 pub fn make_writable(path: &Path) -> io::Result<()> {
-    for entry in walkdir::WalkDir::new(path) {
-        let entry = entry.map_err(io::Error::other)?;
+    for entry in walk(path) {
+        let entry = entry.map_err(walk_error)?;
         if entry.file_type().is_dir() {
             fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755))?;
         }

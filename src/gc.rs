@@ -191,9 +191,9 @@ pub fn gc(
 fn count(paths: &[std::path::PathBuf]) -> io::Result<u64> {
     let mut files: std::collections::HashMap<(u64, u64), (u64, u64, u64)> = Default::default();
     for path in paths {
-        for entry in walkdir::WalkDir::new(path) {
-            let entry = entry.map_err(io::Error::other)?;
-            let m = entry.path().symlink_metadata()?;
+        for entry in crate::fs::walk(path) {
+            let entry = entry.map_err(crate::fs::walk_error)?;
+            let m = fs_err::symlink_metadata(entry.path())?;
             if m.is_file() {
                 files
                     .entry((m.dev(), m.ino()))
@@ -209,13 +209,15 @@ fn count(paths: &[std::path::PathBuf]) -> io::Result<u64> {
         .sum())
 }
 
-/// Removes a tree, returning the bytes of files whose last link went with it.
+/// Removes a tree, returning the bytes of files whose last link went with it. A symlink,
+/// `path` itself included, is unlinked and never followed: a `.tmp-*` entry planted as a
+/// link to elsewhere costs nothing outside the store. Errors name their path.
 pub(crate) fn remove_counting(path: &Path) -> io::Result<u64> {
     crate::fs::make_writable(path).ok();
     let mut freed = 0;
-    for entry in walkdir::WalkDir::new(path).contents_first(true) {
-        let entry = entry.map_err(io::Error::other)?;
-        let m = entry.path().symlink_metadata()?;
+    for entry in crate::fs::walk(path).contents_first(true) {
+        let entry = entry.map_err(crate::fs::walk_error)?;
+        let m = fs_err::symlink_metadata(entry.path())?;
         if entry.file_type().is_dir() {
             fs_err::remove_dir(entry.path())?;
         } else {

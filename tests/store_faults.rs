@@ -556,6 +556,45 @@ fn stale_tmp_entry_is_ignored_and_collected() {
     );
 }
 
+/// review18 MED-10: a `.tmp-*` entry that is a symlink to a directory outside the store is
+/// unlinked by gc, never followed: the directory keeps its modes and its files, and gc
+/// succeeds instead of failing on a path-less error.
+#[test]
+fn gc_unlinks_a_tmp_symlink_without_following_it() {
+    let (sb, _) = pinned();
+    sb.build_ok(&[]);
+    let victim = sb.dir.join("victim");
+    std::fs::create_dir_all(victim.join("sub")).unwrap();
+    std::fs::write(victim.join("sub/g"), b"not the store's").unwrap();
+    std::fs::set_permissions(victim.join("sub"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    let link = sb.store.join(".tmp-gc-evil");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+
+    let g = sb.kbuild(&["gc"]);
+    g.assert_success();
+    assert_eq!(
+        (g.stdout.as_str(), g.stderr.as_str()),
+        (
+            format!(
+                "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
+                gc_archives_line(1, fixture().gz.len())
+            )
+            .as_str(),
+            ""
+        )
+    );
+    assert!(link.symlink_metadata().is_err(), "the symlink stayed");
+    let mode = victim.join("sub").metadata().unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o500, "gc chmod-ed a directory outside the store");
+    assert_eq!(
+        std::fs::read(victim.join("sub/g")).unwrap(),
+        b"not the store's"
+    );
+    std::fs::set_permissions(victim.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_no_tmp(&sb.store);
+    verify_ok(&sb);
+}
+
 #[test]
 fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     let server = EvilServer::start();

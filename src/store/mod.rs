@@ -721,12 +721,12 @@ impl Store {
             return self.check_shape(p, &node).map(drop).map_err(modified);
         }
         self.check_unmodified(p, None)?;
-        for entry in walkdir::WalkDir::new(&top).min_depth(1) {
+        for entry in crate::fs::walk(&top).min_depth(1) {
             let Ok(entry) = entry else { continue };
             if entry.file_type().is_symlink() {
                 continue;
             }
-            let m = entry.metadata().map_err(io::Error::other)?;
+            let m = entry.metadata().map_err(crate::fs::walk_error)?;
             if m.mtime() != crate::fs::STORE_MTIME {
                 let rel = entry.path().strip_prefix(&top).unwrap_or(entry.path());
                 return Err(modified(format!(

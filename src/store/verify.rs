@@ -57,10 +57,10 @@ pub fn verify(store: &Store) -> io::Result<Report> {
     // Pass 1: collect the distinct inodes of all regular files.
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for o in objects.iter().filter(|o| !fixed.contains_key(*o)) {
-        for entry in walkdir::WalkDir::new(store.path_of(o)) {
-            let entry = entry.map_err(io::Error::other)?;
+        for entry in crate::fs::walk(&store.path_of(o)) {
+            let entry = entry.map_err(crate::fs::walk_error)?;
             if entry.file_type().is_file() {
-                let m = entry.metadata().map_err(io::Error::other)?;
+                let m = entry.metadata().map_err(crate::fs::walk_error)?;
                 inodes
                     .entry((m.dev(), m.ino()))
                     .or_insert_with(|| entry.path().to_owned());
@@ -213,10 +213,10 @@ fn first_writable(path: &Path) -> io::Result<Option<PathBuf>> {
 /// Every entry of an object (symlinks aside) with its permission bits.
 fn modes(path: &Path) -> io::Result<Vec<(PathBuf, u32)>> {
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(path) {
-        let entry = entry.map_err(io::Error::other)?;
+    for entry in crate::fs::walk(path) {
+        let entry = entry.map_err(crate::fs::walk_error)?;
         if !entry.file_type().is_symlink() {
-            let meta = entry.metadata().map_err(io::Error::other)?;
+            let meta = entry.metadata().map_err(crate::fs::walk_error)?;
             out.push((entry.into_path(), meta.permissions().mode()));
         }
     }
