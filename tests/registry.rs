@@ -1675,6 +1675,99 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
     assert_eq!(cache_entry(&w, "kube-apiserver").1, a);
 }
 
+/// review18 MED-11 / LOW-1: push cache entries kbuild cannot read as entries (a directory,
+/// a symlink to `/dev/zero`, a FIFO) and a directory not named after an object. `verify`
+/// reports each (exit 1) without following the symlink or waiting on the FIFO; `--repair`
+/// drops every one, directories too, with a `Dropped` line each; and a push drops such an
+/// entry with a `warning:` and pushes the sound manifest instead of failing.
+#[test]
+fn a_push_cache_entry_kbuild_cannot_read_is_found_by_verify_and_dropped() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    let cache = w.sb.store.join(".kbuild/oci/blobs");
+    let (apiserver, _) = cache_entry(&w, "kube-apiserver");
+    let (scheduler, _) = cache_entry(&w, "kube-scheduler");
+    let (manager, _) = cache_entry(&w, "kube-controller-manager");
+    let stray = cache.join("subdir");
+    let damage = || {
+        std::fs::remove_file(&scheduler).unwrap();
+        std::fs::create_dir(&scheduler).unwrap();
+        std::fs::write(scheduler.join("inside"), b"x").unwrap();
+        std::fs::remove_file(&apiserver).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &apiserver).unwrap();
+        std::fs::remove_file(&manager).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&manager)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    damage();
+    std::fs::create_dir(&stray).unwrap();
+    let shown = |p: &Path| {
+        format!(
+            "$SANDBOX/store/.kbuild/oci/blobs/{}",
+            p.file_name().unwrap().to_str().unwrap()
+        )
+    };
+    let mut expected = vec![
+        (&apiserver, "it is a symlink, not an entry file"),
+        (&scheduler, "it is a directory, not an entry file"),
+        (&manager, "it is not a regular file"),
+        (&stray, "it is not named after a store object"),
+    ];
+    expected.sort();
+    let lines = |fix: &str| -> String {
+        expected
+            .iter()
+            .map(|(p, why)| format!("cache    {}: {why}{fix}\n", shown(p)))
+            .collect()
+    };
+
+    let r = w.run(&["verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(r.stdout(), lines(" (`kbuild verify --repair` drops it)"));
+
+    let r = w.ok(&["verify", "--repair"]);
+    assert_eq!(r.stdout(), format!("{}ok\n", lines("")));
+    for (p, _) in &expected {
+        assert!(
+            r.stderr().contains(&format!(
+                "Dropped {} (the next push compresses its object again)\n",
+                shown(p)
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(p.symlink_metadata().is_err(), "{} stayed", p.display());
+    }
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+
+    // A push meets the same damage: each entry dropped with a warning, the sound manifest.
+    push_gen1(&w, &reg.reference("kbuild/second", "gen1"));
+    damage();
+    let reference = reg.reference("kbuild/third", "gen1");
+    let r = push_plain(&w, &["1", &reference, "--host", "master-1"]);
+    assert_eq!(pushed_digest(&r, &reference), sound, "{}", r.stderr);
+    for (p, why) in &expected[..3] {
+        let object = p.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            r.stderr().contains(&format!(
+                "warning: dropped the push cache entry `{}`: {why}; compressing object `{object}` again\n",
+                shown(p)
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
+}
+
 /// The scratch entries (`.tmp-work-*`) in `store`, with their sizes in bytes.
 fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
     top_level(store)

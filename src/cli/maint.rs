@@ -313,9 +313,7 @@ pub fn run_verify(
         problems += 1;
     }
     if args.repair && !cache.bad.is_empty() {
-        kbuild::registry::cache::drop_entries(&cache.bad)
-            .context("cannot drop the push cache entries")?;
-        for b in &cache.bad {
+        kbuild::registry::cache::drop_entries(&cache.bad, |b| {
             term.status(
                 "Dropped",
                 &format!(
@@ -323,7 +321,8 @@ pub fn run_verify(
                     b.path.display()
                 ),
             );
-        }
+        })
+        .context("cannot drop the push cache entries")?;
         problems -= cache.bad.len();
     }
     // Generations whose rootfs is gone can no longer be switched to.

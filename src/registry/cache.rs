@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Both are hints, and a push trusts an entry only as far as it can check it cheaply: an
-//! entry that cannot be right (not JSON, another object's, a blob larger than the object can
+//! entry that cannot be right (not a regular file of at most 64 KiB — a directory, a
+//! symlink, never followed, a FIFO —, not JSON, another object's, a blob larger than the object can
 //! compress to, or one blob named by objects of different sizes in the generation pushed) is
 //! dropped with a warning before it is used; a wrong blob digest is caught when the registry
 //! lacks that blob and the object is compressed for upload: the entry is dropped with a
@@ -88,13 +89,63 @@ pub fn entry_path(store: &Store, object: &StorePath) -> PathBuf {
     dir(store).join("blobs").join(format!("{object}.json"))
 }
 
+/// The largest entry read, in bytes. A real entry is about 250 bytes; a bigger file is not
+/// one, and reading a file without bound (a symlink to `/dev/zero`) would never end.
+const ENTRY_MAX: u64 = 64 << 10;
+
+/// The bytes of the entry file at `path`: `Ok(None)` if there is none, `Err(why)` (a
+/// sentence without the path) for one kbuild cannot read as an entry: not a regular file
+/// (a directory, a symlink, a FIFO), unreadable, or larger than [`ENTRY_MAX`]. A symlink is
+/// never followed, and a FIFO swapped in after the check is not waited on.
+fn read_entry(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_a_file = |m: &std::fs::Metadata| {
+        if m.is_dir() {
+            "it is a directory, not an entry file"
+        } else if m.is_symlink() {
+            "it is a symlink, not an entry file"
+        } else {
+            "it is not a regular file"
+        }
+    };
+    match path.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("it cannot be inspected ({e})")),
+        Ok(m) if !m.is_file() => return Err(not_a_file(&m).to_owned()),
+        Ok(_) => {}
+    }
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| format!("it cannot be read ({e})"))?;
+    let m = f
+        .metadata()
+        .map_err(|e| format!("it cannot be inspected ({e})"))?;
+    if !m.is_file() {
+        return Err(not_a_file(&m).to_owned());
+    }
+    let mut bytes = Vec::new();
+    f.take(ENTRY_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("it cannot be read ({e})"))?;
+    if bytes.len() as u64 > ENTRY_MAX {
+        return Err(format!(
+            "it is larger ({} bytes) than any cache entry",
+            m.len()
+        ));
+    }
+    Ok(Some(bytes))
+}
+
 /// The remembered blob of `object`.
 pub fn blob(store: &Store, object: &StorePath) -> Remembered {
-    let Some(bytes) = crate::fs::read_optional(&entry_path(store, object))
-        .ok()
-        .flatten()
-    else {
-        return Remembered::Nothing;
+    let bytes = match read_entry(&entry_path(store, object)) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Remembered::Nothing,
+        Err(why) => return Remembered::Damaged(why),
     };
     #[derive(Deserialize)]
     struct Version {
@@ -121,12 +172,10 @@ pub fn blob(store: &Store, object: &StorePath) -> Remembered {
     Remembered::Blob(e.blob, e.size)
 }
 
-/// Drops the entry of `object` (a missing one is fine).
+/// Drops the entry of `object` (a missing one is fine; a directory in its place goes too,
+/// a symlink is unlinked, not followed).
 pub fn forget_blob(store: &Store, object: &StorePath) -> std::io::Result<()> {
-    match fs_err::remove_file(entry_path(store, object)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    crate::fs::remove_tree(&entry_path(store, object))
 }
 
 /// Remembers the blob of `object`.
@@ -305,16 +354,27 @@ fn size_of(path: &Path) -> u64 {
     path.metadata().map_or(0, |m| m.len())
 }
 
-/// Deletes the given entries (one already gone is fine): the next push compresses those
-/// objects again and remembers what they really compress to.
-pub fn drop_entries(entries: &[BadEntry]) -> std::io::Result<()> {
+/// Deletes the given entries (one already gone is fine; a directory in the cache goes with
+/// its contents, a symlink is unlinked, not followed): the next push compresses those
+/// objects again and remembers what they really compress to. `dropped` is told of each
+/// entry as it goes, so a failure part-way still leaves a record of what was done.
+///
+/// # Errors
+/// The first entry that could not be removed (with its path); the others are still tried.
+pub fn drop_entries(
+    entries: &[BadEntry],
+    mut dropped: impl FnMut(&BadEntry),
+) -> std::io::Result<()> {
+    let mut first = None;
     for e in entries {
-        match fs_err::remove_file(&e.path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
-            _ => {}
+        match crate::fs::remove_tree(&e.path) {
+            Ok(()) => dropped(e),
+            Err(err) => {
+                first.get_or_insert(err);
+            }
         }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 fn pushed_path(store: &Store) -> PathBuf {
@@ -382,6 +442,24 @@ mod tests {
             matches!(blob(&store, &b), Remembered::Damaged(why) if why.starts_with("it is not a cache entry (")),
         );
         forget_blob(&store, &b).unwrap();
+        forget_blob(&store, &b).unwrap();
+        assert_eq!(blob(&store, &b), Remembered::Nothing);
+        // Larger than any entry: read only up to the cap, then refused.
+        fs_err::write(entry_path(&store, &b), vec![b' '; ENTRY_MAX as usize + 1]).unwrap();
+        assert_eq!(
+            blob(&store, &b),
+            Remembered::Damaged(format!(
+                "it is larger ({} bytes) than any cache entry",
+                ENTRY_MAX + 1
+            ))
+        );
+        // A directory in its place: damaged, and forgetting it removes it.
+        forget_blob(&store, &b).unwrap();
+        fs_err::create_dir(entry_path(&store, &b)).unwrap();
+        assert_eq!(
+            blob(&store, &b),
+            Remembered::Damaged("it is a directory, not an entry file".to_owned())
+        );
         forget_blob(&store, &b).unwrap();
         assert_eq!(blob(&store, &b), Remembered::Nothing);
         // Format 1 (before entries named their object and zstd): quietly nothing.
