@@ -1768,6 +1768,42 @@ fn a_push_cache_entry_kbuild_cannot_read_is_found_by_verify_and_dropped() {
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
 }
 
+/// review18 MED-5: a push cache entry with the right digest and a wrong size makes a push
+/// publish a manifest declaring that size (a documented limit of the push). The pull
+/// refuses it and says what is wrong: the size, not the digest; nothing is pulled.
+#[test]
+fn a_pull_names_a_blob_of_the_wrong_size_as_such() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    build(&w, 1, &[]);
+    push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    let (apiserver, mut json) = cache_entry(&w, "kube-apiserver");
+    let size = json["size"].as_u64().unwrap();
+    json["size"] = (size + 1).into();
+    std::fs::write(&apiserver, serde_json::to_vec(&json).unwrap()).unwrap();
+    let reference = reg.reference("kbuild/second", "gen1");
+    push_plain(&w, &["1", &reference, "--host", "master-1"]).assert_success();
+
+    let h = puller();
+    let r = pull_plain(&h, &reference);
+    assert_refused(
+        &r,
+        &reference,
+        &[&format!(
+            "\n  caused by: blob `{}` of `{reference}` is {size} bytes (the registry's Content-Length), not the {} bytes its manifest declares\nhelp: nothing was added to the store; if the sending store is at fault, run `kbuild verify --repair` there",
+            json["blob"].as_str().unwrap(),
+            size + 1
+        )],
+    );
+    assert_nothing_pulled(&h, "a blob of the wrong size");
+    // The sender's verify finds the entry.
+    let v = w.run(&["verify"]);
+    assert_eq!(v.code, Some(1), "{}", v.stderr);
+}
+
 /// The scratch entries (`.tmp-work-*`) in `store`, with their sizes in bytes.
 fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
     top_level(store)

@@ -470,11 +470,11 @@ pub fn add_checked(
         };
         let len = file.metadata()?.len();
         if len != o.blob_size {
-            return Err(RegistryError::DigestMismatch {
+            return Err(RegistryError::SizeMismatch {
                 what: format!("object `{}` of {what}", o.name),
                 digest: o.blob.clone(),
-                actual: format!("a file of {len} bytes, not {}", o.blob_size),
-                from_registry: false,
+                actual: format!("a file of {len} bytes"),
+                declared: o.blob_size,
             });
         }
         let dests: Vec<_> = (0..objects.len())
@@ -552,11 +552,11 @@ fn decode_objects_inner(
         });
     }
     if blob_size != first.blob_size {
-        return Err(RegistryError::DigestMismatch {
+        return Err(RegistryError::SizeMismatch {
             what: format!("object `{}` of {what}", first.name),
             digest: first.blob.clone(),
-            actual: format!("{blob_size} bytes, not the {} declared", first.blob_size),
-            from_registry: false,
+            actual: format!("{blob_size} bytes"),
+            declared: first.blob_size,
         });
     }
     let (size, contents) = result.map_err(|e| {

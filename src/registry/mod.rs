@@ -118,6 +118,19 @@ pub enum RegistryError {
         actual: String,
         from_registry: bool,
     },
+    /// A blob whose length is not the one its manifest declares: the registry's
+    /// `Content-Length`, the bytes received or the layout's file. (A sending store whose push
+    /// cache entry holds a wrong size publishes such a manifest.)
+    #[error(
+        "blob `{digest}` of {what} is {actual}, not the {declared} bytes its manifest declares"
+    )]
+    SizeMismatch {
+        what: String,
+        digest: String,
+        /// What was found, with its unit: `798 bytes (the registry's Content-Length)`.
+        actual: String,
+        declared: u64,
+    },
     #[error("blob `{digest}` of {what} is missing")]
     MissingBlob { what: String, digest: String },
     #[error("cannot read store object `{object}` for the artifact")]
@@ -283,7 +296,7 @@ impl RegistryError {
             RegistryError::DigestMismatch { .. } => {
                 "nothing was added to the store; the layout was damaged after the export (a bad copy or medium): copy it again, or export again".to_owned()
             }
-            RegistryError::Refused { .. } => {
+            RegistryError::SizeMismatch { .. } | RegistryError::Refused { .. } => {
                 // The sender's objects are damaged or its push cache names another object's
                 // blob (review13 MED-9), which `verify --repair` there mends; or the copy
                 // itself is, which only sending it again mends.

@@ -903,11 +903,11 @@ async fn blob_stream(
     if let Some(len) = stream.content_length
         && len != size
     {
-        return Err(RegistryError::DigestMismatch {
+        return Err(RegistryError::SizeMismatch {
             what: format!("`{}`", session.reference),
             digest: digest.to_owned(),
-            actual: format!("{len} bytes announced, not the {size} declared"),
-            from_registry: true,
+            actual: format!("{len} bytes (the registry's Content-Length)"),
+            declared: size,
         });
     }
     Ok(stream)
@@ -1030,11 +1030,11 @@ fn transport(session: &Session, e: std::io::Error) -> RegistryError {
 }
 
 fn too_long(session: &Session, digest: &str, size: u64) -> RegistryError {
-    RegistryError::DigestMismatch {
+    RegistryError::SizeMismatch {
         what: format!("`{}`", session.reference),
         digest: digest.to_owned(),
-        actual: format!("more than the {size} bytes declared"),
-        from_registry: true,
+        actual: format!("more than {size} bytes"),
+        declared: size,
     }
 }
 
