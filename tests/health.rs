@@ -464,3 +464,48 @@ fn https_check_files_are_recorded_by_path_and_never_read_by_the_build() {
         )
     );
 }
+
+/// review18 MED-2: the `[[health]]` example of docs/recipes.md ("Health checks") builds when
+/// pasted into the master's recipes as they ship: every unit it names is one the generation
+/// installs, and its `https://` check with `ca`/`cert`/`key` is recorded as written.
+#[test]
+fn the_docs_health_example_builds_with_the_shipped_recipes() {
+    let docs = std::fs::read_to_string(common::repo_dir().join("docs/recipes.md")).unwrap();
+    let section = docs
+        .split_once("## Health checks (`[[health]]`)")
+        .expect("the Health checks section")
+        .1;
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .expect("a toml block in the Health checks section")
+        .0;
+    let w = World::bare();
+    let recipe = w.sb.recipes.join("kube-apiserver.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(&recipe, format!("{text}\n{example}")).unwrap();
+    let g = w.build(&["master"], &["--set", "IP=10.72.84.160"], 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&g.bytes("kbuild.json")).unwrap();
+    let units: Vec<&str> = manifest["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(units.len(), 3 + 4, "{units:?}");
+    let https = manifest["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["probe"]["url"] == "https://10.72.84.160:6443/healthz")
+        .expect("the docs' https check");
+    assert_eq!(
+        https["probe"],
+        serde_json::json!({
+            "kind": "http", "url": "https://10.72.84.160:6443/healthz", "status": 200,
+            "ca": "/etc/kubernetes/ssl/ca.pem",
+            "cert": "/etc/kubernetes/ssl/kubernetes.pem",
+            "key": "/etc/kubernetes/ssl/kubernetes-key.pem"
+        })
+    );
+}
