@@ -352,6 +352,19 @@ fn recipe_errors_point_at_the_entry() {
             "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nkey = \"/etc/../k.pem\"\ncert = \"/etc/c.pem\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:7: health check of `a.service`: `key` `/etc/../k.pem` is not an absolute path without `..`\n",
         ),
+        // review18 LOW-3: a newline (in TOML's escape) and a trailing `/` are refused.
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/etc/ca.pem\\nx\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` \"/etc/ca.pem\\nx\" holds a control character (a newline?), which no file name of the host is meant to\nhelp: name the PEM file on the host by its absolute path",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/etc/ssl/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` `/etc/ssl/` names a directory (it ends in `/`), not a file\nhelp: name the PEM file",
+        ),
+        (
+            "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/\"\n",
+            "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: `ca` `/` names a directory (it ends in `/`), not a file\n",
+        ),
         (
             "[[health]]\nunit = \"a.service\"\nhttp = \"https://x/\"\nca = \"/etc/{{ NOPE }}/ca.pem\"\n",
             "error: cannot build bad\n  caused by: $SANDBOX/recipes/bad.toml:4:6: health check of `a.service`: undefined variable `NOPE`\n",
@@ -506,6 +519,28 @@ fn the_docs_health_example_builds_with_the_shipped_recipes() {
             "ca": "/etc/kubernetes/ssl/ca.pem",
             "cert": "/etc/kubernetes/ssl/kubernetes.pem",
             "key": "/etc/kubernetes/ssl/kubernetes-key.pem"
+        })
+    );
+}
+
+/// review18 LOW-4: a URL's scheme is case-insensitive (RFC 3986 §3.1): `HTTPS://` with `ca`
+/// builds, and is recorded (and shown) as `https://`.
+#[test]
+fn an_upper_case_scheme_is_an_https_url() {
+    let w = World::bare();
+    w.sb.write_recipe(
+        "etcd",
+        "[[health]]\nunit = \"etcd.service\"\nhttp = \"HTTPS://127.0.0.1:2379/health\"\n\
+         ca = \"/etc/kubernetes/ssl/ca.pem\"\n\n\
+         [files.\"/etc/systemd/system/etcd.service\"]\ntext = \"[Service]\\nExecStart=/bin/true\\n\"\n",
+    );
+    let g = w.build(&["etcd"], &[], 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&g.bytes("kbuild.json")).unwrap();
+    assert_eq!(
+        manifest["health"][0]["probe"],
+        serde_json::json!({
+            "kind": "http", "url": "https://127.0.0.1:2379/health", "status": 200,
+            "ca": "/etc/kubernetes/ssl/ca.pem"
         })
     );
 }

@@ -1232,6 +1232,15 @@ pub fn render_health(
         match &mut c.probe {
             Probe::Http { url, body, tls, .. } => {
                 *url = render(d, url)?;
+                // A scheme is case-insensitive (RFC 3986 §3.1): `HTTPS://` is `https://`,
+                // recorded in lower case, the form the probe and the checks below match.
+                if let Some((scheme, rest)) = url.split_once("://")
+                    && ["http", "https"]
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(scheme))
+                {
+                    *url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+                }
                 if let Some(b) = body {
                     *b = render(d, b)?;
                 }
@@ -1254,14 +1263,29 @@ pub fn render_health(
                     *path = render(&at_value, path)?;
                     let p = std::path::Path::new(path.as_str());
                     let up = p.components().any(|c| c == std::path::Component::ParentDir);
-                    if !p.is_absolute() || path.contains('\0') || up {
+                    // A control character (a newline from a template, say) cannot be meant,
+                    // and would break the lines that show the path; a trailing `/` names a
+                    // directory, never a PEM file.
+                    let why = if path.chars().any(char::is_control) {
+                        Some(format!(
+                            "{path:?} holds a control character (a newline?), which no file name of the host is meant to"
+                        ))
+                    } else if !p.is_absolute() || up {
+                        Some(format!(
+                            "`{path}` is not an absolute path{}",
+                            if up { " without `..`" } else { "" }
+                        ))
+                    } else if path.ends_with('/') {
+                        Some(format!(
+                            "`{path}` names a directory (it ends in `/`), not a file"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
                         return Err(RecipeError::at(
                             at,
-                            format!(
-                                "health check of `{}`: `{key}` `{path}` is not an absolute path{}",
-                                d.check.unit,
-                                if up { " without `..`" } else { "" }
-                            ),
+                            format!("health check of `{}`: `{key}` {why}", d.check.unit),
                         )
                         .with_help(
                             "name the PEM file on the host by its absolute path, such as \"/etc/kubernetes/ssl/ca.pem\" (it is read at each check, never copied into the store)",
