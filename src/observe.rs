@@ -18,6 +18,22 @@ pub trait Observer: Sync {
     fn transfer_end(&self, _label: &str) {}
 }
 
+/// `bytes` in binary units, one decimal (`12.3 MiB`); plain bytes below 1 KiB (`512 B`),
+/// so that a small amount never reads `0.0 MiB`. For the sizes status lines give.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
 /// An observer that ignores everything (tests, library callers that want silence).
 pub struct Quiet;
 

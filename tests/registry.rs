@@ -1881,8 +1881,8 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
     let r = w.ok(&["build", "--host", "master-1"]);
     assert!(
         r.stderr().contains(&format!(
-            "Removed 1 temporary entry a killed kbuild left, {:.1} MiB freed\n",
-            bytes as f64 / (1 << 20) as f64
+            "Removed 1 temporary entry a killed kbuild left, {} freed\n",
+            human_bytes(bytes)
         )),
         "{}",
         r.stderr

@@ -595,6 +595,32 @@ fn gc_unlinks_a_tmp_symlink_without_following_it() {
     verify_ok(&sb);
 }
 
+/// review18 LOW: the sweep of a writer says what a small dead scratch entry freed in bytes,
+/// not `0.0 MiB`; a `.tmp-work-*` symlink is no scratch entry: left alone, not followed.
+#[test]
+fn the_sweep_counts_a_small_entry_in_bytes_and_leaves_a_symlink_alone() {
+    let (sb, _) = pinned();
+    sb.build_ok(&[]);
+    let dead = sb.store.join(".tmp-work-dead00");
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::write(dead.join("member-1"), b"12345").unwrap();
+    let victim = sb.dir.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("g"), b"not the store's").unwrap();
+    let link = sb.store.join(".tmp-work-evil00");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+
+    let r = sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"]);
+    r.assert_success();
+    assert_eq!(
+        r.stderr(),
+        "     Removed 1 temporary entry a killed kbuild left, 5 B freed\n       Built generation 2\n"
+    );
+    assert!(!dead.exists());
+    assert!(link.symlink_metadata().unwrap().is_symlink());
+    assert_eq!(std::fs::read(victim.join("g")).unwrap(), b"not the store's");
+}
+
 #[test]
 fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     let server = EvilServer::start();
@@ -657,8 +683,8 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     r.assert_success();
     assert!(
         r.stderr().contains(&format!(
-            "Removed 1 temporary entry a killed kbuild left, {:.1} MiB freed\n",
-            bytes as f64 / (1 << 20) as f64
+            "Removed 1 temporary entry a killed kbuild left, {} freed\n",
+            human_bytes(bytes)
         )),
         "{}",
         r.stderr

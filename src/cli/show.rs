@@ -32,20 +32,7 @@ pub struct Args {
 /// What `show` prints for an entry with no recorded origin.
 const UNKNOWN: &str = "unknown (built before kbuild recorded origins)";
 
-/// `bytes` in binary units, one decimal (`12.3 MiB`); plain bytes below 1 KiB.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", UNITS[i])
-}
+pub use kbuild::observe::human_bytes;
 
 pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::Result<()> {
     if !ctx.store_dir.exists() {

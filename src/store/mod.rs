@@ -894,9 +894,9 @@ impl Store {
             observer.status(
                 "Removed",
                 &format!(
-                    "{removed} temporary {} a killed kbuild left, {:.1} MiB freed",
+                    "{removed} temporary {} a killed kbuild left, {} freed",
                     if removed == 1 { "entry" } else { "entries" },
-                    freed as f64 / (1 << 20) as f64
+                    crate::observe::human_bytes(freed)
                 ),
             );
         }

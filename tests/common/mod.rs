@@ -1085,3 +1085,18 @@ pub fn gc_archives_line(count: usize, bytes: usize) -> String {
         bytes as f64 / (1u64 << 20) as f64
     )
 }
+
+/// `bytes` as kbuild's status lines give sizes: plain bytes below 1 KiB, else binary units
+/// with one decimal (`512 B`, `3.5 KiB`, `12.3 MiB`).
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < 4 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", ["KiB", "MiB", "GiB", "TiB", "PiB"][unit])
+}
