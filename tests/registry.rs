@@ -1804,6 +1804,38 @@ fn a_pull_names_a_blob_of_the_wrong_size_as_such() {
     assert_eq!(v.code, Some(1), "{}", v.stderr);
 }
 
+/// review18 MED-10 (the pull's staging): a `.tmp-pull-<digest>` entry that is a symlink to a
+/// directory outside the store is unlinked, not written through; the pull completes.
+#[test]
+fn a_pull_never_stages_through_a_symlink() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let w = builder();
+    two_generations(&w);
+    push_gen1(&w, &reg.reference(REPO, "gen1"));
+    let reference = reg.reference(REPO, "gen2");
+    let r = push_plain(&w, &["2", &reference, "--host", "master-1"]);
+    let digest = pushed_digest(&r, &reference);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    // A store (made by the pull of generation 1) for the link to be planted in.
+    let h = puller();
+    pull_plain(&h, &reg.reference(REPO, "gen1")).assert_success();
+    let victim = h.sb.dir.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = h.sb.store.join(format!(".tmp-pull-{}", &hex[..32]));
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    pull_plain(&h, &reference).assert_success();
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "written through the link"
+    );
+    assert!(link.symlink_metadata().is_err(), "the link stayed");
+    h.ok(&["verify"]);
+}
+
 /// The scratch entries (`.tmp-work-*`) in `store`, with their sizes in bytes.
 fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
     top_level(store)

@@ -768,6 +768,13 @@ pub fn pull(
     let _stage_lock = cache::pull_lock(store, &hex[..32], observer)?;
     store.remove_abandoned(observer);
     let objects_dir = stage.join("objects");
+    // A staging entry that is not a directory (a symlink, planted or left by damage) is no
+    // earlier pull's: unlinked, never followed, so nothing is written outside the store.
+    for d in [&stage, &objects_dir] {
+        if fs_err::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+            crate::fs::remove_tree(d)?;
+        }
+    }
     fs_err::create_dir_all(&objects_dir)?;
     let missing = import::missing_objects(store, config);
     let mut transfer = Transfer::default();
