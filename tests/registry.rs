@@ -1104,21 +1104,6 @@ fn a_pull_cut_mid_way_reruns_downloading_exactly_the_blobs_whose_objects_had_not
     h.ok(&["switch", "--profile", "master-1"]);
 }
 
-/// `kbuild`'s way of writing a byte count (`src/cli/show.rs`).
-fn human_bytes(bytes: u64) -> String {
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let units = ["KiB", "MiB", "GiB"];
-    let mut v = bytes as f64 / 1024.0;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", units[i])
-}
-
 /// Two pulls of one reference into one store at once (two shells, automation): both succeed,
 /// the later one waiting for the earlier's staging (review 11 finding 11: they shared one
 /// staging directory and `.part` files, and one failed renaming a file the other had moved).
@@ -1682,13 +1667,12 @@ fn a_push_cache_entry_naming_another_objects_blob_is_found_by_verify_and_not_use
 /// entry with a `warning:` and pushes the sound manifest instead of failing.
 #[test]
 fn a_push_cache_entry_kbuild_cannot_read_is_found_by_verify_and_dropped() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    let sound = push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    };
+    let Pushed {
+        w, digest: sound, ..
+    } = Pushed::to(reg.reference("kbuild/first", "gen1"));
     let cache = w.sb.store.join(".kbuild/oci/blobs");
     let (apiserver, _) = cache_entry(&w, "kube-apiserver");
     let (scheduler, _) = cache_entry(&w, "kube-scheduler");
@@ -1773,13 +1757,10 @@ fn a_push_cache_entry_kbuild_cannot_read_is_found_by_verify_and_dropped() {
 /// refuses it and says what is wrong: the size, not the digest; nothing is pulled.
 #[test]
 fn a_pull_names_a_blob_of_the_wrong_size_as_such() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = builder();
-    build(&w, 1, &[]);
-    push_gen1(&w, &reg.reference("kbuild/first", "gen1"));
+    };
+    let Pushed { w, .. } = Pushed::to(reg.reference("kbuild/first", "gen1"));
     let (apiserver, mut json) = cache_entry(&w, "kube-apiserver");
     let size = json["size"].as_u64().unwrap();
     json["size"] = (size + 1).into();
@@ -1808,10 +1789,9 @@ fn a_pull_names_a_blob_of_the_wrong_size_as_such() {
 /// directory outside the store is unlinked, not written through; the pull completes.
 #[test]
 fn a_pull_never_stages_through_a_symlink() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
+    };
     let w = builder();
     two_generations(&w);
     push_gen1(&w, &reg.reference(REPO, "gen1"));
