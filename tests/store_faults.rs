@@ -653,13 +653,17 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
         let found = tmp_entries(&sb.store)
             .into_iter()
             .map(PathBuf::from)
-            .find(|t| t.join("attempt-1/member-1").exists());
+            // Not only created: the writer creates the file, then writes its first chunk. A
+            // kill between the two leaves an empty file (stop 18's red CI run).
+            .find(|t| {
+                std::fs::metadata(t.join("attempt-1/member-1")).is_ok_and(|m| m.len() > 0)
+            });
         if let Some(t) = found {
             break t;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the build never started extracting"
+            "the build never wrote a byte of its first member"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
