@@ -655,9 +655,7 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
             .map(PathBuf::from)
             // Not only created: the writer creates the file, then writes its first chunk. A
             // kill between the two leaves an empty file (stop 18's red CI run).
-            .find(|t| {
-                std::fs::metadata(t.join("attempt-1/member-1")).is_ok_and(|m| m.len() > 0)
-            });
+            .find(|t| std::fs::metadata(t.join("attempt-1/member-1")).is_ok_and(|m| m.len() > 0));
         if let Some(t) = found {
             break t;
         }

@@ -1282,7 +1282,6 @@ mod tests {
             unit: u.into(),
             because: Vec::new(),
         };
-        let none = Recovered::default();
         let recovered = |n: u64, units: Vec<A>| Recovered {
             units,
             undone: None,
@@ -1294,129 +1293,119 @@ mod tests {
             ..recovered(n, units)
         };
         let checks = std::slice::from_ref(&check);
+        let a = || Some(pending(2, &["a.service"]));
 
-        // A gate of generation 2 recorded, the switch stopped before its journal: the root is
-        // on 1, which passed; nothing is pending.
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(1)),
-                &none,
-                &[]
-            ),
-            rec(Some(1), None)
-        );
-        // ... and when that switch had replaced a gate pending for 3 (killed while waiting),
-        // 3's gate is pending again; with no check to wait for, none is.
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(3)),
-                &none,
-                checks
-            ),
-            rec(Some(1), Some(pending(3, &["etcd.service"])))
-        );
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(3)),
-                &none,
-                &[]
-            ),
-            rec(Some(1), None)
-        );
-        // A generation kept by `--no-rollback`, with no gate pending, stays so.
-        assert_eq!(
-            agreeing(rec(Some(1), None), Some(&g(3)), &none, checks),
-            rec(Some(1), None)
-        );
-        // The gate of the generation the root is on stays (a kbuild killed while waiting).
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(2)),
-                &none,
-                &[]
-            ),
-            rec(Some(1), Some(pending(2, &["a.service"])))
-        );
-        // Recovery completed the switch to 2, whose gate is pending: it waits for the units
-        // recovery restarts too.
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(2)),
-                &recovered(2, vec![restart("b.service")]),
-                checks
-            ),
-            rec(
+        // (why, the record before, the generation the root is on, the recovery, its checks,
+        // the record after).
+        let cases: [(&str, Record, Option<u64>, Recovered, &[Check], Record); 12] = [
+            (
+                "a gate of 2 recorded, the switch stopped before its journal: on 1, which passed",
+                rec(Some(1), a()),
                 Some(1),
-                Some(pending(2, &["b.service", "etcd.service", "a.service"]))
-            )
-        );
-        // ... and when the record had lost it (the defect: restored when the switch failed
-        // with its journal left), it is pending again.
-        assert_eq!(
-            agreeing(
+                Recovered::default(),
+                &[],
                 rec(Some(1), None),
-                Some(&g(2)),
-                &recovered(2, vec![restart("b.service")]),
-                checks
             ),
-            rec(Some(1), Some(pending(2, &["b.service", "etcd.service"])))
-        );
-        // Recovery undid the switch to 2: back on 1, which passed; 2's gate ends.
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(1)),
-                &undone(1, vec![restart("b.service")]),
-                checks
+            (
+                "that switch had replaced a gate pending for 3: 3's gate is pending again",
+                rec(Some(1), a()),
+                Some(3),
+                Recovered::default(),
+                checks,
+                rec(Some(1), Some(pending(3, &["etcd.service"]))),
             ),
-            rec(Some(1), None)
-        );
-        // Undone onto a generation that has not passed (kept by `--no-rollback`): its units
-        // were restarted by the undo, so its gate is pending.
-        assert_eq!(
-            agreeing(
+            (
+                "... with no check of 3 to wait for, none is",
+                rec(Some(1), a()),
+                Some(3),
+                Recovered::default(),
+                &[],
+                rec(Some(1), None),
+            ),
+            (
+                "a generation kept by --no-rollback, with no gate pending, stays so",
+                rec(Some(1), None),
+                Some(3),
+                Recovered::default(),
+                checks,
+                rec(Some(1), None),
+            ),
+            (
+                "the gate of the generation the root is on stays (killed while waiting)",
+                rec(Some(1), a()),
+                Some(2),
+                Recovered::default(),
+                &[],
+                rec(Some(1), a()),
+            ),
+            (
+                "recovery completed the switch to 2: its gate waits for what recovery restarted",
+                rec(Some(1), a()),
+                Some(2),
+                recovered(2, vec![restart("b.service")]),
+                checks,
+                rec(
+                    Some(1),
+                    Some(pending(2, &["b.service", "etcd.service", "a.service"])),
+                ),
+            ),
+            (
+                "... and when the record had lost that gate, it is pending again",
+                rec(Some(1), None),
+                Some(2),
+                recovered(2, vec![restart("b.service")]),
+                checks,
+                rec(Some(1), Some(pending(2, &["b.service", "etcd.service"]))),
+            ),
+            (
+                "recovery undid the switch to 2: back on 1, which passed; 2's gate ends",
+                rec(Some(1), a()),
+                Some(1),
+                undone(1, vec![restart("b.service")]),
+                checks,
+                rec(Some(1), None),
+            ),
+            (
+                "undone onto 2, kept by --no-rollback: the undo restarted its units",
                 rec(Some(1), Some(pending(3, &["a.service"]))),
-                Some(&g(2)),
-                &undone(2, vec![restart("b.service")]),
-                checks
+                Some(2),
+                undone(2, vec![restart("b.service")]),
+                checks,
+                rec(Some(1), Some(pending(2, &["b.service", "etcd.service"]))),
             ),
-            rec(Some(1), Some(pending(2, &["b.service", "etcd.service"])))
-        );
-        // Completed onto the last good generation (a rollback's switch): nothing pending.
-        assert_eq!(
-            agreeing(
-                rec(Some(1), Some(pending(2, &["a.service"]))),
-                Some(&g(1)),
-                &recovered(1, vec![restart("b.service")]),
-                checks
-            ),
-            rec(Some(1), None)
-        );
-        // Nothing to wait for: good, as after a switch with nothing to gate.
-        assert_eq!(
-            agreeing(
+            (
+                "completed onto the last good generation (a rollback's switch)",
+                rec(Some(1), a()),
+                Some(1),
+                recovered(1, vec![restart("b.service")]),
+                checks,
                 rec(Some(1), None),
-                Some(&g(2)),
-                &recovered(2, Vec::new()),
-                &[]
             ),
-            rec(Some(2), None)
-        );
-        // An unmanaged root has no gate.
-        assert_eq!(
-            agreeing(
+            (
+                "nothing to wait for: good, as after a switch with nothing to gate",
+                rec(Some(1), None),
+                Some(2),
+                recovered(2, Vec::new()),
+                &[],
+                rec(Some(2), None),
+            ),
+            (
+                "an unmanaged root has no gate",
                 rec(None, Some(pending(1, &["a.service"]))),
                 None,
-                &undone(0, Vec::new()),
-                &[]
+                undone(0, Vec::new()),
+                &[],
+                rec(None, None),
             ),
-            rec(None, None)
-        );
+        ];
+        for (why, before, now, recovery, checks, after) in cases {
+            let now = now.map(g);
+            assert_eq!(
+                agreeing(before, now.as_ref(), &recovery, checks),
+                after,
+                "{why}"
+            );
+        }
     }
 
     /// Regression (issue 12 follow-up): the line said the longest settle of all units, though
