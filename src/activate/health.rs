@@ -1297,7 +1297,8 @@ mod tests {
 
         // (why, the record before, the generation the root is on, the recovery, its checks,
         // the record after).
-        let cases: [(&str, Record, Option<u64>, Recovered, &[Check], Record); 12] = [
+        type Case<'a> = (&'a str, Record, Option<u64>, Recovered, &'a [Check], Record);
+        let cases: [Case; 12] = [
             (
                 "a gate of 2 recorded, the switch stopped before its journal: on 1, which passed",
                 rec(Some(1), a()),
