@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use common::registry::{Options, Registry, skip};
+use common::registry::{Options, Pushed, REPO, Registry, puller, pushed_gen1, registry};
 use common::world::*;
 use common::*;
 
@@ -224,21 +224,17 @@ fn ctrl_c_of_an_export_removes_only_the_staging_it_holds() {
 /// reverse, HTTPS to a plain-HTTP registry, says to add it.
 #[test]
 fn plain_http_and_https_mixed_up_say_which_flag() {
-    if skip() {
+    let Some(tls) = registry(Options::TLS) else {
         return;
-    }
-    let tls = Registry::start_with(Options {
-        tls: true,
-        ..Options::default()
-    });
-    let h = World::new();
+    };
+    let h = puller();
     let reference = tls.reference("k/m", "default-1");
     let r = h.run(&["pull", &reference, "--plain-http"]);
     r.assert_error(&format!(
         "error: cannot pull `{reference}`\n  caused by: pull: the request to the registry of `{reference}` failed\n  caused by: Server error: url http://{}/v2/k/m/manifests/default-1, code: 400, message: Client sent an HTTP request to an HTTPS server.\nhelp: the registry speaks HTTPS: drop `--plain-http` (and give its CA with `--ca-file` if a private CA signed its certificate)\n",
         tls.host()
     ));
-    let plain = Registry::start();
+    let plain = Registry::start_with(Options::PLAIN);
     let reference = plain.reference("k/m", "default-1");
     h.run(&["pull", &reference]).assert_error(&format!(
         "error: cannot pull `{reference}`\n  caused by: pull: the request to the registry of `{reference}` failed\n  caused by: error sending request for url (https://{host}/v2/)\n  caused by: client error (Connect)\n  caused by: received corrupt message of type InvalidContentType\nhelp: the registry seems to speak plain HTTP: add `--plain-http` if that is expected\n",
@@ -251,15 +247,11 @@ fn plain_http_and_https_mixed_up_say_which_flag() {
 /// the sender should push again; the same damage in a layout directory says to copy it again.
 #[test]
 fn a_blob_damaged_in_the_registry_or_a_layout_says_whose_copy_is_bad() {
-    if skip() {
+    let Some(reg) = registry(Options::PLAIN) else {
         return;
-    }
-    let reg = Registry::start();
-    let w = World::new();
-    w.build(&["master"], &[], 1);
-    let reference = reg.reference("k/m", "default-1");
-    w.ok(&["push", &reference, "--plain-http"]);
-    let m: serde_json::Value = serde_json::from_slice(&reg.manifest("k/m", "default-1")).unwrap();
+    };
+    let Pushed { w, reference, .. } = pushed_gen1(&reg);
+    let m: serde_json::Value = serde_json::from_slice(&reg.manifest(REPO, "gen1")).unwrap();
     let layer = m["layers"]
         .as_array()
         .unwrap()
@@ -282,7 +274,14 @@ fn a_blob_damaged_in_the_registry_or_a_layout_says_whose_copy_is_bad() {
     ));
 
     let out = w.sb.dir.join("usb");
-    w.ok(&["export", "--output", out.to_str().unwrap()]);
+    w.ok(&[
+        "export",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+        "--host",
+        "master-1",
+    ]);
     let blob = out.join("blobs/sha256").join(&layer["sha256:".len()..]);
     let mut bytes = std::fs::read(&blob).unwrap();
     let at = bytes.len() / 2;
