@@ -532,7 +532,9 @@ fn build_in(
             store.check_unmodified(&c.path, size)?;
         }
     }
-    let manifest = manifest(&set, &recipe::render_health(&set, &vars)?);
+    let health = recipe::render_health(&set, &vars)?;
+    let prerequisites = prerequisites(&set, &health);
+    let manifest = manifest(&set, &prerequisites, &health);
     let links = install_links(store, &components)?;
     let rootfs = assemble_rootfs(store, &set, &components, &links, &manifest, repair, changes)?;
     if repair.is_some() {
@@ -551,7 +553,7 @@ fn build_in(
             recipes,
             variables: vars,
             inputs: used_inputs,
-            prerequisites: set.prerequisites.iter().cloned().collect(),
+            prerequisites: prerequisites.into_iter().collect(),
             hosts: req.hosts.clone(),
             origins: origins(&set, &links, &ctx.recipes_dir),
         },
@@ -1157,11 +1159,31 @@ fn sanitize_name(s: &str) -> String {
     }
 }
 
+/// The host files a generation needs before a switch changes anything: its recipes'
+/// `prerequisites`, and the files its `https://` health checks read (`ca`, `cert`, `key`)
+/// unless the generation installs that path itself. A missing cluster CA then refuses the
+/// switch with the other missing files, instead of failing the health gate after the flip
+/// and rolling back; a group-readable client key gets the same warning as any key.
+fn prerequisites(set: &RecipeSet, health: &[crate::health::Check]) -> BTreeSet<String> {
+    let installed = |p: &str| set.files.keys().any(|t| t.as_str() == p);
+    let tls = health.iter().flat_map(|c| c.probe.tls_paths());
+    set.prerequisites
+        .iter()
+        .map(String::as_str)
+        .chain(tls.filter(|p| !installed(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `kbuild.json` at the top of every rootfs: what a host needs to know to activate it.
-fn manifest(set: &RecipeSet, health: &[crate::health::Check]) -> Vec<u8> {
+fn manifest(
+    set: &RecipeSet,
+    prerequisites: &BTreeSet<String>,
+    health: &[crate::health::Check],
+) -> Vec<u8> {
     let mut value = serde_json::json!({
         "version": 1,
-        "prerequisites": set.prerequisites.iter().collect::<Vec<_>>(),
+        "prerequisites": prerequisites,
     });
     // The rendered health checks (`kbuild check` and the switch's gate read them from the
     // generation, without recipes); absent when none, so rootfs without them keep their digest.

@@ -72,6 +72,19 @@ pub enum Probe {
     Command { argv: Vec<String> },
 }
 
+impl Probe {
+    /// The host files the probe reads at each check (an `https://` check's `ca`, `cert` and
+    /// `key`); none for other probes.
+    pub fn tls_paths(&self) -> impl Iterator<Item = &str> {
+        match self {
+            Probe::Http { tls, .. } => Some(tls.paths()),
+            _ => None,
+        }
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// The host files an `https://` check reads at each check, by absolute path: the cluster's
 /// CA, and a client certificate with its key (etcd with client-certificate auth). Only the
 /// paths are recorded (`"ca"`, `"cert"`, `"key"` beside the probe's `url`, each absent when
@@ -91,6 +104,13 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The paths that are set: `ca`, `cert`, `key`, in that order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        [&self.ca, &self.cert, &self.key]
+            .into_iter()
+            .filter_map(|p| p.as_deref())
+    }
+
     /// Whether none is set (the check uses the public roots and sends no certificate).
     pub fn is_empty(&self) -> bool {
         self.ca.is_none() && self.cert.is_none() && self.key.is_none()

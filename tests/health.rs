@@ -454,16 +454,41 @@ fn https_check_files_are_recorded_by_path_and_never_read_by_the_build() {
         "key": "/etc/kubernetes/ssl/etcd-client-key.pem"
     });
     assert_eq!(manifest["health"][0]["probe"], probe);
+    // The files are prerequisites: checked under the root before the switch changes anything.
+    let files = [
+        "/etc/kubernetes/ssl/ca.pem",
+        "/etc/kubernetes/ssl/etcd-client-key.pem",
+        "/etc/kubernetes/ssl/etcd-client.pem",
+    ];
+    assert_eq!(manifest["prerequisites"], serde_json::json!(files));
     let line = "  etcd.service  GET https://127.0.0.1:2379/health → 200, CA /etc/kubernetes/ssl/ca.pem, client certificate /etc/kubernetes/ssl/etcd-client.pem (timeout 1m, interval 1s, settle 3s)\n";
-    let r = w.ok(&["switch", "--dry-run"]);
+    let r = w.run(&["switch", "--dry-run"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let stdout = r.stdout();
     assert!(
-        r.stdout.ends_with(&format!(
+        stdout.starts_with(
+            "root $SANDBOX/host: nothing -> generation 1\n  prerequisite missing: /etc/kubernetes/ssl/ca.pem\n  prerequisite missing: /etc/kubernetes/ssl/etcd-client-key.pem\n  prerequisite missing: /etc/kubernetes/ssl/etcd-client.pem\n"
+        ) && stdout.ends_with(&format!(
             "health checks (would not run: root is not `/`):\n{line}"
         )),
-        "{}",
-        r.stdout
+        "{stdout}"
     );
-    w.ok(&["switch"]);
+    let before = w.listing();
+    w.run(&["switch"]).assert_error(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: missing host prerequisites under `$SANDBOX/host`: /etc/kubernetes/ssl/ca.pem, /etc/kubernetes/ssl/etcd-client-key.pem, /etc/kubernetes/ssl/etcd-client.pem\nhelp: create them on the host first (kbuild never copies secrets such as tokens and TLS keys into the store)\n",
+    );
+    assert_eq!(w.listing(), before, "the refused switch changed the root");
+    for f in files {
+        let p = w.root.join(&f[1..]);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    }
+    // A key others can read is warned about, as any prerequisite key.
+    let r = w.ok(&["switch"]);
+    assert_eq!(
+        r.stderr(),
+        "warning: private key /etc/kubernetes/ssl/etcd-client-key.pem is readable by group or others (mode 0644); fix: chmod 600 $SANDBOX/host/etc/kubernetes/ssl/etcd-client-key.pem\n    Switched root `$SANDBOX/host` to generation 1\n"
+    );
     let r = w.run(&["check", "--json"]);
     assert_eq!(r.code, Some(5), "{r:?}");
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -475,6 +500,40 @@ fn https_check_files_are_recorded_by_path_and_never_read_by_the_build() {
             "health checks of generation 1 (not run: root is not `/`):\n{}",
             line.replacen("  ", "  not run  ", 1)
         )
+    );
+}
+
+/// A check's `ca` the generation installs itself is no prerequisite (it exists once the switch
+/// flips); a file that is both a recipe's prerequisite and a check's is listed once.
+#[test]
+fn https_check_files_the_generation_installs_are_no_prerequisites() {
+    let w = World::bare();
+    w.sb.write_recipe(
+        "etcd",
+        "prerequisites = [\"/etc/kubernetes/ssl/etcd-client.pem\"]\n\n\
+         [[health]]\nunit = \"etcd.service\"\nhttp = \"https://127.0.0.1:2379/health\"\n\
+         ca = \"/etc/kubernetes/ca.pem\"\ncert = \"/etc/kubernetes/ssl/etcd-client.pem\"\nkey = \"/etc/kubernetes/ssl/etcd-client-key.pem\"\n\n\
+         [files.\"/etc/kubernetes/ca.pem\"]\ntext = \"-----BEGIN CERTIFICATE-----\\n\"\n\n\
+         [files.\"/etc/systemd/system/etcd.service\"]\ntext = \"[Service]\\nExecStart=/bin/true\\n\"\n",
+    );
+    let g = w.build(&["etcd"], &[], 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&g.bytes("kbuild.json")).unwrap();
+    let files = [
+        "/etc/kubernetes/ssl/etcd-client-key.pem",
+        "/etc/kubernetes/ssl/etcd-client.pem",
+    ];
+    assert_eq!(manifest["prerequisites"], serde_json::json!(files));
+    for f in files {
+        let p = w.root.join(&f[1..]);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let r = w.ok(&["switch"]);
+    assert_eq!(
+        r.stderr(),
+        "    Switched root `$SANDBOX/host` to generation 1\n"
     );
 }
 
