@@ -61,8 +61,8 @@ fn rootfs_of(store: &Store, profile: &str, n: u64) -> Result<PathBuf, SwitchErro
 
 fn files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    for entry in walkdir::WalkDir::new(rootfs).sort_by_file_name() {
-        let entry = entry.map_err(io::Error::other)?;
+    for entry in crate::fs::walk_tree(rootfs)?.sort_by_file_name() {
+        let entry = entry.map_err(crate::fs::walk_error)?;
         if !entry.file_type().is_dir() {
             let rel = entry.path().strip_prefix(rootfs).expect("under rootfs");
             out.insert(format!("/{}", rel.to_string_lossy()));

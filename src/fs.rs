@@ -130,6 +130,29 @@ pub fn walk(path: &Path) -> walkdir::WalkDir {
     walkdir::WalkDir::new(path).follow_root_links(false)
 }
 
+/// A [`walk`] over a tree whose top must be a directory, as a rootfs in the store is: a top
+/// that is a symlink (a store entry replaced by hand, or damage) is an `InvalidData` error
+/// naming it, never followed, so nothing outside the store is read as the generation's files.
+/// `NotFound` when there is nothing at `path`.
+pub fn walk_tree(path: &Path) -> io::Result<walkdir::WalkDir> {
+    let meta = fs_err::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        let what = if meta.is_symlink() {
+            "a symlink"
+        } else {
+            "not a directory"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "`{}` is {what}, not the directory the store made: the store is damaged (`kbuild verify` says how; `kbuild verify --repair` rebuilds what it can)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(walk(path))
+}
+
 /// A [`walk`] error as an `io::Error` that names the path it happened at (a loop error,
 /// which has no single path, keeps walkdir's own text).
 pub fn walk_error(e: walkdir::Error) -> io::Error {

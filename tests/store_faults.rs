@@ -760,6 +760,41 @@ fn read_only_store_is_a_clear_error() {
     );
 }
 
+/// A rootfs replaced by a symlink, to a copy with the right files even, is never read
+/// through: export, diff and switch refuse it by name, and the root is left as it was.
+#[test]
+fn a_rootfs_replaced_by_a_symlink_is_never_followed() {
+    let s = Sentinel::new();
+    let w = common::world::World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    w.ok(&["switch", "2"]);
+    let copy = s.path().join("rootfs");
+    std::fs::rename(&g1.rootfs, &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, &g1.rootfs).unwrap();
+    let before = (s.snapshot(), w.listing());
+    let rootfs = g1.object();
+
+    let out = w.sb.dir.join("usb");
+    w.run(&["export", "1", "--output", out.to_str().unwrap()])
+        .assert_error(&format!(
+            "error: cannot export generation 1 of profile `default` to `$SANDBOX/usb`\n  caused by: cannot read store object `{rootfs}` for the artifact\n  caused by: `$SANDBOX/store/{rootfs}` is a symlink, not the directory the store made: {DAMAGED}\n"
+        ));
+    w.run(&["diff", "1", "2"]).assert_error(&format!(
+        "error: cannot compare generations\n  caused by: `$SANDBOX/store/{rootfs}` is a symlink, not the directory the store made: {DAMAGED}\n"
+    ));
+    // The switch finds it earlier, as an object changed after it was added.
+    w.run(&["switch", "1"]).assert_error(&format!(
+        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{rootfs}` was modified after it was added (the object is not a directory)\n{MODIFIED_HELP}"
+    ));
+    assert!(!out.exists());
+    s.assert_untouched(&before.0);
+    assert_eq!(w.listing(), before.1, "the root changed");
+}
+
+/// How [`kbuild::fs::walk_tree`] ends its error.
+const DAMAGED: &str = "the store is damaged (`kbuild verify` says how; `kbuild verify --repair` rebuilds what it can)";
+
 cases_tested!(STORE;
     disk_full_while_extracting,
     disk_full_at_every_stage_leaves_a_valid_store,

@@ -290,12 +290,12 @@ impl fmt::Display for Plan {
 pub(crate) fn rootfs_files(rootfs: &Path) -> io::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for top in MANAGED_TOPS {
-        let dir = rootfs.join(top);
-        if !dir.exists() {
-            continue;
-        }
-        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
-            let entry = entry.map_err(io::Error::other)?;
+        let walk = match crate::fs::walk_tree(&rootfs.join(top)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            walk => walk?,
+        };
+        for entry in walk.sort_by_file_name() {
+            let entry = entry.map_err(crate::fs::walk_error)?;
             if entry.file_type().is_dir() {
                 continue;
             }
@@ -345,7 +345,8 @@ fn plan_for(
 ) -> Result<Plan, SwitchError> {
     let store_dir = store.canonical_dir();
     let rootfs = store_dir.join(g.rootfs.as_str());
-    if !rootfs.is_dir() {
+    // Not followed: a rootfs replaced by a symlink would link the root to what it points at.
+    if !rootfs.symlink_metadata().is_ok_and(|m| m.is_dir()) {
         return Err(SwitchError::MissingRootfs {
             generation: g.number,
             path: rootfs,

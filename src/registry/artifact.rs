@@ -245,8 +245,9 @@ pub fn describe(
 
     let top = store.path_of(&g.rootfs);
     let mut tree = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(&top).min_depth(1).sort_by_file_name() {
-        let entry = entry.map_err(|e| object_err(&g.rootfs, std::io::Error::other(e)))?;
+    let walk = crate::fs::walk_tree(&top).map_err(|e| object_err(&g.rootfs, e))?;
+    for entry in walk.min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| object_err(&g.rootfs, crate::fs::walk_error(e)))?;
         let rel = entry
             .path()
             .strip_prefix(&top)
