@@ -60,6 +60,88 @@ fn run(sb: &Sandbox, server: &EvilServer, env: &[(&str, &str)]) -> (Run, String)
     (r, stderr)
 }
 
+/// One build of `net` against an [`EvilServer`] that answers each URL with its scripted
+/// replies in turn: what every case checks afterwards.
+struct Served {
+    server: EvilServer,
+    sb: Sandbox,
+    /// The lock file as it was before the build.
+    lock: Option<Vec<u8>>,
+    r: Run,
+    /// The build's stderr, the server's address shown as `$SERVER`.
+    stderr: String,
+    /// How long the build alone took (not the sandbox's set-up).
+    took: Duration,
+}
+
+impl Served {
+    /// The primary URL alone, answering with `replies`.
+    fn primary(replies: Vec<Reply>) -> Served {
+        Served::scripted(vec![(PRIMARY, replies)], &[])
+    }
+
+    /// The primary URL, then one mirror, each answering with its replies.
+    fn mirrored(primary: Vec<Reply>, mirror: Vec<Reply>) -> Served {
+        Served::scripted(vec![(PRIMARY, primary), (MIRROR, mirror)], &[])
+    }
+
+    /// The primary URL alone with `KBUILD_HTTP_TIMEOUT=1`, its `replies` stalling: three
+    /// attempts of about 1 s each, so the build takes at least 4 s and less than
+    /// [`TIMEOUT_BOUND`].
+    #[track_caller]
+    fn primary_stalling(replies: Vec<Reply>) -> Served {
+        let s = Served::scripted(vec![(PRIMARY, replies)], &[("KBUILD_HTTP_TIMEOUT", "1")]);
+        let took = s.took;
+        assert!(took < TIMEOUT_BOUND, "took {took:?}");
+        assert!(took >= Duration::from_secs(4), "took {took:?}");
+        s
+    }
+
+    /// The URLs in the order of `script` (the first the primary), each answering with its
+    /// replies; the build runs with `env`.
+    fn scripted(script: Vec<(&str, Vec<Reply>)>, env: &[(&str, &str)]) -> Served {
+        let server = EvilServer::start();
+        let urls: Vec<String> = script.iter().map(|(path, _)| server.url(path)).collect();
+        for (path, replies) in script {
+            server.script(path, replies);
+        }
+        let sb = sandbox(&urls);
+        let lock = sb.lock_bytes();
+        let started = Instant::now();
+        let (r, stderr) = run(&sb, &server, env);
+        let took = started.elapsed();
+        Served {
+            server,
+            sb,
+            lock,
+            r,
+            stderr,
+            took,
+        }
+    }
+
+    /// How many requests the primary URL and the mirror saw.
+    fn requests(&self) -> (usize, usize) {
+        (self.server.count(PRIMARY), self.server.count(MIRROR))
+    }
+
+    /// The build failed with exactly `expected` on stderr and kept nothing (see
+    /// [`assert_failed`]), after `requests` requests to the primary URL and the mirror.
+    #[track_caller]
+    fn fails(&self, case: &str, expected: &str, requests: (usize, usize)) {
+        assert_failed(case, &self.sb, &self.lock, &self.r, &self.stderr, expected);
+        assert_eq!(self.requests(), requests, "case `{case}`: requests");
+    }
+
+    /// The build succeeded with exactly `expected` on stderr (see [`assert_built`]), after
+    /// `requests` requests to the primary URL and the mirror.
+    #[track_caller]
+    fn builds(&self, case: &str, expected: &str, requests: (usize, usize)) {
+        assert_built(case, &self.sb, &self.r, &self.stderr, expected);
+        assert_eq!(self.requests(), requests, "case `{case}`: requests");
+    }
+}
+
 /// The build failed: exit 1, exactly `expected` on stderr, no object, no `.tmp-*`, the lock
 /// file untouched.
 #[track_caller]
@@ -110,6 +192,20 @@ fn assert_built(case: &str, sb: &Sandbox, r: &Run, stderr: &str, expected: &str)
     check_case(NETWORK, case, outcome_of(r, false), stderr);
 }
 
+/// `stderr` is `head`, then one `caused by:` line on the primary URL holding each of
+/// `words`, then [`FETCH_HELP`]: for causes whose wording comes from the HTTP client.
+#[track_caller]
+fn assert_last_cause_names(stderr: &str, head: &str, words: &[&str], why: &str) {
+    let last = stderr.strip_prefix(head);
+    assert!(
+        last.is_some_and(|last| last.starts_with(&format!("  caused by: `{U}`: "))
+            && words.iter().all(|w| last.contains(w))
+            && last.lines().count() == 2
+            && last.ends_with(FETCH_HELP)),
+        "{why}: the last cause does not name {words:?}:\n{stderr}"
+    );
+}
+
 fn fetching(url: &str) -> String {
     transfer(url, 0)
 }
@@ -133,6 +229,33 @@ fn failed(causes: &[&str]) -> String {
     s
 }
 
+/// The stderr of a build whose one attempt at the primary URL failed with `cause`, not
+/// worth a retry.
+fn refused(cause: &str) -> String {
+    format!(
+        "{}{}",
+        fetching(U),
+        failed(&[
+            "cannot fetch input `kubernetes-server`",
+            &format!("`{U}`: {cause}")
+        ])
+    )
+}
+
+/// The stderr of a build whose three attempts at the primary URL each failed with `cause`.
+fn gave_up(cause: &str) -> String {
+    format!(
+        "{f}{}{f}{}{f}{}",
+        retrying(cause, 2),
+        retrying(cause, 3),
+        failed(&[
+            "cannot fetch input `kubernetes-server`",
+            &format!("`{U}`: {cause}")
+        ]),
+        f = fetching(U),
+    )
+}
+
 const FETCH_HELP: &str = "help: add a mirror to the input's `urls` in its recipe, or read a local copy: `kbuild build RECIPE --override-input kubernetes-server=file:///path/to/file` (add `--offline` to be sure nothing is fetched)\n";
 
 const BUILT: &str = "       Built generation 1\n";
@@ -145,121 +268,57 @@ const M: &str = "$SERVER/mirror/kubernetes-server-linux-amd64.tar.gz";
 
 #[test]
 fn not_found_is_not_retried() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(404)]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::primary(vec![Reply::Status(404)]).fails(
         "not_found_is_not_retried",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{}{}",
-            fetching(U),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: HTTP status 404")
-            ])
-        ),
+        &refused("HTTP status 404"),
+        (1, 0),
     );
-    assert_eq!(server.count(PRIMARY), 1);
 }
 
 #[test]
 fn forbidden_is_not_retried() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(403)]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::primary(vec![Reply::Status(403)]).fails(
         "forbidden_is_not_retried",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{}{}",
-            fetching(U),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: HTTP status 403")
-            ])
-        ),
+        &refused("HTTP status 403"),
+        (1, 0),
     );
-    assert_eq!(server.count(PRIMARY), 1);
 }
 
 #[test]
 fn server_error_then_success_is_retried() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(500), Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::primary(vec![Reply::Status(500), Reply::Body(gz())]).builds(
         "server_error_then_success_is_retried",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}{BUILT}",
             fetching(U),
             retrying("HTTP status 500", 2),
             transfer(U, gz().len())
         ),
+        (2, 0),
     );
-    assert_eq!(server.count(PRIMARY), 2);
 }
 
 #[test]
 fn too_many_requests_then_success_is_retried() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(429), Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::primary(vec![Reply::Status(429), Reply::Body(gz())]).builds(
         "too_many_requests_then_success_is_retried",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}{BUILT}",
             fetching(U),
             retrying("HTTP status 429", 2),
             transfer(U, gz().len())
         ),
+        (2, 0),
     );
-    assert_eq!(server.count(PRIMARY), 2);
 }
 
 #[test]
 fn persistent_server_error_gives_up_after_three_attempts() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(503)]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::primary(vec![Reply::Status(503)]).fails(
         "persistent_server_error_gives_up_after_three_attempts",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{f}{}{f}{}{f}{}",
-            retrying("HTTP status 503", 2),
-            retrying("HTTP status 503", 3),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: HTTP status 503")
-            ]),
-            f = fetching(U),
-        ),
+        &gave_up("HTTP status 503"),
+        (3, 0),
     );
-    assert_eq!(server.count(PRIMARY), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,157 +327,80 @@ fn persistent_server_error_gives_up_after_three_attempts() {
 
 #[test]
 fn connection_closed_mid_body() {
-    let server = EvilServer::start();
     let body = gz();
     let keep = body.len() / 2;
-    server.script(PRIMARY, vec![Reply::CutChunked { body, keep }]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    // Less than one 1 MiB read arrived: no `Read` line.
+    // Less than one 1 MiB read arrives: no `Read` line.
     assert!(keep < 1 << 20);
-    let attempt = fetching(U);
-    assert_failed(
+    Served::primary(vec![Reply::CutChunked { body, keep }]).fails(
         "connection_closed_mid_body",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{attempt}{}{attempt}{}{attempt}{}",
-            retrying("reading failed: Peer disconnected", 2),
-            retrying("reading failed: Peer disconnected", 3),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: reading failed: Peer disconnected")
-            ]),
-        ),
+        &gave_up("reading failed: Peer disconnected"),
+        (3, 0),
     );
-    assert_eq!(server.count(PRIMARY), 3);
 }
 
 #[test]
 fn body_shorter_than_content_length() {
-    let server = EvilServer::start();
     let body = gz();
     let keep = body.len() / 2;
-    server.script(PRIMARY, vec![Reply::Cut { body, keep }]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
     assert!(keep < 1 << 20);
-    let attempt = fetching(U);
-    assert_failed(
+    Served::primary(vec![Reply::Cut { body, keep }]).fails(
         "body_shorter_than_content_length",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{attempt}{}{attempt}{}{attempt}{}",
-            retrying("reading failed: Peer disconnected", 2),
-            retrying("reading failed: Peer disconnected", 3),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: reading failed: Peer disconnected")
-            ]),
-        ),
+        &gave_up("reading failed: Peer disconnected"),
+        (3, 0),
     );
-    assert_eq!(server.count(PRIMARY), 3);
 }
 
 #[test]
 fn body_longer_than_content_length() {
-    let server = EvilServer::start();
     let mut body = gz();
     let declared = body.len();
     body.extend_from_slice(&noise("junk after the declared length", 4096));
-    server.script(PRIMARY, vec![Reply::Declared { body, declared }]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let (r, stderr) = run(&sb, &server, &[]);
     // Exactly Content-Length bytes are read (and hashed); what follows is not the body.
-    assert_built(
+    Served::primary(vec![Reply::Declared { body, declared }]).builds(
         "body_longer_than_content_length",
-        &sb,
-        &r,
-        &stderr,
         &format!("{}{BUILT}", transfer(U, declared)),
+        (1, 0),
     );
-    assert_eq!(server.count(PRIMARY), 1);
 }
 
 #[test]
 fn content_length_shorter_than_the_archive() {
-    let server = EvilServer::start();
     let body = gz();
     let declared = body.len() - 1000;
     let read = sha256_hex(&body[..declared]);
-    server.script(PRIMARY, vec![Reply::Declared { body, declared }]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
     // The bytes read are not the pinned file: a hash mismatch, not worth a retry.
-    assert_failed(
+    Served::primary(vec![Reply::Declared { body, declared }]).fails(
         "content_length_shorter_than_the_archive",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
         &format!(
             "{}error: cannot build net\n  caused by: sha256 mismatch for input `kubernetes-server` from `{U}`\n  expected: {}\n    actual: {read}\nhelp: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
             transfer(U, declared),
             fixture().sha256,
         ),
+        (1, 0),
     );
-    assert_eq!(server.count(PRIMARY), 1);
 }
 
 #[test]
 fn connection_closed_before_the_response() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::HangUp]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::primary(vec![Reply::HangUp]).fails(
         "connection_closed_before_the_response",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{f}{}{f}{}{f}{}",
-            retrying("io: Peer disconnected", 2),
-            retrying("io: Peer disconnected", 3),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: io: Peer disconnected")
-            ]),
-            f = fetching(U),
-        ),
+        &gave_up("io: Peer disconnected"),
+        (3, 0),
     );
-    assert_eq!(server.count(PRIMARY), 3);
 }
 
 #[test]
 fn connection_closed_once_then_success() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::HangUp, Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::primary(vec![Reply::HangUp, Reply::Body(gz())]).builds(
         "connection_closed_once_then_success",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}{BUILT}",
             fetching(U),
             retrying("io: Peer disconnected", 2),
             transfer(U, gz().len())
         ),
+        (2, 0),
     );
-    assert_eq!(server.count(PRIMARY), 2);
 }
 
 /// A transfer cut after a kept member was already extracted, then a good retry: the retry
@@ -542,24 +524,11 @@ const TIMEOUT_BOUND: Duration = Duration::from_secs(45);
 
 #[test]
 fn server_stalls_after_the_headers() {
-    let server = EvilServer::start();
-    let body = gz();
-    let keep = 64 << 10;
-    server.script(
-        PRIMARY,
-        vec![Reply::StallAfter {
-            body,
-            keep,
-            stall: Duration::from_secs(60),
-        }],
-    );
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let started = Instant::now();
-    let (r, stderr) = run(&sb, &server, &[("KBUILD_HTTP_TIMEOUT", "1")]);
-    let took = started.elapsed();
-    assert!(took < TIMEOUT_BOUND, "took {took:?}");
-    assert!(took >= Duration::from_secs(4), "took {took:?}");
+    let s = Served::primary_stalling(vec![Reply::StallAfter {
+        body: gz(),
+        keep: 64 << 10,
+        stall: Duration::from_secs(60),
+    }]);
     let attempt = fetching(U);
     // The same silence as before the headers, so the same advice: the message must name the
     // limit and the variable that sets it.
@@ -569,64 +538,22 @@ fn server_stalls_after_the_headers() {
         retrying(STALL_BODY, 3),
         failed(&["cannot fetch input `kubernetes-server`"]).replace(FETCH_HELP, ""),
     );
-    assert!(
-        stderr.starts_with(&head)
-            && stderr[head.len()..].starts_with(&format!("  caused by: `{U}`: ")),
-        "{stderr}"
+    assert_last_cause_names(
+        &s.stderr,
+        &head,
+        &["1 s", "KBUILD_HTTP_TIMEOUT"],
+        "the timeout message does not name the limit",
     );
-    let last = &stderr[head.len()..];
-    assert!(
-        last.contains("1 s")
-            && last.contains("KBUILD_HTTP_TIMEOUT")
-            && last.lines().count() == 2
-            && last.ends_with(FETCH_HELP),
-        "the timeout message does not name the limit: {last}"
-    );
-    assert_failed(
-        "server_stalls_after_the_headers",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &stderr,
-    );
-    assert_eq!(server.count(PRIMARY), 3);
+    s.fails("server_stalls_after_the_headers", &s.stderr, (3, 0));
 }
 
 #[test]
 fn server_stalls_before_the_headers() {
-    let server = EvilServer::start();
-    server.script(
-        PRIMARY,
-        vec![Reply::StallBeforeHeaders(Duration::from_secs(60))],
-    );
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let started = Instant::now();
-    let (r, stderr) = run(&sb, &server, &[("KBUILD_HTTP_TIMEOUT", "1")]);
-    let took = started.elapsed();
-    assert!(took < TIMEOUT_BOUND, "took {took:?}");
-    assert!(took >= Duration::from_secs(4), "took {took:?}");
-    assert_failed(
+    Served::primary_stalling(vec![Reply::StallBeforeHeaders(Duration::from_secs(60))]).fails(
         "server_stalls_before_the_headers",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{f}{}{f}{}{f}{}",
-            retrying(STALL_HEAD, 2),
-            retrying(STALL_HEAD, 3),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!(
-                    "`{U}`: no answer for 1 s (KBUILD_HTTP_TIMEOUT sets the limit, in seconds)"
-                )
-            ]),
-            f = fetching(U),
-        ),
+        &gave_up(STALL_HEAD),
+        (3, 0),
     );
-    assert_eq!(server.count(PRIMARY), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,14 +573,7 @@ fn redirect_loop() {
         &lock,
         &r,
         &stderr,
-        &format!(
-            "{}{}",
-            fetching(U),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!("`{U}`: more than 10 redirects (a redirect loop?)")
-            ])
-        ),
+        &refused("more than 10 redirects (a redirect loop?)"),
     );
     // The first request and 10 redirects, once: a loop is not worth a retry.
     assert_eq!(server.count(PRIMARY), 11);
@@ -691,14 +611,7 @@ fn redirect_to_a_file_url() {
             fetching(U),
             failed(&["cannot fetch input `kubernetes-server`"]).replace(FETCH_HELP, "")
         );
-        assert!(
-            stderr.starts_with(&head)
-                && stderr[head.len()..].starts_with(&format!("  caused by: `{U}`: "))
-                && stderr[head.len()..].contains("file")
-                && stderr[head.len()..].lines().count() == 2
-                && stderr.ends_with(FETCH_HELP),
-            "redirect to {target}:\n{stderr}"
-        );
+        assert_last_cause_names(&stderr, &head, &["file"], &format!("redirect to {target}"));
         assert_failed("redirect_to_a_file_url", &sb, &lock, &r, &stderr, &stderr);
     }
     s.assert_untouched(&before);
@@ -706,34 +619,16 @@ fn redirect_to_a_file_url() {
 
 #[test]
 fn redirect_to_an_ftp_url() {
-    let server = EvilServer::start();
-    server.script(
-        PRIMARY,
-        vec![Reply::Redirect(
-            "ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz".into(),
-        )],
-    );
-    let sb = sandbox(&[server.url(PRIMARY)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::primary(vec![Reply::Redirect(
+        "ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz".into(),
+    )])
+    .fails(
         "redirect_to_an_ftp_url",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
-        &format!(
-            "{}{}",
-            fetching(U),
-            failed(&[
-                "cannot fetch input `kubernetes-server`",
-                &format!(
-                    "`{U}`: refusing to follow a redirect to `ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz`: only http:// and https:// are followed"
-                )
-            ])
+        &refused(
+            "refusing to follow a redirect to `ftp://127.0.0.1/kubernetes-server-linux-amd64.tar.gz`: only http:// and https:// are followed",
         ),
+        (1, 0),
     );
-    assert_eq!(server.count(PRIMARY), 1);
 }
 
 #[test]
@@ -764,38 +659,22 @@ fn mirrored() -> String {
 
 #[test]
 fn first_mirror_not_found_second_serves() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(404)]);
-    server.script(MIRROR, vec![Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::mirrored(vec![Reply::Status(404)], vec![Reply::Body(gz())]).builds(
         "first_mirror_not_found_second_serves",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}{BUILT}",
             fetching(U),
             transfer(M, gz().len()),
             mirrored()
         ),
+        (1, 1),
     );
-    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
 }
 
 #[test]
 fn first_mirror_hangs_up_second_serves() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::HangUp]);
-    server.script(MIRROR, vec![Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::mirrored(vec![Reply::HangUp], vec![Reply::Body(gz())]).builds(
         "first_mirror_hangs_up_second_serves",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{f}{}{f}{}{f}{}{}{BUILT}",
             retrying("io: Peer disconnected", 2),
@@ -804,51 +683,33 @@ fn first_mirror_hangs_up_second_serves() {
             mirrored(),
             f = fetching(U),
         ),
+        (3, 1),
     );
-    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (3, 1));
 }
 
 #[test]
 fn first_mirror_serves_another_file_second_serves() {
-    let server = EvilServer::start();
     let other = fixture()
         .tarball
         .clone()
         .with_changed("kubernetes/server/bin/kubectl", b"#!evil kubectl\n")
         .build(Compression::Gzip);
-    server.script(PRIMARY, vec![Reply::Body(other.clone())]);
-    server.script(MIRROR, vec![Reply::Body(gz())]);
-    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_built(
+    Served::mirrored(vec![Reply::Body(other.clone())], vec![Reply::Body(gz())]).builds(
         "first_mirror_serves_another_file_second_serves",
-        &sb,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}{BUILT}",
             transfer(U, other.len()),
             transfer(M, gz().len()),
             mirrored()
         ),
+        (1, 1),
     );
-    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
 }
 
 #[test]
 fn every_mirror_fails() {
-    let server = EvilServer::start();
-    server.script(PRIMARY, vec![Reply::Status(404)]);
-    server.script(MIRROR, vec![Reply::Status(410)]);
-    let sb = sandbox(&[server.url(PRIMARY), server.url(MIRROR)]);
-    let lock = sb.lock_bytes();
-    let (r, stderr) = run(&sb, &server, &[]);
-    assert_failed(
+    Served::mirrored(vec![Reply::Status(404)], vec![Reply::Status(410)]).fails(
         "every_mirror_fails",
-        &sb,
-        &lock,
-        &r,
-        &stderr,
         &format!(
             "{}{}{}",
             fetching(U),
@@ -857,8 +718,8 @@ fn every_mirror_fails() {
                 "input `kubernetes-server`: every source failed:\n  - `{U}`: HTTP status 404\n  - `{M}`: HTTP status 410"
             )])
         ),
+        (1, 1),
     );
-    assert_eq!((server.count(PRIMARY), server.count(MIRROR)), (1, 1));
 }
 
 cases_tested!(NETWORK;
