@@ -162,11 +162,7 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
         "/usr/local",
         "/usr/local/bin",
     ];
-    w.assert_root(
-        &w.expect(&base, &wide, &wide_dirs, &[]),
-        &wide,
-        "at the wide generation",
-    );
+    w.assert_at(&base, &wide, &wide_dirs, "at the wide generation");
 
     // The user keeps a file in a directory kbuild created.
     std::fs::write(w.root.join("etc/extra-b/notes"), b"mine\n").unwrap();
@@ -185,9 +181,10 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
     // (it holds the user's file) and stays recorded; /etc/kubernetes (the host's) stays.
     let mut dirs: Vec<&str> = MASTER_DIRS.to_vec();
     dirs.push("/etc/extra-b");
-    w.assert_root(
-        &w.expect(&base_with_notes, &master, &dirs, &[]),
+    w.assert_at(
+        &base_with_notes,
         &master,
+        &dirs,
         "after removing the extra paths",
     );
 
@@ -195,27 +192,15 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
     // removes it.
     std::fs::remove_file(w.root.join("etc/extra-b/notes")).unwrap();
     w.ok(&["switch", "1"]);
-    w.assert_root(
-        &w.expect(&base, &wide, &wide_dirs, &[]),
-        &wide,
-        "back at the wide generation",
-    );
+    w.assert_at(&base, &wide, &wide_dirs, "back at the wide generation");
     w.ok(&["switch", "2"]);
-    w.assert_root(
-        &w.expect(&base, &master, &MASTER_DIRS, &[]),
-        &master,
-        "at master again",
-    );
+    w.assert_at(&base, &master, &MASTER_DIRS, "at master again");
 
     // Back to nothing kbuild made but its state: the scheduler alone needs no apiserver
     // files, while /etc/kubernetes (not kbuild's) stays with the prerequisites.
     let sched = w.build(&["kube-scheduler"], &[], 3);
     w.ok(&["switch", "3"]);
-    w.assert_root(
-        &w.expect(&base, &sched, &MASTER_DIRS, &[]),
-        &sched,
-        "at the scheduler alone",
-    );
+    w.assert_at(&base, &sched, &MASTER_DIRS, "at the scheduler alone");
 }
 
 #[test]
@@ -241,20 +226,17 @@ fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
         "/usr/local",
         "/usr/local/bin",
     ];
-    w.assert_root(
-        &w.expect(&base, &sched, &dirs, &[]),
-        &sched,
-        "at the scheduler",
-    );
+    w.assert_at(&base, &sched, &dirs, "at the scheduler");
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
         r.stdout(),
         "root $SANDBOX/host: generation 1 -> generation 2\n  recipes: kube-scheduler -> etc-only\n  prerequisites: 0 present\n  change  /etc/kubernetes/scheduler\n  remove  /etc/kubernetes/config\n  remove  /etc/systemd/system/kube-scheduler.service\n  remove  /etc/systemd/system/multi-user.target.wants/kube-scheduler.service\n  remove  /usr/local/bin/kube-proxy\n  remove  /usr/local/bin/kube-scheduler\n  remove  /usr/local/bin/kubectl\n  remove  /usr/local/bin/kubelet\n  stop    kube-scheduler.service (removed)\nunit actions (not run: root is not `/`):\n  systemctl stop kube-scheduler.service\n  systemctl daemon-reload\n"
     );
     // `/etc` holds kbuild's own state, so it stays (recorded), as does /etc/kubernetes.
-    w.assert_root(
-        &w.expect(&base, &etc_only, &["/etc", "/etc/kubernetes"], &[]),
+    w.assert_at(
+        &base,
         &etc_only,
+        &["/etc", "/etc/kubernetes"],
         "at /etc only",
     );
 }
@@ -277,6 +259,30 @@ const FAULT_STEPS: [&str; 10] = [
     "rmdir",
     "state written",
 ];
+
+/// A world at generation 1 (`master`), generation 2 (`extra`: master plus
+/// `/etc/kubernetes/extra`, another IP) built beside it; with each its exact root.
+fn at_master_before_extra() -> (World, (Listing, Gen), (Listing, Gen)) {
+    let w = World::new();
+    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
+    let a = w.build(&["master"], &[], 1);
+    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
+    let base = w.base();
+    let la = w.expect(&base, &a, &MASTER_DIRS, &[]);
+    let lb = w.expect(&base, &b, &MASTER_DIRS, &[]);
+    w.ok(&["switch", "1"]);
+    (w, (la, a), (lb, b))
+}
+
+/// After a fault (`when`) in the switch from A to B: `switch 2` ends exactly at B, then
+/// `switch 1` exactly at A again. The run of `switch 2`.
+fn there_and_back(w: &World, a: (&Listing, &Gen), b: (&Listing, &Gen), when: &str) -> Run {
+    let r = w.ok(&["switch", "2"]);
+    w.assert_root(b.0, b.1, &format!("{when}, then `switch 2`"));
+    w.ok(&["switch", "1"]);
+    w.assert_root(a.0, a.1, &format!("{when}, then back to A"));
+    r
+}
 
 #[test]
 fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes() {
@@ -348,10 +354,7 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
 
         if n % 2 == 1 {
             // `switch 2` completes the interrupted switch, which is all it was asked to do.
-            w.ok(&["switch", "2"]);
-            w.assert_root(&lb, &b, &format!("{when}, then `switch 2`"));
-            w.ok(&["switch", "1"]);
-            w.assert_root(&la, &a, &format!("{when}, then back to A"));
+            there_and_back(&w, (&la, &a), (&lb, &b), &when);
         } else {
             // `rollback` completes it, then rolls back from B to A.
             // The interrupted switch's unit actions are carried out (here: printed) too.
@@ -373,14 +376,7 @@ fn a_crash_at_any_step_leaves_a_consistent_root_that_the_next_command_completes(
 /// its journal and a root on one generation or the other, and the next switch completes it.
 #[test]
 fn a_switch_that_fails_part_way_is_completed_by_the_next() {
-    let w = World::new();
-    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
-    let a = w.build(&["master"], &[], 1);
-    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
-    let base = w.base();
-    let la = w.expect(&base, &a, &MASTER_DIRS, &[]);
-    let lb = w.expect(&base, &b, &MASTER_DIRS, &[]);
-    w.ok(&["switch", "1"]);
+    let (w, (la, a), (lb, b)) = at_master_before_extra();
     let mut steps = Vec::new();
     for n in 1.. {
         let when = format!("failure at step {n}");
@@ -409,30 +405,20 @@ fn a_switch_that_fails_part_way_is_completed_by_the_next() {
             "{when}: the journal is left"
         );
         assert_crashed_between(&w, &a, &b, &la, &lb, &when);
-        let r = w.ok(&["switch", "2"]);
+        let r = there_and_back(&w, (&la, &a), (&lb, &b), &when);
         assert!(
             r.stderr
                 .starts_with("   Completed an interrupted switch; running its unit actions\n"),
             "{when}: {}",
             r.stderr
         );
-        w.assert_root(&lb, &b, &format!("{when}, then `switch 2`"));
-        w.ok(&["switch", "1"]);
-        w.assert_root(&la, &a, &format!("{when}, then back to A"));
     }
     assert_eq!(steps, ["journal written", "flip", "link", "state written"]);
 }
 
 #[test]
 fn a_crash_during_recovery_is_recovered_too() {
-    let w = World::new();
-    w.master_plus("extra", &[("/etc/kubernetes/extra", "x\n")]);
-    let a = w.build(&["master"], &[], 1);
-    let b = w.build(&["extra"], &["--set", "IP=10.0.0.9"], 2);
-    let base = w.base();
-    let la = w.expect(&base, &a, &MASTER_DIRS, &[]);
-    let lb = w.expect(&base, &b, &MASTER_DIRS, &[]);
-    w.ok(&["switch", "1"]);
+    let (w, (la, a), (lb, b)) = at_master_before_extra();
     // Crash right after the flip (step 1 is the journal), then crash the rollback while it
     // completes the interrupted switch (its steps: the new link, the state)...
     let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", "2")]);
@@ -1194,11 +1180,7 @@ fn two_concurrent_switches_on_one_root_both_finish_consistently() {
         let g = if current == g1.rootfs { &g1 } else { &g2 };
         assert_eq!(current, g.rootfs, "round {round}");
         assert_eq!(state["generation"], g.number, "round {round}");
-        w.assert_root(
-            &w.expect(&base, g, &MASTER_DIRS, &[]),
-            g,
-            &format!("round {round}"),
-        );
+        w.assert_at(&base, g, &MASTER_DIRS, &format!("round {round}"));
         assert!(!w.root.join("etc/.kbuild/journal.json").exists());
     }
 }
@@ -1239,11 +1221,7 @@ fn a_switch_waits_for_the_root_lock() {
         rx.recv_timeout(Duration::from_secs(30)).unwrap(),
         format!("    Switched root `{root}` to generation 1")
     );
-    w.assert_root(
-        &w.expect(&base, &g, &MASTER_DIRS, &[]),
-        &g,
-        "after the lock was released",
-    );
+    w.assert_at(&base, &g, &MASTER_DIRS, "after the lock was released");
 }
 
 #[test]
@@ -1439,11 +1417,7 @@ fn gc_after_a_crash_keeps_both_generations_of_the_interrupted_switch() {
     );
     w.assert_generations(&[1, 2, 3], Some(1));
     w.ok(&["switch", "2"]);
-    w.assert_root(
-        &w.expect(&base, &b, &MASTER_DIRS, &[]),
-        &b,
-        "after recovery",
-    );
+    w.assert_at(&base, &b, &MASTER_DIRS, "after recovery");
     assert!(a.rootfs.is_dir());
 }
 
@@ -1471,11 +1445,7 @@ fn a_root_whose_first_switch_was_recovered_is_known_to_gc() {
         "{}",
         r.stdout
     );
-    w.assert_root(
-        &w.expect(&base, &g1, &MASTER_DIRS, &[]),
-        &g1,
-        "after recovery",
-    );
+    w.assert_at(&base, &g1, &MASTER_DIRS, "after recovery");
     // Generation 1 is active on the root: gc keeps it.
     w.ok(&["gc", "--keep", "1"]);
     w.assert_generations(&[1, 2], Some(1));

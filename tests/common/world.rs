@@ -380,6 +380,13 @@ impl World {
         self.assert_resolves(g, when);
     }
 
+    /// Asserts the root is exactly what switching to `g` from `base` makes of it, with
+    /// `created` the directories kbuild made and nothing adopted: [`World::expect`], then
+    /// [`World::assert_root`].
+    pub fn assert_at(&self, base: &Listing, g: &Gen, created: &[&str], when: &str) {
+        self.assert_root(&self.expect(base, g, created, &[]), g, when);
+    }
+
     /// Every path `g` manages resolves, in this world's root, into `g`'s rootfs.
     pub fn assert_resolves(&self, g: &Gen, when: &str) {
         assert_resolves_in(&self.root, g, when);
