@@ -60,6 +60,19 @@ fn switch(w: &World, number: u64) -> String {
 }
 
 const NOT_RUN: &str = "unit actions (not run: root is not `/`):\n  systemctl daemon-reload\n";
+
+/// What a switch prints when it restarts `unit` alone, `why` being the reason shown.
+fn restarted(unit: &str, why: &str) -> String {
+    format!("  restart {unit} ({why})\n{NOT_RUN}  systemctl restart {unit}\n")
+}
+
+/// What a switch prints when it starts the new `unit` alone, which nothing enables.
+fn started_not_enabled(unit: &str) -> String {
+    format!(
+        "  start   {unit} (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start {unit}\n"
+    )
+}
+
 const BIN: &str = "#!/bin/sh\nexec sleep infinity\n";
 const X: &str = "mode = \"0555\"";
 
@@ -106,21 +119,21 @@ fn a_changed_drop_in_restarts_its_unit_and_names_the_drop_in() {
     );
     assert_eq!(
         switch(&w, 2),
-        format!(
-            "  restart etcd.service (drop-in etcd.service.d/10-port.conf changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
+        restarted(
+            "etcd.service",
+            "drop-in etcd.service.d/10-port.conf changed"
         )
     );
     assert_eq!(
         switch(&w, 3),
-        format!(
-            "  restart etcd.service (drop-in service.d/50-limits.conf changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "drop-in service.d/50-limits.conf changed")
     );
     // Back: the drop-in going away is a change too.
     assert_eq!(
         switch(&w, 1),
-        format!(
-            "  restart etcd.service (drop-in etcd.service.d/10-port.conf, drop-in service.d/50-limits.conf changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
+        restarted(
+            "etcd.service",
+            "drop-in etcd.service.d/10-port.conf, drop-in service.d/50-limits.conf changed"
         )
     );
 }
@@ -191,15 +204,11 @@ fn environment_files_from_drop_ins_with_dash_and_globs_restart_their_unit() {
     switch(&w, 1);
     assert_eq!(
         switch(&w, 2),
-        format!(
-            "  restart etcd.service (/etc/etcd/extra.env changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "/etc/etcd/extra.env changed")
     );
     assert_eq!(
         switch(&w, 3),
-        format!(
-            "  restart etcd.service (/etc/etcd/conf.d/b.env changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "/etc/etcd/conf.d/b.env changed")
     );
     assert_eq!(switch(&w, 4), "");
 }
@@ -228,15 +237,11 @@ fn every_exec_binary_under_a_managed_path_restarts_its_unit() {
     switch(&w, 1);
     assert_eq!(
         switch(&w, 2),
-        format!(
-            "  restart etcd.service (/usr/local/bin/etcd-pre changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "/usr/local/bin/etcd-pre changed")
     );
     assert_eq!(
         switch(&w, 3),
-        format!(
-            "  restart etcd.service (/usr/local/bin/etcd-post changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "/usr/local/bin/etcd-post changed")
     );
 }
 
@@ -260,12 +265,7 @@ fn a_socket_starts_its_service_and_a_changed_socket_stops_it_first() {
     // The service alone: it is started directly.
     build(&w, "app", &files(s2, a2)[1..], 4);
     // The service is never started directly: the socket starts it on the first connection.
-    assert_eq!(
-        switch(&w, 1),
-        format!(
-            "  start   app.socket (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start app.socket\n"
-        )
-    );
+    assert_eq!(switch(&w, 1), started_not_enabled("app.socket"));
     assert_eq!(
         switch(&w, 2),
         format!(
@@ -299,24 +299,25 @@ fn a_service_a_timer_starts_is_restarted_only_if_running() {
             ("/usr/local/bin/backup", BIN, X),
         ]
     };
-    build(
-        &w,
-        "backup",
-        &files("[Service]\nType=oneshot\nExecStart=/usr/local/bin/backup\n"),
-        1,
-    );
-    build(
-        &w,
-        "backup",
-        &files("[Service]\nType=oneshot\nExecStart=/usr/local/bin/backup -v\n"),
-        2,
-    );
-    assert_eq!(
-        switch(&w, 1),
-        format!(
-            "  start   backup.timer (new; not enabled: boot starts it only if another unit pulls it in)\n{NOT_RUN}  systemctl start backup.timer\n"
-        )
-    );
+    for (n, service) in [
+        (
+            1,
+            "[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/backup
+",
+        ),
+        (
+            2,
+            "[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/backup -v
+",
+        ),
+    ] {
+        build(&w, "backup", &files(service), n);
+    }
+    assert_eq!(switch(&w, 1), started_not_enabled("backup.timer"));
     assert_eq!(
         switch(&w, 2),
         format!(
@@ -340,30 +341,14 @@ fn on_change_asks_for_a_reload_or_for_nothing() {
             ("/usr/local/bin/etcd", BIN, X),
         ]
     };
-    build(
-        &w,
-        "etcd",
-        &files("ETCD_ARGS=1\n", "on_change = \"reload\""),
-        1,
-    );
-    build(
-        &w,
-        "etcd",
-        &files("ETCD_ARGS=2\n", "on_change = \"reload\""),
-        2,
-    );
-    build(
-        &w,
-        "etcd",
-        &files("ETCD_ARGS=3\n", "on_change = \"none\""),
-        3,
-    );
-    build(
-        &w,
-        "etcd",
-        &files("ETCD_ARGS=4\n", "on_change = \"restart\""),
-        4,
-    );
+    for (n, env, on_change) in [
+        (1, "ETCD_ARGS=1\n", "on_change = \"reload\""),
+        (2, "ETCD_ARGS=2\n", "on_change = \"reload\""),
+        (3, "ETCD_ARGS=3\n", "on_change = \"none\""),
+        (4, "ETCD_ARGS=4\n", "on_change = \"restart\""),
+    ] {
+        build(&w, "etcd", &files(env, on_change), n);
+    }
     switch(&w, 1);
     assert_eq!(
         switch(&w, 2),
@@ -379,9 +364,7 @@ fn on_change_asks_for_a_reload_or_for_nothing() {
     );
     assert_eq!(
         switch(&w, 4),
-        format!(
-            "  restart etcd.service (/etc/etcd/etcd.env changed)\n{NOT_RUN}  systemctl restart etcd.service\n"
-        )
+        restarted("etcd.service", "/etc/etcd/etcd.env changed")
     );
 }
 
@@ -458,18 +441,22 @@ fn a_bare_template_is_never_started_enabled_or_restarted() {
             ("/usr/local/bin/etcd", BIN, X),
         ]
     };
-    build(
-        &w,
-        "member",
-        &files("[Service]\nExecStart=/usr/local/bin/etcd --name %i\n"),
-        1,
-    );
-    build(
-        &w,
-        "member",
-        &files("[Service]\nExecStart=/usr/local/bin/etcd --name %i -v\n"),
-        2,
-    );
+    for (n, unit) in [
+        (
+            1,
+            "[Service]
+ExecStart=/usr/local/bin/etcd --name %i
+",
+        ),
+        (
+            2,
+            "[Service]
+ExecStart=/usr/local/bin/etcd --name %i -v
+",
+        ),
+    ] {
+        build(&w, "member", &files(unit), n);
+    }
     build(&w, "member", &[("/etc/etcd/other", "x\n", "")], 3);
     for n in [1, 2, 3] {
         assert_eq!(switch(&w, n), "", "switch {n}");
@@ -507,9 +494,7 @@ fn an_enabled_instance_follows_its_template() {
     );
     assert_eq!(
         switch(&w, 2),
-        format!(
-            "  restart {inst} (/etc/systemd/system/etcd-member@.service changed)\n{NOT_RUN}  systemctl restart {inst}\n"
-        )
+        restarted(inst, "/etc/systemd/system/etcd-member@.service changed")
     );
     assert_eq!(
         switch(&w, 3),
