@@ -241,6 +241,20 @@ fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     w.assert_resolves(&g1, "after the repair");
 }
 
+/// The store object holding `g`'s rendered `/etc/kubernetes/apiserver` (the one whose inode
+/// the rootfs's file shares).
+fn apiserver_object(store: &Path, g: &Gen) -> String {
+    let ino = std::fs::metadata(g.rootfs.join("etc/kubernetes/apiserver"))
+        .unwrap()
+        .ino();
+    store_objects(store)
+        .into_iter()
+        .find(|o| {
+            o.ends_with("-apiserver") && std::fs::metadata(store.join(o)).unwrap().ino() == ino
+        })
+        .unwrap_or_else(|| panic!("no object shares generation {}'s apiserver", g.number))
+}
+
 /// `switch` refused nothing: it activated a generation with a modified object and exited 0.
 /// Now it refuses, names the object and the fix, and leaves the root alone; the fix works.
 /// `rollback` likewise.
@@ -255,27 +269,19 @@ fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
     // gen 2's own rendered apiserver config (gen 1 has another).
     let apiserver2 = std::fs::read_link(g2.rootfs.join("etc/kubernetes/apiserver")).ok();
     assert_eq!(apiserver2, None, "rootfs files are hardlinks, not links");
-    let ino = std::fs::metadata(g2.rootfs.join("etc/kubernetes/apiserver"))
-        .unwrap()
-        .ino();
-    let obj2 = store_objects(&store)
-        .into_iter()
-        .find(|o| {
-            o.ends_with("-apiserver") && std::fs::metadata(store.join(o)).unwrap().ino() == ino
-        })
-        .unwrap();
+    let obj2 = apiserver_object(&store, &g2);
     flip_byte(&store.join(&obj2), 10);
 
-    let r = w.run(&["switch", "2"]);
-    r.assert_error(&format!(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{obj2}` was modified after it was added (its modification time changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+    w.run(&["switch", "2"]).assert_error(&modified(
+        "switch",
+        &obj2,
+        "its modification time changed",
     ));
     assert_listing(&w.listing(), &on_1, "after the refused switch");
     w.assert_resolves(&g1, "after the refused switch");
 
     // The fix the help names: offline, from gen 2's recipes alone.
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(0), "{v:?}");
+    let v = repaired_offline(&w);
     assert_eq!(
         v.stderr().lines().skip(1).collect::<Vec<_>>(),
         [
@@ -291,21 +297,12 @@ fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
 
     // rollback to a generation with a modified object: refused, root untouched.
     let on_2 = w.listing();
-    let obj1 = std::fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|o| {
-            o.ends_with("-apiserver")
-                && std::fs::metadata(store.join(o)).unwrap().ino()
-                    == std::fs::metadata(g1.rootfs.join("etc/kubernetes/apiserver"))
-                        .unwrap()
-                        .ino()
-        })
-        .unwrap();
+    let obj1 = apiserver_object(&store, &g1);
     flip_byte(&store.join(&obj1), 10);
-    let r = w.run(&["rollback"]);
-    r.assert_error(&format!(
-        "error: cannot roll back root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{obj1}` was modified after it was added (its modification time changed)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+    w.run(&["rollback"]).assert_error(&modified(
+        "roll back",
+        &obj1,
+        "its modification time changed",
     ));
     assert_listing(&w.listing(), &on_2, "after the refused rollback");
 }
@@ -425,6 +422,46 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Truncates the read-only store file `path` to `len` bytes behind the store's back: made
+/// `writable` (its mode plus the owner's write bit) for the write, read-only again, its mtime
+/// set back.
+fn truncate_hidden(path: &Path, len: u64, writable: u32) {
+    set_mode(path, writable);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    set_mode(path, writable & !0o222);
+    hide_mtime(path);
+}
+
+/// Deletes `name` from the read-only store directory `dir` behind the store's back, its
+/// mtime set back.
+fn remove_hidden(dir: &Path, name: &str) {
+    set_mode(dir, 0o755);
+    std::fs::remove_file(dir.join(name)).unwrap();
+    set_mode(dir, 0o555);
+    hide_mtime(dir);
+}
+
+/// The error of a `verb` (`switch`, `roll back`, `plan to switch`) on the sandbox's root
+/// refused because store object `object` was modified: `why` says how.
+fn modified(verb: &str, object: &str, why: &str) -> String {
+    format!(
+        "error: cannot {verb} root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{object}` was modified after it was added ({why})\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
+    )
+}
+
+/// `verify --repair --offline`, which must exit 0.
+#[track_caller]
+fn repaired_offline(w: &World) -> Run {
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(0), "{v:?}");
+    v
+}
+
 /// Review finding F1: a binary shared by every generation truncated to 1000 bytes, its mtime
 /// set back. `build` refused to reuse it; `switch` and `rollback` exited 0 and put a 1000-byte
 /// kubectl into the root. Now both refuse with the object, what is wrong and the fix, and the
@@ -441,21 +478,10 @@ fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
     let kubectl = object(&store, "kubectl");
     let path = store.join(&kubectl);
     let size = std::fs::metadata(&path).unwrap().len();
-    set_mode(&path, 0o755);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(1000)
-        .unwrap();
-    set_mode(&path, 0o555);
-    hide_mtime(&path);
+    truncate_hidden(&path, 1000, 0o755);
 
-    let refused = |verb: &str| {
-        format!(
-            "error: cannot {verb} root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its size is 1000 bytes, not {size})\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n"
-        )
-    };
+    let why = format!("its size is 1000 bytes, not {size}");
+    let refused = |verb: &str| modified(verb, &kubectl, &why);
     w.run(&["switch", "1", "--dry-run"])
         .assert_error(&refused("plan to switch"));
     w.run(&["switch", "1"]).assert_error(&refused("switch"));
@@ -464,8 +490,7 @@ fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
     w.assert_resolves(&g2, "after the refused switch and rollback");
 
     // The fix the help names, offline (the pinned input is at hand); then the switch works.
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(0), "{v:?}");
+    repaired_offline(&w);
     w.ok(&["rollback"]);
     w.assert_resolves(&g1, "after the repair and rollback");
     assert_eq!(std::fs::metadata(store.join(&kubectl)).unwrap().len(), size);
@@ -483,17 +508,9 @@ fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
     w.ok(&["switch", "1"]);
     let on_1 = w.listing();
     let bin = g2.rootfs.join("usr/local/bin");
-    set_mode(&bin, 0o755);
-    std::fs::remove_file(bin.join("kubelet")).unwrap();
-    set_mode(&bin, 0o555);
-    hide_mtime(&bin);
+    remove_hidden(&bin, "kubelet");
 
-    let refused = |verb: &str| {
-        format!(
-            "error: cannot {verb} root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`usr/local/bin/kubelet` is missing)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
-            g2.object()
-        )
-    };
+    let refused = |verb: &str| modified(verb, &g2.object(), "`usr/local/bin/kubelet` is missing");
     w.run(&["switch", "2", "--dry-run"])
         .assert_error(&refused("plan to switch"));
     w.run(&["switch", "2"]).assert_error(&refused("switch"));
@@ -521,8 +538,7 @@ fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
             "help: `kbuild verify --repair` replaces damaged objects with good copies rebuilt from their sources, re-creates missing ones and drops wrong push cache entries; then `kbuild verify` again",
         ]
     );
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(0), "{v:?}");
+    repaired_offline(&w);
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
     w.ok(&["switch", "2"]);
     w.assert_resolves(&g2, "after the repair");
@@ -591,8 +607,7 @@ fn help_for_an_unrepairable_generation_names_commands_that_work() {
     let g3 = w.build(&["extra"], &["--offline"], 3);
     let gc = w.ok(&["gc", "--keep", "1"]);
     assert!(gc.stderr.contains("Removed generation 2"), "{gc:?}");
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(0), "{v:?}");
+    repaired_offline(&w);
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
     w.assert_resolves(&g1, "the root stays on generation 1");
     w.ok(&["switch"]);
@@ -618,8 +633,7 @@ fn help_names_the_root_on_an_unrepairable_generation() {
     );
     w.ok(&["switch"]);
     w.ok(&["gc", "--keep", "1"]);
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(0), "{v:?}");
+    repaired_offline(&w);
     w.assert_resolves(&g2, "on generation 2");
 }
 
@@ -678,10 +692,7 @@ fn verify_root_suggests_only_an_intact_generation() {
     w.ok(&["switch", "1"]);
     // Generation 3 damaged (a file gone, mtime reset); generation 1's rootfs moved away.
     let bin = g3.rootfs.join("usr/local/bin");
-    set_mode(&bin, 0o755);
-    std::fs::remove_file(bin.join("kubelet")).unwrap();
-    set_mode(&bin, 0o555);
-    hide_mtime(&bin);
+    remove_hidden(&bin, "kubelet");
     std::fs::rename(&g1.rootfs, w.sb.dir.join("moved-rootfs")).unwrap();
 
     let v = w.run(&["verify"]);
@@ -699,9 +710,10 @@ fn verify_root_suggests_only_an_intact_generation() {
             g1.object()
         )]
     );
-    w.run(&["switch", "3"]).assert_error(&format!(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`usr/local/bin/kubelet` is missing)\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
-        g3.object()
+    w.run(&["switch", "3"]).assert_error(&modified(
+        "switch",
+        &g3.object(),
+        "`usr/local/bin/kubelet` is missing",
     ));
     w.ok(&["switch", "2"]);
     w.assert_resolves(&g2, "after the suggested switch");
@@ -739,19 +751,12 @@ fn old_metadata_gets_its_shape_from_the_next_build() {
     // Now a truncated file with its mtime reset is refused.
     let f = g1.rootfs.join("kbuild.json");
     let len = std::fs::metadata(&f).unwrap().len();
-    set_mode(&f, 0o644);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(1)
-        .unwrap();
-    set_mode(&f, 0o444);
-    hide_mtime(&f);
+    truncate_hidden(&f, 1, 0o644);
     let before = w.listing();
-    w.run(&["switch", "1"]).assert_error(&format!(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{}` was modified after it was added (`kbuild.json` has 1 bytes, not {len})\nhelp: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n",
-        g1.object()
+    w.run(&["switch", "1"]).assert_error(&modified(
+        "switch",
+        &g1.object(),
+        &format!("`kbuild.json` has 1 bytes, not {len}"),
     ));
     assert_listing(&w.listing(), &before, "after the refused switch");
 }
