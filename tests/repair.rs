@@ -94,6 +94,22 @@ fn assert_repaired(w: &World, args: &[&str], report: &str, done: &str) {
 
 const URL: &str = "file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz";
 
+/// A world whose root is on generation 1, `master`.
+fn on_master() -> (World, Gen) {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    w.ok(&["switch"]);
+    (w, g1)
+}
+
+/// A world with two generations of `master` (the second with another IP), no root on either.
+fn two_masters() -> (World, Gen, Gen) {
+    let w = World::new();
+    let g1 = w.build(&["master"], &[], 1);
+    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    (w, g1, g2)
+}
+
 /// Where a repair reads the input from: the archive the store kept when it was first built.
 fn kept_url() -> String {
     format!("file://$SANDBOX/store/{}", kept_fixture())
@@ -170,9 +186,7 @@ fn repair_of_a_flipped_byte_replaces_objects_three_roots_use() {
 /// copy of the archive) repairs it, and keeps the archive again.
 #[test]
 fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    w.ok(&["switch"]);
+    let (w, g1) = on_master();
     let store = w.sb.store.clone();
     let healthy = store_listing(&store);
     w.ok(&["gc", "--drop-archives"]);
@@ -260,9 +274,7 @@ fn apiserver_object(store: &Path, g: &Gen) -> String {
 /// `rollback` likewise.
 #[test]
 fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     w.ok(&["switch", "1"]);
     let on_1 = w.listing();
     let store = w.sb.store.clone();
@@ -312,9 +324,7 @@ fn switch_and_rollback_refuse_a_generation_with_a_modified_object() {
 /// objects alone and exchanged in one step; nothing is fetched.
 #[test]
 fn repair_of_a_rootfs_needs_only_the_store() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    w.ok(&["switch"]);
+    let (w, g1) = on_master();
     let store = w.sb.store.clone();
     let healthy = store_listing(&store);
     std::fs::remove_file(w.sb.dir.join("pinned").join(TARBALL)).unwrap();
@@ -339,9 +349,7 @@ fn repair_of_a_rootfs_needs_only_the_store() {
 /// uses are untouched.
 #[test]
 fn repair_deletes_damaged_objects_no_generation_uses() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     w.ok(&["switch"]);
     let store = w.sb.store.clone();
     std::fs::remove_file(store.join(".kbuild/profiles/default/1.json")).unwrap();
@@ -371,9 +379,7 @@ fn repair_deletes_damaged_objects_no_generation_uses() {
 /// resolves again.
 #[test]
 fn repair_recreates_a_missing_rootfs_a_root_uses() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    w.ok(&["switch"]);
+    let (w, g1) = on_master();
     let store = w.sb.store.clone();
     let healthy = store_listing(&store);
     kbuild::fs::remove_tree(&g1.rootfs).unwrap();
@@ -468,9 +474,7 @@ fn repaired_offline(w: &World) -> Run {
 /// root is unchanged; the fix works and the switch then succeeds.
 #[test]
 fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     w.ok(&["switch", "1"]);
     w.ok(&["switch", "2"]);
     let on_2 = w.listing();
@@ -502,9 +506,7 @@ fn switch_and_rollback_refuse_a_truncated_binary_with_its_mtime_reset() {
 /// names the repair, which works.
 #[test]
 fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     w.ok(&["switch", "1"]);
     let on_1 = w.listing();
     let bin = g2.rootfs.join("usr/local/bin");
@@ -551,9 +553,7 @@ fn switch_refuses_a_rootfs_missing_a_file_with_its_mtime_reset() {
 /// said ok; now it names the file and the switch that links it, and that switch works.
 #[test]
 fn verify_root_reports_files_of_the_active_generation_the_root_does_not_link() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    w.ok(&["switch"]);
+    let (w, g1) = on_master();
     let healthy = w.listing();
     let state_path = w.root.join("etc/.kbuild/state.json");
     let mut state: serde_json::Value =
@@ -642,9 +642,7 @@ fn help_names_the_root_on_an_unrepairable_generation() {
 /// is recorded on the generation asked for.
 #[test]
 fn switch_to_a_generation_with_the_same_files_records_its_number() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     let g3 = w.build(&["master"], &[], 3);
     assert_eq!(
         g3.rootfs, g1.rootfs,
@@ -685,9 +683,7 @@ fn switch_to_a_generation_with_the_same_files_records_its_number() {
 /// newest one that passes the switch's check, and that switch works.
 #[test]
 fn verify_root_suggests_only_an_intact_generation() {
-    let w = World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    let g2 = w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let (w, g1, g2) = two_masters();
     let g3 = w.build(&["master"], &["--set", "IP=10.72.84.171"], 3);
     w.ok(&["switch", "1"]);
     // Generation 3 damaged (a file gone, mtime reset); generation 1's rootfs moved away.
