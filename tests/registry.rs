@@ -224,6 +224,55 @@ fn assert_refused(r: &Run, reference: &str, also: &[&str]) {
     }
 }
 
+/// `r`, a pull by host `h`, was refused naming `reference` and each of `also` (see
+/// [`assert_refused`]), and nothing from the registry reached `h`
+/// ([`assert_nothing_pulled`]).
+#[track_caller]
+fn assert_pull_refused(h: &World, r: &Run, reference: &str, also: &[&str], when: &str) {
+    assert_refused(r, reference, also);
+    assert_nothing_pulled(h, when);
+}
+
+/// `r`, a push to `reg`, was refused naming `reference` and each of `also` (see
+/// [`assert_refused`]), and `reg` holds no blob.
+#[track_caller]
+fn assert_push_refused(reg: &Registry, r: &Run, reference: &str, also: &[&str]) {
+    assert_refused(r, reference, also);
+    assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
+}
+
+/// Runs `run` (a push or pull of `reference` through `proxy`) while `proxy` cuts every
+/// connection once `at` bytes went `way`: the cut must have happened and the run been
+/// refused (see [`assert_refused`]). The run.
+#[track_caller]
+fn cut_and_refused(
+    proxy: &Proxy,
+    way: Way,
+    at: u64,
+    reference: &str,
+    run: impl FnOnce() -> Run,
+) -> Run {
+    proxy.cut_after(way, at);
+    let r = run();
+    assert!(
+        proxy.has_cut(),
+        "the proxy did not cut after {at} bytes {way:?}"
+    );
+    assert_refused(&r, reference, &[]);
+    r
+}
+
+/// The size of the largest layer of manifest `m`, in bytes.
+fn largest_layer(m: &serde_json::Value) -> u64 {
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .max()
+        .unwrap()
+}
+
 /// Nothing from a registry reached the host: no store object, no generation.
 #[track_caller]
 fn assert_nothing_pulled(w: &World, when: &str) {
@@ -434,12 +483,16 @@ fn pull_refuses_a_blob_corrupted_in_the_registry_and_adds_nothing() {
 
     let h = puller();
     let r = pull_plain(&h, &reference);
-    assert_refused(&r, &reference, &[&layer]);
-    assert_nothing_pulled(&h, "after the refused pull");
+    assert_pull_refused(&h, &r, &reference, &[&layer], "after the refused pull");
     // And again: a rerun does not take what it staged for good.
     let r = pull_plain(&h, &reference);
-    assert_refused(&r, &reference, &[&layer]);
-    assert_nothing_pulled(&h, "after the second refused pull");
+    assert_pull_refused(
+        &h,
+        &r,
+        &reference,
+        &[&layer],
+        "after the second refused pull",
+    );
 }
 
 /// The config blob too: kbuild refuses it before reading anything it says.
@@ -453,8 +506,13 @@ fn pull_refuses_a_corrupted_config_blob() {
     let config = m["config"]["digest"].as_str().unwrap().to_owned();
     reg.corrupt_blob(&config);
     let h = puller();
-    assert_refused(&pull_plain(&h, &reference), &reference, &[&config]);
-    assert_nothing_pulled(&h, "after the refused pull");
+    assert_pull_refused(
+        &h,
+        &pull_plain(&h, &reference),
+        &reference,
+        &[&config],
+        "after the refused pull",
+    );
 }
 
 /// A registry that serves a generation someone altered, with a config and manifest that match
@@ -511,19 +569,12 @@ fn pull_refuses_hostile_configs_and_absurd_sizes() {
             }),
         ),
     ];
-    let largest = manifest0["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["size"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let largest = largest_layer(&manifest0);
     let h = puller();
     for (what, reference) in &cases {
         proxy.reset();
         let r = pull_plain(&h, reference);
-        assert_refused(&r, reference, &[]);
-        assert_nothing_pulled(&h, what);
+        assert_pull_refused(&h, &r, reference, &[], what);
         for escaped in ["escaped", "escaped-object"] {
             for dir in [
                 h.sb.dir.clone(),
@@ -602,9 +653,8 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     let reference = reg.reference(REPO, "gen1");
 
     let r = push1(&w, &reference, &["--ca-file", ca], &[]);
-    assert_refused(&r, &reference, &["401"]);
+    assert_push_refused(&reg, &r, &reference, &["401"]);
     assert!(r.stderr.contains("help: "), "stderr:\n{}", r.stderr);
-    assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
 
     // A wrong password is refused too.
     let wrong = w.sb.dir.join("wrong-auth.json");
@@ -632,8 +682,13 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     let h = puller();
     let r = h.run(&["pull", &reference, "--ca-file", ca]);
     let docker_config = h.sb.home.join(".docker/config.json");
-    assert_refused(&r, &reference, &[docker_config.to_str().unwrap()]);
-    assert_nothing_pulled(&h, "after the 401");
+    assert_pull_refused(
+        &h,
+        &r,
+        &reference,
+        &[docker_config.to_str().unwrap()],
+        "after the 401",
+    );
     write_docker_config(&h.sb.home, &reg);
     let r = h.run(&["pull", &reference, "--ca-file", ca]);
     r.assert_success();
@@ -667,8 +722,7 @@ fn bearer_token_auth_gets_a_token_with_the_auth_file_credentials() {
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = push1(&w, &reference, &["--plain-http"], &[]);
-    assert_refused(&r, &reference, &[]);
-    assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
+    assert_push_refused(&reg, &r, &reference, &[]);
     let auth = w.sb.dir.join("auth.json");
     write_auth_file(&auth, &[(&reg.host(), USER, PASSWORD)]);
     let env = [("REGISTRY_AUTH_FILE", auth.to_str().unwrap())];
@@ -706,15 +760,19 @@ fn tls_with_a_private_ca_needs_ca_file() {
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = push1(&w, &reference, &[], &[]);
-    assert_refused(&r, &reference, &[]);
+    assert_push_refused(&reg, &r, &reference, &[]);
     assert!(r.stderr.contains("--ca-file"), "stderr:\n{}", r.stderr);
-    assert!(reg.blobs().is_empty());
     let r = push1(&w, &reference, &["--ca-file", ca], &[]);
     pushed_digest(&r, &reference);
 
     let h = puller();
-    assert_refused(&h.run(&["pull", &reference]), &reference, &[]);
-    assert_nothing_pulled(&h, "after the refused pull");
+    assert_pull_refused(
+        &h,
+        &h.run(&["pull", &reference]),
+        &reference,
+        &[],
+        "after the refused pull",
+    );
     h.ok(&["pull", &reference, "--ca-file", ca]);
     h.ok(&["switch", "--profile", "master-1"]);
 }
@@ -729,12 +787,16 @@ fn plain_http_only_with_plain_http() {
     let w = built_gen1();
     let reference = reg.reference(REPO, "gen1");
     let r = push1(&w, &reference, &[], &[]);
-    assert_refused(&r, &reference, &["--plain-http"]);
-    assert!(reg.blobs().is_empty(), "{:?}", reg.blobs());
+    assert_push_refused(&reg, &r, &reference, &["--plain-http"]);
     push_gen1(&w, &reference);
     let h = puller();
-    assert_refused(&h.run(&["pull", &reference]), &reference, &["--plain-http"]);
-    assert_nothing_pulled(&h, "after the refused pull");
+    assert_pull_refused(
+        &h,
+        &h.run(&["pull", &reference]),
+        &reference,
+        &["--plain-http"],
+        "after the refused pull",
+    );
 }
 
 /// A tag the registry does not have, and a repository it does not have: a clear error naming
@@ -897,10 +959,9 @@ fn a_push_cut_before_its_end_resumes_without_resending_what_arrived() {
     let reg = Registry::start();
     let proxy = Proxy::start(reg.port);
     let reference = proxy.reference(REPO, "gen1");
-    proxy.cut_after(Way::Up, full - 4096);
-    let r = push1(&w, &reference, &["--plain-http"], &[]);
-    assert!(proxy.has_cut());
-    assert_refused(&r, &reference, &[]);
+    cut_and_refused(&proxy, Way::Up, full - 4096, &reference, || {
+        push1(&w, &reference, &["--plain-http"], &[])
+    });
     let arrived = reg.blobs();
     assert!(!arrived.is_empty(), "nothing arrived before the cut");
     let arrived_bytes: u64 = arrived.values().sum();
@@ -937,10 +998,9 @@ fn a_push_cut_halfway_is_refused_and_the_rerun_completes() {
     let proxy = Proxy::start(reg.port);
     let reference = proxy.reference(REPO, "gen1");
     // A generation is more than 1 MiB up (kube-apiserver alone); half of that.
-    proxy.cut_after(Way::Up, 600 << 10);
-    let r = push1(&w, &reference, &["--plain-http"], &[]);
-    assert!(proxy.has_cut());
-    assert_refused(&r, &reference, &[]);
+    cut_and_refused(&proxy, Way::Up, 600 << 10, &reference, || {
+        push1(&w, &reference, &["--plain-http"], &[])
+    });
     proxy.reset();
     push_gen1(&w, &reference);
     let h = puller();
@@ -971,21 +1031,14 @@ fn a_pull_cut_before_its_end_adds_nothing_and_resumes_without_downloading_what_a
     };
     let (proxy, reference, full) = pulled_once_through_a_proxy(&reg);
     let m = manifest(&reg, REPO, "gen1");
-    let largest = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["size"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let largest = largest_layer(&m);
 
     for cut in [full / 2, full - 4096] {
         let h = puller();
         proxy.reset();
-        proxy.cut_after(Way::Down, cut);
-        let r = pull_plain(&h, &reference);
-        assert!(proxy.has_cut());
-        assert_refused(&r, &reference, &[]);
+        cut_and_refused(&proxy, Way::Down, cut, &reference, || {
+            pull_plain(&h, &reference)
+        });
         assert_nothing_pulled(&h, &format!("after a cut at {cut} of {full} bytes"));
 
         proxy.reset();
@@ -1032,10 +1085,9 @@ fn a_pull_cut_mid_way_reruns_downloading_exactly_the_blobs_whose_objects_had_not
     // then (which ones is up to the race; the expectations below come from what arrived).
     let h = puller();
     proxy.reset();
-    proxy.cut_after(Way::Down, full - 4096);
-    let r = pull_plain(&h, &reference);
-    assert!(proxy.has_cut());
-    assert_refused(&r, &reference, &[]);
+    cut_and_refused(&proxy, Way::Down, full - 4096, &reference, || {
+        pull_plain(&h, &reference)
+    });
     assert_nothing_pulled(&h, "after the cut");
     // What the cut left: whole, checked objects under their names, no partial file.
     let staging: Vec<_> = std::fs::read_dir(&h.sb.store)
