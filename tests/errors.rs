@@ -69,6 +69,41 @@ fn assert_store_empty(store: &Path) {
     );
 }
 
+/// Serves `bytes` as the input and pins the lock file to their hash (so the bytes are as
+/// pinned and only what they hold can be wrong); what must not change from then on.
+fn serve_pinned(server: &Server, sb: &Sandbox, bytes: &[u8]) -> Snapshot {
+    server.serve(TARBALL_PATH, bytes);
+    let url = sb.input_url();
+    sb.write_lock(&[(INPUT, &[&url], &sha256_hex(bytes), None)]);
+    snapshot(sb)
+}
+
+/// The failed build kept nothing: the store holds bookkeeping only and the lock file is as
+/// it was `before`.
+#[track_caller]
+fn assert_kept_nothing(sb: &Sandbox, before: &Snapshot) {
+    assert_store_empty(&sb.store);
+    assert_eq!(sb.lock_bytes(), before.lock);
+}
+
+/// The stderr of `build master` after fetching `len` bytes from `u` (`$SERVER` for the
+/// server's address): the input is wrong as `cause` (what follows `from `URL``) says.
+fn input_failed(u: &str, len: usize, cause: &str) -> String {
+    format!(
+        "{}error: cannot build master\n  caused by: input `kubernetes-server` from `{u}`{cause}\n",
+        fetched(u, len)
+    )
+}
+
+/// The stderr of `build master` after fetching `len` bytes from `u` whose sha256 is
+/// `actual`, not the `expected` one pinned.
+fn sha256_mismatch(u: &str, len: usize, expected: &str, actual: &str) -> String {
+    format!(
+        "{}error: cannot build master\n  caused by: sha256 mismatch for input `kubernetes-server` from `{u}`\n  expected: {expected}\n    actual: {actual}\nhelp: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
+        fetched(u, len)
+    )
+}
+
 fn url_line(sb: &Sandbox) -> String {
     sb.input_url()
         .replace(sb.server_base.as_deref().unwrap(), "$SERVER")
@@ -89,14 +124,11 @@ fn sha256_mismatch_names_url_expected_and_actual() {
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: sha256 mismatch for input `kubernetes-server` from `{u}`\n\
-         \x20 expected: {wrong}\n\
-         \x20   actual: {actual}\n\
-         help: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
-        fetch = fetched(&u, fixture().gz.len()),
-        actual = fixture().sha256,
+    r.assert_error(&sha256_mismatch(
+        &u,
+        fixture().gz.len(),
+        &wrong,
+        &fixture().sha256,
     ));
     assert_unchanged(&sb, &before);
     assert_eq!(server.request_count(), 2);
@@ -116,18 +148,13 @@ fn changed_upstream_file_is_refused() {
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: sha256 mismatch for input `kubernetes-server` from `{u}`\n\
-         \x20 expected: {expected}\n\
-         \x20   actual: {actual}\n\
-         help: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
-        fetch = fetched(&u, changed.len()),
-        expected = fixture().sha256,
-        actual = sha256_hex(&changed),
+    r.assert_error(&sha256_mismatch(
+        &u,
+        changed.len(),
+        &fixture().sha256,
+        &sha256_hex(&changed),
     ));
-    assert_store_empty(&sb.store);
-    assert_eq!(sb.lock_bytes(), before.lock);
+    assert_kept_nothing(&sb, &before);
 }
 
 /// Where to cut the fixture: in the middle, inside the compressed stream's last block, and
@@ -142,18 +169,15 @@ fn truncated_archive_is_an_archive_error(#[case] cut: fn(usize) -> usize) {
     let sb = built(&server);
     let full = &fixture().gz;
     let truncated = &full[..cut(full.len())];
-    server.serve(TARBALL_PATH, truncated);
-    let url = sb.input_url();
     // Pinned to the truncated file's real hash: the bytes are as pinned, the archive is bad.
-    sb.write_lock(&[(INPUT, &[&url], &sha256_hex(truncated), None)]);
-    let before = snapshot(&sb);
+    let before = serve_pinned(&server, &sb, truncated);
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: the archive is truncated (unexpected end of data)\n",
-        fetch = fetched(&u, truncated.len()),
+    r.assert_error(&input_failed(
+        &u,
+        truncated.len(),
+        ": the archive is truncated (unexpected end of data)",
     ));
     assert_unchanged(&sb, &before);
 }
@@ -166,20 +190,16 @@ fn truncated_archive_in_other_formats(#[case] c: Compression) {
     let sb = Sandbox::local(&server);
     let full = fixture().tarball.build(c);
     let truncated = &full[..full.len() - 1200];
-    server.serve(TARBALL_PATH, truncated);
-    let url = sb.input_url();
-    sb.write_lock(&[(INPUT, &[&url], &sha256_hex(truncated), None)]);
-    let before = snapshot(&sb);
+    let before = serve_pinned(&server, &sb, truncated);
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: the archive is truncated (unexpected end of data)\n",
-        fetch = fetched(&u, truncated.len()),
+    r.assert_error(&input_failed(
+        &u,
+        truncated.len(),
+        ": the archive is truncated (unexpected end of data)",
     ));
-    assert_store_empty(&sb.store);
-    assert_eq!(sb.lock_bytes(), before.lock);
+    assert_kept_nothing(&sb, &before);
 }
 
 /// A plain tar has no trailer to check: a cut inside a member kbuild keeps must still be
@@ -197,21 +217,17 @@ fn plain_tar_cut_inside_a_member(#[case] member: &str, #[case] keep: usize) {
         .position(|w| w == name)
         .expect("member header");
     let truncated = &tar[..header + 512 + keep];
-    server.serve(TARBALL_PATH, truncated);
-    let url = sb.input_url();
-    sb.write_lock(&[(INPUT, &[&url], &sha256_hex(truncated), None)]);
-    let before = snapshot(&sb);
+    let before = serve_pinned(&server, &sb, truncated);
 
     let r = sb.kbuild(&["build", "master"]);
     // Nothing half-extracted may be kept...
-    assert_store_empty(&sb.store);
-    assert_eq!(sb.lock_bytes(), before.lock);
+    assert_kept_nothing(&sb, &before);
     // ...and the user is told the archive is cut short.
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: the archive is truncated (unexpected end of data)\n",
-        fetch = fetched(&u, truncated.len()),
+    r.assert_error(&input_failed(
+        &u,
+        truncated.len(),
+        ": the archive is truncated (unexpected end of data)",
     ));
 }
 
@@ -226,18 +242,13 @@ fn truncated_archive_pinned_to_the_full_hash_is_a_hash_mismatch() {
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: sha256 mismatch for input `kubernetes-server` from `{u}`\n\
-         \x20 expected: {expected}\n\
-         \x20   actual: {actual}\n\
-         help: the file changed upstream or the mirror is wrong; if the new file is trusted, run `kbuild update kubernetes-server`\n",
-        fetch = fetched(&u, truncated.len()),
-        expected = fixture().sha256,
-        actual = sha256_hex(truncated),
+    r.assert_error(&sha256_mismatch(
+        &u,
+        truncated.len(),
+        &fixture().sha256,
+        &sha256_hex(truncated),
     ));
-    assert_store_empty(&sb.store);
-    assert_eq!(sb.lock_bytes(), before.lock);
+    assert_kept_nothing(&sb, &before);
 }
 
 #[test]
@@ -249,10 +260,7 @@ fn missing_member_is_named() {
         .clone()
         .without(&bin_member("kube-scheduler"))
         .build(Compression::Gzip);
-    server.serve(TARBALL_PATH, &without);
-    let url = sb.input_url();
-    sb.write_lock(&[(INPUT, &[&url], &sha256_hex(&without), None)]);
-    let before = snapshot(&sb);
+    let before = serve_pinned(&server, &sb, &without);
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
@@ -281,11 +289,7 @@ fn member_that_is_a_dangling_symlink_is_refused() {
     server.serve(TARBALL_PATH, &bad);
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: member `kubernetes/server/bin/kubectl` is a symbolic link to `kubectl-gone`, and the archive has no member `kubernetes/server/bin/kubectl-gone`\n",
-        fetch = fetched(&u, bad.len()),
-    ));
+    r.assert_error(&input_failed(&u, bad.len(), ": member `kubernetes/server/bin/kubectl` is a symbolic link to `kubectl-gone`, and the archive has no member `kubernetes/server/bin/kubectl-gone`"));
     assert_store_empty(&sb.store);
     assert_eq!(sb.lock_bytes(), None, "a failed build wrote a lock file");
 }
@@ -312,10 +316,10 @@ fn member_escaping_with_dotdot_is_refused() {
 
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: member `kubernetes/../../xx` contains `..`\n",
-        fetch = fetched(&u, bad.len()),
+    r.assert_error(&input_failed(
+        &u,
+        bad.len(),
+        ": member `kubernetes/../../xx` contains `..`",
     ));
     assert_store_empty(&sb.store);
 }
@@ -328,10 +332,10 @@ fn not_an_archive() {
     server.serve(TARBALL_PATH, html);
     let r = sb.kbuild(&["build", "master"]);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)\n",
-        fetch = fetched(&u, html.len()),
+    r.assert_error(&input_failed(
+        &u,
+        html.len(),
+        ": is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)",
     ));
     assert_store_empty(&sb.store);
 }
@@ -368,11 +372,7 @@ fn decompression_bomb_stops_at_the_limit() {
         .args(["build", "master"]);
     let r = sb.run(c);
     let u = url_line(&sb);
-    r.assert_error(&format!(
-        "{fetch}error: cannot build master\n\
-         \x20 caused by: input `kubernetes-server` from `{u}`: the archive is corrupt: unpacks to more than 100000 bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)\n",
-        fetch = fetched(&u, fixture().gz.len()),
-    ));
+    r.assert_error(&input_failed(&u, fixture().gz.len(), ": the archive is corrupt: unpacks to more than 100000 bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)"));
     assert_store_empty(&sb.store);
 }
 
@@ -395,8 +395,7 @@ fn offline_with_an_input_not_in_the_store_names_it() {
          help: build once with network access, or point the input at a local copy: `--override-input kubernetes-server=file:///path/to/file`\n",
     ));
     assert_eq!(server.request_count(), 0);
-    assert_store_empty(&sb.store);
-    assert_eq!(sb.lock_bytes(), before.lock);
+    assert_kept_nothing(&sb, &before);
 }
 
 #[test]
