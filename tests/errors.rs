@@ -104,6 +104,16 @@ fn sha256_mismatch(u: &str, len: usize, expected: &str, actual: &str) -> String 
     )
 }
 
+/// Serves `bytes` as the input of `sb` (nothing pinned): `build master` fetches them and
+/// fails as `cause` (see [`input_failed`]) says, keeping nothing in the store.
+#[track_caller]
+fn local_build_refused(server: &Server, sb: &Sandbox, bytes: &[u8], cause: &str) {
+    server.serve(TARBALL_PATH, bytes);
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_error(&input_failed(&url_line(sb), bytes.len(), cause));
+    assert_store_empty(&sb.store);
+}
+
 fn url_line(sb: &Sandbox) -> String {
     sb.input_url()
         .replace(sb.server_base.as_deref().unwrap(), "$SERVER")
@@ -286,11 +296,12 @@ fn member_that_is_a_dangling_symlink_is_refused() {
             target: "kubectl-gone".into(),
         })
         .build(Compression::Gzip);
-    server.serve(TARBALL_PATH, &bad);
-    let r = sb.kbuild(&["build", "master"]);
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(&u, bad.len(), ": member `kubernetes/server/bin/kubectl` is a symbolic link to `kubectl-gone`, and the archive has no member `kubernetes/server/bin/kubectl-gone`"));
-    assert_store_empty(&sb.store);
+    local_build_refused(
+        &server,
+        &sb,
+        &bad,
+        ": member `kubernetes/server/bin/kubectl` is a symbolic link to `kubectl-gone`, and the archive has no member `kubernetes/server/bin/kubectl-gone`",
+    );
     assert_eq!(sb.lock_bytes(), None, "a failed build wrote a lock file");
 }
 
@@ -312,32 +323,24 @@ fn member_escaping_with_dotdot_is_refused() {
     let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
     header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     let bad = compress(&tar, Compression::Gzip);
-    server.serve(TARBALL_PATH, &bad);
-
-    let r = sb.kbuild(&["build", "master"]);
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(
-        &u,
-        bad.len(),
+    local_build_refused(
+        &server,
+        &sb,
+        &bad,
         ": member `kubernetes/../../xx` contains `..`",
-    ));
-    assert_store_empty(&sb.store);
+    );
 }
 
 #[test]
 fn not_an_archive() {
     let server = Server::start();
     let sb = Sandbox::local(&server);
-    let html = b"<html><body>Moved</body></html>\n";
-    server.serve(TARBALL_PATH, html);
-    let r = sb.kbuild(&["build", "master"]);
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(
-        &u,
-        html.len(),
+    local_build_refused(
+        &server,
+        &sb,
+        b"<html><body>Moved</body></html>\n",
         ": is neither a tar archive (gzip, zstd, xz or plain) nor a Debian package (.deb)",
-    ));
-    assert_store_empty(&sb.store);
+    );
 }
 
 #[test]
@@ -646,6 +649,11 @@ fn broken_recipes(edit: impl FnOnce(&Sandbox), stderr: &str) {
     );
 }
 
+/// [`broken_recipes`] with one edit: the first `from` in recipe `name` becomes `to`.
+fn recipe_edit_refused(name: &str, from: &str, to: &str, stderr: &str) {
+    broken_recipes(|sb| edit_recipe(sb, name, from, to), stderr);
+}
+
 fn edit_recipe(sb: &Sandbox, name: &str, from: &str, to: &str) {
     let path = sb.recipes.join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&path).unwrap();
@@ -655,15 +663,10 @@ fn edit_recipe(sb: &Sandbox, name: &str, from: &str, to: &str) {
 
 #[test]
 fn toml_syntax_error_has_file_line_column() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-scheduler",
-                "mode = \"0555\"",
-                "mode = \"0555\nformat = \"text\"",
-            )
-        },
+    recipe_edit_refused(
+        "kube-scheduler",
+        "mode = \"0555\"",
+        "mode = \"0555\nformat = \"text\"",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:7:13: invalid basic string, expected `\"`\n",
     );
@@ -671,15 +674,10 @@ fn toml_syntax_error_has_file_line_column() {
 
 #[test]
 fn unknown_field_is_named_with_its_location() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-scheduler",
-                "template = \"templates/scheduler.j2\"\n",
-                "template = \"templates/scheduler.j2\"\nowner = \"root\"\n",
-            )
-        },
+    recipe_edit_refused(
+        "kube-scheduler",
+        "template = \"templates/scheduler.j2\"\n",
+        "template = \"templates/scheduler.j2\"\nowner = \"root\"\n",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:11:1: unknown field `owner`, expected one of `input`, `member`, `template`, `text`, `mode`, `format`, `on_change`\n",
     );
@@ -766,15 +764,10 @@ fn conflicting_targets_name_both_recipes() {
 
 #[test]
 fn target_outside_managed_paths() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-common",
-                "[files.\"/usr/local/bin/kubectl\"]",
-                "[files.\"/usr/bin/kubectl\"]",
-            )
-        },
+    recipe_edit_refused(
+        "kube-common",
+        "[files.\"/usr/local/bin/kubectl\"]",
+        "[files.\"/usr/bin/kubectl\"]",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-common.toml:23:8: target `/usr/bin/kubectl` is outside the paths kbuild manages (/etc/, /usr/local/bin/)\n",
     );
@@ -782,15 +775,10 @@ fn target_outside_managed_paths() {
 
 #[test]
 fn target_escaping_with_dotdot() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-scheduler",
-                "[files.\"/etc/kubernetes/scheduler\"]",
-                "[files.\"/etc/../root/.ssh/authorized_keys\"]",
-            )
-        },
+    recipe_edit_refused(
+        "kube-scheduler",
+        "[files.\"/etc/kubernetes/scheduler\"]",
+        "[files.\"/etc/../root/.ssh/authorized_keys\"]",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:9:8: target `/etc/../root/.ssh/authorized_keys` contains a `..` component\n",
     );
@@ -798,15 +786,10 @@ fn target_escaping_with_dotdot() {
 
 #[test]
 fn import_cycle_is_shown_whole() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-common",
-                "description = ",
-                "imports = [\"master\"]\ndescription = ",
-            )
-        },
+    recipe_edit_refused(
+        "kube-common",
+        "description = ",
+        "imports = [\"master\"]\ndescription = ",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-common.toml:3:12: import cycle: master → kube-apiserver → kube-common → master\n\
          help: remove one of these imports; shared parts belong in a recipe both import\n",
@@ -815,8 +798,10 @@ fn import_cycle_is_shown_whole() {
 
 #[test]
 fn import_of_a_missing_recipe() {
-    broken_recipes(
-        |sb| edit_recipe(sb, "master", "\"kube-scheduler\"]", "\"kube-shceduler\"]"),
+    recipe_edit_refused(
+        "master",
+        "\"kube-scheduler\"]",
+        "\"kube-shceduler\"]",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/master.toml:4:57: imports `kube-shceduler`, which is not a recipe in `$SANDBOX/recipes`\n\
          help: available recipes: kube-apiserver, kube-common, kube-controller-manager, kube-scheduler, master\n",
@@ -825,15 +810,10 @@ fn import_of_a_missing_recipe() {
 
 #[test]
 fn member_of_an_undeclared_input() {
-    broken_recipes(
-        |sb| {
-            edit_recipe(
-                sb,
-                "kube-scheduler",
-                "input = \"kubernetes-server\"",
-                "input = \"kubernetes-node\"",
-            )
-        },
+    recipe_edit_refused(
+        "kube-scheduler",
+        "input = \"kubernetes-server\"",
+        "input = \"kubernetes-node\"",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:4:8: file `/usr/local/bin/kube-scheduler` takes a member of input `kubernetes-node`, which no loaded recipe declares\n\
          help: declared inputs: kubernetes-server\n",
@@ -842,8 +822,10 @@ fn member_of_an_undeclared_input() {
 
 #[test]
 fn writable_mode_is_refused() {
-    broken_recipes(
-        |sb| edit_recipe(sb, "kube-scheduler", "mode = \"0555\"", "mode = \"0755\""),
+    recipe_edit_refused(
+        "kube-scheduler",
+        "mode = \"0555\"",
+        "mode = \"0755\"",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/kube-scheduler.toml:7:8: `mode` must be \"0444\" or \"0555\"\n\
          help: store files are read-only; only the executable bit is kept\n",
