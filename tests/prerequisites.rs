@@ -14,6 +14,7 @@ mod hostile;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+use common::Run;
 use common::world::*;
 use hostile::*;
 
@@ -91,6 +92,17 @@ fn snapshot(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Checks the run `r` against case `case` of the table (see [`check_case`]).
+#[track_caller]
+fn check(case: &str, r: &Run) {
+    check_case(PREREQUISITES, case, outcome_of(r, false), &r.stderr());
+}
+
+/// Writes a token the owner alone reads at `rel` in the root.
+fn token_at(w: &World, rel: &str) {
+    file(w, rel, b"t,u,1\n", 0o600);
+}
+
 fn refusal(what: &str, line: &str, help: &str) -> String {
     format!(
         "error: {what} root `$SANDBOX/host`{}\n  caused by: missing host prerequisites under `$SANDBOX/host`: {line}\n{help}",
@@ -110,7 +122,7 @@ fn missing(case: &str, w: &World, line: &str, help: &str) {
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
         r.assert_error(&refusal("cannot switch", line, help));
-        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
+        check(case, &r);
         assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
         assert_eq!(dry.code, Some(1), "{dry:?}");
@@ -144,7 +156,7 @@ fn present(case: Option<&str>, w: &World, g: &Gen) {
     let r = w.run_env(&["switch"], WAYS[0]);
     r.assert_success();
     if let Some(case) = case {
-        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
+        check(case, &r);
     }
     assert_eq!(
         r.stderr(),
@@ -264,7 +276,7 @@ fn an_absolute_link_is_followed_inside_the_root() {
     // there is present (it used to be looked up on the host, and reported missing).
     let (w, g) = world();
     link(&w, TOKEN, "/secrets/token.csv");
-    file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
+    token_at(&w, "secrets/token.csv");
     assert!(!std::path::Path::new("/secrets/token.csv").exists());
     present(Some("an_absolute_link_is_followed_inside_the_root"), &w, &g);
 }
@@ -273,7 +285,7 @@ fn an_absolute_link_is_followed_inside_the_root() {
 fn a_relative_link_is_followed_inside_the_root() {
     let (w, g) = world();
     link(&w, TOKEN, "../../secrets/token.csv");
-    file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
+    token_at(&w, "secrets/token.csv");
     present(Some("a_relative_link_is_followed_inside_the_root"), &w, &g);
 }
 
@@ -282,7 +294,7 @@ fn a_link_on_the_way_is_followed_inside_the_root() {
     // `etc/kubernetes` itself is a link to `/srv/k8s` (inside the root).
     let (w, g) = world();
     link(&w, "etc/kubernetes", "/srv/k8s");
-    file(&w, "srv/k8s/token.csv", b"t,u,1\n", 0o600);
+    token_at(&w, "srv/k8s/token.csv");
     present(
         Some("a_link_on_the_way_is_followed_inside_the_root"),
         &w,
@@ -296,7 +308,7 @@ fn dot_dot_never_climbs_above_the_root() {
     // root's `/secrets/token.csv`.
     let (w, g) = world();
     link(&w, TOKEN, &format!("{}secrets/token.csv", "../".repeat(10)));
-    file(&w, "secrets/token.csv", b"t,u,1\n", 0o600);
+    token_at(&w, "secrets/token.csv");
     present(Some("dot_dot_never_climbs_above_the_root"), &w, &g);
 }
 
@@ -404,12 +416,7 @@ fn an_unreadable_token_is_missing() {
                 refusal(what, line, UNREADABLE_HELP),
                 "{args:?} {env:?}"
             );
-            check_case(
-                PREREQUISITES,
-                "an_unreadable_token_is_missing",
-                outcome_of(&r, false),
-                &r.stderr(),
-            );
+            check("an_unreadable_token_is_missing", &r);
             assert_eq!(snapshot(&w.root), before);
         }
     }
@@ -437,7 +444,7 @@ fn build_refused(case: &str, w: &World, name: &str, cause: &str) {
     r.assert_error(&format!(
         "error: cannot build {name}\n  caused by: {cause}\n{LOAD_HELP}"
     ));
-    check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
+    check(case, &r);
     assert_eq!(full_listing(&w.sb.store), store);
     assert_eq!(snapshot(&w.root), root);
     assert_eq!(w.sb.lock_bytes(), lock);
@@ -452,16 +459,24 @@ fn master_world() -> World {
     w
 }
 
+/// A [`master_world`] in which recipe `name`, master plus `files`, is refused at load as
+/// [`build_refused`] says: exactly `cause`, the outcome of `case`. The world.
+#[track_caller]
+fn target_refused(case: &str, name: &str, files: &[(&str, &str)], cause: &str) -> World {
+    let w = master_world();
+    w.master_plus(name, files);
+    build_refused(case, &w, name, cause);
+    w
+}
+
 #[test]
 fn a_target_that_is_a_prerequisite_is_refused_at_load() {
     // The example: a recipe installing the master's token would copy it into the
     // world-readable store, and `switch --adopt` would move the host's token aside.
-    let w = master_world();
-    w.master_plus("leak", &[("/etc/kubernetes/token.csv", "t,u,1\n")]);
-    build_refused(
+    let w = target_refused(
         "a_target_that_is_a_prerequisite_is_refused_at_load",
-        &w,
         "leak",
+        &[("/etc/kubernetes/token.csv", "t,u,1\n")],
         "$SANDBOX/recipes/leak.toml:3:8: target `/etc/kubernetes/token.csv` is also a prerequisite (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:5:5)); kbuild would copy the host's file into the world-readable store and move the original aside",
     );
     // Within one recipe too.
@@ -477,12 +492,10 @@ fn a_target_that_is_a_prerequisite_is_refused_at_load() {
 
 #[test]
 fn a_target_inside_a_prerequisite_is_refused_at_load() {
-    let w = master_world();
-    w.master_plus("inside", &[("/etc/kubernetes/token.csv/extra", "x\n")]);
-    build_refused(
+    target_refused(
         "a_target_inside_a_prerequisite_is_refused_at_load",
-        &w,
         "inside",
+        &[("/etc/kubernetes/token.csv/extra", "x\n")],
         "$SANDBOX/recipes/inside.toml:3:8: target `/etc/kubernetes/token.csv/extra` is inside prerequisite `/etc/kubernetes/token.csv` (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:5:5)), which must be a file, not a directory",
     );
 }
@@ -490,12 +503,10 @@ fn a_target_inside_a_prerequisite_is_refused_at_load() {
 #[test]
 fn a_prerequisite_inside_a_target_is_refused_at_load() {
     // `/etc/kubernetes/ssl` as a file would hide every key the master needs under it.
-    let w = master_world();
-    w.master_plus("over", &[("/etc/kubernetes/ssl", "x\n")]);
-    build_refused(
+    target_refused(
         "a_prerequisite_inside_a_target_is_refused_at_load",
-        &w,
         "over",
+        &[("/etc/kubernetes/ssl", "x\n")],
         "$SANDBOX/recipes/over.toml:3:8: prerequisite `/etc/kubernetes/ssl/ca-key.pem` (declared by recipe `kube-apiserver` ($SANDBOX/recipes/kube-apiserver.toml:7:5)) is inside target `/etc/kubernetes/ssl`, a file kbuild installs, so it could never exist",
     );
 }
@@ -508,12 +519,7 @@ fn a_prerequisite_in_kbuilds_state_is_refused_at_load() {
     r.assert_error(
         "error: cannot build state\n  caused by: $SANDBOX/recipes/state.toml:1:18: prerequisite `/etc/.kbuild/state.json` is inside kbuild's own state directory\n",
     );
-    check_case(
-        PREREQUISITES,
-        "a_prerequisite_in_kbuilds_state_is_refused_at_load",
-        outcome_of(&r, false),
-        &r.stderr(),
-    );
+    check("a_prerequisite_in_kbuilds_state_is_refused_at_load", &r);
     assert!(!w.sb.store.exists());
 }
 
@@ -580,11 +586,9 @@ fn a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds() {
         r.stderr(),
         format!("{stderr}    Switched root `$SANDBOX/host` to generation 1\n")
     );
-    check_case(
-        PREREQUISITES,
+    check(
         "a_private_key_others_can_read_is_warned_about_and_the_switch_proceeds",
-        outcome_of(&r, false),
-        &r.stderr(),
+        &r,
     );
     w.assert_root(&w.expect(&base, &g, &[], &[]), &g, "after the switch");
     // Fixed as told: no warning.
@@ -622,11 +626,9 @@ fn a_generation_that_installs_its_own_prerequisite_is_refused_at_switch() {
             line,
             "help: rebuild the generation with `kbuild build`\n",
         ));
-        check_case(
-            PREREQUISITES,
+        check(
             "a_generation_that_installs_its_own_prerequisite_is_refused_at_switch",
-            outcome_of(&r, false),
-            &r.stderr(),
+            &r,
         );
         assert_eq!(snapshot(&w.root), before);
     }
@@ -688,7 +690,7 @@ fn refused(case: &str, w: &World, lines: &[&str], help: &str) {
     for env in WAYS {
         let r = w.run_env(&["switch"], env);
         r.assert_error(&refusal("cannot switch", &lines.join(", "), help));
-        check_case(PREREQUISITES, case, outcome_of(&r, false), &r.stderr());
+        check(case, &r);
         assert_eq!(snapshot(&w.root), before, "{env:?}");
         let dry = w.run_env(&["switch", "--dry-run"], env);
         assert_eq!(dry.code, Some(1), "{dry:?}");
