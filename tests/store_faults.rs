@@ -88,6 +88,19 @@ fn assert_objects_read_only(store: &Path) {
     );
 }
 
+/// Checks the run `r`, which printed `output`, against case `case` of `hostile::STORE`.
+#[track_caller]
+fn check(case: &str, r: &Run, output: &str) {
+    check_case(STORE, case, outcome_of(r, false), output);
+}
+
+/// The store holds no `.tmp-*` entry and `kbuild verify` finds it sound.
+#[track_caller]
+fn assert_sound(sb: &Sandbox) {
+    assert_no_tmp(&sb.store);
+    verify_ok(sb);
+}
+
 fn verify_ok(sb: &Sandbox) {
     let v = verify(sb);
     assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
@@ -115,6 +128,28 @@ fn set_mtime(path: &Path, secs: i64) {
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
+}
+
+/// What a build says after re-creating the missing object `name` of generation 1.
+fn restored(name: &str) -> String {
+    format!(
+        "     Rebuilt {name} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n"
+    )
+}
+
+/// `kbuild verify`'s line for object `name` whose content now hashes to `now`.
+fn corrupt(name: &str, now: &str) -> String {
+    format!(
+        "corrupt  {name}: content hash is {now}, its name says {} (`kbuild verify --repair` repairs it)\n",
+        &name[..32]
+    )
+}
+
+/// The error of `build master` refusing store object `name`, whose mtime changed.
+fn modified_mtime(name: &str) -> String {
+    format!(
+        "error: cannot build master\n  caused by: store object `$SANDBOX/store/{name}` was modified after it was added (its modification time changed)\n{MODIFIED_HELP}"
+    )
 }
 
 const MODIFIED_HELP: &str = "help: run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources\n";
@@ -166,12 +201,7 @@ fn disk_full_while_extracting() {
             .count(),
         0
     );
-    check_case(
-        STORE,
-        "disk_full_while_extracting",
-        outcome_of(&r, false),
-        &stderr,
-    );
+    check("disk_full_while_extracting", &r, &stderr);
     drop(mount);
 }
 
@@ -198,8 +228,7 @@ fn disk_full_at_every_stage_leaves_a_valid_store() {
                 let r = kbuild_env(&sb, &[("KBUILD_FAULT_ENOSPC", "1")], &["build", "master"]);
                 assert_eq!(r.code, Some(1));
                 assert!(r.stderr.contains("No space left on device (os error 28)"));
-                assert_no_tmp(&sb.store);
-                verify_ok(&sb);
+                assert_sound(&sb);
                 check_case(
                     STORE,
                     "disk_full_at_every_stage_leaves_a_valid_store",
@@ -230,8 +259,7 @@ fn disk_full_at_every_stage_leaves_a_valid_store() {
             }
             other => panic!("size {size}: exit {other:?}\n{}", r.stderr),
         }
-        assert_no_tmp(&sb.store);
-        verify_ok(&sb);
+        assert_sound(&sb);
         assert_objects_read_only(&sb.store);
         last = Some(r);
         drop(mount);
@@ -250,10 +278,9 @@ fn disk_full_at_every_stage_leaves_a_valid_store() {
         .map(|(_, o)| o)
         .collect();
     assert!(places.len() >= 2, "{outcomes:?}");
-    check_case(
-        STORE,
+    check(
         "disk_full_at_every_stage_leaves_a_valid_store",
-        outcome_of(last.as_ref().unwrap(), false),
+        last.as_ref().unwrap(),
         "",
     );
 }
@@ -276,12 +303,13 @@ fn deleted_member_object_is_recreated() {
     assert_eq!(
         r.stderr(),
         format!(
-            "{}     Rebuilt {kubectl} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n",
+            "{}{}",
             // From the archive the store kept, not from the pinned URL.
             transfer(
                 &format!("file://$SANDBOX/store/{}", kept_fixture()),
                 fixture().gz.len()
-            )
+            ),
+            restored(&kubectl)
         )
     );
     assert_eq!(r.rootfs(), rootfs);
@@ -289,15 +317,9 @@ fn deleted_member_object_is_recreated() {
     assert_eq!(std::fs::read(&again).unwrap(), bytes);
     let m = std::fs::metadata(&again).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o555, 1));
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
+    assert_sound(&sb);
     assert_objects_read_only(&sb.store);
-    check_case(
-        STORE,
-        "deleted_member_object_is_recreated",
-        outcome_of(&r, false),
-        &r.stderr,
-    );
+    check("deleted_member_object_is_recreated", &r, &r.stderr);
 }
 
 #[test]
@@ -313,23 +335,12 @@ fn deleted_rootfs_object_is_reassembled() {
     r.assert_success();
     // From the store alone: nothing read; re-created, and said so.
     let name = rootfs.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(
-        r.stderr(),
-        format!(
-            "     Rebuilt {name} (it was missing from the store)\n    Restored generation 1: its objects are complete again\n"
-        )
-    );
+    assert_eq!(r.stderr(), restored(&name));
     assert_eq!(r.rootfs(), rootfs);
     assert_eq!(shape(&listing(&rootfs)), before);
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
+    assert_sound(&sb);
     assert_objects_read_only(&sb.store);
-    check_case(
-        STORE,
-        "deleted_rootfs_object_is_reassembled",
-        outcome_of(&r, false),
-        &r.stderr,
-    );
+    check("deleted_rootfs_object_is_reassembled", &r, &r.stderr);
 }
 
 #[test]
@@ -348,14 +359,8 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
         .store_hash();
     let rootfs_now = tree_node(&rootfs).digest().store_hash();
     let mut expected = [
-        format!(
-            "corrupt  {kubectl}: content hash is {kubectl_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
-            &kubectl[..32]
-        ),
-        format!(
-            "corrupt  {rootfs_name}: content hash is {rootfs_now}, its name says {} (`kbuild verify --repair` repairs it)\n",
-            &rootfs_name[..32]
-        ),
+        corrupt(&kubectl, &kubectl_now),
+        corrupt(&rootfs_name, &rootfs_now),
     ];
     expected.sort();
     let v = verify(&sb);
@@ -378,15 +383,12 @@ fn flipped_byte_is_found_by_verify_and_refused_by_build() {
     // A build using the object refuses it.
     let before = store_shape(&sb.store);
     let r = sb.kbuild(&["build", "master"]);
-    let msg = format!(
-        "error: cannot build master\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its modification time changed)\n{MODIFIED_HELP}"
-    );
+    let msg = modified_mtime(&kubectl);
     r.assert_error(&msg);
     assert_eq!(store_shape(&sb.store), before);
-    check_case(
-        STORE,
+    check(
         "flipped_byte_is_found_by_verify_and_refused_by_build",
-        outcome_of(&r, false),
+        &r,
         &r.stderr(),
     );
 
@@ -452,10 +454,9 @@ fn flipped_byte_with_restored_mtime_is_found_by_verify() {
     let mut expected = vec![apiserver.as_str(), rootfs_name.as_str()];
     expected.sort();
     assert_eq!(named, expected, "{}", v.stdout);
-    check_case(
-        STORE,
+    check(
         "flipped_byte_with_restored_mtime_is_found_by_verify",
-        outcome_of(&v, false),
+        &v,
         &v.stdout,
     );
 }
@@ -483,23 +484,13 @@ fn object_replaced_by_a_symlink_is_found_by_verify() {
     let now = kbuild::store::Node::Symlink { target }
         .digest()
         .store_hash();
-    assert!(
-        v.stdout.contains(&format!(
-            "corrupt  {kubectl}: content hash is {now}, its name says {} (`kbuild verify --repair` repairs it)\n",
-            &kubectl[..32]
-        )),
-        "{}",
-        v.stdout
-    );
+    assert!(v.stdout.contains(&corrupt(&kubectl, &now)), "{}", v.stdout);
     let r = sb.kbuild(&["build", "master"]);
-    r.assert_error(&format!(
-        "error: cannot build master\n  caused by: store object `$SANDBOX/store/{kubectl}` was modified after it was added (its modification time changed)\n{MODIFIED_HELP}"
-    ));
+    r.assert_error(&modified_mtime(&kubectl));
     s.assert_untouched(&sentinel_before);
-    check_case(
-        STORE,
+    check(
         "object_replaced_by_a_symlink_is_found_by_verify",
-        outcome_of(&r, false),
+        &r,
         &r.stderr(),
     );
 }
@@ -546,14 +537,8 @@ fn stale_tmp_entry_is_ignored_and_collected() {
         )
     );
     assert!(!stale.exists());
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
-    check_case(
-        STORE,
-        "stale_tmp_entry_is_ignored_and_collected",
-        outcome_of(&r, false),
-        &g.stdout,
-    );
+    assert_sound(&sb);
+    check("stale_tmp_entry_is_ignored_and_collected", &r, &g.stdout);
 }
 
 /// review18 MED-10: a `.tmp-*` entry that is a symlink to a directory outside the store is
@@ -591,8 +576,7 @@ fn gc_unlinks_a_tmp_symlink_without_following_it() {
         b"not the store's"
     );
     std::fs::set_permissions(victim.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
+    assert_sound(&sb);
 }
 
 /// review18 LOW: the sweep of a writer says what a small dead scratch entry freed in bytes,
@@ -693,8 +677,7 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
         r.stderr
     );
     assert!(!member.exists(), "the scratch entry of a dead build stayed");
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
+    assert_sound(&sb);
 
     let g = sb.kbuild(&["gc"]);
     g.assert_success();
@@ -705,13 +688,11 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
         "{}",
         g.stdout
     );
-    assert_no_tmp(&sb.store);
-    verify_ok(&sb);
+    assert_sound(&sb);
     assert_eq!(server.count(path), 2);
-    check_case(
-        STORE,
+    check(
         "build_killed_mid_fetch_leaves_only_a_tmp_entry",
-        outcome_of(&r, false),
+        &r,
         &g.stdout,
     );
 }
@@ -752,12 +733,7 @@ fn read_only_store_is_a_clear_error() {
     // Writable again: the same build works.
     sb.kbuild(&["build", "master", "--set", "IP=10.72.84.170"])
         .assert_success();
-    check_case(
-        STORE,
-        "read_only_store_is_a_clear_error",
-        outcome_of(&r, false),
-        &r.stderr(),
-    );
+    check("read_only_store_is_a_clear_error", &r, &r.stderr());
 }
 
 /// A rootfs replaced by a symlink, to a copy with the right files even, is never read
