@@ -17,6 +17,27 @@ fn host(w: &World, store: &Path, args: &[&str]) -> Run {
     w.sb.run(assert_cmd::Command::from_std(c))
 }
 
+/// `kbuild ARGS` on the host whose store is `store` (see [`host`]), which must succeed.
+#[track_caller]
+fn host_ok(w: &World, store: &Path, args: &[&str]) -> Run {
+    let r = host(w, store, args);
+    r.assert_success();
+    r
+}
+
+/// A world whose store holds generation 1 of `master`.
+fn built_master() -> World {
+    let w = World::new();
+    w.build(&["master"], &[], 1);
+    w
+}
+
+/// `r`'s stderr holds `needle`.
+#[track_caller]
+fn assert_stderr_has(r: &Run, needle: &str) {
+    assert!(r.stderr.contains(needle), "{}", r.stderr);
+}
+
 fn export(w: &World, dir: &Path) -> String {
     let r = w.run(&["export", "--output", dir.to_str().unwrap()]);
     r.assert_success();
@@ -107,8 +128,7 @@ fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, bytes).unwrap();
     }
-    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
-    r.assert_success();
+    let r = host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
     let rootfs2 = PathBuf::from(r.stdout.trim());
     assert_eq!(
         rootfs2.file_name(),
@@ -134,8 +154,8 @@ fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
     assert!(md.nlink() >= 2, "the rootfs links its objects");
 
     let root2s = root2.to_str().unwrap();
-    host(&w, &store2, &["verify"]).assert_success();
-    host(&w, &store2, &["--root", root2s, "switch"]).assert_success();
+    host_ok(&w, &store2, &["verify"]);
+    host_ok(&w, &store2, &["--root", root2s, "switch"]);
     assert!(
         String::from_utf8(std::fs::read(root2.join("etc/kubernetes/apiserver")).unwrap())
             .unwrap()
@@ -145,24 +165,19 @@ fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
     let out1 = w.sb.dir.join("usb1");
     w.run(&["export", "1", "--output", out1.to_str().unwrap()])
         .assert_success();
-    let r = host(&w, &store2, &["import", out1.to_str().unwrap()]);
-    r.assert_success();
+    let r = host_ok(&w, &store2, &["import", out1.to_str().unwrap()]);
     assert_eq!(
         PathBuf::from(r.stdout.trim()).file_name(),
         g1.rootfs.file_name()
     );
-    host(&w, &store2, &["--root", root2s, "switch", "2"]).assert_success();
-    host(&w, &store2, &["--root", root2s, "rollback"]).assert_success();
-    host(&w, &store2, &["--root", root2s, "verify"]).assert_success();
+    host_ok(&w, &store2, &["--root", root2s, "switch", "2"]);
+    host_ok(&w, &store2, &["--root", root2s, "rollback"]);
+    host_ok(&w, &store2, &["--root", root2s, "verify"]);
 
     // Importing again adds nothing and records nothing new.
-    let r = host(&w, &store2, &["import", out1.to_str().unwrap()]);
-    r.assert_success();
-    assert!(
-        r.stderr.contains("Imported 0 new objects") && r.stderr.contains("(unchanged"),
-        "{}",
-        r.stderr
-    );
+    let r = host_ok(&w, &store2, &["import", out1.to_str().unwrap()]);
+    assert_stderr_has(&r, "Imported 0 new objects");
+    assert_stderr_has(&r, "(unchanged");
 }
 
 #[test]
@@ -193,8 +208,7 @@ fn two_stores_that_built_the_same_recipes_export_the_same_manifest() {
 
 #[test]
 fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("usb");
     export(&w, &out);
     let (_, manifest) = index_manifest(&out);
@@ -213,12 +227,8 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
     let store2 = w.sb.dir.join("store2");
     let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!("blob `{digest}` of object `"))
-            && r.stderr.contains("does not match its digest"),
-        "{}",
-        r.stderr
-    );
+    assert_stderr_has(&r, &format!("blob `{digest}` of object `"));
+    assert_stderr_has(&r, "does not match its digest");
     assert!(
         r.stderr.contains("help: nothing was added to the store; the layout was damaged after the export (a bad copy or medium): copy it again, or export again\n"),
         "{}",
@@ -238,8 +248,7 @@ type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 
 #[test]
 fn hostile_configs_are_refused_before_any_object_is_read() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let cases: [(&str, Edit, &str); 6] = [
         (
             "object",
@@ -314,8 +323,7 @@ fn hostile_configs_are_refused_before_any_object_is_read() {
 /// a symlink could point anywhere on the host (review 11 finding 9).
 #[test]
 fn import_refuses_a_fifo_or_a_symlink_among_the_blobs() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let store2 = w.sb.dir.join("store2");
     for kind in ["fifo", "symlink"] {
         let out = w.sb.dir.join(kind);
@@ -375,8 +383,7 @@ fn import_refuses_a_fifo_or_a_symlink_among_the_blobs() {
 
 #[test]
 fn export_refuses_a_directory_that_is_not_empty() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("full");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
@@ -434,8 +441,7 @@ fn layout_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn an_export_killed_at_any_step_leaves_no_output_and_the_rerun_completes() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("usb");
     let staging = w.sb.dir.join("usb.kbuild-tmp");
     let reference = w.sb.dir.join("reference");
@@ -477,8 +483,8 @@ fn an_export_killed_at_any_step_leaves_no_output_and_the_rerun_completes() {
         std::fs::read(reference.join("index.json")).unwrap()
     );
     let store2 = w.sb.dir.join("store2");
-    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
-    host(&w, &store2, &["verify"]).assert_success();
+    host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
+    host_ok(&w, &store2, &["verify"]);
 }
 
 /// An output directory that exists and is empty (a mounted USB stick, a directory the
@@ -487,8 +493,7 @@ fn an_export_killed_at_any_step_leaves_no_output_and_the_rerun_completes() {
 /// staging directory, which import refuses as no layout and the next export reuses.
 #[test]
 fn an_export_into_an_existing_empty_directory_killed_midway_is_no_layout_and_the_rerun_completes() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("stick");
     std::fs::create_dir(&out).unwrap();
     let store2 = w.sb.dir.join("store2");
@@ -509,22 +514,19 @@ fn an_export_into_an_existing_empty_directory_killed_midway_is_no_layout_and_the
         assert_eq!(top(&out), [".kbuild-tmp"], "step {n}");
         let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
         assert_eq!(r.code, Some(1), "step {n}: {r:?}");
-        assert!(
-            r.stderr
-                .contains("is no OCI layout: an export to it was interrupted (it left `"),
-            "{}",
-            r.stderr
+        assert_stderr_has(
+            &r,
+            "is no OCI layout: an export to it was interrupted (it left `",
         );
     }
     export(&w, &out);
     assert_eq!(top(&out), ["blobs", "index.json", "oci-layout"]);
-    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
+    host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
 }
 
 #[test]
 fn an_export_waits_for_the_one_holding_its_staging_and_empties_a_leftover() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("usb");
     let staging = w.sb.dir.join("usb.kbuild-tmp");
     // An export holding the staging directory (a flock on it, as a running one has) until
@@ -571,19 +573,13 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
         r.stderr
     );
     let store2 = w.sb.dir.join("store2");
-    let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
-    r.assert_success();
-    assert!(
-        r.stderr.contains("profile master-1, generation 1"),
-        "{}",
-        r.stderr
-    );
-    let r = host(
+    let r = host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
+    assert_stderr_has(&r, "profile master-1, generation 1");
+    let r = host_ok(
         &w,
         &store2,
         &["import", out.to_str().unwrap(), "--profile", "staging"],
     );
-    r.assert_success();
     assert!(
         r.stderr.contains(
             "Imported 0 new objects, 13 already in the store; profile staging, generation 1"
@@ -591,8 +587,7 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
         "{}",
         r.stderr
     );
-    let listed = host(&w, &store2, &["generations", "--all"]);
-    listed.assert_success();
+    let listed = host_ok(&w, &store2, &["generations", "--all"]);
     assert!(
         listed.stdout.contains("master-1") && listed.stdout.contains("staging"),
         "{}",
@@ -606,12 +601,11 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
 /// the store is left as it was.
 #[test]
 fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let out = w.sb.dir.join("usb");
     export(&w, &out);
     let store2 = w.sb.dir.join("store2");
-    host(&w, &store2, &["import", out.to_str().unwrap()]).assert_success();
+    host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
     let before = full_listing(&store2);
 
     let r = w.run_read_only_store(&store2, &["import", out.to_str().unwrap()]);
@@ -635,12 +629,7 @@ fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
         &["import", out.to_str().unwrap(), "--profile", "other"],
     );
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(
-        r.stderr
-            .contains("\nhelp: the store cannot be written here"),
-        "{}",
-        r.stderr
-    );
+    assert_stderr_has(&r, "\nhelp: the store cannot be written here");
     assert_eq!(full_listing(&store2), before, "the store changed");
 }
 
@@ -650,8 +639,7 @@ fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
 /// directory or one above it (review13 MED-1, LOW-2, LOW-11).
 #[test]
 fn export_outputs_named_by_dot_links_files_and_missing_parents() {
-    let w = World::new();
-    w.build(&["master"], &[], 1);
+    let w = built_master();
     let in_dir = |dir: &Path, output: &str| {
         let mut c = w.cmd(&["export", "--output", output]);
         c.current_dir(dir);
