@@ -16,6 +16,23 @@ fn world() -> World {
     w
 }
 
+/// A [`world`] with generation 1 of every host of `hosts.toml` built.
+fn every_host_built() -> World {
+    let w = world();
+    w.ok(&["build", "--all-hosts"]);
+    w
+}
+
+/// `kbuild build WHICH… --set SERVICE_CIDR=CIDR` (`WHICH` is `--host NAME` or
+/// `--all-hosts`), which must succeed.
+fn build_with_cidr(w: &World, which: &[&str], cidr: &str) -> common::Run {
+    let set = format!("SERVICE_CIDR={cidr}");
+    let mut args = vec!["build"];
+    args.extend_from_slice(which);
+    args.extend(["--set", set.as_str()]);
+    w.ok(&args)
+}
+
 /// The `--advertise-address` the root's apiserver file gives.
 fn advertised(w: &World) -> String {
     let text = std::fs::read_to_string(w.root.join("etc/kubernetes/apiserver")).unwrap();
@@ -31,21 +48,14 @@ fn state(w: &World) -> serde_json::Value {
 /// number takes master-1's newest, not the store's newest (which is master-3's).
 #[test]
 fn switch_without_a_number_takes_the_newest_of_the_roots_own_profile() {
-    let w = world();
-    w.ok(&["build", "--all-hosts"]);
+    let w = every_host_built();
     let r = w.ok(&["switch", "--host", "master-1"]);
     assert!(r.stderr.contains("Switched root"), "stderr:\n{}", r.stderr);
     assert_eq!(advertised(&w), "10.72.84.160");
     assert_eq!(state(&w)["profile"], "master-1");
     assert_eq!(state(&w)["generation"], 1);
     // master-3 gets a newer generation (its 2nd); the store's newest record is master-3's.
-    let r = w.ok(&[
-        "build",
-        "--host",
-        "master-3",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    let r = build_with_cidr(&w, &["--host", "master-3"], "10.253.0.0/16");
     assert!(
         r.stderr.contains("Built generation 2 of master-3"),
         "{}",
@@ -55,13 +65,7 @@ fn switch_without_a_number_takes_the_newest_of_the_roots_own_profile() {
     assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
     assert_eq!(advertised(&w), "10.72.84.160");
     // master-1's own newer generation is what `switch` takes.
-    w.ok(&[
-        "build",
-        "--host",
-        "master-1",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    build_with_cidr(&w, &["--host", "master-1"], "10.253.0.0/16");
     let r = w.ok(&["switch"]);
     assert!(
         r.stdout.starts_with(&format!(
@@ -86,25 +90,13 @@ fn switch_without_a_number_takes_the_newest_of_the_roots_own_profile() {
 /// profile, never to the number before in another host's line, and ends at its first one.
 #[test]
 fn rollback_stays_in_the_roots_profile() {
-    let w = world();
-    w.ok(&["build", "--all-hosts"]);
-    w.ok(&[
-        "build",
-        "--host",
-        "master-2",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    let w = every_host_built();
+    build_with_cidr(&w, &["--host", "master-2"], "10.253.0.0/16");
     w.ok(&["switch", "--host", "master-2"]);
     assert_eq!(state(&w)["generation"], 2);
     assert_eq!(advertised(&w), "10.72.84.161");
     // Newer generations of the other hosts change nothing for this root.
-    w.ok(&[
-        "build",
-        "--all-hosts",
-        "--set",
-        "SERVICE_CIDR=10.252.0.0/16",
-    ]);
+    build_with_cidr(&w, &["--all-hosts"], "10.252.0.0/16");
     w.ok(&["switch", "--host", "master-2"]);
     assert_eq!(state(&w)["generation"], 3);
     let r = w.ok(&["rollback"]);
@@ -126,8 +118,7 @@ fn rollback_stays_in_the_roots_profile() {
 /// it): the error says so and names `--profile`, which does move it.
 #[test]
 fn another_profile_needs_an_explicit_profile() {
-    let w = world();
-    w.ok(&["build", "--all-hosts"]);
+    let w = every_host_built();
     w.ok(&["switch", "--host", "master-1"]);
     let before = w.listing();
     let r = w.run(&["switch", "--host", "master-3"]);
@@ -136,13 +127,7 @@ fn another_profile_needs_an_explicit_profile() {
     );
     assert_eq!(w.listing(), before);
     // A number missing from the root's profile names the profiles that have it.
-    w.ok(&[
-        "build",
-        "--host",
-        "master-3",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    build_with_cidr(&w, &["--host", "master-3"], "10.253.0.0/16");
     let r = w.run(&["switch", "2"]);
     r.assert_error(
         "error: cannot switch root `$SANDBOX/host`\n  caused by: generation 2 does not exist in profile `master-1`\nhelp: `kbuild generations --profile master-1` lists them; profile `master-3` has one of that number: another profile's generation is switched to with `--profile NAME`\n",
@@ -172,12 +157,7 @@ fn numbers_count_per_profile_and_gc_keeps_every_profile() {
     let w = world();
     w.build(&["master"], &[], 1);
     w.ok(&["build", "--all-hosts"]);
-    w.ok(&[
-        "build",
-        "--all-hosts",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    build_with_cidr(&w, &["--all-hosts"], "10.253.0.0/16");
     let profiles = |store: &Path| -> Vec<(String, Vec<String>)> {
         let mut out = Vec::new();
         for p in ["default", "master-1", "master-2", "master-3"] {
@@ -386,15 +366,8 @@ fn an_upgrade_killed_at_any_step_leaves_a_usable_store() {
 /// `--json` gives every field (docs/json.md, "generations").
 #[test]
 fn generations_tell_the_hosts_apart() {
-    let w = world();
-    w.ok(&["build", "--all-hosts"]);
-    w.ok(&[
-        "build",
-        "--host",
-        "master-2",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    let w = every_host_built();
+    build_with_cidr(&w, &["--host", "master-2"], "10.253.0.0/16");
     w.ok(&["switch", "--host", "master-2"]);
     let r = w.ok(&["generations"]);
     let lines: Vec<String> = r
@@ -474,13 +447,7 @@ fn generations_tell_the_hosts_apart() {
 fn generation_numbers_are_never_reused_after_gc() {
     let w = world();
     w.ok(&["build", "--host", "master-3"]);
-    w.ok(&[
-        "build",
-        "--host",
-        "master-3",
-        "--set",
-        "SERVICE_CIDR=10.252.0.0/16",
-    ]);
+    build_with_cidr(&w, &["--host", "master-3"], "10.252.0.0/16");
     w.build(&["master"], &[], 1);
     let r = w.ok(&["gc", "--keep", "0"]);
     assert!(
@@ -622,15 +589,8 @@ fn a_read_only_store_from_before_profiles_is_read_in_place() {
 /// of a move to another profile says how to go back.
 #[test]
 fn hosts_and_profiles_messages_name_what_works() {
-    let w = world();
-    w.ok(&["build", "--all-hosts"]);
-    w.ok(&[
-        "build",
-        "--host",
-        "master-2",
-        "--set",
-        "SERVICE_CIDR=10.253.0.0/16",
-    ]);
+    let w = every_host_built();
+    build_with_cidr(&w, &["--host", "master-2"], "10.253.0.0/16");
     let unknown = "error: no host `nosuch` in `$SANDBOX/hosts.toml`, and no profile `nosuch` with generations in the store\nhelp: hosts: master-1, master-2, master-3; `kbuild generations --all` lists the store's profiles\n";
     for args in [
         &["generations", "--host", "nosuch"][..],
