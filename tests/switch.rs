@@ -151,17 +151,15 @@ fn removed_links_and_emptied_directories_go_other_directories_stay() {
 
     w.ok(&["switch", "1"]);
     let wide_dirs = [
-        "/etc/extra-a",
-        "/etc/extra-a/sub",
-        "/etc/extra-b",
-        "/etc/kubernetes/addons",
-        "/etc/systemd",
-        "/etc/systemd/system",
-        "/etc/systemd/system/multi-user.target.wants",
-        "/usr",
-        "/usr/local",
-        "/usr/local/bin",
-    ];
+        &[
+            "/etc/extra-a",
+            "/etc/extra-a/sub",
+            "/etc/extra-b",
+            "/etc/kubernetes/addons",
+        ],
+        &MASTER_DIRS[..],
+    ]
+    .concat();
     w.assert_at(&base, &wide, &wide_dirs, "at the wide generation");
 
     // The user keeps a file in a directory kbuild created.
@@ -216,16 +214,7 @@ fn a_root_without_etc_gets_every_directory_created_and_removed_again() {
     let etc_only = w.build(&["etc-only"], &[], 2);
     let base = Listing::default();
     w.ok(&["switch", "1"]);
-    let dirs = [
-        "/etc",
-        "/etc/kubernetes",
-        "/etc/systemd",
-        "/etc/systemd/system",
-        "/etc/systemd/system/multi-user.target.wants",
-        "/usr",
-        "/usr/local",
-        "/usr/local/bin",
-    ];
+    let dirs = [&["/etc", "/etc/kubernetes"], &MASTER_DIRS[..]].concat();
     w.assert_at(&base, &sched, &dirs, "at the scheduler");
     let r = w.ok(&["switch", "2"]);
     assert_eq!(
