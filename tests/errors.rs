@@ -654,6 +654,19 @@ fn recipe_edit_refused(name: &str, from: &str, to: &str, stderr: &str) {
     broken_recipes(|sb| edit_recipe(sb, name, from, to), stderr);
 }
 
+/// [`broken_recipes`] with one edit: every `from` in template `templates/NAME` becomes `to`.
+fn template_edit_refused(name: &str, from: &str, to: &str, stderr: &str) {
+    broken_recipes(
+        |sb| {
+            let path = sb.recipes.join("templates").join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "templates/{name} lacks {from:?}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+        },
+        stderr,
+    );
+}
+
 fn edit_recipe(sb: &Sandbox, name: &str, from: &str, to: &str) {
     let path = sb.recipes.join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&path).unwrap();
@@ -685,19 +698,10 @@ fn unknown_field_is_named_with_its_location() {
 
 #[test]
 fn undefined_template_variable_names_template_and_line() {
-    broken_recipes(
-        |sb| {
-            let path = sb.recipes.join("templates/apiserver.j2");
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(
-                &path,
-                text.replace(
-                    "https://{{ ETCD3 | host }}:2379{% endif %}\"",
-                    "https://{{ ETCD3 | host }}:2379,https://{{ ETCD4 }}:2379{% endif %}\"",
-                ),
-            )
-            .unwrap();
-        },
+    template_edit_refused(
+        "apiserver.j2",
+        "https://{{ ETCD3 | host }}:2379{% endif %}\"",
+        "https://{{ ETCD3 | host }}:2379,https://{{ ETCD4 }}:2379{% endif %}\"",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:18: undefined variable `ETCD4`\n\
          help: declare `[variables.ETCD4]` in a recipe, or use one of: ETCD2, ETCD3, IP, SERVICE_CIDR\n",
@@ -706,12 +710,10 @@ fn undefined_template_variable_names_template_and_line() {
 
 #[test]
 fn template_syntax_error_names_template_and_line() {
-    broken_recipes(
-        |sb| {
-            let path = sb.recipes.join("templates/scheduler.j2");
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, text.replace("# Add your own!", "# Add {{ your own!")).unwrap();
-        },
+    template_edit_refused(
+        "scheduler.j2",
+        "# Add your own!",
+        "# Add {{ your own!",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/templates/scheduler.j2:6:15: syntax error: unexpected identifier, expected end of variable block\n",
     );
@@ -720,19 +722,10 @@ fn template_syntax_error_names_template_and_line() {
 #[test]
 fn environment_file_broken_across_lines_is_caught() {
     // The seed's defect: a path broken by a line break inside KUBE_API_ARGS.
-    broken_recipes(
-        |sb| {
-            let path = sb.recipes.join("templates/apiserver.j2");
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(
-                &path,
-                text.replace(
-                    "--tls-cert-file=/etc/kubernetes/",
-                    "--tls-cert-file=/etc/ku\nbernetes/",
-                ),
-            )
-            .unwrap();
-        },
+    template_edit_refused(
+        "apiserver.j2",
+        "--tls-cert-file=/etc/kubernetes/",
+        "--tls-cert-file=/etc/ku\nbernetes/",
         "error: cannot build master\n\
          \x20 caused by: $SANDBOX/recipes/templates/apiserver.j2:26: rendered `/etc/kubernetes/apiserver` is not a valid environment file: the quoted value of `KUBE_API_ARGS` does not close on its line (systemd would read the line break into it)\n\
          help: write each line as `KEY=\"value\"` (a value on one line) or a `#` comment, as systemd.exec(5) reads an EnvironmentFile=, then run `kbuild build` again\n",
