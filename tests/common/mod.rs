@@ -968,6 +968,27 @@ pub fn listing(root: &Path) -> Vec<Listed> {
     out
 }
 
+/// Asserts `store` holds its bookkeeping only (the layout of `docs/store-format.md` with no
+/// object, metadata, index entry, generation or `.tmp-*` entry), as after a failed first
+/// build; `when` names the case in the message.
+#[track_caller]
+pub fn assert_bookkeeping_only(store: &Path, when: &str) {
+    let paths: Vec<String> = listing(store).into_iter().map(|e| e.path).collect();
+    assert_eq!(
+        paths,
+        [
+            ".",
+            ".kbuild",
+            ".kbuild/id",
+            ".kbuild/index",
+            ".kbuild/lock",
+            ".kbuild/meta",
+            ".kbuild/version"
+        ],
+        "{when}: the store kept something"
+    );
+}
+
 /// A listing without what differs between two equal trees on disk: (path, kind, mode, content).
 pub fn shape(l: &[Listed]) -> Vec<(String, Kind, u32, String)> {
     l.iter()
