@@ -102,6 +102,17 @@ fn local_build_refused(server: &Server, sb: &Sandbox, bytes: &[u8], cause: &str)
     assert_store_empty(&sb.store);
 }
 
+/// `build master` fails: the `len` bytes fetched are a truncated archive.
+#[track_caller]
+fn build_says_truncated(sb: &Sandbox, len: usize) {
+    let r = sb.kbuild(&["build", "master"]);
+    r.assert_error(&input_failed(
+        &url_line(sb),
+        len,
+        ": the archive is truncated (unexpected end of data)",
+    ));
+}
+
 fn url_line(sb: &Sandbox) -> String {
     sb.input_url()
         .replace(sb.server_base.as_deref().unwrap(), "$SERVER")
@@ -170,13 +181,7 @@ fn truncated_archive_is_an_archive_error(#[case] cut: fn(usize) -> usize) {
     // Pinned to the truncated file's real hash: the bytes are as pinned, the archive is bad.
     let before = serve_pinned(&server, &sb, truncated);
 
-    let r = sb.kbuild(&["build", "master"]);
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(
-        &u,
-        truncated.len(),
-        ": the archive is truncated (unexpected end of data)",
-    ));
+    build_says_truncated(&sb, truncated.len());
     assert_unchanged(&sb, &before);
 }
 
@@ -190,13 +195,7 @@ fn truncated_archive_in_other_formats(#[case] c: Compression) {
     let truncated = &full[..full.len() - 1200];
     let before = serve_pinned(&server, &sb, truncated);
 
-    let r = sb.kbuild(&["build", "master"]);
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(
-        &u,
-        truncated.len(),
-        ": the archive is truncated (unexpected end of data)",
-    ));
+    build_says_truncated(&sb, truncated.len());
     assert_kept_nothing(&sb, &before);
 }
 
@@ -217,16 +216,10 @@ fn plain_tar_cut_inside_a_member(#[case] member: &str, #[case] keep: usize) {
     let truncated = &tar[..header + 512 + keep];
     let before = serve_pinned(&server, &sb, truncated);
 
-    let r = sb.kbuild(&["build", "master"]);
-    // Nothing half-extracted may be kept...
+    // The user is told the archive is cut short...
+    build_says_truncated(&sb, truncated.len());
+    // ...and nothing half-extracted is kept.
     assert_kept_nothing(&sb, &before);
-    // ...and the user is told the archive is cut short.
-    let u = url_line(&sb);
-    r.assert_error(&input_failed(
-        &u,
-        truncated.len(),
-        ": the archive is truncated (unexpected end of data)",
-    ));
 }
 
 #[test]

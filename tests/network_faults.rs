@@ -311,29 +311,32 @@ fn persistent_server_error_gives_up_after_three_attempts() {
 // Broken transfers
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn connection_closed_mid_body() {
+/// Every attempt's body is cut by `cut` (given the body and how much of it to send) at half
+/// its length: less than one 1 MiB read arrives, so no `Read` line; three attempts fail.
+#[track_caller]
+fn cut_at_half(case: &str, cut: fn(Vec<u8>, usize) -> Reply) {
     let body = gz();
     let keep = body.len() / 2;
-    // Less than one 1 MiB read arrives: no `Read` line.
     assert!(keep < 1 << 20);
-    Served::primary(vec![Reply::CutChunked { body, keep }]).fails(
-        "connection_closed_mid_body",
+    Served::primary(vec![cut(body, keep)]).fails(
+        case,
         &gave_up("reading failed: Peer disconnected"),
         (3, 0),
     );
 }
 
 #[test]
+fn connection_closed_mid_body() {
+    cut_at_half("connection_closed_mid_body", |body, keep| {
+        Reply::CutChunked { body, keep }
+    });
+}
+
+#[test]
 fn body_shorter_than_content_length() {
-    let body = gz();
-    let keep = body.len() / 2;
-    assert!(keep < 1 << 20);
-    Served::primary(vec![Reply::Cut { body, keep }]).fails(
-        "body_shorter_than_content_length",
-        &gave_up("reading failed: Peer disconnected"),
-        (3, 0),
-    );
+    cut_at_half("body_shorter_than_content_length", |body, keep| {
+        Reply::Cut { body, keep }
+    });
 }
 
 #[test]
