@@ -230,7 +230,13 @@ fn repair_without_the_sources_leaves_objects_in_place_and_says_how() {
     let (_, rest) = stderr.split_once('\n').unwrap();
     assert_eq!(
         rest,
-        "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged or missing object(s) are left as they are: no good copy could be rebuilt\nhelp: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 1 cannot be rebuilt (its recipes changed since): build a newer generation first (`kbuild build RECIPE`), then switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`\n"
+        format!(
+            "     Reading kubernetes-server from file://$SANDBOX/pinned/kubernetes-server-linux-amd64.tar.gz\nerror: 2 damaged or missing object(s) are left as they are: no good copy could be rebuilt\n{}\n",
+            unrepairable(
+                1,
+                "build a newer generation first (`kbuild build RECIPE`), then switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), "
+            )
+        )
     );
     assert_eq!(store_listing(&store), damaged, "nothing moved");
     assert_eq!(no_tmp(&store), Vec::<String>::new());
@@ -583,6 +589,22 @@ fn verify_root_reports_files_of_the_active_generation_the_root_does_not_link() {
     assert_eq!(w.ok(&["verify"]).stdout, "ok\n");
 }
 
+/// The `help:` line after a failed repair of generation `generation`, whose recipes changed
+/// since: `first` is what must happen before the gc that drops it.
+fn unrepairable(generation: u64, first: &str) -> String {
+    format!(
+        "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation {generation} cannot be rebuilt (its recipes changed since): {first}then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
+    )
+}
+
+/// `verify --repair --offline` exits 1, its last line exactly `help`.
+#[track_caller]
+fn assert_repair_fails_with(w: &World, help: &str) {
+    let v = w.run(&["verify", "--repair", "--offline"]);
+    assert_eq!(v.code, Some(1), "{v:?}");
+    assert_eq!(v.stderr().lines().last().unwrap(), help);
+}
+
 /// Review finding F3: the help after a generation that cannot be rebuilt (its recipe changed
 /// since) named `kbuild gc` without `--keep`, which dropped nothing, and `verify --repair`
 /// failed forever. Now it names the exact commands; following them makes the repair exit 0.
@@ -597,11 +619,12 @@ fn help_for_an_unrepairable_generation_names_commands_that_work() {
     w.master_plus("extra", &[("/etc/kubernetes/extra", "two\n")]);
     flip_byte(&g2.rootfs.join("etc/kubernetes/extra"), 0);
 
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(1), "{v:?}");
-    assert_eq!(
-        v.stderr().lines().last().unwrap(),
-        "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 2 cannot be rebuilt (its recipes changed since): build a newer generation first (`kbuild build RECIPE`), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
+    assert_repair_fails_with(
+        &w,
+        &unrepairable(
+            2,
+            "build a newer generation first (`kbuild build RECIPE`), ",
+        ),
     );
     // Following it.
     let g3 = w.build(&["extra"], &["--offline"], 3);
@@ -625,11 +648,12 @@ fn help_names_the_root_on_an_unrepairable_generation() {
     w.ok(&["switch", "1"]);
     w.master_plus("extra", &[("/etc/kubernetes/extra", "two\n")]);
     flip_byte(&g1.rootfs.join("etc/kubernetes/extra"), 0);
-    let v = w.run(&["verify", "--repair", "--offline"]);
-    assert_eq!(v.code, Some(1), "{v:?}");
-    assert_eq!(
-        v.stderr().lines().last().unwrap(),
-        "help: make the generation's inputs readable again (at their locked URLs, or with `kbuild verify --repair --override-input NAME=URL`) and run `kbuild verify --repair` again; if generation 1 cannot be rebuilt (its recipes changed since): switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), then `kbuild gc --keep 1` drops it (with the older generations no root is on), then `kbuild verify --repair`"
+    assert_repair_fails_with(
+        &w,
+        &unrepairable(
+            1,
+            "switch root `$SANDBOX/host` away from it (`kbuild switch --root $SANDBOX/host` goes to the newest), ",
+        ),
     );
     w.ok(&["switch"]);
     w.ok(&["gc", "--keep", "1"]);
