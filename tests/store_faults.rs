@@ -101,6 +101,26 @@ fn assert_sound(sb: &Sandbox) {
     verify_ok(sb);
 }
 
+/// `kbuild gc` succeeds, quietly, removing exactly one temporary entry (and keeping the
+/// one archive the build kept). The run.
+#[track_caller]
+fn gc_removes_one_tmp_entry(sb: &Sandbox) -> Run {
+    let g = sb.kbuild(&["gc"]);
+    g.assert_success();
+    assert_eq!(
+        (g.stdout.as_str(), g.stderr.as_str()),
+        (
+            format!(
+                "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
+                gc_archives_line(1, fixture().gz.len())
+            )
+            .as_str(),
+            ""
+        )
+    );
+    g
+}
+
 fn verify_ok(sb: &Sandbox) {
     let v = verify(sb);
     assert_eq!((v.code, v.stdout.as_str()), (Some(0), "ok\n"), "{v:?}");
@@ -523,19 +543,7 @@ fn stale_tmp_entry_is_ignored_and_collected() {
     );
     verify_ok(&sb);
 
-    let g = sb.kbuild(&["gc"]);
-    g.assert_success();
-    assert_eq!(
-        (g.stdout.as_str(), g.stderr.as_str()),
-        (
-            format!(
-                "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
-                gc_archives_line(1, fixture().gz.len())
-            )
-            .as_str(),
-            ""
-        )
-    );
+    let g = gc_removes_one_tmp_entry(&sb);
     assert!(!stale.exists());
     assert_sound(&sb);
     check("stale_tmp_entry_is_ignored_and_collected", &r, &g.stdout);
@@ -555,19 +563,7 @@ fn gc_unlinks_a_tmp_symlink_without_following_it() {
     let link = sb.store.join(".tmp-gc-evil");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
 
-    let g = sb.kbuild(&["gc"]);
-    g.assert_success();
-    assert_eq!(
-        (g.stdout.as_str(), g.stderr.as_str()),
-        (
-            format!(
-                "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
-                gc_archives_line(1, fixture().gz.len())
-            )
-            .as_str(),
-            ""
-        )
-    );
+    gc_removes_one_tmp_entry(&sb);
     assert!(link.symlink_metadata().is_err(), "the symlink stayed");
     let mode = victim.join("sub").metadata().unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o500, "gc chmod-ed a directory outside the store");
