@@ -668,34 +668,6 @@ fn export_outputs_named_by_dot_links_files_and_missing_parents() {
             .mode();
         assert_eq!(mode & 0o777, 0o644, "{name}");
     }
-    let choose = "choose another directory: a new or empty one";
-    // Again: not empty now, and `rm -r .` is no advice to give.
-    assert_export_refused(
-        &w,
-        &dot,
-        ".",
-        "export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)",
-        choose,
-    );
-    let up = w.sb.dir.join("up");
-    std::fs::create_dir_all(up.join("sub")).unwrap();
-    assert_export_refused(
-        &w,
-        &up.join("sub"),
-        "..",
-        "export directory `..` already exists and is not empty (it holds `sub`)",
-        choose,
-    );
-    let twice = w.sb.dir.join("twice");
-    std::fs::create_dir_all(twice.join("x")).unwrap();
-    assert_export_refused(
-        &w,
-        &twice,
-        "x/..",
-        "export directory `x/..` already exists and is not empty (it holds `x`)",
-        choose,
-    );
-
     // A symbolic link to an empty directory is that directory.
     let target = w.sb.dir.join("mnt");
     std::fs::create_dir(&target).unwrap();
@@ -703,28 +675,54 @@ fn export_outputs_named_by_dot_links_files_and_missing_parents() {
     in_dir(&w.sb.dir, "lnk").assert_success();
     assert_eq!(top(&target), layout);
 
+    // What cannot receive an export: run in (directory, `--output`), the cause and the help.
+    let up = w.sb.dir.join("up");
+    std::fs::create_dir_all(up.join("sub")).unwrap();
+    let twice = w.sb.dir.join("twice");
+    std::fs::create_dir_all(twice.join("x")).unwrap();
     std::fs::write(w.sb.dir.join("afile"), "x").unwrap();
-    assert_export_refused(
-        &w,
-        &w.sb.dir,
-        "afile",
-        "export directory `afile` is a file, not a directory",
-        choose,
-    );
     std::os::unix::fs::symlink("nonexist", w.sb.dir.join("dl")).unwrap();
-    assert_export_refused(
-        &w,
-        &w.sb.dir,
-        "dl",
-        "export directory `dl` is a symbolic link to `nonexist`, which does not exist",
-        choose,
-    );
-    assert_export_refused(
-        &w,
-        &w.sb.dir,
-        "nope/a/b",
-        "the parent `nope/a` of export directory `nope/a/b` does not exist",
-        "make it first (`mkdir -p nope/a`), or choose another directory",
-    );
+    let choose = "choose another directory: a new or empty one";
+    for (dir, output, cause, help) in [
+        // Again: not empty now, and `rm -r .` is no advice to give.
+        (
+            &dot,
+            ".",
+            "export directory `.` already exists and is not empty (it holds `blobs`, `index.json`, `oci-layout`: an OCI layout already, an earlier export?)",
+            choose,
+        ),
+        (
+            &up.join("sub"),
+            "..",
+            "export directory `..` already exists and is not empty (it holds `sub`)",
+            choose,
+        ),
+        (
+            &twice,
+            "x/..",
+            "export directory `x/..` already exists and is not empty (it holds `x`)",
+            choose,
+        ),
+        (
+            &w.sb.dir,
+            "afile",
+            "export directory `afile` is a file, not a directory",
+            choose,
+        ),
+        (
+            &w.sb.dir,
+            "dl",
+            "export directory `dl` is a symbolic link to `nonexist`, which does not exist",
+            choose,
+        ),
+        (
+            &w.sb.dir,
+            "nope/a/b",
+            "the parent `nope/a` of export directory `nope/a/b` does not exist",
+            "make it first (`mkdir -p nope/a`), or choose another directory",
+        ),
+    ] {
+        assert_export_refused(&w, dir, output, cause, help);
+    }
     assert!(!w.sb.dir.join("nope").exists());
 }
