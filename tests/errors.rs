@@ -345,15 +345,8 @@ fn http_404_is_reported_once_without_retries() {
 fn decompression_bomb_stops_at_the_limit() {
     let server = Server::start();
     let sb = Sandbox::pinned(&server);
-    let mut c = sb.bare();
-    c.env("KBUILD_MAX_UNPACKED_BYTES", "100000")
-        .arg("--store")
-        .arg(&sb.store)
-        .arg("--recipes")
-        .arg(&sb.recipes)
-        .arg("--lock-file")
-        .arg(&sb.lock)
-        .args(["build", "master"]);
+    let mut c = sb.command(&["build", "master"]);
+    c.env("KBUILD_MAX_UNPACKED_BYTES", "100000");
     let r = sb.run(c);
     let u = url_line(&sb);
     r.assert_error(&input_failed(&u, fixture().gz.len(), ": the archive is corrupt: unpacks to more than 100000 bytes (the limit; set KBUILD_MAX_UNPACKED_BYTES to raise it)"));

@@ -40,16 +40,8 @@ fn write_plus(sb: &Sandbox) {
 /// `kbuild verify ARGS` of the sandbox's store, without a root (the sandbox's root does not
 /// exist).
 fn verify(sb: &Sandbox, args: &[&str]) -> Run {
-    let mut c = sb.bare();
-    c.env_remove("KBUILD_ROOT")
-        .arg("--store")
-        .arg(&sb.store)
-        .arg("--recipes")
-        .arg(&sb.recipes)
-        .arg("--lock-file")
-        .arg(&sb.lock)
-        .arg("verify")
-        .args(args);
+    let mut c = sb.command(&[&["verify"], args].concat());
+    c.env_remove("KBUILD_ROOT");
     sb.run(c)
 }
 

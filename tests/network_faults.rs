@@ -431,16 +431,8 @@ fn body_cut_after_a_member_then_success() {
 
 /// Runs `kbuild build net ARGS`, killed after `limit`.
 fn run_bounded(sb: &Sandbox, server: &EvilServer, args: &[&str], limit: Duration) -> (Run, String) {
-    let mut c = sb.bare();
-    c.timeout(limit)
-        .arg("--store")
-        .arg(&sb.store)
-        .arg("--recipes")
-        .arg(&sb.recipes)
-        .arg("--lock-file")
-        .arg(&sb.lock)
-        .args(["build", "net"])
-        .args(args);
+    let mut c = sb.command(&[&["build", "net"], args].concat());
+    c.timeout(limit);
     let r = sb.run(c);
     let stderr = r.stderr().replace(server.base(), "$SERVER");
     (r, stderr)

@@ -665,8 +665,9 @@ impl Sandbox {
         c
     }
 
-    /// `kbuild --store … --recipes … --lock-file … ARGS`
-    pub fn kbuild(&self, args: &[&str]) -> Run {
+    /// The command `kbuild --store … --recipes … --lock-file … ARGS` of this sandbox, not run
+    /// yet (for a test that sets more of its environment or its timeout first).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = self.bare();
         c.arg("--store")
             .arg(&self.store)
@@ -675,7 +676,12 @@ impl Sandbox {
             .arg("--lock-file")
             .arg(&self.lock)
             .args(args);
-        self.run(c)
+        c
+    }
+
+    /// `kbuild --store … --recipes … --lock-file … ARGS`
+    pub fn kbuild(&self, args: &[&str]) -> Run {
+        self.run(self.command(args))
     }
 
     /// Starts `kbuild --store … --recipes … --lock-file … ARGS` without waiting for it.

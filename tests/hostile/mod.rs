@@ -899,17 +899,10 @@ pub fn mask_tmp(s: &str) -> String {
 
 /// `kbuild --store … --recipes … --lock-file … ARGS` with extra environment variables.
 pub fn kbuild_env(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut c = sb.bare();
+    let mut c = sb.command(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.arg("--store")
-        .arg(&sb.store)
-        .arg("--recipes")
-        .arg(&sb.recipes)
-        .arg("--lock-file")
-        .arg(&sb.lock)
-        .args(args);
     sb.run(c)
 }
 
