@@ -502,12 +502,8 @@ fn override_with_an_unsupported_url() {
         "{}",
         r.stderr
     );
-    assert!(
-        r.stderr.contains(
-            "`ftp://mirror.example/k.tar.gz`: only https://, http:// and file:// URLs are supported"
-        ),
-        "{}",
-        r.stderr
+    r.assert_stderr_has(
+        "`ftp://mirror.example/k.tar.gz`: only https://, http:// and file:// URLs are supported",
     );
     // The input is declared; only its URL is bad.
     assert!(

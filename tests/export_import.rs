@@ -32,12 +32,6 @@ fn built_master() -> World {
     w
 }
 
-/// `r`'s stderr holds `needle`.
-#[track_caller]
-fn assert_stderr_has(r: &Run, needle: &str) {
-    assert!(r.stderr.contains(needle), "{}", r.stderr);
-}
-
 fn export(w: &World, dir: &Path) -> String {
     let r = w.run(&["export", "--output", dir.to_str().unwrap()]);
     r.assert_success();
@@ -176,8 +170,8 @@ fn an_imported_generation_switches_rolls_back_and_verifies_with_no_recipes() {
 
     // Importing again adds nothing and records nothing new.
     let r = host_ok(&w, &store2, &["import", out1.to_str().unwrap()]);
-    assert_stderr_has(&r, "Imported 0 new objects");
-    assert_stderr_has(&r, "(unchanged");
+    r.assert_stderr_has("Imported 0 new objects");
+    r.assert_stderr_has("(unchanged");
 }
 
 #[test]
@@ -227,8 +221,8 @@ fn a_flipped_byte_in_an_object_blob_is_refused_and_nothing_is_added() {
     let store2 = w.sb.dir.join("store2");
     let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert_stderr_has(&r, &format!("blob `{digest}` of object `"));
-    assert_stderr_has(&r, "does not match its digest");
+    r.assert_stderr_has(&format!("blob `{digest}` of object `"));
+    r.assert_stderr_has("does not match its digest");
     assert!(
         r.stderr.contains("help: nothing was added to the store; the layout was damaged after the export (a bad copy or medium): copy it again, or export again\n"),
         "{}",
@@ -514,10 +508,7 @@ fn an_export_into_an_existing_empty_directory_killed_midway_is_no_layout_and_the
         assert_eq!(top(&out), [".kbuild-tmp"], "step {n}");
         let r = host(&w, &store2, &["import", out.to_str().unwrap()]);
         assert_eq!(r.code, Some(1), "step {n}: {r:?}");
-        assert_stderr_has(
-            &r,
-            "is no OCI layout: an export to it was interrupted (it left `",
-        );
+        r.assert_stderr_has("is no OCI layout: an export to it was interrupted (it left `");
     }
     export(&w, &out);
     assert_eq!(top(&out), ["blobs", "index.json", "oci-layout"]);
@@ -574,7 +565,7 @@ fn import_records_in_the_exported_profile_or_the_one_named() {
     );
     let store2 = w.sb.dir.join("store2");
     let r = host_ok(&w, &store2, &["import", out.to_str().unwrap()]);
-    assert_stderr_has(&r, "profile master-1, generation 1");
+    r.assert_stderr_has("profile master-1, generation 1");
     let r = host_ok(
         &w,
         &store2,
@@ -629,7 +620,7 @@ fn import_into_a_read_only_store_that_has_the_generation_is_a_no_op() {
         &["import", out.to_str().unwrap(), "--profile", "other"],
     );
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert_stderr_has(&r, "\nhelp: the store cannot be written here");
+    r.assert_stderr_has("\nhelp: the store cannot be written here");
     assert_eq!(full_listing(&store2), before, "the store changed");
 }
 

@@ -56,11 +56,7 @@ fn switch_without_a_number_takes_the_newest_of_the_roots_own_profile() {
     assert_eq!(state(&w)["generation"], 1);
     // master-3 gets a newer generation (its 2nd); the store's newest record is master-3's.
     let r = build_with_cidr(&w, &["--host", "master-3"], "10.253.0.0/16");
-    assert!(
-        r.stderr.contains("Built generation 2 of master-3"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("Built generation 2 of master-3");
     let r = w.ok(&["switch"]);
     assert_eq!(r.stderr(), "       Fresh generation 1 is already active\n");
     assert_eq!(advertised(&w), "10.72.84.160");
@@ -100,7 +96,7 @@ fn rollback_stays_in_the_roots_profile() {
     w.ok(&["switch", "--host", "master-2"]);
     assert_eq!(state(&w)["generation"], 3);
     let r = w.ok(&["rollback"]);
-    assert!(r.stderr.contains("to generation 2"), "{}", r.stderr);
+    r.assert_stderr_has("to generation 2");
     assert_eq!(advertised(&w), "10.72.84.161");
     assert_eq!(state(&w)["profile"], "master-2");
     w.ok(&["rollback"]);
@@ -146,7 +142,7 @@ fn another_profile_needs_an_explicit_profile() {
     assert_eq!(state(&w)["profile"], "master-3");
     // From now on the root follows master-3.
     let r = w.ok(&["rollback"]);
-    assert!(r.stderr.contains("to generation 1"), "{}", r.stderr);
+    r.assert_stderr_has("to generation 1");
     assert_eq!(advertised(&w), "10.72.84.162");
 }
 

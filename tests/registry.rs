@@ -691,11 +691,7 @@ fn credentials_come_from_the_auth_files_docker_podman_and_skopeo_use() {
     write_docker_config(&h.sb.home, &reg);
     let r = h.run(&["pull", &reference, "--ca-file", ca]);
     r.assert_success();
-    assert!(
-        r.stderr.contains("profile master-1, generation 1"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("profile master-1, generation 1");
     // --authfile, by digest.
     let h2 = puller();
     let by_digest = reg.reference(REPO, &format!("@{digest}"));
@@ -1264,11 +1260,7 @@ fn skopeo_copies_a_pushed_generation_through_an_oci_layout_and_kbuild_pulls_the_
     let h = puller();
     let r = pull_plain(&h, &reg.reference("other/copy", "gen1"));
     r.assert_success();
-    assert!(
-        r.stderr.contains("profile master-1, generation 1"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("profile master-1, generation 1");
     h.ok(&["switch", "--profile", "master-1"]);
     w.ok(&["switch", "--profile", "master-1"]);
     assert_same_root(&w, &h, "a pull of skopeo's copy");
@@ -1490,11 +1482,7 @@ fn ctrl_c_mid_pull_exits_130_adds_nothing_and_the_rerun_completes() {
     proxy.release();
     let r = pull_plain(&h, &reference);
     r.assert_success();
-    assert!(
-        r.stderr.contains("profile master-1, generation 1"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("profile master-1, generation 1");
     h.ok(&["switch", "--profile", "master-1"]);
 }
 
@@ -1956,21 +1944,11 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
         &["pull", &reference, "--plain-http"],
         &[("KBUILD_FAULT_AT", "1")],
     );
-    assert!(
-        r.stderr
-            .contains("fault injected at step 1 (import: rootfs assembled in a scratch entry)"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("fault injected at step 1 (import: rootfs assembled in a scratch entry)");
     assert_eq!(scratch_entries(&h.sb.store).len(), 1);
     let r = pull_plain(&h, &reference);
     r.assert_success();
-    assert!(
-        r.stderr
-            .contains("Removed 1 temporary entry a killed kbuild left, "),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("Removed 1 temporary entry a killed kbuild left, ");
     let temporary: Vec<String> = top_level(&h.sb.store)
         .into_iter()
         .filter(|n| n.starts_with(".tmp"))
@@ -1985,11 +1963,7 @@ fn the_scratch_of_a_killed_run_is_removed_by_the_next_writer_and_a_live_ones_nev
         &["pull", &reference, "--plain-http"],
         &[("KBUILD_FAULT_AT", "1")],
     );
-    assert!(
-        r.stderr.contains("fault injected at step 1"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("fault injected at step 1");
     let temporary: Vec<String> = top_level(&h.sb.store)
         .into_iter()
         .filter(|n| n.starts_with(".tmp"))

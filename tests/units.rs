@@ -629,12 +629,7 @@ fn the_journal_records_the_new_actions_and_a_completed_switch_runs_them() {
     for (n, step) in [(1, "journal written"), (2, "flip"), (3, "state written")] {
         let r = w.run_env(&["switch", "2"], &[("KBUILD_FAULT_AT", &n.to_string())]);
         assert_eq!(r.code, None, "step {n}: killed: {r:?}");
-        assert!(
-            r.stderr
-                .contains(&format!("fault injected at step {n} ({step})")),
-            "{}",
-            r.stderr
-        );
+        r.assert_stderr_has(&format!("fault injected at step {n} ({step})"));
         let journal: serde_json::Value = serde_json::from_slice(
             &std::fs::read(w.root.join("etc/.kbuild/journal.json")).unwrap(),
         )

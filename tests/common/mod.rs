@@ -873,6 +873,13 @@ impl Run {
         assert_eq!(self.stderr(), expected);
     }
 
+    /// Asserts the raw stderr (no `$SANDBOX` or `$SERVER` in it) holds `needle`; the message
+    /// shows the whole stderr.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) {
+        assert!(self.stderr.contains(needle), "{}", self.stderr);
+    }
+
     /// stderr with the sandbox path and the server URL replaced by `$SANDBOX` and `$SERVER`.
     pub fn stderr(&self) -> String {
         self.filter(&self.stderr)
