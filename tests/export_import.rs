@@ -417,7 +417,7 @@ fn export_refuses_a_directory_that_is_not_empty() {
 
 /// Every path under `dir`, relative, sorted.
 fn layout_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+    let mut v: Vec<String> = common::walk_any(dir)
         .min_depth(1)
         .into_iter()
         .map(|e| {

@@ -36,7 +36,7 @@ fn strace_available() -> bool {
 /// size, mtime (never inode numbers).
 fn object_tree(path: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(path).sort_by_file_name() {
+    for e in common::walk_any(path).sort_by_file_name() {
         let e = e.unwrap();
         let m = e.path().symlink_metadata().unwrap();
         let rel = e.path().strip_prefix(path).unwrap().display().to_string();
@@ -274,7 +274,7 @@ fn gc_killed_at_every_deletion_never_leaves_a_partial_object() {
 fn build_rebuilds_a_partly_deleted_rootfs_instead_of_reusing_it() {
     let w = World::new();
     let g1 = w.build(&["master"], &[], 1);
-    let files = walkdir::WalkDir::new(&g1.rootfs)
+    let files = common::walk_any(&g1.rootfs)
         .into_iter()
         .filter(|e| e.as_ref().unwrap().file_type().is_file())
         .count();
@@ -300,7 +300,7 @@ fn build_rebuilds_a_partly_deleted_rootfs_instead_of_reusing_it() {
         )
     );
     assert_eq!(r.rootfs(), g1.rootfs);
-    let files = walkdir::WalkDir::new(&g1.rootfs)
+    let files = common::walk_any(&g1.rootfs)
         .into_iter()
         .filter(|e| e.as_ref().unwrap().file_type().is_file())
         .count();

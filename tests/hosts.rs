@@ -31,7 +31,7 @@ fn store_entries(store: &Path) -> Vec<String> {
     if !store.exists() {
         return Vec::new();
     }
-    let mut out: Vec<String> = walkdir::WalkDir::new(store)
+    let mut out: Vec<String> = common::walk_any(store)
         .into_iter()
         .map(|e| {
             e.unwrap()

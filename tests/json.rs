@@ -14,7 +14,7 @@ fn parse(r: &Run) -> Value {
 
 /// Every file under the store, with its size: what "writes nothing" is checked against.
 fn store_tree(store: &std::path::Path) -> Vec<(String, u64)> {
-    walkdir::WalkDir::new(store)
+    common::walk_any(store)
         .sort_by_file_name()
         .into_iter()
         .map(|e| e.unwrap())

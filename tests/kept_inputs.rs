@@ -174,7 +174,7 @@ fn an_air_gapped_host_builds_from_the_kept_archive_alone() {
 }
 
 fn crate_writable(p: &Path) {
-    for e in walkdir::WalkDir::new(p).into_iter().flatten() {
+    for e in common::walk_any(p).into_iter().flatten() {
         if e.file_type().is_dir() {
             std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }

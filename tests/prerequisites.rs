@@ -62,7 +62,7 @@ fn file(w: &World, rel: &str, bytes: &[u8], mode: u32) {
 /// Every entry below `dir` with its type, mode, owner, mtime, inode and, for a regular file,
 /// its bytes (a FIFO or socket is never opened, unlike `full_listing`).
 fn snapshot(dir: &std::path::Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
+    common::walk_any(dir)
         .sort_by_file_name()
         .into_iter()
         .map(|e| {
@@ -382,7 +382,7 @@ fn an_unreadable_token_is_missing() {
         kbuild_bin()
     };
     if as_root {
-        for e in walkdir::WalkDir::new(&w.sb.dir) {
+        for e in common::walk_any(&w.sb.dir) {
             let e = e.unwrap();
             let extra = if e.file_type().is_dir() {
                 0o555

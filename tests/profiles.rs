@@ -527,7 +527,7 @@ fn a_read_only_store_from_before_profiles_is_read_in_place() {
     make_v1(&w.store());
     let records = v1_records(&w.store());
     let before = {
-        let mut v: Vec<String> = walkdir::WalkDir::new(w.store().join(".kbuild"))
+        let mut v: Vec<String> = common::walk_any(w.store().join(".kbuild"))
             .into_iter()
             .map(|e| e.unwrap().path().display().to_string())
             .collect();
@@ -569,7 +569,7 @@ fn a_read_only_store_from_before_profiles_is_read_in_place() {
         let r = w.run(&["generations", "--host", "master-1"]);
         assert_eq!(r.code, Some(0), "{}", r.stderr());
     }
-    let mut after: Vec<String> = walkdir::WalkDir::new(w.store().join(".kbuild"))
+    let mut after: Vec<String> = common::walk_any(w.store().join(".kbuild"))
         .into_iter()
         .map(|e| e.unwrap().path().display().to_string())
         .collect();

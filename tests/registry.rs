@@ -1857,7 +1857,7 @@ fn scratch_entries(store: &Path) -> BTreeMap<String, u64> {
         .into_iter()
         .filter(|n| n.starts_with(".tmp-work-"))
         .map(|n| {
-            let bytes = walkdir::WalkDir::new(store.join(&n))
+            let bytes = common::walk_any(store.join(&n))
                 .into_iter()
                 .map(|e| e.unwrap().metadata().unwrap())
                 .filter(|m| m.is_file())

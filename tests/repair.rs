@@ -28,7 +28,7 @@ fn store_listing(store: &Path) -> BTreeMap<String, Vec<String>> {
         .map(|o| {
             let top = store.join(&o);
             let mut lines = Vec::new();
-            for e in walkdir::WalkDir::new(&top).sort_by_file_name() {
+            for e in common::walk_any(&top).sort_by_file_name() {
                 let e = e.unwrap();
                 let m = e.path().symlink_metadata().unwrap();
                 let rel = e.path().strip_prefix(&top).unwrap().display().to_string();

@@ -46,7 +46,7 @@ fn object_named(store: &Path, name: &str) -> String {
 /// alone (a rootfs's files are hardlinks to other objects).
 fn remove_object(path: &Path) {
     if path.is_dir() {
-        for e in walkdir::WalkDir::new(path) {
+        for e in common::walk_any(path) {
             let e = e.unwrap();
             if e.file_type().is_dir() {
                 std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -64,7 +64,7 @@ fn remove_object(path: &Path) {
 fn assert_objects_read_only(store: &Path) {
     let mut wrong = Vec::new();
     for o in objects(store) {
-        for e in walkdir::WalkDir::new(store.join(&o)) {
+        for e in common::walk_any(store.join(&o)) {
             let e = e.unwrap();
             let mode = e.metadata().unwrap().mode() & 0o7777;
             let ok = if e.file_type().is_dir() {
@@ -782,7 +782,7 @@ cases_tested!(STORE;
 
 /// The bytes of the files below `dir`.
 fn file_bytes(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
+    common::walk_any(dir)
         .into_iter()
         .filter_map(|e| e.ok()?.metadata().ok())
         .filter(|m| m.is_file())

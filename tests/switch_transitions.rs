@@ -459,7 +459,7 @@ fn adopted_original_through_type_changes(path: &'static str, original_is_dir: bo
 
 /// Deletes a store object (read-only directories included), as a user or a broken disk might.
 fn remove_object(path: &Path) {
-    for e in walkdir::WalkDir::new(path) {
+    for e in common::walk_any(path) {
         let e = e.unwrap();
         if e.file_type().is_dir() {
             std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

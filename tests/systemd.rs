@@ -574,7 +574,7 @@ fn enablement_links_are_part_of_the_generation() {
         ),
     );
     let g = w.build(&["units"], &[], 1);
-    let links: Vec<(String, String)> = walkdir::WalkDir::new(&g.rootfs)
+    let links: Vec<(String, String)> = common::walk_any(&g.rootfs)
         .sort_by_file_name()
         .into_iter()
         .map(|e| e.unwrap())

@@ -101,7 +101,7 @@ impl Gen {
             if !dir.exists() {
                 continue;
             }
-            for e in walkdir::WalkDir::new(&dir) {
+            for e in super::walk_any(&dir) {
                 let e = e.unwrap();
                 if !e.file_type().is_dir() {
                     let rel = e.path().strip_prefix(&self.rootfs).unwrap();
@@ -296,7 +296,7 @@ impl World {
             let c = self.command_line(&wrap, &kbuild_bin(), store, false, args);
             return self.sb.run(assert_cmd::Command::from_std(c));
         }
-        let modes: Vec<(PathBuf, u32)> = walkdir::WalkDir::new(store)
+        let modes: Vec<(PathBuf, u32)> = super::walk_any(store)
             .into_iter()
             .map(|e| e.unwrap())
             .filter(|e| !e.file_type().is_symlink())
@@ -729,7 +729,7 @@ impl Listing {
 
 pub fn root_listing(root: &Path) -> Listing {
     let mut l = Listing::default();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+    for e in super::walk_any(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
         let rel = e.path().strip_prefix(root).unwrap().display().to_string();
         let ft = e.file_type();
@@ -795,7 +795,7 @@ pub fn store_objects(store: &Path) -> BTreeSet<String> {
 pub fn reachable(store: &Path, g: &Gen) -> BTreeSet<String> {
     use std::os::unix::fs::MetadataExt;
     let mut inodes = BTreeSet::new();
-    for e in walkdir::WalkDir::new(&g.rootfs) {
+    for e in super::walk_any(&g.rootfs) {
         let e = e.unwrap();
         if e.file_type().is_file() {
             inodes.insert(e.metadata().unwrap().ino());
