@@ -319,7 +319,7 @@ fn build_rebuilds_a_partly_deleted_rootfs_instead_of_reusing_it() {
     assert_eq!(
         g.stdout,
         format!(
-            "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
+            "0 generations, 0 objects and 1 temporary entry removed, 1.1 KiB freed\n{}",
             gc_archives_line(1, fixture().gz.len())
         )
     );

@@ -310,7 +310,7 @@ fn gc_keeps_archives_pinned_by_remaining_generations() {
     assert_eq!(
         g.stdout,
         format!(
-            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n{}",
             gc_archives_line(2, fixture().gz.len() + other.len())
         )
     );
@@ -339,8 +339,8 @@ fn gc_keeps_archives_pinned_by_remaining_generations() {
         (g.stdout.as_str(), g.stderr.as_str()),
         (
             format!(
-                "0 generations, 1 object and 0 temporary entries removed, {:.1} MiB freed\n{}",
-                other.len() as f64 / (1u64 << 20) as f64,
+                "0 generations, 1 object and 0 temporary entries removed, {} freed\n{}",
+                human_bytes(other.len() as u64),
                 gc_archives_line(0, 0)
             )
             .as_str(),

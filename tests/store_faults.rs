@@ -104,14 +104,14 @@ fn assert_sound(sb: &Sandbox) {
 /// `kbuild gc` succeeds, quietly, removing exactly one temporary entry (and keeping the
 /// one archive the build kept). The run.
 #[track_caller]
-fn gc_removes_one_tmp_entry(sb: &Sandbox) -> Run {
+fn gc_removes_one_tmp_entry(sb: &Sandbox, freed: &str) -> Run {
     let g = sb.kbuild(&["gc"]);
     g.assert_success();
     assert_eq!(
         (g.stdout.as_str(), g.stderr.as_str()),
         (
             format!(
-                "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed\n{}",
+                "0 generations, 0 objects and 1 temporary entry removed, {freed} freed\n{}",
                 gc_archives_line(1, fixture().gz.len())
             )
             .as_str(),
@@ -543,7 +543,7 @@ fn stale_tmp_entry_is_ignored_and_collected() {
     );
     verify_ok(&sb);
 
-    let g = gc_removes_one_tmp_entry(&sb);
+    let g = gc_removes_one_tmp_entry(&sb, "15 B");
     assert!(!stale.exists());
     assert_sound(&sb);
     check("stale_tmp_entry_is_ignored_and_collected", &r, &g.stdout);
@@ -563,7 +563,7 @@ fn gc_unlinks_a_tmp_symlink_without_following_it() {
     let link = sb.store.join(".tmp-gc-evil");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
 
-    gc_removes_one_tmp_entry(&sb);
+    gc_removes_one_tmp_entry(&sb, "0 B");
     assert!(link.symlink_metadata().is_err(), "the symlink stayed");
     let mode = victim.join("sub").metadata().unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o500, "gc chmod-ed a directory outside the store");
@@ -679,7 +679,7 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     g.assert_success();
     assert!(
         g.stdout.starts_with(
-            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n"
+            "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n"
         ),
         "{}",
         g.stdout

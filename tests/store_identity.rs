@@ -15,7 +15,7 @@ use common::{fixture, gc_archives_line};
 /// What `gc` says when it removes nothing: the store keeps the world's one input archive.
 fn nothing() -> String {
     format!(
-        "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+        "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n{}",
         gc_archives_line(1, fixture().gz.len())
     )
 }

@@ -910,7 +910,7 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(
         r.stdout,
         format!(
-            "1 generation, 2 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "1 generation, 2 objects and 0 temporary entries removed, 2.6 KiB freed\n{}",
             gc_archives_line(1, fixture().gz.len())
         )
     );
@@ -944,7 +944,7 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(
         r.stdout,
         format!(
-            "1 generation, {} and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "1 generation, {} and 0 temporary entries removed, 3.3 KiB freed\n{}",
             match gone.len() {
                 1 => "1 object".to_owned(),
                 n => format!("{n} objects"),
@@ -963,7 +963,7 @@ fn gc_keeps_the_newest_generations_and_the_active_one_and_exactly_their_objects(
     assert_eq!(
         r.stdout,
         format!(
-            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n{}",
             gc_archives_line(1, fixture().gz.len())
         )
     );
@@ -991,7 +991,7 @@ fn gc_without_keep_only_removes_unreachable_objects() {
     assert_eq!(
         r.stdout,
         format!(
-            "0 generations, 1 object and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "0 generations, 1 object and 0 temporary entries removed, 6 B freed\n{}",
             gc_archives_line(1, fixture().gz.len())
         )
     );
@@ -1461,7 +1461,7 @@ fn gc_keeps_the_active_generation_of_every_root() {
     assert_eq!(
         r.stdout,
         format!(
-            "0 generations, 0 objects and 0 temporary entries removed, 0.0 MiB freed\n{}",
+            "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n{}",
             gc_archives_line(1, fixture().gz.len())
         )
     );

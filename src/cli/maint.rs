@@ -172,7 +172,7 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         ("removed", "freed")
     };
     outln!(
-        "{}, {} and {} {verb}, {:.1} MiB {freed}",
+        "{}, {} and {} {verb}, {} {freed}",
         n(
             report.generations_removed.len(),
             "generation",
@@ -180,7 +180,7 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         ),
         n(report.objects_removed.len(), "object", "objects"),
         n(report.temp_removed, "temporary entry", "temporary entries"),
-        report.bytes_freed as f64 / (1 << 20) as f64
+        super::show::human_bytes(report.bytes_freed)
     );
     if args.dry_run {
         return Ok(());

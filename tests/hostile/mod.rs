@@ -477,7 +477,7 @@ pub const CATEGORIES: &[Category] = &[
     Category {
         name: S_CRASH,
         shown_by: "stale_tmp_entry_is_ignored_and_collected",
-        message: "0 generations, 0 objects and 1 temporary entry removed, 0.0 MiB freed",
+        message: "0 generations, 0 objects and 1 temporary entry removed, 15 B freed",
     },
     Category {
         name: ROOT_RACES,
