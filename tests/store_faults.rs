@@ -678,9 +678,8 @@ fn build_killed_mid_fetch_leaves_only_a_tmp_entry() {
     let g = sb.kbuild(&["gc"]);
     g.assert_success();
     assert!(
-        g.stdout.starts_with(
-            "0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n"
-        ),
+        g.stdout
+            .starts_with("0 generations, 0 objects and 0 temporary entries removed, 0 B freed\n"),
         "{}",
         g.stdout
     );

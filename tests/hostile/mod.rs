@@ -1277,7 +1277,10 @@ fn serve(
 /// Relative path → bytes of every regular file below `dir`, plus symlink targets.
 pub fn tree_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for e in crate::common::walk_any(dir).min_depth(1).sort_by_file_name() {
+    for e in crate::common::walk_any(dir)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
         let e = e.unwrap();
         let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
         if e.file_type().is_file() {
