@@ -193,11 +193,21 @@ pub fn get(store: &Store, profile: &str, number: u64) -> Result<Option<Generatio
     if !valid_profile(profile) {
         return Ok(None);
     }
-    let g: Option<Generation> = crate::store::read_json(&record_path(store, profile, number))?;
-    Ok(g.map(|mut g| {
-        g.profile = profile.to_owned();
-        g
-    }))
+    let path = record_path(store, profile, number);
+    let Some(mut g): Option<Generation> = crate::store::read_json(&path)? else {
+        return Ok(None);
+    };
+    // The name is what everything goes by (gc's "newest N", `switch N`); a record copied or
+    // renamed by hand would make gc delete a generation it keeps, or a switch activate another.
+    if g.number != number {
+        return Err(StoreError::MisnamedRecord {
+            path,
+            recorded: g.number,
+            named: number,
+        });
+    }
+    g.profile = profile.to_owned();
+    Ok(Some(g))
 }
 
 /// The recorded generation numbers of `profile`, ascending (from the `<N>.json` names).

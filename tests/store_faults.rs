@@ -766,6 +766,58 @@ fn a_rootfs_replaced_by_a_symlink_is_never_followed() {
 /// How [`kbuild::fs::walk_tree`] ends its error.
 const DAMAGED: &str = "the store is damaged (`kbuild verify` says how; `kbuild verify --repair` rebuilds what it can)";
 
+/// A generation record copied or renamed by hand (review19 HIGH-1: `cp 2.json 1.json`, then
+/// `gc --keep 1` deleted generation 2 and all its objects, and `switch 1` planned 2): every
+/// command that reads it refuses, naming the record, and nothing is removed.
+#[test]
+fn a_generation_record_under_another_number_is_refused_not_collected() {
+    let w = common::world::World::new();
+    w.build(&["master"], &[], 1);
+    w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+    let records = w.store().join(".kbuild/profiles/default");
+    // And a link to a copy outside the store, as the review did: the same refusal.
+    let copy = w.sb.dir.join("copy-of-2.json");
+    std::fs::copy(records.join("2.json"), &copy).unwrap();
+    for plant in ["copy", "link"] {
+        std::fs::remove_file(records.join("1.json")).unwrap();
+        match plant {
+            "copy" => drop(std::fs::copy(&copy, records.join("1.json")).unwrap()),
+            _ => std::os::unix::fs::symlink(&copy, records.join("1.json")).unwrap(),
+        }
+        let before = listing(&w.store());
+        let cause = "generation record `$SANDBOX/store/.kbuild/profiles/default/1.json` says it is generation 2, but its name says 1\nhelp: the record was copied or renamed by hand (kbuild writes `N.json` for generation N); nothing was changed: move `$SANDBOX/store/.kbuild/profiles/default/1.json` back to `2.json`, or remove it if generation 2 has its own record\n";
+        for (args, first) in [
+            (
+                &["gc", "--keep", "1"][..],
+                "error: garbage collection failed\n  caused by: ",
+            ),
+            (
+                &["switch", "1"],
+                "error: cannot switch root `$SANDBOX/host`\n  caused by: ",
+            ),
+            (
+                &["generations"],
+                "error: cannot list generations\n  caused by: ",
+            ),
+        ] {
+            let r = w.run(args);
+            assert_eq!(
+                (r.code, r.stderr()),
+                (Some(1), format!("{first}{cause}")),
+                "{plant}: {args:?}"
+            );
+        }
+        // verify checks the objects first (its "Verified" line), then stops at the record.
+        let r = w.run(&["verify"]);
+        assert_eq!(r.code, Some(1), "{plant}: {r:?}");
+        assert!(
+            r.stderr().ends_with(&format!("\nerror: {cause}")),
+            "{plant}: {r:?}"
+        );
+        assert_eq!(listing(&w.store()), before, "{plant}: the store changed");
+    }
+}
+
 cases_tested!(STORE;
     disk_full_while_extracting,
     disk_full_at_every_stage_leaves_a_valid_store,

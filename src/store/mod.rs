@@ -89,6 +89,12 @@ pub enum StoreError {
         "{count} damaged or missing object(s) are left as they are: no good copy could be rebuilt"
     )]
     Unrepaired { count: usize, help: String },
+    #[error("generation record `{}` says it is generation {recorded}, but its name says {named}", path.display())]
+    MisnamedRecord {
+        path: PathBuf,
+        recorded: u64,
+        named: u64,
+    },
     #[error("corrupt store metadata `{path}`")]
     Metadata {
         path: PathBuf,
@@ -558,6 +564,10 @@ impl Store {
                 "run `kbuild verify --repair`: it replaces damaged objects with copies rebuilt from their sources".into(),
             ),
             StoreError::Unrepaired { help, .. } => Some(help.clone()),
+            StoreError::MisnamedRecord { path, recorded, .. } => Some(format!(
+                "the record was copied or renamed by hand (kbuild writes `N.json` for generation N); nothing was changed: move `{}` back to `{recorded}.json`, or remove it if generation {recorded} has its own record",
+                path.display()
+            )),
             _ => None,
         }
     }
