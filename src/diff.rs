@@ -56,6 +56,8 @@ fn rootfs_of(store: &Store, profile: &str, n: u64) -> Result<PathBuf, SwitchErro
             path: p,
         });
     }
+    // Damage inside the rootfs (an `etc/` replaced by a link) is refused, as a switch does.
+    crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
     Ok(p)
 }
 

@@ -262,3 +262,40 @@ pub fn annotate(e: io::Error, action: &str, path: &Path) -> io::Error {
         format!("failed to {action} `{}`: {e}", path.display()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_tree_refuses_a_top_that_is_no_directory_and_never_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("f"), b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&tree, &link).unwrap();
+        let file = tree.join("f");
+
+        let names = |p: &Path| -> Vec<String> {
+            walk_tree(p)
+                .unwrap()
+                .sort_by_file_name()
+                .into_iter()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&tree), ["tree", "f"]);
+        for (p, what) in [(&link, "a symlink"), (&file, "not a directory")] {
+            let e = walk_tree(p).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("`{}` is {what}, not the directory", p.display())),
+                "{e}"
+            );
+        }
+        let missing = walk_tree(&dir.path().join("none")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+}

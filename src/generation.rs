@@ -366,6 +366,9 @@ pub struct Entry {
 /// Read with `symlink_metadata`, so no link is followed out of the store.
 pub fn entries(store: &Store, g: &Generation) -> Result<Vec<Entry>, StoreError> {
     use std::os::unix::fs::PermissionsExt as _;
+    // What a switch would refuse is not listed as the generation's: the rootfs must have the
+    // shape recorded when it was added (a rootfs or its `etc/` replaced by a link is not).
+    crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
     let top = store.path_of(&g.rootfs);
     let mut out = Vec::new();
     let mut stack = vec![(top.clone(), String::new())];

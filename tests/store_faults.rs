@@ -731,40 +731,55 @@ fn read_only_store_is_a_clear_error() {
     check("read_only_store_is_a_clear_error", &r, &r.stderr());
 }
 
-/// A rootfs replaced by a symlink, to a copy with the right files even, is never read
-/// through: export, diff and switch refuse it by name, and the root is left as it was.
+/// A rootfs, or its `etc/`, replaced by a symlink to a copy with the right files even, is
+/// never read through: export (so push), diff, show and switch refuse it as damage with the
+/// help to repair it, nothing is exported, and the root is left as it was (review19 MED-3/4:
+/// export and push shipped a rootfs whose `etc/` was a link; show listed what it pointed at).
 #[test]
 fn a_rootfs_replaced_by_a_symlink_is_never_followed() {
-    let s = Sentinel::new();
-    let w = common::world::World::new();
-    let g1 = w.build(&["master"], &[], 1);
-    w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
-    w.ok(&["switch", "2"]);
-    let copy = s.path().join("rootfs");
-    std::fs::rename(&g1.rootfs, &copy).unwrap();
-    std::os::unix::fs::symlink(&copy, &g1.rootfs).unwrap();
-    let before = (s.snapshot(), w.listing());
-    let rootfs = g1.object();
+    for (plant, what) in [
+        ("", "the object is not a directory"),
+        ("etc", "`etc` is not a directory"),
+    ] {
+        let s = Sentinel::new();
+        let w = common::world::World::new();
+        let g1 = w.build(&["master"], &[], 1);
+        w.build(&["master"], &["--set", "IP=10.72.84.170"], 2);
+        w.ok(&["switch", "2"]);
+        let planted = match plant {
+            "" => g1.rootfs.clone(),
+            _ => g1.rootfs.join(plant),
+        };
+        let copy = s.path().join("copy");
+        std::fs::rename(&planted, &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, &planted).unwrap();
+        let before = (s.snapshot(), w.listing());
 
-    let out = w.sb.dir.join("usb");
-    w.run(&["export", "1", "--output", out.to_str().unwrap()])
-        .assert_error(&format!(
-            "error: cannot export generation 1 of profile `default` to `$SANDBOX/usb`\n  caused by: cannot read store object `{rootfs}` for the artifact\n  caused by: `$SANDBOX/store/{rootfs}` is a symlink, not the directory the store made: {DAMAGED}\n"
-        ));
-    w.run(&["diff", "1", "2"]).assert_error(&format!(
-        "error: cannot compare generations\n  caused by: `$SANDBOX/store/{rootfs}` is a symlink, not the directory the store made: {DAMAGED}\n"
-    ));
-    // The switch finds it earlier, as an object changed after it was added.
-    w.run(&["switch", "1"]).assert_error(&format!(
-        "error: cannot switch root `$SANDBOX/host`\n  caused by: store object `$SANDBOX/store/{rootfs}` was modified after it was added (the object is not a directory)\n{MODIFIED_HELP}"
-    ));
-    assert!(!out.exists());
-    s.assert_untouched(&before.0);
-    assert_eq!(w.listing(), before.1, "the root changed");
+        let cause = format!(
+            "  caused by: store object `$SANDBOX/store/{}` was modified after it was added ({what})\n{MODIFIED_HELP}",
+            g1.object()
+        );
+        let out = w.sb.dir.join("usb");
+        for (args, first) in [
+            (
+                &["export", "1", "--output", out.to_str().unwrap()][..],
+                "cannot export generation 1 of profile `default` to `$SANDBOX/usb`",
+            ),
+            (&["diff", "1", "2"], "cannot compare generations"),
+            (
+                &["show", "1"],
+                "cannot read the rootfs of generation 1 of profile `default`",
+            ),
+            (&["switch", "1"], "cannot switch root `$SANDBOX/host`"),
+        ] {
+            w.run(args)
+                .assert_error(&format!("error: {first}\n{cause}"));
+        }
+        assert!(!out.exists(), "{plant:?}");
+        s.assert_untouched(&before.0);
+        assert_eq!(w.listing(), before.1, "{plant:?}: the root changed");
+    }
 }
-
-/// How [`kbuild::fs::walk_tree`] ends its error.
-const DAMAGED: &str = "the store is damaged (`kbuild verify` says how; `kbuild verify --repair` rebuilds what it can)";
 
 /// A generation record copied or renamed by hand (review19 HIGH-1: `cp 2.json 1.json`, then
 /// `gc --keep 1` deleted generation 2 and all its objects, and `switch 1` planned 2): every

@@ -45,11 +45,20 @@ pub fn run(ctx: &Context, root: &kbuild::activate::Root, args: Args) -> anyhow::
         .with_context(|| format!("cannot open store `{}`", ctx.store_dir.display()))?;
     let profile = args.profile.resolve(&store, root);
     let g = pick(&store, root, &profile, args.generation)?;
-    let entries = generation::entries(&store, &g).with_context(|| {
-        format!(
-            "cannot read the rootfs of generation {} of profile `{profile}`\nhelp: run `kbuild verify --repair`",
+    let entries = generation::entries(&store, &g).map_err(|e| {
+        let message = format!(
+            "cannot read the rootfs of generation {} of profile `{profile}`",
             g.number
-        )
+        );
+        // The store error's own help when it has one (a damaged object), else the general one.
+        match Store::help(&e) {
+            Some(_) => anyhow::Error::new(e).context(message),
+            None => anyhow::Error::new(e).context(super::Refused {
+                message,
+                help: "run `kbuild verify --repair`: it re-creates a generation's missing rootfs"
+                    .to_owned(),
+            }),
+        }
     })?;
     let size = generation::closure_bytes(&store, &g).context("cannot measure the closure")?;
     let path = store.canonical_dir().join(g.rootfs.as_str());

@@ -200,6 +200,9 @@ pub fn describe(
         object: object.to_string(),
         source,
     };
+    // The check a switch makes: a generation damaged in this store (a rootfs entry replaced
+    // by a link, a changed file) is refused here, not shipped for every receiver to refuse.
+    crate::store::verify::check_unmodified_closure(store, &g.rootfs)?;
     let meta = store
         .meta(&g.rootfs)?
         .ok_or_else(|| RegistryError::Object {
