@@ -1161,7 +1161,9 @@ fn sanitize_name(s: &str) -> String {
 
 /// The host files a generation needs before a switch changes anything: its recipes'
 /// `prerequisites`, and the files its `https://` health checks read (`ca`, `cert`, `key`)
-/// unless the generation installs that path itself. A missing cluster CA then refuses the
+/// unless the generation installs that path itself (a public CA or certificate: a `key` it
+/// installs, or a path inside an installed file, is refused when the checks are rendered,
+/// see `recipe::render_health`). A missing cluster CA then refuses the
 /// switch with the other missing files, instead of failing the health gate after the flip
 /// and rolling back; a group-readable client key gets the same warning as any key.
 fn prerequisites(set: &RecipeSet, health: &[crate::health::Check]) -> BTreeSet<String> {

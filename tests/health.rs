@@ -504,7 +504,8 @@ fn https_check_files_are_recorded_by_path_and_never_read_by_the_build() {
 }
 
 /// A check's `ca` the generation installs itself is no prerequisite (it exists once the switch
-/// flips); a file that is both a recipe's prerequisite and a check's is listed once.
+/// flips); a file that is both a recipe's prerequisite and a check's is listed once; an
+/// installed `key`, and a path inside an installed file, are refused.
 #[test]
 fn https_check_files_the_generation_installs_are_no_prerequisites() {
     let w = World::bare();
@@ -535,6 +536,27 @@ fn https_check_files_the_generation_installs_are_no_prerequisites() {
         r.stderr(),
         "    Switched root `$SANDBOX/host` to generation 1\n"
     );
+
+    // A key the generation installs would be in the world-readable store, and a file inside
+    // an installed file could never exist: both refused at the value (review19 MED-1, MED-2).
+    let recipe = w.sb.recipes.join("etcd.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    for (from, to, expected) in [
+        (
+            "[files.\"/etc/kubernetes/ca.pem\"]",
+            "[files.\"/etc/kubernetes/ssl/etcd-client-key.pem\"]",
+            "error: cannot build etcd\n  caused by: $SANDBOX/recipes/etcd.toml:8:7: health check of `etcd.service`: `key` `/etc/kubernetes/ssl/etcd-client-key.pem` is a file this generation installs: the private key would be in the world-readable store\nhelp: a check's `ca`, `cert` and `key` are host files, checked before a switch and never copied into the store: keep a private key out of `[files]`, and name files the generation does not install over\n",
+        ),
+        (
+            "cert = \"/etc/kubernetes/ssl/etcd-client.pem\"",
+            "cert = \"/etc/kubernetes/ca.pem/client.pem\"",
+            "error: cannot build etcd\n  caused by: $SANDBOX/recipes/etcd.toml:7:8: health check of `etcd.service`: `cert` `/etc/kubernetes/ca.pem/client.pem` is inside `/etc/kubernetes/ca.pem`, a file this generation installs, so it could never exist\nhelp: a check's `ca`, `cert` and `key` are host files, checked before a switch and never copied into the store: keep a private key out of `[files]`, and name files the generation does not install over\n",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&recipe, text.replace(from, to)).unwrap();
+        w.run(&["build", "etcd"]).assert_error(expected);
+    }
 }
 
 /// review18 MED-2: the `[[health]]` example of docs/recipes.md ("Health checks") builds when

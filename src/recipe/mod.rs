@@ -1301,6 +1301,30 @@ pub fn render_health(
                         )
                         .with_help("write the https:// URL the service answers on, or remove `ca`, `cert` and `key`"));
                     }
+                    // The files are prerequisites (checked on the host before a switch): one
+                    // the generation installs is not, unless it is a private key, which would
+                    // sit in the world-readable store; one inside (or around) an installed
+                    // file could never exist.
+                    let clash = set.files.keys().map(TargetPath::as_str).find_map(|t| {
+                        if t == path.as_str() {
+                            (key == "key").then(|| format!(
+                                "`{path}` is a file this generation installs: the private key would be in the world-readable store"
+                            ))
+                        } else if path.starts_with(&format!("{t}/")) {
+                            Some(format!("`{path}` is inside `{t}`, a file this generation installs, so it could never exist"))
+                        } else if t.starts_with(&format!("{path}/")) {
+                            Some(format!("`{path}` holds `{t}`, a file this generation installs, so it is a directory, not a file"))
+                        } else {
+                            None
+                        }
+                    });
+                    if let Some(why) = clash {
+                        return Err(RecipeError::at(
+                            at,
+                            format!("health check of `{}`: `{key}` {why}", d.check.unit),
+                        )
+                        .with_help("a check's `ca`, `cert` and `key` are host files, checked before a switch and never copied into the store: keep a private key out of `[files]`, and name files the generation does not install over"));
+                    }
                 }
                 let authority = url
                     .strip_prefix("http://")
