@@ -189,9 +189,9 @@ pub fn run_gc(ctx: &Context, args: GcArgs, term: &Terminal) -> anyhow::Result<()
         outln!("0 input archives kept for offline builds (builds fetch them again)");
     } else if report.archives_kept > 0 {
         outln!(
-            "{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)",
+            "{} kept for offline builds ({}, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)",
             n(report.archives_kept, "input archive", "input archives"),
-            report.archive_bytes as f64 / (1 << 20) as f64
+            super::show::human_bytes(report.archive_bytes)
         );
     }
     Ok(())

@@ -1122,9 +1122,9 @@ pub fn gc_archives_line(count: usize, bytes: usize) -> String {
         return "0 input archives kept for offline builds (builds fetch them again)\n".into();
     }
     format!(
-        "{count} input archive{} kept for offline builds ({:.1} MiB, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)\n",
+        "{count} input archive{} kept for offline builds ({}, pinned by the remaining generations; `kbuild gc --drop-archives` deletes them)\n",
         if count == 1 { "" } else { "s" },
-        bytes as f64 / (1u64 << 20) as f64
+        human_bytes(bytes as u64)
     )
 }
 
